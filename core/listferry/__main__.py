@@ -1,0 +1,3 @@
+from listferry.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""The config and the plugins together: what every command starts from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from listferry.config import Config, Tenant, load_config
+from listferry.errors import ConfigError
+from listferry.plugins import Host, load_host
+from listferry.transport import Transport
+
+
+@dataclass
+class App:
+    """A checked config and the plugins it enabled."""
+
+    config: Config
+    host: Host
+
+    def transport(self, tenant: Tenant) -> Transport:
+        """A connection to the tenant's home through the transport for its scheme."""
+        scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
+        return self.host.transports.get(scheme)(tenant.home, tenant)
+
+
+def check_names(config: Config, host: Host) -> None:
+    """Every dialect, strategy and home scheme a tenant names must be registered."""
+    for tenant in config.tenants.values():
+        table = f"tenants.{tenant.name}"
+        for key, registry in (("dialect", host.dialects), ("strategy", host.strategies)):
+            value = getattr(tenant, key)
+            if value not in registry:
+                raise ConfigError(
+                    f"{config.where(table, key)}: unknown {key} {value!r} "
+                    f"(known: {', '.join(registry.names()) or 'none'})"
+                )
+        scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
+        if scheme not in host.transports:
+            raise ConfigError(
+                f"{config.where(table, 'home')}: no transport for {scheme}:// "
+                f"(known: {', '.join(host.transports.names())})"
+            )
+
+
+def open_app(path: Path) -> App:
+    """Read the config, load the plugins it allows, and check the names it uses."""
+    config = load_config(path)
+    host = load_host(disabled=config.disable, modules=config.plugins)
+    check_names(config, host)
+    return App(config, host)

@@ -1,0 +1,58 @@
+"""The apply stage: the only stage that writes the list, in one transaction.
+
+Everything the plan says, and the run record that says it was applied, commit
+together. A run killed before the commit leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+from listferry.runs import RunRecord
+from listferry.staging import TEXT_COLUMNS, Staged
+from listferry.store import Store
+
+
+def _upsert(staged: Staged, action: str, status: str) -> str:
+    """Insert the staged rows with ``action``, or set their present columns and status."""
+    columns = (*TEXT_COLUMNS, "fields")
+    values = ", ".join("coalesce(i.fields, '{}')" if c == "fields" else f"i.{c}" for c in columns)
+    sets = "".join(f"{c} = excluded.{c}, " for c in staged.present)
+    return (
+        f"INSERT INTO subscribers (email, {', '.join(columns)}, status, created_at, "
+        "updated_at, status_changed_at) "
+        f"SELECT i.email, {values}, '{status}', :now, :now, :now "
+        "FROM temp.incoming i JOIN temp.plan p ON p.email = i.email "
+        f"WHERE p.action = '{action}' "
+        f"ON CONFLICT (email) DO UPDATE SET {sets}updated_at = :now, "
+        f"status_changed_at = CASE WHEN status = '{status}' THEN status_changed_at "
+        f"ELSE :now END, status = '{status}'"
+    )
+
+
+def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
+    """Apply ``temp.plan`` to the subscribers and record ``run`` as applied, atomically."""
+    params = {"now": now, "run": run.run_id}
+    with store.transaction() as conn:
+        conn.execute(_upsert(staged, "add", "active"), params)
+        if staged.present:
+            sets = ", ".join(f"{c} = i.{c}" for c in staged.present)
+            conn.execute(
+                f"UPDATE subscribers SET {sets}, updated_at = :now FROM ("
+                "SELECT i.* FROM temp.incoming i JOIN temp.plan p ON p.email = i.email "
+                "WHERE p.action = 'update') AS i WHERE subscribers.email = i.email",
+                params,
+            )
+        conn.execute(
+            "UPDATE subscribers SET status = 'removed', status_changed_at = :now, "
+            "updated_at = :now WHERE email IN "
+            "(SELECT email FROM temp.plan WHERE action = 'remove')",
+            params,
+        )
+        conn.execute(_upsert(staged, "unsubscribe", "unsubscribed"), params)
+        conn.execute(
+            "INSERT INTO optouts (email, at, source, run_id) "
+            "SELECT email, :now, 'file', :run FROM temp.plan WHERE action = 'unsubscribe' "
+            "ON CONFLICT (email) DO NOTHING",
+            params,
+        )
+        run.end("applied")
+        store.save_run(run)

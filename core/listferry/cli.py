@@ -1,0 +1,420 @@
+"""The ``listferry`` command line. Errors are one line on stderr, never a traceback.
+
+Exit codes: 0 success; 1 a run ended voided or failed, or a command could not do its
+job; 2 a usage or config error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from listferry import __version__
+from listferry.app import App, open_app
+from listferry.config import COUNT_POLICIES, find_config, load_config
+from listferry.errors import ConfigError, ListferryError
+
+log = logging.getLogger("listferry")
+
+STARTER_CONFIG = """\
+# listferry configuration: see docs/operator.md for every key.
+
+[listferry]
+state = "state"   # tenant databases and archived files: keep private, back it up
+homes = "homes"   # one folder per tenant, where its CRM uploads list files
+
+[defaults]        # settings every tenant gets unless its own table says otherwise
+dialect = "default"
+strategy = "full"
+count_file = "optional"
+
+# Add tenants with `listferry tenant add NAME`, or by hand:
+# [tenants.acme]
+# strategy = "incremental"
+"""
+
+
+class Group(click.Group):
+    """Turns listferry's errors into one line and an exit code, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except ConfigError as exc:
+            error = click.ClickException(str(exc))
+            error.exit_code = 2
+            raise error from None
+        except ListferryError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+        except Exception as exc:
+            if os.environ.get("LISTFERRY_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {exc} (set LISTFERRY_DEBUG=1 to see where)"
+            ) from None
+
+
+class State:
+    """What the group passes to its commands: the config path, and the app once opened."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config_path = find_config(config)
+        self._app: App | None = None
+
+    def app(self) -> App:
+        if self._app is None:
+            self._app = open_app(self.config_path)
+        return self._app
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def emit_json_list(items: Iterable[Any]) -> None:
+    """A JSON array written one item at a time, so long lists stream."""
+    first = True
+    click.echo("[", nl=False)
+    for item in items:
+        click.echo(("\n  " if first else ",\n  ") + json.dumps(item, ensure_ascii=False), nl=False)
+        first = False
+    click.echo("\n]" if not first else "]")
+
+
+def progress_bar(label: str) -> Callable[[int], Callable[[int], None]] | None:
+    """A progress bar on stderr for big files, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+
+    def start(total: int) -> Callable[[int], None]:
+        if total < 256 * 1024:
+            return lambda done: None
+        bar = click.progressbar(length=total, label=label, file=sys.stderr)
+
+        def update(done: int) -> None:
+            bar.update(min(done, total) - bar.pos)
+            if done >= total:
+                bar.render_finish()
+
+        return update
+
+    return start
+
+
+@click.group(cls=Group)
+@click.version_option(__version__, prog_name="listferry")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help="The config file (default: $LISTFERRY_CONFIG, else ./listferry.toml).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log what each run does on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
+    """listferry keeps subscriber lists in step with customers' CRM exports."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="listferry: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = State(config)
+
+
+@cli.command()
+@pass_state
+def init(state: State) -> None:
+    """Write a starter config and create the folders it names. Safe to run twice."""
+    path = state.config_path
+    if path.exists():
+        click.echo(f"{path} exists; left as it is")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from listferry.tenants import write_atomically
+
+        write_atomically(path, STARTER_CONFIG)
+        click.echo(f"wrote {path}")
+    config = load_config(path)
+    for folder in (config.state_dir, config.homes_dir):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        click.echo(f"folder {folder}")
+    for tenant in config.tenants.values():
+        if tenant.is_local:
+            Path(tenant.home).mkdir(parents=True, exist_ok=True)
+
+
+@cli.group()
+def tenant() -> None:
+    """Add and list tenants (customers)."""
+
+
+@tenant.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the tenant's password from stdin.")
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), help="Public key file.")
+@click.option("--allow-ip", "allow_ips", multiple=True, help="Allowed IP or CIDR (repeatable).")
+@click.option("--dialect", help="The tenant's CRM dialect (default: from [defaults]).")
+@click.option("--strategy", help="full, incremental, add-only, update-only or opt-out.")
+@click.option("--count-file", type=click.Choice(COUNT_POLICIES), help="Count file policy.")
+@click.option("--home", help="A folder, or a URL for a customer-hosted server.")
+@pass_state
+def tenant_add(
+    state: State, name: str, password_stdin: bool, ssh_key: str | None,
+    allow_ips: tuple[str, ...], dialect: str | None, strategy: str | None,
+    count_file: str | None, home: str | None,
+) -> None:  # fmt: skip
+    """Add a tenant to the config and create its home."""
+    from listferry.app import check_names
+    from listferry.passwords import hash_password
+    from listferry.tenants import add_tenant, check_name, read_ssh_keys
+
+    check_name(name)
+    app = state.app()
+    settings: dict[str, Any] = {
+        "home": home,
+        "dialect": dialect,
+        "strategy": strategy,
+        "count_file": count_file,
+        "allow_ips": list(allow_ips) or None,
+    }
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise ListferryError("no password on stdin")
+        settings["password_hash"] = hash_password(password)
+    if ssh_key:
+        settings["ssh_keys"] = read_ssh_keys(Path(ssh_key))
+    config = add_tenant(app.config, name, settings)
+    check_names(config, app.host)
+    added = config.tenant(name)
+    if added.is_local:
+        Path(added.home).mkdir(parents=True, exist_ok=True)
+    added.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    click.echo(f"added tenant {name}: home {added.home}")
+
+
+@tenant.command("list")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def tenant_list(state: State, json_: bool) -> None:
+    """List tenants and their settings (never a secret)."""
+    tenants = [t.to_json() for t in state.app().config.tenants.values()]
+    if json_:
+        emit_json(tenants)
+        return
+    for t in tenants:
+        ips = ", ".join(t["allow_ips"]) or "-"
+        click.echo(
+            f"{t['name']}  dialect={t['dialect']} strategy={t['strategy']} "
+            f"count_file={t['count_file']} allow_ips={ips}  {t['home']}"
+        )
+
+
+@cli.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every tenant in the config.")
+@click.option("--force", is_flag=True, help="Apply even past the shrink guard (this run only).")
+@click.option("--json", "json_", is_flag=True, help="Print the runs as JSON.")
+@pass_state
+def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool) -> None:
+    """Run each tenant's pending list files now. Exit 1 if any run is voided or failed."""
+    from listferry.pipeline import sync_tenant
+
+    app = state.app()
+    if not tenants and not all_:
+        raise click.UsageError("name one or more tenants, or give --all")
+    names = list(app.config.tenants) if all_ else list(tenants)
+    chosen = [app.config.tenant(name) for name in names]
+    runs = []
+    for tenant in chosen:
+        for run in sync_tenant(app, tenant, force, progress_bar(f"{tenant.name}: reading")):
+            runs.append(run)
+            if not json_:
+                click.echo(describe_run(run))
+    if json_:
+        emit_json([run.to_json() for run in runs])
+    if any(run.status in ("voided", "failed") for run in runs):
+        sys.exit(1)
+
+
+def describe_run(run: Any) -> str:
+    head = f"{run.tenant}: {run.status}"
+    if run.file:
+        head += f" {run.file}"
+    if run.run_id:
+        head += f" (run {run.run_id})"
+    if run.status == "applied":
+        head += (
+            f": {run.received} received, {run.added} added, {run.updated} updated, "
+            f"{run.removed} removed, {run.unsubscribed} unsubscribed, "
+            f"{run.unchanged} unchanged, {run.invalid} invalid"
+        )
+    elif run.reason:
+        head += f": {run.reason}"
+    return head
+
+
+@cli.command()
+@click.argument("tenant")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def runs(state: State, tenant: str, limit: int, json_: bool) -> None:
+    """A tenant's run history, newest first."""
+    from listferry.store import Store
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        history = store.runs(chosen.name, limit)
+    if json_:
+        emit_json([run.to_json() for run in history])
+        return
+    for run in history:
+        click.echo(f"{run.finished_at or run.started_at}  {describe_run(run)}")
+
+
+@cli.command()
+@click.argument("tenant")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "unsubscribed", "removed", "all"]),
+    default="active",
+    show_default=True,
+)
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def subscribers(state: State, tenant: str, status: str, json_: bool) -> None:
+    """A tenant's subscribers."""
+    from listferry.store import Store
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        rows = store.subscribers(status)
+        if json_:
+            emit_json_list(rows)
+            return
+        for row in rows:
+            name = " ".join(filter(None, (row["first_name"], row["last_name"])))
+            click.echo(f"{row['email']}\t{name}\t{row['segment_code'] or ''}\t{row['status']}")
+
+
+@cli.group()
+def events() -> None:
+    """Engagement events: opens, clicks, unsubscribes."""
+
+
+@events.command("load")
+@click.argument("tenant")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_state
+def events_load(state: State, tenant: str, file: str) -> None:
+    """Load events from a CSV or JSON-lines file (email, type, at, topic)."""
+    from listferry.events import load_events
+    from listferry.store import Store
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        stored, duplicates = load_events(store, Path(file))
+    click.echo(f"{tenant}: {stored} events stored, {duplicates} already known")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--dialect", default="default", show_default=True, help="The CRM dialect.")
+@click.option("--count-file", type=click.Path(exists=True, dir_okay=False), help="Count file.")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def check(state: State, file: str, dialect: str, count_file: str | None, json_: bool) -> None:
+    """Dry run: read and check one file. Exit 1 when it would be voided."""
+    from listferry.checkfile import check_file
+    from listferry.plugins import load_host
+
+    host = state.app().host if state.config_path.exists() else load_host()
+    result = check_file(host, Path(file), dialect, Path(count_file) if count_file else None)
+    if json_:
+        emit_json(result.to_json())
+    else:
+        verdict = "ok" if result.status == "ok" else f"void: {result.reason}"
+        click.echo(f"{file}: {verdict}")
+        click.echo(
+            f"  {result.records} records, {result.invalid} invalid, "
+            f"{result.duplicates} duplicates; {result.encoding}, delimiter {result.delimiter!r}"
+        )
+        for header, canonical in result.columns.items():
+            click.echo(f"  {header!r} -> {canonical or 'kept in fields'}")
+        for item in result.invalid_sample[:20]:
+            click.echo(f"  line {item.line}: {item.reason}")
+        for note in result.notes:
+            click.echo(f"  note: {note}")
+    if result.status != "ok":
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--hook", help="Only plugins that implement this hook.")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def plugins(state: State, hook: str | None, json_: bool) -> None:
+    """Installed plugins, enabled or not, and the hooks each implements."""
+    from listferry.plugins import load_host
+
+    host = state.app().host if state.config_path.exists() else load_host()
+    infos = [i for i in host.infos if hook is None or hook in i.hooks]
+    if json_:
+        emit_json([info.to_json() for info in infos])
+        return
+    for info in infos:
+        where = "built-in" if info.builtin else (info.distribution or "config")
+        state_word = "enabled" if info.enabled else "disabled"
+        click.echo(f"{info.name} ({where}, {state_word}): {', '.join(info.hooks) or '-'}")
+
+
+@cli.command()
+@click.option("--keep", type=click.Path(file_okay=False), help="Run in this folder and keep it.")
+def demo(keep: str | None) -> None:
+    """The whole job end to end in a temporary folder."""
+    from listferry.demo import run_demo
+
+    run_demo(Path(keep) if keep else None, click.echo)
+
+
+def _plugin_commands() -> None:
+    """Let plugins add commands, honouring the config's plugin settings when it reads."""
+    from listferry.plugins import load_host
+
+    argv = sys.argv[1:]
+    option = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            option = argv[i + 1]
+        elif arg.startswith("--config="):
+            option = arg.split("=", 1)[1]
+    try:
+        config = load_config(find_config(option))
+        host = load_host(config.disable, config.plugins)
+    except ListferryError:
+        try:
+            host = load_host()
+        except ListferryError:
+            return
+    host.hook.register_commands(cli=cli)
+
+
+def main() -> None:
+    _plugin_commands()
+    cli(prog_name="listferry")

@@ -1,0 +1,83 @@
+"""Dialects: how one CRM writes its list file, and how its headers map to our fields."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+#: The canonical fields a list file can fill. Every other column is kept in ``fields``.
+CANONICAL_FIELDS = ("email", "first_name", "last_name", "segment_code", "opt_out")
+
+DEFAULT_ALIASES: Mapping[str, Sequence[str]] = {
+    "email": ("email", "e-mail", "email address", "e-mail address", "mail"),
+    "first_name": ("first name", "firstname", "given name", "forename"),
+    "last_name": ("last name", "lastname", "surname", "family name"),
+    "segment_code": ("segment", "segment code"),
+}
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "t", "on", "opted out", "unsubscribed"})
+FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "off", "", "subscribed", "opted in"})
+
+_FOLD = re.compile(r"[\s_\-.]+")
+
+
+def fold_header(name: str) -> str:
+    """Fold a header for matching: case, spaces, hyphens, underscores and dots do not count."""
+    return _FOLD.sub("", name.strip().strip("\ufeff")).casefold()
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one CRM writes its list file.
+
+    ``delimiter`` and ``encoding`` set to ``None`` mean: find out from the file (a
+    delimiter among ``,`` ``;`` tab ``|``; UTF-8 with or without BOM, else cp1252).
+    ``aliases`` maps each canonical field to the header spellings that mean it.
+    ``opt_out_true`` / ``opt_out_false`` are the words of the opt-out column, compared
+    case-insensitively; any other word makes the row invalid.
+    """
+
+    name: str
+    description: str = ""
+    delimiter: str | None = None
+    quotechar: str = '"'
+    encoding: str | None = None
+    aliases: Mapping[str, Sequence[str]] = field(default_factory=lambda: dict(DEFAULT_ALIASES))
+    opt_out_true: frozenset[str] = TRUE_WORDS
+    opt_out_false: frozenset[str] = FALSE_WORDS
+    required: tuple[str, ...] = ("email",)
+    reader: str = "csv"
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.aliases) - set(CANONICAL_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"dialect {self.name!r} maps unknown field(s) {sorted(unknown)}; "
+                f"canonical fields are {', '.join(CANONICAL_FIELDS)}"
+            )
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise ValueError(f"dialect {self.name!r}: delimiter must be one character")
+
+    def map_header(self, header: Sequence[str]) -> dict[int, str]:
+        """Return ``{column index: canonical field}`` for the columns this dialect knows."""
+        lookup = {
+            fold_header(spelling): canonical
+            for canonical, spellings in self.aliases.items()
+            for spelling in (canonical, *spellings)
+        }
+        return {
+            index: lookup[fold_header(name)]
+            for index, name in enumerate(header)
+            if fold_header(name) in lookup
+        }
+
+    def opt_out_value(self, word: str) -> bool | None:
+        """Read one opt-out cell: True, False, or None when the word is not one we know."""
+        folded = word.strip().casefold()
+        if folded in self.opt_out_true:
+            return True
+        if folded in self.opt_out_false:
+            return False
+        return None

@@ -1,0 +1,20 @@
+"""The errors listferry shows to people: each message is one line a customer could read."""
+
+
+class ListferryError(Exception):
+    """An error whose message is shown to the user as one line, without a traceback.
+
+    Plugins raise it (or a subclass) for anything the operator or the customer must fix.
+    """
+
+
+class ConfigError(ListferryError):
+    """The configuration file is malformed or names something that does not exist."""
+
+
+class Void(ListferryError):
+    """A list file fails a check: the run is voided, the last good list stands.
+
+    The message is the reason, in plain words, as it appears in the run record and in
+    the result report the customer reads.
+    """

@@ -1,0 +1,75 @@
+"""Engagement events: opens, clicks and unsubscribes from the sending platform.
+
+``load_events(store, path)`` reads a CSV or JSON-lines file (email, type, at, topic)
+and stores it in one transaction; one bad line stops the load, naming the line, and
+nothing of that file is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from listferry.errors import ListferryError
+from listferry.store import Store
+
+TYPES = ("open", "click", "unsubscribe")
+
+
+def normalise(raw: dict[str, Any], where: str) -> tuple[str, str, str, str]:
+    """One event as ``(email, type, at, topic)``: address lower-cased, time in UTC."""
+    email = str(raw.get("email") or "").strip().lower()
+    if "@" not in email:
+        raise ListferryError(f"{where}: email {email!r} is not an e-mail address")
+    kind = str(raw.get("type") or "").strip().lower()
+    if kind not in TYPES:
+        raise ListferryError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}")
+    text = str(raw.get("at") or "").strip()
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ListferryError(f"{where}: at {text!r} is not an ISO 8601 time") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    topic = str(raw.get("topic") or "").strip()
+    return email, kind, at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), topic
+
+
+def read_events(path: Path) -> Iterator[tuple[str, str, str, str]]:
+    """The events of a ``.jsonl``/``.json`` lines file or a CSV file with a header."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ListferryError(f"{path} line {number}: not JSON: {exc.msg}") from None
+                if not isinstance(raw, dict):
+                    raise ListferryError(f"{path} line {number}: expected a JSON object")
+                yield normalise(raw, f"{path} line {number}")
+            return
+        rows = csv.DictReader(f)
+        missing = {"email", "type", "at"} - {
+            (h or "").strip().lower() for h in rows.fieldnames or []
+        }
+        if missing:
+            raise ListferryError(f"{path} line 1: missing column(s) {', '.join(sorted(missing))}")
+        for row in rows:
+            clean = {(k or "").strip().lower(): v for k, v in row.items()}
+            yield normalise(clean, f"{path} line {rows.line_num}")
+
+
+def load_events(store: Store, path: Path) -> tuple[int, int]:
+    """Store the events of ``path``; returns (stored, duplicates)."""
+    try:
+        return store.add_events(read_events(path))
+    except UnicodeDecodeError as exc:
+        raise ListferryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise ListferryError(f"{path}: not readable as CSV: {exc}") from None

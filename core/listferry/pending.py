@@ -1,0 +1,59 @@
+"""The select stage: which files at the top of a home are list files ready for a run."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatch
+
+from listferry.config import Tenant
+from listferry.transport import RemoteFile
+
+COUNT_SUFFIX = "_count.txt"
+REPORT_SUFFIX = ".result.txt"
+
+
+def count_name(list_name: str) -> str:
+    """``subscriber_list.csv`` -> ``subscriber_list_count.txt``."""
+    stem = list_name.rsplit(".", 1)[0] if "." in list_name else list_name
+    return stem + COUNT_SUFFIX
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A list file ready for a run, and its count file when one is beside it."""
+
+    list_file: RemoteFile
+    count_file: RemoteFile | None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The files to run, oldest first, and the older full lists a newer one supersedes."""
+
+    runs: list[Pending]
+    superseded: list[Pending]
+
+
+def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) -> Selection:
+    """Pick the tenant's pending list files.
+
+    Files that match the tenant's pattern and are not count files or reports, older
+    than ``settle_seconds``, oldest first. For ``full`` only the newest is run.
+    """
+    now = time.time() if now is None else now
+    by_name = {f.name: f for f in files}
+    lists = sorted(
+        (
+            f
+            for f in files
+            if fnmatch(f.name, tenant.pattern)
+            and not f.name.endswith((COUNT_SUFFIX, REPORT_SUFFIX))
+            and now - f.mtime >= tenant.settle_seconds
+        ),
+        key=lambda f: (f.mtime, f.name),
+    )
+    pending = [Pending(f, by_name.get(count_name(f.name))) for f in lists]
+    if tenant.strategy == "full" and len(pending) > 1:
+        return Selection(runs=pending[-1:], superseded=pending[:-1])
+    return Selection(runs=pending, superseded=[])

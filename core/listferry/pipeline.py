@@ -1,0 +1,249 @@
+"""A sync run: select > read > validate > plan > check plan > apply > archive + report.
+
+Each stage takes what the one before produced. Only :func:`listferry.apply.apply`
+writes the list. A voided or failed run changes nothing in the store; a voided file
+is archived with its report, a failed one stays in the home for the next run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from listferry.app import App
+from listferry.apply import apply
+from listferry.config import Tenant
+from listferry.errors import ListferryError, Void
+from listferry.pending import Pending, select
+from listferry.planning import make_plan
+from listferry.records import FileInfo
+from listferry.report import render
+from listferry.runs import RunRecord, utcnow
+from listferry.staging import Staged, stage
+from listferry.store import Store
+from listferry.transport import Transport
+
+log = logging.getLogger("listferry")
+
+#: ``progress(total_bytes)`` returns ``update(bytes_done)``; the CLI passes a bar.
+Progress = Callable[[int], Callable[[int], None]]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def tenant_lock(tenant: Tenant) -> Iterator[bool]:
+    """Hold the tenant's run lock; yields False when another process holds it."""
+    tenant.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with (tenant.state_dir / "lock").open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def void_if(reasons: list[str | None]) -> None:
+    found = [reason for reason in reasons if reason]
+    if found:
+        raise Void("; ".join(found))
+
+
+class TenantSync:
+    """The runs of one tenant, over one open store and one transport."""
+
+    def __init__(
+        self, app: App, tenant: Tenant, store: Store, transport: Transport,
+        force: bool = False, progress: Progress | None = None,
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.hook = app.host.hook
+        self.tenant = tenant
+        self.store = store
+        self.transport = transport
+        self.force = force
+        self.progress = progress
+        self.work = tenant.state_dir / "work"
+        self.archive = tenant.state_dir / "archive"
+
+    def run_all(self) -> list[RunRecord]:
+        self.store.close_interrupted_runs()
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True, mode=0o700)
+        self.archive.mkdir(parents=True, exist_ok=True, mode=0o700)
+        selection = select(self.transport.list(), self.tenant)
+        runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
+        runs += [self.run_file(p) for p in selection.runs]
+        return runs or [RunRecord(self.tenant.name, status="idle", finished_at=utcnow())]
+
+    def supersede(self, old: Pending, new: Pending) -> RunRecord:
+        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy)
+        self.store.begin_run(run)
+        local = self.fetch(run, old)
+        run.sha256 = sha256_of(local)
+        run.end("skipped", f"superseded by the newer file {new.list_file.name}")
+        self.finish(run, old, local)
+        return run
+
+    def fetch(self, run: RunRecord, pending: Pending) -> Path:
+        folder = self.work / f"run-{run.run_id}"
+        folder.mkdir(mode=0o700)
+        local = folder / pending.list_file.name
+        self.transport.fetch(pending.list_file.name, local)
+        if pending.count_file:
+            self.transport.fetch(pending.count_file.name, folder / pending.count_file.name)
+        return local
+
+    def run_file(self, pending: Pending) -> RunRecord:
+        tenant = self.tenant
+        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy)
+        self.store.begin_run(run)
+        local: Path | None = None
+        staged: Staged | None = None
+        info: FileInfo | None = None
+        try:
+            local = self.fetch(run, pending)
+            run.sha256 = sha256_of(local)
+            prior = self.store.applied_run_for(run.sha256)
+            if prior is not None:
+                run.end("skipped", f"already applied in run {prior} (same content)")
+            else:
+                count = local.parent / pending.count_file.name if pending.count_file else None
+                info, staged = self.read(local, run.file, count)
+                run.received, run.invalid = staged.received, staged.invalid
+                run.duplicates = staged.duplicates
+                void_if(self.hook.validate_file(file=info))
+                self.plan_and_apply(run, staged)
+        except Void as exc:
+            run.end("voided", str(exc))
+        except ListferryError as exc:
+            run.end("failed", str(exc))
+        except OSError as exc:
+            run.end("failed", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        except Exception as exc:
+            log.exception("run %s of %s failed", run.run_id, tenant.name)
+            run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
+            self.store.conn.execute("DROP TABLE IF EXISTS temp.plan")
+        self.finish(run, pending, local, staged, info)
+        return run
+
+    def read(self, local: Path, name: str, count: Path | None) -> tuple[FileInfo, Staged]:
+        dialect = self.app.host.dialects.get(self.tenant.dialect)
+        reader = self.app.host.readers.get(dialect.reader)
+        update = self.progress(local.stat().st_size) if self.progress else None
+        with reader.open(local, name, dialect) as source:
+            info = replace(source.info, count_file=count, count_policy=self.tenant.count_file)
+            void_if(self.hook.validate_header(file=info))
+            staged = stage(self.store.conn, source, info, self.hook.validate_records, update)
+        return replace(info, records=staged.received, invalid=staged.invalid), staged
+
+    def plan_and_apply(self, run: RunRecord, staged: Staged) -> None:
+        strategy = self.app.host.strategies.get(self.tenant.strategy)
+        plan = make_plan(self.store.conn, strategy, staged, self.store.count("active"))
+        for name, value in plan.counts().items():
+            if hasattr(run, name):
+                setattr(run, name, value)
+        void_if(self.hook.check_plan(plan=plan, tenant=self.tenant, force=self.force))
+        apply(self.store, staged, run, utcnow())
+
+    def finish(
+        self, run: RunRecord, pending: Pending, local: Path | None,
+        staged: Staged | None = None, info: FileInfo | None = None,
+    ) -> None:  # fmt: skip
+        """Archive the file (unless the run failed), save the run, write the report."""
+        if run.status != "failed" and local is not None:
+            run.archive = self.archive_file(run, pending, local)
+        notes = info.notes if info else ()
+        run.report = render(
+            run,
+            staged.invalid_sample if staged else (),
+            staged.duplicate_sample if staged else (),
+            notes,
+        )
+        if run.status != "applied":
+            with self.store.transaction():
+                self.store.save_run(run)
+        else:
+            self.store.conn.execute(
+                "UPDATE runs SET archive = ?, report = ? WHERE id = ?",
+                (run.archive, run.report, run.run_id),
+            )
+        self.write_report(run)
+        if local is not None:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
+    def archive_file(self, run: RunRecord, pending: Pending, local: Path) -> str:
+        """Move the run's copy into the archive, then take the file out of the home."""
+        prefix = f"{run.run_id:06d}-{(run.sha256 or 'unread')[:12]}-"
+        target = self.archive / (prefix + pending.list_file.name)
+        os.replace(local, target)
+        count_local = local.parent / pending.count_file.name if pending.count_file else None
+        if count_local and count_local.exists():
+            os.replace(count_local, self.archive / (prefix + pending.count_file.name))
+        if not self.transport.remove(pending.list_file.name, pending.list_file):
+            log.info("%s: %s changed in the home during the run; left for the next run",
+                     self.tenant.name, pending.list_file.name)  # fmt: skip
+        elif pending.count_file:
+            self.transport.remove(pending.count_file.name, pending.count_file)
+        return str(target)
+
+    def write_report(self, run: RunRecord) -> None:
+        stem = (run.file or "list").rsplit(".", 1)[0]
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.work,
+                                         delete=False) as f:  # fmt: skip
+            f.write(run.report or "")
+        try:
+            self.transport.put(Path(f.name), f"{stem}.result.txt")
+        except (OSError, ListferryError) as exc:
+            log.warning("%s: could not write the result report: %s", self.tenant.name, exc)
+        finally:
+            Path(f.name).unlink(missing_ok=True)
+
+
+def sync_tenant(
+    app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
+) -> list[RunRecord]:
+    """Run every pending list file of ``tenant``; one record per run (``idle`` if none)."""
+    with tenant_lock(tenant) as locked:
+        if not locked:
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run.reason = "another run of this tenant is in progress"
+            return [run]
+        try:
+            transport = app.transport(tenant)
+            try:
+                with Store(tenant.database) as store:
+                    runs = TenantSync(app, tenant, store, transport, force, progress).run_all()
+            finally:
+                transport.close()
+        except ListferryError as exc:
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
+        except OSError as exc:
+            reason = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
+    for run in runs:
+        try:
+            app.host.hook.run_finished(run=run)
+        except Exception:
+            log.exception("a run_finished plugin failed for %s", tenant.name)
+    return runs

@@ -1,0 +1,51 @@
+"""A run record: what one sync attempt did, in the shape the CLI and the store share."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+OUTCOMES = ("applied", "voided", "failed", "skipped", "idle")
+
+
+def utcnow() -> str:
+    """The current time as ISO 8601 UTC with a ``Z``, to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class RunRecord:
+    """One sync attempt for one tenant. ``status`` is ``running`` until it ends."""
+
+    tenant: str
+    run_id: int | None = None
+    status: str = "running"
+    file: str | None = None
+    strategy: str | None = None
+    reason: str | None = None
+    received: int = 0
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unsubscribed: int = 0
+    unchanged: int = 0
+    ignored: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    started_at: str = field(default_factory=utcnow)
+    finished_at: str | None = None
+    sha256: str | None = None
+    archive: str | None = None
+    report: str | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        """The run as ``sync --json`` and ``runs --json`` print it (no report text)."""
+        data = asdict(self)
+        data.pop("report")
+        return data
+
+    def end(self, status: str, reason: str | None = None) -> RunRecord:
+        self.status = status
+        self.reason = reason
+        self.finished_at = utcnow()
+        return self

@@ -1,0 +1,117 @@
+"""The read stage: a list file's records into a temporary table, checked a batch at a time.
+
+The staged rows live in ``temp.incoming`` on the tenant's connection: SQLite keeps
+them in a temporary file, not in the store and not in Python memory, so a file of
+millions of rows costs one batch of Python objects at a time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from listferry.reader import RecordSource
+from listferry.records import FileInfo, Invalid
+
+#: How many invalid rows and duplicate addresses the report lists by line.
+SAMPLE = 1000
+
+TEXT_COLUMNS = ("first_name", "last_name", "segment_code")
+
+
+def sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass
+class Staged:
+    """What the read stage leaves for planning: counts, samples, and the staged table."""
+
+    columns: frozenset[str]
+    has_fields: bool
+    received: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    invalid_sample: list[Invalid] = field(default_factory=list)
+    duplicate_sample: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        """The subscriber columns this file sets (``fields`` when it has extra columns)."""
+        cols = tuple(c for c in TEXT_COLUMNS if c in self.columns)
+        return (*cols, "fields") if self.has_fields else cols
+
+
+def _insert_sql(extra_columns: tuple[str, ...]) -> str:
+    if extra_columns:
+        order = sorted(range(len(extra_columns)), key=lambda i: extra_columns[i])
+        pairs = ", ".join(f"{sql_string(extra_columns[i])}, ?{7 + i}" for i in order)
+        fields_sql = f"json_object({pairs})"
+    else:
+        fields_sql = "NULL"
+    return f"INSERT INTO temp.incoming VALUES (?1, ?2, ?3, ?4, ?5, ?6, {fields_sql})"
+
+
+def stage(
+    conn: sqlite3.Connection,
+    source: RecordSource,
+    info: FileInfo,
+    validate_records: Callable[..., list],
+    progress: Callable[[int], None] | None = None,
+) -> Staged:
+    """Read every record of ``source`` into ``temp.incoming``; return the counts.
+
+    ``validate_records`` is the hook caller; it sees each batch once. Rows it rejects
+    are counted invalid and never staged. When an address appears more than once, its
+    last row wins and the earlier ones are counted as duplicates.
+    """
+    conn.execute("DROP TABLE IF EXISTS temp.incoming")
+    conn.execute(
+        "CREATE TEMP TABLE incoming (line INTEGER, email TEXT, first_name TEXT, "
+        "last_name TEXT, segment_code TEXT, opt_out INTEGER, fields TEXT)"
+    )
+    staged = Staged(columns=info.canonical, has_fields=bool(info.extra_columns))
+    insert = _insert_sql(info.extra_columns)
+    conn.execute("BEGIN")
+    try:
+        for records, rejected in source.batches():
+            bad = list(rejected)
+            for found in validate_records(records=records, file=info):
+                bad.extend(found or ())
+            if len(bad) > len(rejected):
+                lines = {invalid.line for invalid in bad[len(rejected) :]}
+                records = [r for r in records if r.line not in lines]
+            conn.executemany(insert, [r[:6] + r.extra for r in records])
+            staged.invalid += len(bad)
+            room = SAMPLE - len(staged.invalid_sample)
+            if room > 0:
+                staged.invalid_sample.extend(sorted(bad)[:room])
+            if progress:
+                progress(source.bytes_read)
+        conn.execute("CREATE INDEX temp.incoming_email ON incoming (email)")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    staged.received = source.records_read
+    _drop_duplicates(conn, staged)
+    return staged
+
+
+def _drop_duplicates(conn: sqlite3.Connection, staged: Staged) -> None:
+    total, distinct = conn.execute(
+        "SELECT count(*), count(DISTINCT email) FROM temp.incoming"
+    ).fetchone()
+    staged.duplicates = total - distinct
+    if not staged.duplicates:
+        return
+    staged.duplicate_sample = conn.execute(
+        "SELECT email, group_concat(line, ', ') FROM temp.incoming GROUP BY email "
+        "HAVING count(*) > 1 ORDER BY min(line) LIMIT ?",
+        (SAMPLE,),
+    ).fetchall()
+    conn.execute(
+        "DELETE FROM temp.incoming WHERE rowid NOT IN "
+        "(SELECT max(rowid) FROM temp.incoming GROUP BY email)"
+    )

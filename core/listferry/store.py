@@ -1,0 +1,234 @@
+"""The tenant store: one SQLite file per tenant, created and migrated here.
+
+It holds the subscribers, the run history, engagement events and opt-outs. The
+connection runs in autocommit mode; writes that belong together go through
+:meth:`Store.transaction`, which is one ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from listferry.errors import ListferryError
+from listferry.runs import RunRecord, utcnow
+
+RUN_COLUMNS = (
+    "status", "file", "strategy", "reason", "received", "added", "updated", "removed",
+    "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
+    "finished_at", "sha256", "archive", "report",
+)  # fmt: skip
+
+
+COUNT_COLUMNS = frozenset(
+    {"received", "added", "updated", "removed", "unsubscribed", "unchanged", "ignored",
+     "invalid", "duplicates"}
+)  # fmt: skip
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["subscribers"].create(
+        {
+            "email": str,
+            "first_name": str,
+            "last_name": str,
+            "segment_code": str,
+            "fields": str,
+            "status": str,
+            "created_at": str,
+            "updated_at": str,
+            "status_changed_at": str,
+        },
+        pk="email",
+        not_null={"status", "fields"},
+        defaults={"status": "active", "fields": "{}"},
+    )
+    db["subscribers"].create_index(["status"])
+    db["subscribers"].create_index(["updated_at"])
+    db["runs"].create(
+        {"id": int, **{c: int if c in COUNT_COLUMNS else str for c in RUN_COLUMNS}},
+        pk="id",
+    )
+    db["runs"].create_index(["sha256"])
+    db["events"].create(
+        {"id": int, "email": str, "type": str, "at": str, "topic": str},
+        pk="id",
+        not_null={"email", "type", "at", "topic"},
+        defaults={"topic": ""},
+    )
+    db["events"].create_index(["email", "type", "at", "topic"], unique=True)
+    db["optouts"].create(
+        {"email": str, "at": str, "source": str, "run_id": int},
+        pk="email",
+    )
+
+
+MIGRATIONS = [_migrate_1]
+
+
+class Store:
+    """A tenant's database, open. Use as a context manager to close it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.db = sqlite_utils.Database(self.conn)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ListferryError(f"{path}: the tenant database cannot be opened: {exc}") from None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise ListferryError(
+                f"{self.path}: the database is from a newer listferry (schema {version})"
+            )
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.transaction():
+                migration(self.db)
+                self.conn.execute(f"PRAGMA user_version={number}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: everything inside commits together or not at all."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def begin_run(self, run: RunRecord) -> int:
+        """Record that a run started; its row says ``running`` until :meth:`save_run`."""
+        with self.transaction():
+            cursor = self.conn.execute(
+                "INSERT INTO runs (status, file, strategy, started_at) VALUES (?, ?, ?, ?)",
+                (run.status, run.file, run.strategy, run.started_at),
+            )
+        run.run_id = cursor.lastrowid
+        return run.run_id
+
+    def save_run(self, run: RunRecord) -> None:
+        """Write the run's outcome; call inside the apply transaction for applied runs."""
+        values = {c: getattr(run, c) for c in RUN_COLUMNS}
+        sets = ", ".join(f"{c} = :{c}" for c in RUN_COLUMNS)
+        self.conn.execute(f"UPDATE runs SET {sets} WHERE id = :id", {**values, "id": run.run_id})
+
+    def close_interrupted_runs(self) -> int:
+        """Mark runs left ``running`` by a process that died as ``failed``."""
+        with self.transaction():
+            cursor = self.conn.execute(
+                "UPDATE runs SET status = 'failed', finished_at = ?, reason = "
+                "'interrupted: the process ended before the run finished; nothing was applied' "
+                "WHERE status = 'running'",
+                (utcnow(),),
+            )
+        return cursor.rowcount
+
+    def applied_run_for(self, sha256: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM runs WHERE sha256 = ? AND status = 'applied' ORDER BY id LIMIT 1",
+            (sha256,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def runs(self, tenant: str, limit: int | None = None) -> list[RunRecord]:
+        sql = f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        out = []
+        for row in self.conn.execute(sql, params):
+            values = dict(zip(("id", *RUN_COLUMNS), row, strict=True))
+            run_id = values.pop("id")
+            counts = {c: values[c] or 0 for c in COUNT_COLUMNS}
+            out.append(RunRecord(tenant=tenant, run_id=run_id, **{**values, **counts}))
+        return out
+
+    def run(self, tenant: str, run_id: int) -> RunRecord | None:
+        return next((r for r in self.runs(tenant) if r.run_id == run_id), None)
+
+    # -- subscribers ---------------------------------------------------------------------
+
+    def count(self, status: str = "active") -> int:
+        return self.conn.execute(
+            "SELECT count(*) FROM subscribers WHERE status = ?", (status,)
+        ).fetchone()[0]
+
+    def subscribers(self, status: str = "active") -> Iterator[dict[str, Any]]:
+        """The subscribers with ``status`` (or ``all``), by e-mail, as CLI.md shapes them."""
+        where, params = ("", ()) if status == "all" else ("WHERE status = ?", (status,))
+        cursor = self.conn.execute(
+            "SELECT email, first_name, last_name, segment_code, status, fields "
+            f"FROM subscribers {where} ORDER BY email",
+            params,
+        )
+        for email, first, last, segment, state, fields in cursor:
+            yield {
+                "email": email,
+                "first_name": first,
+                "last_name": last,
+                "segment_code": segment,
+                "status": state,
+                "fields": json.loads(fields or "{}"),
+            }
+
+    # -- engagement ----------------------------------------------------------------------
+
+    def add_events(self, events: Iterable[tuple[str, str, str, str]]) -> tuple[int, int]:
+        """Store ``(email, type, at, topic)`` events in one transaction.
+
+        The same event twice is stored once. An ``unsubscribe`` event is a platform-side
+        opt-out: the subscriber becomes ``unsubscribed`` and no import undoes it.
+        Returns (stored, duplicates).
+        """
+        stored = seen = 0
+        now = utcnow()
+        with self.transaction():
+            for email, kind, at, topic in events:
+                seen += 1
+                cursor = self.conn.execute(
+                    "INSERT OR IGNORE INTO events (email, type, at, topic) VALUES (?, ?, ?, ?)",
+                    (email, kind, at, topic),
+                )
+                stored += cursor.rowcount
+                if kind == "unsubscribe":
+                    self.conn.execute(
+                        "INSERT INTO optouts (email, at, source) VALUES (?, ?, 'platform') "
+                        "ON CONFLICT(email) DO UPDATE SET at = min(at, excluded.at), "
+                        "source = 'platform'",
+                        (email, at),
+                    )
+                    self.conn.execute(
+                        "INSERT INTO subscribers (email, status, created_at, updated_at, "
+                        "status_changed_at) VALUES (?, 'unsubscribed', ?, ?, ?) "
+                        "ON CONFLICT(email) DO UPDATE SET status = 'unsubscribed', "
+                        "status_changed_at = excluded.status_changed_at, updated_at = ? "
+                        "WHERE status != 'unsubscribed'",
+                        (email, now, now, at, now),
+                    )
+        return stored, seen - stored

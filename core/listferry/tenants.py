@@ -1,0 +1,88 @@
+"""Adding a tenant: a new table appended to the config, checked, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from listferry.config import TENANT_NAME, Config, parse_config
+from listferry.errors import ConfigError, ListferryError
+
+
+def check_name(name: str) -> str:
+    """A tenant name is a folder and a TOML key: refuse anything that could be a path."""
+    if not TENANT_NAME.match(name):
+        raise ListferryError(
+            f"tenant name {name!r} is not allowed: use lower-case letters, digits, '-' and "
+            "'_', starting with a letter or digit, at most 63 characters"
+        )
+    return name
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for the strings, numbers and string lists a tenant table holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def add_tenant(config: Config, name: str, settings: dict[str, Any]) -> Config:
+    """Append ``[tenants.NAME]`` to the config file and return the checked new config."""
+    check_name(name)
+    if name in config.tenants:
+        raise ListferryError(f"{config.path}: tenant {name!r} exists already")
+    lines = [f"\n[tenants.{name}]"]
+    lines += [
+        f"{key} = {toml_value(value)}" for key, value in settings.items() if value is not None
+    ]
+    text = config.text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    new = parse_config(text, config.path)
+    write_atomically(config.path, text)
+    return new
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old file or the new one."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def read_ssh_keys(path: Path) -> list[str]:
+    """The public keys in an ``authorized_keys``-style file; refuses a private key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ListferryError(f"{path}: cannot read the key file: {exc}") from None
+    if "PRIVATE KEY" in text:
+        raise ListferryError(f"{path}: this is a private key; give the public key (.pub)")
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) < 2 or not (parts[0].startswith(("ssh-", "ecdsa-", "sk-"))):
+            raise ConfigError(f"{path} line {number}: not an OpenSSH public key")
+        keys.append(line)
+    if not keys:
+        raise ListferryError(f"{path}: no public key in the file")
+    return keys

@@ -1,0 +1,41 @@
+"""Transports, as the host sees them: a tenant's home, wherever it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+
+class RemoteFile(NamedTuple):
+    """A file at the top of a tenant's home: its name, size in bytes and mtime (epoch s)."""
+
+    name: str
+    size: int
+    mtime: float
+
+
+class Transport(Protocol):
+    """A connection to one tenant's home, made by the factory a plugin registers.
+
+    Names are plain file names at the top of the home; a transport refuses anything
+    else. Files whose upload is still under way (hidden temporary names) are not
+    listed. Every write is atomic: the data goes to a temporary name first.
+    """
+
+    def list(self) -> list[RemoteFile]:
+        """The completed files at the top of the home."""
+
+    def fetch(self, name: str, dest: Path) -> RemoteFile:
+        """Copy ``name`` to the local path ``dest`` whole, and say what was copied."""
+
+    def put(self, source: Path, name: str) -> None:
+        """Store the local file ``source`` in the home as ``name``, atomically."""
+
+    def remove(self, name: str, expected: RemoteFile) -> bool:
+        """Delete ``name`` if it is still the file ``expected``; true when deleted.
+
+        A newer upload under the same name is left for the next run.
+        """
+
+    def close(self) -> None:
+        """Release the connection."""

@@ -1,0 +1,1 @@
+"""listferry's first-party plugins, registered through the ``listferry`` entry points."""

@@ -1,0 +1,99 @@
+"""Shared fixtures: a workspace with a real config file, real homes and real tenant stores."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from listferry.app import App, open_app
+from listferry.cli import STARTER_CONFIG, cli
+from listferry.pipeline import sync_tenant
+from listferry.runs import RunRecord
+from listferry.store import Store
+from listferry.tenants import add_tenant, write_atomically
+
+# Third-party packs installed in the same environment stay out of the host's own tests.
+os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
+
+HEADER = ("email", "first_name", "last_name", "segment_code")
+
+
+def csv_text(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER, delimiter=",") -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def people(n: int, start: int = 0, segment: str = "GOLD") -> list[tuple[str, str, str, str]]:
+    return [(f"p{i}@example.org", f"First{i}", f"Last{i}", segment) for i in range(start, start + n)]
+
+
+class Workspace:
+    """A folder with a config, tenants' homes and state, and ways to drive them."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.config_path = root / "listferry.toml"
+        write_atomically(self.config_path, STARTER_CONFIG)
+
+    def app(self) -> App:
+        return open_app(self.config_path)
+
+    def add_tenant(self, name: str = "acme", **settings: Any) -> Path:
+        add_tenant(self.app().config, name, settings)
+        home = self.home(name)
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def home(self, name: str = "acme") -> Path:
+        return Path(self.app().config.tenant(name).home)
+
+    def upload(
+        self,
+        rows: Sequence[Sequence[str]] | str | bytes,
+        tenant: str = "acme",
+        name: str = "subscriber_list.csv",
+        count: int | str | None = None,
+        header: Sequence[str] = HEADER,
+    ) -> Path:
+        """Put a list file (rows, text or bytes) and, if given, its count file in the home."""
+        path = self.home(tenant) / name
+        if isinstance(rows, bytes):
+            path.write_bytes(rows)
+        elif isinstance(rows, str):
+            path.write_bytes(rows.encode("utf-8"))
+        else:
+            path.write_bytes(csv_text(rows, header).encode("utf-8"))
+        if count is not None:
+            stem = name.rsplit(".", 1)[0]
+            (self.home(tenant) / f"{stem}_count.txt").write_text(f"{count}\n")
+        return path
+
+    def sync(self, tenant: str = "acme", force: bool = False) -> list[RunRecord]:
+        app = self.app()
+        return sync_tenant(app, app.config.tenant(tenant), force)
+
+    def store(self, tenant: str = "acme") -> Store:
+        return Store(self.app().config.tenant(tenant).database)
+
+    def subscribers(self, tenant: str = "acme", status: str = "active") -> dict[str, dict]:
+        with self.store(tenant) as store:
+            return {row["email"]: row for row in store.subscribers(status)}
+
+    def cli(self, *args: str, input: str | None = None) -> Result:
+        runner = CliRunner()
+        return runner.invoke(cli, ["--config", str(self.config_path), *args], input=input)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path)
