@@ -34,7 +34,9 @@ def csv_text(rows: Sequence[Sequence[str]], header: Sequence[str] = HEADER, deli
 
 
 def people(n: int, start: int = 0, segment: str = "GOLD") -> list[tuple[str, str, str, str]]:
-    return [(f"p{i}@example.org", f"First{i}", f"Last{i}", segment) for i in range(start, start + n)]
+    return [
+        (f"p{i}@example.org", f"First{i}", f"Last{i}", segment) for i in range(start, start + n)
+    ]
 
 
 class Workspace:
@@ -49,7 +51,7 @@ class Workspace:
         return open_app(self.config_path)
 
     def add_tenant(self, name: str = "acme", **settings: Any) -> Path:
-        add_tenant(self.app().config, name, settings)
+        add_tenant(self.app(), name, settings)
         home = self.home(name)
         home.mkdir(parents=True, exist_ok=True)
         return home

@@ -47,6 +47,11 @@ def check_names(config: Config, host: Host) -> None:
 def open_app(path: Path) -> App:
     """Read the config, load the plugins it allows, and check the names it uses."""
     config = load_config(path)
-    host = load_host(disabled=config.disable, modules=config.plugins)
+    try:
+        host = load_host(disabled=config.disable, modules=config.plugins)
+    except ConfigError as exc:
+        if exc.key is None:
+            raise
+        raise ConfigError(f"{config.where('listferry', exc.key)}: {exc}") from None
     check_names(config, host)
     return App(config, host)

@@ -179,7 +179,6 @@ def tenant_add(
     count_file: str | None, home: str | None,
 ) -> None:  # fmt: skip
     """Add a tenant to the config and create its home."""
-    from listferry.app import check_names
     from listferry.passwords import hash_password
     from listferry.tenants import add_tenant, check_name, read_ssh_keys
 
@@ -199,8 +198,7 @@ def tenant_add(
         settings["password_hash"] = hash_password(password)
     if ssh_key:
         settings["ssh_keys"] = read_ssh_keys(Path(ssh_key))
-    config = add_tenant(app.config, name, settings)
-    check_names(config, app.host)
+    config = add_tenant(app, name, settings)
     added = config.tenant(name)
     if added.is_local:
         Path(added.home).mkdir(parents=True, exist_ok=True)

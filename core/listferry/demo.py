@@ -44,7 +44,7 @@ def run_demo(folder: Path | None, say: Callable[[str], None]) -> None:
     config_path = root / "listferry.toml"
     write_atomically(config_path, STARTER_CONFIG)
     app = open_app(config_path)
-    add_tenant(app.config, "acme", {"strategy": "full", "count_file": "required"})
+    add_tenant(app, "acme", {"strategy": "full", "count_file": "required"})
     app = open_app(config_path)
     tenant = app.config.tenant("acme")
     home = Path(tenant.home)

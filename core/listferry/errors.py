@@ -9,7 +9,15 @@ class ListferryError(Exception):
 
 
 class ConfigError(ListferryError):
-    """The configuration file is malformed or names something that does not exist."""
+    """The configuration file is malformed or names something that does not exist.
+
+    ``key`` names the ``[listferry]`` key at fault when the message does not yet say
+    where it is; the caller that knows the file adds the place.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Void(ListferryError):

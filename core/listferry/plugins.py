@@ -160,14 +160,14 @@ def load_host(disabled: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> 
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            raise ConfigError(f"plugin module {module_name!r} cannot be imported: {exc}") from None
+            raise ConfigError(
+                f"plugin module {module_name!r} cannot be imported: {exc}", key="plugins"
+            ) from None
         _register(pm, module, module_name)
         infos.append(PluginInfo(module_name, module_name, None, None, False, True))
     unknown = set(disabled) - {info.name for info in infos}
     if unknown:
-        raise ConfigError(
-            f"[listferry] disable names unknown plugin(s): {', '.join(sorted(unknown))}"
-        )
+        raise ConfigError(f"unknown plugin(s): {', '.join(sorted(unknown))}", key="disable")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from listferry.app import App, check_names
 from listferry.config import TENANT_NAME, Config, parse_config
 from listferry.errors import ConfigError, ListferryError
 
@@ -35,8 +36,13 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def add_tenant(config: Config, name: str, settings: dict[str, Any]) -> Config:
-    """Append ``[tenants.NAME]`` to the config file and return the checked new config."""
+def add_tenant(app: App, name: str, settings: dict[str, Any]) -> Config:
+    """Append ``[tenants.NAME]`` to the config file and return the checked new config.
+
+    The new config is checked whole (keys, dialect, strategy, home) before the file is
+    written; a refused tenant leaves the file as it was.
+    """
+    config = app.config
     check_name(name)
     if name in config.tenants:
         raise ListferryError(f"{config.path}: tenant {name!r} exists already")
@@ -46,6 +52,7 @@ def add_tenant(config: Config, name: str, settings: dict[str, Any]) -> Config:
     ]
     text = config.text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
     new = parse_config(text, config.path)
+    check_names(new, app.host)
     write_atomically(config.path, text)
     return new
 

@@ -1,0 +1,272 @@
+"""The command line as CLI.md promises it: names, exit codes, JSON fields, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import Workspace, people
+from test_crash import listferry_command
+
+from listferry.cli import cli
+from listferry.passwords import verify_password
+
+RUN_FIELDS = {
+    "tenant", "run_id", "status", "file", "strategy", "reason", "received", "added",
+    "updated", "removed", "unchanged", "invalid", "started_at", "finished_at",
+}  # fmt: skip
+
+
+def run_cli(*args: str, config: Path | None = None, input: str | None = None):
+    prefix = ["--config", str(config)] if config else []
+    return CliRunner().invoke(cli, [*prefix, *args], input=input)
+
+
+def test_init_writes_config_and_folders_and_is_safe_twice(tmp_path: Path) -> None:
+    config = tmp_path / "listferry.toml"
+    first = run_cli("init", config=config)
+    assert first.exit_code == 0, first.output
+    assert (tmp_path / "state").is_dir() and (tmp_path / "homes").is_dir()
+    config.write_text(config.read_text() + "\n# my comment\n")
+    second = run_cli("init", config=config)
+    assert second.exit_code == 0
+    assert "# my comment" in config.read_text()
+
+
+def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace) -> None:
+    result = ws.cli(
+        "tenant", "add", "acme", "--password-stdin", "--allow-ip", "203.0.113.0/24",
+        "--strategy", "incremental", "--count-file", "required", input="s3cret-Passw0rd\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    text = ws.config_path.read_text()
+    assert "s3cret-Passw0rd" not in text
+    stored = tomllib.loads(text)["tenants"]["acme"]["password_hash"]
+    assert verify_password("s3cret-Passw0rd", stored)
+    assert not verify_password("wrong", stored)
+    assert ws.home("acme").is_dir()
+    again = ws.cli("tenant", "add", "beta", "--password-stdin", input="s3cret-Passw0rd\n")
+    assert again.exit_code == 0
+    other = tomllib.loads(ws.config_path.read_text())["tenants"]["beta"]["password_hash"]
+    assert other != stored  # salted
+
+
+@pytest.mark.parametrize(
+    "name", ["../evil", "a/b", "a\\b", ".hidden", "..", "a\x00b", "Acme", "", "x" * 64]
+)
+def test_tenant_add_refuses_names_that_could_be_paths(ws: Workspace, name: str) -> None:
+    before = ws.config_path.read_text()
+    result = ws.cli("tenant", "add", name)
+    assert result.exit_code != 0
+    assert "not allowed" in result.output
+    assert ws.config_path.read_text() == before
+
+
+def test_tenant_add_with_unknown_strategy_leaves_config_untouched(ws: Workspace) -> None:
+    before = ws.config_path.read_text()
+    result = ws.cli("tenant", "add", "acme", "--strategy", "replace")
+    assert result.exit_code == 2
+    assert "unknown strategy 'replace'" in result.output
+    assert ws.config_path.read_text() == before
+
+
+def test_tenant_add_twice_is_refused(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    result = ws.cli("tenant", "add", "acme")
+    assert result.exit_code == 1
+    assert "exists already" in result.output
+
+
+def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Workspace, tmp_path) -> None:
+    public = tmp_path / "id.pub"
+    public.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyMaterialForTests crm@acme\n")
+    assert ws.cli("tenant", "add", "acme", "--ssh-key", str(public)).exit_code == 0
+    private = tmp_path / "id"
+    private.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nxxx\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    result = ws.cli("tenant", "add", "beta", "--ssh-key", str(private))
+    assert result.exit_code == 1 and "private key" in result.output
+
+
+def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Workspace) -> None:
+    ws.cli("tenant", "add", "acme", "--password-stdin", "--allow-ip", "198.51.100.7", input="pw\n")
+    result = ws.cli("tenant", "list", "--json")
+    assert result.exit_code == 0
+    [tenant] = json.loads(result.output)
+    assert {"name", "home", "dialect", "strategy", "count_file", "allow_ips"} <= set(tenant)
+    assert tenant["allow_ips"] == ["198.51.100.7"]
+    assert Path(tenant["home"]).is_absolute()
+    assert "scrypt" not in result.output and "password_hash" not in result.output
+
+
+def test_sync_json_prints_runs_and_exits_0_when_applied(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(3), count=3)
+    result = ws.cli("sync", "acme", "--json")
+    assert result.exit_code == 0, result.output
+    [run] = json.loads(result.output)
+    assert set(run) >= RUN_FIELDS
+    assert run["status"] == "applied" and run["reason"] is None
+    assert run["received"] == 3 and run["added"] == 3
+    assert run["started_at"].endswith("Z") and run["finished_at"].endswith("Z")
+
+
+def test_sync_exits_1_when_a_run_is_voided_and_names_the_reason(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.add_tenant("beta")
+    ws.upload(people(3), tenant="acme", count=4)
+    ws.upload(people(2), tenant="beta")
+    result = ws.cli("sync", "--all")
+    assert result.exit_code == 1
+    assert "acme: voided" in result.output and "count file says 4, file has 3" in result.output
+    assert "beta: applied" in result.output
+
+
+def test_sync_with_nothing_pending_is_idle_and_exits_0(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    result = ws.cli("sync", "acme", "--json")
+    assert result.exit_code == 0
+    [run] = json.loads(result.output)
+    assert run["status"] == "idle" and run["reason"] is None and run["run_id"] is None
+
+
+def test_sync_needs_a_tenant_or_all(ws: Workspace) -> None:
+    result = ws.cli("sync")
+    assert result.exit_code == 2 and "--all" in result.output
+
+
+def test_unknown_tenant_is_one_line(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    result = ws.cli("runs", "nobody")
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "no tenant 'nobody'" in result.output and "acme" in result.output
+
+
+def test_runs_are_listed_newest_first_with_a_limit(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="incremental")
+    for i in range(3):
+        ws.upload(people(2, start=i * 2))
+        ws.sync()
+    result = ws.cli("runs", "acme", "--json", "--limit", "2")
+    runs = json.loads(result.output)
+    assert [r["run_id"] for r in runs] == [3, 2]
+    assert set(runs[0]) >= RUN_FIELDS
+
+
+def test_subscribers_json_has_the_contract_shape(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(
+        "E-Mail;Given Name;Surname;Segment;Member Type\n"
+        " ADA@Example.org ;Ada;Lovelace;GOLD;Fellow\n"
+    )
+    ws.sync()
+    result = ws.cli("subscribers", "acme", "--json")
+    assert json.loads(result.output) == [
+        {
+            "email": "ada@example.org", "first_name": "Ada", "last_name": "Lovelace",
+            "segment_code": "GOLD", "status": "active", "fields": {"Member Type": "Fellow"},
+        }
+    ]  # fmt: skip
+    assert json.loads(ws.cli("subscribers", "acme", "--json", "--status", "removed").output) == []
+
+
+def test_events_load_stores_each_event_once(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(2))
+    ws.sync()
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "email,type,at,topic\n"
+        "p0@example.org,open,2026-11-29T08:00:00Z,News\n"
+        "P0@example.org,open,2026-11-29T09:00:00+01:00,News\n"
+        "p1@example.org,unsubscribe,2026-11-29T10:00:00Z,\n"
+    )
+    result = ws.cli("events", "load", "acme", str(events))
+    assert result.exit_code == 0, result.output
+    assert "2 events stored, 1 already known" in result.output
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text('{"email": "p0@example.org", "type": "click", "at": "2026-11-29T08:01:00Z"}\n')
+    assert "1 events stored" in ws.cli("events", "load", "acme", str(jsonl)).output
+    assert set(ws.subscribers(status="unsubscribed")) == {"p1@example.org"}
+
+
+def test_events_load_with_a_bad_line_names_it_and_stores_nothing(ws: Workspace, tmp_path) -> None:
+    ws.add_tenant("acme")
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "email,type,at,topic\np0@example.org,open,2026-11-29T08:00:00Z,\n"
+        "p0@example.org,opne,2026-11-29T08:00:00Z,\n"
+    )
+    result = ws.cli("events", "load", "acme", str(events))
+    assert result.exit_code == 1
+    assert f"{events} line 3: type 'opne' is not one of" in result.output
+    with ws.store() as store:
+        assert store.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+
+
+def test_check_json_shape_and_exit_code(tmp_path: Path) -> None:
+    good = tmp_path / "list.csv"
+    good.write_text("Email Address,First Name,Notes\nada@example.org,Ada,x\nbad@,B,y\n")
+    result = run_cli("check", str(good), "--json", config=tmp_path / "none.toml")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert {"file", "status", "reason", "records", "invalid", "columns"} <= set(data)
+    assert data["status"] == "ok" and data["records"] == 2 and data["invalid"] == 1
+    assert data["columns"] == {"Email Address": "email", "First Name": "first_name", "Notes": None}
+    (tmp_path / "list_count.txt").write_text("5\n")
+    voided = run_cli("check", str(good), "--json", config=tmp_path / "none.toml")
+    assert voided.exit_code == 1
+    assert json.loads(voided.output)["reason"].startswith("record count mismatch")
+
+
+def test_plugins_lists_built_ins_with_their_hooks(ws: Workspace) -> None:
+    result = ws.cli("plugins", "--json")
+    plugins = {p["name"]: p for p in json.loads(result.output)}
+    assert plugins["csv"]["builtin"] and plugins["csv"]["enabled"]
+    assert plugins["csv"]["hooks"] == ["register_readers"]
+    only = json.loads(ws.cli("plugins", "--json", "--hook", "check_plan").output)
+    assert [p["name"] for p in only] == ["plan-checks"]
+
+
+def test_installed_executable_reports_bad_config_in_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "listferry.toml"
+    config.write_text('[tenants.acme]\nstratgy = "full"\n')
+    done = subprocess.run(
+        [*listferry_command(), "--config", str(config), "sync", "--all"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert "line 2" in done.stderr and "stratgy" in done.stderr
+
+
+def test_installed_executable_syncs_and_lists(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(5), count=5)
+    base = [*listferry_command(), "--config", str(ws.config_path)]
+    done = subprocess.run([*base, "sync", "acme"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "acme: applied subscriber_list.csv (run 1): 5 received, 5 added" in done.stdout
+    listed = subprocess.run(
+        [*base, "subscribers", "acme"], capture_output=True, text=True, check=True
+    )
+    assert listed.stdout.count("@example.org") == 5
+
+
+def test_demo_shows_apply_update_and_void_quickly() -> None:
+    done = subprocess.run(
+        [*listferry_command(), "demo"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "applied subscriber_list.csv (run 1): 8 received, 8 added" in out
+    assert "2 added, 2 updated, 2 removed" in out
+    assert "voided subscriber_list.csv (run 3): record count mismatch" in out
+    assert out.count("active subscribers now: 8") == 3

@@ -1,0 +1,112 @@
+"""A sync killed in the middle of applying leaves the last good list, and the file pending."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import Workspace, csv_text, people
+
+
+def listferry_command() -> list[str]:
+    exe = Path(sys.executable).parent / "listferry"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "listferry"]
+
+
+def committed_list(db: Path) -> list[tuple]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            "SELECT email, first_name, last_name, segment_code, status FROM subscribers "
+            "ORDER BY email"
+        ).fetchall()
+
+
+def applied_runs(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM runs WHERE status = 'applied'").fetchone()[0]
+
+
+def stop_when_wal_grows(proc: subprocess.Popen, wal: Path, grow_by: int) -> bool:
+    """SIGSTOP the sync once its write-ahead log grew by ``grow_by`` bytes (it is applying)."""
+    base = wal.stat().st_size if wal.exists() else 0
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if wal.exists() and wal.stat().st_size > base + grow_by:
+            proc.send_signal(signal.SIGSTOP)
+            return True
+        time.sleep(0.001)
+    return False
+
+
+def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Workspace) -> None:
+    home = ws.add_tenant("acme", strategy="full")
+    ws.upload(people(1000), count=1000)
+    assert [r.status for r in ws.sync()] == ["applied"]
+    db = ws.app().config.tenant("acme").database
+    last_good = committed_list(db)
+
+    rows = people(200_000, start=500, segment="SILVER")
+    new_file = ws.upload(rows, count=len(rows))
+    proc = subprocess.Popen(
+        [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stopped = stop_when_wal_grows(proc, Path(f"{db}-wal"), grow_by=2 << 20)
+    assert stopped, f"the sync ended before applying: {proc.communicate()}"
+    assert applied_runs(db) == 1, "the stopped sync must not have committed yet"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    assert committed_list(db) == last_good
+    assert new_file.exists(), "the list file must still be pending in the home"
+    assert (home / "subscriber_list_count.txt").exists()
+
+    again = subprocess.run(
+        [*listferry_command(), "--config", str(ws.config_path), "sync", "acme", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert '"status": "applied"' in again.stdout
+    active = ws.subscribers("acme")
+    assert set(active) == {r[0] for r in rows}
+    with ws.store() as store:
+        history = store.runs("acme")
+    assert history[1].status == "failed"
+    assert "interrupted" in (history[1].reason or "")
+    assert not new_file.exists()
+
+
+def test_sigkill_while_reading_leaves_nothing_half_done(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="incremental")
+    ws.upload(people(10), count=10)
+    ws.sync()
+    db = ws.app().config.tenant("acme").database
+    last_good = committed_list(db)
+    big = csv_text(people(100_000, start=10))
+    path = ws.upload(big)
+    proc = subprocess.Popen(
+        [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    work = ws.app().config.tenant("acme").state_dir / "work"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if work.exists() and any(work.iterdir()):
+            break
+        time.sleep(0.001)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert committed_list(db) == last_good
+    assert path.exists()
+    runs = ws.sync()
+    assert [r.status for r in runs] == ["applied"]
+    assert len(ws.subscribers()) == 100_010
