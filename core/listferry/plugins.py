@@ -150,7 +150,7 @@ def load_host(disabled: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> 
             continue
         try:
             plugin = ep.load()
-        except Exception as exc:  # a broken third-party package must not stop the host
+        except Exception as exc:  # any import error of a plugin package, said in one line
             raise ListferryError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from None
         _register(pm, plugin, ep.name)
         info.enabled = True
@@ -171,7 +171,7 @@ def load_host(disabled: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ListferryError(f"plugin {exc.plugin_name!r}: {exc}") from None
+        raise ListferryError(f"plugin {pm.get_name(exc.plugin)!r}: {exc}") from None
     for info in infos:
         if info.enabled:
             plugin = pm.get_plugin(info.name)

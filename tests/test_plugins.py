@@ -1,0 +1,205 @@
+"""The plugin host: built-ins load like outside plugins; the config can add and block some."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, people
+
+from listferry.errors import ListferryError
+from listferry.plugins import load_host
+
+BUILT_INS = {
+    "file", "csv", "default-dialect", "record-checks", "file-checks", "plan-checks", "strategies",
+}  # fmt: skip
+
+
+def write_module(folder: Path, name: str, source: str) -> None:
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "plugin_modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
+
+
+def test_built_ins_are_entry_points_of_the_listferry_distribution() -> None:
+    host = load_host()
+    builtin = {info.name for info in host.infos if info.builtin}
+    assert builtin >= BUILT_INS
+    assert all(info.distribution == "listferry" for info in host.infos if info.builtin)
+    assert host.dialects.owner("default") == "default-dialect"
+    assert host.strategies.names() == ["add-only", "full", "incremental", "opt-out", "update-only"]
+
+
+def test_config_plugin_module_adds_a_dialect(ws: Workspace, plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "crm_pack_for_test",
+        """
+        from listferry import hookimpl
+        from listferry.dialect import Dialect
+
+        @hookimpl
+        def register_dialects(register):
+            register(Dialect(name="tabcrm", delimiter="\\t",
+                             aliases={"email": ["Mail Address"], "last_name": ["Nom"]}))
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["crm_pack_for_test"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme", dialect="tabcrm")
+    ws.upload("Mail Address\tNom\nada@example.org\tLovelace\n")
+    [run] = ws.sync()
+    assert run.status == "applied", run.reason
+    assert ws.subscribers()["ada@example.org"]["last_name"] == "Lovelace"
+    listed = ws.cli("plugins").output
+    assert "crm_pack_for_test (config, enabled): register_dialects" in listed
+
+
+def test_a_disabled_built_in_is_listed_but_never_called(ws: Workspace) -> None:
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\ndisable = ["plan-checks"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme")
+    ws.upload(people(10))
+    ws.sync()
+    ws.upload(people(1))  # would remove 90%: the shrink guard is a plan check
+    [run] = ws.sync()
+    assert run.status == "applied" and run.removed == 9
+    assert "plan-checks (built-in, disabled)" in ws.cli("plugins").output
+
+
+def test_a_misspelled_hook_is_an_error_not_a_silent_no_op(plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "typo_plugin",
+        """
+        from listferry import hookimpl
+
+        @hookimpl
+        def register_dialect(register):
+            pass
+        """,
+    )
+    with pytest.raises(ListferryError, match="register_dialect"):
+        load_host(modules=("typo_plugin",))
+
+
+def test_a_hook_with_a_wrong_argument_is_refused(plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "bad_args_plugin",
+        """
+        from listferry import hookimpl
+
+        @hookimpl
+        def check_plan(plan, tenant, force, colour):
+            return None
+        """,
+    )
+    with pytest.raises(ListferryError, match="bad_args_plugin"):
+        load_host(modules=("bad_args_plugin",))
+
+
+def test_two_plugins_registering_one_name_are_both_named(plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "second_full",
+        """
+        from listferry import hookimpl
+
+        class Full:
+            name = "full"
+            description = "again"
+            def decide(self, situation):
+                return "keep"
+
+        @hookimpl
+        def register_strategies(register):
+            register(Full())
+        """,
+    )
+    host = load_host(modules=("second_full",))
+    with pytest.raises(ListferryError, match="'strategies' and by plugin 'second_full'"):
+        host.strategies.names()
+
+
+def test_a_strategy_answering_nonsense_fails_the_run_with_its_name(
+    ws: Workspace, plugin_dir: Path
+) -> None:
+    write_module(
+        plugin_dir,
+        "odd_strategy",
+        """
+        from listferry import hookimpl
+
+        class Odd:
+            name = "odd"
+            description = "answers nonsense"
+            def decide(self, situation):
+                return "delete-everything"
+
+        @hookimpl
+        def register_strategies(register):
+            register(Odd())
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["odd_strategy"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme", strategy="odd")
+    ws.upload(people(2))
+    [run] = ws.sync()
+    assert run.status == "failed"
+    assert "strategy 'odd' answered 'delete-everything'" in run.reason
+    assert ws.subscribers() == {}
+
+
+def test_plugins_can_add_commands(plugin_dir: Path) -> None:
+    import click
+    from click.testing import CliRunner
+
+    write_module(
+        plugin_dir,
+        "hello_command",
+        """
+        import click
+        from listferry import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def hello():
+                "Say hello."
+                click.echo("hello from a plugin")
+        """,
+    )
+    group = click.Group(name="listferry")
+    load_host(modules=("hello_command",)).hook.register_commands(cli=group)
+    assert CliRunner().invoke(group, ["hello"]).output == "hello from a plugin\n"
+
+
+def test_trace_logs_every_hook_call(ws: Workspace, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LISTFERRY_TRACE_PLUGINS", "1")
+    ws.add_tenant("acme")
+    ws.upload(people(2))
+    ws.sync()
+    err = capsys.readouterr().err
+    assert "hook validate_records(records, file) -> [record-checks]" in err
+    assert "hook check_plan(plan, tenant, force) -> [plan-checks]" in err
+
+
+def test_load_plugins_env_keeps_third_party_plugins_out(monkeypatch) -> None:
+    monkeypatch.setenv("LISTFERRY_LOAD_PLUGINS", "")
+    host = load_host()
+    assert all(info.builtin for info in host.infos if info.enabled)
