@@ -1,0 +1,48 @@
+"""Progress bars appear on a terminal and stay out of cron's mail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from conftest import Workspace, people
+from test_crash import listferry_command
+
+
+def sync_with_stderr(ws: Workspace, tty: bool) -> tuple[int, str]:
+    command = [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"]
+    if not tty:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        return done.returncode, done.stderr
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the follower side closed: the process is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return proc.wait(), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+
+
+def test_a_big_file_shows_a_progress_bar_on_a_terminal(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(20_000))
+    code, err = sync_with_stderr(ws, tty=True)
+    assert code == 0
+    assert "acme: reading" in err and "100%" in err
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(20_000))
+    code, err = sync_with_stderr(ws, tty=False)
+    assert code == 0
+    assert err == ""
