@@ -203,3 +203,35 @@ def test_load_plugins_env_keeps_third_party_plugins_out(monkeypatch) -> None:
     monkeypatch.setenv("LISTFERRY_LOAD_PLUGINS", "")
     host = load_host()
     assert all(info.builtin for info in host.infos if info.enabled)
+
+
+def test_run_finished_is_told_every_outcome_and_cannot_break_a_run(
+    ws: Workspace, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = plugin_dir / "runs.log"
+    monkeypatch.setenv("RUN_LOG_FOR_TEST", str(log))
+    write_module(
+        plugin_dir,
+        "run_logger",
+        """
+        import os
+        from listferry import hookimpl
+
+        @hookimpl
+        def run_finished(run):
+            with open(os.environ["RUN_LOG_FOR_TEST"], "a") as f:
+                f.write(f"{run.tenant} {run.status}\\n")
+            raise RuntimeError("a notifier that breaks")
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["run_logger"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme")
+    ws.upload(people(3), count=3)
+    assert [r.status for r in ws.sync()] == ["applied"]
+    ws.upload(people(4), count=2)
+    assert [r.status for r in ws.sync()] == ["voided"]
+    assert [r.status for r in ws.sync()] == ["idle"]
+    assert log.read_text().splitlines() == ["acme applied", "acme voided", "acme idle"]

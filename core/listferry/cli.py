@@ -47,7 +47,7 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except ConfigError as exc:
             error = click.ClickException(str(exc))
@@ -262,6 +262,8 @@ def describe_run(run: Any) -> str:
             f"{run.removed} removed, {run.unsubscribed} unsubscribed, "
             f"{run.unchanged} unchanged, {run.invalid} invalid"
         )
+        extra = {"ignored": run.ignored, "duplicates": run.duplicates}
+        head += "".join(f", {n} {word}" for word, n in extra.items() if n)
     elif run.reason:
         head += f": {run.reason}"
     return head
@@ -269,7 +271,9 @@ def describe_run(run: Any) -> str:
 
 @cli.command()
 @click.argument("tenant")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs."
+)
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
 def runs(state: State, tenant: str, limit: int, json_: bool) -> None:
@@ -293,6 +297,7 @@ def runs(state: State, tenant: str, limit: int, json_: bool) -> None:
     type=click.Choice(["active", "unsubscribed", "removed", "all"]),
     default="active",
     show_default=True,
+    help="Which subscribers to list.",
 )
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
@@ -349,10 +354,12 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
     else:
         verdict = "ok" if result.status == "ok" else f"void: {result.reason}"
         click.echo(f"{file}: {verdict}")
-        click.echo(
-            f"  {result.records} records, {result.invalid} invalid, "
-            f"{result.duplicates} duplicates; {result.encoding}, delimiter {result.delimiter!r}"
+        line = (
+            f"  {result.records} records, {result.invalid} invalid, {result.duplicates} duplicates"
         )
+        if result.encoding:
+            line += f"; {result.encoding}, delimiter {result.delimiter!r}"
+        click.echo(line)
         for header, canonical in result.columns.items():
             click.echo(f"  {header!r} -> {canonical or 'kept in fields'}")
         for item in result.invalid_sample[:20]:

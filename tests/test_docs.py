@@ -1,0 +1,197 @@
+"""The docs keep up with the code: every hook, command and config key is on its page.
+
+Each check is a function from text to a list of problems, so it is tried both on the
+real files (no problems) and on a deliberately broken copy in ``tmp_path`` (a problem).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import click
+import pytest
+from cogapp import Cog
+
+from listferry import hookspecs
+from listferry.cli import cli
+from listferry.config import LISTFERRY_KEYS, TENANT_KEYS
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+HOOKSPECS = Path(hookspecs.__file__)
+LISTFERRY_HEADING = "### `[listferry]`"
+TENANT_HEADING = "### `[defaults]` and `[tenants.NAME]`"
+
+
+# -- hooks ------------------------------------------------------------------------------
+
+
+def hookspecs_in(source: str) -> dict[str, ast.FunctionDef]:
+    """The functions decorated with ``@hookspec`` (or ``@hookspec(...)``) in ``source``."""
+    return {
+        node.name: node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef)
+        and any(ast.unparse(d).split("(")[0] == "hookspec" for d in node.decorator_list)
+    }
+
+
+def written_signature(node: ast.FunctionDef) -> str:
+    args = ", ".join(
+        f"{a.arg}: {ast.unparse(a.annotation)}" if a.annotation else a.arg for a in node.args.args
+    )
+    returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+    return f"{node.name}({args}){returns}"
+
+
+def documented_signatures(markdown: str) -> dict[str, str]:
+    """Hook name -> the signature in the code block under its ``### `name``` heading."""
+    return dict(re.findall(r"^### `(\w+)`\n\n```python\n(.*)\n```", markdown, re.M))
+
+
+def hook_problems(source: str, markdown: str) -> list[str]:
+    documented = documented_signatures(markdown)
+    problems = []
+    for name, node in hookspecs_in(source).items():
+        expected = written_signature(node)
+        if name not in documented:
+            problems.append(f"{name} is missing from docs/hooks.md")
+        elif documented[name] != expected:
+            problems.append(f"{name}: docs say {documented[name]!r}, code says {expected!r}")
+    return problems
+
+
+def undocumented_hookspecs(source: str) -> list[str]:
+    return [name for name, node in hookspecs_in(source).items() if not ast.get_docstring(node)]
+
+
+def test_the_hookspec_parser_finds_every_hook_pluggy_knows() -> None:
+    registered = {
+        name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "listferry_spec")
+    }
+    assert set(hookspecs_in(HOOKSPECS.read_text())) == registered
+
+
+def test_every_hook_is_in_the_hook_reference_with_its_signature() -> None:
+    assert hook_problems(HOOKSPECS.read_text(), (DOCS / "hooks.md").read_text()) == []
+
+
+def test_a_hook_missing_from_the_reference_is_caught(tmp_path: Path) -> None:
+    docs = tmp_path / "hooks.md"
+    text = (DOCS / "hooks.md").read_text()
+    docs.write_text(text.replace("### `check_plan`", "### `check_plan_renamed`"))
+    problems = hook_problems(HOOKSPECS.read_text(), docs.read_text())
+    assert "check_plan is missing from docs/hooks.md" in problems
+
+
+def test_a_changed_signature_is_caught(tmp_path: Path) -> None:
+    source = tmp_path / "hookspecs.py"
+    text = HOOKSPECS.read_text()
+    source.write_text(text.replace("force: bool)", "force: bool, dry_run: bool)"))
+    problems = hook_problems(source.read_text(), (DOCS / "hooks.md").read_text())
+    assert any(problem.startswith("check_plan: docs say") for problem in problems)
+
+
+def test_every_hookspec_has_a_docstring() -> None:
+    assert undocumented_hookspecs(HOOKSPECS.read_text()) == []
+
+
+def test_a_hookspec_without_a_docstring_is_caught(tmp_path: Path) -> None:
+    source = tmp_path / "hookspecs.py"
+    source.write_text(
+        HOOKSPECS.read_text() + "\n\n@hookspec(firstresult=True)\ndef pick(x: int) -> int: ...\n"
+    )
+    assert undocumented_hookspecs(source.read_text()) == ["pick"]
+    assert "pick is missing from docs/hooks.md" in hook_problems(
+        source.read_text(), (DOCS / "hooks.md").read_text()
+    )
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def command_paths(command: click.Command, path: str = "listferry") -> list[str]:
+    paths = [path]
+    for name, sub in getattr(command, "commands", {}).items():
+        paths += command_paths(sub, f"{path} {name}")
+    return paths
+
+
+def undocumented_commands(command: click.Command, markdown: str) -> list[str]:
+    headings = set(re.findall(r"^## (listferry.*)$", markdown, re.M))
+    return [path for path in command_paths(command) if path not in headings]
+
+
+def test_every_command_is_in_the_cli_reference() -> None:
+    assert "listferry tenant add" in command_paths(cli)
+    assert undocumented_commands(cli, (DOCS / "cli.md").read_text()) == []
+
+
+def test_a_command_missing_from_the_reference_is_caught(tmp_path: Path) -> None:
+    docs = tmp_path / "cli.md"
+    docs.write_text((DOCS / "cli.md").read_text().replace("## listferry events load\n", ""))
+    assert "listferry events load" in undocumented_commands(cli, docs.read_text())
+
+
+def test_a_new_subcommand_is_caught() -> None:
+    group = click.Group("listferry", commands={"tenant": click.Group("tenant")})
+    group.commands["tenant"].add_command(click.Command("remove"))
+    markdown = "## listferry\n\n## listferry tenant\n"
+    assert undocumented_commands(group, markdown) == ["listferry tenant remove"]
+
+
+# -- config keys ------------------------------------------------------------------------
+
+
+def key_problems(markdown: str, heading: str, keys: dict[str, tuple[object, object]]) -> list[str]:
+    """Each key needs a row ``| `key` | default | meaning |`` in the section under heading."""
+    section = markdown.partition(f"\n{heading}\n")[2]
+    section = re.split(r"^#{1,3} ", section, maxsplit=1, flags=re.M)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section, re.M))
+    problems = []
+    for key, (default, _check) in keys.items():
+        if key not in rows:
+            problems.append(f"{key} is missing under {heading}")
+        elif default is not None and f"`{json.dumps(default)}`" not in rows[key]:
+            problems.append(f"{key}: the default {json.dumps(default)} is not shown")
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("heading", "keys"),
+    [(LISTFERRY_HEADING, LISTFERRY_KEYS), (TENANT_HEADING, TENANT_KEYS)],
+    ids=["listferry", "tenants"],
+)
+def test_every_config_key_is_in_the_operator_guide(heading: str, keys: dict) -> None:
+    assert key_problems((DOCS / "operator.md").read_text(), heading, keys) == []
+
+
+def test_a_config_key_missing_from_the_guide_is_caught(tmp_path: Path) -> None:
+    docs = tmp_path / "operator.md"
+    text = (DOCS / "operator.md").read_text()
+    docs.write_text(re.sub(r"^\| `settle_seconds` .*\n", "", text, flags=re.M))
+    problems = key_problems(docs.read_text(), TENANT_HEADING, TENANT_KEYS)
+    assert f"settle_seconds is missing under {TENANT_HEADING}" in problems
+    keys = {**LISTFERRY_KEYS, "workers": (4, None)}
+    problems = key_problems(text, LISTFERRY_HEADING, keys)
+    assert f"workers is missing under {LISTFERRY_HEADING}" in problems
+
+
+def test_a_changed_default_is_caught() -> None:
+    keys = {**TENANT_KEYS, "max_shrink_share": (0.25, None)}
+    problems = key_problems((DOCS / "operator.md").read_text(), TENANT_HEADING, keys)
+    assert "max_shrink_share: the default 0.25 is not shown" in problems
+
+
+# -- generated pages --------------------------------------------------------------------
+
+
+def test_the_generated_pages_are_current() -> None:
+    """What ``tox -e docs`` checks, so that a plain ``pytest`` run catches it too."""
+    pages = [str(DOCS / "hooks.md"), str(DOCS / "cli.md")]
+    assert Cog().main(["cog", "--check", "--verbosity=0", *pages]) == 0, (
+        "docs are stale: run cog -r docs/hooks.md docs/cli.md"
+    )
