@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     import click
 
     from listferry.config import Tenant
+    from listferry.dialect import Dialect
+    from listferry.reader import ListReader
     from listferry.records import FileInfo, Invalid, Record
     from listferry.runs import RunRecord
-    from listferry.strategy import Plan
+    from listferry.strategy import Plan, Strategy
 
 hookspec = pluggy.HookspecMarker("listferry")
 
@@ -33,9 +35,11 @@ def register_transports(register: Callable[[str, Callable[..., Any]], None]) -> 
     """Register client-side transports, one per URL scheme.
 
     Call ``register(scheme, factory)``; ``factory(home, tenant)`` returns a
-    :class:`listferry.transport.Transport` for the tenant's home (a local path for
-    ``file``, the parsed URL otherwise). The sync lists, fetches and removes list files
-    through it; exports put return files through it. Schemes are unique.
+    :class:`listferry.transport.Transport` for the tenant's home, where ``home`` is the
+    tenant's ``home`` setting as a string (an absolute folder for ``file``, the URL
+    otherwise) and ``tenant`` the :class:`listferry.config.Tenant`. The sync lists,
+    fetches and removes list files through it and writes result reports with it.
+    Schemes are unique.
     """
 
 
@@ -55,7 +59,7 @@ def register_servers(register: Callable[[str, Callable[..., Any]], None]) -> Non
 
 
 @hookspec
-def register_dialects(register: Callable[[Any], None]) -> None:
+def register_dialects(register: Callable[[Dialect], None]) -> None:
     """Register CRM dialects.
 
     Call ``register(dialect)`` with a :class:`listferry.dialect.Dialect` for each CRM
@@ -64,7 +68,7 @@ def register_dialects(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def register_readers(register: Callable[[Any], None]) -> None:
+def register_readers(register: Callable[[ListReader], None]) -> None:
     """Register readers for list file formats.
 
     Call ``register(reader)`` with a :class:`listferry.reader.ListReader`. A dialect
@@ -112,7 +116,9 @@ def check_plan(plan: Plan, tenant: Tenant, force: bool) -> str | None:
 
     Return the reason to void the run, or ``None``. ``force`` is true when the
     operator asked to apply this run past the guards (``sync --force``); a guard that
-    an operator may overrule lets it through then. Every plugin is asked.
+    an operator may overrule lets it through then. Every plugin is asked. The host may
+    ask twice about one plan (the second time with ``force=True``, to learn whether
+    ``--force`` would lift the void), so an implementation must not have side effects.
     """
 
 
@@ -122,7 +128,7 @@ def check_plan(plan: Plan, tenant: Tenant, force: bool) -> str | None:
 
 
 @hookspec
-def register_strategies(register: Callable[[Any], None]) -> None:
+def register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register update strategies.
 
     Call ``register(strategy)`` with a :class:`listferry.strategy.Strategy`: an object
@@ -175,8 +181,11 @@ def file_received(tenant: Tenant, path: str) -> None:
 def run_finished(run: RunRecord) -> None:
     """A run ended (applied, voided, failed, skipped or idle).
 
-    Called after the run is recorded and its result report written; an exception
-    raised here is logged and does not change the run.
+    Called once per run, after the run is recorded and its result report written.
+    Runs that had no file (``idle``, a tenant that was locked, a home that could not
+    be reached) are not recorded and have no report, but are told here all the same
+    (their ``run_id`` is ``None``). An exception raised here is logged in one line and
+    does not change the run.
     """
 
 
