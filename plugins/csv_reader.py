@@ -1,9 +1,11 @@
 """The CSV reader: the format almost every CRM exports.
 
-Encoding: the dialect's, else UTF-16 or UTF-8 when a BOM says so, else UTF-8 when
-the whole file decodes as UTF-8, else cp1252. Delimiter: the dialect's, else the one
-among ``,`` ``;`` tab ``|`` that splits the first rows most consistently. CRLF or LF;
-quoted fields may hold delimiters, newlines and doubled quotes.
+Encoding: a BOM decides (UTF-8 or UTF-16), else the dialect's, else UTF-8 when the file
+is UTF-8, else cp1252; bytes the encoding cannot decode void the file, naming the line.
+Delimiter: the dialect's, else the one among ``,`` ``;`` tab ``|`` that splits the first
+rows most consistently. CRLF, LF or CR; quoted fields may hold delimiters, newlines and
+doubled quotes. Line numbers are physical lines (the header is line 1); a record that
+spans lines has the line it starts on.
 """
 
 from __future__ import annotations
@@ -24,30 +26,43 @@ DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_CHARS = 64 * 1024
 CHUNK = 1 << 20
 FIELD_LIMIT = 1 << 20
+LINE_LIMIT = 4 * FIELD_LIMIT
 BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
+#: Stands in for bytes the encoding cannot decode: no strict decoder yields a lone surrogate.
+BAD_BYTES = "\udfff"
 
 csv.field_size_limit(FIELD_LIMIT)
+codecs.register_error("listferry-mark", lambda exc: (BAD_BYTES, exc.end))
 
 
-def detect_encoding(path: Path) -> str:
-    """UTF-16/UTF-8 by BOM, UTF-8 when every byte decodes as UTF-8, else cp1252."""
+def detect_encoding(path: Path, declared: str | None = None) -> str:
+    """A BOM's encoding, else ``declared``, else UTF-16 when the first character holds a
+    NUL byte, else UTF-8 when the bytes decode as UTF-8 or did so, non-ASCII included,
+    up to the first bad one (which then voids, naming its line), else cp1252.
+    """
     with path.open("rb") as f:
         head = f.read(4)
         for bom, encoding in BOMS:
             if head.startswith(bom):
                 return encoding
+        if declared:
+            return declared
+        if len(head) > 1 and (head[0] == 0) != (head[1] == 0):
+            return "utf-16-be" if head[0] == 0 else "utf-16-le"
         f.seek(0)
         decoder = codecs.getincrementaldecoder("utf-8")()
+        utf8_seen = False
         try:
             while chunk := f.read(CHUNK):
                 decoder.decode(chunk)
+                utf8_seen = utf8_seen or not chunk.isascii()
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "cp1252"
+        except UnicodeDecodeError as exc:
+            return "utf-8" if utf8_seen or not exc.object[: exc.start].isascii() else "cp1252"
     return "utf-8"
 
 
@@ -59,11 +74,8 @@ def sniff_delimiter(sample: str, quotechar: str) -> str:
     text = "".join(lines)
     best, best_score = ",", (0.0, 1)
     for delimiter in DELIMITERS:
-        try:
-            rows = [r for r in csv.reader(io.StringIO(text), delimiter=delimiter,
-                                          quotechar=quotechar) if r][:50]  # fmt: skip
-        except csv.Error:
-            continue
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quotechar=quotechar)
+        rows = [r for r in reader if r][:50]
         if not rows or len(rows[0]) < 2:
             continue
         width = len(rows[0])
@@ -90,6 +102,35 @@ class _CountingReader(io.RawIOBase):
         return n
 
 
+class _Lines:
+    """The physical lines of a text file, counted; undecodable or endless lines void it."""
+
+    def __init__(self, text: io.TextIOWrapper, name: str) -> None:
+        self._text = text
+        self._name = name
+        self.number = 0
+        self.at_end = False
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._text.readline(LINE_LIMIT)
+        if not line:
+            self.at_end = True
+            raise StopIteration
+        self.number += 1
+        if BAD_BYTES in line:
+            encoding = self._text.encoding.replace("-sig", "")
+            raise Void(
+                f"{self._name} line {self.number}: bytes that are not {encoding} text; "
+                f"save the file as UTF-8"
+            )
+        if len(line) == LINE_LIMIT and line[-1] not in "\r\n":
+            raise Void(f"{self._name} line {self.number}: longer than {LINE_LIMIT} characters")
+        return line
+
+
 class CsvSource:
     """One open CSV list file. Reads the header on open; records in :meth:`batches`."""
 
@@ -97,65 +138,82 @@ class CsvSource:
         self.name = name
         self.dialect = dialect
         self.records_read = 0
-        self._pending: list[list[str] | None] | None = None
-        encoding = dialect.encoding or detect_encoding(path)
+        encoding = detect_encoding(path, dialect.encoding)
         self._raw = path.open("rb")
         self._counter = _CountingReader(self._raw)
         self._text = io.TextIOWrapper(
-            io.BufferedReader(self._counter, CHUNK), encoding=encoding, newline=""
+            io.BufferedReader(self._counter, CHUNK),
+            encoding=encoding,
+            errors="listferry-mark",
+            newline="",
         )
         try:
             delimiter = dialect.delimiter or sniff_delimiter(
                 self._sample(path, encoding), dialect.quotechar
             )
-            self._rows = csv.reader(self._text, delimiter=delimiter, quotechar=dialect.quotechar)
-            header = self._header()
+            self._lines = _Lines(self._text, name)
+            self._csv = csv.reader(
+                self._lines, delimiter=delimiter, quotechar=dialect.quotechar, strict=True
+            )
+            self._rows = self._read_rows()
+            cells = self._header()
         except BaseException:
             self.close()
             raise
-        self.info = self._file_info(path, header, encoding, delimiter)
+        self.info = self._file_info(path, cells, encoding, delimiter)
 
     def _sample(self, path: Path, encoding: str) -> str:
         with path.open(encoding=encoding, errors="replace", newline="") as f:
             return f.read(SAMPLE_CHARS)
 
-    def _next_row(self) -> list[str] | None:
-        if self._pending is not None:
-            row, self._pending = self._pending[0], None
-            return row
-        try:
-            return next(self._rows)
-        except StopIteration:
-            return None
-        except UnicodeDecodeError as exc:
-            raise Void(
-                f"{self.name} line {self._rows.line_num + 1}: bytes that are not "
-                f"{self._text.encoding} text ({exc.reason}); save the file as UTF-8"
-            ) from None
-        except csv.Error as exc:
-            raise Void(
-                f"{self.name} line {self._rows.line_num}: not readable as CSV: {exc}"
-            ) from None
+    def _read_rows(self) -> Iterator[tuple[int, list[str] | str]]:
+        """Each row that is not wholly blank, with its first line; a text says why it is bad."""
+        while True:
+            start = self._lines.number + 1
+            try:
+                row = next(self._csv)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if self._lines.at_end:
+                    raise Void(
+                        f"{self.name} line {start}: a quote opened in this record is never "
+                        f"closed (the rest of the file, to line {self._lines.number}, "
+                        f"would be one field)"
+                    ) from None
+                if "field limit" in str(exc):
+                    raise Void(
+                        f"{self.name} line {start}: a field is longer than {FIELD_LIMIT} "
+                        f"characters (check the quotes)"
+                    ) from None
+                yield start, f"is not readable as CSV ({exc}); check the quotes"
+                continue
+            if "".join(row).strip():
+                yield start, row
 
     def _header(self) -> list[str]:
-        row = self._next_row()
-        while row is not None and not any(cell.strip() for cell in row):
-            row = self._next_row()
-        if row is None:
+        start, cells = next(self._rows, (0, None))
+        if cells is None:
             raise Void(f"{self.name}: the file is empty (no header line)")
-        self._header_line = self._rows.line_num
-        names: list[str] = []
-        for index, cell in enumerate(row, start=1):
-            name = cell.strip().lstrip("\ufeff") or f"column_{index}"
-            unique, n = name, 2
-            while unique in names:
-                unique, n = f"{name}_{n}", n + 1
-            names.append(unique)
-        return names
+        if isinstance(cells, str):
+            raise Void(f"{self.name} line {start}: the header {cells}")
+        cells = [cell.strip().lstrip("\ufeff").strip() for cell in cells]
+        while cells and not cells[-1]:
+            cells.pop()  # a delimiter at the end of every line adds no column
+        if not cells:
+            raise Void(f"{self.name} line {start}: the header names no column")
+        return cells
 
-    def _file_info(self, path: Path, header: list[str], encoding: str, delimiter: str) -> FileInfo:
-        mapped = self.dialect.map_header(header)
-        columns = {name: mapped.get(i) for i, name in enumerate(header)}
+    def _file_info(self, path: Path, cells: list[str], encoding: str, delimiter: str) -> FileInfo:
+        header: list[str] = []
+        for index, cell in enumerate(cells, start=1):
+            name = cell or f"column_{index}"
+            unique, n = name, 2
+            while unique in header:
+                unique, n = f"{name}_{n}", n + 1
+            header.append(unique)
+        mapped = self.dialect.map_header(cells)
+        columns: dict[str, str | None] = {name: None for name in header}
         taken: dict[str, int] = {}
         notes = []
         for index, canonical in sorted(mapped.items()):
@@ -163,11 +221,11 @@ class CsvSource:
                 first = header[taken[canonical]]
                 notes.append(
                     f"columns {first!r} and {header[index]!r} both mean {canonical}; "
-                    f"using {first!r}"
+                    f"using {first!r}, keeping {header[index]!r} in fields"
                 )
-                columns[header[index]] = None
             else:
                 taken[canonical] = index
+                columns[header[index]] = canonical
         self._where = taken
         self._extra_index = [i for i, name in enumerate(header) if columns[name] is None]
         return FileInfo(
@@ -211,31 +269,27 @@ class CsvSource:
         dialect = self.dialect
         records: list[Record] = []
         invalid: list[Invalid] = []
-        line = self._header_line
-        while True:
-            row = self._next_row()
-            if row is None:
-                break
-            start, line = line + 1, self._rows.line_num
-            if len(row) != width:
-                if len(row) > width and not any(c.strip() for c in row[width:]):
-                    row = row[:width]
-                elif not any(c.strip() for c in row):
-                    continue
-                else:
-                    self.records_read += 1
-                    invalid.append(Invalid(start, self._width_problem(row, width, start, line)))
-                    continue
-            elif not any(c.strip() for c in row):
-                continue
+        for start, row in self._rows:
+            if len(records) + len(invalid) >= size:
+                yield records, invalid
+                records, invalid = [], []
             self.records_read += 1
+            if isinstance(row, str):
+                invalid.append(Invalid(start, row))
+                continue
+            if len(row) != width:
+                if len(row) > width and not "".join(row[width:]).strip():
+                    row = row[:width]  # delimiters at the end of the line
+                else:
+                    invalid.append(Invalid(start, self._width_problem(len(row), width, start)))
+                    continue
             opted: bool | None = None
             if opt_out is not None:
                 word = opt_out(row)
                 opted = dialect.opt_out_value(word)
                 if opted is None:
-                    invalid.append(Invalid(start, f"opt-out value {word.strip()!r} is not one of "
-                                                  f"the dialect's words"))  # fmt: skip
+                    reason = f"opt-out value {word.strip()!r} is not one of the dialect's words"
+                    invalid.append(Invalid(start, reason))
                     continue
                 if not word.strip():
                     opted = None
@@ -250,26 +304,13 @@ class CsvSource:
                     extra(row),
                 )
             )
-            if len(records) + len(invalid) >= size:
-                yield records, invalid
-                records, invalid = [], []
         if records or invalid:
             yield records, invalid
 
-    def _width_problem(self, row: list[str], width: int, start: int, end: int) -> str:
-        if end > start and self._peek() is None:
-            raise Void(
-                f"{self.name} line {start}: a quote opened on this line is never closed "
-                f"(the rest of the file, to line {end}, would be one field)"
-            )
+    def _width_problem(self, fields: int, width: int, start: int) -> str:
+        end = self._lines.number
         span = f" (lines {start}-{end}: check the quotes)" if end > start else ""
-        return f"has {len(row)} fields, the header has {width}{span}"
-
-    def _peek(self) -> list[str] | None:
-        """The next row without consuming it (the following ``_next_row`` returns it)."""
-        if self._pending is None:
-            self._pending = [self._next_row()]
-        return self._pending[0]
+        return f"has {fields} fields, the header has {width}{span}"
 
     def close(self) -> None:
         self._text.close()

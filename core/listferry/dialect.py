@@ -57,21 +57,28 @@ class Dialect:
                 f"dialect {self.name!r} maps unknown field(s) {sorted(unknown)}; "
                 f"canonical fields are {', '.join(CANONICAL_FIELDS)}"
             )
+        self._lookup()
         if self.delimiter is not None and len(self.delimiter) != 1:
             raise ValueError(f"dialect {self.name!r}: delimiter must be one character")
 
+    def _lookup(self) -> dict[str, str]:
+        """``{folded spelling: canonical field}``; a spelling two fields claim is an error."""
+        lookup: dict[str, str] = {}
+        for canonical, spellings in self.aliases.items():
+            for spelling in (canonical, *spellings):
+                other = lookup.setdefault(fold_header(spelling), canonical)
+                if other != canonical:
+                    raise ValueError(
+                        f"dialect {self.name!r}: header {spelling!r} cannot mean both "
+                        f"{other} and {canonical}"
+                    )
+        return lookup
+
     def map_header(self, header: Sequence[str]) -> dict[int, str]:
         """Return ``{column index: canonical field}`` for the columns this dialect knows."""
-        lookup = {
-            fold_header(spelling): canonical
-            for canonical, spellings in self.aliases.items()
-            for spelling in (canonical, *spellings)
-        }
-        return {
-            index: lookup[fold_header(name)]
-            for index, name in enumerate(header)
-            if fold_header(name) in lookup
-        }
+        lookup = self._lookup()
+        folded = [fold_header(name) for name in header]
+        return {index: lookup[name] for index, name in enumerate(folded) if name in lookup}
 
     def opt_out_value(self, word: str) -> bool | None:
         """Read one opt-out cell: True, False, or None when the word is not one we know."""
