@@ -2,6 +2,9 @@
 
 Everything the plan says, and the run record that says it was applied, commit
 together. A run killed before the commit leaves the store exactly as it was.
+
+The plan was made before this transaction began, so every write checks the status it
+changes: an opt-out recorded in between (``listferry events load``) is never undone.
 """
 
 from __future__ import annotations
@@ -11,11 +14,21 @@ from listferry.staging import TEXT_COLUMNS, Staged
 from listferry.store import Store
 
 
+def _set(column: str, source: str) -> str:
+    """``column = value`` from ``source``; extra columns are merged into ``fields``."""
+    if column == "fields":
+        return f"fields = json_patch(subscribers.fields, {source}.fields)"
+    return f"{column} = {source}.{column}"
+
+
 def _upsert(staged: Staged, action: str, status: str) -> str:
-    """Insert the staged rows with ``action``, or set their present columns and status."""
+    """Insert the staged rows with ``action``, or set their present columns and status.
+
+    Nobody who unsubscribed is put back on the list, whatever the plan said.
+    """
     columns = (*TEXT_COLUMNS, "fields")
     values = ", ".join("coalesce(i.fields, '{}')" if c == "fields" else f"i.{c}" for c in columns)
-    sets = "".join(f"{c} = excluded.{c}, " for c in staged.present)
+    sets = "".join(_set(c, "excluded") + ", " for c in staged.present)
     return (
         f"INSERT INTO subscribers (email, {', '.join(columns)}, status, created_at, "
         "updated_at, status_changed_at) "
@@ -24,7 +37,7 @@ def _upsert(staged: Staged, action: str, status: str) -> str:
         f"WHERE p.action = '{action}' "
         f"ON CONFLICT (email) DO UPDATE SET {sets}updated_at = :now, "
         f"status_changed_at = CASE WHEN status = '{status}' THEN status_changed_at "
-        f"ELSE :now END, status = '{status}'"
+        f"ELSE :now END, status = '{status}' WHERE subscribers.status != 'unsubscribed'"
     )
 
 
@@ -34,7 +47,7 @@ def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
     with store.transaction() as conn:
         conn.execute(_upsert(staged, "add", "active"), params)
         if staged.present:
-            sets = ", ".join(f"{c} = i.{c}" for c in staged.present)
+            sets = ", ".join(_set(c, "i") for c in staged.present)
             conn.execute(
                 f"UPDATE subscribers SET {sets}, updated_at = :now FROM ("
                 "SELECT i.* FROM temp.incoming i JOIN temp.plan p ON p.email = i.email "
@@ -43,7 +56,7 @@ def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
             )
         conn.execute(
             "UPDATE subscribers SET status = 'removed', status_changed_at = :now, "
-            "updated_at = :now WHERE email IN "
+            "updated_at = :now WHERE status = 'active' AND email IN "
             "(SELECT email FROM temp.plan WHERE action = 'remove')",
             params,
         )

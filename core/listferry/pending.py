@@ -39,9 +39,11 @@ def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) ->
     """Pick the tenant's pending list files.
 
     Files that match the tenant's pattern and are not count files or reports, older
-    than ``settle_seconds``, oldest first. For ``full`` only the newest is run.
+    than ``settle_seconds`` (when it is set: an upload may keep a client's future
+    mtime), oldest first. For ``full`` only the newest is run.
     """
     now = time.time() if now is None else now
+    settle = tenant.settle_seconds
     by_name = {f.name: f for f in files}
     lists = sorted(
         (
@@ -49,7 +51,7 @@ def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) ->
             for f in files
             if fnmatch(f.name, tenant.pattern)
             and not f.name.endswith((COUNT_SUFFIX, REPORT_SUFFIX))
-            and now - f.mtime >= tenant.settle_seconds
+            and (not settle or now - f.mtime >= settle)
         ),
         key=lambda f: (f.mtime, f.name),
     )

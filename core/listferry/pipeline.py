@@ -2,7 +2,8 @@
 
 Each stage takes what the one before produced. Only :func:`listferry.apply.apply`
 writes the list. A voided or failed run changes nothing in the store; a voided file
-is archived with its report, a failed one stays in the home for the next run.
+is archived with its report, a failed one stays in the home for the next run, and so
+does one voided only by a guard that ``sync --force`` lifts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from listferry.app import App
@@ -61,10 +63,14 @@ def tenant_lock(tenant: Tenant) -> Iterator[bool]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def void_if(reasons: list[str | None]) -> None:
+class Overrulable(Void):
+    """A void that ``sync --force`` would lift: the file stays in the home for it."""
+
+
+def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
     found = [reason for reason in reasons if reason]
     if found:
-        raise Void("; ".join(found))
+        raise error("; ".join(found))
 
 
 class TenantSync:
@@ -119,6 +125,7 @@ class TenantSync:
         local: Path | None = None
         staged: Staged | None = None
         info: FileInfo | None = None
+        keep = False
         try:
             local = self.fetch(run, pending)
             run.sha256 = sha256_of(local)
@@ -134,6 +141,7 @@ class TenantSync:
                 self.plan_and_apply(run, staged)
         except Void as exc:
             run.end("voided", str(exc))
+            keep = isinstance(exc, Overrulable)
         except ListferryError as exc:
             run.end("failed", str(exc))
         except OSError as exc:
@@ -144,7 +152,7 @@ class TenantSync:
         finally:
             self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
             self.store.conn.execute("DROP TABLE IF EXISTS temp.plan")
-        self.finish(run, pending, local, staged, info)
+        self.finish(run, pending, local, staged, info, keep or run.status == "failed")
         return run
 
     def read(self, local: Path, name: str, count: Path | None) -> tuple[FileInfo, Staged]:
@@ -160,18 +168,21 @@ class TenantSync:
     def plan_and_apply(self, run: RunRecord, staged: Staged) -> None:
         strategy = self.app.host.strategies.get(self.tenant.strategy)
         plan = make_plan(self.store.conn, strategy, staged, self.store.count("active"))
-        for name, value in plan.counts().items():
+        check = partial(self.hook.check_plan, plan=plan, tenant=self.tenant)
+        reasons = check(force=self.force)
+        overrulable = any(reasons) and not self.force and not any(check(force=True))
+        void_if(reasons, Overrulable if overrulable else Void)
+        for name, value in plan.counts().items():  # a voided run added, removed... nothing
             if hasattr(run, name):
                 setattr(run, name, value)
-        void_if(self.hook.check_plan(plan=plan, tenant=self.tenant, force=self.force))
         apply(self.store, staged, run, utcnow())
 
     def finish(
         self, run: RunRecord, pending: Pending, local: Path | None,
-        staged: Staged | None = None, info: FileInfo | None = None,
+        staged: Staged | None = None, info: FileInfo | None = None, keep: bool = False,
     ) -> None:  # fmt: skip
-        """Archive the file (unless the run failed), save the run, write the report."""
-        if run.status != "failed" and local is not None:
+        """Archive the file (unless ``keep``: it stays in the home), save the run, report."""
+        if not keep and local is not None:
             run.archive = self.archive_file(run, pending, local)
         notes = info.notes if info else ()
         run.report = render(

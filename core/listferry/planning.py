@@ -16,6 +16,7 @@ COUNT_OF = {
     (Action.ADD, 1): "added",
     (Action.UPDATE, 1): "updated",
     (Action.REMOVE, 0): "removed",
+    (Action.REMOVE, 1): "removed",
     (Action.UNSUBSCRIBE, 1): "unsubscribed",
     (Action.KEEP, 1): "unchanged",
     (Action.IGNORE, 1): "ignored",
@@ -46,8 +47,17 @@ def decisions(strategy: Strategy) -> list[tuple[int, str, int, int | None, str]]
 
 
 def changed_sql(staged: Staged) -> str:
-    """SQL that is 1 when the staged row ``i`` differs from the stored row ``s``."""
-    tests = [f"s.{column} IS NOT i.{column}" for column in staged.present]
+    """SQL that is 1 when the staged row ``i`` would change the stored row ``s``.
+
+    Extra columns are merged into the stored ``fields``, so they change it only when
+    one of them is new or holds a different value.
+    """
+    tests = [
+        "json_patch(s.fields, i.fields) IS NOT s.fields"
+        if column == "fields"
+        else f"s.{column} IS NOT i.{column}"
+        for column in staged.present
+    ]
     return " OR ".join(tests) if tests else "0"
 
 

@@ -81,15 +81,13 @@ def guarded(situation: Situation, action: Action) -> Action:
         return action if action is Action.REMOVE and status == "active" else Action.KEEP
     if status is None:
         return action if action in (Action.ADD, Action.UNSUBSCRIBE) else Action.IGNORE
-    if action is Action.ADD and status == "active":
+    if action is Action.ADD and status in ("active", "unsubscribed"):
         action = Action.UPDATE
-    if action is Action.ADD and status == "unsubscribed":
-        action = Action.UPDATE
+    if action is Action.UNSUBSCRIBE and status == "unsubscribed":
+        action = Action.UPDATE  # already off the list: only its values may change
     if action is Action.UPDATE and not situation.changed:
         action = Action.KEEP
     if action is Action.REMOVE and status != "active":
-        action = Action.KEEP
-    if action is Action.UNSUBSCRIBE and status == "unsubscribed" and not situation.changed:
         action = Action.KEEP
     return action
 
