@@ -235,3 +235,36 @@ def test_run_finished_is_told_every_outcome_and_cannot_break_a_run(
     assert [r.status for r in ws.sync()] == ["voided"]
     assert [r.status for r in ws.sync()] == ["idle"]
     assert log.read_text().splitlines() == ["acme applied", "acme voided", "acme idle"]
+
+
+def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Workspace, plugin_dir: Path) -> None:
+    import os
+    import subprocess
+
+    from test_crash import listferry_command
+
+    write_module(
+        plugin_dir,
+        "broken_notifier",
+        """
+        from listferry import hookimpl
+
+        @hookimpl
+        def run_finished(run):
+            raise RuntimeError("smtp is down")
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["broken_notifier"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme")
+    ws.upload(people(2))
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    done = subprocess.run(
+        [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0
+    assert "a run_finished plugin failed for acme: RuntimeError: smtp is down" in done.stderr
+    assert "Traceback" not in done.stderr

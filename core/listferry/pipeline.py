@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,13 @@ log = logging.getLogger("listferry")
 
 #: ``progress(total_bytes)`` returns ``update(bytes_done)``; the CLI passes a bar.
 Progress = Callable[[int], Callable[[int], None]]
+
+
+def log_failure(message: str) -> None:
+    """Log the exception being handled in one line; the traceback with LISTFERRY_DEBUG=1."""
+    kind, exc, _ = sys.exc_info()
+    detail = f"{kind.__name__}: {exc}" if kind else "unknown error"
+    log.error("%s: %s", message, detail, exc_info=bool(os.environ.get("LISTFERRY_DEBUG")))
 
 
 def sha256_of(path: Path) -> str:
@@ -147,7 +155,7 @@ class TenantSync:
         except OSError as exc:
             run.end("failed", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         except Exception as exc:
-            log.exception("run %s of %s failed", run.run_id, tenant.name)
+            log_failure(f"run {run.run_id} of {tenant.name} failed")
             run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
@@ -256,5 +264,5 @@ def sync_tenant(
         try:
             app.host.hook.run_finished(run=run)
         except Exception:
-            log.exception("a run_finished plugin failed for %s", tenant.name)
+            log_failure(f"a run_finished plugin failed for {tenant.name}")
     return runs
