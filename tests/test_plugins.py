@@ -268,3 +268,29 @@ def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Workspace, plugin_
     assert done.returncode == 0
     assert "a run_finished plugin failed for acme: RuntimeError: smtp is down" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_record_two_checks_reject_counts_once(ws: Workspace, plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "strict_domains",
+        """
+        from listferry import hookimpl
+        from listferry.records import Invalid
+
+        @hookimpl
+        def validate_records(records, file):
+            return [Invalid(r.line, "domain not allowed") for r in records
+                    if not r.email.endswith("@example.org")]
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["strict_domains"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme", max_invalid_share=0.5)
+    ws.upload([*people(4), ("bad@", "B", "C", "D"), ("x@other.net", "X", "Y", "Z")])
+    [run] = ws.sync()
+    assert run.status == "applied"
+    assert (run.received, run.invalid, run.added) == (6, 2, 4)
+    assert run.report.count("line 6:") == 1

@@ -76,12 +76,13 @@ def stage(
     conn.execute("BEGIN")
     try:
         for records, rejected in source.batches():
-            bad = list(rejected)
-            for found in validate_records(records=records, file=info):
-                bad.extend(found or ())
-            if len(bad) > len(rejected):
-                lines = {invalid.line for invalid in bad[len(rejected) :]}
-                records = [r for r in records if r.line not in lines]
+            found = {}
+            for reasons in validate_records(records=records, file=info):
+                for invalid in reasons or ():
+                    found.setdefault(invalid.line, invalid)  # one reason per record
+            if found:
+                records = [r for r in records if r.line not in found]
+            bad = [*rejected, *found.values()]
             conn.executemany(insert, [r[:6] + r.extra for r in records])
             staged.invalid += len(bad)
             room = SAMPLE - len(staged.invalid_sample)
