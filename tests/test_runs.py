@@ -306,3 +306,10 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     assert (retried.status, retried.added, retried.updated, retried.removed) == (
         "applied", 1, 1, 1,
     )  # fmt: skip
+
+
+def test_pattern_ignores_case_so_a_shouting_file_name_is_taken(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(2), name="SUBSCRIBERS.CSV", count=2)
+    [run] = ws.sync()
+    assert (run.status, run.file, run.added) == ("applied", "SUBSCRIBERS.CSV", 2)

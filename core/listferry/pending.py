@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from fnmatch import fnmatch
+from fnmatch import fnmatchcase
 
 from listferry.config import Tenant
 from listferry.transport import RemoteFile
@@ -38,7 +38,8 @@ class Selection:
 def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) -> Selection:
     """Pick the tenant's pending list files.
 
-    Files that match the tenant's pattern and are not count files or reports, older
+    Files that match the tenant's pattern (ignoring case) and are not count files or
+    reports, older
     than ``settle_seconds`` (when it is set: an upload may keep a client's future
     mtime), oldest first. For ``full`` only the newest is run.
     """
@@ -49,7 +50,7 @@ def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) ->
         (
             f
             for f in files
-            if fnmatch(f.name, tenant.pattern)
+            if fnmatchcase(f.name.casefold(), tenant.pattern.casefold())
             and not f.name.endswith((COUNT_SUFFIX, REPORT_SUFFIX))
             and (not settle or now - f.mtime >= settle)
         ),
