@@ -299,6 +299,8 @@ def test_sync_force_applies_the_file_the_shrink_guard_held_back_once(ws: Workspa
     ws.upload(people(4))
     assert only(ws.sync()).status == "voided"
     assert (ws.home() / "subscriber_list.csv").exists()  # kept for the operator's --force
+    assert "The file stays in place until the operator confirms it" in report(ws)
+    assert "upload it again" not in report(ws)
 
     forced = ws.cli("sync", "acme", "--force", "--json")
 

@@ -198,6 +198,7 @@ class TenantSync:
             staged.invalid_sample if staged else (),
             staged.duplicate_sample if staged else (),
             notes,
+            held=keep and run.status == "voided",
         )
         if run.status != "applied":
             with self.store.transaction():

@@ -21,13 +21,24 @@ def render(
     invalid: Sequence[Invalid] = (),
     duplicates: Sequence[tuple[str, str]] = (),
     notes: Sequence[str] = (),
+    held: bool = False,
 ) -> str:
-    """The report text for ``run``; samples list at most what the read stage kept."""
+    """The report text for ``run``; samples list at most what the read stage kept.
+
+    ``held``: the voided file stays in the home for the operator to apply with
+    ``sync --force`` (a guard the operator may overrule voided it).
+    """
+    words = OUTCOME_WORDS.get(run.status, "")
+    if held:
+        words = (
+            "Nothing was changed: the last good list stands. The file stays in place until "
+            "the operator confirms it, or a newer file replaces it."
+        )
     lines = [
         f"listferry result for {run.file}",
         f"Tenant: {run.tenant}   Run: {run.run_id}   Finished: {run.finished_at}",
         f"Outcome: {run.status}" + (f": {run.reason}" if run.reason else ""),
-        OUTCOME_WORDS.get(run.status, ""),
+        words,
         "",
         f"Records received: {run.received}",
         f"  added {run.added}, updated {run.updated}, removed {run.removed}, "
