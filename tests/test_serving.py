@@ -1,0 +1,156 @@
+"""The server toolkit every protocol shares: the jail, the login guard, the gatekeeper."""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Workspace
+
+from listferry.config import ServerSettings, Tenant
+from listferry.passwords import hash_password
+from listferry.serving import Gatekeeper, LoginGuard, OutsideHome, ip_in, jail, virtual
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> tuple[Path, Path]:
+    acme, acme2 = tmp_path / "homes" / "acme", tmp_path / "homes" / "acme2"
+    for home in (acme, acme2):
+        (home / "sub").mkdir(parents=True)
+        (home / "list.csv").write_text("email\n")
+    return acme, acme2
+
+
+@pytest.mark.parametrize("path", ["list.csv", "/list.csv", "sub/../list.csv", "../../list.csv"])
+def test_jail_keeps_paths_inside_the_home(homes: tuple[Path, Path], path: str) -> None:
+    acme, _ = homes
+    assert jail(acme, path) == (acme / "list.csv").resolve()
+
+
+@pytest.mark.parametrize(
+    "path", ["../acme2/list.csv", "/../acme2/list.csv", "../../homes/acme2/list.csv"]
+)
+def test_dot_dot_stops_at_the_home_and_never_reaches_a_neighbour(
+    homes: tuple[Path, Path], path: str
+) -> None:
+    acme, _ = homes
+    # ".." cannot climb above "/": the path lands inside acme's own home
+    assert jail(acme, path).is_relative_to(acme.resolve())
+
+
+@pytest.mark.parametrize("path", ["..\\acme2\\list.csv", "list.csv\x00.txt", "sub\\x"])
+def test_backslashes_and_nul_bytes_are_refused(homes: tuple[Path, Path], path: str) -> None:
+    with pytest.raises(OutsideHome):
+        jail(homes[0], path)
+
+
+def test_a_symlink_out_of_the_home_is_refused_wherever_it_sits(homes: tuple[Path, Path]) -> None:
+    acme, acme2 = homes
+    os.symlink(acme2, acme / "escape")
+    os.symlink(acme2 / "list.csv", acme / "sub" / "theirs.csv")
+    for path in ("escape", "escape/list.csv", "sub/theirs.csv", "/escape/../escape/list.csv"):
+        with pytest.raises(OutsideHome):
+            jail(acme, path)
+
+
+def test_prefix_confusion_acme_cannot_reach_acme2(homes: tuple[Path, Path]) -> None:
+    acme, acme2 = homes
+    os.symlink(acme2, acme / "x")
+    with pytest.raises(OutsideHome):
+        jail(acme, "x/list.csv")
+    assert virtual(acme, acme / "sub") == "/sub"
+    assert virtual(acme, acme) == "/"
+
+
+def settings(**values: object) -> ServerSettings:
+    return ServerSettings(**{"delay_after_failures": 2, "block_after_failures": 4,
+                             "block_seconds": 0.3, **values})  # fmt: skip
+
+
+def test_failed_logins_are_delayed_then_blocked_and_the_block_lifts() -> None:
+    guard = LoginGuard(settings())
+    assert [guard.failed("127.0.0.9") for _ in range(3)] == [0.0, 0.5, 1.0]
+    assert not guard.blocked("127.0.0.9")
+    guard.failed("127.0.0.9")
+    assert guard.blocked("127.0.0.9")
+    assert guard.admit("127.0.0.9") == "address blocked after repeated failed logins"
+    assert guard.admit("127.0.0.8") is None  # other addresses are not affected
+    deadline = time.monotonic() + 5
+    while guard.blocked("127.0.0.9") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert guard.admit("127.0.0.9") is None
+
+
+def test_connection_limits_per_address_and_in_all() -> None:
+    guard = LoginGuard(settings(max_connections=3, max_connections_per_ip=2))
+    assert guard.admit("127.0.0.1") is None and guard.admit("127.0.0.1") is None
+    assert guard.admit("127.0.0.1") == "too many connections from this address"
+    assert guard.admit("127.0.0.2") is None
+    assert guard.admit("127.0.0.3") == "too many connections"
+    guard.release("127.0.0.1")
+    assert guard.admit("127.0.0.3") is None
+
+
+def tenant(tmp_path: Path, **values: object) -> Tenant:
+    return Tenant(name="acme", home=str(tmp_path), state_dir=tmp_path / "s", **values)
+
+
+def test_passwords_are_checked_against_the_salted_hash(tmp_path: Path) -> None:
+    gate = Gatekeeper(
+        {"acme": tenant(tmp_path, password_hash=hash_password("pw-1"))}, LoginGuard(settings())
+    )
+    assert gate.password("acme", "pw-1", "127.0.0.1", "ftp").name == "acme"
+    assert gate.password("acme", "pw-2", "127.0.0.1", "ftp") is None
+    assert gate.password("nobody", "pw-1", "127.0.0.1", "ftp") is None
+
+
+def test_sftp_needs_an_allow_list_and_an_address_in_it(tmp_path: Path) -> None:
+    hashed = hash_password("pw")
+    open_to_all = tenant(tmp_path, password_hash=hashed)
+    listed = tenant(tmp_path, password_hash=hashed, allow_ips=("127.0.0.0/30",))
+    gate = Gatekeeper({"acme": open_to_all}, LoginGuard(settings()))
+    assert gate.password("acme", "pw", "127.0.0.1", "sftp") is None
+    assert gate.password("acme", "pw", "127.0.0.1", "ftp") is not None
+    gate = Gatekeeper({"acme": listed}, LoginGuard(settings()))
+    assert gate.password("acme", "pw", "127.0.0.2", "sftp") is not None
+    assert gate.password("acme", "pw", "127.0.0.9", "sftp") is None
+    assert gate.password("acme", "pw", "127.0.0.9", "ftp") is None
+
+
+def test_public_keys_match_by_type_and_blob(tmp_path: Path) -> None:
+    blob = b"\x00\x00\x00\x0bssh-ed25519" + os.urandom(32)
+    line = f"ssh-ed25519 {base64.b64encode(blob).decode()} crm@acme"
+    gate = Gatekeeper(
+        {"acme": tenant(tmp_path, ssh_keys=(line,), allow_ips=("127.0.0.1",))},
+        LoginGuard(settings()),
+    )
+    assert gate.public_key("acme", "ssh-ed25519", blob, "127.0.0.1", "sftp") is not None
+    assert gate.public_key("acme", "ssh-rsa", blob, "127.0.0.1", "sftp") is None
+    assert gate.public_key("acme", "ssh-ed25519", blob[:-1] + b"x", "127.0.0.1", "sftp") is None
+
+
+def test_ipv4_mapped_addresses_match_ipv4_networks() -> None:
+    assert ip_in("::ffff:127.0.0.1", ("127.0.0.0/8",))
+    assert not ip_in("not-an-ip", ("0.0.0.0/0",))
+
+
+def test_init_makes_the_server_keys_once(ws: Workspace) -> None:
+    first = ws.cli("init")
+    assert first.exit_code == 0, first.output
+    server = ws.app().config.server
+    assert server.tls_cert.exists() and server.ssh_host_key.exists()
+    assert oct(server.ssh_host_key.stat().st_mode & 0o777) == "0o600"
+    assert oct(server.tls_key.stat().st_mode & 0o777) == "0o600"
+    key = server.ssh_host_key.read_bytes()
+    second = ws.cli("init")
+    assert second.exit_code == 0 and "made" not in second.output
+    assert server.ssh_host_key.read_bytes() == key
+
+
+def test_serve_without_keys_says_to_run_init(ws: Workspace) -> None:
+    result = ws.cli("serve", "--protocols", "sftp", "--sftp-port", "0")
+    assert result.exit_code == 1
+    assert "listferry init" in result.output
