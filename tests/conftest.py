@@ -99,3 +99,42 @@ class Workspace:
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+class Served:
+    """Built-in servers running in this process on 127.0.0.1, on free ports."""
+
+    def __init__(self, ws: Workspace, protocols: Sequence[str], **settings: Any) -> None:
+        from dataclasses import replace
+
+        from listferry.keys import ensure_server_keys
+        from listferry.serving import ServerRuntime
+
+        app = ws.app()
+        ports = {"ftp_port": 0, "ftps_port": 0, "sftp_port": 0, "upload_grace": 0}
+        self.settings = replace(app.config.server, **{**ports, **settings})
+        ensure_server_keys(self.settings)
+        self.runtime = ServerRuntime.create(app, self.settings)
+        self.servers = [app.host.servers.get(p)(self.runtime) for p in protocols]
+        self.ports: dict[str, int] = {}
+
+    def __enter__(self) -> Served:
+        for server in self.servers:
+            for protocol, _host, port in server.start():
+                self.ports[protocol] = port
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.stop(5)
+        self.runtime.uploads.stop(5)
+
+
+@pytest.fixture
+def served(ws: Workspace):
+    """``with served(["sftp"], block_seconds=1) as s: s.ports["sftp"]`` for the test's servers."""
+
+    def start(protocols: Sequence[str], **settings: Any) -> Served:
+        return Served(ws, protocols, **settings)
+
+    return start

@@ -107,3 +107,20 @@ def test_config_is_found_through_the_environment(tmp_path: Path, monkeypatch) ->
     result = CliRunner().invoke(cli, ["tenant", "list", "--json"])
     assert result.exit_code == 0, result.output
     assert '"name": "acme"' in result.output
+
+
+def test_a_home_url_with_a_password_in_it_is_refused(tmp_path: Path) -> None:
+    message = config_error('[tenants.acme]\nhome = "sftp://acme:s3cret@127.0.0.1/in"\n', tmp_path)
+    assert "line 2" in message and "must not hold a password" in message
+    assert "s3cret" not in message
+
+
+def test_key_and_ca_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    text = (
+        '[tenants.acme]\nhome = "sftp://acme@127.0.0.1/in"\n'
+        'known_hosts = "keys/known_hosts"\nca_file = "ca.pem"\nremote_key_file = "/abs/key"\n'
+    )
+    tenant = parse_config(text, tmp_path / "listferry.toml").tenant("acme")
+    assert tenant.known_hosts == str(tmp_path / "keys" / "known_hosts")
+    assert tenant.ca_file == str(tmp_path / "ca.pem")
+    assert tenant.remote_key_file == "/abs/key"

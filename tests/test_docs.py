@@ -17,13 +17,14 @@ from cogapp import Cog
 
 from listferry import hookspecs
 from listferry.cli import cli
-from listferry.config import LISTFERRY_KEYS, TENANT_KEYS
+from listferry.config import LISTFERRY_KEYS, SERVER_KEYS, TENANT_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 HOOKSPECS = Path(hookspecs.__file__)
 LISTFERRY_HEADING = "### `[listferry]`"
 TENANT_HEADING = "### `[defaults]` and `[tenants.NAME]`"
+SERVER_HEADING = "### `[server]`"
 
 
 # -- hooks ------------------------------------------------------------------------------
@@ -162,8 +163,12 @@ def key_problems(markdown: str, heading: str, keys: dict[str, tuple[object, obje
 
 @pytest.mark.parametrize(
     ("heading", "keys"),
-    [(LISTFERRY_HEADING, LISTFERRY_KEYS), (TENANT_HEADING, TENANT_KEYS)],
-    ids=["listferry", "tenants"],
+    [
+        (LISTFERRY_HEADING, LISTFERRY_KEYS),
+        (TENANT_HEADING, TENANT_KEYS),
+        (SERVER_HEADING, SERVER_KEYS),
+    ],
+    ids=["listferry", "tenants", "server"],
 )
 def test_every_config_key_is_in_the_operator_guide(heading: str, keys: dict) -> None:
     assert key_problems((DOCS / "operator.md").read_text(), heading, keys) == []
@@ -195,3 +200,30 @@ def test_the_generated_pages_are_current() -> None:
     assert Cog().main(["cog", "--check", "--verbosity=0", *pages]) == 0, (
         "docs are stale: run cog -r docs/hooks.md docs/cli.md"
     )
+
+
+# -- security page ----------------------------------------------------------------------
+
+
+def cited_tests(text: str) -> set[tuple[str, str]]:
+    return set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", text))
+
+
+def missing_tests(text: str, tests_dir: Path) -> list[str]:
+    missing = []
+    for module, name in sorted(cited_tests(text)):
+        source = tests_dir / module
+        if not source.exists() or not re.search(rf"^def {name}\(", source.read_text(), re.M):
+            missing.append(f"{module}::{name}")
+    return missing
+
+
+def test_every_test_the_security_page_cites_exists() -> None:
+    text = (DOCS / "security.md").read_text()
+    assert len(cited_tests(text)) > 30
+    assert missing_tests(text, ROOT / "tests") == []
+
+
+def test_a_renamed_security_test_is_caught(tmp_path: Path) -> None:
+    text = "| guarantee | `test_cli.py::test_this_test_does_not_exist` |"
+    assert missing_tests(text, ROOT / "tests") == ["test_cli.py::test_this_test_does_not_exist"]

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from listferry.config import Config, Tenant, load_config
 from listferry.errors import ConfigError
+from listferry.export import export_problem
 from listferry.plugins import Host, load_host
 from listferry.transport import Transport
 
@@ -26,7 +27,7 @@ class App:
 
 
 def check_names(config: Config, host: Host) -> None:
-    """Every dialect, strategy and home scheme a tenant names must be registered."""
+    """Every dialect, strategy, home scheme and export setting a tenant names must work."""
     for tenant in config.tenants.values():
         table = f"tenants.{tenant.name}"
         for key, registry in (("dialect", host.dialects), ("strategy", host.strategies)):
@@ -42,6 +43,9 @@ def check_names(config: Config, host: Host) -> None:
                 f"{config.where(table, 'home')}: no transport for {scheme}:// "
                 f"(known: {', '.join(host.transports.names())})"
             )
+        problem = export_problem(host, tenant)
+        if problem:
+            raise ConfigError(f"{config.where(table, problem[0])}: {problem[1]}")
 
 
 def open_app(path: Path) -> App:

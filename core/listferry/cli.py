@@ -153,9 +153,42 @@ def init(state: State) -> None:
     for folder in (config.state_dir, config.homes_dir):
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         click.echo(f"folder {folder}")
+    from listferry.keys import ensure_server_keys
+
+    for made in ensure_server_keys(config.server):
+        click.echo(f"made {made}")
     for tenant in config.tenants.values():
         if tenant.is_local:
             Path(tenant.home).mkdir(parents=True, exist_ok=True)
+
+
+@cli.command()
+@click.option("--protocols", help="Comma-separated, e.g. ftps,sftp (default: every installed one).")
+@click.option("--host", help="The address to listen on (default: [server] host, 127.0.0.1).")
+@click.option("--ftp-port", type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--ftps-port", type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--sftp-port", type=click.IntRange(0, 65535), help="0: any free port.")
+@pass_state
+def serve(
+    state: State, protocols: str | None, host: str | None,
+    ftp_port: int | None, ftps_port: int | None, sftp_port: int | None,
+) -> None:  # fmt: skip
+    """Run the FTP, FTPS and SFTP servers in the foreground until SIGINT or SIGTERM."""
+    from dataclasses import replace
+
+    from listferry.serving import serve as run_servers
+
+    app = state.app()
+    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
+                 "sftp_port": sftp_port}  # fmt: skip
+    settings = replace(app.config.server, **{k: v for k, v in overrides.items() if v is not None})
+    chosen = protocols.split(",") if protocols else app.host.servers.names()
+    if not chosen:
+        raise ListferryError("no server plugin is installed")
+    for name in chosen:
+        app.host.servers.get(name.strip())
+    logging.getLogger("listferry.server").setLevel(logging.INFO)
+    run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text))
 
 
 @cli.group()
@@ -337,6 +370,32 @@ def events_load(state: State, tenant: str, file: str) -> None:
 
 
 @cli.command()
+@click.argument("tenant")
+@click.option(
+    "--to", "to", metavar="PATH_OR_URL",
+    help="A folder or URL (default: the tenant's export_to, else its home's outbox/).",
+)  # fmt: skip
+@click.option("--json", "json_", is_flag=True, help="Print what was delivered as JSON.")
+@pass_state
+def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
+    """Render the tenant's return file and deliver it with its count file.
+
+    Exit 1 when it could not be made or delivered; then nothing was recorded.
+    """
+    from listferry.export import export_tenant
+
+    app = state.app()
+    result = export_tenant(app, app.config.tenant(tenant), to)
+    if json_:
+        emit_json(result.to_json())
+        return
+    click.echo(
+        f"{result.tenant}: {result.file} ({result.records} records, {result.subscribers}) "
+        f"and {result.count_file} delivered to {result.target}"
+    )
+
+
+@cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--dialect", default="default", show_default=True, help="The CRM dialect.")
 @click.option("--count-file", type=click.Path(exists=True, dir_okay=False), help="Count file.")
@@ -368,6 +427,52 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
             click.echo(f"  note: {note}")
     if result.status != "ok":
         sys.exit(1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("url")
+@click.option("--no-count-file", is_flag=True, help="Upload the list only, no count file.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False), help="sftp: private key file.")
+@click.option(
+    "--known-hosts",
+    type=click.Path(dir_okay=False),
+    help="sftp: the known-hosts file (default: ~/.ssh/known_hosts).",
+)
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="ftps: CA bundle.")
+@click.option("--insecure", is_flag=True, help="ftps: do not verify the server's certificate.")
+@click.option(
+    "--dialect", default="default", show_default=True, metavar="D",
+    help="Count the records as dialect D reads them.",
+)  # fmt: skip
+@pass_state
+def push(
+    state: State, file: str, url: str, no_count_file: bool, password_stdin: bool,
+    key: str | None, known_hosts: str | None, ca_file: str | None, insecure: bool,
+    dialect: str,
+) -> None:  # fmt: skip
+    """Upload a list file, then its count file, into the folder at URL.
+
+    For the customer's side: URL is sftp://user@host:port/folder, ftp://... or ftps://...
+    (FTP with explicit TLS). The list goes up under a hidden name and is renamed when
+    complete; then its count file (<stem>_count.txt, the number of records), so a
+    half-done upload is never taken for a list. The password comes from
+    $LISTFERRY_PASSWORD or --password-stdin; --key logs in to sftp with a key instead
+    (the password, if given, unlocks it).
+    """
+    from listferry.plugins import load_host
+    from listferry.push import push as push_list
+    from listferry.push import server
+
+    password = os.environ.get("LISTFERRY_PASSWORD") or None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise ListferryError("no password on stdin")
+    host = state.app().host if state.config_path.exists() else load_host()
+    target = server(url, password, key, known_hosts, ca_file, tls_verify=not insecure)
+    push_list(host, Path(file), target, dialect, not no_count_file, click.echo)
 
 
 @cli.command()

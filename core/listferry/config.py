@@ -59,10 +59,33 @@ def _cidrs(value: Any) -> str | None:
     return None
 
 
+def _port(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+    return None if ok else "must be a port number from 0 to 65535 (0: any free port)"
+
+
+def _port_range(value: Any) -> str | None:
+    match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None
+    if value == "" or (match and 1024 <= int(match[1]) <= int(match[2]) <= 65535):
+        return None
+    return 'must be a range of ports like "60000-60099" (1024 and up), or "" for any'
+
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a whole number, 1 or more"
+
+
 def _non_negative(value: Any) -> str | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
     return None if ok else "must be a number of seconds, 0 or more"
 
+
+#: The data points a return file holds unless the tenant picks others.
+EXPORT_FIELDS = (
+    "email", "first_name", "last_name", "segment_code", "status", "opted_out", "opted_out_at",
+    "open_count", "click_count", "last_open", "last_click", "topics",
+)  # fmt: skip
 
 #: Tenant settings: key -> (default, check). ``[defaults]`` may set any but ``home``.
 TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
@@ -77,6 +100,46 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "max_invalid_share": (0.05, _share),
     "max_shrink_share": (0.5, _share),
     "settle_seconds": (0, _non_negative),
+    "require_tls": (False, _typed(bool)),
+    "process": ("nightly", _one_of("nightly", "on-upload")),
+    "stable_seconds": (10, _non_negative),
+    "remote_password": (None, _typed(str)),
+    "remote_password_env": (None, _typed(str)),
+    "remote_key_file": (None, _typed(str)),
+    "known_hosts": (None, _typed(str)),
+    "tls_verify": (True, _typed(bool)),
+    "ca_file": (None, _typed(str)),
+    "remote_retries": (3, _positive_int),
+    "remote_timeout": (30, _non_negative),
+    "export_template": ("csv", _typed(str)),
+    "export_fields": (list(EXPORT_FIELDS), _string_list),
+    "export_subscribers": ("all", _one_of("all", "changed-since-last")),
+    "export_after_sync": (False, _typed(bool)),
+    "export_to": (None, _typed(str)),
+    "export_name": ("return_{date}", _typed(str)),
+}
+
+#: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
+#: empty key paths mean "in the state folder's ``server/``, made by ``listferry init``".
+SERVER_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
+    "host": ("127.0.0.1", _typed(str)),
+    "ftp_port": (2121, _port),
+    "ftps_port": (2990, _port),
+    "sftp_port": (2222, _port),
+    "passive_ports": ("", _port_range),
+    "tls_cert": ("", _typed(str)),
+    "tls_key": ("", _typed(str)),
+    "ssh_host_key": ("", _typed(str)),
+    "require_tls": (False, _typed(bool)),
+    "max_connections": (256, _positive_int),
+    "max_connections_per_ip": (16, _positive_int),
+    "delay_after_failures": (3, _positive_int),
+    "block_after_failures": (10, _positive_int),
+    "block_seconds": (900, _non_negative),
+    "idle_timeout": (300, _non_negative),
+    "handshake_timeout": (30, _non_negative),
+    "stop_timeout": (60, _non_negative),
+    "upload_grace": (3, _non_negative),
 }
 
 LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
@@ -104,6 +167,23 @@ class Tenant:
     max_invalid_share: float = 0.05
     max_shrink_share: float = 0.5
     settle_seconds: float = 0
+    require_tls: bool = False
+    process: str = "nightly"
+    stable_seconds: float = 10
+    remote_password: str | None = field(default=None, repr=False)
+    remote_password_env: str | None = None
+    remote_key_file: str | None = None
+    known_hosts: str | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+    remote_retries: int = 3
+    remote_timeout: float = 30
+    export_template: str = "csv"
+    export_fields: tuple[str, ...] = EXPORT_FIELDS
+    export_subscribers: str = "all"
+    export_after_sync: bool = False
+    export_to: str | None = None
+    export_name: str = "return_{date}"
 
     @property
     def is_local(self) -> bool:
@@ -123,9 +203,49 @@ class Tenant:
             "count_file": self.count_file,
             "allow_ips": list(self.allow_ips),
             "pattern": self.pattern,
+            "require_tls": self.require_tls,
+            "process": self.process,
             "password": self.password_hash is not None,
             "ssh_keys": len(self.ssh_keys),
         }
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` table, with key paths made absolute."""
+
+    host: str = "127.0.0.1"
+    ftp_port: int = 2121
+    ftps_port: int = 2990
+    sftp_port: int = 2222
+    passive_ports: tuple[int, int] | None = None
+    tls_cert: Path = Path("tls-cert.pem")
+    tls_key: Path = Path("tls-key.pem")
+    ssh_host_key: Path = Path("ssh_host_ed25519_key")
+    require_tls: bool = False
+    max_connections: int = 256
+    max_connections_per_ip: int = 16
+    delay_after_failures: int = 3
+    block_after_failures: int = 10
+    block_seconds: float = 900
+    idle_timeout: float = 300
+    handshake_timeout: float = 30
+    stop_timeout: float = 60
+    upload_grace: float = 3
+
+
+def _server_settings(values: dict[str, Any], root: Path, state_dir: Path) -> ServerSettings:
+    own = state_dir / "server"
+    paths = {
+        "tls_cert": own / "tls-cert.pem",
+        "tls_key": own / "tls-key.pem",
+        "ssh_host_key": own / "ssh_host_ed25519_key",
+    }
+    for key, default in paths.items():
+        values[key] = (root / values[key]).resolve() if values[key] else default
+    low, _, high = values["passive_ports"].partition("-")
+    values["passive_ports"] = (int(low), int(high)) if high else None
+    return ServerSettings(**values)
 
 
 @dataclass(frozen=True)
@@ -138,6 +258,7 @@ class Config:
     plugins: tuple[str, ...]
     disable: tuple[str, ...]
     tenants: dict[str, Tenant]
+    server: ServerSettings = field(default_factory=ServerSettings)
     text: str = field(repr=False, default="")
 
     def tenant(self, name: str) -> Tenant:
@@ -205,15 +326,15 @@ def parse_config(text: str, path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = path.parent.resolve()
-    unknown = set(data) - {"listferry", "defaults", "tenants"}
+    unknown = set(data) - {"listferry", "server", "defaults", "tenants"}
     if unknown:
         name = sorted(unknown)[0]
         where = line_of(text, name)
         raise ConfigError(
             f"{path}{f' line {where}' if where else ''}: unknown table [{name}] "
-            "(known: [listferry], [defaults], [tenants.NAME])"
+            "(known: [listferry], [server], [defaults], [tenants.NAME])"
         )
-    for table in ("listferry", "defaults", "tenants"):
+    for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
             raise ConfigError(f"{path}: {table} must be a table ([{table}])")
     settings = _check_table(text, path, "listferry", data.get("listferry", {}), LISTFERRY_KEYS)
@@ -222,6 +343,8 @@ def parse_config(text: str, path: Path) -> Config:
     defaults = _check_table(text, path, "defaults", data.get("defaults", {}), tenant_defaults)
     state_dir = (root / settings["state"]).resolve()
     homes_dir = (root / settings["homes"]).resolve()
+    server = _check_table(text, path, "server", data.get("server", {}), SERVER_KEYS)
+    server = {key: server.get(key, default) for key, (default, _) in SERVER_KEYS.items()}
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.match(name):
@@ -240,8 +363,21 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
+        for key in ("known_hosts", "ca_file", "remote_key_file", "export_to"):
+            value = values[key]
+            if value and "://" not in value:
+                values[key] = str((root / Path(value).expanduser()).resolve())
+        if "://" in home and "@" in home.split("://", 1)[1].split("/", 1)[0]:
+            userinfo = home.split("://", 1)[1].split("@", 1)[0]
+            if ":" in userinfo:
+                where = line_of(text, f"tenants.{name}", "home")
+                raise ConfigError(
+                    f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home must "
+                    "not hold a password; use remote_password_env (or remote_password)"
+                )
         values["allow_ips"] = tuple(values["allow_ips"])
         values["ssh_keys"] = tuple(values["ssh_keys"])
+        values["export_fields"] = tuple(values["export_fields"])
         tenants[name] = Tenant(name=name, home=home, state_dir=state_dir / name, **values)
     return Config(
         path=path,
@@ -250,6 +386,7 @@ def parse_config(text: str, path: Path) -> Config:
         plugins=tuple(settings["plugins"]),
         disable=tuple(settings["disable"]),
         tenants=tenants,
+        server=_server_settings(server, root, state_dir),
         text=text,
     )
 

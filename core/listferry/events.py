@@ -2,14 +2,15 @@
 
 ``load_events(store, path)`` reads a CSV or JSON-lines file (email, type, at, topic)
 and stores it in one transaction; one bad line stops the load, naming the line, and
-nothing of that file is stored.
+nothing of that file is stored. ``record_events(store, events)`` does the same for
+events a program has in hand (a plugin's ``collect_events``, a script).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from listferry.store import Store
 TYPES = ("open", "click", "unsubscribe")
 
 
-def normalise(raw: dict[str, Any], where: str) -> tuple[str, str, str, str]:
+def normalise(raw: Mapping[str, Any], where: str) -> tuple[str, str, str, str]:
     """One event as ``(email, type, at, topic)``: address lower-cased, time in UTC."""
     email = str(raw.get("email") or "").strip().lower()
     if "@" not in email:
@@ -73,3 +74,24 @@ def load_events(store: Store, path: Path) -> tuple[int, int]:
         raise ListferryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except csv.Error as exc:
         raise ListferryError(f"{path}: not readable as CSV: {exc}") from None
+
+
+def record_events(
+    store: Store, events: Iterable[Mapping[str, Any]], source: str = "event"
+) -> tuple[int, int]:
+    """Store events given as mappings with ``email``, ``type``, ``at`` and ``topic``.
+
+    ``at`` is a ``datetime`` (UTC when naive) or ISO 8601 text; ``topic`` may be left
+    out. The same event (address, type, time, topic) twice is stored once. All or
+    nothing: one bad event stops it, naming it as ``source N``, and nothing is stored.
+    Returns (stored, duplicates).
+    """
+
+    def checked() -> Iterator[tuple[str, str, str, str]]:
+        for number, event in enumerate(events, start=1):
+            where = f"{source} {number}"
+            if not isinstance(event, Mapping):
+                raise ListferryError(f"{where}: expected a mapping, got {type(event).__name__}")
+            yield normalise(event, where)
+
+    return store.add_events(checked())

@@ -7,19 +7,24 @@ Stage hooks are called once per file, per batch of records or per run, never per
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     import click
 
     from listferry.config import Tenant
     from listferry.dialect import Dialect
+    from listferry.export_fields import Field, FieldFamily
+    from listferry.export_render import Template
     from listferry.reader import ListReader
     from listferry.records import FileInfo, Invalid, Record
     from listferry.runs import RunRecord
+    from listferry.serving import Server, ServerRuntime
     from listferry.strategy import Plan, Strategy
 
 hookspec = pluggy.HookspecMarker("listferry")
@@ -44,12 +49,14 @@ def register_transports(register: Callable[[str, Callable[..., Any]], None]) -> 
 
 
 @hookspec
-def register_servers(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def register_servers(register: Callable[[str, Callable[[ServerRuntime], Server]], None]) -> None:
     """Register server-side protocols for ``listferry serve``.
 
-    Call ``register(protocol, factory)``; ``factory(config, options)`` returns a
-    server object with ``start()`` and ``stop(timeout)`` that serves every tenant of
-    the config. Protocol names (``ftp``, ``ftps``, ``sftp``) are unique.
+    Call ``register(protocol, factory)``; ``factory(runtime)`` gets the process's
+    :class:`listferry.serving.ServerRuntime` (settings, the login gatekeeper and guard,
+    the upload dispatcher) and returns a :class:`listferry.serving.Server` that serves
+    every tenant with a local home. Protocol names (``ftp``, ``ftps``, ``sftp``) are
+    unique; ``serve --protocols`` picks among them.
     """
 
 
@@ -140,26 +147,54 @@ def register_strategies(register: Callable[[Strategy], None]) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Export: return-file templates and the data points they can hold
+# Export: return-file templates, the data points they can hold, engagement events
 # --------------------------------------------------------------------------------------
 
 
 @hookspec
-def register_templates(register: Callable[[str, Any], None]) -> None:
+def register_templates(register: Callable[[str, Template | str], None]) -> None:
     """Register return-file templates.
 
-    Call ``register(name, template)`` where ``template`` is a jinja2 template source
-    or an object with ``source`` and ``suffix``. The export renders it over the
-    tenant's subscribers and the fields the tenant picked.
+    Call ``register(name, template)`` with a :class:`listferry.export_render.Template`
+    (jinja2 ``source``, file ``suffix``, line ending ``newline``, and the ``fields`` it
+    reads by name whatever the tenant picked), or with plain jinja2 text (suffix
+    ``.txt``). Tenants choose one by name (``export_template``). The template gets
+    ``rows`` (an iterator of dicts, field name to value, in the order of ``fields``),
+    ``fields`` (the field names), ``tenant`` (its name) and ``generated_at`` (a UTC
+    ``datetime``), and the filters ``csv_row``, ``json_line`` and ``date``; an undefined
+    name is an error. Names are unique.
     """
 
 
 @hookspec
-def register_fields(register: Callable[[str, Any], None]) -> None:
+def register_fields(register: Callable[[str, Field | FieldFamily], None]) -> None:
     """Register data points a return file can hold.
 
-    Call ``register(name, field)``; ``field`` says how to compute the value for each
-    subscriber (for example the open count, or the date of the last click).
+    Call ``register(name, field)`` with a :class:`listferry.export_fields.Field`: an SQL
+    expression over the subscriber's row ``s``, the ``LEFT JOIN`` clauses it needs (an
+    aggregate over ``events`` grouped by address, say) and the kind of value it gives.
+    The export computes every field of every subscriber in one query, never one query
+    per subscriber. A :class:`listferry.export_fields.FieldFamily` registered as
+    ``prefix.*`` makes the fields named ``prefix.<anything>`` on demand. Tenants pick
+    fields by name (``export_fields``); names are unique.
+    """
+
+
+@hookspec
+def collect_events(tenant: Tenant, since: datetime | None) -> Iterable[Mapping[str, Any]] | None:
+    """Pull a tenant's engagement events from the sending platform.
+
+    Called once before each export of ``tenant`` (``listferry export``, or after a sync
+    with ``export_after_sync``), before its rows are read. ``since`` is when the last
+    delivered return file was started (aware UTC), or ``None`` before the first. Return
+    the events from then on (an iterable, so a generator can stream them; ``None`` for
+    none), each a mapping with ``email``, ``type`` (``open``, ``click`` or
+    ``unsubscribe``), ``at`` (a ``datetime``, UTC when naive, or ISO 8601 text) and
+    optionally ``topic``. Every plugin is asked. The events are stored as
+    :func:`listferry.events.record_events` stores them: one transaction, and an event
+    already stored (same address, type, time and topic) is stored once, so overlapping
+    answers are harmless. A bad event or an exception stops the export with nothing
+    stored or delivered; the next export asks again from the same ``since``.
     """
 
 

@@ -35,17 +35,28 @@ class Selection:
     superseded: list[Pending]
 
 
-def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) -> Selection:
+def select(
+    files: list[RemoteFile],
+    tenant: Tenant,
+    now: float | None = None,
+    earlier: list[RemoteFile] | None = None,
+) -> Selection:
     """Pick the tenant's pending list files.
 
     Files that match the tenant's pattern (ignoring case) and are not count files or
     reports, older
     than ``settle_seconds`` (when it is set: an upload may keep a client's future
     mtime), oldest first. For ``full`` only the newest is run.
+
+    ``earlier`` is a listing of the same home taken a while before ``files`` (a home on
+    another server, whose uploads may not be atomic): a list file is then taken only
+    when it is stable, that is unchanged in size and time since ``earlier``, or when its
+    count file is beside it (the count file is uploaded after the list is complete).
     """
     now = time.time() if now is None else now
     settle = tenant.settle_seconds
     by_name = {f.name: f for f in files}
+    before = None if earlier is None else {f.name: f for f in earlier}
     lists = sorted(
         (
             f
@@ -53,6 +64,7 @@ def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) ->
             if fnmatchcase(f.name.casefold(), tenant.pattern.casefold())
             and not f.name.endswith((COUNT_SUFFIX, REPORT_SUFFIX))
             and (not settle or now - f.mtime >= settle)
+            and (before is None or before.get(f.name) == f or count_name(f.name) in by_name)
         ),
         key=lambda f: (f.mtime, f.name),
     )
@@ -60,3 +72,8 @@ def select(files: list[RemoteFile], tenant: Tenant, now: float | None = None) ->
     if tenant.strategy == "full" and len(pending) > 1:
         return Selection(runs=pending[-1:], superseded=pending[:-1])
     return Selection(runs=pending, superseded=[])
+
+
+def complete(selection: Selection) -> bool:
+    """Whether every file of a selection has its count file: no need to wait and look again."""
+    return all(p.count_file for p in selection.runs + selection.superseded)

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -25,7 +26,8 @@ from listferry.app import App
 from listferry.apply import apply
 from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
-from listferry.pending import Pending, select
+from listferry.export import export_after_sync
+from listferry.pending import Pending, Selection, complete, select
 from listferry.planning import make_plan
 from listferry.records import FileInfo
 from listferry.report import render
@@ -45,6 +47,13 @@ def log_failure(message: str) -> None:
     kind, exc, _ = sys.exc_info()
     detail = f"{kind.__name__}: {exc}" if kind else "unknown error"
     log.error("%s: %s", message, detail, exc_info=bool(os.environ.get("LISTFERRY_DEBUG")))
+
+
+def reason_of(exc: BaseException) -> str:
+    """A failure in plain words: the error's own message, with the file it concerns."""
+    if isinstance(exc, OSError) and not isinstance(exc, ListferryError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return str(exc)
 
 
 def sha256_of(path: Path) -> str:
@@ -103,18 +112,37 @@ class TenantSync:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, mode=0o700)
         self.archive.mkdir(parents=True, exist_ok=True, mode=0o700)
-        selection = select(self.transport.list(), self.tenant)
+        selection = self.select_files()
         runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
         runs += [self.run_file(p) for p in selection.runs]
         return runs or [RunRecord(self.tenant.name, status="idle", finished_at=utcnow())]
 
+    def select_files(self) -> Selection:
+        """List the home and pick the files to run.
+
+        A home on another server may be written to in place, so it is listed twice,
+        ``stable_seconds`` apart, and a file still changing is left for the next run;
+        no second look is needed when every list file has its count file. Local homes
+        are written atomically by the built-in servers and need no wait.
+        """
+        files = self.transport.list()
+        selection = select(files, self.tenant)
+        if self.tenant.is_local or not self.tenant.stable_seconds or complete(selection):
+            return selection
+        time.sleep(self.tenant.stable_seconds)
+        return select(self.transport.list(), self.tenant, earlier=files)
+
     def supersede(self, old: Pending, new: Pending) -> RunRecord:
         run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy)
         self.store.begin_run(run)
-        local = self.fetch(run, old)
-        run.sha256 = sha256_of(local)
-        run.end("skipped", f"superseded by the newer file {new.list_file.name}")
-        self.finish(run, old, local)
+        local: Path | None = None
+        try:
+            local = self.fetch(run, old)
+            run.sha256 = sha256_of(local)
+            run.end("skipped", f"superseded by the newer file {new.list_file.name}")
+        except (ListferryError, OSError) as exc:
+            run.end("failed", reason_of(exc))
+        self.finish(run, old, local, keep=run.status == "failed")
         return run
 
     def fetch(self, run: RunRecord, pending: Pending) -> Path:
@@ -153,7 +181,7 @@ class TenantSync:
         except ListferryError as exc:
             run.end("failed", str(exc))
         except OSError as exc:
-            run.end("failed", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+            run.end("failed", reason_of(exc))
         except Exception as exc:
             log_failure(f"run {run.run_id} of {tenant.name} failed")
             run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
@@ -220,11 +248,16 @@ class TenantSync:
         count_local = local.parent / pending.count_file.name if pending.count_file else None
         if count_local and count_local.exists():
             os.replace(count_local, self.archive / (prefix + pending.count_file.name))
-        if not self.transport.remove(pending.list_file.name, pending.list_file):
-            log.info("%s: %s changed in the home during the run; left for the next run",
-                     self.tenant.name, pending.list_file.name)  # fmt: skip
-        elif pending.count_file:
-            self.transport.remove(pending.count_file.name, pending.count_file)
+        try:
+            if not self.transport.remove(pending.list_file.name, pending.list_file):
+                log.info("%s: %s changed in the home during the run; left for the next run",
+                         self.tenant.name, pending.list_file.name)  # fmt: skip
+            elif pending.count_file:
+                self.transport.remove(pending.count_file.name, pending.count_file)
+        except (ListferryError, OSError) as exc:
+            # The run stands as it ended; the next run finds the same content and skips it.
+            log.warning("%s: could not remove %s from the home: %s",
+                        self.tenant.name, pending.list_file.name, reason_of(exc))  # fmt: skip
         return str(target)
 
     def write_report(self, run: RunRecord) -> None:
@@ -243,7 +276,11 @@ class TenantSync:
 def sync_tenant(
     app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
 ) -> list[RunRecord]:
-    """Run every pending list file of ``tenant``; one record per run (``idle`` if none)."""
+    """Run every pending list file of ``tenant``; one record per run (``idle`` if none).
+
+    With ``export_after_sync``, an applied run is followed by the return file; if that
+    fails it is logged in one line and the runs stand as they ended.
+    """
     with tenant_lock(tenant) as locked:
         if not locked:
             run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
@@ -259,8 +296,10 @@ def sync_tenant(
         except ListferryError as exc:
             runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
         except OSError as exc:
-            reason = f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
-            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(),
+                              reason=reason_of(exc))]  # fmt: skip
+        if tenant.export_after_sync and any(run.status == "applied" for run in runs):
+            export_after_sync(app, tenant)
     for run in runs:
         try:
             app.host.hook.run_finished(run=run)

@@ -1,6 +1,7 @@
 """The tenant store: one SQLite file per tenant, created and migrated here.
 
-It holds the subscribers, the run history, engagement events and opt-outs. The
+It holds the subscribers, the run history, engagement events, opt-outs and the
+return files delivered (with a digest of what each said of each subscriber). The
 connection runs in autocommit mode; writes that belong together go through
 :meth:`Store.transaction`, which is one ``BEGIN IMMEDIATE`` ... ``COMMIT``.
 """
@@ -23,6 +24,11 @@ RUN_COLUMNS = (
     "status", "file", "strategy", "reason", "received", "added", "updated", "removed",
     "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
     "finished_at", "sha256", "archive", "report",
+)  # fmt: skip
+
+
+EXPORT_COLUMNS = (
+    "started_at", "finished_at", "template", "subscribers", "file", "target", "records",
 )  # fmt: skip
 
 
@@ -69,7 +75,15 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_migrate_1]
+def _migrate_2(db: sqlite_utils.Database) -> None:
+    """Return files: one row per delivered file, and what each subscriber's row said."""
+    db["exports"].create(
+        {c: int if c in ("id", "records") else str for c in ("id", *EXPORT_COLUMNS)}, pk="id"
+    )
+    db["exported"].create({"email": str, "digest": bytes, "export_id": int}, pk="email")
+
+
+MIGRATIONS = [_migrate_1, _migrate_2]
 
 
 class Store:
@@ -105,6 +119,8 @@ class Store:
             )
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
             with self.transaction():
+                if self.conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                    continue  # another process migrated it in the meantime
                 migration(self.db)
                 self.conn.execute(f"PRAGMA user_version={number}")
 
@@ -232,3 +248,33 @@ class Store:
                         (email, now, now, at, now),
                     )
         return stored, seen - stored
+
+    # -- return files --------------------------------------------------------------------
+
+    def last_export(self) -> dict[str, Any] | None:
+        """The latest delivered return file's row of ``exports``, or ``None``."""
+        row = self.conn.execute(
+            f"SELECT id, {', '.join(EXPORT_COLUMNS)} FROM exports ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        return dict(zip(("id", *EXPORT_COLUMNS), row, strict=True)) if row else None
+
+    def record_export(self, export: dict[str, Any], digests: str) -> int:
+        """Record a delivered return file and the digests of its changed rows, together.
+
+        ``digests`` names a table of ``(email, digest)``: what each row the file changed
+        now says, so the next ``changed-since-last`` file can leave out the rest.
+        """
+        with self.transaction():
+            cursor = self.conn.execute(
+                f"INSERT INTO exports ({', '.join(EXPORT_COLUMNS)}) "
+                f"VALUES ({', '.join(':' + c for c in EXPORT_COLUMNS)})",
+                export,
+            )
+            self.conn.execute(
+                "INSERT INTO exported (email, digest, export_id) "
+                f"SELECT email, digest, ? FROM {digests} WHERE true "
+                "ON CONFLICT (email) DO UPDATE SET digest = excluded.digest, "
+                "export_id = excluded.export_id",
+                (cursor.lastrowid,),
+            )
+        return cursor.lastrowid

@@ -20,13 +20,27 @@ class Transport(Protocol):
     Names are plain file names at the top of the home; a transport refuses anything
     else. Files whose upload is still under way (hidden temporary names) are not
     listed. Every write is atomic: the data goes to a temporary name first.
+
+    A transport need not tell a file still being written in place from a finished one:
+    the host lists a home that is not a local folder twice, the tenant's
+    ``stable_seconds`` apart, and takes only files that did not change in between (see
+    :func:`listferry.pending.select`). Network faults are the transport's to retry; what
+    it cannot do it raises as a :class:`listferry.ListferryError` in plain words.
+
+    The export opens one the same way on the folder a return file goes to (the home's
+    ``outbox/``, or the tenant's ``export_to``), passing that folder or URL as the home,
+    and only calls :meth:`put` and :meth:`close` on it.
     """
 
     def list(self) -> list[RemoteFile]:
         """The completed files at the top of the home."""
 
     def fetch(self, name: str, dest: Path) -> RemoteFile:
-        """Copy ``name`` to the local path ``dest`` whole, and say what was copied."""
+        """Copy ``name`` to the local path ``dest`` whole, and say what was copied.
+
+        A fetch that cannot copy every byte raises; the host reads ``dest`` only after a
+        fetch returned.
+        """
 
     def put(self, source: Path, name: str) -> None:
         """Store the local file ``source`` in the home as ``name``, atomically."""

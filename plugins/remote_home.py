@@ -1,0 +1,249 @@
+"""What the ``ftp``, ``ftps`` and ``sftp`` transports share: a home on a customer's server.
+
+:class:`RemoteHome` is the home URL and the tenant's ``remote_*`` settings, checked, with
+the password resolved and kept out of every message. :func:`retrying` runs one
+operation, and after a network fault (refused, reset, a stall past ``remote_timeout``, a
+transfer cut short) drops the connection, waits and tries again, ``remote_retries``
+times, before it gives up with a :class:`listferry.ListferryError` in plain words.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from listferry import ListferryError
+
+log = logging.getLogger("listferry")
+
+T = TypeVar("T")
+
+DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
+PARTIAL_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".crdownload")
+
+
+class Incomplete(OSError):
+    """A transfer ended early: fewer bytes arrived than the file holds."""
+
+    def __init__(self, got: int, expected: int) -> None:
+        super().__init__(f"the transfer was cut short ({got} of {expected} bytes)")
+
+
+class Refused(ListferryError):
+    """The server answered, and said no (login, host key, certificate): never retried."""
+
+
+@dataclass(frozen=True)
+class RemoteHome:
+    """A home on another server, and how to reach it. ``where`` is safe to show."""
+
+    scheme: str
+    host: str
+    port: int
+    user: str
+    folder: str
+    password: str | None = field(default=None, repr=False)
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    retries: int = 3
+    timeout: float | None = 30
+
+    @property
+    def where(self) -> str:
+        """The URL without any secret, for messages."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        folder = self.folder
+        path = folder if folder.startswith("/") or not folder else "/~/" + folder
+        return f"{self.scheme}://{self.user}@{host}:{self.port}{path}"
+
+    def path(self, name: str) -> str:
+        """``name`` in the home's folder, as the server sees it."""
+        return f"{self.folder.rstrip('/')}/{name}" if self.folder else name
+
+    @classmethod
+    def from_tenant(cls, home: str, tenant: Any) -> RemoteHome:
+        """Parse ``scheme://user@host:port/path`` and take the tenant's ``remote_*`` keys."""
+        url = urlsplit(home)
+        scheme = url.scheme.lower()
+        shown = f"{scheme}://{url.hostname or ''}"
+        if scheme not in DEFAULT_PORTS:
+            raise ListferryError(f"{shown}: not an ftp://, ftps:// or sftp:// URL")
+        if url.password is not None:
+            raise ListferryError(
+                f"{shown}: the home URL holds a password; put it in remote_password_env "
+                "(or remote_password) instead"
+            )
+        if not url.hostname or not url.username:
+            raise ListferryError(
+                f"{shown}: the home URL must name the user and the host, "
+                f"like {scheme}://user@host:port/folder"
+            )
+        if url.query or url.fragment:
+            raise ListferryError(f"{shown}: the home URL may not have a query or a fragment")
+        try:
+            port = url.port or DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise ListferryError(f"{shown}: the port is not a number from 1 to 65535") from None
+        path = unquote(url.path)
+        if path in ("", "/", "/~", "/~/"):
+            folder = ""
+        elif path.startswith("/~/"):
+            folder = path[3:]
+        else:
+            folder = path
+        state_dir = getattr(tenant, "state_dir", None)
+        known_hosts = getattr(tenant, "known_hosts", None)
+        if not known_hosts and state_dir:
+            known_hosts = Path(state_dir) / "known_hosts"
+        key_file = getattr(tenant, "remote_key_file", None)
+        ca_file = getattr(tenant, "ca_file", None)
+        return cls(
+            scheme=scheme,
+            host=url.hostname,
+            port=port,
+            user=unquote(url.username),
+            folder=folder.rstrip("/") or folder,
+            password=password_of(tenant),
+            key_file=Path(key_file).expanduser() if key_file else None,
+            known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
+            tls_verify=getattr(tenant, "tls_verify", True),
+            ca_file=Path(ca_file).expanduser() if ca_file else None,
+            retries=getattr(tenant, "remote_retries", 3),
+            timeout=getattr(tenant, "remote_timeout", 30) or None,
+        )
+
+
+def password_of(tenant: Any) -> str | None:
+    """``remote_password``, else the variable ``remote_password_env`` names."""
+    password = getattr(tenant, "remote_password", None)
+    if password:
+        return password
+    variable = getattr(tenant, "remote_password_env", None)
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ListferryError(
+            f"the environment variable {variable} (remote_password_env) is not set"
+        )
+    return value
+
+
+def plain_name(name: str) -> str:
+    """Refuse anything but a plain file name: no folders, no ``..``, no hidden names."""
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0\r\n")
+        or name != name.strip()
+    ):
+        raise ListferryError(f"{name!r} is not a plain file name")
+    return name
+
+
+def listed(name: str) -> bool:
+    """Whether a name at the top of a home is a completed file a listing shows."""
+    return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
+
+
+def upload_name(name: str) -> str:
+    """A hidden name for an upload under way; never listed, renamed when complete.
+
+    Not ``.part``: listferry's own servers keep ``.*.part`` names for the uploads they
+    are receiving and serve no file by such a name.
+    """
+    return f".{name}.{secrets.token_hex(6)}.uploading"
+
+
+def describe(exc: BaseException, timeout: float | None) -> str:
+    """A network fault in plain words."""
+    if isinstance(exc, TimeoutError):
+        return f"timed out: no answer from the server for {timeout:g} s" if timeout else "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError):
+        return "the connection was cut"
+    if isinstance(exc, EOFError):
+        return "the server closed the connection"
+    if isinstance(exc, socket.gaierror):
+        return "the host name was not found"
+    if isinstance(exc, OSError) and exc.strerror:
+        return (
+            exc.strerror[0].lower()
+            + exc.strerror[1:]
+            + (f": {exc.filename}" if exc.filename else "")
+        )
+    text = str(exc).strip().rstrip(":").strip() or type(exc).__name__
+    if any(words in text.lower() for words in ("connection dropped", "socket is closed")):
+        return "the connection was cut"
+    return text[0].lower() + text[1:]
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number ``attempt`` (0, 1, ...): 0.25, 0.5, 1, ... 30."""
+    return min(0.25 * 2**attempt, 30.0)
+
+
+def retrying(
+    home: RemoteHome,
+    doing: str,
+    action: Callable[[], T],
+    reset: Callable[[], None],
+    is_fault: Callable[[BaseException], bool],
+    refusals: tuple[type[BaseException], ...] = (OSError,),
+) -> T:
+    """Run ``action``; after a fault, ``reset`` the connection and retry with backoff.
+
+    Errors of the kinds in ``refusals`` that are not faults (the server said no: a
+    missing file, no permission) become a :class:`ListferryError` at once.
+    """
+    for attempt in range(home.retries + 1):
+        try:
+            return action()
+        except Exception as exc:
+            if not is_fault(exc):
+                if isinstance(exc, refusals) and not isinstance(exc, ListferryError):
+                    raise ListferryError(
+                        f"{home.where}: could not {doing}: {describe(exc, home.timeout)}"
+                    ) from None
+                raise
+            reset()
+            cause = describe(exc, home.timeout)
+            if attempt == home.retries:
+                tries = f"{attempt + 1} tries" if attempt else "1 try"
+                raise ListferryError(
+                    f"{home.where}: could not {doing}: {cause} (gave up after {tries})"
+                ) from None
+            wait = backoff(attempt)
+            log.warning("%s: %s: %s; retrying in %.2g s (%d of %d)",
+                        home.where, doing, cause, wait, attempt + 1, home.retries)  # fmt: skip
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+#: Socket errors that say the network, not the file, is at fault.
+NETWORK_ERRNOS = frozenset(
+    {errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENOTCONN,
+     errno.ETIMEDOUT, errno.ENETRESET}
+)  # fmt: skip
+
+
+def network_fault(exc: BaseException) -> bool:
+    """Faults of the network every protocol shares; protocol errors are the caller's."""
+    if isinstance(exc, ListferryError | FileNotFoundError | PermissionError):
+        return False
+    if isinstance(exc, ConnectionError | TimeoutError | EOFError | Incomplete | socket.gaierror):
+        return True
+    return isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS

@@ -1,0 +1,262 @@
+"""The ``sftp`` transport: a tenant home on the customer's SSH server (paramiko).
+
+``sftp://user@host:port/folder``. The server's host key must be in the known-hosts file
+(the tenant's ``known_hosts``, else ``state/NAME/known_hosts``); an unknown or changed
+key is refused with its type and SHA256 fingerprint, never accepted. Logs in with
+``remote_key_file`` (the password, if any, unlocks it) or with the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import stat
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from listferry import ListferryError, hookimpl
+from listferry.transport import RemoteFile
+from listferry_plugins.remote_home import (
+    Incomplete,
+    Refused,
+    RemoteHome,
+    listed,
+    network_fault,
+    plain_name,
+    retrying,
+    upload_name,
+)
+from listferry_plugins.ssh_host_keys import check_host_key, known_key_types
+
+#: paramiko logs each fault itself, tracebacks included; the transport reports it in one
+#: line instead, so paramiko's account is shown only with LISTFERRY_DEBUG=1.
+PARAMIKO_LOG = logging.getLogger("listferry.paramiko")
+if not os.environ.get("LISTFERRY_DEBUG"):
+    PARAMIKO_LOG.setLevel(logging.CRITICAL)
+
+#: Downloads read one request at a time. paramiko's prefetch is faster on a slow link, but
+#: it sends its requests from a thread of its own, which dies with a traceback on stderr
+#: when the connection is cut while it is still sending (paramiko issue #2379).
+REQUEST = 32 * 1024
+
+
+class SftpTransport:
+    """A connection to one home over SFTP, opened on first use and reopened after a fault."""
+
+    def __init__(self, home: RemoteHome) -> None:
+        self.home = home
+        self._ssh: paramiko.Transport | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._leftovers: set[str] = set()
+
+    # -- the connection ------------------------------------------------------------------
+
+    def _client(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            self._connect()
+        assert self._sftp is not None
+        return self._sftp
+
+    def _connect(self) -> None:
+        try:
+            self._open()
+        except BaseException:
+            self._drop()
+            raise
+
+    def _open(self) -> None:
+        home = self.home
+        ssh = paramiko.Transport(socket.create_connection((home.host, home.port), home.timeout))
+        self._ssh = ssh
+        ssh.set_log_channel(PARAMIKO_LOG.name)
+        ssh.banner_timeout = ssh.handshake_timeout = ssh.auth_timeout = home.timeout
+        types = known_key_types(home, ssh.get_security_options().key_types)
+        if types:
+            ssh.get_security_options().key_types = types
+        ssh.start_client(timeout=home.timeout)
+        check_host_key(home, ssh.get_remote_server_key())
+        self._login(ssh)
+        sftp = paramiko.SFTPClient.from_transport(ssh)
+        assert sftp is not None
+        sftp.get_channel().settimeout(home.timeout)
+        self._sftp = sftp
+        if home.folder:
+            try:
+                if not stat.S_ISDIR(sftp.stat(home.folder).st_mode or 0):
+                    raise Refused(f"{home.where}: {home.folder} is not a folder")
+            except FileNotFoundError:
+                raise Refused(f"{home.where}: the folder {home.folder} does not exist") from None
+
+    def _login(self, ssh: paramiko.Transport) -> None:
+        home = self.home
+        try:
+            if home.key_file:
+                ssh.auth_publickey(home.user, self._key())
+            elif home.password:
+                ssh.auth_password(home.user, home.password)
+            else:
+                raise Refused(
+                    f"{home.where}: no credentials: set remote_key_file, "
+                    "remote_password_env or remote_password"
+                )
+        except paramiko.AuthenticationException:
+            way = "key" if home.key_file else "password"
+            raise Refused(
+                f"{home.where}: login refused for user {home.user} (wrong {way}?)"
+            ) from None
+
+    def _key(self) -> paramiko.PKey:
+        """The private key of ``remote_key_file``, unlocked with the password if it has one."""
+        path = self.home.key_file
+        secret = self.home.password.encode() if self.home.password else None
+        try:
+            try:
+                return paramiko.PKey.from_path(path, secret)
+            except TypeError:  # a passphrase given for a plain key, or none for a locked one
+                if secret is None:
+                    raise
+                return paramiko.PKey.from_path(path)
+        except FileNotFoundError:
+            reason = "no such file"
+        except TypeError:
+            reason = "it is locked with a passphrase; give it as the password"
+        except (OSError, ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as exc:
+            reason = "wrong passphrase, or " if secret else ""
+            reason += f"not a private key paramiko reads ({type(exc).__name__})"
+        raise Refused(f"{self.home.where}: cannot use the key file {path}: {reason}")
+
+    def _drop(self) -> None:
+        for thing in (self._sftp, self._ssh):
+            if thing is not None:
+                with contextlib.suppress(Exception):  # a broken connection may fail to close
+                    thing.close()
+        self._sftp = self._ssh = None
+
+    def _is_fault(self, exc: BaseException) -> bool:
+        if isinstance(exc, paramiko.AuthenticationException | paramiko.BadHostKeyException):
+            return False
+        if network_fault(exc) or isinstance(exc, paramiko.SSHException):
+            return True
+        # a bare OSError ("Socket is closed", no errno) is the connection, not the file
+        dead = self._ssh is None or not self._ssh.is_active()
+        return isinstance(exc, OSError) and (exc.errno is None and dead)
+
+    def _do(self, doing: str, action: Any) -> Any:
+        return retrying(self.home, doing, lambda: action(self._client()), self._drop,
+                        self._is_fault)  # fmt: skip
+
+    # -- the transport -------------------------------------------------------------------
+
+    def list(self) -> list[RemoteFile]:
+        return self._do("list the folder", self._list)
+
+    def _list(self, sftp: paramiko.SFTPClient) -> list[RemoteFile]:
+        return [
+            RemoteFile(entry.filename, entry.st_size or 0, float(entry.st_mtime or 0))
+            for entry in sftp.listdir_attr(self.home.folder or ".")
+            if listed(entry.filename) and stat.S_ISREG(entry.st_mode or 0)
+        ]
+
+    def _stat(self, sftp: paramiko.SFTPClient, name: str) -> RemoteFile | None:
+        try:
+            attrs = sftp.stat(self.home.path(name))
+        except FileNotFoundError:
+            return None
+        return RemoteFile(name, attrs.st_size or 0, float(attrs.st_mtime or 0))
+
+    def fetch(self, name: str, dest: Path) -> RemoteFile:
+        plain_name(name)
+        return self._do(f"fetch {name}", lambda sftp: self._fetch(sftp, name, dest))
+
+    def _fetch(self, sftp: paramiko.SFTPClient, name: str, dest: Path) -> RemoteFile:
+        before = self._stat(sftp, name)
+        if before is None:
+            raise ListferryError(f"{self.home.where}: {name} is no longer there")
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            with part.open("wb") as out:
+                remote = sftp.open(self.home.path(name), "rb")
+                while data := remote.read(REQUEST):
+                    out.write(data)
+                got = out.tell()
+                remote.close()  # not on a fault: closing would wait on a dead connection
+            if got != before.size:
+                raise Incomplete(got, before.size)
+            if self._stat(sftp, name) != before:
+                raise ListferryError(f"{name} was replaced while it was being fetched")
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return before
+
+    def put(self, source: Path, name: str) -> None:
+        plain_name(name)
+        try:
+            self._do(f"upload {name}", lambda sftp: self._put(sftp, source, name))
+        finally:
+            self._clean_up()
+
+    def _put(self, sftp: paramiko.SFTPClient, source: Path, name: str) -> None:
+        self._remove_leftovers(sftp)
+        temp = self.home.path(upload_name(name))
+        self._leftovers.add(temp)
+        size = source.stat().st_size
+        with source.open("rb") as data:
+            sftp.putfo(data, temp, file_size=size, confirm=False)
+        got = sftp.stat(temp).st_size or 0
+        if got != size:
+            raise Incomplete(got, size)
+        target = self.home.path(name)
+        try:
+            sftp.posix_rename(temp, target)
+        except OSError as exc:
+            if exc.errno is not None or not self._ssh or not self._ssh.is_active():
+                raise
+            # no posix-rename@openssh.com: plain SFTP rename will not replace a file
+            if self._stat(sftp, name) is not None:
+                sftp.remove(target)
+            sftp.rename(temp, target)
+        self._leftovers.discard(temp)
+
+    def _remove_leftovers(self, sftp: paramiko.SFTPClient) -> None:
+        for temp in list(self._leftovers):
+            with contextlib.suppress(FileNotFoundError):
+                sftp.remove(temp)
+            self._leftovers.discard(temp)
+
+    def _clean_up(self) -> None:
+        """After a failed upload, one last try to take its partial file away."""
+        if not self._leftovers:
+            return
+        try:
+            self._remove_leftovers(self._client())
+        except Exception:  # best effort: a hidden .part file is never taken for a list
+            self._drop()
+
+    def remove(self, name: str, expected: RemoteFile) -> bool:
+        plain_name(name)
+        return self._do(f"remove {name}", lambda sftp: self._remove(sftp, name, expected))
+
+    def _remove(self, sftp: paramiko.SFTPClient, name: str, expected: RemoteFile) -> bool:
+        current = self._stat(sftp, name)
+        if current is None or (current.size, current.mtime) != (expected.size, expected.mtime):
+            return False
+        sftp.remove(self.home.path(name))
+        return True
+
+    def close(self) -> None:
+        self._drop()
+
+
+def sftp_home(home: str, tenant: Any) -> SftpTransport:
+    """The transport for a tenant whose home is an ``sftp://`` URL."""
+    return SftpTransport(RemoteHome.from_tenant(home, tenant))
+
+
+@hookimpl
+def register_transports(register: Any) -> None:
+    register("sftp", sftp_home)
