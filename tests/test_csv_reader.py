@@ -531,3 +531,19 @@ def test_large_file_streams_in_batches_with_flat_memory(folder: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < size / 3, f"peak {peak} bytes for a file of {size}"
+
+
+@pytest.mark.parametrize(
+    ("header", "fields"),
+    [
+        ("E-Mail-Adresse;Vorname;Nachname", ("email", "first_name", "last_name")),
+        ("Courriel;Prénom;Nom", ("email", "first_name", "last_name")),
+        ("E-mail;Voornaam;Achternaam", ("email", "first_name", "last_name")),
+        ("Correo electrónico;Nombre;Apellidos", ("email", "first_name", "last_name")),
+    ],
+)
+def test_european_exports_map_their_own_words(tmp_path, header: str, fields: tuple) -> None:
+    from listferry.dialect import Dialect
+
+    mapped = Dialect(name="d").map_header(header.split(";"))
+    assert tuple(mapped.get(i) for i in range(3)) == fields

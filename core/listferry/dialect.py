@@ -9,12 +9,23 @@ from dataclasses import dataclass, field
 #: The canonical fields a list file can fill. Every other column is kept in ``fields``.
 CANONICAL_FIELDS = ("email", "first_name", "last_name", "segment_code", "opt_out")
 
+#: Header spellings of the canonical fields, English first, then the German, French,
+#: Dutch and Spanish words European CRMs write in their exports.
 DEFAULT_ALIASES: Mapping[str, Sequence[str]] = {
-    "email": ("email", "e-mail", "email address", "e-mail address", "mail"),
-    "first_name": ("first name", "firstname", "given name", "forename"),
-    "last_name": ("last name", "lastname", "surname", "family name"),
-    "segment_code": ("segment", "segment code"),
-}
+    "email": (
+        "email", "e-mail", "email address", "e-mail address", "mail",
+        "e-mail-adresse", "adresse e-mail", "courriel", "correo electrónico", "correo electronico",
+    ),
+    "first_name": (
+        "first name", "firstname", "given name", "forename",
+        "vorname", "prénom", "prenom", "voornaam", "nombre",
+    ),
+    "last_name": (
+        "last name", "lastname", "surname", "family name",
+        "nachname", "familienname", "nom", "nom de famille", "achternaam", "apellidos",
+    ),
+    "segment_code": ("segment", "segment code", "segmentcode"),
+}  # fmt: skip
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "t", "on", "opted out", "unsubscribed"})
 FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "off", "", "subscribed", "opted in"})
