@@ -14,6 +14,7 @@ import codecs
 import csv
 import io
 from collections.abc import Iterator
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from listferry.records import FileInfo, Invalid, Record
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_CHARS = 64 * 1024
 CHUNK = 1 << 20
+TEXT_CHUNK = 64 * 1024
 FIELD_LIMIT = 1 << 20
 LINE_LIMIT = 4 * FIELD_LIMIT
 BOMS = (
@@ -34,6 +36,7 @@ BOMS = (
 )
 #: Stands in for bytes the encoding cannot decode: no strict decoder yields a lone surrogate.
 BAD_BYTES = "\udfff"
+TEXT_FIELDS = ("first_name", "last_name", "segment_code")
 
 csv.field_size_limit(FIELD_LIMIT)
 codecs.register_error("listferry-mark", lambda exc: (BAD_BYTES, exc.end))
@@ -103,32 +106,46 @@ class _CountingReader(io.RawIOBase):
 
 
 class _Lines:
-    """The physical lines of a text file, counted; undecodable or endless lines void it."""
+    """The physical lines of a text file, a chunk at a time; undecodable or endless lines void it.
+
+    Each chunk is checked whole, so a clean file costs no Python per line; ``csv.reader``
+    counts the lines it takes (``line_num``).
+    """
 
     def __init__(self, text: io.TextIOWrapper, name: str) -> None:
         self._text = text
         self._name = name
-        self.number = 0
+        self._given = 0
         self.at_end = False
 
-    def __iter__(self) -> _Lines:
-        return self
+    def __iter__(self) -> Iterator[str]:
+        rest = ""
+        while chunk := self._text.read(TEXT_CHUNK):
+            text = rest + chunk
+            lines = io.StringIO(text, newline="").readlines()
+            rest = lines.pop()  # it may go on in the next chunk
+            yield from self._checked(lines, BAD_BYTES in text)
+            if len(rest) > LINE_LIMIT:
+                self._void(0, f"longer than {LINE_LIMIT} characters")
+        if rest:
+            yield from self._checked([rest], BAD_BYTES in rest)
+        self.at_end = True
 
-    def __next__(self) -> str:
-        line = self._text.readline(LINE_LIMIT)
-        if not line:
-            self.at_end = True
-            raise StopIteration
-        self.number += 1
-        if BAD_BYTES in line:
-            encoding = self._text.encoding.replace("-sig", "")
-            raise Void(
-                f"{self._name} line {self.number}: bytes that are not {encoding} text; "
-                f"save the file as UTF-8"
-            )
-        if len(line) == LINE_LIMIT and line[-1] not in "\r\n":
-            raise Void(f"{self._name} line {self.number}: longer than {LINE_LIMIT} characters")
-        return line
+    def _checked(self, lines: list[str], bad: bool) -> Iterator[str]:
+        if bad or max(map(len, lines), default=0) > LINE_LIMIT:
+            for index, line in enumerate(lines):
+                if BAD_BYTES in line:
+                    encoding = self._text.encoding.replace("-sig", "")
+                    yield from lines[:index]
+                    self._void(index, f"bytes that are not {encoding} text; save the file as UTF-8")
+                if len(line) > LINE_LIMIT:
+                    yield from lines[:index]
+                    self._void(index, f"longer than {LINE_LIMIT} characters")
+        yield from lines
+        self._given += len(lines)
+
+    def _void(self, index: int, problem: str) -> None:
+        raise Void(f"{self._name} line {self._given + index + 1}: {problem}")
 
 
 class CsvSource:
@@ -168,18 +185,21 @@ class CsvSource:
 
     def _read_rows(self) -> Iterator[tuple[int, list[str] | str]]:
         """Each row that is not wholly blank, with its first line; a text says why it is bad."""
+        reader = self._csv
+        end = 0
         while True:
-            start = self._lines.number + 1
             try:
-                row = next(self._csv)
-            except StopIteration:
+                for row in reader:
+                    start, end = end + 1, reader.line_num
+                    if "".join(row).strip():
+                        yield start, row
                 return
             except csv.Error as exc:
+                start, end = end + 1, reader.line_num
                 if self._lines.at_end:
                     raise Void(
                         f"{self.name} line {start}: a quote opened in this record is never "
-                        f"closed (the rest of the file, to line {self._lines.number}, "
-                        f"would be one field)"
+                        f"closed (the rest of the file, to line {end}, would be one field)"
                     ) from None
                 if "field limit" in str(exc):
                     raise Void(
@@ -187,9 +207,6 @@ class CsvSource:
                         f"characters (check the quotes)"
                     ) from None
                 yield start, f"is not readable as CSV ({exc}); check the quotes"
-                continue
-            if "".join(row).strip():
-                yield start, row
 
     def _header(self) -> list[str]:
         start, cells = next(self._rows, (0, None))
@@ -247,39 +264,26 @@ class CsvSource:
     def batches(self, size: int = 5000) -> Iterator[tuple[list[Record], list[Invalid]]]:
         width = len(self.info.header)
         where = self._where
-        email_at = where.get("email")
-        cell = {
-            field: (itemgetter(where[field]) if field in where else None)
-            for field in ("first_name", "last_name", "segment_code", "opt_out")
-        }
-        first, last, segment, opt_out = (cell[f] for f in cell)
-        extra_index = self._extra_index
-        if len(extra_index) == 1:
-            one = extra_index[0]
-
-            def extra(row: list[str]) -> tuple[str, ...]:
-                return (row[one],)
-        elif extra_index:
-            extra = itemgetter(*extra_index)
-        else:
-
-            def extra(row: list[str]) -> tuple[str, ...]:
-                return ()
-
+        # The record's cells in one C call, the extra columns last; a missing column reads
+        # the empty cell appended to every row (at ``width``).
+        mapped = [where.get(f, width) for f in ("email", *TEXT_FIELDS)]
+        cells = itemgetter(*mapped, *self._extra_index)
+        opt_out = itemgetter(where["opt_out"]) if "opt_out" in where else None
         dialect = self.dialect
+        make = partial(tuple.__new__, Record)  # as Record._make, without a Python call
         records: list[Record] = []
         invalid: list[Invalid] = []
         for start, row in self._rows:
-            if len(records) + len(invalid) >= size:
+            if len(records) + len(invalid) == size:
+                self.records_read += size
                 yield records, invalid
                 records, invalid = [], []
-            self.records_read += 1
             if isinstance(row, str):
                 invalid.append(Invalid(start, row))
                 continue
             if len(row) != width:
                 if len(row) > width and not "".join(row[width:]).strip():
-                    row = row[:width]  # delimiters at the end of the line
+                    del row[width:]  # delimiters at the end of the line
                 else:
                     invalid.append(Invalid(start, self._width_problem(len(row), width, start)))
                     continue
@@ -293,22 +297,24 @@ class CsvSource:
                     continue
                 if not word.strip():
                     opted = None
-            records.append(
-                Record(
-                    start,
-                    row[email_at].strip().lower() if email_at is not None else "",
-                    (first(row).strip() or None) if first else None,
-                    (last(row).strip() or None) if last else None,
-                    (segment(row).strip() or None) if segment else None,
-                    opted,
-                    extra(row),
-                )
+            row.append("")
+            got = cells(row)
+            values = (
+                start,
+                got[0].strip().lower(),
+                got[1].strip() or None,
+                got[2].strip() or None,
+                got[3].strip() or None,
+                opted,
+                got[4:],
             )
+            records.append(make(values))
+        self.records_read += len(records) + len(invalid)
         if records or invalid:
             yield records, invalid
 
     def _width_problem(self, fields: int, width: int, start: int) -> str:
-        end = self._lines.number
+        end = self._csv.line_num
         span = f" (lines {start}-{end}: check the quotes)" if end > start else ""
         return f"has {fields} fields, the header has {width}{span}"
 

@@ -16,9 +16,18 @@ EMAIL = re.compile(
 )
 
 
+#: The everyday address in lower-case ASCII, cheaper to match: all it takes, ``EMAIL`` does
+#: too, given no ``..`` and at most 254 characters. Only the other rows meet ``EMAIL``.
+PLAIN = re.compile(
+    r"[a-z0-9](?:[a-z0-9._+-]{0,62}[a-z0-9])?"
+    r"@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
+)
+
+
 def invalid_emails(records: list[Record]) -> Iterator[Invalid]:
-    match = EMAIL.fullmatch
-    for record in records:
+    plain, match = PLAIN.fullmatch, EMAIL.fullmatch
+    suspects = [r for r in records if not plain(r.email) or ".." in r.email or len(r.email) > 254]
+    for record in suspects:
         email = record.email
         if not email:
             yield Invalid(record.line, "empty e-mail address")

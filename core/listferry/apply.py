@@ -56,7 +56,7 @@ def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
             )
         conn.execute(
             "UPDATE subscribers SET status = 'removed', status_changed_at = :now, "
-            "updated_at = :now WHERE status = 'active' AND email IN "
+            "updated_at = :now WHERE +status = 'active' AND email IN "  # by email, not status
             "(SELECT email FROM temp.plan WHERE action = 'remove')",
             params,
         )

@@ -1,7 +1,8 @@
 """The plan stage: a strategy's decisions, applied to the staged file and the store in SQL.
 
 It only reads the store. The plan is left in ``temp.plan`` (email, action, in_file)
-for the apply stage, and summed up in a :class:`listferry.strategy.Plan`.
+for the apply stage, and summed up in a :class:`listferry.strategy.Plan`. Rows the
+plan keeps as they are (most of a daily list) are counted, not written to it.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def make_plan(
             "FROM temp.incoming i LEFT JOIN main.subscribers s ON s.email = i.email "
             "JOIN temp.decisions d ON d.in_file = 1 AND d.status = coalesce(s.status, 'new') "
             f"AND d.changed = (CASE WHEN s.email IS NULL THEN 0 ELSE ({changed_sql(staged)}) END) "
-            "AND d.opt_out IS i.opt_out"
+            "AND d.opt_out IS i.opt_out WHERE d.action != 'keep'"
         )
         if any(row[0] == 0 and row[4] != Action.KEEP for row in table):
             conn.execute(
@@ -94,15 +95,18 @@ def make_plan(
         counts = conn.execute(
             "SELECT action, in_file, count(*) FROM temp.plan GROUP BY action, in_file"
         ).fetchall()
+        in_file = conn.execute("SELECT count(*) FROM temp.incoming").fetchone()[0]
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     totals = {name: 0 for name in COUNT_OF.values()}
-    for action, in_file, n in counts:
-        name = COUNT_OF.get((Action(action), in_file))
+    for action, from_file, n in counts:
+        name = COUNT_OF.get((Action(action), from_file))
         if name:
             totals[name] += n
+        in_file -= n if from_file else 0
+    totals["unchanged"] = in_file
     return Plan(
         strategy=strategy.name,
         received=staged.received,

@@ -90,13 +90,16 @@ def stage(
                 staged.invalid_sample.extend(sorted(bad)[:room])
             if progress:
                 progress(source.bytes_read)
-        conn.execute("CREATE INDEX temp.incoming_email ON incoming (email)")
+        try:  # the common case, and the cheapest proof that no address repeats
+            conn.execute("CREATE UNIQUE INDEX temp.incoming_email ON incoming (email)")
+        except sqlite3.IntegrityError:
+            conn.execute("CREATE INDEX temp.incoming_email ON incoming (email)")
+            _drop_duplicates(conn, staged)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     staged.received = source.records_read
-    _drop_duplicates(conn, staged)
     return staged
 
 
@@ -105,8 +108,6 @@ def _drop_duplicates(conn: sqlite3.Connection, staged: Staged) -> None:
         "SELECT count(*), count(DISTINCT email) FROM temp.incoming"
     ).fetchone()
     staged.duplicates = total - distinct
-    if not staged.duplicates:
-        return
     staged.duplicate_sample = conn.execute(
         "SELECT email, group_concat(line, ', ') FROM temp.incoming GROUP BY email "
         "HAVING count(*) > 1 ORDER BY min(line) LIMIT ?",
