@@ -19,8 +19,12 @@ ENGAGEMENT = (
     "max(CASE WHEN type = 'click' THEN at END) AS last_click "
     "FROM events GROUP BY email) AS engagement ON engagement.email = s.email"
 )
+#: Each topic comes with a fixed-width key that sorts it most engaged first: events
+#: (descending), then the latest (descending), then by name; see most_engaged_first.
+TOPIC_KEY = "printf('%010d%018.9f', 2147483647 - n, 10000000 - coalesce(julianday(last), 0))"
+TOPIC_KEY_WIDTH = 28
 TOPICS = (
-    "LEFT JOIN (SELECT email, json_group_array(json_array(topic, n, last)) AS topics "
+    f"LEFT JOIN (SELECT email, json_group_array({TOPIC_KEY} || topic) AS topics "
     "FROM (SELECT email, topic, count(*) AS n, max(at) AS last FROM events "
     "WHERE type IN ('open', 'click') AND topic != '' GROUP BY email, topic) "
     "GROUP BY email) AS engaged_topics ON engaged_topics.email = s.email"
@@ -29,12 +33,10 @@ OPTOUT = "LEFT JOIN optouts AS optout ON optout.email = s.email"
 
 
 def most_engaged_first(value: str | None) -> list[str]:
-    """``[[topic, events, last], ...]`` as topic names: most events first, then latest."""
+    """``["<key>topic", ...]`` as topic names: most events first, then latest, then A-Z."""
     if not value:
         return []
-    entries = sorted(json.loads(value), key=lambda entry: entry[0])
-    entries.sort(key=lambda entry: (entry[1], entry[2]), reverse=True)
-    return [entry[0] for entry in entries]
+    return [entry[TOPIC_KEY_WIDTH:] for entry in sorted(json.loads(value))]
 
 
 def kept_column(column: str) -> Field:

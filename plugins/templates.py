@@ -3,6 +3,8 @@
 ``csv``: a header of the field names, then one record per subscriber; RFC 4180
 quoting, UTF-8, CRLF line endings; ``true``/``false``, lists joined with ``;``, dates as
 ISO 8601 UTC. ``jsonl``: one JSON object per subscriber and line; lists stay lists.
+Both render the rows a batch at a time (``csv_rows``, ``json_lines``): the same lines as
+``csv_row`` and ``json_line`` for each row, with fewer template steps.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from listferry.export_render import Template
 
 CSV = """\
 {{ fields | csv_row }}
-{% for row in rows %}
-{{ row | csv_row }}
+{% for batch in batches %}
+{{ batch | csv_rows }}
 {% endfor %}
 """
 
 JSONL = """\
-{% for row in rows %}
-{{ row | json_line }}
+{% for batch in batches %}
+{{ batch | json_lines }}
 {% endfor %}
 """
 

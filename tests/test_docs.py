@@ -180,9 +180,9 @@ def test_a_config_key_missing_from_the_guide_is_caught(tmp_path: Path) -> None:
     docs.write_text(re.sub(r"^\| `settle_seconds` .*\n", "", text, flags=re.M))
     problems = key_problems(docs.read_text(), TENANT_HEADING, TENANT_KEYS)
     assert f"settle_seconds is missing under {TENANT_HEADING}" in problems
-    keys = {**LISTFERRY_KEYS, "workers": (4, None)}
+    keys = {**LISTFERRY_KEYS, "threads": (4, None)}
     problems = key_problems(text, LISTFERRY_HEADING, keys)
-    assert f"workers is missing under {LISTFERRY_HEADING}" in problems
+    assert f"threads is missing under {LISTFERRY_HEADING}" in problems
 
 
 def test_a_changed_default_is_caught() -> None:

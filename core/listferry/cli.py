@@ -18,7 +18,7 @@ import click
 
 from listferry import __version__
 from listferry.app import App, open_app
-from listferry.config import COUNT_POLICIES, find_config, load_config
+from listferry.config import COUNT_POLICIES, Tenant, find_config, load_config
 from listferry.errors import ConfigError, ListferryError
 
 log = logging.getLogger("listferry")
@@ -263,7 +263,12 @@ def tenant_list(state: State, json_: bool) -> None:
 @click.option("--json", "json_", is_flag=True, help="Print the runs as JSON.")
 @pass_state
 def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool) -> None:
-    """Run each tenant's pending list files now. Exit 1 if any run is voided or failed."""
+    """Run each tenant's pending list files now. Exit 1 if any run is voided or failed.
+
+    Tenants run in parallel, up to [listferry] workers at a time; their runs are printed
+    in the order the tenants were named (or appear in the config, with --all).
+    """
+    from listferry.executor import run_tenants
     from listferry.pipeline import sync_tenant
 
     app = state.app()
@@ -271,11 +276,24 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
         raise click.UsageError("name one or more tenants, or give --all")
     names = list(app.config.tenants) if all_ else list(tenants)
     chosen = [app.config.tenant(name) for name in names]
+    workers = min(app.config.workers, len(chosen))
+
+    def run_one(tenant: Tenant) -> list[Any]:
+        progress = progress_bar(f"{tenant.name}: reading") if workers == 1 else None
+        return sync_tenant(app, tenant, force, progress)
+
+    def crashed(runs: list[Any]) -> None:
+        for run in runs:
+            try:
+                app.host.hook.run_finished(run=run)
+            except Exception:
+                log.error("a run_finished plugin failed for %s", run.tenant)
+
     runs = []
-    for tenant in chosen:
-        for run in sync_tenant(app, tenant, force, progress_bar(f"{tenant.name}: reading")):
-            runs.append(run)
-            if not json_:
+    for tenant_runs in run_tenants(run_one, chosen, workers, crashed):
+        runs.extend(tenant_runs)
+        if not json_:
+            for run in tenant_runs:
                 click.echo(describe_run(run))
     if json_:
         emit_json([run.to_json() for run in runs])

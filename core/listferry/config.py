@@ -147,6 +147,7 @@ LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "homes": ("homes", _typed(str)),
     "plugins": ([], _string_list),
     "disable": ([], _string_list),
+    "workers": (None, _positive_int),
 }
 
 
@@ -258,6 +259,7 @@ class Config:
     plugins: tuple[str, ...]
     disable: tuple[str, ...]
     tenants: dict[str, Tenant]
+    workers: int = 1
     server: ServerSettings = field(default_factory=ServerSettings)
     text: str = field(repr=False, default="")
 
@@ -317,6 +319,14 @@ def _check_table(
             )
         out[key] = value
     return out
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on: the default number of ``workers``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def parse_config(text: str, path: Path) -> Config:
@@ -386,6 +396,7 @@ def parse_config(text: str, path: Path) -> Config:
         plugins=tuple(settings["plugins"]),
         disable=tuple(settings["disable"]),
         tenants=tenants,
+        workers=settings["workers"] or cpu_count(),
         server=_server_settings(server, root, state_dir),
         text=text,
     )

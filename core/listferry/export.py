@@ -183,6 +183,7 @@ def write_files(
     rows = Rows(store.conn, fields, tenant.export_subscribers == "changed-since-last")
     context = {
         "rows": iter(rows),
+        "batches": rows.batches(),
         "fields": list(fields),
         "tenant": tenant.name,
         "generated_at": started.replace(microsecond=0),

@@ -9,6 +9,7 @@ for names under a prefix, such as ``fields.<Column Name>``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,9 @@ from typing import Any
 
 from listferry.errors import ListferryError
 from listferry.registry import Registry
+
+#: ISO 8601 UTC to the second, as listferry stores times: read as it is.
+CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 #: What a row holds for each kind: str, int or float, bool, a UTC datetime, a list of str.
 KINDS = ("text", "number", "bool", "date", "list")
@@ -25,6 +29,8 @@ def to_datetime(value: Any) -> datetime | None:
     """ISO 8601 text from SQL as an aware UTC datetime (UTC when it names no zone)."""
     if value is None or value == "":
         return None
+    if value.__class__ is str and CANONICAL.fullmatch(value):
+        return datetime.fromisoformat(value)
     if isinstance(value, datetime):
         moment = value
     else:
@@ -32,6 +38,11 @@ def to_datetime(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)
+
+
+def same(value: Any) -> Any:
+    """The SQL value as it is (numbers)."""
+    return value
 
 
 def _text(value: Any) -> str | None:
@@ -48,7 +59,7 @@ def _list(value: Any) -> list[Any]:
 
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "text": _text,
-    "number": lambda value: value,
+    "number": same,
     "bool": _bool,
     "date": to_datetime,
     "list": _list,

@@ -1,9 +1,11 @@
 """The export query: every field of every exported subscriber, in one SQL statement.
 
-Rows stream from one cursor. Each row's SQL values get a digest; a row whose digest
-differs from the one recorded for the last return file (or that has none) has
-*changed*, and its new digest waits in ``temp.export_digests`` until the file is
-delivered. With ``changed_only`` the rows that did not change are left out.
+Rows stream from one cursor, a batch at a time. The query runs in a thread of its own,
+on its own read-only connection, a few batches ahead of the template: SQLite works
+while Python renders, so the two cores share the export. Each row's SQL values get a
+digest; a row whose digest differs from the one recorded for the last return file (or
+that has none) has *changed*, and its new digest waits in ``temp.export_digests`` until
+the file is delivered. With ``changed_only`` the rows that did not change are left out.
 
 Removed subscribers (no longer on the CRM's list) are not exported; everyone else is,
 active or opted out.
@@ -12,15 +14,19 @@ active or opted out.
 from __future__ import annotations
 
 import hashlib
+import queue
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
+from urllib.parse import quote
 
 from listferry.errors import ListferryError
-from listferry.export_fields import Field
+from listferry.export_fields import Field, same
 
 DIGESTS = "temp.export_digests"
 BATCH = 2000
+AHEAD = 4
 
 
 def export_sql(fields: Mapping[str, Field]) -> str:
@@ -40,8 +46,104 @@ def digest(names: str, values: Sequence[Any]) -> bytes:
     return hashlib.blake2b(f"{names}{values!r}".encode(), digest_size=16).digest()
 
 
+class Batch(Sequence[dict[str, Any]]):
+    """A run of rows, held as the SQL values; a row becomes a dict only when it is read.
+
+    ``fields`` are the export's fields, ``values`` each row's SQL values in their order.
+    Filters that write whole batches (``csv_rows``) read ``values`` directly.
+    """
+
+    def __init__(self, fields: Mapping[str, Field], values: list[list[Any]]) -> None:
+        self.fields = fields
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(index, slice):
+            return list(self._rows(self.values[index]))
+        return next(self._rows([self.values[index]]))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._rows(self.values)
+
+    def _rows(self, values: list[list[Any]]) -> Iterator[dict[str, Any]]:
+        names = tuple(self.fields)
+        converters = [
+            (i, convert)
+            for i, convert in enumerate(field.converter() for field in self.fields.values())
+            if convert is not same
+        ]
+        for row in values:
+            converted = list(row)
+            for i, convert in converters:
+                converted[i] = convert(converted[i])
+            yield dict(zip(names, converted, strict=True))
+
+
+class _Reader:
+    """The query on its own connection in a thread, ``AHEAD`` batches ahead at most."""
+
+    def __init__(self, path: str, sql: str) -> None:
+        self.conn = sqlite3.connect(
+            f"file:{quote(path)}?mode=ro", uri=True, check_same_thread=False, timeout=30
+        )
+        self.sql = sql
+        self.queue: queue.Queue[list[tuple[Any, ...]] | BaseException | None] = queue.Queue(AHEAD)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._read, name="export-query", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            cursor = self.conn.execute(self.sql)
+            while not self.stopped.is_set():
+                batch = cursor.fetchmany(BATCH)
+                if not batch:
+                    break
+                self._put(batch)
+            cursor.close()
+            self._put(None)
+        except BaseException as exc:
+            self._put(exc)
+
+    def _put(self, item: list[tuple[Any, ...]] | BaseException | None) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def batches(self) -> Iterator[list[tuple[Any, ...]]]:
+        while (item := self.queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.conn.interrupt()
+        self.thread.join()
+        self.conn.close()
+
+
+def _database_path(conn: sqlite3.Connection) -> str:
+    return next(row[2] for row in conn.execute("PRAGMA database_list") if row[1] == "main")
+
+
 class Rows:
-    """The export's rows as dicts in field order, read once; ``count`` says how many."""
+    """The export's rows as dicts in field order, read once; ``count`` says how many.
+
+    Iterate for one row at a time, or call :meth:`batches` for lists of rows.
+    """
 
     def __init__(
         self, conn: sqlite3.Connection, fields: Mapping[str, Field], changed_only: bool
@@ -51,45 +153,65 @@ class Rows:
         self.changed_only = changed_only
         self.count = 0
         conn.execute(f"DROP TABLE IF EXISTS {DIGESTS}")
-        conn.execute(f"CREATE TABLE {DIGESTS} (email TEXT PRIMARY KEY, digest BLOB)")
+        conn.execute(f"CREATE TABLE {DIGESTS} (email TEXT PRIMARY KEY, digest BLOB) WITHOUT ROWID")
+        sql = export_sql(fields)
         try:
-            self.cursor = conn.execute(export_sql(fields))
+            conn.execute(f"EXPLAIN {sql}").close()
         except sqlite3.Error as exc:
             raise ListferryError(
                 f"the export query failed: {exc} (fields: {', '.join(fields)})"
             ) from None
-        self._stream = self._rows()
+        self._reader = _Reader(_database_path(conn), sql)
+        self._stream = self._batches()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._stream
+        batch: Batch
+        for batch in self._stream:
+            for row in batch:
+                self.count += 1
+                yield row
+
+    def batches(self) -> Iterator[Batch]:
+        """The rows, a :class:`Batch` at a time (each row in a batch counts as read)."""
+        for batch in self._stream:
+            self.count += len(batch)
+            yield batch
 
     def close(self) -> None:
         """Stop reading (the rows not read yet are not in the file): call before closing."""
         self._stream.close()
-        self.cursor.close()
+        self._reader.close()
 
-    def _rows(self) -> Iterator[dict[str, Any]]:
-        names = list(self.fields)
-        signature = repr(names)
-        converters = [field.converter() for field in self.fields.values()]
+    def _batches(self) -> Iterator[Batch]:
+        names = tuple(self.fields)
+        signature = repr(list(names))
         changed: list[tuple[str, bytes]] = []
         try:
-            for email, last, *values in self.cursor:
-                new = digest(signature, values)
-                if new != last:
-                    changed.append((email, new))
-                    if len(changed) >= BATCH:
-                        self._remember(changed)
-                elif self.changed_only:
-                    continue
-                self.count += 1
-                yield {n: c(v) for n, c, v in zip(names, converters, values, strict=True)}
+            for raw in self._reader.batches():
+                batch = []
+                for email, last, *values in raw:
+                    new = digest(signature, values)
+                    if new != last:
+                        changed.append((email, new))
+                    elif self.changed_only:
+                        continue
+                    batch.append(values)
+                self._remember(changed)
+                if batch:
+                    yield Batch(self.fields, batch)
+        except sqlite3.Error as exc:
+            raise ListferryError(f"the export query failed: {exc}") from None
         finally:
-            self.cursor.close()
             self._remember(changed)
 
     def _remember(self, changed: list[tuple[str, bytes]]) -> None:
-        self.conn.executemany(f"INSERT INTO {DIGESTS} (email, digest) VALUES (?, ?)", changed)
+        if not changed:
+            return
+        self.conn.execute("BEGIN")
+        try:
+            self.conn.executemany(f"INSERT INTO {DIGESTS} (email, digest) VALUES (?, ?)", changed)
+        finally:
+            self.conn.execute("COMMIT")
         changed.clear()
 
 

@@ -1,16 +1,17 @@
 """Rendering a return file: a jinja2 template streamed over the export's rows.
 
-The template sees a small context (``rows``, ``fields``, ``tenant``, ``generated_at``)
-and three filters (``csv_row``, ``json_line``, ``date``); undefined names are errors.
-Output is written a chunk at a time, so a return file of a million rows takes no more
-memory than one of ten. Any error is a :class:`TemplateError` naming the template and
-its line.
+The template sees a small context (``rows`` or ``batches`` of them, ``fields``,
+``tenant``, ``generated_at``) and filters for one row (``csv_row``, ``json_line``), for a
+batch of rows (``csv_rows``, ``json_lines``) and for dates (``date``); undefined names
+are errors. Output is written a chunk at a time, so a return file of a million rows
+takes no more memory than one of ten. Any error is a :class:`TemplateError` naming the
+template and its line.
 """
 
 from __future__ import annotations
 
 import csv
-import io
+import functools
 import json
 import traceback
 from collections.abc import Callable, Iterable, Mapping
@@ -21,7 +22,8 @@ from typing import Any, TextIO
 import jinja2
 
 from listferry.errors import ListferryError
-from listferry.export_fields import to_datetime
+from listferry.export_fields import CANONICAL, to_datetime
+from listferry.export_query import Batch
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 NEWLINES = ("\n", "\r\n", "\r")
@@ -79,6 +81,25 @@ def _text(value: Any, true: str, false: str, join: str, date: str, none: str) ->
     return str(value)
 
 
+class _Buffer:
+    """Where a csv writer puts the lines it writes, until they are taken."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.write = self.parts.append
+
+    def take(self) -> str:
+        text = "".join(self.parts)
+        self.parts.clear()
+        return text
+
+
+@functools.lru_cache(maxsize=64)
+def _writer(delimiter: str, newline: str) -> tuple[Any, _Buffer]:
+    buffer = _Buffer()
+    return csv.writer(buffer, delimiter=delimiter, lineterminator=newline), buffer
+
+
 def csv_row(
     values: Iterable[Any] | Mapping[str, Any], delimiter: str = ",", true: str = "true",
     false: str = "false", join: str = ";", date: str = ISO, none: str = "",
@@ -90,10 +111,75 @@ def csv_row(
     items joined by ``join``, ``None`` becomes ``none``.
     """
     items = values.values() if isinstance(values, Mapping) else values
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
+    writer, buffer = _writer(delimiter, "\r\n")
     writer.writerow([_text(v, true, false, join, date, none) for v in items])
-    return out.getvalue()[:-2]
+    return buffer.take()[:-2]
+
+
+@jinja2.pass_environment
+def csv_rows(
+    environment: jinja2.Environment, rows: Iterable[Mapping[str, Any]], delimiter: str = ",",
+    true: str = "true", false: str = "false", join: str = ";", date: str = ISO, none: str = "",
+) -> str:  # fmt: skip
+    """A batch of rows as CSV records (as :func:`csv_row` each), one per line.
+
+    The lines end with the template's ``newline``, all but the last: the template's own
+    line break ends it, as after ``csv_row``.
+    """
+    newline = environment.newline_sequence
+    writer, buffer = _writer(delimiter, newline)
+    if isinstance(rows, Batch):
+        options = (true, false, join, date, none)
+        writer.writerows(_csv_values(rows, *options))
+    else:
+        writer.writerows(
+            [v if v.__class__ is str else _text(v, true, false, join, date, none)
+             for v in row.values()]
+            for row in rows
+        )  # fmt: skip
+    return buffer.take()[: -len(newline)]
+
+
+def _csv_values(
+    batch: Batch, true: str, false: str, join: str, date: str, none: str
+) -> Iterable[list[Any]]:
+    """The batch's SQL values as CSV text, column by column, without making its rows.
+
+    The same text as ``csv_row`` gives for each row: every value goes through its
+    field's conversion, except where the SQL value already is that text.
+    """
+    options = (true, false, join, date, none)
+    formats = []
+    for i, field in enumerate(batch.fields.values()):
+        if field.convert is None and field.kind in ("text", "number"):
+            if none != "":
+                formats.append((i, lambda v: none if v is None else v))
+        elif field.convert is None and field.kind == "bool":
+            formats.append((i, lambda v: none if v is None else true if v else false))
+        elif field.convert is None and field.kind == "date" and date == ISO:
+            formats.append((i, functools.partial(_iso_text, options=options)))
+        else:
+            convert = functools.partial(_converted_text, field.converter(), options=options)
+            formats.append((i, convert))
+    if not formats:
+        return batch.values
+    rows = []
+    for values in batch.values:
+        row = list(values)
+        for i, format in formats:
+            row[i] = format(row[i])
+        rows.append(row)
+    return rows
+
+
+def _iso_text(value: Any, options: tuple[str, ...]) -> Any:
+    if value.__class__ is str and CANONICAL.fullmatch(value):
+        return value
+    return _text(to_datetime(value), *options)
+
+
+def _converted_text(convert: Callable[[Any], Any], value: Any, options: tuple[str, ...]) -> Any:
+    return _text(convert(value), *options)
 
 
 def _json_value(value: Any, date: str) -> Any:
@@ -110,6 +196,14 @@ def json_line(row: Mapping[str, Any], date: str = ISO) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+@jinja2.pass_environment
+def json_lines(
+    environment: jinja2.Environment, rows: Iterable[Mapping[str, Any]], date: str = ISO
+) -> str:
+    """A batch of rows as lines of JSON (as :func:`json_line` each), the last one unended."""
+    return environment.newline_sequence.join(json_line(row, date) for row in rows)
+
+
 def format_date(value: Any, format: str = "%Y-%m-%d") -> str:
     """A date (or ISO 8601 text) in strftime ``format``; empty for ``None``."""
     moment = to_datetime(value)
@@ -118,7 +212,9 @@ def format_date(value: Any, format: str = "%Y-%m-%d") -> str:
 
 FILTERS: dict[str, Callable[..., str]] = {
     "csv_row": csv_row,
+    "csv_rows": csv_rows,
     "json_line": json_line,
+    "json_lines": json_lines,
     "date": format_date,
 }
 
