@@ -15,22 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile
+from listferry.transport import RemoteFile, plain_name
 
 PARTIAL_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".crdownload")
-
-
-def plain_name(name: str) -> str:
-    """Refuse anything but a plain file name: no folders, no ``..``, no hidden names."""
-    if (
-        not name
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(c in name for c in "/\\\0")
-        or name != name.strip()
-    ):
-        raise ListferryError(f"{name!r} is not a plain file name")
-    return name
 
 
 class FileTransport:

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile
+from listferry.transport import RemoteFile, plain_name
 from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
     RemoteHome,
     listed,
     network_fault,
-    plain_name,
     retrying,
     upload_name,
 )

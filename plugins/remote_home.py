@@ -140,19 +140,6 @@ def password_of(tenant: Any) -> str | None:
     return value
 
 
-def plain_name(name: str) -> str:
-    """Refuse anything but a plain file name: no folders, no ``..``, no hidden names."""
-    if (
-        not name
-        or name in (".", "..")
-        or name.startswith(".")
-        or any(c in name for c in "/\\\0\r\n")
-        or name != name.strip()
-    ):
-        raise ListferryError(f"{name!r} is not a plain file name")
-    return name
-
-
 def listed(name: str) -> bool:
     """Whether a name at the top of a home is a completed file a listing shows."""
     return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)

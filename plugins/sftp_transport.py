@@ -19,14 +19,13 @@ from typing import Any
 import paramiko
 
 from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile
+from listferry.transport import RemoteFile, plain_name
 from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
     RemoteHome,
     listed,
     network_fault,
-    plain_name,
     retrying,
     upload_name,
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from listferry.errors import ListferryError
+
 
 class RemoteFile(NamedTuple):
     """A file at the top of a tenant's home: its name, size in bytes and mtime (epoch s)."""
@@ -53,3 +55,19 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+
+
+def plain_name(name: str) -> str:
+    """Refuse anything but a plain file name: no folders, no ``..``, no hidden names.
+
+    Every transport checks the names it is given with this, whatever its protocol.
+    """
+    if (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0\r\n")
+        or name != name.strip()
+    ):
+        raise ListferryError(f"{name!r} is not a plain file name")
+    return name
