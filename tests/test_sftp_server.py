@@ -260,7 +260,8 @@ def test_stop_lets_an_open_upload_finish_and_refuses_new_files(
         upload.close()
         stopper.join(10)
         assert not stopper.is_alive()
-        assert not sftp.get_channel().get_transport().is_active()
+        transport = sftp.get_channel().get_transport()
+        wait_until(lambda: not transport.is_active())  # the client notices the close
     assert (ws.home() / "late.csv").read_bytes() == b"email\na@example.org\n"
 
 
