@@ -49,6 +49,10 @@ def test_unknown_dialect_is_refused(tmp_path: Path) -> None:
         ('[tenants.acme]\nallow_ips = ["10.0.0.300"]\n', "not an IP address or CIDR"),
         ('[tenants.acme]\nallow_ips = "10.0.0.1"\n', "allow_ips must be a list of strings"),
         ("[tenants.acme]\nsettle_seconds = -1\n", "settle_seconds must be a number of seconds"),
+        (
+            "[tenants.acme]\nremote_timeout = 0\n",
+            "remote_timeout must be a number of seconds above 0",
+        ),
         ("[listferry]\nstate = 7\n", "state must be a str"),
         ('[listferry]\nplugins = "x"\n', "plugins must be a list of strings"),
         ('[tenant.acme]\nstrategy = "full"\n', "unknown table [tenant]"),

@@ -76,6 +76,11 @@ def _positive_int(value: Any) -> str | None:
     return None if ok else "must be a whole number, 1 or more"
 
 
+def _positive_seconds(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a number of seconds above 0"
+
+
 def _non_negative(value: Any) -> str | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
     return None if ok else "must be a number of seconds, 0 or more"
@@ -110,7 +115,7 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "tls_verify": (True, _typed(bool)),
     "ca_file": (None, _typed(str)),
     "remote_retries": (3, _positive_int),
-    "remote_timeout": (30, _non_negative),
+    "remote_timeout": (30, _positive_seconds),
     "export_template": ("csv", _typed(str)),
     "export_fields": (list(EXPORT_FIELDS), _string_list),
     "export_subscribers": ("all", _one_of("all", "changed-since-last")),
