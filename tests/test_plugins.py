@@ -294,3 +294,45 @@ def test_a_record_two_checks_reject_counts_once(ws: Workspace, plugin_dir: Path)
     assert run.status == "applied"
     assert (run.received, run.invalid, run.added) == (6, 2, 4)
     assert run.report.count("line 6:") == 1
+
+
+def test_a_background_thread_that_raises_is_one_line_not_a_traceback(
+    ws: Workspace, plugin_dir: Path
+) -> None:
+    import os
+    import subprocess
+
+    from test_crash import listferry_command
+
+    write_module(
+        plugin_dir,
+        "thread_raiser",
+        """
+        import threading
+        import click
+        from listferry import hookimpl
+
+        @hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def spin():
+                "Start a helper thread that fails."
+                def boom():
+                    raise RuntimeError("lost the connection")
+                t = threading.Thread(target=boom, name="uploader")
+                t.start()
+                t.join()
+                click.echo("done")
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["thread_raiser"]'
+    )
+    ws.config_path.write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
+    done = subprocess.run(
+        [*listferry_command(), "--config", str(ws.config_path), "spin"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout == "done\n"
+    assert done.stderr == "listferry: uploader failed: RuntimeError: lost the connection\n"

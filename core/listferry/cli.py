@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -543,6 +544,18 @@ def _plugin_commands() -> None:
     host.hook.register_commands(cli=cli)
 
 
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """A background thread (a server connection, a library's helper) that raised: one line."""
+    if issubclass(args.exc_type, SystemExit):
+        return
+    if os.environ.get("LISTFERRY_DEBUG"):
+        threading.__excepthook__(args)
+        return
+    name = args.thread.name if args.thread else "a thread"
+    log.error("%s failed: %s: %s", name, args.exc_type.__name__, args.exc_value)
+
+
 def main() -> None:
+    threading.excepthook = _thread_failed
     _plugin_commands()
     cli(prog_name="listferry")
