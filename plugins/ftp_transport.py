@@ -23,6 +23,7 @@ from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
     RemoteHome,
+    RemoteTransport,
     listed,
     network_fault,
     retrying,
@@ -67,14 +68,13 @@ def is_fault(exc: BaseException) -> bool:
     return network_fault(exc) or isinstance(exc, faults)
 
 
-class FtpTransport:
+class FtpTransport(RemoteTransport):
     """A connection to one home over FTP or FTPS, opened on first use, reopened after a fault."""
 
     def __init__(self, home: RemoteHome) -> None:
-        self.home = home
+        super().__init__(home)
         self._ftp: ftplib.FTP | None = None
         self._mlsd = True
-        self._leftovers: set[str] = set()
 
     # -- the connection ------------------------------------------------------------------
 
@@ -251,31 +251,15 @@ class FtpTransport:
             ftp.rename(temp, name)
         self._leftovers.discard(temp)
 
-    def _remove_leftovers(self, ftp: ftplib.FTP) -> None:
-        for temp in list(self._leftovers):
-            with contextlib.suppress(ftplib.error_perm):  # never created, or gone already
-                ftp.delete(temp)
-            self._leftovers.discard(temp)
+    def _lookup(self, ftp: ftplib.FTP, name: str) -> RemoteFile | None:
+        return self._find(ftp, name)
 
-    def _clean_up(self) -> None:
-        """After a failed upload, one last try to take its partial file away."""
-        if not self._leftovers:
-            return
-        try:
-            self._remove_leftovers(self._client())
-        except Exception:  # best effort: a hidden .part file is never taken for a list
-            self._drop()
-
-    def remove(self, name: str, expected: RemoteFile) -> bool:
-        plain_name(name)
-        return self._do(f"remove {name}", lambda ftp: self._remove(ftp, name, expected))
-
-    def _remove(self, ftp: ftplib.FTP, name: str, expected: RemoteFile) -> bool:
-        current = self._find(ftp, name)
-        if current is None or (current.size, current.mtime) != (expected.size, expected.mtime):
-            return False
+    def _delete(self, ftp: ftplib.FTP, name: str) -> None:
         ftp.delete(name)
-        return True
+
+    def _delete_temp(self, ftp: ftplib.FTP, temp: str) -> None:
+        with contextlib.suppress(ftplib.error_perm):  # never created, or gone already
+            ftp.delete(temp)
 
     def close(self) -> None:
         if self._ftp is not None:

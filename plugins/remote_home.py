@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from listferry import ListferryError
+from listferry.transport import plain_name
 
 log = logging.getLogger("listferry")
 
@@ -234,3 +235,62 @@ def network_fault(exc: BaseException) -> bool:
     if isinstance(exc, ConnectionError | TimeoutError | EOFError | Incomplete | socket.gaierror):
         return True
     return isinstance(exc, OSError) and exc.errno in NETWORK_ERRNOS
+
+
+class RemoteTransport:
+    """What the ftp and sftp transports share: the retried calls, removal of a file only
+    when it is still the one listed, and clean-up of a cut upload's temporary file.
+
+    A subclass gives ``_client()`` (the open connection), ``_drop()`` (forget it),
+    ``_do(doing, action)`` (run ``action(client)`` with retries), ``_lookup(client,
+    name)`` (the file as listed now, or None), ``_delete(client, name)`` and
+    ``_delete_temp(client, temp)`` (quiet when the temp is already gone).
+    """
+
+    def __init__(self, home: RemoteHome) -> None:
+        self.home = home
+        self._leftovers: set[str] = set()
+
+    def remove(self, name: str, expected: Any) -> bool:
+        plain_name(name)
+        return self._do(f"remove {name}", lambda client: self._remove(client, name, expected))
+
+    def _remove(self, client: Any, name: str, expected: Any) -> bool:
+        current = self._lookup(client, name)
+        if current is None or (current.size, current.mtime) != (expected.size, expected.mtime):
+            return False
+        self._delete(client, name)
+        return True
+
+    def _remove_leftovers(self, client: Any) -> None:
+        for temp in list(self._leftovers):
+            self._delete_temp(client, temp)
+            self._leftovers.discard(temp)
+
+    def _clean_up(self) -> None:
+        """After a failed upload, one last try to take its partial file away."""
+        if not self._leftovers:
+            return
+        try:
+            self._remove_leftovers(self._client())
+        except Exception:  # best effort: a hidden temp file is never taken for a list
+            self._drop()
+
+    # provided by each protocol
+    def _client(self) -> Any:
+        raise NotImplementedError
+
+    def _drop(self) -> None:
+        raise NotImplementedError
+
+    def _do(self, doing: str, action: Callable[[Any], T]) -> T:
+        raise NotImplementedError
+
+    def _lookup(self, client: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def _delete(self, client: Any, name: str) -> None:
+        raise NotImplementedError
+
+    def _delete_temp(self, client: Any, temp: str) -> None:
+        raise NotImplementedError

@@ -24,6 +24,7 @@ from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
     RemoteHome,
+    RemoteTransport,
     listed,
     network_fault,
     retrying,
@@ -43,14 +44,13 @@ if not os.environ.get("LISTFERRY_DEBUG"):
 REQUEST = 32 * 1024
 
 
-class SftpTransport:
+class SftpTransport(RemoteTransport):
     """A connection to one home over SFTP, opened on first use and reopened after a fault."""
 
     def __init__(self, home: RemoteHome) -> None:
-        self.home = home
+        super().__init__(home)
         self._ssh: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
-        self._leftovers: set[str] = set()
 
     # -- the connection ------------------------------------------------------------------
 
@@ -221,31 +221,15 @@ class SftpTransport:
             sftp.rename(temp, target)
         self._leftovers.discard(temp)
 
-    def _remove_leftovers(self, sftp: paramiko.SFTPClient) -> None:
-        for temp in list(self._leftovers):
-            with contextlib.suppress(FileNotFoundError):
-                sftp.remove(temp)
-            self._leftovers.discard(temp)
+    def _lookup(self, sftp: paramiko.SFTPClient, name: str) -> RemoteFile | None:
+        return self._stat(sftp, name)
 
-    def _clean_up(self) -> None:
-        """After a failed upload, one last try to take its partial file away."""
-        if not self._leftovers:
-            return
-        try:
-            self._remove_leftovers(self._client())
-        except Exception:  # best effort: a hidden .part file is never taken for a list
-            self._drop()
-
-    def remove(self, name: str, expected: RemoteFile) -> bool:
-        plain_name(name)
-        return self._do(f"remove {name}", lambda sftp: self._remove(sftp, name, expected))
-
-    def _remove(self, sftp: paramiko.SFTPClient, name: str, expected: RemoteFile) -> bool:
-        current = self._stat(sftp, name)
-        if current is None or (current.size, current.mtime) != (expected.size, expected.mtime):
-            return False
+    def _delete(self, sftp: paramiko.SFTPClient, name: str) -> None:
         sftp.remove(self.home.path(name))
-        return True
+
+    def _delete_temp(self, sftp: paramiko.SFTPClient, temp: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            sftp.remove(temp)
 
     def close(self) -> None:
         self._drop()
