@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from common import Figure, alternate, free_port, table
+from common import Figure, alternate, free_port, table, timed
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -121,25 +122,13 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         sshd_dir.mkdir()
         got = work / "got.bin"
 
-        def put_ours() -> float:
-            start = time.perf_counter()
-            sftp(our_port, "bench", key, f"put {data} /data.bin\n", work)
-            return time.perf_counter() - start
+        def run(port: int, user: str, commands: str) -> Callable[[], float]:
+            return lambda: timed(lambda: sftp(port, user, key, commands, work))
 
-        def put_sshd() -> float:
-            start = time.perf_counter()
-            sftp(sshd_port, "root", key, f"put {data} {sshd_dir}/data.bin\n", work)
-            return time.perf_counter() - start
-
-        def get_ours() -> float:
-            start = time.perf_counter()
-            sftp(our_port, "bench", key, f"get /data.bin {got}\n", work)
-            return time.perf_counter() - start
-
-        def get_sshd() -> float:
-            start = time.perf_counter()
-            sftp(sshd_port, "root", key, f"get {sshd_dir}/data.bin {got}\n", work)
-            return time.perf_counter() - start
+        put_ours = run(our_port, "bench", f"put {data} /data.bin\n")
+        put_sshd = run(sshd_port, "root", f"put {data} {sshd_dir}/data.bin\n")
+        get_ours = run(our_port, "bench", f"get /data.bin {got}\n")
+        get_sshd = run(sshd_port, "root", f"get {sshd_dir}/data.bin {got}\n")
 
         mb = args.size_mb
         put = alternate(put_ours, put_sshd, args.rounds)
