@@ -22,16 +22,22 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 from OpenSSL import SSL
-from pyftpdlib.filesystems import AbstractedFS
-from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.log import logger as pyftpdlib_log
-from pyftpdlib.servers import ThreadedFTPServer
+
+with warnings.catch_warnings():
+    # pyftpdlib 2 still imports asyncore/asynchat (deprecated in Python 3.11): its
+    # concern, not the operator's, and not a pack author's test output.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pyftpdlib.filesystems import AbstractedFS
+    from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+    from pyftpdlib.ioloop import IOLoop
+    from pyftpdlib.log import logger as pyftpdlib_log
+    from pyftpdlib.servers import ThreadedFTPServer
 
 from listferry import ListferryError, hookimpl
 from listferry.config import Tenant

@@ -427,8 +427,20 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
 
     host = state.app().host if state.config_path.exists() else load_host()
     result = check_file(host, Path(file), dialect, Path(count_file) if count_file else None)
+    read_as = host.dialects.get(dialect)
+    mapping = [
+        (header, canonical, spelling)
+        for header, canonical, spelling in read_as.explain_header(list(result.columns))
+        if result.columns.get(header) == canonical  # a column refused as a second email stays
+    ]
     if json_:
-        emit_json(result.to_json())
+        data = result.to_json()
+        data["dialect"] = dialect
+        data["mapping"] = [
+            {"header": header, "field": canonical or f"fields.{header}", "matched": spelling}
+            for header, canonical, spelling in mapping
+        ]
+        emit_json(data)
     else:
         verdict = "ok" if result.status == "ok" else f"void: {result.reason}"
         click.echo(f"{file}: {verdict}")
@@ -438,14 +450,35 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
         if result.encoding:
             line += f"; {result.encoding}, delimiter {result.delimiter!r}"
         click.echo(line)
-        for header, canonical in result.columns.items():
-            click.echo(f"  {header!r} -> {canonical or 'kept in fields'}")
+        if mapping:
+            click.echo(f"  columns, as dialect {dialect!r} reads them:")
+        for header, canonical, spelling in mapping:
+            if canonical is None:
+                how = f"kept as fields.{header} (the dialect maps no field to this header)"
+            elif spelling == header:
+                how = f"{canonical} (the dialect's header {spelling!r})"
+            else:
+                how = f"{canonical} (matches the dialect's {spelling!r})"
+            click.echo(f"    {header!r} -> {how}")
+        missing = [f for f in read_as.aliases if f not in result.columns.values()]
+        if result.columns and missing:
+            click.echo(f"  not in the file: {', '.join(missing)}")
+        if "opt_out" in result.columns.values():
+            words = (
+                f"  opt-out words: {_words(read_as.opt_out_true)} opt out; "
+                f"{_words(read_as.opt_out_false)} stay subscribed; any other word is invalid"
+            )
+            click.echo(words)
         for item in result.invalid_sample[:20]:
             click.echo(f"  line {item.line}: {item.reason}")
         for note in result.notes:
             click.echo(f"  note: {note}")
     if result.status != "ok":
         sys.exit(1)
+
+
+def _words(words: frozenset[str]) -> str:
+    return ", ".join(repr(w) for w in sorted(words)) or "none"
 
 
 @cli.command()
@@ -511,6 +544,26 @@ def plugins(state: State, hook: str | None, json_: bool) -> None:
         where = "built-in" if info.builtin else (info.distribution or "config")
         state_word = "enabled" if info.enabled else "disabled"
         click.echo(f"{info.name} ({where}, {state_word}): {', '.join(info.hooks) or '-'}")
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "--dir", "folder", type=click.Path(file_okay=False),
+    help="Where to write the pack (default: ./listferry-NAME).",
+)  # fmt: skip
+def new_plugin(name: str, folder: str | None) -> None:
+    """Write a working CRM pack skeleton: dialect, template, sample and a passing test.
+
+    Install it with `python3 -m pip install -e listferry-NAME`, run its test with
+    `python3 -m pytest listferry-NAME`, then change the headers, words and columns to
+    those of your CRM. docs/writing-a-plugin.md walks through it.
+    """
+    from listferry.newplugin import write_skeleton
+
+    target = Path(folder) if folder else Path(f"listferry-{name}")
+    for path in write_skeleton(name, target):
+        click.echo(f"wrote {path}")
 
 
 @cli.command()

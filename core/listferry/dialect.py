@@ -91,6 +91,23 @@ class Dialect:
         folded = [fold_header(name) for name in header]
         return {index: lookup[name] for index, name in enumerate(folded) if name in lookup}
 
+    def explain_header(self, header: Sequence[str]) -> list[tuple[str, str | None, str | None]]:
+        """For each column: ``(header, canonical field or None, the spelling it matched)``.
+
+        What ``listferry check`` shows an integrator: which of the dialect's spellings a
+        header matched once folded (case, spaces, ``-``, ``_`` and ``.`` do not count).
+        """
+        spelled: dict[str, list[tuple[str, str]]] = {}
+        for canonical, spellings in self.aliases.items():
+            for spelling in (canonical, *spellings):
+                spelled.setdefault(fold_header(spelling), []).append((canonical, spelling))
+        explained = []
+        for name in header:
+            matches = spelled.get(fold_header(name), [(None, None)])
+            exact = [m for m in matches if m[1] == name.strip().strip("\ufeff")]
+            explained.append((name, *(exact or matches)[0]))
+        return explained
+
     def opt_out_value(self, word: str) -> bool | None:
         """Read one opt-out cell: True, False, or None when the word is not one we know."""
         folded = word.strip().casefold()

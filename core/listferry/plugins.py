@@ -163,6 +163,8 @@ def load_host(disabled: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> 
             raise ConfigError(
                 f"plugin module {module_name!r} cannot be imported: {exc}", key="plugins"
             ) from None
+        if pm.is_registered(module):
+            continue  # installed as a pack too: its entry point loaded it already
         _register(pm, module, module_name)
         infos.append(PluginInfo(module_name, module_name, None, None, False, True))
     unknown = set(disabled) - {info.name for info in infos}
