@@ -730,3 +730,28 @@ def test_cli_export_errors_are_one_line_with_an_exit_code(
     assert result.output.startswith("Error: ") and message in result.output
     assert result.output.count("\n") == 1
     assert listing(outbox(ws)) == []
+
+
+def test_a_template_encoding_writes_a_bom_or_the_code_page_and_refuses_what_it_cannot_hold(
+    ws, tmp_path
+):
+    from listferry.export_render import Template, render
+
+    source = "{% for row in rows %}{{ row.name }}\n{% endfor %}"
+    for encoding, expected in (
+        ("utf-8-sig", "\ufeffJörg\nŁukasz\n".encode()),
+        ("cp1252", None),
+    ):
+        out = tmp_path / f"out-{encoding}.txt"
+        rows = iter([{"name": "Jörg"}, {"name": "Łukasz"}])
+        template = Template(source, encoding=encoding)
+        with open(out, "w", encoding=template.encoding, newline="") as f:
+            if expected is None:
+                with pytest.raises(ListferryError, match=r"'Ł' cannot be written in cp1252"):
+                    render("crm", template, {"rows": rows}, f)
+            else:
+                render("crm", template, {"rows": rows}, f)
+        if expected is not None:
+            assert out.read_bytes() == expected
+    with pytest.raises(ValueError, match="encoding 'klingon' is not known"):
+        Template(source, encoding="klingon")

@@ -189,7 +189,7 @@ def write_files(
         "generated_at": started.replace(microsecond=0),
     }
     try:
-        with data.open("w", encoding="utf-8", newline="") as out:
+        with data.open("w", encoding=template.encoding, newline="") as out:
             render(tenant.export_template, template, context, out)
     finally:
         rows.close()

@@ -10,6 +10,7 @@ template and its line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import functools
 import json
@@ -37,6 +38,9 @@ class Template:
     the line ending every line break of the source becomes (``"\\r\\n"`` for CSV).
     ``fields`` are data points the template reads by name whatever the tenant's
     ``export_fields`` say (a CRM pack's fixed columns): they are added to the rows.
+    ``encoding`` is the file's: ``"utf-8-sig"`` starts it with a byte-order mark (what
+    Excel-based importers look for), ``"cp1252"`` suits an importer that reads the
+    Windows code page; a character the encoding cannot hold fails the export, naming it.
     """
 
     source: str
@@ -44,8 +48,13 @@ class Template:
     newline: str = "\n"
     fields: tuple[str, ...] = ()
     description: str = ""
+    encoding: str = "utf-8"
 
     def __post_init__(self) -> None:
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ValueError(f"template encoding {self.encoding!r} is not known") from None
         if self.newline not in NEWLINES:
             raise ValueError(f"template newline must be one of {NEWLINES!r}")
         if not self.suffix.startswith(".") or "/" in self.suffix or "\\" in self.suffix:
@@ -272,4 +281,11 @@ def render(name: str, template: Template, context: Mapping[str, Any], out: TextI
             where = f"template {name!r}" + (f" line {line}" if line else "")
             detail = str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
             raise TemplateError(f"{where}: {detail}") from exc
-        out.write(chunk)
+        try:
+            out.write(chunk)
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start : exc.end]
+            raise TemplateError(
+                f"template {name!r}: {bad!r} cannot be written in {template.encoding} "
+                f"(near {exc.object[max(0, exc.start - 30) : exc.end + 10]!r})"
+            ) from None

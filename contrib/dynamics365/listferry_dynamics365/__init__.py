@@ -73,23 +73,21 @@ FIELDS = (
     "topics",
 )
 
-#: A BOM, so the wizard reads accented names as UTF-8.
-BOM = "\ufeff"
-
-
 def import_template(date: str, description: str) -> Template:
     """The Import Data wizard's CSV, with dates in strftime ``date``."""
     values = ", ".join(f"row[{name!r}]" for name in FIELDS)
     source = (
-        BOM
-        + ",".join(COLUMNS)
+        ",".join(COLUMNS)
         + "\n{% for row in rows %}\n{{ ["
         + values
         + "] | csv_row(true='Do Not Allow', false='Allow', join=', ', date='"
         + date
         + "') }}\n{% endfor %}\n"
     )
-    return Template(source, suffix=".csv", newline="\r\n", fields=FIELDS, description=description)
+    return Template(
+        source, suffix=".csv", newline="\r\n", fields=FIELDS, description=description,
+        encoding="utf-8-sig",  # a byte-order mark, so the wizard reads accented names as UTF-8
+    )  # fmt: skip
 
 
 @hookimpl

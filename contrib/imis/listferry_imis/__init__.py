@@ -77,10 +77,11 @@ IMIS_ID = Field(
     description="the contact's iMIS ID: the export's 'iMIS ID' (or 'ID') column",
 )
 
-#: The return file: a header of iDMS mapping names, then one record per contact. The
-#: byte-order mark lets Excel open it as UTF-8; ``Email Opt In`` is in iMIS's opt-in sense.
+#: The return file: a header of iDMS mapping names, then one record per contact. Its
+#: byte-order mark (``utf-8-sig``) lets Excel open it as UTF-8; ``Email Opt In`` is in
+#: iMIS's opt-in sense.
 IMPORT = """\
-\ufeff{{ ["iMIS ID", "Email", "Email Opt In", "EmailOptOut", "OptOutDate", "EmailOpens",
+{{ ["iMIS ID", "Email", "Email Opt In", "EmailOptOut", "OptOutDate", "EmailOpens",
         "EmailClicks", "LastOpenDate", "LastClickDate", "EmailTopics"] | csv_row }}
 {% for row in rows %}
 {{ [row.imis_id, row.email, not row.opted_out, row.opted_out, row.opted_out_at,
@@ -93,6 +94,7 @@ IMIS_IMPORT = Template(
     IMPORT,
     suffix=".csv",
     newline="\r\n",
+    encoding="utf-8-sig",
     fields=(
         "imis_id",
         "email",

@@ -52,8 +52,7 @@ WILDAPRICOT = Dialect(
 HEADER = ("User ID", "Email", "Subscribed to emails", *ENGAGEMENT_FIELDS)
 
 IMPORT = (
-    "\ufeff"
-    + ",".join(HEADER)
+    ",".join(HEADER)
     + """
 {% for row in rows %}
 {{ [row["fields.User ID"], row.email, row.opted_out, row.opted_out_at, row.open_count,
@@ -77,6 +76,7 @@ def register_templates(register: Any) -> None:
             IMPORT,
             suffix=".csv",
             newline="\r\n",
+            encoding="utf-8-sig",
             fields=(
                 "fields.User ID",
                 "email",
