@@ -270,3 +270,35 @@ def test_demo_shows_apply_update_and_void_quickly() -> None:
     assert "2 added, 2 updated, 2 removed" in out
     assert "voided subscriber_list.csv (run 3): record count mismatch" in out
     assert out.count("active subscribers now: 8") == 3
+
+
+def test_log_format_json_writes_each_log_line_and_the_final_error_as_one_json_object(
+    ws: Workspace,
+) -> None:
+    import json as json_module
+    import os
+    import subprocess
+    import sys
+
+    ws.add_tenant("acme")
+    ws.upload(people(3))
+    base = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
+    done = subprocess.run(
+        [*base, "--log-format", "json", "-v", "sync", "acme"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json_module.loads(line) for line in done.stderr.splitlines()]
+    ran = [line for line in lines if "run" in line]
+    assert len(ran) == 1 and ran[0]["tenant"] == "acme" and ran[0]["level"] == "info"
+    assert ran[0]["run"]["status"] == "applied" and ran[0]["run"]["added"] == 3
+    assert ran[0]["time"].endswith("Z")
+
+    env = {**os.environ, "LISTFERRY_LOG_FORMAT": "json"}
+    failed = subprocess.run([*base, "sync", "nosuch"], capture_output=True, text=True, env=env)
+    assert failed.returncode == 2
+    (line,) = failed.stderr.splitlines()
+    error = json_module.loads(line)
+    assert error["level"] == "error" and "no tenant 'nosuch'" in error["message"]
+
+    text = subprocess.run([*base, "sync", "nosuch"], capture_output=True, text=True)
+    assert text.stderr.startswith("Error: ") and "\n" not in text.stderr.strip()

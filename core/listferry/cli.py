@@ -21,6 +21,7 @@ from listferry import __version__
 from listferry.app import App, open_app
 from listferry.config import COUNT_POLICIES, Tenant, find_config, load_config
 from listferry.errors import ConfigError, ListferryError
+from listferry.logs import FORMATS, error_line, setup_logging
 
 log = logging.getLogger("listferry")
 
@@ -42,29 +43,41 @@ count_file = "optional"
 """
 
 
+class Failed(click.ClickException):
+    """A command's error: one line on stderr, in the chosen log format."""
+
+    def __init__(self, message: str, exit_code: int = 1, log_format: str = "text") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_format = log_format
+
+    def show(self, file: Any = None) -> None:
+        click.echo(error_line(self.format_message(), self.log_format), file=file or sys.stderr)
+
+
 class Group(click.Group):
     """Turns listferry's errors into one line and an exit code, for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        log_format = ctx.params.get("log_format") or "text"
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
         except ConfigError as exc:
-            error = click.ClickException(str(exc))
-            error.exit_code = 2
-            raise error from None
+            raise Failed(str(exc), 2, log_format) from None
         except ListferryError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise Failed(str(exc), 1, log_format) from None
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            raise click.ClickException(f"{where}{exc.strerror or exc}") from None
+            raise Failed(f"{where}{exc.strerror or exc}", 1, log_format) from None
         except Exception as exc:
             if os.environ.get("LISTFERRY_DEBUG"):
                 raise
-            raise click.ClickException(
+            message = (
                 f"internal error: {type(exc).__name__}: {exc} (set LISTFERRY_DEBUG=1 to see where)"
-            ) from None
+            )
+            raise Failed(message, 1, log_format) from None
 
 
 class State:
@@ -72,6 +85,7 @@ class State:
 
     def __init__(self, config: str | None) -> None:
         self.config_path = find_config(config)
+        self.log_format = "text"
         self._app: App | None = None
 
     def app(self) -> App:
@@ -126,15 +140,17 @@ def progress_bar(label: str) -> Callable[[int], Callable[[int], None]] | None:
     help="The config file (default: $LISTFERRY_CONFIG, else ./listferry.toml).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what each run does on stderr.")
+@click.option(
+    "--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+    envvar="LISTFERRY_LOG_FORMAT",
+    help="Log lines (and the final error) as human text or as JSON objects, one per line.",
+)  # fmt: skip
 @click.pass_context
-def cli(ctx: click.Context, config: str | None, verbose: bool) -> None:
+def cli(ctx: click.Context, config: str | None, verbose: bool, log_format: str) -> None:
     """listferry keeps subscriber lists in step with customers' CRM exports."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="listferry: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose, log_format)
     ctx.obj = State(config)
+    ctx.obj.log_format = log_format
 
 
 @cli.command()
@@ -293,13 +309,20 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
     runs = []
     for tenant_runs in run_tenants(run_one, chosen, workers, crashed):
         runs.extend(tenant_runs)
-        if not json_:
-            for run in tenant_runs:
+        for run in tenant_runs:
+            if not json_:
                 click.echo(describe_run(run))
+            if state.log_format == "json":
+                log_run(run)
     if json_:
         emit_json([run.to_json() for run in runs])
     if any(run.status in ("voided", "failed") for run in runs):
         sys.exit(1)
+
+
+def log_run(run: Any) -> None:
+    """A JSON log line for each run (seen with -v), its record in the ``run`` field."""
+    log.info("%s", describe_run(run), extra={"tenant": run.tenant, "run": run.to_json()})
 
 
 def describe_run(run: Any) -> str:
