@@ -108,6 +108,9 @@ class _Handle(paramiko.SFTPHandle):
     def stat(self) -> Any:
         return paramiko.SFTPAttributes.from_stat(os.fstat(self.readfile.fileno()))
 
+    def read(self, offset: int, length: int) -> Any:
+        return super().read(offset, min(length, self.folder.read_limit or length))
+
     def close(self) -> None:
         super().close()
         if self.writing:
@@ -117,9 +120,13 @@ class _Handle(paramiko.SFTPHandle):
 class _Folder(paramiko.SFTPServerInterface):
     """One folder served as ``/``; records what lands in it."""
 
-    def __init__(self, server: Any, root: Path, events: list, on_list: Any, posix: bool) -> None:
+    def __init__(
+        self, server: Any, root: Path, events: list, on_list: Any, posix: bool,
+        read_limit: int | None,
+    ) -> None:  # fmt: skip
         super().__init__(server)
         self.root, self.events, self.on_list, self.posix = root, events, on_list, posix
+        self.read_limit = read_limit
 
     def _real(self, path: str) -> str:
         return str(self.root / posixpath.normpath("/" + path).lstrip("/"))
@@ -214,18 +221,21 @@ class _Login(paramiko.ServerInterface):
 
 
 class SftpServer:
-    """An SFTP server for one user (password, or ``client_key``), serving ``root`` as ``/``."""
+    """An SFTP server for one user (password, or ``client_key``), serving ``root`` as ``/``.
+
+    ``read_limit``: answer every read with at most that many bytes, as some servers do.
+    """
 
     def __init__(
         self, root: Path, user: str, password: str, host_key_file: Path,
         client_key: paramiko.PKey | None = None, on_list: Callable[[], None] | None = None,
-        posix_rename: bool = True,
+        posix_rename: bool = True, read_limit: int | None = None,
     ) -> None:  # fmt: skip
         if not host_key_file.exists():
             make_ssh_host_key(host_key_file)
         self.host_key = paramiko.Ed25519Key.from_private_key_file(str(host_key_file))
         self.root, self.user, self.password, self.client_key = root, user, password, client_key
-        self.on_list, self.posix_rename = on_list, posix_rename
+        self.on_list, self.posix_rename, self.read_limit = on_list, posix_rename, read_limit
         self.events: list[tuple[str, str]] = []
         self._listener = socket.create_server((HOST, 0))
         self._listener.settimeout(0.05)
@@ -252,6 +262,7 @@ class SftpServer:
         session.set_subsystem_handler(
             "sftp", paramiko.SFTPServer, _Folder,
             root=self.root, events=self.events, on_list=self.on_list, posix=self.posix_rename,
+            read_limit=self.read_limit,
         )  # fmt: skip
         try:
             session.start_server(server=_Login(self.user, self.password, self.client_key))

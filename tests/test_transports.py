@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +25,12 @@ from listferry.errors import ConfigError
 from listferry.keys import make_ssh_host_key
 from listferry.passwords import hash_password
 from listferry.tenants import add_tenant
+from listferry_plugins.sftp_transport import sftp_home
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 PROTOCOLS = ["ftp", "ftps", "sftp"]
 BIG = 2000  # records: about 80 kB, several packets and blocks
+LARGE = 4 << 20  # bytes: a download with many reads in flight
 
 
 @pytest.fixture
@@ -369,6 +373,63 @@ def test_a_stalled_download_times_out_and_fails_the_run(
     assert run.status == "failed"
     assert "timed out: no answer from the server for 0.5 s (gave up after 2 tries)" in run.reason
     assert ws.subscribers() == {}
+
+
+@pytest.fixture
+def thread_failures(monkeypatch: pytest.MonkeyPatch) -> list[threading.ExceptHookArgs]:
+    """Exceptions that end a thread, kept here instead of printed."""
+    failures: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    return failures
+
+
+def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and_no_traceback(
+    ws: Workspace, remote: Any, capfd: pytest.CaptureFixture[str], thread_failures: list
+) -> None:
+    server = remote("sftp", proxy=True)
+    server.proxy.fault("cut", after=LARGE // 2, direction="down")
+    tenant_on(ws, server)
+    upload(server, rows=LARGE // 45)  # about 45 bytes a record
+    assert (server.folder / "subscriber_list.csv").stat().st_size > LARGE
+
+    [run] = ws.sync()
+
+    assert run.status == "failed"
+    assert "could not fetch subscriber_list.csv: " in run.reason
+    assert "\n" not in run.reason
+    assert "(gave up after 3 tries)" in run.reason
+    assert server.proxy.faults == 3
+    assert ws.subscribers() == {}
+    assert archived(ws) == []
+    work = ws.app().config.tenant("acme").state_dir / "work"
+    assert not [p for p in work.rglob("*") if p.is_file()]
+    assert thread_failures == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("read_limit", [None, 10_000], ids=["full-reads", "short-reads"])
+def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
+    ws: Workspace, remote: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    thread_failures: list, read_limit: int | None,
+) -> None:  # fmt: skip
+    server = remote("sftp", proxy=True, read_limit=read_limit)
+    server.proxy.fault("cut", after=LARGE // 2, direction="down", times=1)
+    tenant_on(ws, server)
+    sent = random.Random(7).randbytes(LARGE)
+    (server.folder / "export.bin").write_bytes(sent)
+    transport = sftp_home(server.url, ws.app().config.tenant("acme"))
+
+    try:
+        got = transport.fetch("export.bin", tmp_path / "export.bin")
+    finally:
+        transport.close()
+
+    assert server.proxy.faults == 1
+    assert got.size == LARGE
+    assert (tmp_path / "export.bin").read_bytes() == sent
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert thread_failures == []
+    assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
