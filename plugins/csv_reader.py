@@ -2,8 +2,9 @@
 
 Encoding: a BOM decides (UTF-8 or UTF-16), else the dialect's, else UTF-8 when the file
 is UTF-8, else cp1252; bytes the encoding cannot decode void the file, naming the line.
-Delimiter: the dialect's, else the one among ``,`` ``;`` tab ``|`` that splits the first
-rows most consistently. CRLF, LF or CR; quoted fields may hold delimiters, newlines and
+Delimiter: the dialect's, else the one an Excel ``sep=;`` first line names (that line is
+skipped), else the one among ``,`` ``;`` tab ``|`` that splits the first rows most
+consistently. CRLF, LF or CR; quoted fields may hold delimiters, newlines and
 doubled quotes. Line numbers are physical lines (the header is line 1); a record that
 spans lines has the line it starts on.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterator
 from functools import partial
 from operator import itemgetter
@@ -24,6 +26,8 @@ from listferry.dialect import Dialect
 from listferry.records import FileInfo, Invalid, Record
 
 DELIMITERS = (",", ";", "\t", "|")
+#: Excel's first line ``sep=;`` names the delimiter; it is not the header.
+SEP_LINE = re.compile(r"sep=([^\r\n\"])(?:\r\n|\r|\n)", re.IGNORECASE)
 SAMPLE_CHARS = 64 * 1024
 CHUNK = 1 << 20
 TEXT_CHUNK = 64 * 1024
@@ -165,14 +169,18 @@ class CsvSource:
             newline="",
         )
         try:
-            delimiter = dialect.delimiter or sniff_delimiter(
-                self._sample(path, encoding), dialect.quotechar
+            sample = self._sample(path, encoding)
+            sep_line = SEP_LINE.match(sample)
+            delimiter = dialect.delimiter or (
+                sep_line[1] if sep_line else sniff_delimiter(sample, dialect.quotechar)
             )
             self._lines = _Lines(self._text, name)
             self._csv = csv.reader(
                 self._lines, delimiter=delimiter, quotechar=dialect.quotechar, strict=True
             )
             self._rows = self._read_rows()
+            if sep_line:
+                next(self._rows, None)
             cells = self._header()
         except BaseException:
             self.close()
@@ -214,7 +222,8 @@ class CsvSource:
             raise Void(f"{self.name}: the file is empty (no header line)")
         if isinstance(cells, str):
             raise Void(f"{self.name} line {start}: the header {cells}")
-        cells = [cell.strip().lstrip("\ufeff").strip() for cell in cells]
+        # A NUL in a header is noise, and no column name SQLite can take
+        cells = [cell.replace("\x00", "").strip().lstrip("\ufeff").strip() for cell in cells]
         while cells and not cells[-1]:
             cells.pop()  # a delimiter at the end of every line adds no column
         if not cells:
@@ -223,11 +232,15 @@ class CsvSource:
 
     def _file_info(self, path: Path, cells: list[str], encoding: str, delimiter: str) -> FileInfo:
         header: list[str] = []
+        seen: set[str] = set()
+        tried: dict[str, int] = {}  # a name's suffixes below this one are taken
         for index, cell in enumerate(cells, start=1):
             name = cell or f"column_{index}"
-            unique, n = name, 2
-            while unique in header:
+            unique, n = name, tried.get(name, 2)
+            while unique in seen:
                 unique, n = f"{name}_{n}", n + 1
+            tried[name] = n
+            seen.add(unique)
             header.append(unique)
         mapped = self.dialect.map_header(cells)
         columns: dict[str, str | None] = {name: None for name in header}

@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from listferry.errors import ConfigError
 
 DEFAULT_NAME = "listferry.toml"
 COUNT_POLICIES = ("required", "optional", "off")
+#: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
+MAX_SECONDS = 365 * 24 * 3600
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
@@ -38,6 +41,8 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _typed(kind: type) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if ok and kind is str and "\x00" in value:
+            return "must not hold a NUL character"
         return None if ok else f"must be a {kind.__name__}"
 
     return check
@@ -77,13 +82,15 @@ def _positive_int(value: Any) -> str | None:
 
 
 def _positive_seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a number of seconds above 0"
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and 0 < value <= MAX_SECONDS
+    return None if ok else f"must be a number of seconds above 0, at most {MAX_SECONDS}"
 
 
 def _non_negative(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a number of seconds, 0 or more"
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and 0 <= value <= MAX_SECONDS
+    return None if ok else f"must be a number of seconds from 0 to {MAX_SECONDS}"
 
 
 #: The data points a return file holds unless the tenant picks others.
@@ -362,14 +369,18 @@ def parse_config(text: str, path: Path) -> Config:
     server = {key: server.get(key, default) for key, (default, _) in SERVER_KEYS.items()}
     tenants = {}
     for name, table in data.get("tenants", {}).items():
-        if not TENANT_NAME.match(name):
+        if not TENANT_NAME.fullmatch(name):
             where = line_of(text, f"tenants.{name}")
             raise ConfigError(
                 f"{path}{f' line {where}' if where else ''}: tenant name {name!r} must be "
                 "lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: tenants.{name} must be a table ([tenants.{name}])")
+            where = line_of(text, "tenants", name)
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: tenants.{name} must be a table "
+                f"([tenants.{name}])"
+            )
         values = {key: default for key, (default, _) in TENANT_KEYS.items()}
         values.update(defaults)
         values.update(_check_table(text, path, f"tenants.{name}", table, TENANT_KEYS))
@@ -378,10 +389,19 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
-        for key in ("known_hosts", "ca_file", "remote_key_file", "export_to"):
-            value = values[key]
-            if value and "://" not in value:
-                values[key] = str((root / Path(value).expanduser()).resolve())
+        for key in ("home", "known_hosts", "ca_file", "remote_key_file", "export_to"):
+            value = home if key == "home" else values[key]
+            try:
+                if value and "://" in value:
+                    _ = urlsplit(value).port  # raises on a bracket left open, a bad port
+                elif value and key != "home":
+                    values[key] = str((root / Path(value).expanduser()).resolve())
+            except (ValueError, RuntimeError) as exc:
+                where = line_of(text, f"tenants.{name}", key)
+                raise ConfigError(
+                    f"{path}{f' line {where}' if where else ''}: [tenants.{name}] {key} {value!r}: "
+                    f"{exc}"
+                ) from None
         if "://" in home and "@" in home.split("://", 1)[1].split("/", 1)[0]:
             userinfo = home.split("://", 1)[1].split("@", 1)[0]
             if ":" in userinfo:
@@ -420,5 +440,6 @@ def load_config(path: Path) -> Config:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte {exc.start})") from None
     return parse_config(text, path)

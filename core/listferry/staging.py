@@ -7,6 +7,7 @@ millions of rows costs one batch of Python objects at a time.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,10 @@ from listferry.records import FileInfo, Invalid
 SAMPLE = 1000
 
 TEXT_COLUMNS = ("first_name", "last_name", "segment_code")
+
+#: SQLite takes at most 127 arguments to a function: a file with more extra columns than
+#: one ``json_object`` call holds has its ``fields`` made in Python.
+JSON_OBJECT_PAIRS = 63
 
 
 def sql_string(text: str) -> str:
@@ -44,7 +49,9 @@ class Staged:
 
 
 def _insert_sql(extra_columns: tuple[str, ...]) -> str:
-    if extra_columns:
+    if len(extra_columns) > JSON_OBJECT_PAIRS:
+        fields_sql = "json(?7)"
+    elif extra_columns:
         order = sorted(range(len(extra_columns)), key=lambda i: extra_columns[i])
         pairs = ", ".join(f"{sql_string(extra_columns[i])}, ?{7 + i}" for i in order)
         fields_sql = f"json_object({pairs})"
@@ -73,6 +80,8 @@ def stage(
     )
     staged = Staged(columns=info.canonical, has_fields=bool(info.extra_columns))
     insert = _insert_sql(info.extra_columns)
+    wide = len(info.extra_columns) > JSON_OBJECT_PAIRS
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
     conn.execute("BEGIN")
     try:
         for records, rejected in source.batches():
@@ -83,7 +92,14 @@ def stage(
             if found:
                 records = [r for r in records if r.line not in found]
             bad = [*rejected, *found.values()]
-            conn.executemany(insert, [r[:6] + r.extra for r in records])
+            if wide:
+                rows = [
+                    (*r[:6], dumps(dict(zip(info.extra_columns, r.extra, strict=True))))
+                    for r in records
+                ]
+            else:
+                rows = [r[:6] + r.extra for r in records]
+            conn.executemany(insert, rows)
             staged.invalid += len(bad)
             room = SAMPLE - len(staged.invalid_sample)
             if room > 0:
@@ -97,7 +113,8 @@ def stage(
             _drop_duplicates(conn, staged)
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+            conn.execute("ROLLBACK")
         raise
     staged.received = source.records_read
     return staged

@@ -73,6 +73,7 @@ FIELDS = (
     "topics",
 )
 
+
 def import_template(date: str, description: str) -> Template:
     """The Import Data wizard's CSV, with dates in strftime ``date``."""
     values = ", ".join(f"row[{name!r}]" for name in FIELDS)
