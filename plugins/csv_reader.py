@@ -15,14 +15,15 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from listferry import Void, hookimpl
 from listferry.dialect import Dialect
+from listferry.reader import open_list_bytes
 from listferry.records import FileInfo, Invalid, Record
 
 DELIMITERS = (",", ";", "\t", "|")
@@ -46,21 +47,25 @@ csv.field_size_limit(FIELD_LIMIT)
 codecs.register_error("listferry-mark", lambda exc: (BAD_BYTES, exc.end))
 
 
-def detect_encoding(path: Path, declared: str | None = None) -> str:
+def detect_encoding(
+    path: Path, declared: str | None = None, opener: Callable[[], BinaryIO] | None = None
+) -> str:
     """A BOM's encoding, else ``declared``, else UTF-16 when the first character holds a
     NUL byte, else UTF-8 when the bytes decode as UTF-8 or did so, non-ASCII included,
     up to the first bad one (which then voids, naming its line), else cp1252.
+    ``opener`` gives the bytes (a compressed list's, decompressed) instead of ``path``.
     """
-    with path.open("rb") as f:
+    opener = opener or (lambda: path.open("rb"))
+    with opener() as f:
         head = f.read(4)
-        for bom, encoding in BOMS:
-            if head.startswith(bom):
-                return encoding
-        if declared:
-            return declared
-        if len(head) > 1 and (head[0] == 0) != (head[1] == 0):
-            return "utf-16-be" if head[0] == 0 else "utf-16-le"
-        f.seek(0)
+    for bom, encoding in BOMS:
+        if head.startswith(bom):
+            return encoding
+    if declared:
+        return declared
+    if len(head) > 1 and (head[0] == 0) != (head[1] == 0):
+        return "utf-16-be" if head[0] == 0 else "utf-16-le"
+    with opener() as f:
         decoder = codecs.getincrementaldecoder("utf-8")()
         utf8_seen = False
         try:
@@ -91,22 +96,6 @@ def sniff_delimiter(sample: str, quotechar: str) -> str:
         if score > best_score:
             best, best_score = delimiter, score
     return best
-
-
-class _CountingReader(io.RawIOBase):
-    """A binary file that remembers how many bytes were read from it."""
-
-    def __init__(self, f: Any) -> None:
-        self._f = f
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self._f.readinto(buffer)
-        self.count += n or 0
-        return n
 
 
 class _Lines:
@@ -159,11 +148,11 @@ class CsvSource:
         self.name = name
         self.dialect = dialect
         self.records_read = 0
-        encoding = detect_encoding(path, dialect.encoding)
-        self._raw = path.open("rb")
-        self._counter = _CountingReader(self._raw)
+        self._opener = partial(open_list_bytes, path, name)
+        encoding = detect_encoding(path, dialect.encoding, lambda: self._opener()[0])
+        self._raw, self._counter = self._opener()
         self._text = io.TextIOWrapper(
-            io.BufferedReader(self._counter, CHUNK),
+            self._raw,
             encoding=encoding,
             errors="listferry-mark",
             newline="",
@@ -188,7 +177,8 @@ class CsvSource:
         self.info = self._file_info(path, cells, encoding, delimiter)
 
     def _sample(self, path: Path, encoding: str) -> str:
-        with path.open(encoding=encoding, errors="replace", newline="") as f:
+        raw, _ = self._opener()
+        with io.TextIOWrapper(raw, encoding=encoding, errors="replace", newline="") as f:
             return f.read(SAMPLE_CHARS)
 
     def _read_rows(self) -> Iterator[tuple[int, list[str] | str]]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, BinaryIO, Protocol
 
 from listferry.dialect import Dialect
+from listferry.errors import Void
 from listferry.records import FileInfo, Invalid, Record
 
 BATCH_SIZE = 5000
@@ -45,3 +50,117 @@ class ListReader(Protocol):
         Raise :class:`listferry.Void` when the file cannot be read at all (not text in
         any encoding the dialect allows, no header, a broken quote), naming the line.
         """
+
+
+# -- compressed lists ------------------------------------------------------------------
+
+#: Name endings of lists that are read through a decompressor, never unpacked to disk.
+COMPRESSED_SUFFIXES = (".gz", ".zip")
+
+
+class _Counting(io.RawIOBase):
+    """A binary file that counts the bytes read from it (the compressed ones, for a .gz)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        self.count += n or 0
+        return n or 0
+
+    def seekable(self) -> bool:
+        return True  # a zip's directory is at its end
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+class _Unpacked(io.RawIOBase):
+    """The decompressed bytes; a damaged archive is a :class:`Void` naming the file."""
+
+    def __init__(self, f: BinaryIO, name: str, kind: str, also: Any = None) -> None:
+        self._f, self._name, self._kind, self._also = f, name, kind, also
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self._f.read(len(buffer))
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+            raise Void(f"{self._name}: the {self._kind} data is damaged: {exc}") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+        if self._also is not None:
+            self._also.close()
+        super().close()
+
+
+def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
+    """The list's bytes, and a counter of what was read of ``path`` itself.
+
+    ``name.gz`` is decompressed as it is read; ``name.zip`` must hold one file (folders
+    and macOS resource forks aside), read the same way. Anything else is read as it is.
+    """
+    raw = _Counting(path.open("rb"))
+    lowered = name.lower()
+    try:
+        if lowered.endswith(".gz"):
+            head = raw._f.peek(2)[:2] if hasattr(raw._f, "peek") else b""
+            if head and head != b"\x1f\x8b":
+                raise Void(f"{name}: not a gzip file (it does not start as one)")
+            stream = gzip.GzipFile(fileobj=io.BufferedReader(raw), mode="rb")
+            return io.BufferedReader(_Unpacked(stream, name, "gzip")), raw
+        if lowered.endswith(".zip"):
+            try:
+                archive = zipfile.ZipFile(io.BufferedReader(raw))
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise Void(f"{name}: not a zip file: {exc}") from None
+            members = [
+                m for m in archive.infolist()
+                if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+                and not m.filename.rsplit("/", 1)[-1].startswith(".")
+            ]  # fmt: skip
+            if len(members) != 1:
+                archive.close()
+                raise Void(
+                    f"{name}: a zipped list must hold exactly one file; this one holds "
+                    f"{len(members)}"
+                )
+            if members[0].flag_bits & 0x1:
+                archive.close()
+                raise Void(f"{name}: the zip is password-protected")
+            try:
+                member = archive.open(members[0])
+            except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
+                archive.close()
+                raise Void(f"{name}: cannot read {members[0].filename} in the zip: {exc}") from None
+            return io.BufferedReader(_Unpacked(member, name, "zip", archive)), raw
+    except BaseException:
+        raw.close()
+        raise
+    return io.BufferedReader(raw), raw
+
+
+def plain_name(name: str) -> str:
+    """``list.csv.gz`` -> ``list.csv``: the name the list has inside its packing."""
+    lowered = name.lower()
+    for suffix in COMPRESSED_SUFFIXES:
+        if lowered.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
