@@ -227,3 +227,9 @@ def test_every_test_the_security_page_cites_exists() -> None:
 def test_a_renamed_security_test_is_caught(tmp_path: Path) -> None:
     text = "| guarantee | `test_cli.py::test_this_test_does_not_exist` |"
     assert missing_tests(text, ROOT / "tests") == ["test_cli.py::test_this_test_does_not_exist"]
+
+
+def test_every_test_the_reliability_page_cites_exists() -> None:
+    text = (DOCS / "reliability.md").read_text()
+    assert len(cited_tests(text)) > 5
+    assert missing_tests(text, ROOT / "tests") == []

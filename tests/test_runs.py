@@ -294,7 +294,7 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     run = only(ws.sync())
 
     assert run.status == "failed"
-    assert run.reason == "internal error: IntegrityError: disk I/O error"
+    assert run.reason == f"{database}: the tenant database failed: disk I/O error"
     assert table(ws) == before
     assert (ws.home() / "subscriber_list.csv").read_bytes() == content
     assert [name[:7] for name in archived(ws)] == ["000001-"]  # the first run's file only

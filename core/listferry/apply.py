@@ -9,6 +9,8 @@ changes: an opt-out recorded in between (``listferry events load``) is never und
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from listferry.runs import RunRecord
 from listferry.staging import TEXT_COLUMNS, Staged
 from listferry.store import Store
@@ -41,8 +43,14 @@ def _upsert(staged: Staged, action: str, status: str) -> str:
     )
 
 
-def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
-    """Apply ``temp.plan`` to the subscribers and record ``run`` as applied, atomically."""
+def apply(
+    store: Store, staged: Staged, run: RunRecord, now: str,
+    before_commit: Callable[[], None] | None = None,
+) -> None:  # fmt: skip
+    """Apply ``temp.plan`` to the subscribers and record ``run`` as applied, atomically.
+
+    ``before_commit`` runs last inside the transaction; if it raises, nothing is applied.
+    """
     params = {"now": now, "run": run.run_id}
     with store.transaction() as conn:
         conn.execute(_upsert(staged, "add", "active"), params)
@@ -68,4 +76,6 @@ def apply(store: Store, staged: Staged, run: RunRecord, now: str) -> None:
             params,
         )
         run.end("applied")
+        if before_commit:
+            before_commit()
         store.save_run(run)

@@ -13,8 +13,8 @@ import hashlib
 import logging
 import os
 import shutil
+import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,15 +28,19 @@ from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
 from listferry.export import export_after_sync
 from listferry.pending import Pending, Selection, complete, select
+from listferry.pgp import decrypt, decrypted_name, is_encrypted
 from listferry.planning import make_plan
 from listferry.records import FileInfo
 from listferry.report import render
 from listferry.runs import RunRecord, utcnow
 from listferry.staging import Staged, stage
-from listferry.store import Store
+from listferry.store import Store, StoreError
 from listferry.transport import Transport
 
 log = logging.getLogger("listferry")
+
+#: The counts of what a run changed: all 0 for a run that did not apply.
+CHANGES = ("added", "updated", "removed", "unsubscribed", "unchanged", "ignored")
 
 #: ``progress(total_bytes)`` returns ``update(bytes_done)``; the CLI passes a bar.
 Progress = Callable[[int], Callable[[int], None]]
@@ -54,6 +58,23 @@ def reason_of(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, ListferryError):
         return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
     return str(exc)
+
+
+def store_failure(path: Path, exc: sqlite3.Error) -> str:
+    """A failure of the tenant database in plain words, naming its file."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return f"{path}: disk full: the tenant database cannot grow ({exc})"
+    if name.startswith("SQLITE_IOERR"):
+        return f"{path}: could not write the tenant database ({exc}); is the disk full?"
+    return f"{path}: the tenant database failed: {exc}"
+
+
+def unarchive(moved: list[tuple[Path, Path]]) -> None:
+    """Move archived files back to where they were, last first, and forget the moves."""
+    while moved:
+        source, dest = moved.pop()
+        os.replace(dest, source)
 
 
 def sha256_of(path: Path) -> str:
@@ -170,11 +191,16 @@ class TenantSync:
                 run.end("skipped", f"already applied in run {prior} (same content)")
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
-                info, staged = self.read(local, run.file, count)
+                source, name = local, run.file
+                if is_encrypted(name):  # decrypted beside it, removed with the run's folder
+                    name = decrypted_name(name)
+                    source = local.parent / "decrypted" / name
+                    decrypt(tenant, local, source, run.file)
+                info, staged = self.read(source, name, count)
                 run.received, run.invalid = staged.received, staged.invalid
                 run.duplicates = staged.duplicates
                 void_if(self.hook.validate_file(file=info))
-                self.plan_and_apply(run, staged)
+                self.plan_and_apply(run, staged, pending, local)
         except Void as exc:
             run.end("voided", str(exc))
             keep = isinstance(exc, Overrulable)
@@ -182,6 +208,9 @@ class TenantSync:
             run.end("failed", str(exc))
         except OSError as exc:
             run.end("failed", reason_of(exc))
+        except sqlite3.Error as exc:
+            run.end("failed", store_failure(self.store.path, exc))
+            log.error("%s: run %s failed: %s", tenant.name, run.run_id, run.reason)
         except Exception as exc:
             log_failure(f"run {run.run_id} of {tenant.name} failed")
             run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
@@ -201,25 +230,50 @@ class TenantSync:
             staged = stage(self.store.conn, source, info, self.hook.validate_records, update)
         return replace(info, records=staged.received, invalid=staged.invalid), staged
 
-    def plan_and_apply(self, run: RunRecord, staged: Staged) -> None:
+    def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
+        """Plan, check the plan, and apply it; the file is archived as part of the commit."""
         strategy = self.app.host.strategies.get(self.tenant.strategy)
         plan = make_plan(self.store.conn, strategy, staged, self.store.count("active"))
         check = partial(self.hook.check_plan, plan=plan, tenant=self.tenant)
         reasons = check(force=self.force)
         overrulable = any(reasons) and not self.force and not any(check(force=True))
         void_if(reasons, Overrulable if overrulable else Void)
-        for name, value in plan.counts().items():  # a voided run added, removed... nothing
-            if hasattr(run, name):
-                setattr(run, name, value)
-        apply(self.store, staged, run, utcnow())
+        planned = {name: value for name, value in plan.counts().items() if hasattr(run, name)}
+        for name, value in planned.items():  # a voided run added, removed... nothing
+            setattr(run, name, value)
+        moved: list[tuple[Path, Path]] = []
+
+        def archive() -> None:  # inside the transaction: a file that cannot be archived
+            try:  # is not applied
+                run.archive = self.archive_local(run, pending, local, moved)
+            except OSError as exc:
+                raise ListferryError(f"could not archive {run.file}: {reason_of(exc)}") from None
+
+        try:
+            apply(self.store, staged, run, utcnow(), before_commit=archive)
+        except BaseException:
+            for name in CHANGES:  # nor does a failed one
+                setattr(run, name, 0)
+            run.archive = None
+            unarchive(moved)
+            raise
 
     def finish(
         self, run: RunRecord, pending: Pending, local: Path | None,
         staged: Staged | None = None, info: FileInfo | None = None, keep: bool = False,
     ) -> None:  # fmt: skip
-        """Archive the file (unless ``keep``: it stays in the home), save the run, report."""
+        """Archive the file (unless ``keep``: it stays in the home), save the run, report.
+
+        An applied file was archived when it was applied; a file that cannot be archived
+        (a full disk) stays in the home and its run ends ``failed``.
+        """
         if not keep and local is not None:
-            run.archive = self.archive_file(run, pending, local)
+            try:
+                if run.status != "applied":
+                    run.archive = self.archive_local(run, pending, local, [])
+                self.remove_from_home(pending)
+            except OSError as exc:
+                run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
         notes = info.notes if info else ()
         run.report = render(
             run,
@@ -228,26 +282,46 @@ class TenantSync:
             notes,
             held=keep and run.status == "voided",
         )
-        if run.status != "applied":
-            with self.store.transaction():
-                self.store.save_run(run)
-        else:
-            self.store.conn.execute(
-                "UPDATE runs SET archive = ?, report = ? WHERE id = ?",
-                (run.archive, run.report, run.run_id),
-            )
+        try:
+            if run.status != "applied":
+                with self.store.transaction():
+                    self.store.save_run(run)
+            else:
+                self.store.conn.execute(
+                    "UPDATE runs SET archive = ?, report = ? WHERE id = ?",
+                    (run.archive, run.report, run.run_id),
+                )
+        except sqlite3.Error as exc:  # the run is still printed, and reported in the home
+            log.error("%s: run %s ended %s but could not be recorded: %s", self.tenant.name,
+                      run.run_id, run.status, store_failure(self.store.path, exc))  # fmt: skip
         self.write_report(run)
         if local is not None:
             shutil.rmtree(local.parent, ignore_errors=True)
 
-    def archive_file(self, run: RunRecord, pending: Pending, local: Path) -> str:
-        """Move the run's copy into the archive, then take the file out of the home."""
+    def archive_local(
+        self, run: RunRecord, pending: Pending, local: Path, moved: list[tuple[Path, Path]]
+    ) -> str:
+        """Move the run's copy (and its count file) into the archive; all or nothing.
+
+        ``moved`` collects what was moved, for :func:`unarchive`.
+        """
         prefix = f"{run.run_id:06d}-{(run.sha256 or 'unread')[:12]}-"
         target = self.archive / (prefix + pending.list_file.name)
-        os.replace(local, target)
+        moves = [(local, target)]
         count_local = local.parent / pending.count_file.name if pending.count_file else None
         if count_local and count_local.exists():
-            os.replace(count_local, self.archive / (prefix + pending.count_file.name))
+            moves.append((count_local, self.archive / (prefix + count_local.name)))
+        try:
+            for source, dest in moves:
+                os.replace(source, dest)
+                moved.append((source, dest))
+        except OSError:
+            unarchive(moved)
+            raise
+        return str(target)
+
+    def remove_from_home(self, pending: Pending) -> None:
+        """Take an archived file (and its count file) out of the home."""
         try:
             if not self.transport.remove(pending.list_file.name, pending.list_file):
                 log.info("%s: %s changed in the home during the run; left for the next run",
@@ -258,19 +332,18 @@ class TenantSync:
             # The run stands as it ended; the next run finds the same content and skips it.
             log.warning("%s: could not remove %s from the home: %s",
                         self.tenant.name, pending.list_file.name, reason_of(exc))  # fmt: skip
-        return str(target)
 
     def write_report(self, run: RunRecord) -> None:
         stem = (run.file or "list").rsplit(".", 1)[0]
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=self.work,
-                                         delete=False) as f:  # fmt: skip
-            f.write(run.report or "")
+        temp = self.work / f"report-{run.run_id}.txt"
         try:
-            self.transport.put(Path(f.name), f"{stem}.result.txt")
+            temp.write_text(run.report or "", encoding="utf-8")
+            self.transport.put(temp, f"{stem}.result.txt")
         except (OSError, ListferryError) as exc:
-            log.warning("%s: could not write the result report: %s", self.tenant.name, exc)
+            log.warning("%s: could not write the result report: %s", self.tenant.name,
+                        reason_of(exc))  # fmt: skip
         finally:
-            Path(f.name).unlink(missing_ok=True)
+            temp.unlink(missing_ok=True)
 
 
 def sync_tenant(
@@ -293,6 +366,11 @@ def sync_tenant(
                     runs = TenantSync(app, tenant, store, transport, force, progress).run_all()
             finally:
                 transport.close()
+        except (StoreError, sqlite3.Error) as exc:  # no run can be recorded in the store
+            db = tenant.database
+            reason = str(exc) if isinstance(exc, StoreError) else store_failure(db, exc)
+            log.error("%s: failed: %s", tenant.name, reason)
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
         except ListferryError as exc:
             runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
         except OSError as exc:
@@ -302,7 +380,7 @@ def sync_tenant(
             export_after_sync(app, tenant)
     for run in runs:
         try:
-            app.host.hook.run_finished(run=run)
+            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
         except Exception:
             log_failure(f"a run_finished plugin failed for {tenant.name}")
     return runs

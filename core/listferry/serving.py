@@ -19,10 +19,13 @@ import ipaddress
 import logging
 import os
 import posixpath
+import re
 import secrets
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -127,6 +130,10 @@ class Gatekeeper:
     """Checks logins against the config: tenant name, password hash or key, address."""
 
     _DUMMY_HASH = hash_password(secrets.token_hex(16))
+    #: A password check (scrypt) takes 16 MB and a CPU. Made on these few threads only, a
+    #: burst of logins takes turns, and malloc keeps those 16 MB for reuse on them alone,
+    #: not on each connection's thread (which made 100 logins cost 1 GB).
+    _checker = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="password-check")
 
     def __init__(self, tenants: dict[str, Tenant], guard: LoginGuard) -> None:
         self.tenants = tenants
@@ -154,7 +161,8 @@ class Gatekeeper:
         tenant = self.tenants.get(username)
         refusal = self.precheck(username, ip, protocol)
         stored = tenant.password_hash if tenant and not refusal else None
-        good = verify_password(password, stored or self._DUMMY_HASH) and stored is not None
+        check = self._checker.submit(verify_password, password, stored or self._DUMMY_HASH)
+        good = check.result() and stored is not None
         return self._outcome(tenant if good else None, username, ip, protocol, "password", refusal)
 
     def accepts_key(
@@ -242,8 +250,29 @@ def upload_temp_name(name: str) -> str:
     return f".{name}.{secrets.token_hex(6)}.part"
 
 
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.part")
+
+
 def is_upload_in_progress(name: str) -> bool:
     return name.startswith(".") and name.endswith(".part")
+
+
+def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
+    """Remove what uploads cut off by a killed server left under their temp names.
+
+    Called before the servers start, when no upload of this process is under way: a
+    temp name then holds only part of a file that no client saw completed.
+    """
+    for tenant in tenants.values():
+        if not tenant.is_local:
+            continue
+        home = Path(tenant.home)
+        for folder, _folders, names in os.walk(home):
+            for path in (Path(folder, n) for n in names if _TEMP_NAME.fullmatch(n)):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    event("upload", tenant=tenant.name, file=str(path.relative_to(home)),
+                          result="removed", reason="cut off when the server stopped")  # fmt: skip
 
 
 # -- what happens when a file arrives -----------------------------------------------------
@@ -361,8 +390,15 @@ class Server(Protocol):
     def stop(self, timeout: float) -> None: ...
 
 
-def serve(app: App, settings: ServerSettings, protocols: list[str], say) -> None:
-    """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly."""
+def serve(
+    app: App, settings: ServerSettings, protocols: list[str], say,
+    beside: Callable[[threading.Event], None] | None = None,
+) -> None:  # fmt: skip
+    """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly.
+
+    ``beside(stop)`` (the schedule) runs in a thread of its own meanwhile and is waited
+    for when the servers have stopped.
+    """
     import signal
 
     from listferry.errors import ListferryError
@@ -371,9 +407,11 @@ def serve(app: App, settings: ServerSettings, protocols: list[str], say) -> None
         if not path.exists():
             raise ListferryError(f"{path} is missing: run 'listferry init' to make the server keys")
     stop = threading.Event()
+    companion: threading.Thread | None = None
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
+    remove_stale_uploads(app.config.tenants)
     runtime = ServerRuntime.create(app, settings)
     servers: list[Server] = []
     try:
@@ -383,6 +421,9 @@ def serve(app: App, settings: ServerSettings, protocols: list[str], say) -> None
             for name, host, port in server.start():
                 say(f"listening {name} {host}:{port}")
         event("started", protocols=",".join(protocols))
+        if beside is not None:
+            companion = threading.Thread(target=beside, args=(stop,), name="schedule")
+            companion.start()
         stop.wait()
         say("stopping: waiting for open transfers")
     finally:
@@ -395,6 +436,9 @@ def serve(app: App, settings: ServerSettings, protocols: list[str], say) -> None
         for stopper in stoppers:
             stopper.join()
         runtime.uploads.stop(settings.stop_timeout)
+        stop.set()
+        if companion is not None:
+            companion.join()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         event("stopped")

@@ -9,7 +9,9 @@ connection runs in autocommit mode; writes that belong together go through
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,21 +88,51 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
 MIGRATIONS = [_migrate_1, _migrate_2]
 
 
+class StoreError(ListferryError):
+    """The tenant database cannot be opened, is corrupt, or is from a newer listferry."""
+
+
+#: A store unchanged since listferry last closed it is checked again after this long, so
+#: that damage no write made (a failing disk) is still found within a day.
+RECHECK_SECONDS = 24 * 3600
+
+
+def stamp_of(path: Path) -> list[list[int] | None]:
+    """Size, modification time and inode of the database file and its WAL (or None)."""
+    out: list[list[int] | None] = []
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = part.stat()
+        except FileNotFoundError:
+            out.append(None)
+            continue
+        out.append([st.st_size, st.st_mtime_ns, st.st_ino])
+    return out
+
+
 class Store:
     """A tenant's database, open. Use as a context manager to close it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.checked_at: float | None = None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             self.conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: the tenant database cannot be opened: {exc}") from None
+        try:
+            self._check()
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.db = sqlite_utils.Database(self.conn)
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise ListferryError(f"{path}: the tenant database cannot be opened: {exc}") from None
+        except BaseException as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise StoreError(f"{path}: the tenant database cannot be opened: {exc}") from None
+            raise
 
     def __enter__(self) -> Store:
         return self
@@ -110,11 +142,57 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        self._write_stamp()
+
+    # -- the check at open ---------------------------------------------------------------
+
+    @property
+    def _stamp_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".checked")
+
+    def _check(self) -> None:
+        """``PRAGMA quick_check`` unless the file is as listferry left it after a good check.
+
+        The check costs about 0.5 s for a million subscribers, so it runs when the file
+        (or its WAL) changed since listferry last closed it, and at least once a day.
+        """
+        if not self.path.stat().st_size:
+            self.checked_at = time.time()  # a new database: nothing to check
+            return
+        try:
+            known = json.loads(self._stamp_path.read_text())
+            fresh = 0 <= time.time() - known["checked_at"] < RECHECK_SECONDS
+            if fresh and known["files"] == stamp_of(self.path):
+                self.checked_at = known["checked_at"]
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._stamp_path.unlink(missing_ok=True)
+        (result,) = self.conn.execute("PRAGMA quick_check(1)").fetchone()
+        if result != "ok":
+            detail = " ".join(str(result).split())
+            raise StoreError(
+                f"{self.path}: the tenant database is corrupt (quick_check: {detail}); "
+                "restore it from a backup"
+            )
+        self.checked_at = time.time()
+
+    def _write_stamp(self) -> None:
+        """Remember the file as this process leaves it: checked, and changed only by us."""
+        if self.checked_at is None or not self.path.exists():
+            return
+        stamp = {"checked_at": self.checked_at, "files": stamp_of(self.path)}
+        temp = self._stamp_path.with_name(f"{self._stamp_path.name}.{os.getpid()}.tmp")
+        try:
+            temp.write_text(json.dumps(stamp))
+            os.replace(temp, self._stamp_path)
+        except OSError:  # a full disk: the next open checks the database again
+            temp.unlink(missing_ok=True)
 
     def _migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > len(MIGRATIONS):
-            raise ListferryError(
+            raise StoreError(
                 f"{self.path}: the database is from a newer listferry (schema {version})"
             )
         for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -131,9 +209,15 @@ class Store:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk)
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
     # -- runs ----------------------------------------------------------------------------
 

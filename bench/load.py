@@ -1,0 +1,430 @@
+"""Load: many tenants upload over SFTP and FTPS at once while ``sync --all`` runs.
+
+    python3 bench/load.py [--tenants 20] [--uploaders 5] [--size-mb 20] [--rounds 1]
+    bench/run --only load          # 5 tenants x 5 uploaders x 5 MB; --full: 20 x 5 x 20 MB
+
+``listferry serve`` (FTPS and SFTP) runs as its own process on 127.0.0.1. Every tenant
+gets ``--uploaders`` clients at once, SFTP (paramiko) and FTPS (ftplib) in turn, each
+sending ``--rounds`` list files of ``--size-mb`` MB, while ``listferry sync --all`` runs
+in a loop. Every file is a valid list whose addresses carry its tenant's name and whose
+rows carry its upload's tag, so each byte on disk can be traced to one upload.
+
+Afterwards every upload's SHA-256 on disk (archived, or still in the home) must equal
+the client's, every run of a tenant must have read one whole upload of that tenant
+(its SHA-256 and record count), and no tenant may hold another's address. It prints
+the uploads done, the bytes, the failures (goal: 0) and the server's peak memory, and
+exits non-zero when anything failed. The same checks run small in ``tests/test_load.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ftplib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+HEADER = b"email,first_name,last_name,segment_code,notes\r\n"
+NOTES = "x" * 300  # a CRM export's wide rows: about 370 bytes a row
+CHUNK = 1 << 16
+
+
+def listferry_command() -> list[str]:
+    exe = Path(sys.executable).parent / "listferry"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "listferry"]
+
+
+def password_of(tenant: str) -> str:
+    return f"load-test-password-of-{tenant}"
+
+
+class ListStream:
+    """A list file made row by row as it is read: ``read(n)`` like a file, nothing stored.
+
+    The addresses ``p<i>@<tenant>.example`` are the same in every upload of one tenant
+    (a full list sent again); the first names carry ``tag``, so each upload differs.
+    It counts what was read and hashes it: after the last read, :attr:`sha256` is the
+    SHA-256 of the whole file as the client sent it.
+    """
+
+    def __init__(self, tenant: str, tag: str, size: int) -> None:
+        self.tenant, self.tag, self.size = tenant, tag, size
+        self.rows = 0
+        self.sent = 0
+        self._buffer = HEADER
+        self._made = len(HEADER)
+        self._hash = hashlib.sha256()
+
+    def _more(self, wanted: int) -> None:
+        lines = []
+        made = 0
+        while made < wanted and self._made + made < self.size:
+            i = self.rows
+            line = f"p{i}@{self.tenant}.example,{self.tag}-{i},Last{i},GOLD,{NOTES}\r\n"
+            lines.append(line)
+            made += len(line)
+            self.rows += 1
+        self._buffer += "".join(lines).encode()
+        self._made += made
+
+    def read(self, n: int = CHUNK) -> bytes:
+        if len(self._buffer) < n:
+            self._more(max(n, CHUNK))
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        self._hash.update(data)
+        self.sent += len(data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def whole_sha256(self) -> str:
+        """The SHA-256 of the whole file, however much of it was read."""
+        again = ListStream(self.tenant, self.tag, self.size)
+        while again.read(1 << 20):
+            pass
+        return again.sha256
+
+
+# -- the clients ---------------------------------------------------------------------------
+
+
+def upload_sftp(port: int, tenant: str, name: str, stream: ListStream) -> None:
+    """Upload ``stream`` as ``name`` with paramiko; returns once the server confirmed it."""
+    transport = paramiko.Transport(("127.0.0.1", port))
+    try:
+        transport.banner_timeout = transport.auth_timeout = 30
+        transport.connect(username=tenant, password=password_of(tenant))
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        sftp.get_channel().settimeout(60)
+        target = sftp.open(name, "wb")
+        target.set_pipelined(True)
+        for data in iter(lambda: stream.read(32768), b""):
+            target.write(data)
+        target.close()  # the server renames the file into place before it answers
+    finally:
+        transport.close()
+
+
+def upload_ftps(port: int, cert: Path, tenant: str, name: str, stream: ListStream) -> None:
+    """Upload ``stream`` as ``name`` with ftplib over explicit TLS; returns after ``226``."""
+    client = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(cert)), timeout=60)
+    try:
+        client.connect("127.0.0.1", port)
+        client.login(tenant, password_of(tenant))
+        client.prot_p()
+        client.storbinary(f"STOR {name}", stream, blocksize=CHUNK)
+        client.quit()
+    finally:
+        client.close()
+
+
+@dataclass
+class Upload:
+    """One upload: where it goes, what it sends, and how it ended for the client."""
+
+    tenant: str
+    protocol: str
+    name: str
+    stream: ListStream
+    error: str | None = None
+    done: bool = False
+
+    def run(self, site: Site) -> None:
+        try:
+            if self.protocol == "sftp":
+                upload_sftp(site.ports["sftp"], self.tenant, self.name, self.stream)
+            else:
+                upload_ftps(site.ports["ftps"], site.cert, self.tenant, self.name, self.stream)
+            self.done = True
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+# -- the site: a config, its tenants, a serve process ------------------------------------
+
+
+@dataclass
+class Site:
+    """A listferry folder driven through its CLI, with ``listferry serve`` as a process."""
+
+    root: Path
+    ports: dict[str, int] = field(default_factory=dict)
+    server: subprocess.Popen | None = None
+    #: The syncs are the script's own: the schedule in ``serve`` stays off.
+    serve_options: tuple[str, ...] = ("--no-schedule",)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "listferry.toml"
+
+    @property
+    def cert(self) -> Path:
+        return self.root / "state" / "server" / "tls-cert.pem"
+
+    def home(self, tenant: str) -> Path:
+        return self.root / "homes" / tenant
+
+    def database(self, tenant: str) -> Path:
+        return self.root / "state" / tenant / "tenant.db"
+
+    def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*listferry_command(), "--config", str(self.config), *args],
+            input=input, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    @classmethod
+    def create(cls, root: Path, tenants: list[str], strategy: str = "full") -> Site:
+        """``listferry init``, room for many connections from 127.0.0.1, and the tenants."""
+        site = cls(root)
+        root.mkdir(parents=True, exist_ok=True)
+        site.must(site.cli("init"))
+        with site.config.open("a") as f:
+            f.write("\n[server]\nmax_connections = 1024\nmax_connections_per_ip = 1024\n")
+        for tenant in tenants:
+            added = site.cli(
+                "tenant", "add", tenant, "--password-stdin", "--allow-ip", "127.0.0.1/32",
+                "--strategy", strategy, input=password_of(tenant) + "\n",
+            )  # fmt: skip
+            site.must(added)
+        return site
+
+    @staticmethod
+    def must(done: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+        if done.returncode != 0:
+            raise RuntimeError(f"{done.args[-1]} exited {done.returncode}: {done.stderr}")
+        return done
+
+    def start(self) -> None:
+        """Start ``listferry serve`` for FTPS and SFTP on free ports; wait until it listens."""
+        self.server = subprocess.Popen(
+            [*listferry_command(), "--config", str(self.config), "serve",
+             "--protocols", "ftps,sftp", "--ftps-port", "0", "--sftp-port", "0",
+             *self.serve_options],
+            stdout=subprocess.PIPE, stderr=(self.root / "serve.log").open("ab"), text=True,
+        )  # fmt: skip
+        self.ports = {}
+        while len(self.ports) < 2:
+            line = self.server.stdout.readline()
+            if not line:
+                raise RuntimeError(f"serve exited {self.server.wait()}: see {self.root}/serve.log")
+            if line.startswith("listening "):
+                _, protocol, address = line.split()
+                self.ports[protocol] = int(address.rsplit(":", 1)[1])
+
+    def peak_memory(self) -> int:
+        """The server's peak resident memory so far, in bytes (Linux: ``VmHWM``)."""
+        status = Path(f"/proc/{self.server.pid}/status").read_text()
+        line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+
+    def kill(self) -> None:
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait()
+        self.server.stdout.close()
+
+    def stop(self) -> None:
+        self.server.send_signal(signal.SIGTERM)
+        self.server.wait(timeout=120)
+        self.server.stdout.close()
+
+    def sync(self) -> list[dict]:
+        """``listferry sync --all --json``: the runs it printed."""
+        done = self.cli("sync", "--all", "--json")
+        if done.returncode not in (0, 1):
+            raise RuntimeError(f"sync exited {done.returncode}: {done.stderr}")
+        return json.loads(done.stdout)
+
+    def runs(self, tenant: str) -> list[dict]:
+        """Every run kept in the tenant's database."""
+        with sqlite3.connect(f"file:{self.database(tenant)}?mode=ro", uri=True) as conn:
+            conn.row_factory = sqlite3.Row
+            return [dict(row) for row in conn.execute("SELECT * FROM runs ORDER BY id")]
+
+    def addresses(self, tenant: str) -> list[str]:
+        """Every address the tenant's store holds, whatever its status."""
+        with sqlite3.connect(f"file:{self.database(tenant)}?mode=ro", uri=True) as conn:
+            return [email for (email,) in conn.execute("SELECT email FROM subscribers")]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_of(site: Site, tenant: str) -> dict[str, list[Path]]:
+    """Each list file name of the tenant, and where it is: archived, or still in its home."""
+    found: dict[str, list[Path]] = {}
+    archive = site.root / "state" / tenant / "archive"
+    for path in archive.glob("*.csv") if archive.exists() else []:
+        found.setdefault(path.name.split("-", 2)[2], []).append(path)
+    for path in site.home(tenant).iterdir():
+        if path.is_file() and path.suffix == ".csv":
+            found.setdefault(path.name, []).append(path)
+    return found
+
+
+def check(site: Site, uploads: list[Upload]) -> list[str]:
+    """Every way the load run went wrong; empty when it did not."""
+    problems = [f"{u.tenant}/{u.name} over {u.protocol}: {u.error}" for u in uploads if u.error]
+    for tenant in sorted({u.tenant for u in uploads}):
+        mine = {u.name: u for u in uploads if u.tenant == tenant}
+        by_sha = {u.stream.sha256: u for u in mine.values() if u.done}
+        on_disk = files_of(site, tenant)
+        for name, paths in on_disk.items():
+            upload = mine.get(name)
+            for path in paths:
+                if upload is None or sha256_of(path) != upload.stream.sha256:
+                    problems.append(f"{path} is not the whole file a client of {tenant} sent")
+        for upload in mine.values():
+            if upload.done and not on_disk.get(upload.name):
+                problems.append(f"{tenant}/{upload.name} was confirmed but is not on disk")
+        for run in site.runs(tenant):
+            upload = by_sha.get(run["sha256"])
+            if run["status"] not in ("applied", "skipped"):
+                problems.append(f"{tenant} run {run['id']} {run['status']}: {run['reason']}")
+            if upload is None:
+                problems.append(f"{tenant} run {run['id']} read a file no client of it sent whole")
+            elif run["status"] == "applied" and run["received"] != upload.stream.rows:
+                problems.append(f"{tenant} run {run['id']} read {run['received']} records "
+                                f"of {upload.stream.rows}")  # fmt: skip
+        strangers = [a for a in site.addresses(tenant) if not a.endswith(f"@{tenant}.example")]
+        if strangers:
+            problems.append(f"{tenant} holds {len(strangers)} addresses of other tenants")
+    return problems
+
+
+# -- the load run --------------------------------------------------------------------------
+
+
+def sync_while(busy: Callable[[], bool], site: Site, passes: list[int]) -> None:
+    """Run ``sync --all`` again and again while ``busy()``; count the passes."""
+    while busy():
+        site.sync()
+        passes.append(1)
+
+
+def plan(tenants: list[str], uploaders: int, rounds: int, size: int) -> list[list[Upload]]:
+    """Each uploader's uploads, one after the other; SFTP and FTPS in turn."""
+    plans = []
+    for t, tenant in enumerate(tenants):
+        for k in range(uploaders):
+            protocol = "sftp" if (t + k) % 2 == 0 else "ftps"
+            plans.append([
+                Upload(tenant, protocol, f"list_u{k:03d}_r{r:02d}.csv",
+                       ListStream(tenant, f"u{k:03d}r{r:02d}", size))
+                for r in range(rounds)
+            ])  # fmt: skip
+    return plans
+
+
+def load(root: Path, tenants: int, uploaders: int, size_mb: float, rounds: int = 1) -> dict:
+    """Run the load once in ``root``; return its figures and problems."""
+    names = [f"tenant{t:02d}" for t in range(tenants)]
+    site = Site.create(root, names)
+    plans = plan(names, uploaders, rounds, int(size_mb * (1 << 20)))
+    uploads = [u for queue in plans for u in queue]
+    site.start()
+    try:
+        uploading = threading.Event()
+        uploading.set()
+        passes: list[int] = []
+        syncer = threading.Thread(target=sync_while, args=(uploading.is_set, site, passes))
+        started = time.perf_counter()
+        syncer.start()
+        try:
+            with ThreadPoolExecutor(len(plans)) as pool:
+                for queue in plans:
+                    pool.submit(lambda q=queue: [u.run(site) for u in q])
+            seconds = time.perf_counter() - started
+        finally:
+            uploading.clear()
+            syncer.join()
+        site.sync()  # what arrived after the last pass
+        passes.append(1)
+        peak = site.peak_memory()
+    finally:
+        site.stop()
+    runs = [run for tenant in names for run in site.runs(tenant)]
+    return {
+        "uploads": len(uploads),
+        "done": sum(u.done for u in uploads),
+        "by_protocol": {
+            p: sum(u.done for u in uploads if u.protocol == p) for p in ("sftp", "ftps")
+        },
+        "bytes": sum(u.stream.sent for u in uploads if u.done),
+        "seconds": seconds,
+        "passes": len(passes),
+        "runs": {
+            s: sum(r["status"] == s for r in runs) for s in sorted({r["status"] for r in runs})
+        },
+        "peak_memory": peak,
+        "problems": check(site, uploads),
+    }
+
+
+def report(figures: dict, args: argparse.Namespace) -> str:
+    mb = figures["bytes"] / (1 << 20)
+    runs = ", ".join(f"{status} {n}" for status, n in figures["runs"].items())
+    return "\n".join([
+        f"load: {args.tenants} tenants x {args.uploaders} uploaders x {args.rounds} "
+        f"x {args.size_mb:g} MB, SFTP and FTPS, {os.cpu_count()} CPUs",
+        f"uploads done: {figures['done']} of {figures['uploads']} "
+        f"(sftp {figures['by_protocol']['sftp']}, ftps {figures['by_protocol']['ftps']})",
+        f"bytes: {mb:,.0f} MB in {figures['seconds']:.0f} s ({mb / figures['seconds']:.1f} MB/s)",
+        f"sync --all passes: {figures['passes']}; runs: {runs}",
+        f"failures: {len(figures['problems'])}",
+        *(f"  {p}" for p in figures["problems"][:20]),
+        f"server peak memory: {figures['peak_memory'] / (1 << 20):.0f} MB (VmHWM)",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> list:
+    """Run the load and print its figures; no ratio figures (this is a count)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=20)
+    parser.add_argument("--uploaders", type=int, default=5, help="concurrent, per tenant")
+    parser.add_argument("--size-mb", type=float, default=20, help="each list file's size")
+    parser.add_argument("--rounds", type=int, default=1, help="files each uploader sends")
+    parser.add_argument("--work", type=Path, help="the folder to work in (kept)")
+    args = parser.parse_args(argv)
+    os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
+    work = args.work or Path(tempfile.mkdtemp(prefix="listferry-bench-load-"))
+    figures = load(work / "site", args.tenants, args.uploaders, args.size_mb, args.rounds)
+    print(report(figures, args))
+    failures = len(figures["problems"])
+    if failures:
+        print(f"evidence kept in {work}")
+    elif args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    if failures:
+        raise RuntimeError(f"{failures} failures under load")
+    return []
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        main(sys.argv[1:])
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
