@@ -302,3 +302,39 @@ def test_log_format_json_writes_each_log_line_and_the_final_error_as_one_json_ob
 
     text = subprocess.run([*base, "sync", "nosuch"], capture_output=True, text=True)
     assert text.stderr.startswith("Error: ") and "\n" not in text.stderr.strip()
+
+
+def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Workspace, tmp_path) -> None:
+    from listferry.passwords import verify_password
+
+    ws.cli("tenant", "add", "acme", "--password-stdin", input="old-password\n")
+    ws.cli("tenant", "add", "beta", "--password-stdin", input="beta-password\n")
+    with open(ws.config_path, "a") as f:
+        f.write("# the operator's own comment\n")
+    before = ws.config_path.read_text()
+
+    done = ws.cli("tenant", "password", "acme", "--password-stdin", input="new-password\n")
+    assert done.exit_code == 0, done.output
+    acme = ws.app().config.tenant("acme")
+    assert verify_password("new-password", acme.password_hash)
+    assert not verify_password("old-password", acme.password_hash)
+    assert verify_password("beta-password", ws.app().config.tenant("beta").password_hash)
+    after = ws.config_path.read_text()
+    changed = [a for a, b in zip(after.splitlines(), before.splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and changed[0].startswith("password_hash = ")
+    assert "new-password" not in after
+
+    keys = tmp_path / "keys.pub"
+    keys.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxN8e6vuEiMDjWkRk0vVxGZdtP1dL4qk6Eh7fH1kG2X old\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq7wJw3G3t8Qk2lOqP0x9JZ9bqF3p4j5sZ8s9T0aB1C new\n"
+    )
+    assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
+    assert len(ws.app().config.tenant("acme").ssh_keys) == 2
+    keys.write_text(keys.read_text().splitlines()[1] + "\n")
+    assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
+    assert [k.split()[-1] for k in ws.app().config.tenant("acme").ssh_keys] == ["new"]
+    assert "# the operator's own comment" in ws.config_path.read_text()
+
+    refused = ws.cli("tenant", "password", "nosuch", "--password-stdin", input="x\n")
+    assert refused.exit_code == 2 and "no tenant 'nosuch'" in refused.stderr

@@ -28,6 +28,11 @@ class App:
 
 def check_names(config: Config, host: Host) -> None:
     """Every dialect, strategy, home scheme and export setting a tenant names must work."""
+    if config.executor not in host.executors:
+        raise ConfigError(
+            f"{config.where('listferry', 'executor')}: unknown executor {config.executor!r} "
+            f"(known: {', '.join(host.executors.names()) or 'none'})"
+        )
     for tenant in config.tenants.values():
         table = f"tenants.{tenant.name}"
         for key, registry in (("dialect", host.dialects), ("strategy", host.strategies)):

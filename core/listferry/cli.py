@@ -185,12 +185,21 @@ def init(state: State) -> None:
 @click.option("--ftp-port", type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--ftps-port", type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--sftp-port", type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option(
+    "--no-schedule", is_flag=True,
+    help="Do not run the schedule (when `listferry schedule`, cron or a timer runs the syncs).",
+)  # fmt: skip
 @pass_state
 def serve(
     state: State, protocols: str | None, host: str | None,
-    ftp_port: int | None, ftps_port: int | None, sftp_port: int | None,
+    ftp_port: int | None, ftps_port: int | None, sftp_port: int | None, no_schedule: bool,
 ) -> None:  # fmt: skip
-    """Run the FTP, FTPS and SFTP servers in the foreground until SIGINT or SIGTERM."""
+    """Run the FTP, FTPS and SFTP servers, and the schedule, until SIGINT or SIGTERM.
+
+    Each tenant's sync runs at its `schedule` (in its `timezone`), its return file at
+    its `export_schedule`, the digest at [notify] digest_at; --no-schedule leaves that
+    to `listferry schedule` or cron.
+    """
     from dataclasses import replace
 
     from listferry.serving import serve as run_servers
@@ -205,12 +214,129 @@ def serve(
     for name in chosen:
         app.host.servers.get(name.strip())
     logging.getLogger("listferry.server").setLevel(logging.INFO)
-    run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text))
+    beside = None
+    if not no_schedule:
+        from listferry.scheduler import Scheduler
+
+        beside = Scheduler(state.config_path.resolve()).run
+    run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text), beside)
+
+
+@cli.command()
+@pass_state
+def schedule(state: State) -> None:
+    """Run the schedule alone, in the foreground, until SIGINT or SIGTERM.
+
+    For operators who run the servers elsewhere (or none): each tenant's sync at its
+    `schedule`, its return file at its `export_schedule`, the digest at [notify]
+    digest_at, each as its own process through the [listferry] executor.
+    """
+    import signal
+    import threading
+
+    from listferry.scheduler import Scheduler
+
+    state.app()  # a config that cannot be used stops here, with its line
+    stop = threading.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    scheduler = Scheduler(state.config_path.resolve())
+    try:
+        scheduler.reload()
+        for tenant, times in sorted(scheduler.next_times().items()):
+            for kind, at in sorted(times.items()):
+                click.echo(f"{tenant or '(all)'}: next {kind} {at}")
+        scheduler.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("stopped")
+
+
+@cli.command()
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def status(state: State, json_: bool) -> None:
+    """One line per tenant: last run, list size, pending files, return file, next run.
+
+    Also the days since the last applied file; `silent` marks a tenant whose last file is
+    older than its `expect_file_within`. Exit 1 when any tenant's last run was voided or
+    failed, or a tenant is silent.
+    """
+    from listferry.status import statuses
+
+    found = statuses(state.app().config)
+    if json_:
+        emit_json([item.to_json() for item in found])
+    else:
+        colour = sys.stdout.isatty()
+        for item in found:
+            click.echo(_status_line(item, colour))
+    if any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
+        sys.exit(1)
+
+
+_COLOURS = {"applied": "green", "voided": "yellow", "failed": "red", "skipped": "cyan"}
+
+
+def _status_line(item: Any, colour: bool) -> str:
+    outcome = item.last_status or "never run"
+    if colour:
+        outcome = click.style(outcome, fg=_COLOURS.get(item.last_status or ""), bold=True)
+    parts = [f"{item.tenant}: {outcome}"]
+    if item.last_run is not None:
+        parts.append(f"run {item.last_run} {item.last_run_at}")
+    if item.subscribers is not None:
+        parts.append(f"{item.subscribers} active")
+    parts.append(f"{'-' if item.pending is None else item.pending} pending")
+    if item.days_since_applied is not None:
+        parts.append(f"applied {item.days_since_applied} d ago")
+    if item.last_export:
+        parts.append(f"return file {item.last_export_at}")
+    if item.next_sync:
+        parts.append(f"next {item.next_sync}")
+    line = ", ".join(parts)
+    if item.silent:
+        warning = "no file for longer than expected"
+        line += "; " + (click.style(warning, fg="red") if colour else warning)
+    if item.error:
+        line += f"; {item.error}"
+    elif item.last_status in ("voided", "failed") and item.last_reason:
+        line += f": {item.last_reason}"
+    return line
+
+
+@cli.command()
+@click.option("--hours", type=click.FloatRange(min=1), default=24, show_default=True,
+              help="The window the digest covers, ending now.")  # fmt: skip
+@click.option("--send", is_flag=True, help="Mail it to [notify.email] to instead of printing.")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def digest(state: State, hours: float, send: bool, json_: bool) -> None:
+    """Which tenants applied, were voided, failed, or sent no file for too long.
+
+    The schedule sends it daily at [notify] digest_at; run it by hand to see it now.
+    """
+    from listferry.digest import make_digest
+    from listferry.notify import send_email
+
+    config = state.app().config
+    report = make_digest(config, hours)
+    if send:
+        if config.notify.email is None:
+            raise ConfigError(f"{config.path}: --send needs a [notify.email] table")
+        email = config.notify.email
+        send_email(email, list(email.to), report.subject(), report.text())
+        click.echo(f"sent the digest to {', '.join(email.to)}")
+    elif json_:
+        emit_json(report.to_json())
+    else:
+        click.echo(report.text(), nl=False)
 
 
 @cli.group()
 def tenant() -> None:
-    """Add and list tenants (customers)."""
+    """Add and list tenants (customers), and change their credentials."""
 
 
 @tenant.command("add")
@@ -254,6 +380,43 @@ def tenant_add(
         Path(added.home).mkdir(parents=True, exist_ok=True)
     added.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     click.echo(f"added tenant {name}: home {added.home}")
+
+
+@tenant.command("password")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read it from stdin.")
+@pass_state
+def tenant_password(state: State, name: str, password_stdin: bool) -> None:
+    """Give a tenant a new upload password (stored as a salted hash).
+
+    The config file is changed in place: only the tenant's password_hash line. A running
+    `serve` takes the new password for the next login.
+    """
+    from listferry.passwords import hash_password
+    from listferry.tenants import set_tenant_setting
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ListferryError("no password on stdin")
+    set_tenant_setting(state.app(), name, "password_hash", hash_password(password))
+    click.echo(f"{name}: new password set")
+
+
+@tenant.command("ssh-keys")
+@click.argument("name")
+@click.argument("key_file", type=click.Path(exists=True, dir_okay=False))
+@pass_state
+def tenant_ssh_keys(state: State, name: str, key_file: str) -> None:
+    """Replace a tenant's SFTP public keys with those in KEY_FILE (authorized_keys form).
+
+    To rotate a key without a gap, put the old and the new key in the file; once the
+    customer uses the new one, run it again with the new key alone.
+    """
+    from listferry.tenants import read_ssh_keys, set_tenant_setting
+
+    keys = read_ssh_keys(Path(key_file))
+    set_tenant_setting(state.app(), name, "ssh_keys", keys)
+    click.echo(f"{name}: {len(keys)} SSH key(s) set")
 
 
 @tenant.command("list")
@@ -302,7 +465,8 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
     def crashed(runs: list[Any]) -> None:
         for run in runs:
             try:
-                app.host.hook.run_finished(run=run)
+                tenant = app.config.tenant(run.tenant)
+                app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
             except Exception:
                 log.error("a run_finished plugin failed for %s", run.tenant)
 
@@ -346,18 +510,29 @@ def describe_run(run: Any) -> str:
 
 @cli.command()
 @click.argument("tenant")
+@click.argument("run_id", required=False, type=click.IntRange(min=1))
 @click.option(
     "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs."
 )
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
-def runs(state: State, tenant: str, limit: int, json_: bool) -> None:
-    """A tenant's run history, newest first."""
+def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool) -> None:
+    """A tenant's run history, newest first; with RUN_ID, that run's full report."""
     from listferry.store import Store
 
     chosen = state.app().config.tenant(tenant)
     with Store(chosen.database) as store:
-        history = store.runs(chosen.name, limit)
+        history = store.runs(chosen.name, None if run_id else limit)
+    if run_id is not None:
+        found = [run for run in history if run.run_id == run_id]
+        if not found:
+            raise ListferryError(f"{chosen.name} has no run {run_id} (`listferry runs {tenant}`)")
+        (run,) = found
+        if json_:
+            emit_json({**run.to_json(), "report": run.report})
+        else:
+            click.echo(run.report or describe_run(run), nl=not (run.report or "").endswith("\n"))
+        return
     if json_:
         emit_json([run.to_json() for run in history])
         return

@@ -13,11 +13,13 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from listferry.errors import ConfigError
+from listferry.notify import NotifySettings, parse_notify
 
 DEFAULT_NAME = "listferry.toml"
 COUNT_POLICIES = ("required", "optional", "off")
@@ -93,6 +95,61 @@ def _non_negative(value: Any) -> str | None:
     return None if ok else f"must be a number of seconds from 0 to {MAX_SECONDS}"
 
 
+def _schedule(value: Any) -> str | None:
+    from listferry.schedule import Schedule, ScheduleError
+
+    if value == "":
+        return None  # no schedule: runs come from `sync` (cron) or uploads only
+    if not isinstance(value, str):
+        return 'must be a time of day ("02:00"), a cron expression ("30 2 * * 1-5") or ""'
+    try:
+        Schedule.parse(value).next_after(datetime.now(UTC))
+    except ScheduleError as exc:
+        return str(exc).removeprefix(f"schedule {value!r}: ")
+    return None
+
+
+def _zone(value: Any) -> str | None:
+    from listferry.schedule import ScheduleError, zone
+
+    if not isinstance(value, str):
+        return 'must be an IANA time zone name such as "Europe/Berlin"'
+    try:
+        zone(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
+_UNIT = {"m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str) -> int:
+    """``"36h"``, ``"3d"``, ``"90m"`` in seconds."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return int(match[1]) * _UNIT[match[2]]
+
+
+def _duration(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        seconds = duration_seconds(value) if isinstance(value, str) else 0
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= MAX_SECONDS:
+        return 'must be a duration such as "36h", "3d" or "90m" (at most a year), or ""'
+    return None
+
+
+def _email(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+", value)
+    return None if ok else "must be one e-mail address"
+
+
 #: The data points a return file holds unless the tenant picks others.
 EXPORT_FIELDS = (
     "email", "first_name", "last_name", "segment_code", "status", "opted_out", "opted_out_at",
@@ -129,6 +186,14 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "export_after_sync": (False, _typed(bool)),
     "export_to": (None, _typed(str)),
     "export_name": ("return_{date}", _typed(str)),
+    "schedule": ("02:00", _schedule),
+    "timezone": ("UTC", _zone),
+    "export_schedule": ("", _schedule),
+    "contact_email": (None, _email),
+    "expect_file_within": ("36h", _duration),
+    "pgp_key_file": (None, _typed(str)),
+    "pgp_passphrase_env": (None, _typed(str)),
+    "pgp_recipient_key_file": (None, _typed(str)),
 }
 
 #: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
@@ -160,6 +225,7 @@ LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "plugins": ([], _string_list),
     "disable": ([], _string_list),
     "workers": (None, _positive_int),
+    "executor": ("local", _typed(str)),
 }
 
 
@@ -197,6 +263,14 @@ class Tenant:
     export_after_sync: bool = False
     export_to: str | None = None
     export_name: str = "return_{date}"
+    schedule: str = "02:00"
+    timezone: str = "UTC"
+    export_schedule: str = ""
+    contact_email: str | None = None
+    expect_file_within: str = "36h"
+    pgp_key_file: str | None = None
+    pgp_passphrase_env: str | None = None
+    pgp_recipient_key_file: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -274,6 +348,8 @@ class Config:
     workers: int = 1
     server: ServerSettings = field(default_factory=ServerSettings)
     text: str = field(repr=False, default="")
+    executor: str = "local"
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def tenant(self, name: str) -> Tenant:
         try:
@@ -348,13 +424,13 @@ def parse_config(text: str, path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = path.parent.resolve()
-    unknown = set(data) - {"listferry", "server", "defaults", "tenants"}
+    unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify"}
     if unknown:
         name = sorted(unknown)[0]
         where = line_of(text, name)
         raise ConfigError(
             f"{path}{f' line {where}' if where else ''}: unknown table [{name}] "
-            "(known: [listferry], [server], [defaults], [tenants.NAME])"
+            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify])"
         )
     for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
@@ -389,7 +465,8 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
-        for key in ("home", "known_hosts", "ca_file", "remote_key_file", "export_to"):
+        for key in ("home", "known_hosts", "ca_file", "remote_key_file", "export_to",
+                    "pgp_key_file", "pgp_recipient_key_file"):  # fmt: skip
             value = home if key == "home" else values[key]
             try:
                 if value and "://" in value:
@@ -424,6 +501,8 @@ def parse_config(text: str, path: Path) -> Config:
         workers=settings["workers"] or cpu_count(),
         server=_server_settings(server, root, state_dir),
         text=text,
+        executor=settings["executor"],
+        notify=parse_notify(text, path, data.get("notify")),
     )
 
 

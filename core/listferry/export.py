@@ -150,7 +150,15 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
         try:
             data = folder / name
             records = write_files(store, tenant, template, fields, data, started)
-            deliver(app, tenant, target, [data, folder / count_name(name)])
+            count = folder / count_name(name)
+            if tenant.pgp_recipient_key_file:
+                from listferry.pgp import encrypt
+
+                name += ".pgp"
+                encrypt(tenant, data, folder / name)
+                data.unlink()
+                data = folder / name
+            deliver(app, tenant, target, [data, count])
             store.record_export(
                 {
                     "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
     import click
 
-    from listferry.config import Tenant
+    from listferry.config import Config, Tenant
     from listferry.dialect import Dialect
     from listferry.export_fields import Field, FieldFamily
     from listferry.export_render import Template
+    from listferry.jobs import Executor
     from listferry.reader import ListReader
     from listferry.records import FileInfo, Invalid, Record
     from listferry.runs import RunRecord
@@ -213,10 +214,29 @@ def file_received(tenant: Tenant, path: str) -> None:
 
 
 @hookspec
-def run_finished(run: RunRecord) -> None:
+def register_executors(register: Callable[[str, Callable[[Config], Executor]], None]) -> None:
+    """Register executors: where the schedule runs its jobs.
+
+    Call ``register(name, factory)``; ``factory(config)`` returns an object with
+    ``submit(job) -> concurrent.futures.Future[JobResult]`` and ``shutdown(wait)`` (see
+    :mod:`listferry.jobs`). A :class:`listferry.jobs.Job` is one ``listferry`` command
+    line (a tenant's ``sync`` or ``export``, the ``digest``); the result is its exit code
+    and output. The config picks one with ``[listferry] executor``; the built-in
+    ``local`` runs each job as a child process, ``workers`` at a time. An executor that
+    sends jobs elsewhere (a batch system, Kubernetes Jobs) must run the same command
+    with the same config and state folder.
+    """
+
+
+@hookspec
+def run_finished(run: RunRecord, tenant: Tenant, config: Config) -> None:
     """A run ended (applied, voided, failed, skipped or idle).
 
-    Called once per run, after the run is recorded and its result report written.
+    ``tenant`` is the run's :class:`listferry.config.Tenant` (its ``contact_email``, say)
+    and ``config`` the whole :class:`listferry.config.Config` (``config.notify`` holds the
+    ``[notify]`` settings the built-in ``email`` and ``webhook`` plugins use); take only
+    the arguments you need. Called once per run, after the run is recorded and its
+    result report written.
     Runs that had no file (``idle``, a tenant that was locked, a home that could not
     be reached) are not recorded and have no report, but are told here all the same
     (their ``run_id`` is ``None``). An exception raised here is logged in one line and

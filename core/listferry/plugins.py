@@ -95,6 +95,10 @@ class Host:
     def fields(self) -> Registry[Any]:
         return self._registry("field", "register_fields")
 
+    @cached_property
+    def executors(self) -> Registry[Any]:
+        return self._registry("executor", "register_executors")
+
 
 def _selected_third_party() -> set[str] | None:
     value = os.environ.get("LISTFERRY_LOAD_PLUGINS")

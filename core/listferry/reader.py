@@ -158,7 +158,11 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
 
 
 def plain_name(name: str) -> str:
-    """``list.csv.gz`` -> ``list.csv``: the name the list has inside its packing."""
+    """``list.csv.gz.pgp`` -> ``list.csv``: the name the list has inside its packing
+    (OpenPGP encryption, then compression)."""
+    from listferry.pgp import decrypted_name
+
+    name = decrypted_name(name)
     lowered = name.lower()
     for suffix in COMPRESSED_SUFFIXES:
         if lowered.endswith(suffix):

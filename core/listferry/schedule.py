@@ -1,14 +1,14 @@
 """When a tenant's runs are due: a time of day or a cron expression, in the tenant's zone.
 
-``"02:00"`` is every day at 02:00; ``"30 2 * * 1-5"`` is a cron expression (minute,
-hour, day of month, month, day of week; ``*``, lists ``1,15``, ranges ``1-5``, steps
-``*/10`` and ``8-18/2``; day-of-week 0 or 7 is Sunday; month and day names ``jan``,
-``mon`` ...); ``@daily``, ``@hourly``, ``@weekly``, ``@monthly`` are their usual
-shorthands. As in cron, when both day fields are restricted a day matching either is
-due. Times are wall-clock times in the tenant's zone: on the night the clocks go
-forward, a time that does not exist runs at the same offset as before the change (02:30
-becomes 03:30); on the night they go back, a time that happens twice runs once, the
-first time.
+``"02:00"`` is every day at 02:00 (``"02:00:30"`` half a minute later); ``"30 2 * * 1-5"``
+is a cron expression (minute, hour, day of month, month, day of week; ``*``, lists
+``1,15``, ranges ``1-5``, steps ``*/10`` and ``8-18/2``; day-of-week 0 or 7 is Sunday;
+month and day names ``jan``, ``mon`` ...); ``@daily``, ``@hourly``, ``@weekly``,
+``@monthly`` are their usual shorthands. As in cron, when both day fields are restricted
+a day matching either is due. Times are wall-clock times in the tenant's zone: on the
+night the clocks go forward, a time that does not exist runs at the same offset as
+before the change (02:30 becomes 03:30); on the night they go back, a time that happens
+twice runs once, the first time.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ SHORTHANDS = {
 }
 MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+_TIME_OF_DAY = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?$")
 #: (name, lowest, highest, names) of the five fields.
 _FIELDS = (
     ("minute", 0, 59, ()),
@@ -105,14 +105,17 @@ class Schedule:
     weekdays: frozenset[int]  # 0 = Sunday
     any_day: bool  # day of month is "*"
     any_weekday: bool  # day of week is "*"
+    second: int = 0
 
     @classmethod
     def parse(cls, text: str, zone_name: str = "UTC") -> Schedule:
         """Read ``"HH:MM"``, a shorthand or a five-field cron expression."""
         tz = zone(zone_name)
         spec = text.strip()
+        second = 0
         if match := _TIME_OF_DAY.match(spec):
             spec = f"{int(match.group(2))} {int(match.group(1))} * * *"
+            second = int(match.group(3) or 0)
         spec = SHORTHANDS.get(spec.lower(), spec)
         parts = spec.split()
         if len(parts) != 5:
@@ -127,7 +130,10 @@ class Schedule:
             ]
         except ScheduleError as exc:
             raise ScheduleError(f"schedule {text!r}: {exc}") from None
-        return cls(text, tz, *fields, any_day=parts[2] == "*", any_weekday=parts[4] == "*")
+        return cls(
+            text, tz, *fields, any_day=parts[2] == "*", any_weekday=parts[4] == "*",
+            second=second,
+        )  # fmt: skip
 
     def _day_matches(self, day: date) -> bool:
         if day.month not in self.months:
@@ -148,7 +154,7 @@ class Schedule:
             if self._day_matches(day):
                 for hour in sorted(self.hours):
                     for minute in sorted(self.minutes):
-                        wall = datetime.combine(day, time(hour, minute), self.zone)
+                        wall = datetime.combine(day, time(hour, minute, self.second), self.zone)
                         due = wall.astimezone(UTC)
                         if due > moment:
                             return due

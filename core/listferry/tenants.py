@@ -57,6 +57,45 @@ def add_tenant(app: App, name: str, settings: dict[str, Any]) -> Config:
     return new
 
 
+def set_tenant_setting(app: App, name: str, key: str, value: Any) -> Config:
+    """Set ``key`` in ``[tenants.NAME]`` to ``value`` (a password hash, SSH keys ...).
+
+    The key's line is replaced where it is (or added under the table's header); the new
+    text is checked whole, and read back to be sure it says what was meant, before the
+    file is replaced atomically. Comments and every other line stay as they were.
+    """
+    import re
+    import tomllib
+
+    from listferry.config import line_of
+
+    config = app.config
+    config.tenant(name)
+    lines = config.text.splitlines(keepends=True)
+    header = line_of(config.text, f"tenants.{name}")
+    if header is None:
+        raise ListferryError(
+            f"{config.path}: [tenants.{name}] is not a table of its own; edit {key} by hand"
+        )
+    new_line = f"{key} = {toml_value(value)}\n"
+    at = line_of(config.text, f"tenants.{name}", key)
+    if at is None:
+        lines.insert(header, new_line)
+    else:
+        end = at  # a value that goes on over several lines (an array) ends at its "]"
+        if re.match(rf"^\s*{re.escape(key)}\s*=\s*\[", lines[at - 1]):
+            while end < len(lines) and "]" not in lines[end - 1]:
+                end += 1
+        lines[at - 1 : end] = [new_line]
+    text = "".join(lines)
+    new = parse_config(text, config.path)
+    if tomllib.loads(text)["tenants"][name].get(key) != value:
+        raise ListferryError(f"{config.path}: could not set {key} of {name}; edit it by hand")
+    check_names(new, app.host)
+    write_atomically(config.path, text)
+    return new
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that a reader sees the old file or the new one."""
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600

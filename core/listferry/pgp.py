@@ -1,0 +1,113 @@
+"""OpenPGP: lists that arrive encrypted, and return files encrypted to the customer.
+
+A list named ``*.pgp``, ``*.gpg`` or ``*.asc`` is decrypted with the tenant's secret key
+(``pgp_key_file``, its passphrase in the environment variable ``pgp_passphrase_env``)
+into the tenant's private work folder before it is read, and the plaintext is removed
+when the run ends. A file that does not decrypt (another key, damaged, not OpenPGP) is
+voided with the reason. With ``pgp_recipient_key_file`` (the customer's public key),
+return files are encrypted to it and get ``.pgp`` on their name.
+
+GnuPG does the work (through python-gnupg and the ``gpg`` program), in a keyring of
+the tenant's own in ``state/NAME/gnupg``; keys are imported from the files each time,
+so replacing a key file is all it takes to rotate a key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from listferry.config import Tenant
+from listferry.errors import ConfigError, ListferryError, Void
+
+ENCRYPTED_SUFFIXES = (".pgp", ".gpg", ".asc")
+
+
+def is_encrypted(name: str) -> bool:
+    return name.lower().endswith(ENCRYPTED_SUFFIXES)
+
+
+def decrypted_name(name: str) -> str:
+    """``list.csv.pgp`` -> ``list.csv``."""
+    return name[:-4] if is_encrypted(name) else name
+
+
+def _gpg(tenant: Tenant) -> Any:
+    try:
+        import gnupg
+    except ImportError:
+        raise ListferryError(
+            "OpenPGP needs python-gnupg: pip install python-gnupg (and the gpg program)"
+        ) from None
+    if shutil.which("gpg") is None:
+        raise ListferryError("OpenPGP needs the gpg program (Debian: apt install gnupg)")
+    home = tenant.state_dir / "gnupg"
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(home, 0o700)
+    return gnupg.GPG(gnupghome=str(home), options=["--batch", "--no-tty", "--trust-model",
+                                                   "always"])  # fmt: skip
+
+
+def _import(gpg: Any, path: str, what: str, secret: bool) -> list[str]:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the tenant's {what}: {exc.strerror}") from None
+    result = gpg.import_keys(data)
+    fingerprints = [f for f in result.fingerprints if f]
+    if not fingerprints:
+        raise ConfigError(f"{path}: no OpenPGP key in the tenant's {what}")
+    if (
+        secret
+        and not result.sec_imported
+        and not any(key["fingerprint"] in fingerprints for key in gpg.list_keys(secret=True))
+    ):
+        raise ConfigError(f"{path}: the tenant's {what} holds no secret key")
+    return fingerprints
+
+
+def _passphrase(tenant: Tenant) -> str | None:
+    if not tenant.pgp_passphrase_env:
+        return None
+    value = os.environ.get(tenant.pgp_passphrase_env)
+    if value is None:
+        raise ListferryError(
+            f"the PGP passphrase's environment variable {tenant.pgp_passphrase_env} is not set"
+        )
+    return value
+
+
+def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
+    """Decrypt ``source`` (received as ``name``) into ``target``; a :class:`Void` if it
+    does not decrypt, naming why."""
+    if not tenant.pgp_key_file:
+        raise Void(f"{name}: the file is encrypted, and no pgp_key_file is set for the tenant")
+    gpg = _gpg(tenant)
+    _import(gpg, tenant.pgp_key_file, "pgp_key_file", secret=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with source.open("rb") as f:
+        result = gpg.decrypt_file(f, passphrase=_passphrase(tenant), output=str(target))
+    if not result.ok:
+        target.unlink(missing_ok=True)
+        why = result.status or "not OpenPGP data"
+        said = (result.stderr or "").lower()
+        if "bad passphrase" in said:  # the operator's to fix: the file waits in the home
+            raise ListferryError(f"{name}: the PGP passphrase for {tenant.name}'s key is wrong")
+        if "no secret key" in said or why == "no secret key":
+            why = "it was encrypted to another key than the tenant's"
+        raise Void(f"{name}: the file does not decrypt: {why}")
+    os.chmod(target, 0o600)
+
+
+def encrypt(tenant: Tenant, source: Path, target: Path) -> None:
+    """Encrypt ``source`` to the tenant's public key (``pgp_recipient_key_file``)."""
+    gpg = _gpg(tenant)
+    recipients = _import(gpg, tenant.pgp_recipient_key_file or "", "pgp_recipient_key_file",
+                         secret=False)  # fmt: skip
+    with source.open("rb") as f:
+        result = gpg.encrypt_file(f, recipients, output=str(target), armor=False)
+    if not result.ok:
+        target.unlink(missing_ok=True)
+        raise ListferryError(f"encrypting the return file failed: {result.status}")

@@ -1,0 +1,145 @@
+"""OpenPGP: an encrypted list is decrypted with the tenant's key; return files are encrypted.
+
+Real keys made by GnuPG (through python-gnupg) in the test's folder: the platform's key
+for the tenant, with a passphrase, and the customer's own key pair, which encrypts the
+list and decrypts the return file, as the customer's side would.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, csv_text, people
+
+gnupg = pytest.importorskip("gnupg")
+pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg program")
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def keypair(home: Path, email: str, passphrase: str | None) -> tuple[object, str, str]:
+    """A fresh key in its own keyring: (gpg, armored public key, armored secret key)."""
+    home.mkdir(mode=0o700)
+    gpg = gnupg.GPG(gnupghome=str(home))
+    spec = gpg.gen_key_input(
+        key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH", subkey_curve="cv25519",
+        name_email=email, passphrase=passphrase, no_protection=passphrase is None,
+    )  # fmt: skip
+    key = gpg.gen_key(spec)
+    assert key.fingerprint, key.stderr
+    public = gpg.export_keys(key.fingerprint)
+    secret = gpg.export_keys(
+        key.fingerprint, secret=True, passphrase=passphrase, expect_passphrase=bool(passphrase)
+    )
+    return gpg, public, secret
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("pgp")
+    _, platform_public, platform_secret = keypair(
+        root / "platform", "lists@platform.example", PASSPHRASE
+    )
+    customer_gpg, customer_public, _ = keypair(root / "customer", "crm@acme.example", None)
+    customer_gpg.import_keys(platform_public)
+    _, other_public, _ = keypair(root / "other", "someone@else.example", None)
+    customer_gpg.import_keys(other_public)
+    (root / "platform-secret.asc").write_text(platform_secret)
+    (root / "customer-public.asc").write_text(customer_public)
+    return {"root": root, "customer": customer_gpg, "platform": platform_public,
+            "other": other_public}  # fmt: skip
+
+
+def encrypted(keys: dict, data: bytes, to: str = "lists@platform.example") -> bytes:
+    result = keys["customer"].encrypt(data, to, always_trust=True, armor=False)
+    assert result.ok, result.status
+    return result.data
+
+
+def tenant(ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, **extra) -> None:
+    monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
+    ws.add_tenant(
+        "acme", pgp_key_file=str(keys["root"] / "platform-secret.asc"),
+        pgp_passphrase_env="ACME_PGP_PASSPHRASE", **extra,
+    )  # fmt: skip
+
+
+def test_an_encrypted_list_is_decrypted_read_and_no_plaintext_is_left(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant(ws, keys, monkeypatch, count_file="required")
+    plain = csv_text(people(250)).encode()
+    ws.upload(encrypted(keys, plain), name="members.csv.pgp")
+    (ws.home() / "members_count.txt").write_text("250\n")
+    (run,) = ws.sync()
+    assert (run.status, run.added, run.file) == ("applied", 250, "members.csv.pgp"), run.reason
+    state = ws.app().config.tenant("acme").state_dir
+    assert not [p for p in state.rglob("*") if p.is_file() and p.read_bytes() == plain]
+    archived = [p for p in (state / "archive").iterdir()]
+    assert archived and all(b"p1@example.org" not in p.read_bytes() for p in archived)
+
+
+def test_an_encrypted_gzipped_list_is_read_too(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant(ws, keys, monkeypatch)
+    ws.upload(encrypted(keys, gzip.compress(csv_text(people(40)).encode())), name="l.csv.gz.gpg")
+    (run,) = ws.sync()
+    assert (run.status, run.added) == ("applied", 40), run.reason
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda keys: encrypted(keys, b"email\nx@y.org\n", to="someone@else.example"),
+         "encrypted to another key"),
+        (lambda keys: b"email\nx@y.org\n", "does not decrypt"),
+        (lambda keys: encrypted(keys, csv_text(people(50)).encode())[:-40], "does not decrypt"),
+    ],
+)  # fmt: skip
+def test_a_file_that_does_not_decrypt_is_voided_and_the_list_stands(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, make, reason: str
+) -> None:
+    tenant(ws, keys, monkeypatch)
+    ws.upload(people(3))
+    ws.sync()
+    ws.upload(make(keys), name="members.csv.asc")
+    (run,) = ws.sync()
+    assert run.status == "voided" and reason in run.reason, run.reason
+    assert len(ws.subscribers()) == 3
+
+
+def test_a_wrong_passphrase_fails_the_run_without_showing_it(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant(ws, keys, monkeypatch)
+    monkeypatch.setenv("ACME_PGP_PASSPHRASE", "not the passphrase")
+    ws.upload(encrypted(keys, csv_text(people(5)).encode()), name="members.csv.pgp")
+    (run,) = ws.sync()
+    assert run.status == "failed" and "passphrase" in run.reason
+    assert "not the passphrase" not in run.reason
+    assert (ws.home() / "members.csv.pgp").exists(), "the file waits for the fixed key"
+
+
+def test_return_files_are_encrypted_to_the_customers_key(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tenant(ws, keys, monkeypatch,
+           pgp_recipient_key_file=str(keys["root"] / "customer-public.asc"))  # fmt: skip
+    ws.upload(people(4))
+    ws.sync()
+    out = tmp_path / "to-crm"
+    out.mkdir()
+    result = ws.cli("export", "acme", "--to", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    files = sorted((p.name for p in out.iterdir()), key=lambda name: name.endswith(".pgp"))
+    assert len(files) == 2 and files[0].endswith("_count.txt") and files[1].endswith(".csv.pgp")
+    data = (out / files[1]).read_bytes()
+    assert b"p1@example.org" not in data
+    plain = keys["customer"].decrypt(data)
+    assert plain.ok, plain.status
+    assert plain.data.decode().splitlines()[1].startswith("p0@example.org,")
+    assert (out / files[0]).read_text() == "4\n"
