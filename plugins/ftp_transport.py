@@ -14,6 +14,7 @@ import ftplib
 import os
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -225,20 +226,31 @@ class FtpTransport(RemoteTransport):
         found = self._find(ftp, name)
         return found.size if found else None
 
-    def put(self, source: Path, name: str) -> None:
+    def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
         plain_name(name)
         try:
-            self._do(f"upload {name}", lambda ftp: self._put(ftp, source, name))
+            self._do(f"upload {name}", lambda ftp: self._put(ftp, source, name, progress))
         finally:
             self._clean_up()
 
-    def _put(self, ftp: ftplib.FTP, source: Path, name: str) -> None:
+    def _put(
+        self, ftp: ftplib.FTP, source: Path, name: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
         self._remove_leftovers(ftp)
         temp = upload_name(name)
         self._leftovers.add(temp)
         size = source.stat().st_size
+        sent = 0
+
+        def told(block: bytes) -> None:
+            nonlocal sent
+            sent += len(block)
+            if progress is not None:
+                progress(sent)
+
         with source.open("rb") as data:
-            ftp.storbinary(f"STOR {temp}", data, BLOCK)
+            ftp.storbinary(f"STOR {temp}", data, BLOCK, callback=told)
         got = self._size(ftp, temp)
         if got != size:
             raise Incomplete(got or 0, size)

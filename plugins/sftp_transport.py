@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -196,20 +197,24 @@ class SftpTransport(RemoteTransport):
             part.unlink(missing_ok=True)
         return before
 
-    def put(self, source: Path, name: str) -> None:
+    def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
         plain_name(name)
         try:
-            self._do(f"upload {name}", lambda sftp: self._put(sftp, source, name))
+            self._do(f"upload {name}", lambda sftp: self._put(sftp, source, name, progress))
         finally:
             self._clean_up()
 
-    def _put(self, sftp: paramiko.SFTPClient, source: Path, name: str) -> None:
+    def _put(
+        self, sftp: paramiko.SFTPClient, source: Path, name: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
         self._remove_leftovers(sftp)
         temp = self.home.path(upload_name(name))
         self._leftovers.add(temp)
         size = source.stat().st_size
+        told = (lambda done, _total: progress(done)) if progress else None
         with source.open("rb") as data:
-            sftp.putfo(data, temp, file_size=size, confirm=False)
+            sftp.putfo(data, temp, file_size=size, callback=told, confirm=False)
         got = sftp.stat(temp).st_size or 0
         if got != size:
             raise Incomplete(got, size)

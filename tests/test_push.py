@@ -297,3 +297,39 @@ def test_push_into_a_local_folder_uses_the_file_transport(
         "subscriber_list.csv",
         "subscriber_list_count.txt",
     ]
+
+
+@pytest.mark.parametrize("protocol", ["ftps", "sftp"])
+def test_push_draws_a_progress_bar_on_a_terminal_only(
+    ws: Workspace, remote: Any, tmp_path: Path, protocol: str
+) -> None:
+    import os
+    import sys
+
+    server = remote(protocol)
+    big = tmp_path / "big" / "members.csv"
+    big.parent.mkdir()
+    big.write_text(csv_text(people(20_000)))
+    command = [sys.executable, "-m", "listferry", "push", str(big), server.url, *trust(server)]
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        os.close(leader)
+    shown = b"".join(chunks).decode("utf-8", "replace")
+    assert "uploading members.csv" in shown and "100%" in shown
+    assert (server.folder / "members.csv").read_bytes() == big.read_bytes()
+
+    quiet = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 0 and quiet.stderr == ""

@@ -484,6 +484,31 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
         sys.exit(1)
 
 
+@cli.command()
+@click.argument("tenant")
+@click.argument("run_id", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True, help="Apply even what the shrink guard would stop.")
+@click.option("--json", "json_", is_flag=True, help="Print the new run as JSON.")
+@pass_state
+def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> None:
+    """Apply the file that run RUN_ID archived once more, recorded as a new run.
+
+    For after a fix: a dialect corrected, a check relaxed, or a list to restore. Every
+    check runs again; only "already applied" does not hold it back. Exit 1 when the new
+    run is voided or failed.
+    """
+    from listferry.pipeline import replay_run
+
+    app = state.app()
+    run = replay_run(app, app.config.tenant(tenant), run_id, force)
+    if json_:
+        emit_json(run.to_json())
+    else:
+        click.echo(f"{describe_run(run)} (replay of run {run_id})")
+    if run.status in ("voided", "failed"):
+        sys.exit(1)
+
+
 def log_run(run: Any) -> None:
     """A JSON log line for each run (seen with -v), its record in the ``run`` field."""
     log.info("%s", describe_run(run), extra={"tenant": run.tenant, "run": run.to_json()})
@@ -722,7 +747,8 @@ def push(
             raise ListferryError("no password on stdin")
     host = state.app().host if state.config_path.exists() else load_host()
     target = server(url, password, key, known_hosts, ca_file, tls_verify=not insecure)
-    push_list(host, Path(file), target, dialect, not no_count_file, click.echo)
+    push_list(host, Path(file), target, dialect, not no_count_file, click.echo,
+              progress_bar(f"uploading {Path(file).name}"))  # fmt: skip
 
 
 @cli.command()
@@ -762,6 +788,24 @@ def new_plugin(name: str, folder: str | None) -> None:
     target = Path(folder) if folder else Path(f"listferry-{name}")
     for path in write_skeleton(name, target):
         click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False))
+@pass_state
+def datasette(state: State, folder: str) -> None:
+    """Make FOLDER ready for datasette: a link per tenant store and metadata.json.
+
+    Then `datasette FOLDER/*.db --metadata FOLDER/metadata.json` shows each tenant's
+    list, runs and engagement under its own name, with every table and column described.
+    """
+    from listferry.datasette import write_folder
+
+    config = state.app().config
+    written = write_folder(config, Path(folder))
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"datasette {folder}/*.db --metadata {folder}/metadata.json")
 
 
 @cli.command()

@@ -116,9 +116,10 @@ class TenantSync:
 
     def __init__(
         self, app: App, tenant: Tenant, store: Store, transport: Transport,
-        force: bool = False, progress: Progress | None = None,
+        force: bool = False, progress: Progress | None = None, replay_of: int | None = None,
     ) -> None:  # fmt: skip
         self.app = app
+        self.replay_of = replay_of
         self.hook = app.host.hook
         self.tenant = tenant
         self.store = store
@@ -186,7 +187,7 @@ class TenantSync:
         try:
             local = self.fetch(run, pending)
             run.sha256 = sha256_of(local)
-            prior = self.store.applied_run_for(run.sha256)
+            prior = None if self.replay_of else self.store.applied_run_for(run.sha256)
             if prior is not None:
                 run.end("skipped", f"already applied in run {prior} (same content)")
             else:
@@ -275,6 +276,8 @@ class TenantSync:
             except OSError as exc:
                 run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
         notes = info.notes if info else ()
+        if self.replay_of is not None:
+            notes = (f"a replay of run {self.replay_of}'s archived file", *notes)
         run.report = render(
             run,
             staged.invalid_sample if staged else (),
@@ -384,3 +387,53 @@ def sync_tenant(
         except Exception:
             log_failure(f"a run_finished plugin failed for {tenant.name}")
     return runs
+
+
+def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> RunRecord:
+    """Apply the file that run ``run_id`` archived once more, as a new run.
+
+    For after a fix (a dialect corrected, a check relaxed, a bad file applied in error
+    and then a later one): the archived copy (and its count file) goes through the whole
+    pipeline again, under the tenant's lock, and is archived again under the new run.
+    The "already applied" rule does not hold it back; every other check does.
+    """
+    from listferry.pending import count_name
+
+    with tenant_lock(tenant) as locked:
+        if not locked:
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run.reason = "another run of this tenant is in progress"
+            runs = [run]
+        else:
+            with Store(tenant.database) as store:
+                old = next((r for r in store.runs(tenant.name) if r.run_id == run_id), None)
+                if old is None:
+                    raise ListferryError(f"{tenant.name} has no run {run_id}")
+                archived = Path(old.archive) if old.archive else None
+                if archived is None or not archived.is_file() or not old.file:
+                    raise ListferryError(
+                        f"run {run_id} of {tenant.name} has no archived file to replay "
+                        f"(it ended {old.status} before its file was archived)"
+                    )
+                folder = tenant.state_dir / "replay"
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True, mode=0o700)
+                try:
+                    shutil.copyfile(archived, folder / old.file)
+                    prefix = archived.name[: len(archived.name) - len(old.file)]
+                    count = archived.with_name(prefix + count_name(old.file))
+                    if count.is_file():
+                        shutil.copyfile(count, folder / count_name(old.file))
+                    again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
+                                    stable_seconds=0)  # fmt: skip
+                    transport = app.host.transports.get("file")(str(folder), again)
+                    sync = TenantSync(app, again, store, transport, force, replay_of=run_id)
+                    runs = sync.run_all()
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+    for run in runs:
+        try:
+            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
+        except Exception:
+            log_failure(f"a run_finished plugin failed for {tenant.name}")
+    return runs[-1]

@@ -9,6 +9,7 @@ is taken away first.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,7 @@ def server(
 def push(
     host: Host, path: Path, target: Tenant, dialect: str = "default",
     count_file: bool = True, say: Callable[[str], None] = print,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> None:  # fmt: skip
     """Upload ``path`` into ``target``'s home, then (unless not wanted) its count file."""
     records = count_records(host, path, dialect) if count_file else None
@@ -70,7 +72,10 @@ def push(
         if stale is not None:
             transport.remove(stale.name, stale)
             say(f"removed the count file {counted} an earlier upload left")
-        transport.put(path, path.name)
+        if progress is not None and "progress" in inspect.signature(transport.put).parameters:
+            transport.put(path, path.name, progress=progress(path.stat().st_size))
+        else:
+            transport.put(path, path.name)
         say(f"uploaded {path.name}")
         if records is not None:
             with tempfile.TemporaryDirectory(prefix="listferry-push-") as folder:

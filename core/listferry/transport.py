@@ -45,7 +45,12 @@ class Transport(Protocol):
         """
 
     def put(self, source: Path, name: str) -> None:
-        """Store the local file ``source`` in the home as ``name``, atomically."""
+        """Store the local file ``source`` in the home as ``name``, atomically.
+
+        A transport may also take ``progress``, a callable given the bytes sent so far
+        (``listferry push`` draws a bar with it on a terminal); the built-in ``sftp``
+        and ``ftp``/``ftps`` transports do.
+        """
 
     def remove(self, name: str, expected: RemoteFile) -> bool:
         """Delete ``name`` if it is still the file ``expected``; true when deleted.

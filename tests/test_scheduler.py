@@ -1,0 +1,133 @@
+"""The scheduler: due jobs start through the executor, the config is re-read, homes that
+are still receiving get a little longer, and a crashed job is told as a failed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from conftest import Workspace, people
+from notify_servers import WebhookServer
+
+from listferry.jobs import Job, JobResult
+from listferry.scheduler import Scheduler
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def test_due_syncs_run_as_their_own_processes_and_move_on_to_the_next_day(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme", schedule="02:00", timezone="Europe/Berlin")
+    ws.add_tenant("beta", schedule="30 3 * * *", export_schedule="04:00")
+    ws.upload(people(5), tenant="acme")
+    os.utime(ws.home("acme") / "subscriber_list.csv", (0, 0))  # long settled
+    clock = Clock(at("2026-11-30T00:59:00Z"))
+    results: list[tuple[Job, JobResult]] = []
+    scheduler = Scheduler(ws.config_path, clock, on_result=lambda j, r: results.append((j, r)))
+    scheduler.reload()
+    assert scheduler.next_times() == {
+        "acme": {"sync": "2026-11-30T01:00:00Z"},
+        "beta": {"sync": "2026-11-30T03:30:00Z", "export": "2026-11-30T04:00:00Z"},
+    }
+    assert scheduler.start_due(clock()) == []
+    clock.now = at("2026-11-30T01:00:00Z")
+    (job,) = scheduler.start_due(clock())
+    assert (job.kind, job.tenant) == ("sync", "acme")
+    scheduler.executor.shutdown(wait=True)
+    ((done, result),) = results
+    assert done.kind == "sync"
+    assert result.returncode == 0, result.stderr
+    (run,) = json.loads(result.stdout)
+    assert (run["tenant"], run["status"], run["added"]) == ("acme", "applied", 5)
+    assert scheduler.next_times()["acme"] == {"sync": "2026-12-01T01:00:00Z"}
+
+
+def test_a_changed_config_is_read_again_without_a_restart(ws: Workspace) -> None:
+    ws.add_tenant("acme", schedule="02:00")
+    clock = Clock(at("2026-11-30T00:00:00Z"))
+    scheduler = Scheduler(ws.config_path, clock)
+    scheduler.reload()
+    text = ws.config_path.read_text().replace('schedule = "02:00"', 'schedule = "05:15"')
+    time.sleep(0.01)
+    ws.config_path.write_text(text)
+    os.utime(ws.config_path, None)
+    ws.add_tenant("beta", schedule="")
+    scheduler.reload()
+    assert scheduler.next_times() == {"acme": {"sync": "2026-11-30T05:15:00Z"}}
+    broken = ws.config_path.read_text() + "\n[tenants.gamma]\nschedule = 'nonsense'\n"
+    ws.config_path.write_text(broken)
+    os.utime(ws.config_path, (time.time() + 5, time.time() + 5))
+    scheduler.reload()  # logged, and the last good config stays
+    assert scheduler.next_times() == {"acme": {"sync": "2026-11-30T05:15:00Z"}}
+    scheduler.executor.shutdown()
+
+
+def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -> None:
+    ws.add_tenant("acme", schedule="02:00")
+    ws.upload(people(3))  # just now
+    now = datetime.now(UTC)
+    clock = Clock(now)
+    scheduler = Scheduler(ws.config_path, clock)
+    scheduler.reload()
+    due = scheduler.due[("sync", "acme")]
+    due.at = now - timedelta(seconds=1)
+    assert scheduler.start_due(now) == []
+    assert now < due.at <= now + timedelta(seconds=3)  # [server] upload_grace
+    os.utime(ws.home() / "subscriber_list.csv", (0, 0))
+    clock.now = due.at
+    (job,) = scheduler.start_due(clock())
+    assert job.tenant == "acme"
+    scheduler.executor.shutdown(wait=True)
+
+
+def test_a_sync_process_that_dies_is_told_as_a_failed_run(ws: Workspace, monkeypatch) -> None:
+    monkeypatch.setenv("HOOK_SECRET", "s")
+    ws.add_tenant("acme")
+    with WebhookServer() as hook:
+        with open(ws.config_path, "a") as f:
+            f.write(f'\n[notify.webhook]\nurl = "{hook.url}"\nsecret_env = "HOOK_SECRET"\n')
+        scheduler = Scheduler(ws.config_path)
+        scheduler.reload()
+        job = Job("sync", "acme", ["listferry", "sync", "acme"])
+        future: Future[JobResult] = Future()
+        future.set_result(JobResult(-9, "", ""))
+        scheduler._finished(job, future)
+        scheduler.executor.shutdown()
+    ((_, body),) = hook.requests
+    run = json.loads(body)
+    assert (run["tenant"], run["status"]) == ("acme", "failed")
+    assert "was killed by SIGKILL" in run["reason"]
+
+
+def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    ws.add_tenant("acme", schedule="@hourly")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "listferry", "--config", str(ws.config_path), "schedule"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    first = proc.stdout.readline()
+    assert first.startswith("acme: next sync ") and first.strip().endswith(":00:00Z")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip().endswith("stopped")
+    assert Path(ws.config_path).exists()
