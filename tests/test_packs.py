@@ -48,3 +48,22 @@ def test_each_pack_is_installed_and_listed_by_plugins(pack: Path) -> None:
     assert {"register_dialects", "register_templates"} <= set(listed[name]["hooks"])
     assert (pack / "samples").is_dir() and any((pack / "tests").glob("test_*.py"))
     assert (CONTRIB.parent / "docs" / "packs" / f"{pack.name}.md").exists()
+
+
+@pytest.mark.parametrize("pack", PACKS, ids=[p.name for p in PACKS])
+def test_a_tenant_naming_only_a_packs_dialect_gets_its_return_file_template(
+    pack: Path, tmp_path: Path
+) -> None:
+    import importlib
+
+    from listferry.testing import Sandbox
+
+    module = f"listferry_{pack.name}"
+    dialects: list = []
+    importlib.import_module(module).register_dialects(dialects.append)
+    for dialect in dialects:
+        assert dialect.template, f"{dialect.name} names no return-file template"
+        box = Sandbox(tmp_path / dialect.name, plugins=[module], dialect=dialect.name)
+        result, path = box.export()
+        assert result.template == dialect.template
+        assert path.exists()

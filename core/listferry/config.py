@@ -180,7 +180,7 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "ca_file": (None, _typed(str)),
     "remote_retries": (3, _positive_int),
     "remote_timeout": (30, _positive_seconds),
-    "export_template": ("csv", _typed(str)),
+    "export_template": (None, _typed(str)),
     "export_fields": (list(EXPORT_FIELDS), _string_list),
     "export_subscribers": ("all", _one_of("all", "changed-since-last")),
     "export_after_sync": (False, _typed(bool)),
@@ -257,7 +257,7 @@ class Tenant:
     ca_file: str | None = None
     remote_retries: int = 3
     remote_timeout: float = 30
-    export_template: str = "csv"
+    export_template: str | None = None
     export_fields: tuple[str, ...] = EXPORT_FIELDS
     export_subscribers: str = "all"
     export_after_sync: bool = False

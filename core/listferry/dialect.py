@@ -46,7 +46,9 @@ class Dialect:
     delimiter among ``,`` ``;`` tab ``|``; UTF-8 with or without BOM, else cp1252).
     ``aliases`` maps each canonical field to the header spellings that mean it.
     ``opt_out_true`` / ``opt_out_false`` are the words of the opt-out column, compared
-    case-insensitively; any other word makes the row invalid.
+    case-insensitively; any other word makes the row invalid. ``template`` is the
+    return-file template a tenant of this dialect gets when it names none
+    (``export_template``), so a CRM pack's tenants need only ``dialect = "..."``.
     """
 
     name: str

@@ -77,8 +77,17 @@ def file_stem(tenant: Tenant, now: datetime) -> str:
     return stem
 
 
+def template_name(host: Host, tenant: Tenant) -> str:
+    """The tenant's ``export_template``; unset, its dialect's ``template``, else ``csv``."""
+    if tenant.export_template:
+        return tenant.export_template
+    dialect = host.dialects.get(tenant.dialect) if tenant.dialect in host.dialects else None
+    return getattr(dialect, "template", None) or "csv"
+
+
 def export_template(host: Host, tenant: Tenant) -> Template:
-    return as_template(tenant.export_template, host.templates.get(tenant.export_template))
+    name = template_name(host, tenant)
+    return as_template(name, host.templates.get(name))
 
 
 def export_fields(host: Host, tenant: Tenant, template: Template) -> dict[str, Field]:
@@ -88,9 +97,10 @@ def export_fields(host: Host, tenant: Tenant, template: Template) -> dict[str, F
 
 def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
     """The first export setting of ``tenant`` that cannot work, as (key, reason)."""
-    if tenant.export_template not in host.templates:
+    name = template_name(host, tenant)
+    if name not in host.templates:
         known = ", ".join(host.templates.names()) or "none"
-        return "export_template", f"unknown template {tenant.export_template!r} (known: {known})"
+        return "export_template", f"unknown template {name!r} (known: {known})"
     template = export_template(host, tenant)
     for key, names in (
         ("export_fields", tenant.export_fields),
@@ -99,7 +109,7 @@ def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
         try:
             resolve_fields(host.fields, names)
         except ListferryError as exc:
-            need = "" if key == "export_fields" else f"template {tenant.export_template!r}: "
+            need = "" if key == "export_fields" else f"template {name!r}: "
             return key, need + str(exc)
     try:
         file_stem(tenant, datetime.now(UTC))
@@ -149,7 +159,9 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=area))
         try:
             data = folder / name
-            records = write_files(store, tenant, template, fields, data, started)
+            records = write_files(
+                store, tenant, template, fields, data, started, template_name(app.host, tenant)
+            )
             count = folder / count_name(name)
             if tenant.pgp_recipient_key_file:
                 from listferry.pgp import encrypt
@@ -163,7 +175,7 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
                 {
                     "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "finished_at": utcnow(),
-                    "template": tenant.export_template,
+                    "template": template_name(app.host, tenant),
                     "subscribers": tenant.export_subscribers,
                     "file": name,
                     "target": shown(target),
@@ -175,14 +187,14 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
             drop_digests(store.conn)
             shutil.rmtree(folder, ignore_errors=True)
     return ExportResult(
-        tenant.name, name, count_name(name), records, tenant.export_template,
+        tenant.name, name, count_name(name), records, template_name(app.host, tenant),
         tenant.export_subscribers, shown(target), stored, known,
     )  # fmt: skip
 
 
 def write_files(
     store: Store, tenant: Tenant, template: Template, fields: dict[str, Field], data: Path,
-    started: datetime,
+    started: datetime, name: str | None = None,
 ) -> int:  # fmt: skip
     """Render the return file into ``data`` and write its count file beside it.
 
@@ -198,7 +210,7 @@ def write_files(
     }
     try:
         with data.open("w", encoding=template.encoding, newline="") as out:
-            render(tenant.export_template, template, context, out)
+            render(name or tenant.export_template or "csv", template, context, out)
     finally:
         rows.close()
     (data.parent / count_name(data.name)).write_text(f"{rows.count}\n", encoding="ascii")

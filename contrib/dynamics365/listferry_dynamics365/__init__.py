@@ -33,6 +33,7 @@ RECORD_ID = "(Do Not Modify) Contact"
 
 DYNAMICS365 = Dialect(
     name="dynamics365",
+    template="dynamics365-import",
     description="Dynamics 365 contacts: Export to Excel view saved as CSV (display-name headers)",
     aliases={
         **DEFAULT_ALIASES,

@@ -30,6 +30,7 @@ OPT_OUT = "Unsubscribed from all email"
 
 HUBSPOT = Dialect(
     name="hubspot",
+    template="hubspot-import",
     description="HubSpot contacts export (view or list, CSV, English property labels)",
     delimiter=",",
     aliases={

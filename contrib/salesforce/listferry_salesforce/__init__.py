@@ -45,6 +45,7 @@ CHECKBOX_FALSE = frozenset({"0", "false", ""})
 
 REPORT = Dialect(
     name="salesforce-report",
+    template="salesforce-dataloader",
     description="Salesforce report export (Details Only, CSV): column labels, 1/0 checkbox",
     delimiter=",",
     aliases={**DEFAULT_ALIASES, "opt_out": ("Email Opt Out",)},
@@ -55,6 +56,7 @@ REPORT = Dialect(
 
 DATALOADER = Dialect(
     name="salesforce-dataloader",
+    template="salesforce-dataloader",
     description="Salesforce Data Loader export of Contact: API field names, true/false",
     delimiter=",",
     aliases={

@@ -34,6 +34,7 @@ ENGAGEMENT_FIELDS = (
 
 WILDAPRICOT = Dialect(
     name="wildapricot",
+    template="wildapricot-import",
     description="WildApricot contact export (Contacts > List > Export, CSV)",
     delimiter=",",
     aliases={
