@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import secrets
 import socket
 import time
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from listferry import ListferryError
+from listferry.errors import secret_from_env
 from listferry.transport import plain_name
 
 log = logging.getLogger("listferry")
@@ -130,15 +130,7 @@ def password_of(tenant: Any) -> str | None:
     password = getattr(tenant, "remote_password", None)
     if password:
         return password
-    variable = getattr(tenant, "remote_password_env", None)
-    if not variable:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise ListferryError(
-            f"the environment variable {variable} (remote_password_env) is not set"
-        )
-    return value
+    return secret_from_env(getattr(tenant, "remote_password_env", None), "remote_password_env")
 
 
 def listed(name: str) -> bool:

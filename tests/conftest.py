@@ -39,6 +39,28 @@ def people(n: int, start: int = 0, segment: str = "GOLD") -> list[tuple[str, str
     ]
 
 
+def on_a_terminal(command: Sequence[str]) -> tuple[int, str]:
+    """Run ``command`` with its stderr on a pseudo-terminal: (exit code, what it wrote)."""
+    import subprocess
+
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the follower side closed: the process is done
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+
+
 class Workspace:
     """A folder with a config, tenants' homes and state, and ways to drive them."""
 

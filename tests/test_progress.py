@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 
-from conftest import Workspace, people
+from conftest import Workspace, on_a_terminal, people
 from test_crash import listferry_command
 
 
@@ -14,22 +13,7 @@ def sync_with_stderr(ws: Workspace, tty: bool) -> tuple[int, str]:
     if not tty:
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         return done.returncode, done.stderr
-    leader, follower = os.openpty()
-    try:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the follower side closed: the process is done
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return proc.wait(), b"".join(chunks).decode("utf-8", "replace")
-    finally:
-        os.close(leader)
+    return on_a_terminal(command)
 
 
 def test_a_big_file_shows_a_progress_bar_on_a_terminal(ws: Workspace) -> None:

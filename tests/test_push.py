@@ -10,7 +10,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import Workspace, csv_text, on_a_terminal, people
 from remote_servers import Remote
 
 from listferry.keys import make_ssh_host_key
@@ -303,7 +303,6 @@ def test_push_into_a_local_folder_uses_the_file_transport(
 def test_push_draws_a_progress_bar_on_a_terminal_only(
     ws: Workspace, remote: Any, tmp_path: Path, protocol: str
 ) -> None:
-    import os
     import sys
 
     server = remote(protocol)
@@ -311,23 +310,8 @@ def test_push_draws_a_progress_bar_on_a_terminal_only(
     big.parent.mkdir()
     big.write_text(csv_text(people(20_000)))
     command = [sys.executable, "-m", "listferry", "push", str(big), server.url, *trust(server)]
-    leader, follower = os.openpty()
-    try:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=follower)
-        os.close(follower)
-        chunks = []
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        assert proc.wait(timeout=60) == 0
-    finally:
-        os.close(leader)
-    shown = b"".join(chunks).decode("utf-8", "replace")
+    code, shown = on_a_terminal(command)
+    assert code == 0
     assert "uploading members.csv" in shown and "100%" in shown
     assert (server.folder / "members.csv").read_bytes() == big.read_bytes()
 

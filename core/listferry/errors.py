@@ -26,3 +26,17 @@ class Void(ListferryError):
     The message is the reason, in plain words, as it appears in the run record and in
     the result report the customer reads.
     """
+
+
+def secret_from_env(variable: str | None, setting: str) -> str | None:
+    """The secret the environment variable ``variable`` holds (``None`` when no variable
+    is named); unset or empty is an error naming the variable and the ``setting`` that
+    names it, never the value."""
+    import os
+
+    if not variable:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ListferryError(f"the environment variable {variable} ({setting}) is not set")
+    return value

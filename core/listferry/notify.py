@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import smtplib
 import ssl
 import time
@@ -26,7 +25,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from listferry.errors import ListferryError
+from listferry.errors import ListferryError, secret_from_env
 
 log = logging.getLogger("listferry")
 
@@ -56,14 +55,7 @@ class EmailSettings:
     timeout: float = 30.0
 
     def password(self) -> str | None:
-        if not self.password_env:
-            return None
-        value = os.environ.get(self.password_env)
-        if value is None:
-            raise NotifyError(
-                f"the SMTP password's environment variable {self.password_env} is not set"
-            )
-        return value
+        return secret_from_env(self.password_env, "[notify.email] password_env")
 
 
 @dataclass(frozen=True)
@@ -78,14 +70,8 @@ class WebhookSettings:
     ca_file: str | None = None
 
     def secret(self) -> bytes | None:
-        if not self.secret_env:
-            return None
-        value = os.environ.get(self.secret_env)
-        if value is None:
-            raise NotifyError(
-                f"the webhook secret's environment variable {self.secret_env} is not set"
-            )
-        return value.encode("utf-8")
+        value = secret_from_env(self.secret_env, "[notify.webhook] secret_env")
+        return None if value is None else value.encode("utf-8")
 
 
 @dataclass(frozen=True)

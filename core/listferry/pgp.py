@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from listferry.config import Tenant
-from listferry.errors import ConfigError, ListferryError, Void
+from listferry.errors import ConfigError, ListferryError, Void, secret_from_env
 
 ENCRYPTED_SUFFIXES = (".pgp", ".gpg", ".asc")
 
@@ -69,14 +69,7 @@ def _import(gpg: Any, path: str, what: str, secret: bool) -> list[str]:
 
 
 def _passphrase(tenant: Tenant) -> str | None:
-    if not tenant.pgp_passphrase_env:
-        return None
-    value = os.environ.get(tenant.pgp_passphrase_env)
-    if value is None:
-        raise ListferryError(
-            f"the PGP passphrase's environment variable {tenant.pgp_passphrase_env} is not set"
-        )
-    return value
+    return secret_from_env(tenant.pgp_passphrase_env, "pgp_passphrase_env")
 
 
 def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
