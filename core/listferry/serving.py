@@ -284,7 +284,8 @@ class UploadDispatcher:
     A tenant with ``process = "on-upload"`` is synced once its files are in: the list
     file and, when the tenant requires one, its count file. Uploads that follow each
     other within ``upload_grace`` seconds are taken together (a list, then its count
-    file). One worker thread runs the syncs, one tenant at a time.
+    file). One worker thread runs the syncs, one tenant at a time, each as its own
+    ``listferry sync`` process.
     """
 
     def __init__(self, app: App, grace: float) -> None:
@@ -320,8 +321,6 @@ class UploadDispatcher:
         return tenant.count_file != "required" or all(p.count_file for p in selection.runs)
 
     def _work(self) -> None:
-        from listferry.pipeline import sync_tenant
-
         while True:
             with self._cond:
                 while not self._stopping and not self._next_due():
@@ -334,8 +333,32 @@ class UploadDispatcher:
             tenant = self.app.config.tenants.get(name)
             if tenant is None or not self._ready(tenant):
                 continue
-            for run in sync_tenant(self.app, tenant):
-                event("run", tenant=run.tenant, file=run.file, status=run.status, reason=run.reason)
+            for run in self._sync(tenant):
+                event("run", tenant=run["tenant"], file=run.get("file"), status=run["status"],
+                      reason=run.get("reason"))  # fmt: skip
+
+    def _sync(self, tenant: Tenant) -> list[dict]:
+        """``listferry sync NAME`` in a process of its own: a crash or a memory blow-up in
+        one tenant's run never reaches the servers, and the run reads the config as it is
+        now."""
+        import json
+        import subprocess
+        import sys
+
+        from listferry.runs import utcnow
+
+        argv = [sys.executable, "-m", "listferry", "--config", str(self.app.config.path),
+                "sync", tenant.name, "--json"]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        try:
+            runs = json.loads(done.stdout)
+        except ValueError:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            reason = f"the on-upload sync exited with code {done.returncode}: {last}"
+            log.error("%s: %s", tenant.name, reason)
+            return [{"tenant": tenant.name, "status": "failed", "reason": reason,
+                     "finished_at": utcnow()}]  # fmt: skip
+        return runs
 
     def _next_due(self) -> str | None:
         now = time.monotonic()
