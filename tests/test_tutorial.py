@@ -31,7 +31,9 @@ def steps(text: str) -> list[tuple[str, str | None, str]]:
 
 def make_venv(folder: Path) -> dict[str, str]:
     """A venv that sees this environment's packages; the environment to run commands in."""
-    venv.create(folder, with_pip=True, symlinks=True)
+    # No pip or setuptools of its own: this environment's (through the .pth below) are
+    # used, so what builds the pack is what the can_build_wheels_here check looked at.
+    venv.create(folder, with_pip=False, symlinks=True)
     python = folder / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
