@@ -218,7 +218,10 @@ def serve(
     if not no_schedule:
         from listferry.scheduler import Scheduler
 
-        beside = Scheduler(state.config_path.resolve()).run
+        scheduler = Scheduler(state.config_path.resolve())
+        scheduler.reload()
+        _say_plan(scheduler)
+        beside = scheduler.run
     run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text), beside)
 
 
@@ -243,14 +246,22 @@ def schedule(state: State) -> None:
     scheduler = Scheduler(state.config_path.resolve())
     try:
         scheduler.reload()
-        for tenant, times in sorted(scheduler.next_times().items()):
-            for kind, at in sorted(times.items()):
-                click.echo(f"{tenant or '(all)'}: next {kind} {at}")
+        _say_plan(scheduler)
         scheduler.run(stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     click.echo("stopped")
+
+
+def _say_plan(scheduler: Any) -> None:
+    """Each scheduled job's next time, one line each, as the schedule starts."""
+    planned = sorted(scheduler.next_times().items())
+    for tenant, times in planned:
+        for kind, at in sorted(times.items()):
+            click.echo(f"{tenant or '(all)'}: next {kind} {at}")
+    if not planned:
+        click.echo("schedule: nothing scheduled")
 
 
 @cli.command()
