@@ -196,6 +196,35 @@ values = st.one_of(
 )
 
 
+#: The generated arguments of :func:`any_value_loads_or_is_one_line_naming_it`.
+any_value_for_any_key = {"table": st.sampled_from(sorted(TABLES)), "data": st.data(),
+                         "value": values}  # fmt: skip
+
+
+def any_value_loads_or_is_one_line_naming_it(
+    folder: Path, table: str, data: st.DataObject, value: Any
+) -> int:
+    """``value`` for a key of ``table`` drawn from ``data``: it loads, or exit 2 in one line.
+
+    Returns the exit code of ``listferry tenant list``: 0 or 2.
+    """
+    key = data.draw(st.sampled_from(sorted(TABLES[table])), label="key")
+    extra = "" if table == "tenants.acme" else GOOD_TENANT
+    path = write(folder, f"{extra}[{table}]\n{key} = {toml_value(value)}\n")
+    line = extra.count("\n") + 2
+    refused = TABLES[table][key][1](value)
+    result = run(path, ["tenant", "list"])
+    if result.exit_code == 0:
+        assert not refused
+        return 0
+    message = assert_config_error(result, path)
+    if refused:
+        assert f"line {line}: [{table}] {key} {refused}" in message
+    else:  # a good type that names something no plugin provides
+        assert key in message
+    return 2
+
+
 @settings(
     max_examples=100,
     deadline=None,
@@ -203,21 +232,8 @@ values = st.one_of(
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@given(table=st.sampled_from(sorted(TABLES)), data=st.data(), value=values)
+@given(**any_value_for_any_key)
 def test_any_value_for_any_key_loads_or_is_one_line_naming_it(
     tmp_path: Path, table: str, data: st.DataObject, value: Any
 ) -> None:
-    key = data.draw(st.sampled_from(sorted(TABLES[table])), label="key")
-    extra = "" if table == "tenants.acme" else GOOD_TENANT
-    path = write(tmp_path, f"{extra}[{table}]\n{key} = {toml_value(value)}\n")
-    line = extra.count("\n") + 2
-    refused = TABLES[table][key][1](value)
-    result = run(path, ["tenant", "list"])
-    if result.exit_code == 0:
-        assert not refused
-        return
-    message = assert_config_error(result, path)
-    if refused:
-        assert f"line {line}: [{table}] {key} {refused}" in message
-    else:  # a good type that names something no plugin provides
-        assert key in message
+    any_value_loads_or_is_one_line_naming_it(tmp_path, table, data, value)
