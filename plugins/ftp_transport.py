@@ -226,13 +226,6 @@ class FtpTransport(RemoteTransport):
         found = self._find(ftp, name)
         return found.size if found else None
 
-    def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
-        plain_name(name)
-        try:
-            self._do(f"upload {name}", lambda ftp: self._put(ftp, source, name, progress))
-        finally:
-            self._clean_up()
-
     def _put(
         self, ftp: ftplib.FTP, source: Path, name: str,
         progress: Callable[[int], None] | None = None,

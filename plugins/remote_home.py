@@ -243,6 +243,14 @@ class RemoteTransport:
         self.home = home
         self._leftovers: set[str] = set()
 
+    def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
+        """Upload under a temporary name, then rename; ``progress`` hears the bytes sent."""
+        plain_name(name)
+        try:
+            self._do(f"upload {name}", lambda client: self._put(client, source, name, progress))
+        finally:
+            self._clean_up()
+
     def remove(self, name: str, expected: Any) -> bool:
         plain_name(name)
         return self._do(f"remove {name}", lambda client: self._remove(client, name, expected))

@@ -197,13 +197,6 @@ class SftpTransport(RemoteTransport):
             part.unlink(missing_ok=True)
         return before
 
-    def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
-        plain_name(name)
-        try:
-            self._do(f"upload {name}", lambda sftp: self._put(sftp, source, name, progress))
-        finally:
-            self._clean_up()
-
     def _put(
         self, sftp: paramiko.SFTPClient, source: Path, name: str,
         progress: Callable[[int], None] | None = None,
