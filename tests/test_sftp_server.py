@@ -684,7 +684,10 @@ def test_serve_runs_sftp_until_sigterm_and_stops_cleanly(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        line = read_line(server.stdout, time.monotonic() + 20)
+        deadline = time.monotonic() + 20
+        plan = read_line(server.stdout, deadline)
+        assert plan == "acme: next sync " + plan.split()[-1] + "\n"  # the schedule's plan
+        line = read_line(server.stdout, deadline)
         assert line.startswith("listening sftp 127.0.0.1:"), line
         port = int(line.rsplit(":", 1)[1])
         listing, _ = upload_batch(tmp_path, 3)
