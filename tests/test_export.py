@@ -755,3 +755,34 @@ def test_a_template_encoding_writes_a_bom_or_the_code_page_and_refuses_what_it_c
             assert out.read_bytes() == expected
     with pytest.raises(ValueError, match="encoding 'klingon' is not known"):
         Template(source, encoding="klingon")
+
+
+def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_have_it(
+    tmp_path, monkeypatch
+) -> None:
+    from listferry.testing import Sandbox
+
+    (tmp_path / "crm_pack_for_test.py").write_text(
+        "from listferry import hookimpl\n"
+        "from listferry.export_render import Template\n"
+        "@hookimpl\n"
+        "def register_templates(register):\n"
+        "    register('crm', Template(\n"
+        "        '{% for row in rows %}{{ [row[\"fields.CRM Id\"], row.email] | csv_row }}\\n'\n"
+        "        '{% endfor %}', suffix='.csv', match_on=('fields.CRM Id',)))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    box = Sandbox(tmp_path / "box", plugins=["crm_pack_for_test"], export_template="crm",
+                  export_subscribers="changed-since-last", strategy="incremental")  # fmt: skip
+    box.upload("email,CRM Id\nada@example.org,C1\nnew@example.org,\n", name="a.csv")
+    box.sync()
+    result, path = box.export()
+    assert path.read_text() == "C1,ada@example.org\n"
+    assert (result.records, result.unmatched) == (1, 1)
+    assert (path.parent / "return_" f"{path.stem.split('_')[1]}_count.txt").read_text() == "1\n"
+    box.upload("email,CRM Id\nnew@example.org,C2\n", name="b.csv")
+    box.sync()
+    result, path = box.export()
+    assert path.read_text() == "C2,new@example.org\n"  # sent once it has its id
+    assert (result.records, result.unmatched) == (1, 0)
+    assert box.cli("export", "test").exit_code == 0

@@ -646,6 +646,11 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
         f"{result.tenant}: {result.file} ({result.records} records, {result.subscribers}) "
         f"and {result.count_file} delivered to {result.target}"
     )
+    if result.unmatched:
+        click.echo(
+            f"{result.tenant}: {result.unmatched} subscriber(s) left out: no id the CRM's "
+            "import matches on yet (they go in a later file once a list brings it)"
+        )
 
 
 @cli.command()

@@ -48,6 +48,7 @@ class ExportResult:
     target: str
     events_stored: int
     events_known: int
+    unmatched: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,6 +60,7 @@ class ExportResult:
             "subscribers": self.subscribers,
             "target": self.target,
             "events": {"stored": self.events_stored, "known": self.events_known},
+            "unmatched": self.unmatched,
         }
 
 
@@ -92,7 +94,8 @@ def export_template(host: Host, tenant: Tenant) -> Template:
 
 def export_fields(host: Host, tenant: Tenant, template: Template) -> dict[str, Field]:
     """The tenant's fields, then those the template needs besides, each once."""
-    return resolve_fields(host.fields, dict.fromkeys((*tenant.export_fields, *template.fields)))
+    names = (*tenant.export_fields, *template.fields, *template.match_on)
+    return resolve_fields(host.fields, dict.fromkeys(names))
 
 
 def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
@@ -159,7 +162,7 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=area))
         try:
             data = folder / name
-            records = write_files(
+            records, unmatched = write_files(
                 store, tenant, template, fields, data, started, template_name(app.host, tenant)
             )
             count = folder / count_name(name)
@@ -188,19 +191,22 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
             shutil.rmtree(folder, ignore_errors=True)
     return ExportResult(
         tenant.name, name, count_name(name), records, template_name(app.host, tenant),
-        tenant.export_subscribers, shown(target), stored, known,
+        tenant.export_subscribers, shown(target), stored, known, unmatched,
     )  # fmt: skip
 
 
 def write_files(
     store: Store, tenant: Tenant, template: Template, fields: dict[str, Field], data: Path,
     started: datetime, name: str | None = None,
-) -> int:  # fmt: skip
+) -> tuple[int, int]:  # fmt: skip
     """Render the return file into ``data`` and write its count file beside it.
 
-    Returns the number of data records: the rows the template read.
+    Returns the number of data records (the rows the template read) and of subscribers
+    left out for want of an id the CRM matches on (``Template.match_on``).
     """
-    rows = Rows(store.conn, fields, tenant.export_subscribers == "changed-since-last")
+    rows = Rows(
+        store.conn, fields, tenant.export_subscribers == "changed-since-last", template.match_on
+    )
     context = {
         "rows": iter(rows),
         "batches": rows.batches(),
@@ -214,7 +220,7 @@ def write_files(
     finally:
         rows.close()
     (data.parent / count_name(data.name)).write_text(f"{rows.count}\n", encoding="ascii")
-    return rows.count
+    return rows.count, rows.unmatched
 
 
 def deliver(app: App, tenant: Tenant, target: str, files: list[Path]) -> None:

@@ -146,12 +146,17 @@ class Rows:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, fields: Mapping[str, Field], changed_only: bool
-    ) -> None:
+        self, conn: sqlite3.Connection, fields: Mapping[str, Field], changed_only: bool,
+        match_on: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.conn = conn
         self.fields = fields
         self.changed_only = changed_only
         self.count = 0
+        #: Rows left out because none of the ``match_on`` fields had a value.
+        self.unmatched = 0
+        names = list(fields)
+        self._match = [names.index(name) for name in match_on]
         conn.execute(f"DROP TABLE IF EXISTS {DIGESTS}")
         conn.execute(f"CREATE TABLE {DIGESTS} (email TEXT PRIMARY KEY, digest BLOB) WITHOUT ROWID")
         sql = export_sql(fields)
@@ -187,9 +192,13 @@ class Rows:
         signature = repr(list(names))
         changed: list[tuple[str, bytes]] = []
         try:
+            match = self._match
             for raw in self._reader.batches():
                 batch = []
                 for email, last, *values in raw:
+                    if match and not any(values[i] not in (None, "") for i in match):
+                        self.unmatched += 1  # no id the CRM could match: not sent, not noted
+                        continue
                     new = digest(signature, values)
                     if new != last:
                         changed.append((email, new))

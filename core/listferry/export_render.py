@@ -41,6 +41,10 @@ class Template:
     ``encoding`` is the file's: ``"utf-8-sig"`` starts it with a byte-order mark (what
     Excel-based importers look for), ``"cp1252"`` suits an importer that reads the
     Windows code page; a character the encoding cannot hold fails the export, naming it.
+    ``match_on`` names the fields a CRM's importer matches its records on (its own
+    record id): a subscriber with none of them filled in is left out of the file and its
+    count (an importer would make a new record of it, or refuse the row), and goes in a
+    later file once a list has brought its id.
     """
 
     source: str
@@ -49,6 +53,7 @@ class Template:
     fields: tuple[str, ...] = ()
     description: str = ""
     encoding: str = "utf-8"
+    match_on: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:

@@ -89,6 +89,7 @@ def import_template(date: str, description: str) -> Template:
     return Template(
         source, suffix=".csv", newline="\r\n", fields=FIELDS, description=description,
         encoding="utf-8-sig",  # a byte-order mark, so the wizard reads accented names as UTF-8
+        match_on=(f"fields.{RECORD_ID}",),  # without its id the wizard would make a new contact
     )  # fmt: skip
 
 

@@ -107,6 +107,7 @@ IMIS_IMPORT = Template(
         "topics",
     ),
     description="iDMS iImport CSV: iMIS ID, Email Opt In Yes/No, engagement panel fields",
+    match_on=("imis_id",),
 )
 
 

@@ -96,6 +96,7 @@ DATALOADER_TEMPLATE = Template(
         "topics",
     ),
     description="Data Loader update of Contact by Id: opt-out and engagement custom fields",
+    match_on=("fields.Id", "fields.ID", "fields.Contact ID"),
 )
 
 
