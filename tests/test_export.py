@@ -779,7 +779,7 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
     result, path = box.export()
     assert path.read_text() == "C1,ada@example.org\n"
     assert (result.records, result.unmatched) == (1, 1)
-    assert (path.parent / "return_" f"{path.stem.split('_')[1]}_count.txt").read_text() == "1\n"
+    assert (path.parent / f"return_{path.stem.split('_')[1]}_count.txt").read_text() == "1\n"
     box.upload("email,CRM Id\nnew@example.org,C2\n", name="b.csv")
     box.sync()
     result, path = box.export()
