@@ -626,3 +626,24 @@ def test_listferry_serve_listens_serves_and_stops_on_sigterm(ws: Workspace, tmp_
     assert "stopped\n" in rest
     assert "Traceback" not in stderr and "event=upload" in stderr
     assert (home / "subscriber_list.csv").read_bytes() == LIST
+
+
+def test_a_running_server_takes_new_tenants_and_new_passwords_without_a_restart(
+    ws: Workspace, served
+) -> None:
+    add_tenant(ws)
+    with served(["ftp"], block_seconds=1) as s:
+        port = s.ports["ftp"]
+        ftp(port).quit()
+        added = ws.cli("tenant", "add", "beta", "--password-stdin", input="beta-Passw0rd\n")
+        assert added.exit_code == 0, added.output
+        ftp(port, "beta", "beta-Passw0rd").quit()  # a tenant added after the start
+
+        changed = ws.cli("tenant", "password", "acme", "--password-stdin", input="n3w-Pass\n")
+        assert changed.exit_code == 0, changed.output
+        with pytest.raises(ftplib.error_perm):
+            ftp(port)  # the old password no longer logs in
+        ftp(port, "acme", "n3w-Pass").quit()
+
+        ws.config_path.write_text(ws.config_path.read_text() + "\n[tenants.broken\n")
+        ftp(port, "acme", "n3w-Pass").quit()  # a broken config keeps the last good one

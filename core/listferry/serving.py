@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Protocol
 
 from listferry.app import App
-from listferry.config import ServerSettings, Tenant
+from listferry.config import Config, ServerSettings, Tenant, load_config
+from listferry.errors import ListferryError
 from listferry.passwords import hash_password, verify_password
 from listferry.pending import select
 
@@ -135,9 +136,16 @@ class Gatekeeper:
     #: not on each connection's thread (which made 100 logins cost 1 GB).
     _checker = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="password-check")
 
-    def __init__(self, tenants: dict[str, Tenant], guard: LoginGuard) -> None:
-        self.tenants = tenants
+    def __init__(
+        self, tenants: dict[str, Tenant] | Callable[[], dict[str, Tenant]], guard: LoginGuard
+    ) -> None:
+        self._tenants = tenants if callable(tenants) else (lambda: tenants)
         self.guard = guard
+
+    @property
+    def tenants(self) -> dict[str, Tenant]:
+        """The tenants as the config says now (a changed config file is read again)."""
+        return self._tenants()
 
     def address_allowed(self, tenant: Tenant, ip: str, protocol: str) -> bool:
         """SFTP needs the tenant's allow list and an address in it; FTP only when set."""
@@ -278,6 +286,45 @@ def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
 # -- what happens when a file arrives -----------------------------------------------------
 
 
+class LiveConfig:
+    """The config file as it is now: read again when it changes, for a long-running serve.
+
+    A new tenant can log in, a new password or key holds from the next login, and an
+    allow list takes effect, without a restart. A changed file that cannot be read is
+    logged once and the last good config stays.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stamp = self._stat()
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            stat = self.config.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Config:
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self.config
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    self.config = load_config(self.config.path)
+                    log.info("the config changed: read again (%d tenants)",
+                             len(self.config.tenants))  # fmt: skip
+                except ListferryError as exc:
+                    log.error("the config changed but cannot be used, keeping the last: %s", exc)
+        return self.config
+
+    def tenants(self) -> dict[str, Tenant]:
+        return self.current().tenants
+
+
 class UploadDispatcher:
     """Tells plugins that a file arrived, and runs ``on-upload`` syncs.
 
@@ -288,9 +335,12 @@ class UploadDispatcher:
     ``listferry sync`` process.
     """
 
-    def __init__(self, app: App, grace: float) -> None:
+    def __init__(
+        self, app: App, grace: float, tenants: Callable[[], dict[str, Tenant]] | None = None
+    ) -> None:
         self.app = app
         self.grace = grace
+        self.tenants = tenants or (lambda: app.config.tenants)
         self._due: dict[str, float] = {}
         self._cond = threading.Condition()
         self._stopping = False
@@ -330,7 +380,7 @@ class UploadDispatcher:
                     return
                 name = self._next_due()
                 del self._due[name]
-            tenant = self.app.config.tenants.get(name)
+            tenant = self.tenants().get(name)
             if tenant is None or not self._ready(tenant):
                 continue
             for run in self._sync(tenant):
@@ -387,12 +437,13 @@ class ServerRuntime:
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
         guard = LoginGuard(settings)
+        live = LiveConfig(app.config)
         return cls(
             app=app,
             settings=settings,
             guard=guard,
-            gatekeeper=Gatekeeper(app.config.tenants, guard),
-            uploads=UploadDispatcher(app, settings.upload_grace),
+            gatekeeper=Gatekeeper(live.tenants, guard),
+            uploads=UploadDispatcher(app, settings.upload_grace, live.tenants),
         )
 
     def home(self, tenant: Tenant) -> Path:
