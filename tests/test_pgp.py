@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,11 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict:
     customer_gpg.import_keys(other_public)
     (root / "platform-secret.asc").write_text(platform_secret)
     (root / "customer-public.asc").write_text(customer_public)
-    return {"root": root, "customer": customer_gpg, "platform": platform_public,
-            "other": other_public}  # fmt: skip
+    yield {"root": root, "customer": customer_gpg, "platform": platform_public,
+           "other": other_public}  # fmt: skip
+    for home in ("platform", "customer", "other"):  # no gpg-agent outlives the tests
+        subprocess.run(["gpgconf", "--homedir", str(root / home), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)  # fmt: skip
 
 
 def encrypted(keys: dict, data: bytes, to: str = "lists@platform.example") -> bytes:

@@ -72,12 +72,30 @@ def _passphrase(tenant: Tenant) -> str | None:
     return secret_from_env(tenant.pgp_passphrase_env, "pgp_passphrase_env")
 
 
+def _stop_agent(gpg: Any) -> None:
+    """GnuPG leaves an agent running per keyring: stop it, so none outlives the run."""
+    import subprocess
+
+    if shutil.which("gpgconf"):
+        subprocess.run(
+            ["gpgconf", "--homedir", gpg.gnupghome, "--kill", "gpg-agent"],
+            capture_output=True, check=False, timeout=30,
+        )  # fmt: skip
+
+
 def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
     """Decrypt ``source`` (received as ``name``) into ``target``; a :class:`Void` if it
     does not decrypt, naming why."""
     if not tenant.pgp_key_file:
         raise Void(f"{name}: the file is encrypted, and no pgp_key_file is set for the tenant")
     gpg = _gpg(tenant)
+    try:
+        _decrypt(gpg, tenant, source, target, name)
+    finally:
+        _stop_agent(gpg)
+
+
+def _decrypt(gpg: Any, tenant: Tenant, source: Path, target: Path, name: str) -> None:
     _import(gpg, tenant.pgp_key_file, "pgp_key_file", secret=True)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with source.open("rb") as f:
@@ -97,6 +115,13 @@ def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
 def encrypt(tenant: Tenant, source: Path, target: Path) -> None:
     """Encrypt ``source`` to the tenant's public key (``pgp_recipient_key_file``)."""
     gpg = _gpg(tenant)
+    try:
+        _encrypt(gpg, tenant, source, target)
+    finally:
+        _stop_agent(gpg)
+
+
+def _encrypt(gpg: Any, tenant: Tenant, source: Path, target: Path) -> None:
     recipients = _import(gpg, tenant.pgp_recipient_key_file or "", "pgp_recipient_key_file",
                          secret=False)  # fmt: skip
     with source.open("rb") as f:
