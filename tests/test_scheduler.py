@@ -125,9 +125,38 @@ def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) ->
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     first = proc.stdout.readline()
-    assert first.startswith("acme: next sync ") and first.strip().endswith(":00:00Z")
+    assert first.startswith("acme: next sync ")  # within the hour (at once: never synced)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.strip().endswith("stopped")
     assert Path(ws.config_path).exists()
+
+
+def test_a_sync_missed_while_no_schedule_ran_runs_at_once_but_only_once(ws: Workspace) -> None:
+    ws.add_tenant("late", schedule="02:00")
+    ws.add_tenant("done", schedule="02:00")
+    ws.add_tenant("long", schedule="02:00")
+    for name in ("late", "done", "long"):
+        ws.upload(people(2), tenant=name)
+        ws.sync(name)
+    import sqlite3
+
+    def started(name: str, stamp: str) -> None:
+        with sqlite3.connect(ws.app().config.tenant(name).database) as conn:
+            conn.execute("UPDATE runs SET started_at = ?", (stamp,))
+
+    started("late", "2026-11-29T02:00:04Z")  # last night's run; tonight's was missed
+    started("done", "2026-11-30T02:00:03Z")  # tonight's ran before the restart
+    started("long", "2026-11-29T02:00:04Z")
+    clock = Clock(at("2026-11-30T03:10:00Z"))  # restarted at 03:10
+    scheduler = Scheduler(ws.config_path, clock)
+    scheduler.reload()
+    times = scheduler.next_times()
+    assert times["late"]["sync"] == "2026-11-30T03:10:00Z"  # at once
+    assert times["done"]["sync"] == "2026-12-01T02:00:00Z"
+    later = Scheduler(ws.config_path, Clock(at("2026-11-30T09:00:00Z")))  # 7 h late
+    later.reload()
+    assert later.next_times()["long"]["sync"] == "2026-12-01T02:00:00Z"
+    scheduler.executor.shutdown()
+    later.executor.shutdown()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from listferry.config import Config
-from listferry.status import ISO, TenantStatus, _read_only, tenant_status
+from listferry.status import ISO, TenantStatus, open_read_only, tenant_status
 
 
 @dataclass
@@ -107,7 +107,7 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
             day.problems.append(day.status.error)
             day.runs["failed"] = day.runs.get("failed", 0) + 1
         try:
-            conn = _read_only(tenant.database)
+            conn = open_read_only(tenant.database)
         except sqlite3.Error:
             conn = None
         if conn is not None:

@@ -6,6 +6,9 @@ default), which runs it as its own ``listferry`` process: one tenant's crash, ha
 memory blow-up never touches another's run or the servers. The config is read again
 when it changes, so a tenant added or a schedule changed needs no restart.
 
+A sync or export that fell due in the six hours before the schedule started (the
+server was rebooted at 02:00) and did not run, runs at once.
+
 A tenant whose home changed in the last ``[server] upload_grace`` seconds is given
 that long again (up to a minute), so a list and the count file uploaded just after it
 are taken together. A tenant whose previous job is still running when its time comes
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable
@@ -32,6 +36,7 @@ from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
 from listferry.runs import RunRecord, utcnow
 from listferry.schedule import Schedule
+from listferry.status import open_read_only, parse_time
 
 log = logging.getLogger("listferry")
 
@@ -39,6 +44,9 @@ log = logging.getLogger("listferry")
 MAX_GRACE = timedelta(seconds=60)
 #: How often the loop looks at the clock when nothing is due sooner.
 TICK = 30.0
+#: A sync or export that fell due this long before the schedule started, and did not
+#: run, runs at once (a server rebooted at 02:00 still syncs that night).
+CATCH_UP = timedelta(hours=6)
 
 
 def listferry_argv(config: Path, *args: str) -> list[str]:
@@ -120,10 +128,40 @@ class Scheduler:
                 or old.schedule.zone != schedule.zone
             ):
                 self.due[key] = Due(key[0], key[1], schedule, schedule.next_after(now))
+                if first and self._missed(key, schedule, now):
+                    self.due[key].at = now
         for key in set(self.due) - set(wanted):
             del self.due[key]
         if not first:
             log.info("config re-read: %d scheduled job(s)", len(self.due))
+
+    def _missed(self, key: tuple[str, str | None], schedule: Schedule, now: datetime) -> bool:
+        """A sync or export that fell due in the last ``CATCH_UP`` while no schedule ran
+        (a reboot at 02:00) and did not happen: run it at once."""
+        kind, name = key
+        if kind == "digest" or self.app is None or name not in self.app.config.tenants:
+            return False
+        missed = schedule.previous_at_or_before(now, CATCH_UP)
+        if missed is None:
+            return False
+        tenant = self.app.config.tenants[name]
+        table = "runs" if kind == "sync" else "exports"
+        try:
+            conn = open_read_only(tenant.database)
+            if conn is None:
+                return True
+            try:
+                last = conn.execute(f"SELECT max(started_at) FROM {table}").fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return True  # the run itself will say what is wrong with the store
+        done = parse_time(last)
+        if done is not None and done >= missed:
+            return False
+        log.info("%s: the %s due at %s did not run; it runs now", name, kind,
+                 missed.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+        return True
 
     def next_times(self) -> dict[str, dict[str, str]]:
         """``{tenant: {"sync": ISO time, "export": ...}}`` of what is planned."""

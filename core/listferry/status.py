@@ -52,7 +52,7 @@ class TenantStatus:
         return asdict(self)
 
 
-def _read_only(database: Path) -> sqlite3.Connection | None:
+def open_read_only(database: Path) -> sqlite3.Connection | None:
     if not database.exists():
         return None
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
@@ -89,7 +89,7 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
             except ScheduleError:
                 pass
     try:
-        conn = _read_only(tenant.database)
+        conn = open_read_only(tenant.database)
     except sqlite3.Error as exc:
         status.error = f"{tenant.database}: {exc}"
         return status
