@@ -762,7 +762,7 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
 ) -> None:
     from listferry.testing import Sandbox
 
-    (tmp_path / "crm_pack_for_test.py").write_text(
+    (tmp_path / "match_on_pack_for_test.py").write_text(
         "from listferry import hookimpl\n"
         "from listferry.export_render import Template\n"
         "@hookimpl\n"
@@ -772,7 +772,7 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
         "        '{% endfor %}', suffix='.csv', match_on=('fields.CRM Id',)))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    box = Sandbox(tmp_path / "box", plugins=["crm_pack_for_test"], export_template="crm",
+    box = Sandbox(tmp_path / "box", plugins=["match_on_pack_for_test"], export_template="crm",
                   export_subscribers="changed-since-last", strategy="incremental")  # fmt: skip
     box.upload("email,CRM Id\nada@example.org,C1\nnew@example.org,\n", name="a.csv")
     box.sync()
