@@ -273,6 +273,7 @@ class CsvSource:
         cells = itemgetter(*mapped, *self._extra_index)
         opt_out = itemgetter(where["opt_out"]) if "opt_out" in where else None
         dialect = self.dialect
+        also = dialect.also_opt_out_columns(self.info.header) if dialect.also_opt_out else []
         make = partial(tuple.__new__, Record)  # as Record._make, without a Python call
         records: list[Record] = []
         invalid: list[Invalid] = []
@@ -300,6 +301,9 @@ class CsvSource:
                     continue
                 if not word.strip():
                     opted = None
+            for index, words in also:
+                if row[index].strip().casefold() in words:
+                    opted = True
             row.append("")
             got = cells(row)
             values = (

@@ -551,3 +551,35 @@ def test_european_exports_map_their_own_words(tmp_path, header: str, fields: tup
 
     mapped = Dialect(name="d").map_header(header.split(";"))
     assert tuple(mapped.get(i) for i in range(3)) == fields
+
+
+def test_more_columns_can_opt_out_with_their_own_words(ws, tmp_path) -> None:
+    from listferry.dialect import Dialect
+    from listferry_plugins.csv_reader import CsvReader
+
+    dialect = Dialect(
+        name="ams",
+        aliases={"email": ("Email",), "opt_out": ("Subscribed",)},
+        opt_out_true=frozenset({"no"}),
+        opt_out_false=frozenset({"yes", ""}),
+        also_opt_out={"Email delivery disabled": {"Yes", "true"}},
+    )
+    path = tmp_path / "members.csv"
+    path.write_text(
+        "Email,Subscribed,Email delivery disabled\n"
+        "a@example.org,yes,no\n"
+        "b@example.org,yes,YES\n"
+        "c@example.org,no,\n"
+        "d@example.org,,true\n"
+        "e@example.org,,maybe\n"
+    )
+    with CsvReader().open(path, path.name, dialect) as source:
+        (records, invalid), *_ = list(source.batches())
+    assert invalid == []
+    assert [(r.email, r.opt_out) for r in records] == [
+        ("a@example.org", False),
+        ("b@example.org", True),
+        ("c@example.org", True),
+        ("d@example.org", True),
+        ("e@example.org", None),  # any other word in such a column changes nothing
+    ]

@@ -682,11 +682,16 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
         for header, canonical, spelling in read_as.explain_header(list(result.columns))
         if result.columns.get(header) == canonical  # a column refused as a second email stays
     ]
+    also = {
+        list(result.columns)[index]: words
+        for index, words in read_as.also_opt_out_columns(list(result.columns))
+    }
     if json_:
         data = result.to_json()
         data["dialect"] = dialect
         data["mapping"] = [
             {"header": header, "field": canonical or f"fields.{header}", "matched": spelling}
+            | ({"opts_out_on": sorted(also[header])} if header in also else {})
             for header, canonical, spelling in mapping
         ]
         emit_json(data)
@@ -702,7 +707,9 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
         if mapping:
             click.echo(f"  columns, as dialect {dialect!r} reads them:")
         for header, canonical, spelling in mapping:
-            if canonical is None:
+            if canonical is None and header in also:
+                how = f"kept as fields.{header}, and opts out on {_words(also[header])}"
+            elif canonical is None:
                 how = f"kept as fields.{header} (the dialect maps no field to this header)"
             elif spelling == header:
                 how = f"{canonical} (the dialect's header {spelling!r})"

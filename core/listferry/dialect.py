@@ -49,6 +49,10 @@ class Dialect:
     case-insensitively; any other word makes the row invalid. ``template`` is the
     return-file template a tenant of this dialect gets when it names none
     (``export_template``), so a CRM pack's tenants need only ``dialect = "..."``.
+    ``also_opt_out`` names more columns that opt a subscriber out, each with the words
+    that mean so in it (``{"Email delivery disabled": {"yes", "true"}}``): a row is opted
+    out when its opt-out column says so or any of these does; any other value in them
+    changes nothing. They stay in ``fields`` as well.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Dialect:
     required: tuple[str, ...] = ("email",)
     reader: str = "csv"
     template: str | None = None
+    also_opt_out: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.aliases) - set(CANONICAL_FIELDS)
@@ -109,6 +114,18 @@ class Dialect:
             exact = [m for m in matches if m[1] == name.strip().strip("\ufeff")]
             explained.append((name, *(exact or matches)[0]))
         return explained
+
+    def also_opt_out_columns(self, header: Sequence[str]) -> list[tuple[int, frozenset[str]]]:
+        """``[(column index, folded words)]`` of the ``also_opt_out`` columns present."""
+        wanted = {
+            fold_header(spelling): frozenset(w.strip().casefold() for w in words)
+            for spelling, words in self.also_opt_out.items()
+        }
+        return [
+            (index, wanted[fold_header(name)])
+            for index, name in enumerate(header)
+            if fold_header(name) in wanted
+        ]
 
     def opt_out_value(self, word: str) -> bool | None:
         """Read one opt-out cell: True, False, or None when the word is not one we know."""
