@@ -11,15 +11,14 @@ from __future__ import annotations
 import calendar
 import contextlib
 import ftplib
-import os
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile, plain_name
+from listferry import hookimpl
+from listferry.transport import RemoteFile
 from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
@@ -194,27 +193,9 @@ class FtpTransport(RemoteTransport):
 
     # -- transfers -----------------------------------------------------------------------
 
-    def fetch(self, name: str, dest: Path) -> RemoteFile:
-        plain_name(name)
-        return self._do(f"fetch {name}", lambda ftp: self._fetch(ftp, name, dest))
-
-    def _fetch(self, ftp: ftplib.FTP, name: str, dest: Path) -> RemoteFile:
-        before = self._find(ftp, name)
-        if before is None:
-            raise ListferryError(f"{self.home.where}: {name} is no longer there")
-        part = dest.with_name(f".{dest.name}.part")
-        try:
-            with part.open("wb") as out:
-                ftp.retrbinary(f"RETR {name}", out.write, BLOCK)
-                got = out.tell()
-            if got != before.size:
-                raise Incomplete(got, before.size)
-            if self._find(ftp, name) != before:
-                raise ListferryError(f"{name} was replaced while it was being fetched")
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-        return before
+    def _download(self, ftp: ftplib.FTP, name: str, size: int, out: BinaryIO) -> int:
+        ftp.retrbinary(f"RETR {name}", out.write, BLOCK)
+        return out.tell()
 
     def _size(self, ftp: ftplib.FTP, name: str) -> int | None:
         ftp.voidcmd("TYPE I")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import secrets
 import socket
 import time
@@ -242,6 +243,29 @@ class RemoteTransport:
     def __init__(self, home: RemoteHome) -> None:
         self.home = home
         self._leftovers: set[str] = set()
+
+    def fetch(self, name: str, dest: Path) -> Any:
+        """Copy ``name`` to ``dest`` whole: under a hidden name first, checked for its
+        size and for not having been replaced meanwhile, then renamed."""
+        plain_name(name)
+        return self._do(f"fetch {name}", lambda client: self._fetch(client, name, dest))
+
+    def _fetch(self, client: Any, name: str, dest: Path) -> Any:
+        before = self._lookup(client, name)
+        if before is None:
+            raise ListferryError(f"{self.home.where}: {name} is no longer there")
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            with part.open("wb") as out:
+                got = self._download(client, name, before.size, out)
+            if got != before.size:
+                raise Incomplete(got, before.size)
+            if self._lookup(client, name) != before:
+                raise ListferryError(f"{name} was replaced while it was being fetched")
+            os.replace(part, dest)
+        finally:
+            part.unlink(missing_ok=True)
+        return before
 
     def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
         """Upload under a temporary name, then rename; ``progress`` hears the bytes sent."""

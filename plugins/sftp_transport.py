@@ -22,8 +22,8 @@ import paramiko
 from paramiko.message import Message
 from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
 
-from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile, plain_name
+from listferry import hookimpl
+from listferry.transport import RemoteFile
 from listferry_plugins.remote_home import (
     Incomplete,
     Refused,
@@ -174,28 +174,11 @@ class SftpTransport(RemoteTransport):
             return None
         return RemoteFile(name, attrs.st_size or 0, float(attrs.st_mtime or 0))
 
-    def fetch(self, name: str, dest: Path) -> RemoteFile:
-        plain_name(name)
-        return self._do(f"fetch {name}", lambda sftp: self._fetch(sftp, name, dest))
-
-    def _fetch(self, sftp: paramiko.SFTPClient, name: str, dest: Path) -> RemoteFile:
-        before = self._stat(sftp, name)
-        if before is None:
-            raise ListferryError(f"{self.home.where}: {name} is no longer there")
-        part = dest.with_name(f".{dest.name}.part")
-        try:
-            with part.open("wb") as out:
-                remote = sftp.open(self.home.path(name), "rb")
-                got = download(sftp, remote.handle, before.size, out)
-                remote.close()  # not on a fault: closing would wait on a dead connection
-            if got != before.size:
-                raise Incomplete(got, before.size)
-            if self._stat(sftp, name) != before:
-                raise ListferryError(f"{name} was replaced while it was being fetched")
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-        return before
+    def _download(self, sftp: paramiko.SFTPClient, name: str, size: int, out: BinaryIO) -> int:
+        remote = sftp.open(self.home.path(name), "rb")
+        got = download(sftp, remote.handle, size, out)
+        remote.close()  # not on a fault: closing would wait on a dead connection
+        return got
 
     def _put(
         self, sftp: paramiko.SFTPClient, source: Path, name: str,
