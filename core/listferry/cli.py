@@ -470,7 +470,7 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
     in the order the tenants were named (or appear in the config, with --all).
     """
     from listferry.executor import run_tenants
-    from listferry.pipeline import sync_tenant
+    from listferry.pipeline import sync_tenant, tell_finished
 
     app = state.app()
     if not tenants and not all_:
@@ -485,11 +485,7 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
 
     def crashed(runs: list[Any]) -> None:
         for run in runs:
-            try:
-                tenant = app.config.tenant(run.tenant)
-                app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
-            except Exception:
-                log.error("a run_finished plugin failed for %s", run.tenant)
+            tell_finished(app, app.config.tenant(run.tenant), [run])
 
     runs = []
     for tenant_runs in run_tenants(run_one, chosen, workers, crashed):

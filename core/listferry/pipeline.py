@@ -349,6 +349,15 @@ class TenantSync:
             temp.unlink(missing_ok=True)
 
 
+def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
+    """Tell the ``run_finished`` plugins of each run; one that raises is one log line."""
+    for run in runs:
+        try:
+            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
+        except Exception:
+            log_failure(f"a run_finished plugin failed for {tenant.name}")
+
+
 def sync_tenant(
     app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
 ) -> list[RunRecord]:
@@ -381,11 +390,7 @@ def sync_tenant(
                               reason=reason_of(exc))]  # fmt: skip
         if tenant.export_after_sync and any(run.status == "applied" for run in runs):
             export_after_sync(app, tenant)
-    for run in runs:
-        try:
-            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
-        except Exception:
-            log_failure(f"a run_finished plugin failed for {tenant.name}")
+    tell_finished(app, tenant, runs)
     return runs
 
 
@@ -431,9 +436,5 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                     runs = sync.run_all()
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
-    for run in runs:
-        try:
-            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
-        except Exception:
-            log_failure(f"a run_finished plugin failed for {tenant.name}")
+    tell_finished(app, tenant, runs)
     return runs[-1]

@@ -34,6 +34,7 @@ from listferry.app import App, open_app
 from listferry.config import Tenant
 from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
+from listferry.pipeline import tell_finished
 from listferry.runs import RunRecord, utcnow
 from listferry.schedule import Schedule
 from listferry.status import open_read_only, parse_time
@@ -269,10 +270,7 @@ class Scheduler:
         tenant: Tenant = self.app.config.tenants[job.tenant]
         reason = f"the scheduled sync process {result.how()}: {result.last_line()}"
         run = RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)
-        try:
-            self.app.host.hook.run_finished(run=run, tenant=tenant, config=self.app.config)
-        except Exception as exc:
-            log.error("a run_finished plugin failed for %s: %s", tenant.name, exc)
+        tell_finished(self.app, tenant, [run])
 
 
 def _newest_change(home: Path) -> datetime | None:
