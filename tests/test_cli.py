@@ -225,13 +225,22 @@ def test_check_json_shape_and_exit_code(tmp_path: Path) -> None:
     assert json.loads(voided.output)["reason"].startswith("record count mismatch")
 
 
-def test_plugins_lists_built_ins_with_their_hooks(ws: Workspace) -> None:
-    result = ws.cli("plugins", "--json")
+def test_plugins_all_lists_built_ins_with_their_hooks(ws: Workspace) -> None:
+    result = ws.cli("plugins", "--all", "--json")
     plugins = {p["name"]: p for p in json.loads(result.output)}
     assert plugins["csv"]["builtin"] and plugins["csv"]["enabled"]
     assert plugins["csv"]["hooks"] == ["register_readers"]
-    only = json.loads(ws.cli("plugins", "--json", "--hook", "check_plan").output)
+    only = json.loads(ws.cli("plugins", "--all", "--json", "--hook", "check_plan").output)
     assert [p["name"] for p in only] == ["plan-checks"]
+
+
+def test_plugins_without_all_leaves_the_built_ins_out(ws: Workspace) -> None:
+    listed = json.loads(ws.cli("plugins", "--json").output)
+    assert not any(p["builtin"] for p in listed)
+    assert json.loads(ws.cli("plugins", "--json", "--hook", "check_plan").output) == []
+    text = ws.cli("plugins", "--hook", "check_plan")
+    assert text.exit_code == 0 and text.stdout == ""
+    assert "--all lists those" in text.stderr
 
 
 def test_installed_executable_reports_bad_config_in_one_line(tmp_path: Path) -> None:

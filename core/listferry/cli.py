@@ -781,18 +781,25 @@ def push(
 
 
 @cli.command()
+@click.option("--all", "all_", is_flag=True, help="List the built-in plugins too.")
 @click.option("--hook", help="Only plugins that implement this hook.")
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
-def plugins(state: State, hook: str | None, json_: bool) -> None:
-    """Installed plugins, enabled or not, and the hooks each implements."""
+def plugins(state: State, all_: bool, hook: str | None, json_: bool) -> None:
+    """Installed plugins, enabled or not, and the hooks each implements.
+
+    Packs installed with pip and modules the config's `plugins` names; `--all` adds the
+    built-in ones (the names `disable` takes).
+    """
     from listferry.plugins import load_host
 
     host = state.app().host if state.config_path.exists() else load_host()
-    infos = [i for i in host.infos if hook is None or hook in i.hooks]
+    infos = [i for i in host.infos if (all_ or not i.builtin) and (hook is None or hook in i.hooks)]
     if json_:
         emit_json([info.to_json() for info in infos])
         return
+    if not infos:
+        click.echo("no plugins besides the built-in ones (--all lists those)", err=True)
     for info in infos:
         where = "built-in" if info.builtin else (info.distribution or "config")
         state_word = "enabled" if info.enabled else "disabled"
