@@ -416,6 +416,16 @@ def check_next_sync(scenario: Scenario, trial: Trial, root: Path) -> None:
         if pending or not archived:
             trial.problems.append(f"after the next sync {name} is pending={pending}, "
                                   f"archived={archived}; expected archived only")  # fmt: skip
+    for copy in sorted(unowned_copies(scenario.state(root) / "archive", db)):
+        trial.problems.append(f"{copy} is in the archive but no run's record names it")
+
+
+def unowned_copies(archive: Path, db: Path) -> set[str]:
+    """Archived files no run owns: a run's copy and its count file share a 20-char prefix."""
+    with connect_ro(db) as conn:
+        owned = {Path(path).name[:20] for (path,) in conn.execute(
+            "SELECT archive FROM runs WHERE archive IS NOT NULL")}  # fmt: skip
+    return {p.name for p in archive.iterdir() if p.name[:20] not in owned}
 
 
 def run_trial(scenario: Scenario, trial: Trial, root: Path) -> Trial:

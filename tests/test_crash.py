@@ -131,3 +131,58 @@ def test_twenty_random_sigkills_leave_the_old_list_or_the_new_and_lose_no_file(
     result = crash.campaign(tmp_path, trials=20, rows=10_000, seed=20261130)
     assert not result.failures, result.report()
     assert len(result.phases_hit()) >= 3, result.report()
+
+
+KILLED_AFTER_ARCHIVING = """
+import os, signal, sys
+from listferry import pipeline
+from listferry.cli import main
+
+archive_local = pipeline.TenantSync.archive_local
+
+def archive_then_die(self, *args, **kwargs):
+    archive_local(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the copy is in the archive, nothing committed
+
+pipeline.TenantSync.archive_local = archive_then_die
+sys.argv = ["listferry", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_run_killed_after_archiving_its_copy_owns_that_copy_and_the_next_run_applies(
+    ws: Workspace,
+) -> None:
+    home = ws.add_tenant("acme", strategy="full")
+    ws.upload(people(10), count=10)
+    assert [r.status for r in ws.sync()] == ["applied"]
+    db = ws.app().config.tenant("acme").database
+    last_good = committed_list(db)
+    new_file = ws.upload(people(20, start=5), count=20)
+    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    before = set(archive.iterdir())
+
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_ARCHIVING, "--config", str(ws.config_path),
+         "sync", "acme"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert committed_list(db) == last_good
+    assert new_file.exists() and (home / "subscriber_list_count.txt").exists()
+    copies = sorted(p.name for p in set(archive.iterdir()) - before)
+    assert len(copies) == 2 and all(name.startswith("000002-") for name in copies), copies
+
+    [run] = ws.sync()
+
+    assert run.status == "applied" and run.run_id == 3
+    assert set(ws.subscribers()) == {r[0] for r in people(20, start=5)}
+    with ws.store() as store:
+        runs = {r.run_id: r for r in store.runs("acme")}
+    assert runs[2].status == "failed" and "interrupted" in (runs[2].reason or "")
+    [list_copy] = [name for name in copies if name.endswith("-subscriber_list.csv")]
+    assert runs[2].archive == str(archive / list_copy)
+    named = {Path(r.archive).name[:20] for r in runs.values() if r.archive}
+    assert {p.name[:20] for p in archive.iterdir()} == named  # no copy without its run
+    assert not new_file.exists()

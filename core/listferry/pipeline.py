@@ -130,7 +130,7 @@ class TenantSync:
         self.archive = tenant.state_dir / "archive"
 
     def run_all(self) -> list[RunRecord]:
-        self.store.close_interrupted_runs()
+        self.store.close_interrupted_runs(self.archive)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, mode=0o700)
         self.archive.mkdir(parents=True, exist_ok=True, mode=0o700)

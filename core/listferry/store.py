@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator
@@ -108,6 +109,17 @@ def stamp_of(path: Path) -> list[list[int] | None]:
             continue
         out.append([st.st_size, st.st_mtime_ns, st.st_ino])
     return out
+
+
+def _left_in(archive: Path | None, run_id: int, file: str | None) -> str | None:
+    """The copy of ``file`` a killed run ``run_id`` moved into ``archive``, if any."""
+    if archive is None or not file or not archive.is_dir():
+        return None
+    named = re.compile(rf"{run_id:06d}-([0-9a-f]{{12}}|unread)-{re.escape(file)}")
+    for entry in os.scandir(archive):  # number-sha-name, as the pipeline names its copies
+        if named.fullmatch(entry.name):
+            return entry.path
+    return None
 
 
 class Store:
@@ -237,16 +249,25 @@ class Store:
         sets = ", ".join(f"{c} = :{c}" for c in RUN_COLUMNS)
         self.conn.execute(f"UPDATE runs SET {sets} WHERE id = :id", {**values, "id": run.run_id})
 
-    def close_interrupted_runs(self) -> int:
-        """Mark runs left ``running`` by a process that died as ``failed``."""
+    def close_interrupted_runs(self, archive: Path | None = None) -> int:
+        """Mark runs left ``running`` by a process that died as ``failed``.
+
+        A process killed after it moved its file into ``archive`` (and before it
+        recorded that) left a copy there under the run's number: the run's record takes
+        it, so every file in the archive belongs to a run (and can be replayed).
+        """
         with self.transaction():
-            cursor = self.conn.execute(
-                "UPDATE runs SET status = 'failed', finished_at = ?, reason = "
-                "'interrupted: the process ended before the run finished; nothing was applied' "
-                "WHERE status = 'running'",
-                (utcnow(),),
-            )
-        return cursor.rowcount
+            left = self.conn.execute(
+                "SELECT id, file FROM runs WHERE status = 'running'"
+            ).fetchall()
+            for run_id, file in left:
+                self.conn.execute(
+                    "UPDATE runs SET status = 'failed', finished_at = ?, reason = "
+                    "'interrupted: the process ended before the run finished; nothing was "
+                    "applied', archive = ? WHERE id = ?",
+                    (utcnow(), _left_in(archive, run_id, file), run_id),
+                )
+        return len(left)
 
     def applied_run_for(self, sha256: str) -> int | None:
         row = self.conn.execute(
