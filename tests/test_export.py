@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jinja2
 import pytest
 import sqlite_utils
 from conftest import Workspace, csv_text
@@ -23,7 +24,9 @@ from listferry.config import EXPORT_FIELDS
 from listferry.errors import ListferryError
 from listferry.events import load_events, record_events
 from listferry.export import ExportResult, export_tenant
-from listferry.export_render import TemplateError
+from listferry.export_fields import Field
+from listferry.export_query import Batch
+from listferry.export_render import TemplateError, csv_row, csv_rows
 from listferry.store import Store, _migrate_1
 from listferry.tenants import add_tenant
 
@@ -786,3 +789,25 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
     assert path.read_text() == "C2,new@example.org\n"  # sent once it has its id
     assert (result.records, result.unmatched) == (1, 0)
     assert box.cli("export", "test").exit_code == 0
+
+
+def test_a_batch_written_at_once_is_each_row_as_csv_row_writes_it() -> None:
+    fields = {
+        "email": Field("s.email"),
+        "score": Field("s.score", kind="number"),
+        "ok": Field("s.ok", kind="bool"),
+        "at": Field("s.at", kind="date"),
+        "tags": Field("s.tags", kind="list"),
+        "mixed": Field("s.mixed", convert=lambda value: [value, True, 2]),
+    }
+    batch = Batch(fields, [
+        ["a@example.org", 1, 1, "2026-03-01T08:00:00Z", '["x", "y"]', "m"],
+        ["b@example.org", None, 0, "2026-03-01T09:00:00+02:00", None, None],
+        ["c@example.org", 2.5, None, None, "[]", ""],
+        ["d@example.org", 0, 1, "", '["only"]', 'q"uote, two'],
+    ])  # fmt: skip
+    environment = jinja2.Environment(newline_sequence="\r\n")
+    for options in ({}, {"none": "NULL", "true": "J", "false": "N", "join": "|"},
+                    {"date": "%d.%m.%Y", "delimiter": ";"}):  # fmt: skip
+        expected = "\r\n".join(csv_row(row, **options) for row in batch)
+        assert csv_rows(environment, batch, **options) == expected

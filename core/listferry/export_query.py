@@ -13,11 +13,13 @@ active or opted out.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, overload
 from urllib.parse import quote
 
@@ -27,6 +29,8 @@ from listferry.export_fields import Field, same
 DIGESTS = "temp.export_digests"
 BATCH = 2000
 AHEAD = 4
+#: Digests stored by one ``INSERT`` (two parameters each, far below SQLite's limit).
+DIGESTS_PER_INSERT = 500
 
 
 def export_sql(fields: Mapping[str, Field]) -> str:
@@ -41,9 +45,27 @@ def export_sql(fields: Mapping[str, Field]) -> str:
     )
 
 
-def digest(names: str, values: Sequence[Any]) -> bytes:
-    """What a row's SQL values say under these field names, in 16 bytes."""
-    return hashlib.blake2b(f"{names}{values!r}".encode(), digest_size=16).digest()
+def digester(names: str) -> Callable[[Sequence[Any]], bytes]:
+    """What a row's SQL values say under these field names, in 16 bytes, as a function.
+
+    The digest is BLAKE2b of ``f"{names}{values!r}"``, as stored in ``exported``. The
+    names are hashed once and that hash copied for each row: the same bytes, without
+    building and encoding the names again for every row.
+    """
+    names_hashed = hashlib.blake2b(names.encode(), digest_size=16)
+
+    def digest_of(values: Sequence[Any]) -> bytes:
+        row = names_hashed.copy()
+        row.update(repr(values).encode())
+        return row.digest()
+
+    return digest_of
+
+
+@functools.lru_cache(maxsize=4)
+def _insert_digests(rows: int) -> str:
+    """One ``INSERT`` of ``rows`` digests: SQLite steps once for them all."""
+    return f"INSERT INTO {DIGESTS} (email, digest) VALUES " + ", ".join(["(?, ?)"] * rows)
 
 
 class Batch(Sequence[dict[str, Any]]):
@@ -188,8 +210,7 @@ class Rows:
         self._reader.close()
 
     def _batches(self) -> Iterator[Batch]:
-        names = tuple(self.fields)
-        signature = repr(list(names))
+        digest_of = digester(repr(list(self.fields)))
         changed: list[tuple[str, bytes]] = []
         try:
             match = self._match
@@ -199,7 +220,7 @@ class Rows:
                     if match and not any(values[i] not in (None, "") for i in match):
                         self.unmatched += 1  # no id the CRM could match: not sent, not noted
                         continue
-                    new = digest(signature, values)
+                    new = digest_of(values)
                     if new != last:
                         changed.append((email, new))
                     elif self.changed_only:
@@ -214,11 +235,20 @@ class Rows:
             self._remember(changed)
 
     def _remember(self, changed: list[tuple[str, bytes]]) -> None:
+        """Keep the batch's changed digests, a few hundred to an ``INSERT``.
+
+        One statement per row stepped SQLite, and handed the GIL to the reader thread
+        and back, once per row; with many rows a statement it does so once for them all.
+        """
         if not changed:
             return
         self.conn.execute("BEGIN")
         try:
-            self.conn.executemany(f"INSERT INTO {DIGESTS} (email, digest) VALUES (?, ?)", changed)
+            for start in range(0, len(changed), DIGESTS_PER_INSERT):
+                part = changed[start : start + DIGESTS_PER_INSERT]
+                self.conn.execute(
+                    _insert_digests(len(part)), list(itertools.chain.from_iterable(part))
+                )
         finally:
             self.conn.execute("COMMIT")
         changed.clear()
