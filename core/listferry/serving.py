@@ -14,6 +14,7 @@ protocol in the process, so an address blocked over FTP is blocked over SFTP too
 from __future__ import annotations
 
 import base64
+import functools
 import hmac
 import ipaddress
 import logging
@@ -127,10 +128,19 @@ def ip_in(ip: str, networks: tuple[str, ...]) -> bool:
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
+@functools.cache
+def dummy_hash() -> str:
+    """A hash no password matches: an unknown name costs a login as long as a known one.
+
+    Made once per process, when the first server starts (not at import: every command
+    imports this module, and scrypt takes a quarter of a second).
+    """
+    return hash_password(secrets.token_hex(16))
+
+
 class Gatekeeper:
     """Checks logins against the config: tenant name, password hash or key, address."""
 
-    _DUMMY_HASH = hash_password(secrets.token_hex(16))
     #: A password check (scrypt) takes 16 MB and a CPU. Made on these few threads only, a
     #: burst of logins takes turns, and malloc keeps those 16 MB for reuse on them alone,
     #: not on each connection's thread (which made 100 logins cost 1 GB).
@@ -141,6 +151,7 @@ class Gatekeeper:
     ) -> None:
         self._tenants = tenants if callable(tenants) else (lambda: tenants)
         self.guard = guard
+        self._dummy_hash = dummy_hash()  # made now, so no login waits for it
 
     @property
     def tenants(self) -> dict[str, Tenant]:
@@ -169,7 +180,7 @@ class Gatekeeper:
         tenant = self.tenants.get(username)
         refusal = self.precheck(username, ip, protocol)
         stored = tenant.password_hash if tenant and not refusal else None
-        check = self._checker.submit(verify_password, password, stored or self._DUMMY_HASH)
+        check = self._checker.submit(verify_password, password, stored or self._dummy_hash)
         good = check.result() and stored is not None
         return self._outcome(tenant if good else None, username, ip, protocol, "password", refusal)
 
