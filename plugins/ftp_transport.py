@@ -95,13 +95,6 @@ class FtpTransport(RemoteTransport):
             raise Refused(f"{home.where}: the ca_file {home.ca_file} does not exist")
         return ssl.create_default_context(cafile=str(home.ca_file) if home.ca_file else None)
 
-    def _connect(self) -> None:
-        try:
-            self._open()
-        except BaseException:
-            self._drop()
-            raise
-
     def _open(self) -> None:
         home = self.home
         secure = home.scheme == "ftps"

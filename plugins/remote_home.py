@@ -234,7 +234,8 @@ class RemoteTransport:
     """What the ftp and sftp transports share: the retried calls, removal of a file only
     when it is still the one listed, and clean-up of a cut upload's temporary file.
 
-    A subclass gives ``_client()`` (the open connection), ``_drop()`` (forget it),
+    A subclass gives ``_client()`` (the open connection, made with :meth:`_connect`),
+    ``_open()`` (connect and log in), ``_drop()`` (forget the connection),
     ``_do(doing, action)`` (run ``action(client)`` with retries), ``_lookup(client,
     name)`` (the file as listed now, or None), ``_delete(client, name)`` and
     ``_delete_temp(client, temp)`` (quiet when the temp is already gone).
@@ -243,6 +244,14 @@ class RemoteTransport:
     def __init__(self, home: RemoteHome) -> None:
         self.home = home
         self._leftovers: set[str] = set()
+
+    def _connect(self) -> None:
+        """Open the connection; one that fails half-way is dropped, not kept."""
+        try:
+            self._open()
+        except BaseException:
+            self._drop()
+            raise
 
     def fetch(self, name: str, dest: Path) -> Any:
         """Copy ``name`` to ``dest`` whole: under a hidden name first, checked for its
@@ -302,6 +311,9 @@ class RemoteTransport:
 
     # provided by each protocol
     def _client(self) -> Any:
+        raise NotImplementedError
+
+    def _open(self) -> None:
         raise NotImplementedError
 
     def _drop(self) -> None:

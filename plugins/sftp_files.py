@@ -34,7 +34,7 @@ from listferry.serving import (
 from listferry_plugins.sftp_session import TRANSFER_SIZE
 
 if TYPE_CHECKING:
-    from listferry_plugins.sftp_server import Connection
+    from listferry_plugins.sftp_service import Connection
 
 PROTOCOL = "sftp"
 

@@ -34,7 +34,7 @@ from paramiko.sftp import (
 )
 
 if TYPE_CHECKING:
-    from listferry_plugins.sftp_server import Connection
+    from listferry_plugins.sftp_service import Connection
 
 #: The most one read or write request moves, as OpenSSH's own server allows.
 TRANSFER_SIZE = 255 * 1024

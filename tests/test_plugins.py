@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -337,3 +339,26 @@ def test_a_background_thread_that_raises_is_one_line_not_a_traceback(
     )  # fmt: skip
     assert done.returncode == 0 and done.stdout == "done\n"
     assert done.stderr == "listferry: uploader failed: RuntimeError: lost the connection\n"
+
+
+HEAVY = ("paramiko", "pyftpdlib", "OpenSSL")
+
+
+def test_a_sync_of_local_homes_never_imports_the_servers_or_the_ssh_client(
+    ws: Workspace,
+) -> None:
+    """Each scheduled job is its own process: what it imports, every tenant pays for."""
+    ws.add_tenant("acme")
+    ws.upload(people(3))
+    probe = (
+        "import sys, hashlib\n"
+        "hashlib.scrypt = None  # a password hash made at import would fail\n"
+        "from listferry.cli import main\n"
+        f"sys.argv = ['listferry', '--config', {str(ws.config_path)!r}, 'sync', '--all']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    assert not exit.code, exit.code\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "acme: applied" in done.stdout
+    assert done.stdout.splitlines()[-1] == "[]"
