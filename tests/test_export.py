@@ -27,6 +27,7 @@ from listferry.export import ExportResult, export_tenant
 from listferry.export_fields import Field
 from listferry.export_query import Batch
 from listferry.export_render import TemplateError, csv_row, csv_rows
+from listferry.locks import EXPORTS, tenant_lock
 from listferry.store import Store, _migrate_1
 from listferry.tenants import add_tenant
 
@@ -811,3 +812,22 @@ def test_a_batch_written_at_once_is_each_row_as_csv_row_writes_it() -> None:
                     {"date": "%d.%m.%Y", "delimiter": ";"}):  # fmt: skip
         expected = "\r\n".join(csv_row(row, **options) for row in batch)
         assert csv_rows(environment, batch, **options) == expected
+
+
+def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload(csv_text(LIST, HEADER))
+    ws.sync()
+    tenant = ws.app().config.tenant("acme")
+
+    with tenant_lock(tenant, EXPORTS) as locked:  # as an export in another process holds it
+        assert locked
+        result = ws.cli("export", "acme")
+        with tenant_lock(tenant) as runs_free:  # a sync is not held up by an export
+            assert runs_free
+
+    assert result.exit_code == 1
+    assert result.output == "Error: acme: another export of this tenant is in progress\n"
+    assert listing(outbox(ws)) == []
+    assert ws.cli("export", "acme").exit_code == 0  # the lock is free again
+    assert len(listing(outbox(ws))) == 2

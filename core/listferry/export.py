@@ -24,6 +24,7 @@ from listferry.export_fields import Field, resolve_fields
 from listferry.export_query import DIGESTS, Rows, drop_digests
 from listferry.export_render import Template, as_template, render
 from listferry.export_target import check_target, open_target, shown, target_of
+from listferry.locks import EXPORTS, tenant_lock
 from listferry.pending import count_name
 from listferry.runs import utcnow
 from listferry.store import Store
@@ -145,8 +146,16 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
 
     ``to`` is a folder or URL (default: the tenant's ``export_to``, else its home's
     ``outbox/``). Raises :class:`ListferryError` when anything fails; then nothing was
-    recorded, and when rendering failed nothing was delivered.
+    recorded, and when rendering failed nothing was delivered. Two exports of a tenant
+    never overlap (they would send the same changes twice): the second is refused.
     """
+    with tenant_lock(tenant, EXPORTS) as locked:
+        if not locked:
+            raise ListferryError(f"{tenant.name}: another export of this tenant is in progress")
+        return _export(app, tenant, to)
+
+
+def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
     started = datetime.now(UTC)
     template = export_template(app.host, tenant)
     fields = export_fields(app.host, tenant, template)

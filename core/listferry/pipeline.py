@@ -8,7 +8,6 @@ does one voided only by a guard that ``sync --force`` lifts.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -16,8 +15,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -27,6 +25,7 @@ from listferry.apply import apply
 from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
 from listferry.export import export_after_sync
+from listferry.locks import tenant_lock
 from listferry.pending import Pending, Selection, complete, select
 from listferry.pgp import decrypt, decrypted_name, is_encrypted
 from listferry.planning import make_plan
@@ -83,22 +82,6 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextmanager
-def tenant_lock(tenant: Tenant) -> Iterator[bool]:
-    """Hold the tenant's run lock; yields False when another process holds it."""
-    tenant.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (tenant.state_dir / "lock").open("a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class Overrulable(Void):
