@@ -831,3 +831,19 @@ def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Workspa
     assert listing(outbox(ws)) == []
     assert ws.cli("export", "acme").exit_code == 0  # the lock is free again
     assert len(listing(outbox(ws))) == 2
+
+
+def test_what_a_killed_export_left_in_its_work_folder_is_cleared_by_the_next(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(csv_text(LIST, HEADER))
+    ws.sync()
+    area = ws.app().config.tenant("acme").state_dir / "exports"
+    left = area / "export-k1ll3d"
+    left.mkdir(parents=True)
+    (left / "acme_20261130.csv").write_text("half a file")
+
+    assert ws.cli("export", "acme").exit_code == 0
+
+    assert list(area.iterdir()) == []

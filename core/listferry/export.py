@@ -164,6 +164,8 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
     check_target(app, target)
     area = tenant.state_dir / "exports"
     area.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for left in area.glob("export-*"):  # by an export killed mid-way: the lock is ours
+        shutil.rmtree(left, ignore_errors=True)
     with Store(tenant.database) as store:
         last = store.last_export()
         since = datetime.fromisoformat(last["started_at"].replace("Z", "+00:00")) if last else None
