@@ -408,6 +408,7 @@ class Remote:
         proxy: bool = False, **options: Any,
     ) -> None:  # fmt: skip
         self.protocol = protocol
+        self.stack = stack  # what a test puts in front of the server closes with it
         self.root = base / "server"
         self.folder = self.root / "in"
         self.folder.mkdir(parents=True)
@@ -447,3 +448,16 @@ class Remote:
     def files(self) -> list[str]:
         """Every name in the folder, hidden ones (uploads under way) included."""
         return sorted(p.name for p in self.folder.iterdir())
+
+
+def starter(stack: contextlib.ExitStack, folder: Path, password: str) -> Callable[..., Remote]:
+    """``start(protocol, proxy=False, **server_options)``: a new :class:`Remote` in
+    ``folder`` each call, closed with ``stack`` (what the tests' ``remote`` fixtures give).
+    """
+    count = iter(range(100))
+
+    def start(protocol: str, proxy: bool = False, **options: Any) -> Remote:
+        return Remote(stack, folder / f"remote-{next(count)}", protocol, password, proxy,
+                      **options)  # fmt: skip
+
+    return start

@@ -32,7 +32,7 @@ import pytest
 import remote_servers
 from conftest import Workspace, csv_text, people
 from pyftpdlib.filesystems import AbstractedFS
-from remote_servers import FaultProxy, Remote
+from remote_servers import FaultProxy, Remote, starter
 
 from listferry.store import Store
 from listferry.tenants import add_tenant
@@ -283,15 +283,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``remote("sftp", proxy=True)``: a customer's server with ``/in`` (remote_servers)."""
     monkeypatch.setenv("ACME_PASSWORD", PASSWORD)
     with contextlib.ExitStack() as stack:
-        count = iter(range(100))
-
-        def start(protocol: str, proxy: bool = False, **options: Any) -> Remote:
-            base = tmp_path / f"remote-{next(count)}"
-            server = Remote(stack, base, protocol, PASSWORD, proxy, **options)
-            server.stack = stack
-            return server
-
-        yield start
+        yield starter(stack, tmp_path, PASSWORD)
 
 
 def tenant_on(ws: Workspace, server: Remote, **settings: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import paramiko
 import pytest
 from conftest import Workspace, csv_text, on_a_terminal, people
-from remote_servers import Remote
+from remote_servers import Remote, starter
 
 from listferry.keys import make_ssh_host_key
 from listferry.passwords import hash_password
@@ -25,13 +25,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``remote("sftp", proxy=True, **server_options)``: a server with a folder ``/in``."""
     monkeypatch.setenv("LISTFERRY_PASSWORD", PASSWORD)
     with contextlib.ExitStack() as stack:
-        count = iter(range(100))
-
-        def start(protocol: str, proxy: bool = False, **options: Any) -> Remote:
-            base = tmp_path / f"remote-{next(count)}"
-            return Remote(stack, base, protocol, PASSWORD, proxy, **options)
-
-        yield start
+        yield starter(stack, tmp_path, PASSWORD)
 
 
 @pytest.fixture

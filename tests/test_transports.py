@@ -19,7 +19,7 @@ from typing import Any
 import paramiko
 import pytest
 from conftest import Workspace, csv_text, people
-from remote_servers import Remote
+from remote_servers import Remote, starter
 
 from listferry.errors import ConfigError
 from listferry.keys import make_ssh_host_key
@@ -38,13 +38,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """``remote("sftp", proxy=True, **server_options)``: a customer's server with ``/in``."""
     monkeypatch.setenv("ACME_PASSWORD", PASSWORD)
     with contextlib.ExitStack() as stack:
-        count = iter(range(100))
-
-        def start(protocol: str, proxy: bool = False, **options: Any) -> Remote:
-            base = tmp_path / f"remote-{next(count)}"
-            return Remote(stack, base, protocol, PASSWORD, proxy, **options)
-
-        yield start
+        yield starter(stack, tmp_path, PASSWORD)
 
 
 def tenant_on(ws: Workspace, server: Remote, name: str = "acme", **settings: Any) -> None:
