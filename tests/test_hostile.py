@@ -69,7 +69,9 @@ def sync_twice(ws: Workspace, home: Path, data: bytes, name: str, count: bytes |
     if first["status"] == "applied":
         assert first["reason"] is None
         assert again["status"] == "skipped"
-        assert f"already applied in run {first['run_id']} (same content)" == again["reason"]
+        assert (
+            again["reason"] == f"the same content as the last applied file (run {first['run_id']})"
+        )
     else:
         assert first["reason"]
         assert (again["status"], again["reason"]) == ("voided", first["reason"])

@@ -278,11 +278,14 @@ def _say_plan(scheduler: Any) -> None:
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
 def status(state: State, json_: bool) -> None:
-    """One line per tenant: last run, list size, pending files, return file, next run.
+    """One line per tenant: last attempt, list size, pending files, return file, next run.
 
-    Also the days since the last applied file; `silent` marks a tenant whose last file is
-    older than its `expect_file_within`. Exit 1 when any tenant's last run was voided or
-    failed, or a tenant is silent.
+    The last attempt is every kind (a home that could not be reached is a failed run);
+    beside it the last applied list and how old it is, since when the attempts fail,
+    when the home was last looked at, lists waiting for their count file, and files no
+    list pattern takes. `silent` marks a tenant whose last file (or, if it never sent
+    one, its start) is older than its `expect_file_within`. Exit 1 when any tenant's
+    last run was voided or failed, or a tenant is silent.
     """
     from listferry.status import statuses
 
@@ -301,7 +304,7 @@ _COLOURS = {"applied": "green", "voided": "yellow", "failed": "red", "skipped": 
 
 
 def _status_line(item: Any, colour: bool) -> str:
-    outcome = item.last_status or "never run"
+    outcome = item.last_status or ("no file yet" if item.looked_at else "never run")
     if colour:
         outcome = click.style(outcome, fg=_COLOURS.get(item.last_status or ""), bold=True)
     parts = [f"{item.tenant}: {outcome}"]
@@ -311,7 +314,23 @@ def _status_line(item: Any, colour: bool) -> str:
         parts.append(f"{item.subscribers} active")
     parts.append(f"{'-' if item.pending is None else item.pending} pending")
     if item.days_since_applied is not None:
-        parts.append(f"applied {item.days_since_applied} d ago")
+        if item.last_status == "applied":
+            parts.append(f"applied {item.days_since_applied} d ago")
+        else:
+            parts.append(
+                f"last applied run {item.last_applied_run} {item.days_since_applied} d ago"
+            )
+    if item.failing_since:
+        parts.append(f"failing since {item.failing_since}")
+    if item.looked_at and item.looked_at > (item.last_run_at or ""):
+        parts.append(f"home looked at {item.looked_at}")
+    for waiting in item.waiting:
+        parts.append(f"{waiting['file']} waiting for its count file until {waiting['until']}")
+    if item.ignored:
+        shown = ", ".join(item.ignored[:3])
+        if len(item.ignored) > 3:
+            shown += f" and {len(item.ignored) - 3} more"
+        parts.append(f"{len(item.ignored)} file(s) ignored (no list pattern takes them): {shown}")
     if item.last_export:
         parts.append(f"return file {item.last_export_at}")
     if item.next_sync:
@@ -511,7 +530,8 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     """Apply the file that run RUN_ID archived once more, recorded as a new run.
 
     For after a fix: a dialect corrected, a check relaxed, or a list to restore. Every
-    check runs again; only "already applied" does not hold it back. Exit 1 when the new
+    check runs again; only the repeat rule does not hold it back. Its file becomes the
+    last applied one, and its report goes to the customer's home. Exit 1 when the new
     run is voided or failed.
     """
     from listferry.pipeline import replay_run
@@ -547,6 +567,8 @@ def describe_run(run: Any) -> str:
         head += "".join(f", {n} {word}" for word, n in extra.items() if n)
     elif run.reason:
         head += f": {run.reason}"
+    if run.hint:
+        head += f" ({run.hint})"
     return head
 
 

@@ -162,6 +162,8 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "dialect": ("default", _typed(str)),
     "strategy": ("full", _typed(str)),
     "count_file": ("optional", _one_of(*COUNT_POLICIES)),
+    "count_file_wait": ("2h", _duration),
+    "keep_reports": (5, _positive_int),
     "pattern": ("*.csv", _typed(str)),
     "allow_ips": ([], _cidrs),
     "password_hash": (None, _typed(str)),
@@ -239,6 +241,8 @@ class Tenant:
     dialect: str = "default"
     strategy: str = "full"
     count_file: str = "optional"
+    count_file_wait: str = "2h"
+    keep_reports: int = 5
     pattern: str = "*.csv"
     allow_ips: tuple[str, ...] = ()
     password_hash: str | None = field(default=None, repr=False)
