@@ -682,18 +682,46 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--dialect", default="default", show_default=True, help="The CRM dialect.")
-@click.option("--count-file", type=click.Path(exists=True, dir_okay=False), help="Count file.")
+@click.argument("file")
+@click.option("--tenant", "tenant_name", metavar="NAME", help="The verdict of this tenant's sync.")
+@click.option("--dialect", metavar="D", help="Read as dialect D (default: the tenant's).")
+@click.option("--count-file", metavar="F", help="The count file (default: <stem>_count.txt).")
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
-def check(state: State, file: str, dialect: str, count_file: str | None, json_: bool) -> None:
-    """Dry run: read and check one file. Exit 1 when it would be voided."""
+def check(
+    state: State, file: str, tenant_name: str | None, dialect: str | None,
+    count_file: str | None, json_: bool,
+) -> None:  # fmt: skip
+    """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
+
+    With --tenant, that tenant's sync exactly: its dialect, count-file policy, limits,
+    the plan against its current list and every plan guard (the shrink guard too).
+    Without, the [defaults] settings and limits, planned against an empty list (guards
+    that compare with a tenant's list are left out, and the output says so).
+    """
+    from dataclasses import replace
+
     from listferry.checkfile import check_file
+    from listferry.config import defaults_tenant
     from listferry.plugins import load_host
 
-    host = state.app().host if state.config_path.exists() else load_host()
-    result = check_file(host, Path(file), dialect, Path(count_file) if count_file else None)
+    for given in (file, count_file):
+        if given is not None:
+            _readable(Path(given), state.log_format)
+    if state.config_path.exists() or tenant_name:
+        config, host = state.app().config, state.app().host
+        chosen = config.tenant(tenant_name) if tenant_name else config.defaults_tenant()
+    else:
+        host = load_host()
+        chosen = defaults_tenant({}, Path.cwd(), Path.cwd() / "state")
+    if dialect is not None:
+        if dialect not in host.dialects:
+            known = ", ".join(host.dialects.names())
+            raise Failed(f"unknown dialect {dialect!r} (known: {known})", 2, state.log_format)
+        chosen = replace(chosen, dialect=dialect)
+    dialect = chosen.dialect
+    count = Path(count_file) if count_file else None
+    result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
     read_as = host.dialects.get(dialect)
     mapping = [
         (header, canonical, spelling)
@@ -706,7 +734,6 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
     }
     if json_:
         data = result.to_json()
-        data["dialect"] = dialect
         data["mapping"] = [
             {"header": header, "field": canonical or f"fields.{header}", "matched": spelling}
             | ({"opts_out_on": sorted(also[header])} if header in also else {})
@@ -715,13 +742,20 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
         emit_json(data)
     else:
         verdict = "ok" if result.status == "ok" else f"void: {result.reason}"
-        click.echo(f"{file}: {verdict}")
+        whose = f" (as tenant {result.tenant}'s sync)" if result.tenant else ""
+        click.echo(f"{file}: {verdict}{whose}")
+        if result.hint:
+            click.echo(f"  ({result.hint})")
         line = (
             f"  {result.records} records, {result.invalid} invalid, {result.duplicates} duplicates"
         )
         if result.encoding:
             line += f"; {result.encoding}, delimiter {result.delimiter!r}"
         click.echo(line)
+        if result.plan is not None:
+            planned = ", ".join(f"{n} {what}" for what, n in result.plan.items()
+                                if what != "active_before")  # fmt: skip
+            click.echo(f"  plan against {result.plan['active_before']} active: {planned}")
         if mapping:
             click.echo(f"  columns, as dialect {dialect!r} reads them:")
         for header, canonical, spelling in mapping:
@@ -747,8 +781,23 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
             click.echo(f"  line {item.line}: {item.reason}")
         for note in result.notes:
             click.echo(f"  note: {note}")
+        for warning in result.warnings:
+            click.echo(f"  warning: {warning}")
     if result.status != "ok":
         sys.exit(1)
+
+
+def _readable(path: Path, log_format: str) -> None:
+    """A file the command can read, or one line and exit 2 (a usage error)."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise Failed(f"{path}: no such file", 2, log_format) from None
+    except IsADirectoryError:
+        raise Failed(f"{path}: a folder, not a file", 2, log_format) from None
+    except OSError as exc:
+        raise Failed(f"{path}: cannot read it: {exc.strerror}", 2, log_format) from None
 
 
 def _words(words: frozenset[str]) -> str:

@@ -354,6 +354,7 @@ class Config:
     text: str = field(repr=False, default="")
     executor: str = "local"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def tenant(self, name: str) -> Tenant:
         try:
@@ -362,11 +363,34 @@ class Config:
             known = ", ".join(sorted(self.tenants)) or "none yet"
             raise ConfigError(f"{self.path}: no tenant {name!r} (tenants: {known})") from None
 
+    def defaults_tenant(self) -> Tenant:
+        """A tenant with the ``[defaults]`` settings alone (``listferry check`` without
+        ``--tenant``); its home and state folder are never used."""
+        return defaults_tenant(self.defaults, self.path.parent.resolve(), self.state_dir)
+
     def where(self, table: str, key: str | None = None) -> str:
         """``file line N: [table] key`` for error messages."""
         line = line_of(self.text, table, key)
         at = f" line {line}" if line else ""
         return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
+
+
+#: Tenant keys that name a file, relative to the config file's folder.
+PATH_KEYS = ("known_hosts", "ca_file", "remote_key_file", "export_to", "pgp_key_file",
+             "pgp_recipient_key_file")  # fmt: skip
+
+
+def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Tenant:
+    """The tenant that ``defaults`` (checked ``[defaults]`` values) describe."""
+    values = {key: default for key, (default, _) in TENANT_KEYS.items() if key != "home"}
+    values.update(defaults)
+    for key in PATH_KEYS:
+        if values[key] and "://" not in values[key]:
+            values[key] = str((root / Path(values[key]).expanduser()).resolve())
+    for key in ("allow_ips", "ssh_keys", "export_fields"):
+        values[key] = tuple(values[key])
+    return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
+                  state_dir=state_dir / "(defaults)", **values)  # fmt: skip
 
 
 def find_config(option: str | None) -> Path:
@@ -469,8 +493,7 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
-        for key in ("home", "known_hosts", "ca_file", "remote_key_file", "export_to",
-                    "pgp_key_file", "pgp_recipient_key_file"):  # fmt: skip
+        for key in ("home", *PATH_KEYS):
             value = home if key == "home" else values[key]
             try:
                 if value and "://" in value:
@@ -507,6 +530,7 @@ def parse_config(text: str, path: Path) -> Config:
         text=text,
         executor=settings["executor"],
         notify=parse_notify(text, path, data.get("notify")),
+        defaults=defaults,
     )
 
 

@@ -29,11 +29,13 @@ from listferry.locks import tenant_lock
 from listferry.pending import REPORT_SUFFIX, Pending, Selection, complete, count_name, select
 from listferry.pgp import decrypt, decrypted_name, is_encrypted
 from listferry.planning import make_plan
+from listferry.plugins import Host
 from listferry.records import FileInfo
 from listferry.report import render
 from listferry.runs import RunRecord, utcnow
 from listferry.staging import Staged, stage
 from listferry.store import Store, StoreError
+from listferry.strategy import Plan
 from listferry.transport import Transport
 
 log = logging.getLogger("listferry")
@@ -92,6 +94,65 @@ def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
     found = [reason for reason in reasons if reason]
     if found:
         raise error("; ".join(found))
+
+
+# -- the stages a sync and its dry run (`listferry check`) share ----------------------------
+
+
+def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
+    """The list to read and its name: ``local`` itself, or for an encrypted list its
+    plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
+    if not is_encrypted(name):
+        return local, name
+    plain = decrypted_name(name)
+    source = local.parent / "decrypted" / plain
+    decrypt(tenant, local, source, name)
+    return source, plain
+
+
+def read_list(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path, name: str,
+    count: Path | None, progress: Callable[[int], None] | None = None,
+) -> tuple[FileInfo, Staged]:  # fmt: skip
+    """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
+
+    The header checks and the record checks run here; a header that fails voids.
+    """
+    dialect = host.dialects.get(tenant.dialect)
+    reader = host.readers.get(dialect.reader)
+    with reader.open(path, name, dialect) as source:
+        info = replace(source.info, count_file=count, count_policy=tenant.count_file)
+        void_if(host.hook.validate_header(file=info))
+        staged = stage(conn, source, info, host.hook.validate_records, progress)
+    return replace(info, records=staged.received, invalid=staged.invalid), staged
+
+
+def check_file_whole(host: Host, info: FileInfo) -> None:
+    """The checks of the whole file (count file, no records); one that fails voids."""
+    void_if(host.hook.validate_file(file=info))
+
+
+def checked_plan(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, staged: Staged, active: int,
+    force: bool = False,
+) -> Plan:  # fmt: skip
+    """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
+    ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
+    stops it."""
+    strategy = host.strategies.get(tenant.strategy)
+    plan = make_plan(conn, strategy, staged, active)
+    check = partial(host.hook.check_plan, plan=plan, tenant=tenant)
+    reasons = check(force=force)
+    overrulable = any(reasons) and not force and not any(check(force=True))
+    void_if(reasons, Overrulable if overrulable else Void)
+    return plan
+
+
+def overrule_hint(tenant: Tenant, replay_of: int | None = None) -> str:
+    """The operator's command that applies a file a guard held back."""
+    if replay_of is not None:
+        return f"to apply it anyway: listferry replay {tenant.name} {replay_of} --force"
+    return f"to apply it anyway: listferry sync {tenant.name} --force"
 
 
 class TenantSync:
@@ -217,21 +278,19 @@ class TenantSync:
                 run.end("skipped", f"the same content as the last applied file (run {last[0]})")
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
-                source, name = local, run.file
-                if is_encrypted(name):  # decrypted beside it, removed with the run's folder
-                    name = decrypted_name(name)
-                    source = local.parent / "decrypted" / name
-                    decrypt(tenant, local, source, run.file)
-                info, staged = self.read(source, name, count)
+                source, name = unpacked(tenant, local, run.file)
+                update = self.progress(source.stat().st_size) if self.progress else None
+                info, staged = read_list(self.app.host, tenant, self.store.conn, source, name,
+                                         count, update)  # fmt: skip
                 run.received, run.invalid = staged.received, staged.invalid
                 run.duplicates = staged.duplicates
-                void_if(self.hook.validate_file(file=info))
+                check_file_whole(self.app.host, info)
                 self.plan_and_apply(run, staged, pending, local)
         except Void as exc:
             run.end("voided", str(exc))
             keep = isinstance(exc, Overrulable)
             if keep:
-                run.hint = self.overrule_hint()
+                run.hint = overrule_hint(tenant, self.replay_of)
                 log.warning("%s: %s held in the home: %s; %s", tenant.name, run.file,
                             run.reason, run.hint)  # fmt: skip
         except ListferryError as exc:
@@ -250,32 +309,10 @@ class TenantSync:
         self.finish(run, pending, local, staged, info, keep or run.status == "failed")
         return run
 
-    def overrule_hint(self) -> str:
-        """The operator's command that applies a file a guard held back."""
-        if self.replay_of is not None:
-            return (
-                f"to apply it anyway: listferry replay {self.tenant.name} {self.replay_of} --force"
-            )
-        return f"to apply it anyway: listferry sync {self.tenant.name} --force"
-
-    def read(self, local: Path, name: str, count: Path | None) -> tuple[FileInfo, Staged]:
-        dialect = self.app.host.dialects.get(self.tenant.dialect)
-        reader = self.app.host.readers.get(dialect.reader)
-        update = self.progress(local.stat().st_size) if self.progress else None
-        with reader.open(local, name, dialect) as source:
-            info = replace(source.info, count_file=count, count_policy=self.tenant.count_file)
-            void_if(self.hook.validate_header(file=info))
-            staged = stage(self.store.conn, source, info, self.hook.validate_records, update)
-        return replace(info, records=staged.received, invalid=staged.invalid), staged
-
     def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
         """Plan, check the plan, and apply it; the file is archived as part of the commit."""
-        strategy = self.app.host.strategies.get(self.tenant.strategy)
-        plan = make_plan(self.store.conn, strategy, staged, self.store.count("active"))
-        check = partial(self.hook.check_plan, plan=plan, tenant=self.tenant)
-        reasons = check(force=self.force)
-        overrulable = any(reasons) and not self.force and not any(check(force=True))
-        void_if(reasons, Overrulable if overrulable else Void)
+        active = self.store.count("active")
+        plan = checked_plan(self.app.host, self.tenant, self.store.conn, staged, active, self.force)
         planned = {name: value for name, value in plan.counts().items() if hasattr(run, name)}
         for name, value in planned.items():  # a voided run added, removed... nothing
             setattr(run, name, value)
