@@ -1,0 +1,176 @@
+"""What customers trust: ``listferry server keys``, against real openssl and ssh-keygen."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import json
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import Workspace
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from test_crash import listferry_command
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
+Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+
+def run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, so stdout and stderr are seen apart."""
+    return subprocess.run(
+        [*listferry_command(), "--config", str(ws.config_path), *args],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def init(ws: Workspace, server: str = "") -> None:
+    if server:
+        ws.config_path.write_text(ws.config_path.read_text() + f"\n[server]\n{server}\n")
+    assert run(ws, "init").returncode == 0
+
+
+def openssl_fingerprint(cert: Path) -> str:
+    """``AB:CD:...`` as ``openssl x509 -fingerprint -sha256`` prints it (else computed)."""
+    if shutil.which("openssl") is None:
+        der = x509.load_pem_x509_certificate(cert.read_bytes()).public_bytes(
+            serialization.Encoding.DER
+        )
+        return hashlib.sha256(der).digest().hex(":").upper()
+    out = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(cert)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return out.strip().split("=", 1)[1]
+
+
+def issue(name: str, issuer: Issued | None = None, ca: bool = False, days: int = 90) -> Issued:
+    """A certificate for ``name`` (and 127.0.0.1), signed by ``issuer`` (else by itself)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    signer_name, signer_key = (issuer[0].subject, issuer[1]) if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(signer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=2))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        names = [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(signer_key, hashes.SHA256()), key
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest().hex(":").upper()
+
+
+# -- listferry server keys ---------------------------------------------------------------
+
+
+@needs_ssh_keygen
+def test_server_keys_prints_the_fingerprints_openssl_and_ssh_keygen_print(ws: Workspace) -> None:
+    init(ws)
+    server = ws.app().config.server
+    shown = run(ws, "server", "keys")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr == ""
+    lines = shown.stdout.splitlines()
+    assert f"TLS certificate (FTPS, and FTP after AUTH TLS): {server.tls_cert}" in lines
+    assert f"  SHA-256 fingerprint: {openssl_fingerprint(server.tls_cert)}" in lines
+    assert "  names: " + ", ".join([socket.gethostname(), "localhost", "127.0.0.1"]) in lines
+
+    keygen = subprocess.run(
+        ["ssh-keygen", "-lf", str(server.ssh_host_key)], capture_output=True, text=True, check=True
+    ).stdout.split()  # "256 SHA256:... comment (ED25519)"
+    assert f"  fingerprint: {keygen[1]} (ED25519, 256 bits)" in lines
+    kind, blob = Path(f"{server.ssh_host_key}.pub").read_text().split()[:2]
+    assert f"  known_hosts: [127.0.0.1]:2222 {kind} {blob}" in lines
+
+    only = run(ws, "server", "keys", "--known-hosts")
+    assert only.stdout == f"[127.0.0.1]:2222 {kind} {blob}\n"
+    data = json.loads(run(ws, "server", "keys", "--json").stdout)
+    assert data["tls_certificate"]["sha256"] == openssl_fingerprint(server.tls_cert)
+    assert data["tls_certificate"]["self_signed"] is True
+    assert data["ssh_host_keys"][0]["sha256"] == keygen[1]
+    assert (data["host"], data["sftp_port"], data["warnings"]) == ("127.0.0.1", 2222, [])
+
+
+def test_serve_show_keys_prints_the_same_and_exits_without_serving(ws: Workspace) -> None:
+    init(ws, 'sftp_port = 22\nhost = "0.0.0.0"')
+    shown = run(ws, "serve", "--show-keys", "--host", "files.example.net")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == run(ws, "server", "keys", "--host", "files.example.net").stdout
+    assert "listening" not in shown.stdout
+    blob = Path(f"{ws.app().config.server.ssh_host_key}.pub").read_text().split()[1]
+    assert f"  known_hosts: files.example.net ssh-ed25519 {blob}" in shown.stdout  # port 22
+
+
+def test_a_wildcard_host_needs_the_public_name(ws: Workspace) -> None:
+    init(ws, 'host = "0.0.0.0"')
+    shown = run(ws, "server", "keys")
+    assert shown.returncode == 0
+    assert "  known_hosts: [PUBLIC-NAME]:2222 ssh-ed25519 " in shown.stdout
+    assert "replace PUBLIC-NAME with the name customers connect to" in shown.stderr
+
+    refused = run(ws, "server", "keys", "--known-hosts")
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert refused.stderr.startswith("Error: [server] host is 0.0.0.0")
+    assert "--host NAME" in refused.stderr and len(refused.stderr.splitlines()) == 1
+
+    named = run(ws, "server", "keys", "--known-hosts", "--host", "files.example.net")
+    assert named.returncode == 0
+    assert named.stdout.startswith("[files.example.net]:2222 ssh-ed25519 AAAA")
+    assert "the certificate does not name files.example.net" in named.stderr
+
+
+@pytest.mark.parametrize("command", [("server", "keys"), ("serve", "--show-keys")])
+def test_missing_keys_are_one_line_saying_to_run_init_and_exit_2(
+    ws: Workspace, command: tuple[str, ...]
+) -> None:
+    done = run(ws, *command)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("Error: ") and "tls-cert.pem ([server] tls_cert) is missing" in line
+    assert "run 'listferry init'" in line
+
+
+def test_server_keys_warns_of_a_key_that_is_not_the_certificates_and_an_expired_one(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    cert, _ = issue("files.example.net", days=-1)
+    _, other_key = issue("files.example.net")
+    (tmp_path / "cert.pem").write_bytes(pem(cert))
+    (tmp_path / "key.pem").write_bytes(key_pem(other_key))
+    init(ws, f'tls_cert = "{tmp_path / "cert.pem"}"\ntls_key = "{tmp_path / "key.pem"}"')
+    data = json.loads(run(ws, "server", "keys", "--json").stdout)
+    assert data["tls_certificate"]["sha256"] == fingerprint(cert)
+    [expired, mismatch] = data["warnings"]
+    assert "the certificate expired on" in expired
+    assert f"{tmp_path / 'key.pem'} is not the key of {tmp_path / 'cert.pem'}" in mismatch
