@@ -1,14 +1,20 @@
-"""What customers trust: ``listferry server keys``, against real openssl and ssh-keygen."""
+"""What customers trust: ``listferry server keys``, and the FTPS certificate a running
+server picks up from disk, against real openssl, ssh-keygen and ftplib on 127.0.0.1."""
 
 from __future__ import annotations
 
 import datetime
+import ftplib
 import hashlib
 import ipaddress
 import json
+import logging
+import os
 import shutil
 import socket
+import ssl
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_crash import listferry_command
+
+from listferry.keys import make_tls_certificate
+from listferry.passwords import hash_password
+
+PASSWORD = "s3cret-Passw0rd"
 
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="no ssh-keygen")
 Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
@@ -49,6 +60,27 @@ def openssl_fingerprint(cert: Path) -> str:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return out.strip().split("=", 1)[1]
+
+
+def unverified() -> ssl.SSLContext:
+    """A client context that takes any certificate, to see which one is served."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
+def served_fingerprint(port: int, cafile: Path | None = None) -> str:
+    """The SHA-256 fingerprint of the certificate the server at ``port`` offers after
+    AUTH TLS; with ``cafile``, the certificate must also verify against it."""
+    context = unverified() if cafile is None else ssl.create_default_context(cafile=str(cafile))
+    client = ftplib.FTP_TLS(context=context, timeout=10)
+    try:
+        client.connect("127.0.0.1", port)
+        client.auth()
+        der = client.sock.getpeercert(binary_form=True)
+    finally:
+        client.close()
+    return hashlib.sha256(der).digest().hex(":").upper()
 
 
 def issue(name: str, issuer: Issued | None = None, ca: bool = False, days: int = 90) -> Issued:
@@ -87,6 +119,26 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest().hex(":").upper()
+
+
+def replace_pair(cert: Path, key: Path) -> str:
+    """Put a new self-signed pair where ``cert`` and ``key`` are, each file replaced
+    whole, as a renewal does; return the new certificate's fingerprint."""
+    fresh = cert.parent / "fresh"
+    fresh.mkdir(exist_ok=True)
+    for old in fresh.iterdir():
+        old.unlink()
+    make_tls_certificate(fresh / "cert.pem", fresh / "key.pem")
+    os.replace(fresh / "key.pem", key)
+    os.replace(fresh / "cert.pem", cert)
+    return openssl_fingerprint(cert)
+
+
+@pytest.fixture
+def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """``events("certificate")``: the structured server log lines of that kind so far."""
+    caplog.set_level(logging.INFO, logger="listferry.server")
+    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 # -- listferry server keys ---------------------------------------------------------------
@@ -174,3 +226,131 @@ def test_server_keys_warns_of_a_key_that_is_not_the_certificates_and_an_expired_
     [expired, mismatch] = data["warnings"]
     assert "the certificate expired on" in expired
     assert f"{tmp_path / 'key.pem'} is not the key of {tmp_path / 'cert.pem'}" in mismatch
+
+
+# -- a CA's certificate, renewed on disk --------------------------------------------------
+
+
+def certbot_layout(folder: Path, issuer: Issued, generation: int) -> Issued:
+    """``archive/`` files and ``live/`` symbolic links, as certbot keeps them; each
+    generation is new files and the links repointed."""
+    leaf = issue("localhost", issuer)
+    archive, live = folder / "archive", folder / "live"
+    archive.mkdir(parents=True, exist_ok=True)
+    live.mkdir(exist_ok=True)
+    (archive / f"fullchain{generation}.pem").write_bytes(pem(leaf[0]) + pem(issuer[0]))
+    (archive / f"privkey{generation}.pem").write_bytes(key_pem(leaf[1]))
+    for name in ("privkey", "fullchain"):
+        link = live / f"{name}.pem.new"
+        link.symlink_to(f"../archive/{name}{generation}.pem")
+        os.replace(link, live / f"{name}.pem")
+    return leaf
+
+
+def test_a_ca_chain_is_served_whole_and_a_certbot_renewal_is_picked_up_without_a_restart(
+    ws: Workspace, served, tmp_path: Path, events
+) -> None:
+    root = issue("Test Root CA", ca=True, days=3650)
+    intermediate = issue("Test Intermediate R1", root, ca=True, days=1000)
+    (tmp_path / "root.pem").write_bytes(pem(root[0]))
+    first = certbot_layout(tmp_path / "le", intermediate, 1)
+    live = tmp_path / "le" / "live"
+    init(ws, f'tls_cert = "{live / "fullchain.pem"}"\ntls_key = "{live / "privkey.pem"}"')
+
+    data = json.loads(run(ws, "server", "keys", "--json").stdout)
+    assert data["tls_certificate"]["sha256"] == fingerprint(first[0])
+    assert data["tls_certificate"]["path"] == str(live / "fullchain.pem")
+    assert (data["tls_certificate"]["chain"], data["tls_certificate"]["self_signed"]) == (2, False)
+    assert data["tls_certificate"]["issuer"] == "CN=Test Intermediate R1"
+
+    server = ws.app().config.server
+    with served(["ftps"], tls_cert=server.tls_cert, tls_key=server.tls_key) as s:
+        port = s.ports["ftps"]
+        # Verifying against the root alone needs the intermediate from the server.
+        assert served_fingerprint(port, tmp_path / "root.pem") == fingerprint(first[0])
+        second = certbot_layout(tmp_path / "le", intermediate, 2)
+        assert served_fingerprint(port, tmp_path / "root.pem") == fingerprint(second[0])
+    loaded = events("certificate")
+    assert len(loaded) == 2 and all("result=loaded" in line for line in loaded)
+    assert f"sha256={fingerprint(second[0])}" in loaded[1]
+
+
+def test_a_running_ftps_server_serves_a_renewed_certificate_to_new_connections(
+    ws: Workspace, served
+) -> None:
+    init(ws)
+    ws.add_tenant("acme", password_hash=hash_password(PASSWORD))
+    server = ws.app().config.server
+    before = openssl_fingerprint(server.tls_cert)
+    with served(["ftps"]) as s:
+        port = s.ports["ftps"]
+        assert served_fingerprint(port, server.tls_cert) == before
+        session = ftplib.FTP_TLS(context=unverified(), timeout=10)
+        session.connect("127.0.0.1", port)
+        session.login("acme", PASSWORD)
+        session.prot_p()
+
+        after = replace_pair(server.tls_cert, server.tls_key)
+        assert after != before
+        assert served_fingerprint(port, server.tls_cert) == after  # verified by the new file
+        # A session that began before keeps its certificate, for its data connections too.
+        data = session.transfercmd("STOR subscriber_list.csv")
+        data_cert = data.getpeercert(binary_form=True)
+        data.sendall(b"email\r\na@example.org\r\n")
+        data.unwrap()
+        data.close()
+        session.voidresp()
+        session.quit()
+    assert hashlib.sha256(data_cert).digest().hex(":").upper() == before
+    assert (ws.home() / "subscriber_list.csv").exists()
+
+
+def cut_the_new_certificate_short(cert: Path, key: Path) -> None:
+    data = cert.read_bytes()
+    replace_pair(cert, key)
+    cert.write_bytes(cert.read_bytes() + data[: len(data) // 2])  # a chain half written
+
+
+def write_a_certificate_for_another_key(cert: Path, key: Path) -> None:
+    other = cert.parent / "other"
+    other.mkdir()
+    make_tls_certificate(other / "cert.pem", other / "key.pem")
+    os.replace(other / "cert.pem", cert)
+
+
+def truncate_the_certificate(cert: Path, key: Path) -> None:
+    replace_pair(cert, key)
+    cert.write_bytes(cert.read_bytes()[:100])
+
+
+def remove_the_key(cert: Path, key: Path) -> None:
+    replace_pair(cert, key)
+    key.unlink()
+
+
+def truncate_the_key(cert: Path, key: Path) -> None:
+    replace_pair(cert, key)
+    key.write_bytes(key.read_bytes()[:40])
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [cut_the_new_certificate_short, truncate_the_certificate, write_a_certificate_for_another_key,
+     remove_the_key, truncate_the_key],
+)  # fmt: skip
+def test_a_bad_renewal_keeps_the_last_good_pair_and_is_logged_once(
+    ws: Workspace, served, events, damage: Callable[[Path, Path], None]
+) -> None:
+    init(ws)
+    server = ws.app().config.server
+    good = openssl_fingerprint(server.tls_cert)
+    with served(["ftp", "ftps"]) as s:
+        damage(server.tls_cert, server.tls_key)
+        for _ in range(2):
+            assert served_fingerprint(s.ports["ftps"]) == good
+            assert served_fingerprint(s.ports["ftp"]) == good
+        [logged] = [line for line in events("certificate") if "result=unusable" in line]
+        assert f"serving={good}" in logged
+        renewed = replace_pair(server.tls_cert, server.tls_key)
+        assert served_fingerprint(s.ports["ftps"]) == renewed
+        assert served_fingerprint(s.ports["ftp"]) == renewed
