@@ -10,6 +10,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -170,6 +171,24 @@ def test_server_keys_prints_the_fingerprints_openssl_and_ssh_keygen_print(ws: Wo
     assert data["tls_certificate"]["self_signed"] is True
     assert data["ssh_host_keys"][0]["sha256"] == keygen[1]
     assert (data["host"], data["sftp_port"], data["warnings"]) == ("127.0.0.1", 2222, [])
+
+
+def shape(value: object) -> object:
+    """The keys of ``value``'s objects, all the way down."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value[:1]]
+    return type(value).__name__
+
+
+def test_the_json_the_operator_guide_shows_is_what_server_keys_prints(ws: Workspace) -> None:
+    init(ws)
+    guide = (Path(__file__).parent.parent / "docs" / "operator.md").read_text()
+    shown = re.search(r"as `server keys --json` prints them.*?```json\n(.*?)```", guide, re.S)
+    assert shown is not None
+    printed = json.loads(run(ws, "server", "keys", "--json").stdout)
+    assert shape(json.loads(shown[1])) == shape(printed)
 
 
 def test_serve_show_keys_prints_the_same_and_exits_without_serving(ws: Workspace) -> None:
