@@ -199,10 +199,14 @@ def init(state: State) -> None:
     "--no-schedule", is_flag=True,
     help="Do not run the schedule (when `listferry schedule`, cron or a timer runs the syncs).",
 )  # fmt: skip
+@click.option(
+    "--show-keys", is_flag=True,
+    help="Print the servers' key fingerprints, as `listferry server keys` does, and exit.",
+)  # fmt: skip
 @pass_state
 def serve(
-    state: State, protocols: str | None, host: str | None,
-    ftp_port: int | None, ftps_port: int | None, sftp_port: int | None, no_schedule: bool,
+    state: State, protocols: str | None, host: str | None, ftp_port: int | None,
+    ftps_port: int | None, sftp_port: int | None, no_schedule: bool, show_keys: bool,
 ) -> None:  # fmt: skip
     """Run the FTP, FTPS and SFTP servers, and the schedule, until SIGINT or SIGTERM.
 
@@ -212,11 +216,19 @@ def serve(
     """
     from dataclasses import replace
 
+    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
+                 "sftp_port": sftp_port}  # fmt: skip
+    if show_keys:
+        from listferry.fingerprints import server_keys
+
+        server = replace(load_config(state.config_path).server,
+                         **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
+        _show_keys(server_keys(server), known_hosts=False, json_=False)
+        return
+
     from listferry.serving import serve as run_servers
 
     app = state.app()
-    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
-                 "sftp_port": sftp_port}  # fmt: skip
     settings = replace(app.config.server, **{k: v for k, v in overrides.items() if v is not None})
     chosen = protocols.split(",") if protocols else app.host.servers.names()
     if not chosen:
@@ -233,6 +245,52 @@ def serve(
         _say_plan(scheduler)
         beside = scheduler.run
     run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text), beside)
+
+
+@cli.group()
+def server() -> None:
+    """The built-in servers: what customers need to trust them."""
+
+
+@server.command("keys")
+@click.option(
+    "--host", metavar="NAME",
+    help="The name customers connect to, for the known_hosts lines (default: [server] host).",
+)  # fmt: skip
+@click.option(
+    "--known-hosts", "known_hosts", is_flag=True,
+    help="Print only the known_hosts lines, for a file to hand a customer.",
+)  # fmt: skip
+@click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
+@pass_state
+def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) -> None:
+    """The TLS certificate and SSH host key fingerprints, as customers' clients show them.
+
+    The certificate's SHA-256 fingerprint as `openssl x509 -fingerprint -sha256`, curl,
+    lftp and FileZilla show it, its names and expiry; each SSH host key's fingerprint as
+    `ssh-keygen -lf` shows it and its known_hosts line (`[host]:port type key`). Warnings
+    (a certificate that does not name HOST, expires soon, or whose key does not match) go
+    to stderr. Exit 2 when a key file is missing or unreadable.
+    """
+    from listferry.fingerprints import server_keys
+
+    if json_ and known_hosts:
+        raise click.UsageError("--json and --known-hosts do not go together")
+    keys = server_keys(load_config(state.config_path).server, host, require_host=known_hosts)
+    _show_keys(keys, known_hosts, json_)
+
+
+def _show_keys(keys: dict[str, Any], known_hosts: bool, json_: bool) -> None:
+    from listferry.fingerprints import describe
+
+    if json_:
+        emit_json(keys)
+        return
+    lines = [k["known_hosts"] for k in keys["ssh_host_keys"]] if known_hosts else describe(keys)
+    for line in lines:
+        click.echo(line)
+    for warning in keys["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()

@@ -333,7 +333,8 @@ def _server_settings(values: dict[str, Any], root: Path, state_dir: Path) -> Ser
         "ssh_host_key": own / "ssh_host_ed25519_key",
     }
     for key, default in paths.items():
-        values[key] = (root / values[key]).resolve() if values[key] else default
+        # Absolute, but symbolic links kept: a renewal repoints them (certbot's live/).
+        values[key] = Path(os.path.abspath(root / values[key])) if values[key] else default
     low, _, high = values["passive_ports"].partition("-")
     values["passive_ports"] = (int(low), int(high)) if high else None
     return ServerSettings(**values)
