@@ -162,7 +162,8 @@ def _examine(
         check_file_whole(host, info)
         active = conn.execute("SELECT count(*) FROM subscribers WHERE status = 'active'")
         plan: Plan = checked_plan(host, tenant, conn, staged, active.fetchone()[0])
-        result.plan = {k: v for k, v in plan.counts().items() if k not in _FILE_COUNTS}
+        if result.tenant is not None:  # against an empty list, a plan says nothing
+            result.plan = {k: v for k, v in plan.counts().items() if k not in _FILE_COUNTS}
     except Void as exc:
         result.status, result.reason = "void", str(exc)
         if isinstance(exc, Overrulable):
