@@ -1,0 +1,136 @@
+"""Changes to the config file's tenant tables that keep its comments and layout (tomlkit).
+
+The comments at the end of a table, after its last key, lead into whatever comes next.
+So a new key goes after the table's last key, before those comments; a list changed by
+adding and taking out items keeps the lines of the items that stay; a new table goes
+after the last tenant, above the comments that led on from it.
+
+Each change is made twice: on the tomlkit document, and on the plain data the file must
+mean afterwards. :func:`render` compares the two, so a layout tomlkit cannot edit
+faithfully (a tenant spread over dotted keys, say) is refused instead of written wrong.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+from tomlkit.items import Array, Item, Table
+
+from listferry.errors import ConfigError
+
+#: Passed as a value to :meth:`TenantTables.set`: remove the key from the tenant's table.
+UNSET = object()
+
+
+class TenantTables:
+    """The config's text, open for changes to ``[tenants.NAME]`` tables."""
+
+    def __init__(self, text: str, path: Path) -> None:
+        self.path = path
+        self.doc = tomlkit.parse(text)
+        self.data = tomllib.loads(text)  # what the file must mean once changed
+
+    def set(self, name: str, values: dict[str, Any]) -> None:
+        """Set each key of tenant ``name`` to its value, or remove it (``UNSET``)."""
+        table = self.doc["tenants"][name]
+        plain = self.data["tenants"][name]
+        for key, value in values.items():
+            if value is UNSET:
+                if key in plain:
+                    del table[key]
+                    del plain[key]
+            elif key in table and isinstance(table[key], Array) and _edit_list(table[key], value):
+                plain[key] = value
+            elif key in table or not isinstance(table, Table):
+                table[key] = value
+                plain[key] = value
+            else:
+                _append_key(table, key, value)
+                plain[key] = value
+
+    def add(self, name: str, values: dict[str, Any]) -> None:
+        """Add ``[tenants.NAME]`` with ``values`` after the last tenant (or at the end)."""
+        new = tomlkit.table()
+        for key, value in values.items():
+            new.add(key, value)
+        self.data.setdefault("tenants", {})[name] = values
+        tenants = self.doc.get("tenants")
+        if tenants is None:
+            self.doc.add("tenants", tomlkit.table(is_super_table=True))
+            self.doc["tenants"].append(name, new)
+            return
+        last = _last_table(tenants) if isinstance(tenants, Table) else None
+        if last is None:
+            tenants[name] = new  # tenants written some other way: tomlkit's own placing
+            return
+        body = last.value.body
+        start = _closing(body)
+        closing = body[start:]
+        del body[start:]  # keyless items only: no key's index moves
+        new.trivia.indent = "\n"
+        tenants.append(name, new)
+        new.value.body.extend(closing)
+
+    def render(self) -> str:
+        """The changed text; refused when it would not mean exactly what was asked."""
+        text = self.doc.as_string()
+        try:
+            meant = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            meant = None
+        if meant != self.data:
+            raise ConfigError(
+                f"{self.path}: the tenants are written in a form this command cannot change "
+                "safely (dotted keys, or a table split in parts); edit the file by hand"
+            )
+        return text
+
+
+def _closing(body: list[tuple[Any, Item]]) -> int:
+    """Where a table's closing lines (keyless: comments, blank lines) start in ``body``."""
+    end = len(body)
+    while end and body[end - 1][0] is None:
+        end -= 1
+    return end
+
+
+def _edit_list(array: Array, new: Any) -> bool:
+    """Make ``array`` hold ``new`` by taking items out and adding them at its end, so the
+    lines and comments of the items that stay are kept; False when that cannot do it."""
+    old = array.unwrap()
+    if not isinstance(new, list) or len(set(map(repr, old))) < len(old):
+        return False
+    kept = [item for item in old if item in new]
+    if new[: len(kept)] != kept:
+        return False
+    for index in reversed(range(len(old))):
+        if old[index] not in new:
+            del array[index]
+    for item in new[len(kept) :]:
+        array.append(item)
+    return True
+
+
+def _append_key(table: Table, key: str, value: Any) -> None:
+    """Add ``key`` after the table's last key, above its closing comments."""
+    body = table.value.body
+    start = _closing(body)
+    closing = body[start:]
+    del body[start:]  # keyless items only: no key's index moves
+    table.add(key, value)
+    body.extend(closing)
+
+
+def _last_table(tenants: Table) -> Table | None:
+    """The last ``[tenants.NAME]`` table, when every tenant is a table of its own."""
+    last = None
+    for key, item in tenants.value.body:
+        if key is None:
+            continue
+        if not isinstance(item, Table) or key.is_dotted():
+            return None
+        last = item
+    return last
