@@ -8,10 +8,11 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
+from conftest import Workspace, people
 from test_crash import listferry_command
 
 from listferry.config import TENANT_KEYS
+from listferry.locks import EXPORTS, RUNS, tenant_lock
 from listferry.passwords import hash_password, verify_password
 
 HAND_WRITTEN = """\
@@ -264,3 +265,79 @@ def test_show_gives_the_settings_that_apply_and_where_each_comes_from(
     assert "  password: set" in lines and any(line.startswith("  ssh_keys: 0") for line in lines)
     missing = ws.cli("tenant", "show", "nosuch")
     assert missing.exit_code == 2 and "no tenant 'nosuch'" in missing.stderr
+
+
+# -- tenant remove --------------------------------------------------------------------------
+
+
+def test_remove_keeps_store_archive_and_home_aside_and_every_other_line(
+    ws: Workspace, hand_written: str
+) -> None:
+    ws.upload(people(3), tenant="acme", count=3)
+    assert [run.status for run in ws.sync("acme")] == ["applied"]
+    state, home = ws.root / "state" / "acme", ws.root / "homes" / "acme"
+    (home / "waiting.csv").write_text("email\nlate@example.org\n")
+
+    result = ws.cli("tenant", "remove", "acme")
+    assert result.exit_code == 0, result.output
+    assert ws.config_path.read_text() == hand_written.replace(
+        hand_written[hand_written.index("# ACME") : hand_written.index("# Beta")], ""
+    )
+    assert not state.exists() and not home.exists()
+    (aside,) = (ws.root / "state" / "_removed").iterdir()
+    assert aside.name.startswith("acme-") and aside.name.endswith("Z")
+    assert (aside / "state" / "tenant.db").is_file()
+    assert len(list((aside / "state" / "archive").iterdir())) == 2  # the list and its count
+    assert (aside / "home" / "waiting.csv").read_text().startswith("email")
+    assert f"moved to {aside / 'state'}" in result.stdout
+    assert f"moved to {aside / 'home'}" in result.stdout
+    gone = ws.cli("sync", "acme")
+    assert gone.exit_code == 2 and "no tenant 'acme'" in gone.stderr
+    assert ws.cli("tenant", "add", "acme").exit_code == 0  # the name is free again
+    assert not (ws.root / "state" / "acme" / "tenant.db").exists()
+
+
+def test_remove_purge_deletes_the_folders_and_never_touches_a_customer_hosted_home(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(2), tenant="acme")
+    ws.sync("acme")
+    crm = "sftp://listferry@crm.example.net:22/exports"
+    assert ws.cli("tenant", "add", "beta", "--home", crm).exit_code == 0
+    result = ws.cli("tenant", "remove", "acme", "--purge")
+    assert result.exit_code == 0, result.output
+    assert not (ws.root / "state" / "acme").exists() and not (ws.root / "homes" / "acme").exists()
+    assert not (ws.root / "state" / "_removed").exists()
+    remote = ws.cli("tenant", "remove", "beta", "--purge")
+    assert remote.exit_code == 0, remote.output
+    assert f"its home {crm}: on the customer's server, not touched" in remote.stdout
+    assert "tenants" not in tomllib.loads(ws.config_path.read_text())
+    assert ws.app().config.tenants == {}
+
+
+def test_remove_leaves_a_home_that_is_not_the_tenants_alone(ws: Workspace) -> None:
+    ws.add_tenant("acme", home="shared")
+    ws.add_tenant("beta", home="shared/beta")
+    result = ws.cli("tenant", "remove", "acme", "--purge")
+    assert result.exit_code == 0, result.output
+    assert "left in place (shared with tenant beta)" in result.stdout
+    assert (ws.root / "shared" / "beta").is_dir()
+
+
+@pytest.mark.parametrize(("lock", "what"), [(RUNS, "a run"), (EXPORTS, "an export")])
+def test_remove_is_refused_while_a_run_or_an_export_holds_the_tenant(
+    ws: Workspace, lock: str, what: str
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(2), tenant="acme")
+    ws.sync("acme")
+    before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
+    with tenant_lock(ws.app().config.tenant("acme"), lock) as held:
+        assert held
+        result = ws.cli("tenant", "remove", "acme", "--purge")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: acme has {what} in progress; try again when it ends"
+    assert unchanged(ws, before, inode)
+    assert (ws.root / "state" / "acme" / "tenant.db").is_file()
+    assert (ws.root / "homes" / "acme").is_dir()

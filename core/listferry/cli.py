@@ -357,7 +357,7 @@ def digest(state: State, hours: float, send: bool, json_: bool) -> None:
 
 @cli.group()
 def tenant() -> None:
-    """Add, change, show and list tenants (customers).
+    """Add, change, show, list and remove tenants (customers).
 
     Each change is checked whole before the config file is replaced, keeping its
     comments and layout; a running `serve` takes it from the next login.
@@ -527,6 +527,25 @@ def tenant_show(state: State, name: str, json_: bool) -> None:
         emit_json(shown)
         return
     for line in describe_lines(shown):
+        click.echo(line)
+
+
+@tenant.command("remove")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Delete its store, archive and home.")
+@pass_state
+def tenant_remove(state: State, name: str, purge: bool) -> None:
+    """Take a tenant out of the config; keep its folders aside, or delete them.
+
+    Refused while a run or an export of the tenant is under way, and none can start
+    while it is removed. Its state folder (store, archive) and a local home go to
+    state/_removed/NAME-<UTC time>/, or are deleted with --purge. A home on the
+    customer's server is not touched. A running `serve` refuses the tenant's logins
+    from the next one; sessions already open run on until they end.
+    """
+    from listferry.tenants import remove_tenant
+
+    for line in remove_tenant(state.app(), name, purge):
         click.echo(line)
 
 

@@ -1,9 +1,11 @@
 """Changes to the config file's tenant tables that keep its comments and layout (tomlkit).
 
-The comments at the end of a table, after its last key, lead into whatever comes next.
-So a new key goes after the table's last key, before those comments; a list changed by
-adding and taking out items keeps the lines of the items that stay; a new table goes
-after the last tenant, above the comments that led on from it.
+A comment block directly above a table's header (no blank line between) belongs to that
+table; the comments at the end of a table, after its last key, lead into whatever comes
+next. So a new key goes after the table's last key, before those comments; a list
+changed by adding and taking out items keeps the lines of the items that stay; a removed
+table takes the block above its header along and leaves its closing comments in place;
+a new table goes after the last tenant, above the comments that led on from it.
 
 Each change is made twice: on the tomlkit document, and on the plain data the file must
 mean afterwards. :func:`render` compares the two, so a layout tomlkit cannot edit
@@ -13,11 +15,13 @@ faithfully (a tenant spread over dotted keys, say) is refused instead of written
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import tomlkit
-from tomlkit.items import Array, Item, Table
+from tomlkit.container import Container
+from tomlkit.items import Array, Comment, InlineTable, Item, Null, Table, Whitespace
 
 from listferry.errors import ConfigError
 
@@ -74,6 +78,28 @@ class TenantTables:
         tenants.append(name, new)
         new.value.body.extend(closing)
 
+    def remove(self, name: str) -> None:
+        """Remove tenant ``name``'s table and the comment block directly above it."""
+        del self.data["tenants"][name]
+        if not self.data["tenants"]:
+            del self.data["tenants"]
+        found = _find(self.doc, ("tenants", name))
+        if found is None:
+            del self.doc["tenants"][name]
+            return
+        container, index, item = found
+        for above, at in _comments_above(self.doc, item):
+            above.body[at] = (None, Null())
+        closing = ""
+        if isinstance(item, Table):
+            body = item.value.body
+            closing = "".join(i.as_string() for _, i in body[_closing(body) :])
+            closing = "\n".join(_drop_leading_blank_lines(closing.split("\n")))
+        key = container.body[index][0]
+        container.remove(key)
+        if closing:
+            container.body[index] = (None, Whitespace(closing))
+
     def render(self) -> str:
         """The changed text; refused when it would not mean exactly what was asked."""
         text = self.doc.as_string()
@@ -95,6 +121,12 @@ def _closing(body: list[tuple[Any, Item]]) -> int:
     while end and body[end - 1][0] is None:
         end -= 1
     return end
+
+
+def _drop_leading_blank_lines(lines: list[str]) -> list[str]:
+    while lines and not lines[0].strip():
+        lines = lines[1:]
+    return lines
 
 
 def _edit_list(array: Array, new: Any) -> bool:
@@ -134,3 +166,44 @@ def _last_table(tenants: Table) -> Table | None:
             return None
         last = item
     return last
+
+
+def _walk(container: Container, path: tuple[str, ...] = ()) -> Iterator[tuple]:
+    """Every item in the order it is written: ``(container, index, path, item)``."""
+    for index, (key, item) in enumerate(container.body):
+        here = (*path, key.key) if key is not None else path
+        yield container, index, here, item
+        if isinstance(item, Table):
+            yield from _walk(item.value, here)
+
+
+def _find(doc: Container, path: tuple[str, ...]) -> tuple[Container, int, Item] | None:
+    """Where the table (or inline table) at ``path`` is written, when it is in one piece."""
+    found = [
+        (container, index, item)
+        for container, index, here, item in _walk(doc)
+        if here == path and isinstance(item, Table | InlineTable)
+    ]
+    if len(found) != 1:
+        return None
+    container, index, _ = found[0]
+    return None if container.body[index][0].is_dotted() else found[0]
+
+
+def _comments_above(doc: Container, target: Item) -> list[tuple[Container, int]]:
+    """The comment lines written directly above ``target`` (no blank line between)."""
+    if isinstance(target, Table) and "\n" in target.trivia.indent:
+        return []
+    before: list[tuple[Container, int, Item]] = []
+    for container, index, _, item in _walk(doc):
+        if item is target:
+            break
+        before.append((container, index, item))
+    found = []
+    for container, index, item in reversed(before):
+        if isinstance(item, Null) or (isinstance(item, Table) and item.is_super_table()):
+            continue  # writes nothing
+        if not isinstance(item, Comment):
+            break
+        found.append((container, index))
+    return found

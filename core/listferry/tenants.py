@@ -1,4 +1,4 @@
-"""Changing the config's tenants: add and set, and how one tenant's settings read.
+"""Changing the config's tenants: add, set, remove, and how one tenant's settings read.
 
 Every change goes the same way: the config file is locked against other changes, read
 as it is now, changed with tomlkit (:mod:`listferry.configedit`, comments and layout
@@ -15,9 +15,11 @@ import ipaddress
 import json
 import os
 import re
+import shutil
 import tempfile
 import tomllib
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,15 @@ from listferry.app import App, check_names, open_app
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, load_config, parse_config
 from listferry.configedit import TenantTables
 from listferry.errors import ConfigError, ListferryError
+from listferry.locks import EXPORTS, RUNS, tenant_lock
 
 #: Settings that are never shown: only whether they are set.
 SECRET_KEYS = ("password_hash", "remote_password")
 #: Names a tenant may not take: its state folder would be the servers' own.
 RESERVED_NAMES = ("server",)
+#: Where ``tenant remove`` puts a tenant's folders, in the state folder (no tenant name
+#: starts with ``_``).
+REMOVED = "_removed"
 
 
 def check_name(name: str) -> str:
@@ -254,6 +260,102 @@ def describe_lines(shown: dict[str, Any]) -> list[str]:
     width = min(max(len(text) for text, _ in rows), 40)
     lines += [f"  {text:<{width}}  # {note}" if note else f"  {text}" for text, note in rows]
     return lines
+
+
+# -- removing a tenant --------------------------------------------------------------------
+
+
+def remove_tenant(app: App, name: str, purge: bool) -> list[str]:
+    """Take tenant ``name`` out of the config, and its folders aside (or delete them).
+
+    Refused while a run or an export of the tenant is under way; both its locks are held
+    until the end, so none starts meanwhile. The state folder (store, archive) and a
+    local home go to ``state/_removed/NAME-<UTC time>/``, or are deleted with ``purge``.
+    A home on a customer's server (a URL) is never touched, nor a folder that is not the
+    tenant's alone. Returns what happened, a line each.
+    """
+    path = app.config.path
+    with config_locked(path):
+        app = _current(app)
+        config = app.config
+        tenant = config.tenant(name)
+        with tenant_lock(tenant, RUNS) as runs, tenant_lock(tenant, EXPORTS) as exports:
+            if not runs:
+                raise ListferryError(f"{name} has a run in progress; try again when it ends")
+            if not exports:
+                raise ListferryError(f"{name} has an export in progress; try again when it ends")
+            if (config.state_dir / "server") == tenant.state_dir:
+                raise ListferryError(
+                    f"{tenant.state_dir} also holds the servers' keys: move {name}'s files "
+                    "out by hand, then remove it"
+                )
+            tables = TenantTables(config.text, path)
+            tables.remove(name)
+            _save(app, tables)
+            said = [f"removed tenant {name} from {path}"]
+            aside = None if purge else _aside_folder(config, name)
+            said.append(_put_away_home(config, tenant, aside))
+            if {entry.name for entry in tenant.state_dir.iterdir()} <= {RUNS, EXPORTS}:
+                shutil.rmtree(tenant.state_dir)  # only the locks taken here: nothing to keep
+                said.append("its store and archive: none yet")
+            else:  # last: the locks in it hold until the rest is done
+                said.append(_put_away(tenant.state_dir, "store and archive", aside, "state"))
+            return said
+
+
+def _aside_folder(config: Config, name: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    base = config.state_dir / REMOVED / f"{name}-{stamp}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def _put_away(folder: Path, what: str, aside: Path | None, as_name: str) -> str:
+    """Move ``folder`` to ``aside/as_name`` (or delete it when ``aside`` is None)."""
+    try:
+        if aside is None:
+            shutil.rmtree(folder)
+            return f"its {what} ({folder}): deleted"
+        aside.mkdir(parents=True, exist_ok=True, mode=0o700)
+        shutil.move(folder, aside / as_name)
+        return f"its {what}: moved to {aside / as_name}"
+    except OSError as exc:
+        raise ListferryError(
+            f"the tenant is out of the config, but its {what} ({folder}) could not be "
+            f"{'deleted' if aside is None else 'moved'}: {exc.strerror or exc}; finish by hand"
+        ) from None
+
+
+def _put_away_home(config: Config, tenant: Tenant, aside: Path | None) -> str:
+    if not tenant.is_local:
+        return f"its home {tenant.home}: on the customer's server, not touched"
+    home = Path(tenant.home)
+    if not home.exists():
+        return f"its home {home}: not there"
+    reason = _not_its_own(config, tenant, home)
+    if reason:
+        return f"its home {home}: left in place ({reason})"
+    return _put_away(home, "home", aside, "home")
+
+
+def _not_its_own(config: Config, tenant: Tenant, home: Path) -> str | None:
+    """Why ``home`` is not the tenant's alone to move or delete, or None."""
+    if home.is_symlink() or not home.is_dir():
+        return "not a folder of its own"
+    real = home.resolve()
+    for other in (config.path.parent, config.state_dir, config.homes_dir):
+        if real == other.resolve() or real in other.resolve().parents:
+            return f"it holds {other}"
+    for other in config.tenants.values():
+        if other.name == tenant.name or not other.is_local:
+            continue
+        theirs = Path(other.home).resolve()
+        if real == theirs or real in theirs.parents or theirs in real.parents:
+            return f"shared with tenant {other.name}"
+    return None
 
 
 def write_atomically(path: Path, text: str) -> None:
