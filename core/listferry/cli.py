@@ -281,19 +281,27 @@ def status(state: State, json_: bool) -> None:
     """One line per tenant: last run, list size, pending files, return file, next run.
 
     Also the days since the last applied file; `silent` marks a tenant whose last file is
-    older than its `expect_file_within`. Exit 1 when any tenant's last run was voided or
-    failed, or a tenant is silent.
+    older than its `expect_file_within`. When a running `serve` could not use the config
+    file as it is now, a first line on stderr says so (`serve_config` in --json). Exit 1
+    when any tenant's last run was voided or failed, a tenant is silent, or serve runs an
+    older config.
     """
+    from listferry.liveconfig import serve_problem
     from listferry.status import statuses
 
-    found = statuses(state.app().config)
+    config = state.app().config
+    found = statuses(config)
+    problem = serve_problem(config)
     if json_:
-        emit_json([item.to_json() for item in found])
+        served = problem.to_json() if problem else None
+        emit_json([item.to_json() | {"serve_config": served} for item in found])
     else:
+        if problem:
+            click.echo(problem.line(), err=True)
         colour = sys.stdout.isatty()
         for item in found:
             click.echo(_status_line(item, colour))
-    if any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
+    if problem or any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
         sys.exit(1)
 
 
