@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tomllib
 from pathlib import Path
@@ -164,6 +165,15 @@ def test_set_with_what_the_file_says_already_changes_nothing(ws: Workspace, hand
     assert result.exit_code == 0
     assert "nothing changed" in result.output
     assert ws.config_path.stat().st_ino == inode
+
+
+def test_a_change_keeps_the_files_mode_and_owner(ws: Workspace, hand_written: str) -> None:
+    os.chmod(ws.config_path, 0o640)
+    owner = (4321, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
+    os.chown(ws.config_path, *owner)  # as root: the service user's file, changed by root
+    assert ws.cli("tenant", "set", "acme", "--count-file", "off").exit_code == 0
+    after = ws.config_path.stat()
+    assert (after.st_mode & 0o777, (after.st_uid, after.st_gid)) == (0o640, owner)
 
 
 def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
