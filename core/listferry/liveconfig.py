@@ -33,8 +33,8 @@ ISO = "%Y-%m-%dT%H:%M:%SZ"
 WATCH_SECONDS = 2.0
 
 
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime(ISO)
+def _iso(nanoseconds: int) -> str:
+    return datetime.fromtimestamp(nanoseconds // 10**9, UTC).strftime(ISO)
 
 
 def problem_path(state_dir: Path) -> Path:
@@ -97,7 +97,7 @@ class LiveConfig:
         self.check = check or (lambda path: open_app(path).config)
         self.problem_file = problem_path(config.state_dir)
         self._stamp = self._stat()
-        self._good_at = _iso(self._stamp[2] / 1e9) if self._stamp else _iso(0)
+        self._good_at = _iso(self._stamp[2] if self._stamp else 0)
         self._lock = threading.Lock()
         self.clear()  # a record an earlier serve left behind no longer holds
 
@@ -116,7 +116,7 @@ class LiveConfig:
         with self._lock:
             if stamp != self._stamp:
                 self._stamp = stamp
-                self._read(_iso(stamp[2] / 1e9))
+                self._read(_iso(stamp[2]))
         return self.config
 
     def _read(self, written_at: str) -> None:
