@@ -188,6 +188,22 @@ def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
     assert ws.app().config.tenant("beta").count_file == "off"
 
 
+def test_tenants_written_inline_are_removed_and_a_table_among_them_is_refused(
+    ws: Workspace,
+) -> None:
+    ws.config_path.write_text('[tenants]\nacme = { strategy = "full" }\nbeta = {}\n')
+    assert ws.cli("tenant", "remove", "acme").exit_code == 0
+    assert ws.config_path.read_text() == "[tenants]\nbeta = {}\n"
+    ws.config_path.write_text('tenants = { acme = { strategy = "full" } }\n')
+    before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
+    result = ws.cli("tenant", "add", "gamma")
+    assert result.exit_code == 2
+    assert result.stderr.strip().endswith(
+        "cannot change safely (dotted keys, inline tables); edit the file by hand"
+    )
+    assert unchanged(ws, before, inode)
+
+
 def test_a_tenant_in_dotted_keys_that_tomlkit_would_drop_is_refused(ws: Workspace) -> None:
     ws.config_path.write_text('tenants.acme.strategy = "full"\n\n[listferry]\nstate = "state"\n')
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino

@@ -14,13 +14,15 @@ faithfully (a tenant spread over dotted keys, say) is refused instead of written
 
 from __future__ import annotations
 
+import functools
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 from tomlkit.container import Container
+from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Comment, InlineTable, Item, Null, Table, Whitespace
 
 from listferry.errors import ConfigError
@@ -29,14 +31,36 @@ from listferry.errors import ConfigError
 UNSET = object()
 
 
+def _refused(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path}: the tenants are written in a form this command cannot change "
+        "safely (dotted keys, inline tables); edit the file by hand"
+    )
+
+
+def _refusing_what_tomlkit_refuses(method: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(method)
+    def edit(self: TenantTables, *args: Any) -> None:
+        try:
+            method(self, *args)
+        except (TOMLKitError, ValueError):  # a layout tomlkit will not change
+            raise _refused(self.path) from None
+
+    return edit
+
+
 class TenantTables:
     """The config's text, open for changes to ``[tenants.NAME]`` tables."""
 
     def __init__(self, text: str, path: Path) -> None:
         self.path = path
-        self.doc = tomlkit.parse(text)
+        try:
+            self.doc = tomlkit.parse(text)
+        except TOMLKitError:
+            raise _refused(path) from None
         self.data = tomllib.loads(text)  # what the file must mean once changed
 
+    @_refusing_what_tomlkit_refuses
     def set(self, name: str, values: dict[str, Any]) -> None:
         """Set each key of tenant ``name`` to its value, or remove it (``UNSET``)."""
         table = self.doc["tenants"][name]
@@ -55,6 +79,7 @@ class TenantTables:
                 _append_key(table, key, value)
                 plain[key] = value
 
+    @_refusing_what_tomlkit_refuses
     def add(self, name: str, values: dict[str, Any]) -> None:
         """Add ``[tenants.NAME]`` with ``values`` after the last tenant (or at the end)."""
         new = tomlkit.table()
@@ -78,11 +103,10 @@ class TenantTables:
         tenants.append(name, new)
         new.value.body.extend(closing)
 
+    @_refusing_what_tomlkit_refuses
     def remove(self, name: str) -> None:
         """Remove tenant ``name``'s table and the comment block directly above it."""
         del self.data["tenants"][name]
-        if not self.data["tenants"]:
-            del self.data["tenants"]
         found = _find(self.doc, ("tenants", name))
         if found is None:
             del self.doc["tenants"][name]
@@ -107,12 +131,15 @@ class TenantTables:
             meant = tomllib.loads(text)
         except tomllib.TOMLDecodeError:
             meant = None
-        if meant != self.data:
-            raise ConfigError(
-                f"{self.path}: the tenants are written in a form this command cannot change "
-                "safely (dotted keys, or a table split in parts); edit the file by hand"
-            )
+        if meant is None or _no_empty_tenants(meant) != _no_empty_tenants(self.data):
+            raise _refused(self.path)
         return text
+
+
+def _no_empty_tenants(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without an empty ``tenants`` table: whether ``[tenants]`` is written alone
+    or not at all means the same."""
+    return {k: v for k, v in data.items() if k != "tenants" or v}
 
 
 def _closing(body: list[tuple[Any, Item]]) -> int:
