@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from listferry import ListferryError, hookimpl
-from listferry.transport import RemoteFile, plain_name
-
-PARTIAL_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".crdownload")
+from listferry.transport import PARTIAL_SUFFIXES, RemoteFile, plain_name
 
 
 class FileTransport:

@@ -6,7 +6,8 @@
 explicit TLS on the control connection before the login and on every data connection.
 Both run on pyftpdlib with one thread per connection, so a slow login or transfer
 stalls no one else, and both use the process's :class:`~listferry.serving.ServerRuntime`:
-connections are admitted by its guard, logins checked by its gatekeeper.
+connections are admitted by its guard, logins checked by its gatekeeper. Their TLS
+certificate comes from :mod:`tls_files`, which reads it again when it changes on disk.
 
 A tenant sees its home as ``/``: every path goes through :func:`~listferry.serving.jail`,
 symbolic links are not served, and uploads still in progress are neither listed nor
@@ -51,6 +52,7 @@ from listferry.serving import (
     upload_temp_name,
     virtual,
 )
+from listferry_plugins.tls_files import TLSFiles, watched
 
 #: What a logged-in tenant may do, in pyftpdlib's letters: change folder, list, read,
 #: delete, rename, make folders, store, set a file's time.
@@ -196,6 +198,8 @@ class TenantSession(TLS_FTPHandler):
     runtime: ServerRuntime
     protocol: str
     tls_always: bool
+    tls: TLSFiles
+    tls_session_id: bytes
     idle_timeout: float
     login_timeout: float
     upload_settle = 0.2  # seconds: see _client_gone
@@ -221,6 +225,12 @@ class TenantSession(TLS_FTPHandler):
         super().__init__(conn, server, ioloop)
 
     # -- connection lifetime
+
+    @classmethod
+    def get_ssl_context(cls) -> SSL.Context:
+        # pyftpdlib asks once per connection, which keeps it for its data connections:
+        # a renewed certificate is served from the next connection on.
+        return cls.tls.context(cls.tls_session_id)
 
     def handle(self) -> None:
         self.server.track(self)
@@ -488,25 +498,18 @@ class Listener(ThreadedFTPServer):
 
 
 def session_class(runtime: ServerRuntime, protocol: str) -> type[TenantSession]:
-    """A :class:`TenantSession` subclass holding one server's settings and TLS context."""
+    """A :class:`TenantSession` subclass holding one server's settings and TLS files."""
     settings = runtime.settings
-    context = SSL.Context(SSL.TLS_SERVER_METHOD)
-    context.set_min_proto_version(SSL.TLS1_2_VERSION)
-    context.set_options(SSL.OP_NO_COMPRESSION)
-    context.set_session_id(b"listferry-" + protocol.encode())
-    try:
-        context.use_certificate_chain_file(str(settings.tls_cert))
-        context.use_privatekey_file(str(settings.tls_key))
-    except SSL.Error as exc:
-        raise ListferryError(
-            f"{settings.tls_cert}, {settings.tls_key}: not a usable TLS certificate and key ({exc})"
-        ) from None
+    tls = watched(settings.tls_cert, settings.tls_key)
+    session_id = b"listferry-" + protocol.encode()
+    tls.context(session_id)  # a pair that was never usable stops the server here
     ports = settings.passive_ports
     attributes = {
         "runtime": runtime,
         "protocol": protocol,
         "tls_always": protocol == "ftps",
-        "ssl_context": context,
+        "tls": tls,
+        "tls_session_id": session_id,
         "passive_ports": list(range(ports[0], ports[1] + 1)) if ports else None,
         "idle_timeout": settings.idle_timeout,
         "login_timeout": settings.handshake_timeout or settings.idle_timeout,

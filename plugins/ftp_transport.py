@@ -92,7 +92,7 @@ class FtpTransport(RemoteTransport):
             context.verify_mode = ssl.CERT_NONE
             return context
         if home.ca_file and not home.ca_file.is_file():
-            raise Refused(f"{home.where}: the ca_file {home.ca_file} does not exist")
+            raise Refused(f"{home.where}: {home.words['ca_file']} {home.ca_file} does not exist")
         return ssl.create_default_context(cafile=str(home.ca_file) if home.ca_file else None)
 
     def _open(self) -> None:
@@ -107,9 +107,7 @@ class FtpTransport(RemoteTransport):
             except ssl.SSLCertVerificationError as exc:
                 raise Refused(
                     f"{home.where}: the server's TLS certificate is not trusted "
-                    f"({exc.verify_message}); set ca_file to the certificate of the CA that "
-                    "signed it (or to the server's own, if self-signed), or tls_verify = false "
-                    "to skip the check"
+                    f"({exc.verify_message}); {home.words['untrusted']}"
                 ) from None
             except ftplib.error_perm:
                 raise Refused(

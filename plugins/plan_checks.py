@@ -27,7 +27,6 @@ def check_plan(plan: Plan, tenant: Tenant, force: bool) -> str | None:
         return (
             f"shrink guard: the file would remove {plan.removed} of {plan.active_before} "
             f"active subscribers ({_share(plan.removed, plan.active_before)}), more than the "
-            f"limit of {tenant.max_shrink_share:.0%}; if that is intended, run "
-            f"'listferry sync {tenant.name} --force'"
+            f"limit of {tenant.max_shrink_share:.0%}"
         )
     return None

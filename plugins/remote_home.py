@@ -15,22 +15,22 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from listferry import ListferryError
 from listferry.errors import secret_from_env
-from listferry.transport import plain_name
+from listferry.transport import PARTIAL_SUFFIXES, plain_name
 
 log = logging.getLogger("listferry")
 
 T = TypeVar("T")
 
 DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
-PARTIAL_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".crdownload")
 
 
 class Incomplete(OSError):
@@ -44,9 +44,23 @@ class Refused(ListferryError):
     """The server answered, and said no (login, host key, certificate): never retried."""
 
 
+#: What a message tells the reader to do, in the words of a tenant's config. A caller with
+#: other settings (``listferry push`` has options) gives a tenant ``setting_words``.
+CONFIG_WORDS: Mapping[str, str] = MappingProxyType({
+    "password_in_url": "put it in remote_password_env (or remote_password) instead",
+    "credentials": "set remote_key_file, remote_password_env or remote_password",
+    "ca_file": "the ca_file",
+    "untrusted": "set ca_file to the certificate of the CA that signed it (or to the "
+    "server's own, if self-signed), or tls_verify = false to skip the check",
+})  # fmt: skip
+
+
 @dataclass(frozen=True)
 class RemoteHome:
-    """A home on another server, and how to reach it. ``where`` is safe to show."""
+    """A home on another server, and how to reach it. ``where`` is safe to show.
+
+    ``words`` finishes messages that tell the reader what to set (:data:`CONFIG_WORDS`).
+    """
 
     scheme: str
     host: str
@@ -60,6 +74,9 @@ class RemoteHome:
     ca_file: Path | None = None
     retries: int = 3
     timeout: float | None = 30
+    words: Mapping[str, str] = field(
+        default_factory=lambda: CONFIG_WORDS, repr=False, compare=False
+    )
 
     @property
     def where(self) -> str:
@@ -83,8 +100,8 @@ class RemoteHome:
             raise ListferryError(f"{shown}: not an ftp://, ftps:// or sftp:// URL")
         if url.password is not None:
             raise ListferryError(
-                f"{shown}: the home URL holds a password; put it in remote_password_env "
-                "(or remote_password) instead"
+                f"{shown}: the home URL holds a password; "
+                f"{getattr(tenant, 'setting_words', CONFIG_WORDS)['password_in_url']}"
             )
         if not url.hostname or not url.username:
             raise ListferryError(
@@ -123,6 +140,7 @@ class RemoteHome:
             ca_file=Path(ca_file).expanduser() if ca_file else None,
             retries=getattr(tenant, "remote_retries", 3),
             timeout=getattr(tenant, "remote_timeout", 30) or None,
+            words=getattr(tenant, "setting_words", CONFIG_WORDS),
         )
 
 

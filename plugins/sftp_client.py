@@ -99,10 +99,7 @@ class SftpTransport(RemoteTransport):
             elif home.password:
                 ssh.auth_password(home.user, home.password)
             else:
-                raise Refused(
-                    f"{home.where}: no credentials: set remote_key_file, "
-                    "remote_password_env or remote_password"
-                )
+                raise Refused(f"{home.where}: no credentials: {home.words['credentials']}")
         except paramiko.AuthenticationException:
             way = "key" if home.key_file else "password"
             raise Refused(

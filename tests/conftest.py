@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,20 @@ class Workspace:
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return Workspace(tmp_path)
+
+
+def write_module(folder: Path, name: str, source: str) -> None:
+    """A plugin module ``name`` in ``folder`` (dedented ``source``)."""
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder on ``sys.path`` for plugin modules the config's ``plugins`` names."""
+    folder = tmp_path / "plugin_modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    return folder
 
 
 class Served:

@@ -91,8 +91,10 @@ def test_count_file_with_byte_order_mark_and_spaces_is_read(ws: Workspace) -> No
     assert (run.status, run.updated) == ("applied", 3), run.reason
 
 
-def test_required_count_file_that_is_missing_voids(ws: Workspace) -> None:
-    before = with_good_list(ws, count_file="required")
+def test_required_count_file_that_is_missing_voids_when_the_tenant_does_not_wait(
+    ws: Workspace,
+) -> None:
+    before = with_good_list(ws, count_file="required", count_file_wait="")
     ws.upload(people(4))
 
     run = only(ws.sync())
@@ -285,11 +287,30 @@ def test_shrink_guard_voids_a_full_list_that_removes_more_than_half(ws: Workspac
     assert run.status == "voided"
     assert run.reason == (
         "shrink guard: the file would remove 6 of 10 active subscribers (60.0%), more than "
-        "the limit of 50%; if that is intended, run 'listferry sync acme --force'"
+        "the limit of 50%"
     )
+    assert run.hint == "to apply it anyway: listferry sync acme --force"
     assert (run.received, run.removed, run.unchanged) == (4, 0, 0)  # nothing was removed
     assert ws.subscribers(status="all") == before
     assert "  added 0, updated 0, removed 0," in report(ws)
+
+
+def test_the_customers_report_never_tells_the_customer_to_run_an_operator_command(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(10))
+    ws.sync()
+    ws.upload(people(4))
+
+    result = ws.cli("sync", "acme")
+
+    assert result.exit_code == 1
+    assert "(to apply it anyway: listferry sync acme --force)" in result.output
+    assert "listferry" not in report(ws).split("\n", 1)[1]  # the title line aside
+    assert "ask your operator to apply it; if not, send a corrected file" in report(ws)
+    shown = json.loads(ws.cli("runs", "acme", "--json").stdout)[0]
+    assert shown["hint"] == "to apply it anyway: listferry sync acme --force"
 
 
 def test_sync_force_applies_the_file_the_shrink_guard_held_back_once(ws: Workspace) -> None:
@@ -299,7 +320,7 @@ def test_sync_force_applies_the_file_the_shrink_guard_held_back_once(ws: Workspa
     ws.upload(people(4))
     assert only(ws.sync()).status == "voided"
     assert (ws.home() / "subscriber_list.csv").exists()  # kept for the operator's --force
-    assert "The file stays in place until the operator confirms it" in report(ws)
+    assert "The file stays in place until a newer file replaces it" in report(ws)
     assert "upload it again" not in report(ws)
 
     forced = ws.cli("sync", "acme", "--force", "--json")

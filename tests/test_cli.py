@@ -212,12 +212,15 @@ def test_events_load_with_a_bad_line_names_it_and_stores_nothing(ws: Workspace, 
 
 def test_check_json_shape_and_exit_code(tmp_path: Path) -> None:
     good = tmp_path / "list.csv"
-    good.write_text("Email Address,First Name,Notes\nada@example.org,Ada,x\nbad@,B,y\n")
+    rows = "".join(f"p{i}@example.org,P{i},x\n" for i in range(20))
+    good.write_text(f"Email Address,First Name,Notes\n{rows}bad@,B,y\n")
     result = run_cli("check", str(good), "--json", config=tmp_path / "none.toml")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert {"file", "status", "reason", "records", "invalid", "columns"} <= set(data)
-    assert data["status"] == "ok" and data["records"] == 2 and data["invalid"] == 1
+    assert {"file", "tenant", "status", "reason", "records", "invalid", "dialect", "mapping",
+            "columns", "warnings", "plan"} <= set(data)  # fmt: skip
+    assert data["status"] == "ok" and data["records"] == 21 and data["invalid"] == 1
+    assert data["tenant"] is None and data["plan"] is None and data["dialect"] == "default"
     assert data["columns"] == {"Email Address": "email", "First Name": "first_name", "Notes": None}
     (tmp_path / "list_count.txt").write_text("5\n")
     voided = run_cli("check", str(good), "--json", config=tmp_path / "none.toml")

@@ -57,6 +57,12 @@ def void_reason(path: Path, dialect: Dialect = DEFAULT) -> str:
 
 
 def check(ws: Workspace, path: Path) -> dict:
+    """``check --json`` with no error-rate limit: the verdict is the reader's alone."""
+    text = ws.config_path.read_text()
+    if "max_invalid_share" not in text:
+        ws.config_path.write_text(
+            text.replace("[defaults]", "[defaults]\nmax_invalid_share = 1", 1)
+        )
     result = ws.cli("check", str(path), "--json")
     report = json.loads(result.stdout)
     assert result.exit_code == (0 if report["status"] == "ok" else 1), result.output

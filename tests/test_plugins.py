@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people
+from conftest import Workspace, people, write_module
 
 from listferry.errors import ListferryError
 from listferry.plugins import load_host
@@ -16,18 +15,6 @@ from listferry.plugins import load_host
 BUILT_INS = {
     "file", "csv", "default-dialect", "record-checks", "file-checks", "plan-checks", "strategies",
 }  # fmt: skip
-
-
-def write_module(folder: Path, name: str, source: str) -> None:
-    (folder / f"{name}.py").write_text(textwrap.dedent(source))
-
-
-@pytest.fixture
-def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "plugin_modules"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    return folder
 
 
 def test_built_ins_are_entry_points_of_the_listferry_distribution() -> None:

@@ -87,12 +87,13 @@ def test_the_tutorial_followed_literally_makes_a_pack_whose_test_passes(tmp_path
             for line in body.splitlines():
                 if not line.startswith("$ "):
                     continue
-                command = line[2:]
+                command, _, comment = line[2:].partition("  # ")
+                expected = int(comment.removeprefix("exits ")) if comment else 0
                 done = subprocess.run(
                     shlex.split(command), cwd=work, env=env, capture_output=True, text=True,
                     timeout=300,
                 )  # fmt: skip
-                assert done.returncode == 0, f"$ {command}\n{done.stdout}\n{done.stderr}"
+                assert done.returncode == expected, f"$ {command}\n{done.stdout}\n{done.stderr}"
                 assert "Traceback" not in done.stderr
                 ran.append(command)
                 last_output = done.stdout

@@ -199,10 +199,14 @@ def init(state: State) -> None:
     "--no-schedule", is_flag=True,
     help="Do not run the schedule (when `listferry schedule`, cron or a timer runs the syncs).",
 )  # fmt: skip
+@click.option(
+    "--show-keys", is_flag=True,
+    help="Print the servers' key fingerprints, as `listferry server keys` does, and exit.",
+)  # fmt: skip
 @pass_state
 def serve(
-    state: State, protocols: str | None, host: str | None,
-    ftp_port: int | None, ftps_port: int | None, sftp_port: int | None, no_schedule: bool,
+    state: State, protocols: str | None, host: str | None, ftp_port: int | None,
+    ftps_port: int | None, sftp_port: int | None, no_schedule: bool, show_keys: bool,
 ) -> None:  # fmt: skip
     """Run the FTP, FTPS and SFTP servers, and the schedule, until SIGINT or SIGTERM.
 
@@ -212,11 +216,19 @@ def serve(
     """
     from dataclasses import replace
 
+    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
+                 "sftp_port": sftp_port}  # fmt: skip
+    if show_keys:
+        from listferry.fingerprints import server_keys
+
+        server = replace(load_config(state.config_path).server,
+                         **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
+        _show_keys(server_keys(server), known_hosts=False, json_=False)
+        return
+
     from listferry.serving import serve as run_servers
 
     app = state.app()
-    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
-                 "sftp_port": sftp_port}  # fmt: skip
     settings = replace(app.config.server, **{k: v for k, v in overrides.items() if v is not None})
     chosen = protocols.split(",") if protocols else app.host.servers.names()
     if not chosen:
@@ -233,6 +245,52 @@ def serve(
         _say_plan(scheduler)
         beside = scheduler.run
     run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text), beside)
+
+
+@cli.group()
+def server() -> None:
+    """The built-in servers: what customers need to trust them."""
+
+
+@server.command("keys")
+@click.option(
+    "--host", metavar="NAME",
+    help="The name customers connect to, for the known_hosts lines (default: [server] host).",
+)  # fmt: skip
+@click.option(
+    "--known-hosts", "known_hosts", is_flag=True,
+    help="Print only the known_hosts lines, for a file to hand a customer.",
+)  # fmt: skip
+@click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
+@pass_state
+def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) -> None:
+    """The TLS certificate and SSH host key fingerprints, as customers' clients show them.
+
+    The certificate's SHA-256 fingerprint as `openssl x509 -fingerprint -sha256`, curl,
+    lftp and FileZilla show it, its names and expiry; each SSH host key's fingerprint as
+    `ssh-keygen -lf` shows it and its known_hosts line (`[host]:port type key`). Warnings
+    (a certificate that does not name HOST, expires soon, or whose key does not match) go
+    to stderr. Exit 2 when a key file is missing or unreadable.
+    """
+    from listferry.fingerprints import server_keys
+
+    if json_ and known_hosts:
+        raise click.UsageError("--json and --known-hosts do not go together")
+    keys = server_keys(load_config(state.config_path).server, host, require_host=known_hosts)
+    _show_keys(keys, known_hosts, json_)
+
+
+def _show_keys(keys: dict[str, Any], known_hosts: bool, json_: bool) -> None:
+    from listferry.fingerprints import describe
+
+    if json_:
+        emit_json(keys)
+        return
+    lines = [k["known_hosts"] for k in keys["ssh_host_keys"]] if known_hosts else describe(keys)
+    for line in lines:
+        click.echo(line)
+    for warning in keys["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()
@@ -278,13 +336,16 @@ def _say_plan(scheduler: Any) -> None:
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
 def status(state: State, json_: bool) -> None:
-    """One line per tenant: last run, list size, pending files, return file, next run.
+    """One line per tenant: last attempt, list size, pending files, return file, next run.
 
-    Also the days since the last applied file; `silent` marks a tenant whose last file is
-    older than its `expect_file_within`. When a running `serve` could not use the config
-    file as it is now, a first line on stderr says so (`serve_config` in --json). Exit 1
-    when any tenant's last run was voided or failed, a tenant is silent, or serve runs an
-    older config.
+    The last attempt is every kind (a home that could not be reached is a failed run);
+    beside it the last applied list and how old it is, since when the attempts fail,
+    when the home was last looked at, lists waiting for their count file, and files no
+    list pattern takes. `silent` marks a tenant whose last file (or, if it never sent
+    one, its start) is older than its `expect_file_within`. When a running `serve` could
+    not use the config file as it is now, a first line on stderr says so (`serve_config`
+    in --json). Exit 1 when any tenant's last run was voided or failed, a tenant is
+    silent, or serve runs an older config.
     """
     from listferry.liveconfig import serve_problem
     from listferry.status import statuses
@@ -309,7 +370,7 @@ _COLOURS = {"applied": "green", "voided": "yellow", "failed": "red", "skipped": 
 
 
 def _status_line(item: Any, colour: bool) -> str:
-    outcome = item.last_status or "never run"
+    outcome = item.last_status or ("no file yet" if item.looked_at else "never run")
     if colour:
         outcome = click.style(outcome, fg=_COLOURS.get(item.last_status or ""), bold=True)
     parts = [f"{item.tenant}: {outcome}"]
@@ -319,7 +380,23 @@ def _status_line(item: Any, colour: bool) -> str:
         parts.append(f"{item.subscribers} active")
     parts.append(f"{'-' if item.pending is None else item.pending} pending")
     if item.days_since_applied is not None:
-        parts.append(f"applied {item.days_since_applied} d ago")
+        if item.last_status == "applied":
+            parts.append(f"applied {item.days_since_applied} d ago")
+        else:
+            parts.append(
+                f"last applied run {item.last_applied_run} {item.days_since_applied} d ago"
+            )
+    if item.failing_since:
+        parts.append(f"failing since {item.failing_since}")
+    if item.looked_at and item.looked_at > (item.last_run_at or ""):
+        parts.append(f"home looked at {item.looked_at}")
+    for waiting in item.waiting:
+        parts.append(f"{waiting['file']} waiting for its count file until {waiting['until']}")
+    if item.ignored:
+        shown = ", ".join(item.ignored[:3])
+        if len(item.ignored) > 3:
+            shown += f" and {len(item.ignored) - 3} more"
+        parts.append(f"{len(item.ignored)} file(s) ignored (no list pattern takes them): {shown}")
     if item.last_export:
         parts.append(f"return file {item.last_export_at}")
     if item.next_sync:
@@ -663,7 +740,8 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     """Apply the file that run RUN_ID archived once more, recorded as a new run.
 
     For after a fix: a dialect corrected, a check relaxed, or a list to restore. Every
-    check runs again; only "already applied" does not hold it back. Exit 1 when the new
+    check runs again; only the repeat rule does not hold it back. Its file becomes the
+    last applied one, and its report goes to the customer's home. Exit 1 when the new
     run is voided or failed.
     """
     from listferry.pipeline import replay_run
@@ -699,6 +777,8 @@ def describe_run(run: Any) -> str:
         head += "".join(f", {n} {word}" for word, n in extra.items() if n)
     elif run.reason:
         head += f": {run.reason}"
+    if run.hint:
+        head += f" ({run.hint})"
     return head
 
 
@@ -812,18 +892,46 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--dialect", default="default", show_default=True, help="The CRM dialect.")
-@click.option("--count-file", type=click.Path(exists=True, dir_okay=False), help="Count file.")
+@click.argument("file")
+@click.option("--tenant", "tenant_name", metavar="NAME", help="The verdict of this tenant's sync.")
+@click.option("--dialect", metavar="D", help="Read as dialect D (default: the tenant's).")
+@click.option("--count-file", metavar="F", help="The count file (default: <stem>_count.txt).")
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
-def check(state: State, file: str, dialect: str, count_file: str | None, json_: bool) -> None:
-    """Dry run: read and check one file. Exit 1 when it would be voided."""
+def check(
+    state: State, file: str, tenant_name: str | None, dialect: str | None,
+    count_file: str | None, json_: bool,
+) -> None:  # fmt: skip
+    """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
+
+    With --tenant, that tenant's sync exactly: its dialect, count-file policy, limits,
+    the plan against its current list and every plan guard (the shrink guard too).
+    Without, the [defaults] settings and limits, planned against an empty list (guards
+    that compare with a tenant's list are left out, and the output says so).
+    """
+    from dataclasses import replace
+
     from listferry.checkfile import check_file
+    from listferry.config import defaults_tenant
     from listferry.plugins import load_host
 
-    host = state.app().host if state.config_path.exists() else load_host()
-    result = check_file(host, Path(file), dialect, Path(count_file) if count_file else None)
+    for given in (file, count_file):
+        if given is not None:
+            _readable(Path(given), state.log_format)
+    if state.config_path.exists() or tenant_name:
+        config, host = state.app().config, state.app().host
+        chosen = config.tenant(tenant_name) if tenant_name else config.defaults_tenant()
+    else:
+        host = load_host()
+        chosen = defaults_tenant({}, Path.cwd(), Path.cwd() / "state")
+    if dialect is not None:
+        if dialect not in host.dialects:
+            known = ", ".join(host.dialects.names())
+            raise Failed(f"unknown dialect {dialect!r} (known: {known})", 2, state.log_format)
+        chosen = replace(chosen, dialect=dialect)
+    dialect = chosen.dialect
+    count = Path(count_file) if count_file else None
+    result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
     read_as = host.dialects.get(dialect)
     mapping = [
         (header, canonical, spelling)
@@ -836,7 +944,6 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
     }
     if json_:
         data = result.to_json()
-        data["dialect"] = dialect
         data["mapping"] = [
             {"header": header, "field": canonical or f"fields.{header}", "matched": spelling}
             | ({"opts_out_on": sorted(also[header])} if header in also else {})
@@ -845,13 +952,20 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
         emit_json(data)
     else:
         verdict = "ok" if result.status == "ok" else f"void: {result.reason}"
-        click.echo(f"{file}: {verdict}")
+        whose = f" (as tenant {result.tenant}'s sync)" if result.tenant else ""
+        click.echo(f"{file}: {verdict}{whose}")
+        if result.hint:
+            click.echo(f"  ({result.hint})")
         line = (
             f"  {result.records} records, {result.invalid} invalid, {result.duplicates} duplicates"
         )
         if result.encoding:
             line += f"; {result.encoding}, delimiter {result.delimiter!r}"
         click.echo(line)
+        if result.plan is not None:
+            planned = ", ".join(f"{n} {what}" for what, n in result.plan.items()
+                                if what != "active_before")  # fmt: skip
+            click.echo(f"  plan against {result.plan['active_before']} active: {planned}")
         if mapping:
             click.echo(f"  columns, as dialect {dialect!r} reads them:")
         for header, canonical, spelling in mapping:
@@ -877,8 +991,23 @@ def check(state: State, file: str, dialect: str, count_file: str | None, json_: 
             click.echo(f"  line {item.line}: {item.reason}")
         for note in result.notes:
             click.echo(f"  note: {note}")
+        for warning in result.warnings:
+            click.echo(f"  warning: {warning}")
     if result.status != "ok":
         sys.exit(1)
+
+
+def _readable(path: Path, log_format: str) -> None:
+    """A file the command can read, or one line and exit 2 (a usage error)."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise Failed(f"{path}: no such file", 2, log_format) from None
+    except IsADirectoryError:
+        raise Failed(f"{path}: a folder, not a file", 2, log_format) from None
+    except OSError as exc:
+        raise Failed(f"{path}: cannot read it: {exc.strerror}", 2, log_format) from None
 
 
 def _words(words: frozenset[str]) -> str:

@@ -162,6 +162,8 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "dialect": ("default", _typed(str)),
     "strategy": ("full", _typed(str)),
     "count_file": ("optional", _one_of(*COUNT_POLICIES)),
+    "count_file_wait": ("2h", _duration),
+    "keep_reports": (5, _positive_int),
     "pattern": ("*.csv", _typed(str)),
     "allow_ips": ([], _cidrs),
     "password_hash": (None, _typed(str)),
@@ -239,6 +241,8 @@ class Tenant:
     dialect: str = "default"
     strategy: str = "full"
     count_file: str = "optional"
+    count_file_wait: str = "2h"
+    keep_reports: int = 5
     pattern: str = "*.csv"
     allow_ips: tuple[str, ...] = ()
     password_hash: str | None = field(default=None, repr=False)
@@ -329,7 +333,8 @@ def _server_settings(values: dict[str, Any], root: Path, state_dir: Path) -> Ser
         "ssh_host_key": own / "ssh_host_ed25519_key",
     }
     for key, default in paths.items():
-        values[key] = (root / values[key]).resolve() if values[key] else default
+        # Absolute, but symbolic links kept: a renewal repoints them (certbot's live/).
+        values[key] = Path(os.path.abspath(root / values[key])) if values[key] else default
     low, _, high = values["passive_ports"].partition("-")
     values["passive_ports"] = (int(low), int(high)) if high else None
     return ServerSettings(**values)
@@ -350,6 +355,7 @@ class Config:
     text: str = field(repr=False, default="")
     executor: str = "local"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def tenant(self, name: str) -> Tenant:
         try:
@@ -358,11 +364,34 @@ class Config:
             known = ", ".join(sorted(self.tenants)) or "none yet"
             raise ConfigError(f"{self.path}: no tenant {name!r} (tenants: {known})") from None
 
+    def defaults_tenant(self) -> Tenant:
+        """A tenant with the ``[defaults]`` settings alone (``listferry check`` without
+        ``--tenant``); its home and state folder are never used."""
+        return defaults_tenant(self.defaults, self.path.parent.resolve(), self.state_dir)
+
     def where(self, table: str, key: str | None = None) -> str:
         """``file line N: [table] key`` for error messages."""
         line = line_of(self.text, table, key)
         at = f" line {line}" if line else ""
         return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
+
+
+#: Tenant keys that name a file, relative to the config file's folder.
+PATH_KEYS = ("known_hosts", "ca_file", "remote_key_file", "export_to", "pgp_key_file",
+             "pgp_recipient_key_file")  # fmt: skip
+
+
+def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Tenant:
+    """The tenant that ``defaults`` (checked ``[defaults]`` values) describe."""
+    values = {key: default for key, (default, _) in TENANT_KEYS.items() if key != "home"}
+    values.update(defaults)
+    for key in PATH_KEYS:
+        if values[key] and "://" not in values[key]:
+            values[key] = str((root / Path(values[key]).expanduser()).resolve())
+    for key in ("allow_ips", "ssh_keys", "export_fields"):
+        values[key] = tuple(values[key])
+    return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
+                  state_dir=state_dir / "(defaults)", **values)  # fmt: skip
 
 
 def find_config(option: str | None) -> Path:
@@ -465,8 +494,7 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
-        for key in ("home", "known_hosts", "ca_file", "remote_key_file", "export_to",
-                    "pgp_key_file", "pgp_recipient_key_file"):  # fmt: skip
+        for key in ("home", *PATH_KEYS):
             value = home if key == "home" else values[key]
             try:
                 if value and "://" in value:
@@ -503,6 +531,7 @@ def parse_config(text: str, path: Path) -> Config:
         text=text,
         executor=settings["executor"],
         notify=parse_notify(text, path, data.get("notify")),
+        defaults=defaults,
     )
 
 

@@ -22,18 +22,20 @@ from pathlib import Path
 
 from listferry.app import App
 from listferry.apply import apply
-from listferry.config import Tenant
+from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
 from listferry.export import export_after_sync
 from listferry.locks import tenant_lock
-from listferry.pending import Pending, Selection, complete, select
+from listferry.pending import REPORT_SUFFIX, Pending, Selection, complete, count_name, select
 from listferry.pgp import decrypt, decrypted_name, is_encrypted
 from listferry.planning import make_plan
+from listferry.plugins import Host
 from listferry.records import FileInfo
 from listferry.report import render
 from listferry.runs import RunRecord, utcnow
 from listferry.staging import Staged, stage
 from listferry.store import Store, StoreError
+from listferry.strategy import Plan
 from listferry.transport import Transport
 
 log = logging.getLogger("listferry")
@@ -94,12 +96,72 @@ def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
         raise error("; ".join(found))
 
 
+# -- the stages a sync and its dry run (`listferry check`) share ----------------------------
+
+
+def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
+    """The list to read and its name: ``local`` itself, or for an encrypted list its
+    plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
+    if not is_encrypted(name):
+        return local, name
+    plain = decrypted_name(name)
+    source = local.parent / "decrypted" / plain
+    decrypt(tenant, local, source, name)
+    return source, plain
+
+
+def read_list(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path, name: str,
+    count: Path | None, progress: Callable[[int], None] | None = None,
+) -> tuple[FileInfo, Staged]:  # fmt: skip
+    """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
+
+    The header checks and the record checks run here; a header that fails voids.
+    """
+    dialect = host.dialects.get(tenant.dialect)
+    reader = host.readers.get(dialect.reader)
+    with reader.open(path, name, dialect) as source:
+        info = replace(source.info, count_file=count, count_policy=tenant.count_file)
+        void_if(host.hook.validate_header(file=info))
+        staged = stage(conn, source, info, host.hook.validate_records, progress)
+    return replace(info, records=staged.received, invalid=staged.invalid), staged
+
+
+def check_file_whole(host: Host, info: FileInfo) -> None:
+    """The checks of the whole file (count file, no records); one that fails voids."""
+    void_if(host.hook.validate_file(file=info))
+
+
+def checked_plan(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, staged: Staged, active: int,
+    force: bool = False,
+) -> Plan:  # fmt: skip
+    """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
+    ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
+    stops it."""
+    strategy = host.strategies.get(tenant.strategy)
+    plan = make_plan(conn, strategy, staged, active)
+    check = partial(host.hook.check_plan, plan=plan, tenant=tenant)
+    reasons = check(force=force)
+    overrulable = any(reasons) and not force and not any(check(force=True))
+    void_if(reasons, Overrulable if overrulable else Void)
+    return plan
+
+
+def overrule_hint(tenant: Tenant, replay_of: int | None = None) -> str:
+    """The operator's command that applies a file a guard held back."""
+    if replay_of is not None:
+        return f"to apply it anyway: listferry replay {tenant.name} {replay_of} --force"
+    return f"to apply it anyway: listferry sync {tenant.name} --force"
+
+
 class TenantSync:
     """The runs of one tenant, over one open store and one transport."""
 
     def __init__(
         self, app: App, tenant: Tenant, store: Store, transport: Transport,
         force: bool = False, progress: Progress | None = None, replay_of: int | None = None,
+        reports: Transport | None = None,
     ) -> None:  # fmt: skip
         self.app = app
         self.replay_of = replay_of
@@ -107,20 +169,61 @@ class TenantSync:
         self.tenant = tenant
         self.store = store
         self.transport = transport
+        self.reports = reports or transport
         self.force = force
         self.progress = progress
         self.work = tenant.state_dir / "work"
         self.archive = tenant.state_dir / "archive"
 
     def run_all(self) -> list[RunRecord]:
+        """A run for each file to take now; ``idle`` when there is none.
+
+        A home that cannot be listed (missing, unreachable, login refused) is one
+        ``failed`` run, recorded like any other.
+        """
         self.store.close_interrupted_runs(self.archive)
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True, mode=0o700)
         self.archive.mkdir(parents=True, exist_ok=True, mode=0o700)
-        selection = self.select_files()
+        try:
+            selection = self.select_files()
+        except (ListferryError, OSError) as exc:
+            return [self.unreachable(reason_of(exc))]
+        self.store.set_meta("looked_at", utcnow())
+        selection = self.hold_for_count_files(selection)
         runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
         runs += [self.run_file(p) for p in selection.runs]
         return runs or [RunRecord(self.tenant.name, status="idle", finished_at=utcnow())]
+
+    def unreachable(self, reason: str) -> RunRecord:
+        """The attempt of a run whose home could not be listed: ``failed``, recorded."""
+        run = RunRecord(self.tenant.name, strategy=self.tenant.strategy).end("failed", reason)
+        record_attempt(self.store, run)
+        return run
+
+    def hold_for_count_files(self, selection: Selection) -> Selection:
+        """Leave a list whose required count file has not come yet, for ``count_file_wait``.
+
+        The wait counts from when a run first saw the list as it is now (the store keeps
+        that). Files after a waiting one wait too (their order matters), and older full
+        lists are not superseded by a newer one that waits.
+        """
+        if self.tenant.count_file != "required" or self.replay_of is not None:
+            return selection
+        now = time.time()
+        without = [p.list_file for p in selection.runs + selection.superseded if not p.count_file]
+        seen = self.store.first_seen(without, now)
+        wait = duration_seconds(self.tenant.count_file_wait) if self.tenant.count_file_wait else 0
+        ready: list[Pending] = []
+        for pending in selection.runs:
+            since = seen.get(pending.list_file.name, now)
+            if not pending.count_file and now - since < wait:
+                log.info("%s: %s waits for its count file %s (since %s)", self.tenant.name,
+                         pending.list_file.name, count_name(pending.list_file.name),
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))  # fmt: skip
+                return Selection(runs=ready, superseded=[])
+            ready.append(pending)
+        return selection
 
     def select_files(self) -> Selection:
         """List the home and pick the files to run.
@@ -170,24 +273,26 @@ class TenantSync:
         try:
             local = self.fetch(run, pending)
             run.sha256 = sha256_of(local)
-            prior = None if self.replay_of else self.store.applied_run_for(run.sha256)
-            if prior is not None:
-                run.end("skipped", f"already applied in run {prior} (same content)")
+            last = None if self.replay_of else self.store.last_applied()
+            if last is not None and last[1] == run.sha256:
+                run.end("skipped", f"the same content as the last applied file (run {last[0]})")
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
-                source, name = local, run.file
-                if is_encrypted(name):  # decrypted beside it, removed with the run's folder
-                    name = decrypted_name(name)
-                    source = local.parent / "decrypted" / name
-                    decrypt(tenant, local, source, run.file)
-                info, staged = self.read(source, name, count)
+                source, name = unpacked(tenant, local, run.file)
+                update = self.progress(source.stat().st_size) if self.progress else None
+                info, staged = read_list(self.app.host, tenant, self.store.conn, source, name,
+                                         count, update)  # fmt: skip
                 run.received, run.invalid = staged.received, staged.invalid
                 run.duplicates = staged.duplicates
-                void_if(self.hook.validate_file(file=info))
+                check_file_whole(self.app.host, info)
                 self.plan_and_apply(run, staged, pending, local)
         except Void as exc:
             run.end("voided", str(exc))
             keep = isinstance(exc, Overrulable)
+            if keep:
+                run.hint = overrule_hint(tenant, self.replay_of)
+                log.warning("%s: %s held in the home: %s; %s", tenant.name, run.file,
+                            run.reason, run.hint)  # fmt: skip
         except ListferryError as exc:
             run.end("failed", str(exc))
         except OSError as exc:
@@ -204,24 +309,10 @@ class TenantSync:
         self.finish(run, pending, local, staged, info, keep or run.status == "failed")
         return run
 
-    def read(self, local: Path, name: str, count: Path | None) -> tuple[FileInfo, Staged]:
-        dialect = self.app.host.dialects.get(self.tenant.dialect)
-        reader = self.app.host.readers.get(dialect.reader)
-        update = self.progress(local.stat().st_size) if self.progress else None
-        with reader.open(local, name, dialect) as source:
-            info = replace(source.info, count_file=count, count_policy=self.tenant.count_file)
-            void_if(self.hook.validate_header(file=info))
-            staged = stage(self.store.conn, source, info, self.hook.validate_records, update)
-        return replace(info, records=staged.received, invalid=staged.invalid), staged
-
     def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
         """Plan, check the plan, and apply it; the file is archived as part of the commit."""
-        strategy = self.app.host.strategies.get(self.tenant.strategy)
-        plan = make_plan(self.store.conn, strategy, staged, self.store.count("active"))
-        check = partial(self.hook.check_plan, plan=plan, tenant=self.tenant)
-        reasons = check(force=self.force)
-        overrulable = any(reasons) and not self.force and not any(check(force=True))
-        void_if(reasons, Overrulable if overrulable else Void)
+        active = self.store.count("active")
+        plan = checked_plan(self.app.host, self.tenant, self.store.conn, staged, active, self.force)
         planned = {name: value for name, value in plan.counts().items() if hasattr(run, name)}
         for name, value in planned.items():  # a voided run added, removed... nothing
             setattr(run, name, value)
@@ -320,16 +411,35 @@ class TenantSync:
                         self.tenant.name, pending.list_file.name, reason_of(exc))  # fmt: skip
 
     def write_report(self, run: RunRecord) -> None:
+        """Put the run's report in the home as ``<stem>.result.txt``; keep the newest few.
+
+        Of the reports in the home, the tenant's ``keep_reports`` newest stay; older
+        ones (of lists with other names: a dated export each night) are removed.
+        """
         stem = (run.file or "list").rsplit(".", 1)[0]
         temp = self.work / f"report-{run.run_id}.txt"
         try:
             temp.write_text(run.report or "", encoding="utf-8")
-            self.transport.put(temp, f"{stem}.result.txt")
+            self.reports.put(temp, f"{stem}{REPORT_SUFFIX}")
+            reports = [f for f in self.reports.list() if f.name.endswith(REPORT_SUFFIX)]
+            reports.sort(key=lambda f: (f.mtime, f.name == f"{stem}{REPORT_SUFFIX}"))
+            for old in reports[: -self.tenant.keep_reports]:
+                self.reports.remove(old.name, old)
         except (OSError, ListferryError) as exc:
             log.warning("%s: could not write the result report: %s", self.tenant.name,
                         reason_of(exc))  # fmt: skip
         finally:
             temp.unlink(missing_ok=True)
+
+
+def record_attempt(store: Store, run: RunRecord) -> None:
+    """Record ``run``, an attempt that ended before it reached a file; one log line."""
+    log.error("%s: failed: %s", run.tenant, run.reason)
+    try:
+        store.record_attempt(run)
+    except sqlite3.Error as exc:
+        log.error("%s: the failed attempt could not be recorded: %s", run.tenant,
+                  store_failure(store.path, exc))  # fmt: skip
 
 
 def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
@@ -355,12 +465,19 @@ def sync_tenant(
             run.reason = "another run of this tenant is in progress"
             return [run]
         try:
-            transport = app.transport(tenant)
-            try:
-                with Store(tenant.database) as store:
-                    runs = TenantSync(app, tenant, store, transport, force, progress).run_all()
-            finally:
-                transport.close()
+            with Store(tenant.database) as store:
+                try:
+                    transport = app.transport(tenant)
+                except (ListferryError, OSError) as exc:
+                    run = RunRecord(tenant.name, strategy=tenant.strategy)
+                    runs = [run.end("failed", reason_of(exc))]
+                    record_attempt(store, run)
+                else:
+                    try:
+                        runs = TenantSync(app, tenant, store, transport, force,
+                                          progress).run_all()  # fmt: skip
+                    finally:
+                        transport.close()
         except (StoreError, sqlite3.Error) as exc:  # no run can be recorded in the store
             db = tenant.database
             reason = str(exc) if isinstance(exc, StoreError) else store_failure(db, exc)
@@ -377,16 +494,25 @@ def sync_tenant(
     return runs
 
 
+def report_home(app: App, tenant: Tenant) -> Transport | None:
+    """The tenant's home, for a replay's report; ``None`` (logged) when it cannot be had."""
+    try:
+        return app.transport(tenant)
+    except (ListferryError, OSError) as exc:
+        log.warning("%s: the result report stays in the run record: %s", tenant.name,
+                    reason_of(exc))  # fmt: skip
+        return None
+
+
 def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> RunRecord:
     """Apply the file that run ``run_id`` archived once more, as a new run.
 
     For after a fix (a dialect corrected, a check relaxed, a bad file applied in error
     and then a later one): the archived copy (and its count file) goes through the whole
     pipeline again, under the tenant's lock, and is archived again under the new run.
-    The "already applied" rule does not hold it back; every other check does.
+    The repeat rule does not hold it back; every other check does. Its file becomes the
+    tenant's last applied one, and its result report goes to the tenant's home.
     """
-    from listferry.pending import count_name
-
     with tenant_lock(tenant) as locked:
         if not locked:
             run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
@@ -415,8 +541,14 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                     again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
                                     stable_seconds=0)  # fmt: skip
                     transport = app.host.transports.get("file")(str(folder), again)
-                    sync = TenantSync(app, again, store, transport, force, replay_of=run_id)
-                    runs = sync.run_all()
+                    home = report_home(app, tenant)  # the new report goes to the customer
+                    try:
+                        sync = TenantSync(app, again, store, transport, force, replay_of=run_id,
+                                          reports=home)  # fmt: skip
+                        runs = sync.run_all()
+                    finally:
+                        if home is not None:
+                            home.close()
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
     tell_finished(app, tenant, runs)

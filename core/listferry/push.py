@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import inspect
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlsplit
 
 from listferry.config import Tenant
@@ -34,6 +36,20 @@ def count_records(host: Host, path: Path, dialect_name: str) -> int:
         raise ListferryError(f"{path}: not uploaded: the file cannot be read: {exc}") from None
 
 
+@dataclass(frozen=True)
+class PushTarget(Tenant):
+    """The server ``push`` sends to, as a tenant; its messages name ``push``'s options."""
+
+    setting_words: ClassVar[Mapping[str, str]] = {
+        "password_in_url": "give it in $LISTFERRY_PASSWORD or with --password-stdin instead",
+        "credentials": "give a password in $LISTFERRY_PASSWORD or with --password-stdin, "
+        "or a key with --key",
+        "ca_file": "the --ca-file",
+        "untrusted": "pass --ca-file with the certificate of the CA that signed it (or the "
+        "server's own, if self-signed), or --insecure to skip the check",
+    }
+
+
 def server(
     url: str, password: str | None = None, key_file: str | None = None,
     known_hosts: str | None = None, ca_file: str | None = None, tls_verify: bool = True,
@@ -45,7 +61,7 @@ def server(
     ``known_hosts`` (default: ``~/.ssh/known_hosts``).
     """
     home = url if "://" in url else str(Path(url).resolve())
-    return Tenant(
+    return PushTarget(
         name="push",
         home=home,
         state_dir=Path.cwd(),

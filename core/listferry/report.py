@@ -32,7 +32,8 @@ def render(
     if held:
         words = (
             "Nothing was changed: the last good list stands. The file stays in place until "
-            "the operator confirms it, or a newer file replaces it."
+            "a newer file replaces it or the operator confirms it: if the file is right, "
+            "ask your operator to apply it; if not, send a corrected file."
         )
     lines = [
         f"listferry result for {run.file}",

@@ -15,7 +15,11 @@ def utcnow() -> str:
 
 @dataclass
 class RunRecord:
-    """One sync attempt for one tenant. ``status`` is ``running`` until it ends."""
+    """One sync attempt for one tenant. ``status`` is ``running`` until it ends.
+
+    ``reason`` is for everyone, the customer's result report included; ``hint`` is for
+    the operator alone (the command that would overrule a guard, say).
+    """
 
     tenant: str
     run_id: int | None = None
@@ -36,6 +40,7 @@ class RunRecord:
     finished_at: str | None = None
     sha256: str | None = None
     archive: str | None = None
+    hint: str | None = None
     report: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:

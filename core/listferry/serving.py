@@ -40,7 +40,7 @@ from listferry.pending import select
 log = logging.getLogger("listferry.server")
 
 
-def event(kind: str, **fields: object) -> None:
+def event(kind: str, *, level: int = logging.INFO, **fields: object) -> None:
     """One structured log line: ``event=login protocol=sftp tenant=acme ip=… result=ok``."""
 
     def show(value: object) -> str:
@@ -48,7 +48,7 @@ def event(kind: str, **fields: object) -> None:
         return repr(text) if not text or any(c in text for c in ' ="\n') else text
 
     parts = [f"event={kind}"] + [f"{k}={show(v)}" for k, v in fields.items() if v is not None]
-    log.info(" ".join(parts))
+    log.log(level, " ".join(parts))
 
 
 # -- who is turned away ------------------------------------------------------------------

@@ -23,11 +23,13 @@ import sqlite_utils
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord, utcnow
 
-RUN_COLUMNS = (
+#: The columns of ``runs`` as the first schema made them; later ones were added after.
+_FIRST_RUN_COLUMNS = (
     "status", "file", "strategy", "reason", "received", "added", "updated", "removed",
     "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
     "finished_at", "sha256", "archive", "report",
 )  # fmt: skip
+RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint")
 
 
 EXPORT_COLUMNS = (
@@ -61,7 +63,7 @@ def _migrate_1(db: sqlite_utils.Database) -> None:
     db["subscribers"].create_index(["status"])
     db["subscribers"].create_index(["updated_at"])
     db["runs"].create(
-        {"id": int, **{c: int if c in COUNT_COLUMNS else str for c in RUN_COLUMNS}},
+        {"id": int, **{c: int if c in COUNT_COLUMNS else str for c in _FIRST_RUN_COLUMNS}},
         pk="id",
     )
     db["runs"].create_index(["sha256"])
@@ -86,7 +88,23 @@ def _migrate_2(db: sqlite_utils.Database) -> None:
     db["exported"].create({"email": str, "digest": bytes, "export_id": int}, pk="email")
 
 
-MIGRATIONS = [_migrate_1, _migrate_2]
+def _migrate_3(db: sqlite_utils.Database) -> None:
+    """The operator's hint beside a run's reason; facts about the tenant; files seen waiting.
+
+    ``meta`` holds ``created_at`` (when listferry first kept this tenant's store) and
+    ``looked_at`` (when a sync last listed the home). ``sightings`` holds when each list
+    file waiting for its count file was first seen.
+    """
+    db["runs"].add_column("hint", str)
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    first = db.execute("SELECT min(started_at) FROM runs").fetchone()[0]
+    db["meta"].insert({"key": "created_at", "value": first or utcnow()})
+    db["sightings"].create(
+        {"name": str, "size": int, "mtime": float, "first_seen": float}, pk="name"
+    )
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
 
 
 class StoreError(ListferryError):
@@ -269,12 +287,52 @@ class Store:
                 )
         return len(left)
 
-    def applied_run_for(self, sha256: str) -> int | None:
+    def last_applied(self) -> tuple[int, str | None] | None:
+        """``(run id, SHA-256)`` of the tenant's last applied file, or ``None``."""
         row = self.conn.execute(
-            "SELECT id FROM runs WHERE sha256 = ? AND status = 'applied' ORDER BY id LIMIT 1",
-            (sha256,),
+            "SELECT id, sha256 FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
         ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def record_attempt(self, run: RunRecord) -> None:
+        """Record a run that ended before it reached a file (an unreachable home)."""
+        self.begin_run(run)
+        with self.transaction():
+            self.save_run(run)
+
+    # -- facts ---------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def first_seen(self, files: Iterable[tuple[str, int, float]], now: float) -> dict[str, float]:
+        """When each ``(name, size, mtime)`` was first seen as it is (epoch seconds).
+
+        A file seen for the first time, or changed since (a new upload), is seen ``now``.
+        Names not given are forgotten: the store keeps only files that still wait.
+        """
+        files = list(files)
+        with self.transaction():
+            self.conn.execute(
+                f"DELETE FROM sightings WHERE name NOT IN ({', '.join('?' * len(files))})",
+                [name for name, _, _ in files],
+            )
+            self.conn.executemany(
+                "INSERT INTO sightings (name, size, mtime, first_seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET size = excluded.size, "
+                "mtime = excluded.mtime, first_seen = excluded.first_seen "
+                "WHERE size IS NOT excluded.size OR mtime IS NOT excluded.mtime",
+                [(name, size, mtime, now) for name, size, mtime in files],
+            )
+        return dict(self.conn.execute("SELECT name, first_seen FROM sightings"))
 
     def runs(self, tenant: str, limit: int | None = None) -> list[RunRecord]:
         sql = f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"

@@ -27,6 +27,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -188,10 +189,13 @@ class Sandbox:
         return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
 
     def check(self, file: Path, dialect: str | None = None) -> CheckResult:
-        """``listferry check FILE --dialect D`` as data: the mapping, counts, invalid lines."""
+        """``listferry check FILE --tenant T [--dialect D]`` as data: the sandbox tenant's
+        verdict, the mapping, counts, invalid lines and the plan."""
         app = self.app()
-        name = dialect or app.config.tenant(self.tenant_name).dialect
-        return check_file(app.host, Path(file), name, None)
+        tenant = app.config.tenant(self.tenant_name)
+        if dialect is not None:
+            tenant = replace(tenant, dialect=dialect)
+        return check_file(app.host, Path(file), tenant)
 
     def cli(self, *args: str, input: str | None = None) -> Any:
         """Run a ``listferry`` command against this sandbox's config; a click ``Result``."""

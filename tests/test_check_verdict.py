@@ -1,0 +1,209 @@
+"""``listferry check`` gives the verdict ``sync`` would give, and writes nothing.
+
+With ``--tenant``: that tenant's dialect, count-file policy, limits, its plan against
+the current list and every plan guard. Without: the ``[defaults]`` settings and limits,
+against an empty list, and it says that guards comparing with a list were left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, csv_text, people
+
+from listferry.checkfile import WITHOUT_TENANT
+from listferry.testing import Sandbox
+
+CONTRIB = Path(__file__).parent.parent / "contrib"
+SAMPLES = sorted(
+    path
+    for path in CONTRIB.glob("*/samples/*.csv")
+    if not any(word in path.name for word in ("events", "return", "expected"))
+)
+
+
+def pack_dialects(pack: str) -> list[str]:
+    found: list = []
+    importlib.import_module(f"listferry_{pack}").register_dialects(found.append)
+    return [dialect.name for dialect in found]
+
+
+CASES = [
+    (sample, dialect) for sample in SAMPLES for dialect in pack_dialects(sample.parent.parent.name)
+]
+
+
+def tree(*folders: Path) -> dict[str, str]:
+    """Every file under ``folders`` with the SHA-256 of its bytes.
+
+    SQLite's shared-memory index and an empty write-ahead log, which any reader of a WAL
+    database may leave, are not data and are left out.
+    """
+    return {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for folder in folders
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+        and not path.name.endswith(("-shm", ".checked"))
+        and not (path.name.endswith("-wal") and not path.stat().st_size)
+    }
+
+
+def test_every_pack_sample_has_a_case() -> None:
+    assert len(SAMPLES) >= 8 and len(CASES) >= len(SAMPLES)
+
+
+@pytest.mark.parametrize(("sample", "dialect"), CASES, ids=[f"{s.name}-{d}" for s, d in CASES])
+def test_check_of_a_pack_sample_says_what_sync_then_does(
+    tmp_path: Path, sample: Path, dialect: str
+) -> None:
+    pack = sample.parent.parent.name
+    box = Sandbox(tmp_path, plugins=[f"listferry_{pack}"], dialect=dialect)
+    checked = box.cli("check", str(sample), "--tenant", "test", "--json")
+    verdict = json.loads(checked.stdout)
+    box.upload(sample)
+
+    synced = box.cli("sync", "test", "--json")
+
+    (run,) = json.loads(synced.stdout)
+    assert verdict["status"] == ("ok" if run["status"] == "applied" else "void"), run
+    assert verdict["reason"] == run["reason"]
+    assert checked.exit_code == synced.exit_code
+    assert verdict["records"] == run["received"] and verdict["invalid"] == run["invalid"]
+    if run["status"] == "applied":
+        assert {k: verdict["plan"][k] for k in ("added", "updated", "removed")} == {
+            k: run[k] for k in ("added", "updated", "removed")
+        }
+
+
+def test_check_for_a_tenant_applies_its_limit_where_the_defaults_would_void(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ws.add_tenant("lenient", max_invalid_share=0.5)
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text([*people(6), ("not-an-address", "X", "Y", "GOLD")]))
+
+    plain = ws.cli("check", str(path), "--json")
+    lenient = ws.cli("check", str(path), "--tenant", "lenient", "--json")
+
+    assert plain.exit_code == 1
+    assert json.loads(plain.stdout)["reason"] == (
+        "too many invalid records: 1 of 7 (14.3%), the limit is 5%"
+    )
+    assert WITHOUT_TENANT in json.loads(plain.stdout)["warnings"]
+    assert lenient.exit_code == 0
+    shown = json.loads(lenient.stdout)
+    assert (shown["tenant"], shown["status"], shown["plan"]["added"]) == ("lenient", "ok", 6)
+    assert WITHOUT_TENANT not in shown["warnings"]
+
+
+def test_check_without_a_tenant_takes_the_limits_of_defaults(ws: Workspace, tmp_path: Path) -> None:
+    text = ws.config_path.read_text().replace(
+        'count_file = "optional"', 'count_file = "optional"\nmax_invalid_share = 0.5'
+    )
+    ws.config_path.write_text(text)
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text([*people(6), ("not-an-address", "X", "Y", "GOLD")]))
+
+    result = ws.cli("check", str(path))
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{path}: ok\n")
+    assert f"warning: {WITHOUT_TENANT}" in result.output
+
+
+def test_a_file_with_every_address_invalid_is_void_for_check_as_for_sync(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    path = tmp_path / "list.csv"
+    path.write_text("email\nnobody\nsomebody\n")
+
+    result = ws.cli("check", str(path), "--json")
+
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["reason"] == (
+        "too many invalid records: 2 of 2 (100.0%), the limit is 5%"
+    )
+
+
+def test_check_for_a_tenant_plans_against_its_list_and_writes_nothing(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(10))
+    ws.sync()
+    before = tree(ws.root / "state", ws.root / "homes")
+    path = tmp_path / "shorter.csv"
+    path.write_text(csv_text(people(4)))
+
+    result = ws.cli("check", str(path), "--tenant", "acme", "--json")
+
+    assert result.exit_code == 1
+    shown = json.loads(result.stdout)
+    assert shown["reason"] == (
+        "shrink guard: the file would remove 6 of 10 active subscribers (60.0%), more than "
+        "the limit of 50%"
+    )
+    assert shown["hint"] == "to apply it anyway: listferry sync acme --force"
+    assert tree(ws.root / "state", ws.root / "homes") == before  # no store change, no report
+    ws.upload(people(4))
+    (run,) = ws.sync()
+    assert (run.status, run.reason) == ("voided", shown["reason"])
+
+
+def test_check_for_a_tenant_shows_the_plan_and_a_repeat(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_tenant("acme", strategy="incremental")
+    applied = ws.upload(people(3)).read_bytes()
+    ws.sync()
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text([*people(2), *people(2, start=7)]))
+
+    shown = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    plan = {k: shown["plan"][k] for k in ("added", "updated", "unchanged", "removed")}
+    assert plan == {"added": 2, "updated": 0, "unchanged": 2, "removed": 0}
+    path.write_bytes(applied)
+    again = ws.cli("check", str(path), "--tenant", "acme")
+    assert "warning: sync would skip it: the same content as the last applied file (run 1)" in (
+        again.output
+    )
+
+
+def test_check_for_a_tenant_that_requires_a_count_file(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_tenant("acme", count_file="required")
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text(people(3)))
+
+    shown = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert shown["reason"] == "count file list_count.txt is missing, and this tenant requires one"
+    assert "sync leaves the list waiting up to 2h for its count file" in shown["warnings"][0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.csv"], "Error: missing.csv: no such file\n"),
+        (["list.csv", "--count-file", "nope.txt"], "Error: nope.txt: no such file\n"),
+        (["folder"], "Error: folder: a folder, not a file\n"),
+        (["list.csv", "--tenant", "nobody"], None),
+        (["list.csv", "--dialect", "nope"], "Error: unknown dialect 'nope' (known: default)\n"),
+    ],
+)
+def test_check_of_a_file_it_cannot_read_is_one_line_and_exit_2(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "list.csv").write_text(csv_text(people(1)))
+    (tmp_path / "folder").mkdir()
+
+    result = ws.cli("check", *args)
+
+    assert result.exit_code == 2
+    assert len(result.stderr.splitlines()) == 1 and "Usage" not in result.stderr
+    if message:
+        assert result.stderr == message

@@ -1,0 +1,124 @@
+"""The repeat rule: only a file identical to the tenant's last applied file is skipped.
+
+Any other file is a change, even one applied long ago: the list it describes is the
+CRM's list now. These tests fail on a rule that skips any content applied before.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Workspace, csv_text, people
+
+A = people(3)  # a, b, c
+B = people(2)  # a, b: c left the CRM's list
+
+
+def statuses(ws: Workspace, tenant: str = "acme") -> dict[str, str]:
+    return {row["email"]: row["status"] for row in ws.subscribers(tenant, "all").values()}
+
+
+def sync_cli(ws: Workspace, tenant: str = "acme") -> dict:
+    result = ws.cli("sync", tenant, "--json")
+    (run,) = json.loads(result.stdout)
+    assert result.exit_code == (1 if run["status"] in ("voided", "failed") else 0)
+    return run
+
+
+def test_a_full_list_sent_again_after_a_different_one_is_applied(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
+    ws.upload(A)
+    assert sync_cli(ws)["status"] == "applied"
+    ws.upload(B)
+    assert sync_cli(ws)["removed"] == 1
+    assert statuses(ws)["p2@example.org"] == "removed"
+
+    ws.upload(A)
+    run = sync_cli(ws)
+
+    assert (run["status"], run["added"], run["unchanged"]) == ("applied", 1, 2)
+    assert statuses(ws)["p2@example.org"] == "active"
+
+
+def test_a_list_sent_again_does_not_resubscribe_who_opted_out_on_the_platform(
+    ws: Workspace, tmp_path
+) -> None:
+    ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
+    ws.upload(A)
+    sync_cli(ws)
+    ws.upload(B)
+    sync_cli(ws)
+    events = tmp_path / "events.csv"
+    events.write_text("email,type,at\np2@example.org,unsubscribe,2026-12-01T10:00:00Z\n")
+    assert ws.cli("events", "load", "acme", str(events)).exit_code == 0
+
+    ws.upload(A)
+    assert sync_cli(ws)["status"] == "applied"
+
+    assert statuses(ws)["p2@example.org"] == "unsubscribed"
+
+
+def test_an_incremental_file_sent_again_after_another_has_its_rows_applied_again(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme", strategy="incremental")
+    first = csv_text([("a@example.org", "Ada", "", "GOLD")])
+    ws.upload(first, name="monday.csv")
+    sync_cli(ws)
+    ws.upload(csv_text([("a@example.org", "Ada", "", "SILVER")]), name="tuesday.csv")
+    sync_cli(ws)
+
+    ws.upload(first, name="wednesday.csv")
+    run = sync_cli(ws)
+
+    assert (run["status"], run["updated"]) == ("applied", 1)
+    assert ws.subscribers()["a@example.org"]["segment_code"] == "GOLD"
+
+
+@pytest.mark.parametrize("strategy", ["full", "incremental", "add-only", "update-only"])
+def test_the_last_applied_file_sent_twice_is_skipped_whatever_the_strategy(
+    ws: Workspace, strategy: str
+) -> None:
+    ws.add_tenant("acme", strategy=strategy)
+    ws.upload(A)
+    first = sync_cli(ws)
+    ws.upload(A, name="again.csv")
+
+    again = sync_cli(ws)
+
+    assert again["status"] == "skipped", again
+    assert again["reason"] == f"the same content as the last applied file (run {first['run_id']})"
+
+
+def test_after_a_replay_of_an_older_list_the_crms_current_list_is_applied(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
+    ws.upload(A)
+    old = sync_cli(ws)
+    ws.upload(B)
+    sync_cli(ws)
+    assert ws.cli("replay", "acme", str(old["run_id"])).exit_code == 0
+    assert statuses(ws)["p2@example.org"] == "active"  # the replayed list brought c back
+
+    ws.upload(B)  # the CRM still says: a and b
+    run = sync_cli(ws)
+
+    assert (run["status"], run["removed"]) == ("applied", 1)
+    assert statuses(ws)["p2@example.org"] == "removed"
+
+
+def test_a_replayed_file_sent_again_is_a_repeat_of_the_last_applied(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
+    ws.upload(A)
+    old = sync_cli(ws)
+    ws.upload(B)
+    sync_cli(ws)
+    replayed = json.loads(ws.cli("replay", "acme", str(old["run_id"]), "--json").stdout)
+
+    ws.upload(A)
+    run = sync_cli(ws)
+
+    assert run["status"] == "skipped"
+    assert run["reason"] == (
+        f"the same content as the last applied file (run {replayed['run_id']})"
+    )
