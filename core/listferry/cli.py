@@ -342,19 +342,27 @@ def status(state: State, json_: bool) -> None:
     beside it the last applied list and how old it is, since when the attempts fail,
     when the home was last looked at, lists waiting for their count file, and files no
     list pattern takes. `silent` marks a tenant whose last file (or, if it never sent
-    one, its start) is older than its `expect_file_within`. Exit 1 when any tenant's
-    last run was voided or failed, or a tenant is silent.
+    one, its start) is older than its `expect_file_within`. When a running `serve` could
+    not use the config file as it is now, a first line on stderr says so (`serve_config`
+    in --json). Exit 1 when any tenant's last run was voided or failed, a tenant is
+    silent, or serve runs an older config.
     """
+    from listferry.liveconfig import serve_problem
     from listferry.status import statuses
 
-    found = statuses(state.app().config)
+    config = state.app().config
+    found = statuses(config)
+    problem = serve_problem(config)
     if json_:
-        emit_json([item.to_json() for item in found])
+        served = problem.to_json() if problem else None
+        emit_json([item.to_json() | {"serve_config": served} for item in found])
     else:
+        if problem:
+            click.echo(problem.line(), err=True)
         colour = sys.stdout.isatty()
         for item in found:
             click.echo(_status_line(item, colour))
-    if any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
+    if problem or any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
         sys.exit(1)
 
 
@@ -434,7 +442,18 @@ def digest(state: State, hours: float, send: bool, json_: bool) -> None:
 
 @cli.group()
 def tenant() -> None:
-    """Add and list tenants (customers), and change their credentials."""
+    """Add, change, show, list and remove tenants (customers).
+
+    Each change is checked whole before the config file is replaced, keeping its
+    comments and layout; a running `serve` takes it from the next login.
+    """
+
+
+def _password_from_stdin() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise ListferryError("no password on stdin")
+    return password
 
 
 @tenant.command("add")
@@ -466,10 +485,7 @@ def tenant_add(
         "allow_ips": list(allow_ips) or None,
     }
     if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
-            raise ListferryError("no password on stdin")
-        settings["password_hash"] = hash_password(password)
+        settings["password_hash"] = hash_password(_password_from_stdin())
     if ssh_key:
         settings["ssh_keys"] = read_ssh_keys(Path(ssh_key))
     config = add_tenant(app, name, settings)
@@ -478,6 +494,144 @@ def tenant_add(
         Path(added.home).mkdir(parents=True, exist_ok=True)
     added.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     click.echo(f"added tenant {name}: home {added.home}")
+
+
+@tenant.command("set")
+@click.argument("name")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--allow-ip", "allow_ips", multiple=True,
+              help="Allowed IP or CIDR (repeatable): the new allow list.")  # fmt: skip
+@click.option("--add-allow-ip", "add_ips", multiple=True,
+              help="Add an IP or CIDR to the allow list (repeatable).")  # fmt: skip
+@click.option("--remove-allow-ip", "remove_ips", multiple=True,
+              help="Take an IP or CIDR out of the allow list (repeatable).")  # fmt: skip
+@click.option("--dialect", help="The tenant's CRM dialect.")
+@click.option("--strategy", help="full, incremental, add-only, update-only or opt-out.")
+@click.option("--count-file", type=click.Choice(COUNT_POLICIES), help="Count file policy.")
+@click.option("--home", help="A folder, or a URL for a customer-hosted server.")
+@click.option("--password-stdin", is_flag=True, help="Read a new password from stdin.")
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False),
+              help="Replace its SFTP keys with those in this public key file.")  # fmt: skip
+@click.option("--unset", "unset", multiple=True, metavar="KEY",
+              help="Take KEY out of the tenant's table, so [defaults] or the default "
+              "applies (repeatable).")  # fmt: skip
+@pass_state
+def tenant_set(
+    state: State, name: str, settings: tuple[str, ...], allow_ips: tuple[str, ...],
+    add_ips: tuple[str, ...], remove_ips: tuple[str, ...], dialect: str | None,
+    strategy: str | None, count_file: str | None, home: str | None, password_stdin: bool,
+    ssh_key: str | None, unset: tuple[str, ...],
+) -> None:  # fmt: skip
+    """Change a tenant, keeping the config's comments and layout.
+
+    KEY=VALUE sets any tenant key (see docs/operator.md); VALUE is read as TOML when
+    the key takes it so (max_invalid_share=0.1, require_tls=true, allow_ips=[]), else
+    as text (schedule=02:30). The new config is checked whole before the file is
+    replaced: a refused change leaves it as it was. A running `serve` takes the change
+    from the next login; secrets are never printed.
+    """
+    from listferry.configedit import UNSET
+    from listferry.passwords import hash_password
+    from listferry.tenants import (
+        SECRET_KEYS,
+        parse_setting,
+        read_ssh_keys,
+        set_tenant,
+        tenant_key,
+    )
+
+    values: dict[str, Any] = {}
+
+    def put(key: str, value: Any) -> None:
+        if key in values:
+            raise click.UsageError(f"{key} is given twice")
+        values[key] = value
+
+    for key, value in (("dialect", dialect), ("strategy", strategy), ("count_file", count_file)):
+        if value is not None:
+            put(key, value)
+    if home is not None:
+        put(*parse_setting(f"home={home}"))
+    if allow_ips:
+        put("allow_ips", list(allow_ips))
+    if ssh_key:
+        put("ssh_keys", read_ssh_keys(Path(ssh_key)))
+    for text in settings:
+        put(*parse_setting(text))
+    for key in unset:
+        put(tenant_key(key), UNSET)
+    if (add_ips or remove_ips) and "allow_ips" in values:
+        raise click.UsageError("give the allow list whole, or what to add and remove; not both")
+    if not values and not add_ips and not remove_ips and not password_stdin:
+        raise click.UsageError("nothing to change: give an option or KEY=VALUE")
+    if password_stdin:
+        put("password_hash", hash_password(_password_from_stdin()))
+    app = state.app()
+    before = app.config.tenant(name)
+    config, changed = set_tenant(app, name, values, add_ips, remove_ips)
+    after = config.tenant(name)
+    if not changed:
+        click.echo(f"{name}: nothing changed (the config says so already)")
+        return
+    for key in dict.fromkeys([*values, *(["allow_ips"] if add_ips or remove_ips else [])]):
+        now = getattr(after, key)
+        if key in SECRET_KEYS:
+            shown = "set (not shown)" if now is not None else "not set"
+        elif key == "ssh_keys":
+            shown = f"{len(now)} key(s)"
+        else:
+            shown = json.dumps(list(now) if isinstance(now, tuple) else now, ensure_ascii=False)
+        how = "unset, now" if values.get(key) is UNSET else "="
+        click.echo(f"{name}: {key} {how} {shown}")
+    if "remote_password" in values and values["remote_password"] is not UNSET:
+        click.echo(
+            f"{name}: a password on the command line shows in the process list and shell "
+            "history; remote_password_env keeps it out of both",
+            err=True,
+        )
+    if after.home != before.home and after.is_local:
+        Path(after.home).mkdir(parents=True, exist_ok=True)
+        if before.is_local and Path(before.home).exists():
+            click.echo(f"{name}: the files in the old home {before.home} stay there")
+
+
+@tenant.command("show")
+@click.argument("name")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def tenant_show(state: State, name: str, json_: bool) -> None:
+    """One tenant's settings as they apply, and where each comes from; never a secret.
+
+    A setting not in the tenant's own table comes from [defaults], else is the default.
+    Passwords show only as set or not, SSH keys as a count.
+    """
+    from listferry.tenants import describe, describe_lines
+
+    shown = describe(state.app().config, name)
+    if json_:
+        emit_json(shown)
+        return
+    for line in describe_lines(shown):
+        click.echo(line)
+
+
+@tenant.command("remove")
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Delete its store, archive and home.")
+@pass_state
+def tenant_remove(state: State, name: str, purge: bool) -> None:
+    """Take a tenant out of the config; keep its folders aside, or delete them.
+
+    Refused while a run or an export of the tenant is under way, and none can start
+    while it is removed. Its state folder (store, archive) and a local home go to
+    state/_removed/NAME-<UTC time>/, or are deleted with --purge. A home on the
+    customer's server is not touched. A running `serve` refuses the tenant's logins
+    from the next one; sessions already open run on until they end.
+    """
+    from listferry.tenants import remove_tenant
+
+    for line in remove_tenant(state.app(), name, purge):
+        click.echo(line)
 
 
 @tenant.command("password")
@@ -491,12 +645,10 @@ def tenant_password(state: State, name: str, password_stdin: bool) -> None:
     `serve` takes the new password for the next login.
     """
     from listferry.passwords import hash_password
-    from listferry.tenants import set_tenant_setting
+    from listferry.tenants import set_tenant
 
-    password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        raise ListferryError("no password on stdin")
-    set_tenant_setting(state.app(), name, "password_hash", hash_password(password))
+    password = _password_from_stdin()
+    set_tenant(state.app(), name, {"password_hash": hash_password(password)})
     click.echo(f"{name}: new password set")
 
 
@@ -510,10 +662,10 @@ def tenant_ssh_keys(state: State, name: str, key_file: str) -> None:
     To rotate a key without a gap, put the old and the new key in the file; once the
     customer uses the new one, run it again with the new key alone.
     """
-    from listferry.tenants import read_ssh_keys, set_tenant_setting
+    from listferry.tenants import read_ssh_keys, set_tenant
 
     keys = read_ssh_keys(Path(key_file))
-    set_tenant_setting(state.app(), name, "ssh_keys", keys)
+    set_tenant(state.app(), name, {"ssh_keys": keys})
     click.echo(f"{name}: {len(keys)} SSH key(s) set")
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Protocol
 
 from listferry.app import App
-from listferry.config import Config, ServerSettings, Tenant, load_config
-from listferry.errors import ListferryError
+from listferry.config import ServerSettings, Tenant
+from listferry.liveconfig import LiveConfig
 from listferry.passwords import hash_password, verify_password
 from listferry.pending import select
 
@@ -297,45 +297,6 @@ def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
 # -- what happens when a file arrives -----------------------------------------------------
 
 
-class LiveConfig:
-    """The config file as it is now: read again when it changes, for a long-running serve.
-
-    A new tenant can log in, a new password or key holds from the next login, and an
-    allow list takes effect, without a restart. A changed file that cannot be read is
-    logged once and the last good config stays.
-    """
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._stamp = self._stat()
-        self._lock = threading.Lock()
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            stat = self.config.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def current(self) -> Config:
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return self.config
-        with self._lock:
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self.config = load_config(self.config.path)
-                    log.info("the config changed: read again (%d tenants)",
-                             len(self.config.tenants))  # fmt: skip
-                except ListferryError as exc:
-                    log.error("the config changed but cannot be used, keeping the last: %s", exc)
-        return self.config
-
-    def tenants(self) -> dict[str, Tenant]:
-        return self.current().tenants
-
-
 class UploadDispatcher:
     """Tells plugins that a file arrived, and runs ``on-upload`` syncs.
 
@@ -444,6 +405,7 @@ class ServerRuntime:
     guard: LoginGuard
     gatekeeper: Gatekeeper
     uploads: UploadDispatcher
+    live: LiveConfig
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
@@ -455,6 +417,7 @@ class ServerRuntime:
             guard=guard,
             gatekeeper=Gatekeeper(live.tenants, guard),
             uploads=UploadDispatcher(app, settings.upload_grace, live.tenants),
+            live=live,
         )
 
     def home(self, tenant: Tenant) -> Path:
@@ -498,6 +461,8 @@ def serve(
     }
     remove_stale_uploads(app.config.tenants)
     runtime = ServerRuntime.create(app, settings)
+    watcher = threading.Thread(target=runtime.live.watch, args=(stop,), name="config-watch")
+    watcher.start()
     servers: list[Server] = []
     try:
         for protocol in protocols:
@@ -524,6 +489,8 @@ def serve(
         stop.set()
         if companion is not None:
             companion.join()
+        watcher.join()
+        runtime.live.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         event("stopped")

@@ -1,0 +1,244 @@
+"""A running serve and the config file: changes take effect from the next login; a config
+it cannot use leaves the last good one in place, and `status` says so."""
+
+from __future__ import annotations
+
+import ftplib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import paramiko
+import pytest
+from conftest import Workspace
+from test_crash import listferry_command
+from test_ftp_server import PASSWORD, add_tenant, ftp
+
+from listferry.liveconfig import problem_path
+from listferry.passwords import hash_password
+from listferry.tenants import write_atomically
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return result
+
+
+def refused(port: int, user: str = "acme", password: str = PASSWORD) -> bool:
+    try:
+        ftp(port, user, password).quit()
+    except ftplib.error_perm:
+        return True
+    return False
+
+
+def edit(ws: Workspace, old: str, new: str) -> None:
+    text = ws.config_path.read_text()
+    assert old in text
+    write_atomically(ws.config_path, text.replace(old, new, 1))
+
+
+def a_pack_serve_cannot_import(tmp_path: Path) -> tuple[str, Path]:
+    """A plugin module in a folder the running serve does not look in (installed later,
+    or on the operator's PYTHONPATH only): its name, and the folder."""
+    folder = tmp_path / "later"
+    folder.mkdir()
+    name = "lf_later_" + re.sub(r"\W", "_", tmp_path.name)
+    (folder / f"{name}.py").write_text('"""A pack installed after serve started."""\n')
+    return name, folder
+
+
+def test_a_running_serve_takes_set_and_remove_from_the_next_login(ws: Workspace, served) -> None:
+    add_tenant(ws, allow_ips=["127.0.0.1"])
+    with served(["ftp"]) as s:
+        port = s.ports["ftp"]
+        ftp(port).quit()
+        assert ws.cli("tenant", "set", "acme", "--allow-ip", "192.0.2.0/24").exit_code == 0
+        assert refused(port)
+        assert ws.cli("tenant", "set", "acme", "--add-allow-ip", "127.0.0.0/8").exit_code == 0
+        ftp(port).quit()
+        assert ws.cli("tenant", "remove", "acme").exit_code == 0
+        assert refused(port)
+
+
+def test_a_config_serve_cannot_use_keeps_the_last_good_one_and_is_recorded(
+    ws: Workspace, served
+) -> None:
+    add_tenant(ws)
+    good_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ws.config_path.stat().st_mtime))
+    record = problem_path(ws.app().config.state_dir)
+    with served(["ftp"]) as s:
+        port = s.ports["ftp"]
+        ftp(port).quit()
+        hashed = ws.app().config.tenant("acme").password_hash
+        edit(ws, hashed, f'{hash_password("n3w-Passw0rd")}"\ndialect = "nosuch')
+        ftp(port).quit()  # an unknown dialect: the config is not used, the old password holds
+        assert refused(port, password="n3w-Passw0rd")
+        problem = json.loads(record.read_text())
+        assert problem["config_of"] == good_at and problem["pid"] == os.getpid()
+        assert "unknown dialect 'nosuch'" in problem["reason"]
+
+        edit(ws, 'dialect = "nosuch"', 'dialect = "default"')
+        ftp(port, password="n3w-Passw0rd").quit()
+        assert refused(port)
+        assert not record.exists()
+
+
+def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
+    ws: Workspace, served
+) -> None:
+    """Two quick `tenant set`s can leave a file of the same size within one clock tick."""
+    add_tenant(ws)
+    with served(["ftp"]) as s:
+        port = s.ports["ftp"]
+        ftp(port).quit()
+        old = ws.config_path.stat()
+        hashed = ws.app().config.tenant("acme").password_hash
+        new = hash_password("n3w-Passw0rd")
+        assert len(new) == len(hashed)
+        replacement = ws.root / "replacement.toml"
+        replacement.write_text(ws.config_path.read_text().replace(hashed, new))
+        os.utime(replacement, ns=(old.st_atime_ns, old.st_mtime_ns))
+        os.replace(replacement, ws.config_path)
+        assert (ws.config_path.stat().st_size, ws.config_path.stat().st_mtime_ns) == (
+            old.st_size,
+            old.st_mtime_ns,
+        )
+        ftp(port, password="n3w-Passw0rd").quit()
+
+
+def test_status_says_when_serve_runs_an_older_config(
+    ws: Workspace, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_tenant(ws)
+    name, folder = a_pack_serve_cannot_import(tmp_path)
+    try:
+        with served(["ftp"]) as s:
+            port = s.ports["ftp"]
+            edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{name}"]')
+            ftp(port).quit()  # serve reads the file again, cannot import the pack, goes on
+
+            monkeypatch.syspath_prepend(str(folder))  # the operator's shell can import it
+            shown = ws.cli("status")
+            assert shown.exit_code == 1
+            first = shown.stderr.splitlines()[0]
+            assert re.fullmatch(
+                rf"serve runs the config of \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ: .*plugin module "
+                rf"'{name}' cannot be imported: No module named '{name}'",
+                first,
+            ), first
+            assert shown.stdout.startswith("acme: never run")
+            entries = json.loads(ws.cli("status", "--json").stdout)
+            assert entries[0]["tenant"] == "acme"
+            assert f"No module named '{name}'" in entries[0]["serve_config"]["reason"]
+            assert entries[0]["serve_config"]["config_of"] in first
+
+            edit(ws, f'\nplugins = ["{name}"]', "")
+            ftp(port).quit()
+            after = ws.cli("status", "--json")
+            assert after.exit_code == 0, after.output
+            assert json.loads(after.stdout)[0]["serve_config"] is None
+    finally:
+        sys.modules.pop(name, None)
+
+
+def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
+    ws.add_tenant("acme", expect_file_within="")
+    record = problem_path(ws.app().config.state_dir)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    left = {"config_of": "2026-12-04T10:00:00Z", "reason": "a reason",
+            "failed_at": "2026-12-04T10:01:00Z", "pid": os.getpid()}  # fmt: skip
+    record.write_text(json.dumps(left))
+    running = ws.cli("status")
+    assert running.exit_code == 1
+    assert running.stderr == "serve runs the config of 2026-12-04T10:00:00Z: a reason\n"
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    record.write_text(json.dumps(left | {"pid": int(gone.stdout)}))  # a serve killed since
+    result = ws.cli("status")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+
+
+# -- the real command ---------------------------------------------------------------------
+
+
+def sftp_login(port: int, password: str = PASSWORD) -> None:
+    transport = paramiko.Transport(("127.0.0.1", port))
+    try:
+        transport.connect(username="acme", password=password)
+        with paramiko.SFTPClient.from_transport(transport) as sftp:
+            sftp.listdir(".")
+    finally:
+        transport.close()
+
+
+def test_listferry_serve_reports_a_config_it_cannot_use_and_refuses_a_removed_tenant(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [*listferry_command(), "--config", str(ws.config_path)]
+    subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
+    add_tenant(ws, allow_ips=["127.0.0.1"])
+    name, folder = a_pack_serve_cannot_import(tmp_path)
+    log = tmp_path / "serve.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [*base, "serve", "--protocols", "sftp", "--sftp-port", "0", "--no-schedule"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True,
+        )  # fmt: skip
+    lines: Queue[str] = Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])
+    reader.start()
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        try:
+            found = re.fullmatch(r"listening sftp 127\.0\.0\.1:(\d+)\n", lines.get(timeout=30))
+        except Empty:
+            raise AssertionError(f"serve did not start: {log.read_text()}") from None
+        assert found, log.read_text()
+        port = int(found[1])
+        sftp_login(port)
+
+        def errors() -> list[str]:
+            return [line for line in log.read_text().splitlines() if "cannot be used" in line]
+
+        def problem() -> dict | None:
+            return json.loads(ws.cli("status", "--json").stdout)[0]["serve_config"]
+
+        edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{name}"]')
+        first = wait_for(problem, "status to show serve's problem")  # no login needed
+        assert f"No module named '{name}'" in first["reason"]
+        assert len(wait_for(errors, "the error in the log")) == 1
+        edit(ws, f'plugins = ["{name}"]', f'plugins = ["{name}"]  # a second try')
+        wait_for(lambda: len(errors()) == 2, "the error logged again after the next change")
+        sftp_login(port)  # the last good config still serves
+
+        edit(ws, f'\nplugins = ["{name}"]  # a second try', "")
+        wait_for(lambda: problem() is None, "the record cleared by a good config")
+        assert ws.cli("tenant", "remove", "acme").exit_code == 0
+        with pytest.raises(paramiko.AuthenticationException):
+            sftp_login(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        reader.join(5)
+        proc.stdout.close()
+        sys.modules.pop(name, None)
+    stderr_text = log.read_text()
+    assert code == 0, stderr_text
+    assert "Traceback" not in stderr_text
+    assert not problem_path(ws.root / "state").exists()
