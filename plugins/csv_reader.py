@@ -258,6 +258,7 @@ class CsvSource:
             encoding=encoding.replace("-sig", ""),
             delimiter=delimiter,
             notes=tuple(notes),
+            warnings=tuple(self.dialect.opt_out_warnings(header)),
         )
 
     @property

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from listferry.config import Config, Tenant, load_config
+from listferry.dialect import Dialect
 from listferry.errors import ConfigError
 from listferry.export import export_problem
 from listferry.plugins import Host, load_host
@@ -24,6 +25,13 @@ class App:
         """A connection to the tenant's home through the transport for its scheme."""
         scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
         return self.host.transports.get(scheme)(tenant.home, tenant)
+
+
+def tenant_dialect(host: Host, tenant: Tenant) -> Dialect:
+    """The dialect ``tenant``'s files are read with: its ``dialect``, and its
+    ``opt_out_columns`` opting out on its ``opt_out_values`` besides."""
+    dialect = host.dialects.get(tenant.dialect)
+    return dialect.with_opt_out_columns(tenant.opt_out_columns, tenant.opt_out_values)
 
 
 def check_names(config: Config, host: Host) -> None:

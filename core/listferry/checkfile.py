@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from listferry.app import tenant_dialect
 from listferry.config import Tenant
 from listferry.errors import Void
 from listferry.pending import count_name
@@ -156,6 +157,7 @@ def _examine(
             if info is None:
                 _describe_header(host, tenant, source, name, result)
         result.columns, result.notes = info.columns, info.notes
+        result.warnings.extend(info.warnings)
         result.encoding, result.delimiter = info.encoding, info.delimiter
         result.records, result.invalid = staged.received, staged.invalid
         result.duplicates, result.invalid_sample = staged.duplicates, staged.invalid_sample
@@ -181,11 +183,12 @@ def _describe_header(
     host: Host, tenant: Tenant, source: Path, name: str, result: CheckResult
 ) -> None:
     """The columns of a file voided at its header, so ``check`` can still show them."""
-    dialect = host.dialects.get(tenant.dialect)
+    dialect = tenant_dialect(host, tenant)
     try:
         with host.readers.get(dialect.reader).open(source, name, dialect) as opened:
             info = opened.info
     except (Void, OSError):
         return
     result.columns, result.notes = info.columns, info.notes
+    result.warnings.extend(info.warnings)
     result.encoding, result.delimiter = info.encoding, info.delimiter

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from listferry import __version__
-from listferry.app import App, open_app
+from listferry.app import App, open_app, tenant_dialect
 from listferry.config import COUNT_POLICIES, Tenant, find_config, load_config
 from listferry.errors import ConfigError, ListferryError
 from listferry.logs import FORMATS, error_line, setup_logging
@@ -908,6 +908,10 @@ def check(
     the plan against its current list and every plan guard (the shrink guard too).
     Without, the [defaults] settings and limits, planned against an empty list (guards
     that compare with a tenant's list are left out, and the output says so).
+
+    Warns about what the file says that the dialect does not read, such as a column that
+    looks like an opt-out flag (`Do Not Email`, `Unsubscribed`) that it keeps as a plain
+    field; naming it in the tenant's `opt_out_columns` makes it opt people out.
     """
     from dataclasses import replace
 
@@ -932,7 +936,7 @@ def check(
     dialect = chosen.dialect
     count = Path(count_file) if count_file else None
     result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
-    read_as = host.dialects.get(dialect)
+    read_as = tenant_dialect(host, chosen)
     mapping = [
         (header, canonical, spelling)
         for header, canonical, spelling in read_as.explain_header(list(result.columns))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from listferry.dialect import TRUE_WORDS, fold_header
 from listferry.errors import ConfigError
 from listferry.notify import NotifySettings, parse_notify
 
@@ -53,6 +54,23 @@ def _typed(kind: type) -> Callable[[Any], str | None]:
 def _string_list(value: Any) -> str | None:
     ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
     return None if ok else "must be a list of strings"
+
+
+def _column_names(value: Any) -> str | None:
+    if _string_list(value) or not all(name.strip() for name in value):
+        return "must be a list of column names"
+    first: dict[str, str] = {}
+    for name in value:
+        if fold_header(name) in first:
+            return f"names one column twice: {first[fold_header(name)]!r} and {name!r}"
+        first[fold_header(name)] = name
+    return None
+
+
+def _words(value: Any) -> str | None:
+    if _string_list(value) or not value or not all(word.strip() for word in value):
+        return "must be a list of one or more words (an empty cell cannot mean opted out)"
+    return None
 
 
 def _cidrs(value: Any) -> str | None:
@@ -196,6 +214,8 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "pgp_key_file": (None, _typed(str)),
     "pgp_passphrase_env": (None, _typed(str)),
     "pgp_recipient_key_file": (None, _typed(str)),
+    "opt_out_columns": ([], _column_names),
+    "opt_out_values": (sorted(TRUE_WORDS), _words),
 }
 
 #: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
@@ -275,6 +295,8 @@ class Tenant:
     pgp_key_file: str | None = None
     pgp_passphrase_env: str | None = None
     pgp_recipient_key_file: str | None = None
+    opt_out_columns: tuple[str, ...] = ()
+    opt_out_values: tuple[str, ...] = tuple(sorted(TRUE_WORDS))
 
     @property
     def is_local(self) -> bool:
@@ -388,7 +410,7 @@ def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Te
     for key in PATH_KEYS:
         if values[key] and "://" not in values[key]:
             values[key] = str((root / Path(values[key]).expanduser()).resolve())
-    for key in ("allow_ips", "ssh_keys", "export_fields"):
+    for key in ("allow_ips", "ssh_keys", "export_fields", "opt_out_columns", "opt_out_values"):
         values[key] = tuple(values[key])
     return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
                   state_dir=state_dir / "(defaults)", **values)  # fmt: skip
@@ -518,6 +540,8 @@ def parse_config(text: str, path: Path) -> Config:
         values["allow_ips"] = tuple(values["allow_ips"])
         values["ssh_keys"] = tuple(values["ssh_keys"])
         values["export_fields"] = tuple(values["export_fields"])
+        values["opt_out_columns"] = tuple(values["opt_out_columns"])
+        values["opt_out_values"] = tuple(values["opt_out_values"])
         tenants[name] = Tenant(name=name, home=home, state_dir=state_dir / name, **values)
     return Config(
         path=path,

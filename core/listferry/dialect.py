@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 #: The canonical fields a list file can fill. Every other column is kept in ``fields``.
 CANONICAL_FIELDS = ("email", "first_name", "last_name", "segment_code", "opt_out")
@@ -32,10 +33,32 @@ FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "off", "", "subscribed", 
 
 _FOLD = re.compile(r"[\s_\-.]+")
 
+#: A folded header that looks like an opt-out flag: a word for "opted out", "do not mail",
+#: "bounced" or "blocked" (English, then German, French, Dutch, Spanish), maybe after
+#: ``is``/``has`` and ``email``/``newsletter``, maybe followed by ``of email``, ``flag`` or
+#: ``status``. "Unsubscribe Date" or "Opt-Out Reason" are no flags and do not match.
+_OPT_OUT_FLAG = re.compile(
+    r"(?:is|has)?(?:e?mail|newsletter|marketing)?"
+    r"(?:unsubscribed?|optedout|optsout|optout"
+    r"|do(?:not|nt)(?:allow)?(?:bulk)?(?:e?mails?|mailing|newsletters?|contact)"
+    r"|no(?:e?mails?|mailing|newsletters?|contact)"
+    r"|(?:hard)?bounced?|blocked|blacklisted|blocklisted"
+    r"|abgemeldet|abbestellt|werbesperre|keine?(?:e?mails?|newsletter|werbung)"
+    r"|d[ée]sinscrite?|d[ée]sabonn[ée]e?|afgemeld|uitgeschreven|dadodebaja|desuscrito)"
+    r"(?:(?:of|from)(?:all)?(?:e?mails?|newsletters?|marketing))?(?:flag|status)?"
+)
+
 
 def fold_header(name: str) -> str:
     """Fold a header for matching: case, spaces, hyphens, underscores and dots do not count."""
     return _FOLD.sub("", name.strip().strip("\ufeff")).casefold()
+
+
+def looks_like_opt_out(name: str) -> bool:
+    """Whether header ``name`` looks like an opt-out flag (``Do Not Email``, ``opt_out``,
+    ``HasOptedOutOfEmail``, ``Newsletter abgemeldet``...), whatever a dialect makes of it."""
+    folded = fold_header(unicodedata.normalize("NFC", name))
+    return _OPT_OUT_FLAG.fullmatch(folded) is not None
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,30 @@ class Dialect:
             for index, name in enumerate(header)
             if fold_header(name) in wanted
         ]
+
+    def opt_out_warnings(self, header: Sequence[str]) -> list[str]:
+        """A warning for each column that looks like an opt-out flag but that this dialect
+        neither maps to a field nor reads in ``also_opt_out``: what it says changes nothing.
+
+        Readers give these as :attr:`listferry.records.FileInfo.warnings`, so ``check`` and
+        the result report show them; the file is not voided for them.
+        """
+        read = set(self._lookup()) | {fold_header(name) for name in self.also_opt_out}
+        return [
+            f"column {name!r} looks like an opt-out flag, but dialect {self.name!r} does not "
+            "read it: its rows stay subscribed whatever it says (name it in the tenant's "
+            "opt_out_columns to honour it)"
+            for name in header
+            if fold_header(name) not in read and looks_like_opt_out(name)
+        ]
+
+    def with_opt_out_columns(self, columns: Sequence[str], words: Iterable[str]) -> Dialect:
+        """This dialect, with ``columns`` opting a subscriber out when they say one of
+        ``words`` (a tenant's ``opt_out_columns`` and ``opt_out_values``)."""
+        if not columns:
+            return self
+        also = {**self.also_opt_out, **dict.fromkeys(columns, frozenset(words))}
+        return replace(self, also_opt_out=also)
 
     def opt_out_value(self, word: str) -> bool | None:
         """Read one opt-out cell: True, False, or None when the word is not one we know."""

@@ -20,7 +20,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from listferry.app import App
+from listferry.app import App, tenant_dialect
 from listferry.apply import apply
 from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
@@ -118,7 +118,7 @@ def read_list(
 
     The header checks and the record checks run here; a header that fails voids.
     """
-    dialect = host.dialects.get(tenant.dialect)
+    dialect = tenant_dialect(host, tenant)
     reader = host.readers.get(dialect.reader)
     with reader.open(path, name, dialect) as source:
         info = replace(source.info, count_file=count, count_policy=tenant.count_file)
@@ -349,7 +349,7 @@ class TenantSync:
                 self.remove_from_home(pending)
             except OSError as exc:
                 run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
-        notes = info.notes if info else ()
+        notes = (*info.warnings, *info.notes) if info else ()
         if self.replay_of is not None:
             notes = (f"a replay of run {self.replay_of}'s archived file", *notes)
         run.report = render(

@@ -49,6 +49,8 @@ class ListReader(Protocol):
 
         Raise :class:`listferry.Void` when the file cannot be read at all (not text in
         any encoding the dialect allows, no header, a broken quote), naming the line.
+        ``info.warnings`` tell the operator and the customer what the file says that may
+        not be read as meant: ``dialect.opt_out_warnings(header)`` at least.
         """
 
 

@@ -40,7 +40,10 @@ class FileInfo:
 
     ``path`` is a local copy the run owns; ``name`` is the name the customer gave it.
     ``columns`` maps each header, in file order, to its canonical field or ``None``.
-    ``records`` is ``None`` until the whole file has been read.
+    ``records`` is ``None`` until the whole file has been read. ``notes`` say what the
+    reader did (a column kept aside, lines skipped); ``warnings`` what the file says that
+    may not be read as meant (a column that looks like an opt-out flag the dialect does
+    not read). ``check`` and the result report show both; neither voids the file.
     """
 
     path: Path
@@ -56,6 +59,7 @@ class FileInfo:
     records: int | None = None
     invalid: int = 0
     notes: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def canonical(self) -> frozenset[str]:
