@@ -90,7 +90,7 @@ def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Workspace, 
         "-----BEGIN OPENSSH PRIVATE KEY-----\nxxx\n-----END OPENSSH PRIVATE KEY-----\n"
     )
     result = ws.cli("tenant", "add", "beta", "--ssh-key", str(private))
-    assert result.exit_code == 1 and "private key" in result.output
+    assert result.exit_code == 2 and "private key" in result.output
 
 
 def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Workspace) -> None:

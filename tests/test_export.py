@@ -719,7 +719,7 @@ def test_cli_export_to_a_folder_a_file_url_or_a_registered_scheme(
     ("args", "code", "message"),
     [
         (["export", "nobody"], 2, "no tenant 'nobody'"),
-        (["export", "acme", "--to", "ftpx://host/path"], 1, "no transport for ftpx://"),
+        (["export", "acme", "--to", "ftpx://host/path"], 2, "no transport for ftpx://"),
         (["export", "acme", "--to", "/no/such/folder"], 1, "/no/such/folder: no such folder"),
     ],
 )

@@ -259,7 +259,7 @@ def test_add_puts_the_table_after_the_last_tenant_and_above_the_comments_after_i
         '\n[tenants.gamma]\nstrategy = "add-only"\nallow_ips = ["192.0.2.9"]\n\n# the end\n',
     )
     refused = ws.cli("tenant", "add", "server")
-    assert refused.exit_code == 1 and "servers' own keys" in refused.stderr
+    assert refused.exit_code == 2 and "servers' own keys" in refused.stderr
 
 
 # -- tenant show ----------------------------------------------------------------------------

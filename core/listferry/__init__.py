@@ -7,10 +7,10 @@ A plugin needs only this to implement a hook::
 
 import pluggy
 
-from listferry.errors import ConfigError, ListferryError, Void
+from listferry.errors import ConfigError, ListferryError, UsageError, Void
 
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("listferry")
 
-__all__ = ["ConfigError", "ListferryError", "Void", "__version__", "hookimpl"]
+__all__ = ["ConfigError", "ListferryError", "UsageError", "Void", "__version__", "hookimpl"]

@@ -34,31 +34,34 @@ def tenant_dialect(host: Host, tenant: Tenant) -> Dialect:
     return dialect.with_opt_out_columns(tenant.opt_out_columns, tenant.opt_out_values)
 
 
+def tenant_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
+    """The first setting of ``tenant`` that names something the plugins do not have, as
+    ``(key, reason)``: its dialect, strategy, home's scheme or an export setting."""
+    for key, registry in (("dialect", host.dialects), ("strategy", host.strategies)):
+        value = getattr(tenant, key)
+        if value not in registry:
+            known = ", ".join(registry.names()) or "none"
+            return key, f"unknown {key} {value!r} (known: {known})"
+    scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
+    if scheme not in host.transports:
+        return "home", f"no transport for {scheme}:// (known: {', '.join(host.transports.names())})"
+    return export_problem(host, tenant)
+
+
 def check_names(config: Config, host: Host) -> None:
-    """Every dialect, strategy, home scheme and export setting a tenant names must work."""
+    """Every dialect, strategy, home scheme and export setting a tenant names must work.
+
+    A value a tenant takes from ``[defaults]`` is blamed on ``[defaults]``, with its line.
+    """
     if config.executor not in host.executors:
         raise ConfigError(
             f"{config.where('listferry', 'executor')}: unknown executor {config.executor!r} "
             f"(known: {', '.join(host.executors.names()) or 'none'})"
         )
     for tenant in config.tenants.values():
-        table = f"tenants.{tenant.name}"
-        for key, registry in (("dialect", host.dialects), ("strategy", host.strategies)):
-            value = getattr(tenant, key)
-            if value not in registry:
-                raise ConfigError(
-                    f"{config.where(table, key)}: unknown {key} {value!r} "
-                    f"(known: {', '.join(registry.names()) or 'none'})"
-                )
-        scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
-        if scheme not in host.transports:
-            raise ConfigError(
-                f"{config.where(table, 'home')}: no transport for {scheme}:// "
-                f"(known: {', '.join(host.transports.names())})"
-            )
-        problem = export_problem(host, tenant)
+        problem = tenant_problem(host, tenant)
         if problem:
-            raise ConfigError(f"{config.where(table, problem[0])}: {problem[1]}")
+            raise ConfigError(f"{config.where_tenant(tenant.name, problem[0])}: {problem[1]}")
 
 
 def open_app(path: Path) -> App:

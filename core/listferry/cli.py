@@ -1,7 +1,11 @@
 """The ``listferry`` command line. Errors are one line on stderr, never a traceback.
 
-Exit codes: 0 success; 1 a run ended voided or failed, or a command could not do its
-job; 2 a usage or config error.
+Exit codes: 0 success; 2 a usage or config error, to be fixed in the command or the
+config (a value an option or argument does not take, a tenant, dialect, strategy or
+protocol that does not exist, input missing on stdin, a config that does not check);
+1 a refused operation, a voided or failed run, or a command that could not do its job
+(a tenant that exists already, a run the tenant does not have, a file that cannot be
+read, loaded or sent). tests/test_exit_codes.py holds the table.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import click
 from listferry import __version__
 from listferry.app import App, open_app, tenant_dialect
 from listferry.config import COUNT_POLICIES, Tenant, find_config, load_config
-from listferry.errors import ConfigError, ListferryError
+from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.logs import FORMATS, error_line, setup_logging
 
 log = logging.getLogger("listferry")
@@ -74,7 +78,7 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise
-        except ConfigError as exc:
+        except (ConfigError, UsageError) as exc:
             raise Failed(str(exc), 2, log_format) from None
         except ListferryError as exc:
             raise Failed(str(exc), 1, log_format) from None
@@ -452,7 +456,7 @@ def tenant() -> None:
 def _password_from_stdin() -> str:
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
-        raise ListferryError("no password on stdin")
+        raise UsageError("no password on stdin")
     return password
 
 
@@ -873,10 +877,17 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
 
     Exit 1 when it could not be made or delivered; then nothing was recorded.
     """
+    from urllib.parse import urlsplit
+
     from listferry.export import export_tenant
 
     app = state.app()
-    result = export_tenant(app, app.config.tenant(tenant), to)
+    chosen = app.config.tenant(tenant)
+    scheme = urlsplit(to).scheme.lower() if to and "://" in to else "file"
+    if scheme not in app.host.transports:
+        known = ", ".join(app.host.transports.names())
+        raise UsageError(f"--to: no transport for {scheme}:// (known: {known})")
+    result = export_tenant(app, chosen, to)
     if json_:
         emit_json(result.to_json())
         return
@@ -1018,6 +1029,14 @@ def _words(words: frozenset[str]) -> str:
     return ", ".join(repr(w) for w in sorted(words)) or "none"
 
 
+def _dialect_option(host: Any, name: str) -> Any:
+    """The dialect ``--dialect`` names; an unknown one is a usage error."""
+    if name not in host.dialects:
+        known = ", ".join(host.dialects.names())
+        raise UsageError(f"--dialect: unknown dialect {name!r} (known: {known})")
+    return host.dialects.get(name)
+
+
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.argument("url")
@@ -1058,8 +1077,9 @@ def push(
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
-            raise ListferryError("no password on stdin")
+            raise UsageError("no password on stdin")
     host = state.app().host if state.config_path.exists() else load_host()
+    _dialect_option(host, dialect)
     target = server(url, password, key, known_hosts, ca_file, tls_verify=not insecure)
     push_list(host, Path(file), target, dialect, not no_count_file, click.echo,
               progress_bar(f"uploading {Path(file).name}"))  # fmt: skip

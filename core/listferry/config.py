@@ -123,7 +123,7 @@ def _schedule(value: Any) -> str | None:
     try:
         Schedule.parse(value).next_after(datetime.now(UTC))
     except ScheduleError as exc:
-        return str(exc).removeprefix(f"schedule {value!r}: ")
+        return str(exc).removeprefix("schedule ")  # it follows the key
     return None
 
 
@@ -397,6 +397,14 @@ class Config:
         at = f" line {line}" if line else ""
         return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
 
+    def where_tenant(self, name: str, key: str) -> str:
+        """:meth:`where` the tenant's ``key`` was set: its own table, else ``[defaults]``
+        when the value comes from there. For error messages: it reads the text again."""
+        own = tomllib.loads(self.text).get("tenants", {}).get(name, {}) if self.text else {}
+        if key not in own and key in self.defaults:
+            return self.where("defaults", key)
+        return self.where(f"tenants.{name}", key)
+
 
 #: Tenant keys that name a file, relative to the config file's folder.
 PATH_KEYS = ("known_hosts", "ca_file", "remote_key_file", "export_to", "pgp_key_file",
@@ -460,6 +468,21 @@ def _check_table(
     return out
 
 
+def home_problem(home: str) -> str | None:
+    """What makes ``home`` unusable, said after the key (``home ...``), or ``None``: a URL
+    that cannot be read, or one that holds a password."""
+    if "://" not in home:
+        return None
+    try:
+        _ = urlsplit(home).port  # raises on a bracket left open, a bad port
+    except (ValueError, RuntimeError) as exc:
+        return f"{home!r}: {exc}"
+    server = home.split("://", 1)[1].split("/", 1)[0]
+    if "@" in server and ":" in server.split("@", 1)[0]:
+        return "must not hold a password; use remote_password_env (or remote_password)"
+    return None
+
+
 def cpu_count() -> int:
     """The CPUs this process may run on: the default number of ``workers``."""
     try:
@@ -516,27 +539,25 @@ def parse_config(text: str, path: Path) -> Config:
             home = str(homes_dir / name)
         elif "://" not in home:
             home = str((root / home).resolve())
-        for key in ("home", *PATH_KEYS):
-            value = home if key == "home" else values[key]
+        problem = home_problem(home)
+        if problem:
+            where = line_of(text, f"tenants.{name}", "home")
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home {problem}"
+            )
+        for key in PATH_KEYS:
+            value = values[key]
             try:
                 if value and "://" in value:
                     _ = urlsplit(value).port  # raises on a bracket left open, a bad port
-                elif value and key != "home":
+                elif value:
                     values[key] = str((root / Path(value).expanduser()).resolve())
             except (ValueError, RuntimeError) as exc:
-                where = line_of(text, f"tenants.{name}", key)
+                source = "defaults" if key in defaults and key not in table else f"tenants.{name}"
+                where = line_of(text, source, key)
                 raise ConfigError(
-                    f"{path}{f' line {where}' if where else ''}: [tenants.{name}] {key} {value!r}: "
-                    f"{exc}"
+                    f"{path}{f' line {where}' if where else ''}: [{source}] {key} {value!r}: {exc}"
                 ) from None
-        if "://" in home and "@" in home.split("://", 1)[1].split("/", 1)[0]:
-            userinfo = home.split("://", 1)[1].split("@", 1)[0]
-            if ":" in userinfo:
-                where = line_of(text, f"tenants.{name}", "home")
-                raise ConfigError(
-                    f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home must "
-                    "not hold a password; use remote_password_env (or remote_password)"
-                )
         values["allow_ips"] = tuple(values["allow_ips"])
         values["ssh_keys"] = tuple(values["ssh_keys"])
         values["export_fields"] = tuple(values["export_fields"])

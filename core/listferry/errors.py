@@ -20,6 +20,12 @@ class ConfigError(ListferryError):
         self.key = key
 
 
+class UsageError(ListferryError):
+    """The command line asks for something that cannot be: a value an option does not
+    take, a name that does not exist, input that is missing. The CLI exits 2 for it, as
+    for a :class:`ConfigError`; other errors exit 1."""
+
+
 class Void(ListferryError):
     """A list file fails a check: the run is voided, the last good list stands.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from listferry.errors import ListferryError
+from listferry.errors import ListferryError, UsageError
 
 PACK_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 
@@ -200,7 +200,7 @@ def module_name(name: str) -> str:
 def write_skeleton(name: str, folder: Path) -> list[Path]:
     """Write the pack ``name`` into ``folder`` (which must not exist); the files written."""
     if not PACK_NAME.match(name) or len(name) > 40:
-        raise ListferryError(
+        raise UsageError(
             f"pack name {name!r} is not allowed: lower-case letters and digits, words joined "
             "by '-' or '_', starting with a letter (e.g. 'mycrm', 'acme-ams')"
         )

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from listferry.errors import ListferryError
+from listferry.errors import ConfigError, ListferryError
 
 T = TypeVar("T")
 
@@ -54,11 +54,13 @@ class Registry(Generic[T]):
         return register
 
     def get(self, name: str) -> T:
+        """The item ``name``; an unknown name is a :class:`ConfigError` (the config or the
+        command line names something no plugin supplied)."""
         try:
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "none"
-            raise ListferryError(f"unknown {self.kind} {name!r} (known: {known})") from None
+            raise ConfigError(f"unknown {self.kind} {name!r} (known: {known})") from None
 
     def owner(self, name: str) -> str:
         return self._owners[name]

@@ -120,8 +120,8 @@ class Schedule:
         parts = spec.split()
         if len(parts) != 5:
             raise ScheduleError(
-                f"schedule {text!r}: give a time of day ('02:00') or a cron expression of five "
-                "fields ('30 2 * * 1-5')"
+                f"schedule {text!r} is neither a time of day ('02:00') nor a cron expression "
+                "of five fields ('30 2 * * 1-5')"
             )
         try:
             fields = [

@@ -26,7 +26,7 @@ from typing import Any
 from listferry.app import App, check_names, open_app
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, load_config, parse_config
 from listferry.configedit import TenantTables
-from listferry.errors import ConfigError, ListferryError
+from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.locks import EXPORTS, RUNS, tenant_lock
 
 #: Settings that are never shown: only whether they are set.
@@ -41,12 +41,12 @@ REMOVED = "_removed"
 def check_name(name: str) -> str:
     """A tenant name is a folder and a TOML key: refuse anything that could be a path."""
     if not TENANT_NAME.match(name):
-        raise ListferryError(
+        raise UsageError(
             f"tenant name {name!r} is not allowed: use lower-case letters, digits, '-' and "
             "'_', starting with a letter or digit, at most 63 characters"
         )
     if name in RESERVED_NAMES:
-        raise ListferryError(
+        raise UsageError(
             f"tenant name {name!r} is not allowed: state/{name} holds the servers' own keys"
         )
     return name
@@ -384,13 +384,16 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def read_ssh_keys(path: Path) -> list[str]:
-    """The public keys in an ``authorized_keys``-style file; refuses a private key."""
+    """The public keys in an ``authorized_keys``-style file; refuses a private key.
+
+    Any problem with the file is a :class:`UsageError`: the key file given is wrong.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ListferryError(f"{path}: cannot read the key file: {exc}") from None
+        raise UsageError(f"{path}: cannot read the key file: {exc}") from None
     if "PRIVATE KEY" in text:
-        raise ListferryError(f"{path}: this is a private key; give the public key (.pub)")
+        raise UsageError(f"{path}: this is a private key; give the public key (.pub)")
     keys = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -398,8 +401,8 @@ def read_ssh_keys(path: Path) -> list[str]:
             continue
         parts = line.split()
         if len(parts) < 2 or not (parts[0].startswith(("ssh-", "ecdsa-", "sk-"))):
-            raise ConfigError(f"{path} line {number}: not an OpenSSH public key")
+            raise UsageError(f"{path} line {number}: not an OpenSSH public key")
         keys.append(line)
     if not keys:
-        raise ListferryError(f"{path}: no public key in the file")
+        raise UsageError(f"{path}: no public key in the file")
     return keys
