@@ -37,6 +37,20 @@ def test_init_writes_config_and_folders_and_is_safe_twice(tmp_path: Path) -> Non
     assert "# my comment" in config.read_text()
 
 
+def test_init_says_which_folders_it_created_and_which_existed(tmp_path: Path) -> None:
+    config = tmp_path / "listferry.toml"
+    first = run_cli("init", config=config)
+    assert f"created folder {tmp_path / 'state'}\n" in first.output
+    assert f"created folder {tmp_path / 'homes'}\n" in first.output
+    config.write_text(config.read_text() + "\n[tenants.acme]\n")
+    second = run_cli("init", config=config)
+    assert f"folder {tmp_path / 'state'} exists already\n" in second.output
+    assert f"folder {tmp_path / 'homes'} exists already\n" in second.output
+    assert f"created folder {tmp_path / 'homes' / 'acme'}\n" in second.output
+    assert (tmp_path / "homes" / "acme").is_dir()
+    assert "created" not in run_cli("init", config=config).output
+
+
 def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace) -> None:
     result = ws.cli(
         "tenant", "add", "acme", "--password-stdin", "--allow-ip", "203.0.113.0/24",

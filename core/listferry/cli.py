@@ -181,16 +181,18 @@ def init(state: State) -> None:
         write_atomically(path, STARTER_CONFIG)
         click.echo(f"wrote {path}")
     config = load_config(path)
-    for folder in (config.state_dir, config.homes_dir):
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        click.echo(f"folder {folder}")
+    private = [config.state_dir, config.homes_dir]
+    homes = [Path(t.home) for t in config.tenants.values() if t.is_local]
+    for folder in [*private, *homes]:
+        if folder.is_dir():
+            click.echo(f"folder {folder} exists already")
+            continue
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700 if folder in private else 0o777)
+        click.echo(f"created folder {folder}")
     from listferry.keys import ensure_server_keys
 
     for made in ensure_server_keys(config.server):
         click.echo(f"made {made}")
-    for tenant in config.tenants.values():
-        if tenant.is_local:
-            Path(tenant.home).mkdir(parents=True, exist_ok=True)
 
 
 @cli.command()
