@@ -210,6 +210,34 @@ def test_events_load_stores_each_event_once(ws: Workspace, tmp_path: Path) -> No
     assert set(ws.subscribers(status="unsubscribed")) == {"p1@example.org"}
 
 
+def test_events_load_says_how_many_events_name_addresses_not_on_the_list(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(people(3))
+    ws.sync()
+    ws.upload(people(2))
+    ws.sync()  # p2 is removed
+    events = tmp_path / "events.csv"
+    events.write_text(
+        "email,type,at\n"
+        "p0@example.org,open,2026-11-29T08:00:00Z\n"
+        "p2@example.org,open,2026-11-29T08:00:00Z\n"
+        "stranger@example.org,unsubscribe,2026-11-29T08:00:00Z\n"
+        "stranger@example.org,open,2026-11-29T09:00:00Z\n"
+        "P1@example.org,click,2026-11-29T08:00:00Z\n"
+    )
+    result = ws.cli("events", "load", "acme", str(events))
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "acme: 5 events stored, 0 already known; events for addresses not on the list: 3\n"
+    )
+    again = ws.cli("events", "load", "acme", str(events))
+    assert "0 events stored, 5 already known; events for addresses not on the list: 1" in (
+        again.output
+    )  # the stranger is on the list now, unsubscribed; p2 was removed from it
+
+
 def test_events_load_with_a_bad_line_names_it_and_stores_nothing(ws: Workspace, tmp_path) -> None:
     ws.add_tenant("acme")
     events = tmp_path / "events.csv"

@@ -604,8 +604,8 @@ def test_events_loaded_from_csv_and_jsonl_are_the_same_events(ws: Workspace) -> 
         "".join(json.dumps(dict(zip(keys, e, strict=True))) + "\n" for e in FILE_EVENTS)
     )
     with ws.store() as store:
-        assert load_events(store, as_csv) == (6, 0)
-        assert load_events(store, as_jsonl) == (0, 6)
+        assert load_events(store, as_csv)[:2] == (6, 0)
+        assert load_events(store, as_jsonl)[:2] == (0, 6)
 
 
 # -- scheduling -------------------------------------------------------------------------

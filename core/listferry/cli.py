@@ -856,14 +856,21 @@ def events() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @pass_state
 def events_load(state: State, tenant: str, file: str) -> None:
-    """Load events from a CSV or JSON-lines file (email, type, at, topic)."""
+    """Load events from a CSV or JSON-lines file (email, type, at, topic).
+
+    Says how many were stored, how many were known already, and how many name an address
+    that is not on the tenant's list (a typo, or the file of another tenant?).
+    """
     from listferry.events import load_events
     from listferry.store import Store
 
     chosen = state.app().config.tenant(tenant)
     with Store(chosen.database) as store:
-        stored, duplicates = load_events(store, Path(file))
-    click.echo(f"{tenant}: {stored} events stored, {duplicates} already known")
+        loaded = load_events(store, Path(file))
+    click.echo(
+        f"{tenant}: {loaded.stored} events stored, {loaded.duplicates} already known; "
+        f"events for addresses not on the list: {loaded.not_on_list}"
+    )
 
 
 @cli.command()

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from listferry.errors import ListferryError
 from listferry.store import Store
@@ -66,10 +66,38 @@ def read_events(path: Path) -> Iterator[tuple[str, str, str, str]]:
             yield normalise(clean, f"{path} line {rows.line_num}")
 
 
-def load_events(store: Store, path: Path) -> tuple[int, int]:
-    """Store the events of ``path``; returns (stored, duplicates)."""
+class Loaded(NamedTuple):
+    """What ``load_events`` did: events stored, events known already, and the file's
+    events that name an address not on the list (never on it, or removed from it)."""
+
+    stored: int
+    duplicates: int
+    not_on_list: int
+
+
+def load_events(store: Store, path: Path) -> Loaded:
+    """Store the events of ``path``; returns (stored, duplicates, not on the list)."""
+    unlisted: set[str] = set()
+    not_on_list = 0
+
+    def counted() -> Iterator[tuple[str, str, str, str]]:
+        # Each address is looked up before its first event is stored: storing an
+        # unsubscribe puts the address in the table, unsubscribed.
+        nonlocal not_on_list
+        for event in read_events(path):
+            email = event[0]
+            if email not in unlisted:
+                row = store.conn.execute(
+                    "SELECT status FROM subscribers WHERE email = ?", (email,)
+                ).fetchone()
+                if row is None or row[0] == "removed":
+                    unlisted.add(email)
+            not_on_list += email in unlisted
+            yield event
+
     try:
-        return store.add_events(read_events(path))
+        stored, duplicates = store.add_events(counted())
+        return Loaded(stored, duplicates, not_on_list)
     except UnicodeDecodeError as exc:
         raise ListferryError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except csv.Error as exc:
