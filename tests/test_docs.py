@@ -233,3 +233,47 @@ def test_every_test_the_reliability_page_cites_exists() -> None:
     text = (DOCS / "reliability.md").read_text()
     assert len(cited_tests(text)) > 5
     assert missing_tests(text, ROOT / "tests") == []
+
+
+# -- install commands ---------------------------------------------------------------------
+
+#: Distributions on PyPI that the docs may install by name; listferry and its packs are not.
+PUBLISHED = {"tox", "build", "python-gnupg", "datasette"}
+
+
+def unpublished_installs(text: str) -> list[str]:
+    """The ``pip install`` arguments in ``text`` that name a distribution not on PyPI:
+    anything but a path (``.``, ``./contrib/x``, ``/path``, a wheel, ``-e FOLDER``), an
+    option, or a name in :data:`PUBLISHED`."""
+    found = []
+    for command in re.findall(r"pip install ([^`\n#&;]*)", text):
+        words = command.split()
+        for before, word in zip(["", *words], words, strict=False):
+            is_path = "/" in word or word.startswith((".", "~")) or word.endswith(".whl")
+            if word.startswith("-") or before == "-e" or is_path or word in PUBLISHED:
+                continue
+            found.append(word)
+    return found
+
+
+def install_pages() -> list[Path]:
+    return [
+        ROOT / "README.md",
+        *sorted(DOCS.rglob("*.md")),
+        *sorted(ROOT.glob("contrib/*/README*")),
+    ]
+
+
+def test_install_commands_work_from_a_checkout() -> None:
+    problems = {
+        str(page.relative_to(ROOT)): unpublished_installs(page.read_text())
+        for page in install_pages()
+    }
+    assert {page: names for page, names in problems.items() if names} == {}
+
+
+def test_an_install_of_an_unpublished_name_is_caught() -> None:
+    text = "    pip install listferry-kontakto  # or: python3 -m pip install -e contrib/kontakto\n"
+    assert unpublished_installs(text) == ["listferry-kontakto"]
+    fine = "python3 -m pip install ./contrib/imis dist/listferry-0.1.0-py3-none-any.whl tox"
+    assert unpublished_installs(f"`{fine}`") == []
