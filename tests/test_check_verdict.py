@@ -207,3 +207,21 @@ def test_check_of_a_file_it_cannot_read_is_one_line_and_exit_2(
     assert len(result.stderr.splitlines()) == 1 and "Usage" not in result.stderr
     if message:
         assert result.stderr == message
+
+
+def test_the_documented_check_json_is_what_check_prints(ws: Workspace, tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "operator.md").read_text()
+    block = text.split("A dry run, as `check FILE --tenant NAME --json` prints it")[1]
+    documented = json.loads(re.search(r"```json\n(.*?)```", block, re.S)[1])
+    ws.add_tenant("acme")
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "E-mail,Vorname,Do Not Email\nada@example.org,Ada,no\nbob@example.org,Bob,yes\n"
+        "cy@example.org,Cy,no\n"
+    )
+
+    printed = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert printed == {**documented, "file": str(path)}
