@@ -53,8 +53,8 @@ from pathlib import Path
 
 from listferry.app import App, open_app
 from listferry.cli import STARTER_CONFIG
-from listferry.pipeline import sync_tenant
-from listferry.tenants import add_tenant, write_atomically
+from listferry.ops.tenants import add_tenant, write_atomically
+from listferry.sync.run import sync_tenant
 
 PHASES = ("starting", "reading", "planning", "applying", "archiving")
 #: The phases, and the run's end: the store closed, ``run_finished`` called.

@@ -24,9 +24,9 @@ from pathlib import Path
 from common import Figure, alternate, table
 
 from listferry.config import EXPORT_FIELDS
-from listferry.export_fields import resolve_fields
+from listferry.fields import resolve_fields
 from listferry.plugins import load_host
-from listferry.store import Store
+from listferry.store.database import Store
 
 SQLITE3 = shutil.which("sqlite3")
 TOPICS = ["news", "sale", "travel", "sport", "food", "tech", "music", "books"]

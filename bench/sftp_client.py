@@ -3,7 +3,7 @@
     python bench/sftp_client.py [--size-mb 200] [--rounds 3]
 
 One sshd runs on 127.0.0.1 in this run. paramiko puts and gets the same file the way
-``plugins/sftp_client.py`` does (``putfo(..., confirm=False)``; gets through the
+``plugins/sftp/client.py`` does (``putfo(..., confirm=False)``; gets through the
 transport's own ``download``: reads of 32 KiB, 64 in flight, sent from the calling thread),
 alternating with the OpenSSH ``sftp`` client doing the same against the same sshd; a get
 with paramiko's prefetch (its own thread) is printed for information.
@@ -27,7 +27,7 @@ from pathlib import Path
 from common import Figure, alternate, table
 from sftp_upload import make_file, missing_tools, sftp, start_sshd
 
-from listferry_plugins.sftp_client import REQUEST, WINDOW, download
+from listferry_plugins.sftp.client import REQUEST, WINDOW, download
 
 
 def main(argv: list[str] | None = None) -> list[Figure]:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from listferry.store import Store
+from listferry.store.database import Store
 
 FILL = (
     "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1) "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from common import Figure, alternate, table, timed
 
-from listferry.store import Store
+from listferry.store.database import Store
 
 SEED = 20261130
 HEADER = "email,first_name,last_name,segment_code\n"

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from listferry import hookimpl
-from listferry.export_fields import Field, FieldFamily, sql_text
+from listferry.fields import Field, FieldFamily, sql_text
 
 ENGAGEMENT = (
     "LEFT JOIN (SELECT email, sum(type = 'open') AS opens, sum(type = 'click') AS clicks, "

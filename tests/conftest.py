@@ -15,10 +15,10 @@ from click.testing import CliRunner, Result
 
 from listferry.app import App, open_app
 from listferry.cli import STARTER_CONFIG, cli
-from listferry.pipeline import sync_tenant
+from listferry.ops.tenants import add_tenant, write_atomically
 from listferry.runs import RunRecord
-from listferry.store import Store
-from listferry.tenants import add_tenant, write_atomically
+from listferry.store.database import Store
+from listferry.sync.run import sync_tenant
 
 # Third-party packs installed in the same environment stay out of the host's own tests.
 os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
@@ -144,8 +144,8 @@ class Served:
     def __init__(self, ws: Workspace, protocols: Sequence[str], **settings: Any) -> None:
         from dataclasses import replace
 
-        from listferry.keys import ensure_server_keys
-        from listferry.serving import ServerRuntime
+        from listferry.serve.keys import ensure_server_keys
+        from listferry.serve.runtime import ServerRuntime
 
         app = ws.app()
         ports = {"ftp_port": 0, "ftps_port": 0, "sftp_port": 0, "upload_grace": 0}

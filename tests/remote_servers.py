@@ -26,7 +26,7 @@ from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
-from listferry.keys import make_ssh_host_key, make_tls_certificate
+from listferry.serve.keys import make_ssh_host_key, make_tls_certificate
 
 HOST = "127.0.0.1"
 logging.getLogger("pyftpdlib").setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ import pytest
 from conftest import Workspace, people, write_module
 from remote_servers import starter
 
-from listferry.tenants import add_tenant
+from listferry.ops.tenants import add_tenant
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 
@@ -206,7 +206,7 @@ def test_a_store_from_before_attempts_were_kept_dates_the_tenant_from_its_first_
 ) -> None:
     import sqlite_utils
 
-    from listferry.store import MIGRATIONS, Store
+    from listferry.store.database import MIGRATIONS, Store
 
     path = tmp_path / "tenant.db"
     conn = sqlite3.connect(path, isolation_level=None)

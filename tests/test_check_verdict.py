@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, csv_text, people
 
-from listferry.checkfile import WITHOUT_TENANT
+from listferry.sync.check import WITHOUT_TENANT
 from listferry.testing import Sandbox
 
 CONTRIB = Path(__file__).parent.parent / "contrib"

@@ -13,7 +13,7 @@ from conftest import Workspace, people
 from test_crash import listferry_command
 
 from listferry.cli import cli
-from listferry.passwords import verify_password
+from listferry.config.passwords import verify_password
 
 RUN_FIELDS = {
     "tenant", "run_id", "status", "file", "strategy", "reason", "received", "added",
@@ -359,7 +359,7 @@ def test_log_format_json_writes_each_log_line_and_the_final_error_as_one_json_ob
 
 
 def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Workspace, tmp_path) -> None:
-    from listferry.passwords import verify_password
+    from listferry.config.passwords import verify_password
 
     ws.cli("tenant", "add", "acme", "--password-stdin", input="old-password\n")
     ws.cli("tenant", "add", "beta", "--password-stdin", input="beta-password\n")

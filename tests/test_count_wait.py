@@ -20,7 +20,7 @@ import pytest
 from conftest import Workspace, people
 from remote_servers import starter
 
-from listferry.tenants import add_tenant
+from listferry.ops.tenants import add_tenant
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 

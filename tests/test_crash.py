@@ -135,7 +135,7 @@ def test_twenty_random_sigkills_leave_the_old_list_or_the_new_and_lose_no_file(
 
 KILLED_AFTER_ARCHIVING = """
 import os, signal, sys
-from listferry import pipeline
+from listferry.sync import run as pipeline
 from listferry.cli import main
 
 archive_local = pipeline.TenantSync.archive_local

@@ -22,14 +22,14 @@ from remote_servers import Remote
 
 from listferry.config import EXPORT_FIELDS
 from listferry.errors import ListferryError
-from listferry.events import load_events, record_events
-from listferry.export import ExportResult, export_tenant
-from listferry.export_fields import Field
-from listferry.export_query import Batch
-from listferry.export_render import TemplateError, csv_row, csv_rows
-from listferry.locks import EXPORTS, tenant_lock
-from listferry.store import MIGRATIONS, Store, _migrate_1
-from listferry.tenants import add_tenant
+from listferry.export.query import Batch
+from listferry.export.render import TemplateError, csv_row, csv_rows
+from listferry.export.run import ExportResult, export_tenant
+from listferry.fields import Field
+from listferry.ops.tenants import add_tenant
+from listferry.store.database import MIGRATIONS, Store, _migrate_1
+from listferry.store.events import load_events, record_events
+from listferry.store.locks import EXPORTS, tenant_lock
 
 HEADER = ("email", "first_name", "last_name", "segment_code", "CRM Id")
 LIST = [
@@ -163,8 +163,8 @@ PACK = """
 
     from listferry import hookimpl
     from listferry.dialect import DEFAULT_ALIASES, Dialect
-    from listferry.export_fields import Field
-    from listferry.export_render import Template
+    from listferry.fields import Field
+    from listferry.export.render import Template
 
     CRM = '''\\
     Contact ID;E-Mail;Opted Out;Opted Out On;Opens;Unsubscribes
@@ -739,7 +739,7 @@ def test_cli_export_errors_are_one_line_with_an_exit_code(
 def test_a_template_encoding_writes_a_bom_or_the_code_page_and_refuses_what_it_cannot_hold(
     ws, tmp_path
 ):
-    from listferry.export_render import Template, render
+    from listferry.export.render import Template, render
 
     source = "{% for row in rows %}{{ row.name }}\n{% endfor %}"
     for encoding, expected in (
@@ -768,7 +768,7 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
 
     (tmp_path / "match_on_pack_for_test.py").write_text(
         "from listferry import hookimpl\n"
-        "from listferry.export_render import Template\n"
+        "from listferry.export.render import Template\n"
         "@hookimpl\n"
         "def register_templates(register):\n"
         "    register('crm', Template(\n"

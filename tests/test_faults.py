@@ -34,8 +34,8 @@ from conftest import Workspace, csv_text, people
 from pyftpdlib.filesystems import AbstractedFS
 from remote_servers import FaultProxy, Remote, starter
 
-from listferry.store import Store
-from listferry.tenants import add_tenant
+from listferry.ops.tenants import add_tenant
+from listferry.store.database import Store
 
 PASSWORD = "Faulty-server-pa55word"
 BIG = 2000  # records: about 80 kB, several packets and blocks

@@ -24,8 +24,8 @@ import pytest
 from conftest import Workspace, csv_text, people
 from test_crash import listferry_command
 
-from listferry.passwords import hash_password
-from listferry.serving import is_upload_in_progress
+from listferry.config.passwords import hash_password
+from listferry.serve.runtime import is_upload_in_progress
 
 PASSWORD = "s3cret-Passw0rd"
 LIST = csv_text(people(5)).encode()

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from load import ListStream, Site, upload_ftps, upload_sftp
 
-from listferry.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from listferry.ops.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 TENANTS = {"alpha": "sftp", "bravo": "ftps", "charlie": "sftp", "delta": "ftps", "echo": "ftps"}
 BROKEN = "charlie"

@@ -9,7 +9,7 @@ import pytest
 from conftest import Workspace, people
 from notify_servers import SmtpServer, WebhookServer
 
-from listferry.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from listferry.ops.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
 SECRET = "whsec-7d1c0a"
 

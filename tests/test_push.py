@@ -13,9 +13,9 @@ import pytest
 from conftest import Workspace, csv_text, on_a_terminal, people
 from remote_servers import Remote, starter
 
-from listferry.keys import make_ssh_host_key
-from listferry.passwords import hash_password
-from listferry.tenants import add_tenant
+from listferry.config.passwords import hash_password
+from listferry.ops.tenants import add_tenant
+from listferry.serve.keys import make_ssh_host_key
 
 PASSWORD = "Pa55-w0rd-of-the-customer-server"
 

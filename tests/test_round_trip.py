@@ -21,8 +21,8 @@ from conftest import Workspace, csv_text
 from remote_servers import HOST, Remote
 from test_export import API_EVENTS, FILE_EVENTS, HEADER, LIST, STORED, engagement
 
-from listferry.events import record_events
-from listferry.tenants import add_tenant
+from listferry.ops.tenants import add_tenant
+from listferry.store.events import record_events
 
 PASSWORD = "customer-side-secret"
 

@@ -12,8 +12,8 @@ import time
 import pytest
 from conftest import Workspace, people
 
-from listferry.pipeline import tenant_lock
 from listferry.runs import RunRecord
+from listferry.sync.run import tenant_lock
 
 RUN_KEYS = {
     "tenant", "run_id", "status", "file", "strategy", "reason", "received", "added",

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from listferry.schedule import Schedule, ScheduleError
+from listferry.config.schedule import Schedule, ScheduleError
 
 
 def at(text: str) -> datetime:

@@ -14,7 +14,7 @@ from conftest import Workspace, people
 from notify_servers import WebhookServer
 
 from listferry.jobs import Job, JobResult
-from listferry.scheduler import Scheduler
+from listferry.ops.scheduler import Scheduler
 
 
 class Clock:

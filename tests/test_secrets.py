@@ -26,7 +26,7 @@ from conftest import Workspace, csv_text, people
 from remote_servers import Remote
 
 from listferry.errors import ListferryError
-from listferry.tenants import add_tenant
+from listferry.ops.tenants import add_tenant
 
 TENANT_PASSWORD = "Tenant-s3cret-for-the-built-in-servers"
 WRONG_TENANT_PASSWORD = "Wr0ng-tenant-s3cret"

@@ -23,9 +23,9 @@ from conftest import Workspace
 from test_crash import listferry_command
 from test_ftp_server import PASSWORD, add_tenant, ftp
 
-from listferry.liveconfig import problem_path
-from listferry.passwords import hash_password
-from listferry.tenants import write_atomically
+from listferry.config.passwords import hash_password
+from listferry.ops.tenants import write_atomically
+from listferry.serve.live import problem_path
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:

@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_crash import listferry_command
 
-from listferry.keys import make_tls_certificate
-from listferry.passwords import hash_password
+from listferry.config.passwords import hash_password
+from listferry.serve.keys import make_tls_certificate
 
 PASSWORD = "s3cret-Passw0rd"
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import Workspace
 
 from listferry.config import ServerSettings, Tenant
-from listferry.passwords import hash_password
-from listferry.serving import Gatekeeper, LoginGuard, OutsideHome, ip_in, jail, virtual
+from listferry.config.passwords import hash_password
+from listferry.serve.runtime import Gatekeeper, LoginGuard, OutsideHome, ip_in, jail, virtual
 
 
 @pytest.fixture

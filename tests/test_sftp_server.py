@@ -25,9 +25,9 @@ import pytest
 from conftest import Workspace, csv_text, people
 
 from listferry.app import App
-from listferry.keys import make_ssh_host_key
-from listferry.passwords import hash_password
-from listferry.tenants import add_tenant
+from listferry.config.passwords import hash_password
+from listferry.ops.tenants import add_tenant
+from listferry.serve.keys import make_ssh_host_key
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)

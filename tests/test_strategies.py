@@ -511,7 +511,7 @@ def test_opt_out_value_the_dialect_does_not_know_makes_the_row_invalid(
 
 OPT_OUT_DURING_RUN = """
     from listferry import hookimpl
-    from listferry.store import Store
+    from listferry.store.database import Store
 
     ADDRESSES = ("new@example.org", "back@example.org", "gone@example.org")
 

@@ -13,8 +13,8 @@ from conftest import Workspace, people
 from test_crash import listferry_command
 
 from listferry.config import TENANT_KEYS
-from listferry.locks import EXPORTS, RUNS, tenant_lock
-from listferry.passwords import hash_password, verify_password
+from listferry.config.passwords import hash_password, verify_password
+from listferry.store.locks import EXPORTS, RUNS, tenant_lock
 
 HAND_WRITTEN = """\
 # listferry for the newsletter platform

@@ -21,11 +21,11 @@ import pytest
 from conftest import Workspace, csv_text, people
 from remote_servers import Remote, starter
 
+from listferry.config.passwords import hash_password
 from listferry.errors import ConfigError
-from listferry.keys import make_ssh_host_key
-from listferry.passwords import hash_password
-from listferry.tenants import add_tenant
-from listferry_plugins.sftp_transport import sftp_home
+from listferry.ops.tenants import add_tenant
+from listferry.serve.keys import make_ssh_host_key
+from listferry_plugins.sftp.transport import sftp_home
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 PROTOCOLS = ["ftp", "ftps", "sftp"]

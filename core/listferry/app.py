@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from listferry.config import Config, Tenant, load_config
 from listferry.dialect import Dialect
 from listferry.errors import ConfigError
-from listferry.export import export_problem
+from listferry.export.run import export_problem
 from listferry.plugins import Host, load_host
 from listferry.transport import Transport
 

@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 
     from listferry.config import Config, Tenant
     from listferry.dialect import Dialect
-    from listferry.export_fields import Field, FieldFamily
-    from listferry.export_render import Template
+    from listferry.export.render import Template
+    from listferry.fields import Field, FieldFamily
     from listferry.jobs import Executor
     from listferry.reader import ListReader
     from listferry.records import FileInfo, Invalid, Record
     from listferry.runs import RunRecord
-    from listferry.serving import Server, ServerRuntime
+    from listferry.serve.runtime import Server, ServerRuntime
     from listferry.strategy import Plan, Strategy
 
 hookspec = pluggy.HookspecMarker("listferry")
@@ -54,8 +54,8 @@ def register_servers(register: Callable[[str, Callable[[ServerRuntime], Server]]
     """Register server-side protocols for ``listferry serve``.
 
     Call ``register(protocol, factory)``; ``factory(runtime)`` gets the process's
-    :class:`listferry.serving.ServerRuntime` (settings, the login gatekeeper and guard,
-    the upload dispatcher) and returns a :class:`listferry.serving.Server` that serves
+    :class:`listferry.serve.runtime.ServerRuntime` (settings, the login gatekeeper and guard,
+    the upload dispatcher) and returns a :class:`listferry.serve.runtime.Server` that serves
     every tenant with a local home. Protocol names (``ftp``, ``ftps``, ``sftp``) are
     unique; ``serve --protocols`` picks among them.
     """
@@ -156,7 +156,7 @@ def register_strategies(register: Callable[[Strategy], None]) -> None:
 def register_templates(register: Callable[[str, Template | str], None]) -> None:
     """Register return-file templates.
 
-    Call ``register(name, template)`` with a :class:`listferry.export_render.Template`
+    Call ``register(name, template)`` with a :class:`listferry.export.render.Template`
     (jinja2 ``source``, file ``suffix``, line ending ``newline``, and the ``fields`` it
     reads by name whatever the tenant picked), or with plain jinja2 text (suffix
     ``.txt``). Tenants choose one by name (``export_template``). The template gets
@@ -171,11 +171,11 @@ def register_templates(register: Callable[[str, Template | str], None]) -> None:
 def register_fields(register: Callable[[str, Field | FieldFamily], None]) -> None:
     """Register data points a return file can hold.
 
-    Call ``register(name, field)`` with a :class:`listferry.export_fields.Field`: an SQL
+    Call ``register(name, field)`` with a :class:`listferry.fields.Field`: an SQL
     expression over the subscriber's row ``s``, the ``LEFT JOIN`` clauses it needs (an
     aggregate over ``events`` grouped by address, say) and the kind of value it gives.
     The export computes every field of every subscriber in one query, never one query
-    per subscriber. A :class:`listferry.export_fields.FieldFamily` registered as
+    per subscriber. A :class:`listferry.fields.FieldFamily` registered as
     ``prefix.*`` makes the fields named ``prefix.<anything>`` on demand. Tenants pick
     fields by name (``export_fields``); names are unique.
     """
@@ -192,7 +192,7 @@ def collect_events(tenant: Tenant, since: datetime | None) -> Iterable[Mapping[s
     none), each a mapping with ``email``, ``type`` (``open``, ``click`` or
     ``unsubscribe``), ``at`` (a ``datetime``, UTC when naive, or ISO 8601 text) and
     optionally ``topic``. Every plugin is asked. The events are stored as
-    :func:`listferry.events.record_events` stores them: one transaction, and an event
+    :func:`listferry.store.events.record_events` stores them: one transaction, and an event
     already stored (same address, type, time and topic) is stored once, so overlapping
     answers are harmless. A bad event or an exception stops the export with nothing
     stored or delivered; the next export asks again from the same ``since``.

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from listferry.app import App, open_app
-from listferry.checkfile import CheckResult, check_file
-from listferry.export import ExportResult, export_tenant
+from listferry.export.run import ExportResult, export_tenant
+from listferry.ops.tenants import add_tenant, toml_value, write_atomically
 from listferry.runs import RunRecord
-from listferry.store import Store
-from listferry.tenants import add_tenant, toml_value, write_atomically
+from listferry.store.database import Store
+from listferry.sync.check import CheckResult, check_file
 
 __all__ = ["Sandbox"]
 
@@ -129,7 +129,7 @@ class Sandbox:
 
     def sync_all(self, force: bool = False) -> list[RunRecord]:
         """Every run of one sync: one per pending file, oldest first."""
-        from listferry.pipeline import sync_tenant
+        from listferry.sync.run import sync_tenant
 
         app = self.app()
         return sync_tenant(app, app.config.tenant(self.tenant_name), force)
@@ -148,7 +148,7 @@ class Sandbox:
 
         Returns ``(stored, already known)``.
         """
-        from listferry.events import record_events
+        from listferry.store.events import record_events
 
         with Store(self.tenant.database) as store:
             return record_events(store, events)

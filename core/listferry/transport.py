@@ -30,7 +30,7 @@ class Transport(Protocol):
     A transport need not tell a file still being written in place from a finished one:
     the host lists a home that is not a local folder twice, the tenant's
     ``stable_seconds`` apart, and takes only files that did not change in between (see
-    :func:`listferry.pending.select`). Network faults are the transport's to retry; what
+    :func:`listferry.sync.select.select`). Network faults are the transport's to retry; what
     it cannot do it raises as a :class:`listferry.ListferryError` in plain words.
 
     The export opens one the same way on the folder a return file goes to (the home's

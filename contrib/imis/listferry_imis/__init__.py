@@ -27,8 +27,8 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect, fold_header
-from listferry.export_fields import Field
-from listferry.export_render import Template
+from listferry.export.render import Template
+from listferry.fields import Field
 from listferry.records import FileInfo
 
 #: Header spellings of the contact's iMIS ID, folded (case, spaces, ``_ - .`` do not count).

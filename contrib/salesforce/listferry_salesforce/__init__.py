@@ -31,7 +31,7 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.export_render import Template
+from listferry.export.render import Template
 from listferry.records import Invalid, Record
 from listferry_plugins.csv_reader import CsvReader
 

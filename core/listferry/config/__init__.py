@@ -1,0 +1,38 @@
+"""The config file: one TOML file, ``[listferry]`` settings, ``[server]``, ``[notify]``,
+``[defaults]`` and a table per tenant, each key checked before any command runs."""
+
+from listferry.config.settings import (
+    COUNT_POLICIES,
+    EXPORT_FIELDS,
+    LISTFERRY_KEYS,
+    SERVER_KEYS,
+    TENANT_KEYS,
+    TENANT_NAME,
+    Config,
+    ServerSettings,
+    Tenant,
+    defaults_tenant,
+    duration_seconds,
+    find_config,
+    line_of,
+    load_config,
+    parse_config,
+)
+
+__all__ = [
+    "COUNT_POLICIES",
+    "EXPORT_FIELDS",
+    "LISTFERRY_KEYS",
+    "SERVER_KEYS",
+    "TENANT_KEYS",
+    "TENANT_NAME",
+    "Config",
+    "ServerSettings",
+    "Tenant",
+    "defaults_tenant",
+    "duration_seconds",
+    "find_config",
+    "line_of",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,598 @@
+"""The config file: one TOML file, ``[listferry]`` settings and a table per tenant.
+
+Every key is checked before any run starts: an unknown key, a wrong type or a value
+out of range is one error naming the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from listferry.dialect import TRUE_WORDS, fold_header
+from listferry.errors import ConfigError
+from listferry.ops.notify import NotifySettings, parse_notify
+
+DEFAULT_NAME = "listferry.toml"
+COUNT_POLICIES = ("required", "optional", "off")
+#: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
+MAX_SECONDS = 365 * 24 * 3600
+TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def _share(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+    return None if ok else "must be a number from 0 to 1"
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _typed(kind: type) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if ok and kind is str and "\x00" in value:
+            return "must not hold a NUL character"
+        return None if ok else f"must be a {kind.__name__}"
+
+    return check
+
+
+def _string_list(value: Any) -> str | None:
+    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return None if ok else "must be a list of strings"
+
+
+def _column_names(value: Any) -> str | None:
+    if _string_list(value) or not all(name.strip() for name in value):
+        return "must be a list of column names"
+    first: dict[str, str] = {}
+    for name in value:
+        if fold_header(name) in first:
+            return f"names one column twice: {first[fold_header(name)]!r} and {name!r}"
+        first[fold_header(name)] = name
+    return None
+
+
+def _words(value: Any) -> str | None:
+    if _string_list(value) or not value or not all(word.strip() for word in value):
+        return "must be a list of one or more words (an empty cell cannot mean opted out)"
+    return None
+
+
+def _cidrs(value: Any) -> str | None:
+    if _string_list(value):
+        return "must be a list of strings"
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"has {item!r}, which is not an IP address or CIDR network"
+    return None
+
+
+def _port(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
+    return None if ok else "must be a port number from 0 to 65535 (0: any free port)"
+
+
+def _port_range(value: Any) -> str | None:
+    match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None
+    if value == "" or (match and 1024 <= int(match[1]) <= int(match[2]) <= 65535):
+        return None
+    return 'must be a range of ports like "60000-60099" (1024 and up), or "" for any'
+
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a whole number, 1 or more"
+
+
+def _positive_seconds(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and 0 < value <= MAX_SECONDS
+    return None if ok else f"must be a number of seconds above 0, at most {MAX_SECONDS}"
+
+
+def _non_negative(value: Any) -> str | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and 0 <= value <= MAX_SECONDS
+    return None if ok else f"must be a number of seconds from 0 to {MAX_SECONDS}"
+
+
+def _schedule(value: Any) -> str | None:
+    from listferry.config.schedule import Schedule, ScheduleError
+
+    if value == "":
+        return None  # no schedule: runs come from `sync` (cron) or uploads only
+    if not isinstance(value, str):
+        return 'must be a time of day ("02:00"), a cron expression ("30 2 * * 1-5") or ""'
+    try:
+        Schedule.parse(value).next_after(datetime.now(UTC))
+    except ScheduleError as exc:
+        return str(exc).removeprefix("schedule ")  # it follows the key
+    return None
+
+
+def _zone(value: Any) -> str | None:
+    from listferry.config.schedule import ScheduleError, zone
+
+    if not isinstance(value, str):
+        return 'must be an IANA time zone name such as "Europe/Berlin"'
+    try:
+        zone(value)
+    except ScheduleError as exc:
+        return str(exc)
+    return None
+
+
+_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
+_UNIT = {"m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str) -> int:
+    """``"36h"``, ``"3d"``, ``"90m"`` in seconds."""
+    match = _DURATION.match(value.strip())
+    if not match:
+        raise ValueError(value)
+    return int(match[1]) * _UNIT[match[2]]
+
+
+def _duration(value: Any) -> str | None:
+    if value == "":
+        return None
+    try:
+        seconds = duration_seconds(value) if isinstance(value, str) else 0
+    except ValueError:
+        seconds = 0
+    if not 0 < seconds <= MAX_SECONDS:
+        return 'must be a duration such as "36h", "3d" or "90m" (at most a year), or ""'
+    return None
+
+
+def _email(value: Any) -> str | None:
+    ok = isinstance(value, str) and re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+", value)
+    return None if ok else "must be one e-mail address"
+
+
+#: The data points a return file holds unless the tenant picks others.
+EXPORT_FIELDS = (
+    "email", "first_name", "last_name", "segment_code", "status", "opted_out", "opted_out_at",
+    "open_count", "click_count", "last_open", "last_click", "topics",
+)  # fmt: skip
+
+#: Tenant settings: key -> (default, check). ``[defaults]`` may set any but ``home``.
+TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
+    "home": (None, _typed(str)),
+    "dialect": ("default", _typed(str)),
+    "strategy": ("full", _typed(str)),
+    "count_file": ("optional", _one_of(*COUNT_POLICIES)),
+    "count_file_wait": ("2h", _duration),
+    "keep_reports": (5, _positive_int),
+    "pattern": ("*.csv", _typed(str)),
+    "allow_ips": ([], _cidrs),
+    "password_hash": (None, _typed(str)),
+    "ssh_keys": ([], _string_list),
+    "max_invalid_share": (0.05, _share),
+    "max_shrink_share": (0.5, _share),
+    "settle_seconds": (0, _non_negative),
+    "require_tls": (False, _typed(bool)),
+    "process": ("nightly", _one_of("nightly", "on-upload")),
+    "stable_seconds": (10, _non_negative),
+    "remote_password": (None, _typed(str)),
+    "remote_password_env": (None, _typed(str)),
+    "remote_key_file": (None, _typed(str)),
+    "known_hosts": (None, _typed(str)),
+    "tls_verify": (True, _typed(bool)),
+    "ca_file": (None, _typed(str)),
+    "remote_retries": (3, _positive_int),
+    "remote_timeout": (30, _positive_seconds),
+    "export_template": (None, _typed(str)),
+    "export_fields": (list(EXPORT_FIELDS), _string_list),
+    "export_subscribers": ("all", _one_of("all", "changed-since-last")),
+    "export_after_sync": (False, _typed(bool)),
+    "export_to": (None, _typed(str)),
+    "export_name": ("return_{date}", _typed(str)),
+    "schedule": ("02:00", _schedule),
+    "timezone": ("UTC", _zone),
+    "export_schedule": ("", _schedule),
+    "contact_email": (None, _email),
+    "expect_file_within": ("36h", _duration),
+    "pgp_key_file": (None, _typed(str)),
+    "pgp_passphrase_env": (None, _typed(str)),
+    "pgp_recipient_key_file": (None, _typed(str)),
+    "opt_out_columns": ([], _column_names),
+    "opt_out_values": (sorted(TRUE_WORDS), _words),
+}
+
+#: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
+#: empty key paths mean "in the state folder's ``server/``, made by ``listferry init``".
+SERVER_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
+    "host": ("127.0.0.1", _typed(str)),
+    "ftp_port": (2121, _port),
+    "ftps_port": (2990, _port),
+    "sftp_port": (2222, _port),
+    "passive_ports": ("", _port_range),
+    "tls_cert": ("", _typed(str)),
+    "tls_key": ("", _typed(str)),
+    "ssh_host_key": ("", _typed(str)),
+    "require_tls": (False, _typed(bool)),
+    "max_connections": (256, _positive_int),
+    "max_connections_per_ip": (16, _positive_int),
+    "delay_after_failures": (3, _positive_int),
+    "block_after_failures": (10, _positive_int),
+    "block_seconds": (900, _non_negative),
+    "idle_timeout": (300, _non_negative),
+    "handshake_timeout": (30, _non_negative),
+    "stop_timeout": (60, _non_negative),
+    "upload_grace": (3, _non_negative),
+}
+
+LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
+    "state": ("state", _typed(str)),
+    "homes": ("homes", _typed(str)),
+    "plugins": ([], _string_list),
+    "disable": ([], _string_list),
+    "workers": (None, _positive_int),
+    "executor": ("local", _typed(str)),
+}
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """One customer, as the config describes it."""
+
+    name: str
+    home: str
+    state_dir: Path
+    dialect: str = "default"
+    strategy: str = "full"
+    count_file: str = "optional"
+    count_file_wait: str = "2h"
+    keep_reports: int = 5
+    pattern: str = "*.csv"
+    allow_ips: tuple[str, ...] = ()
+    password_hash: str | None = field(default=None, repr=False)
+    ssh_keys: tuple[str, ...] = field(default=(), repr=False)
+    max_invalid_share: float = 0.05
+    max_shrink_share: float = 0.5
+    settle_seconds: float = 0
+    require_tls: bool = False
+    process: str = "nightly"
+    stable_seconds: float = 10
+    remote_password: str | None = field(default=None, repr=False)
+    remote_password_env: str | None = None
+    remote_key_file: str | None = None
+    known_hosts: str | None = None
+    tls_verify: bool = True
+    ca_file: str | None = None
+    remote_retries: int = 3
+    remote_timeout: float = 30
+    export_template: str | None = None
+    export_fields: tuple[str, ...] = EXPORT_FIELDS
+    export_subscribers: str = "all"
+    export_after_sync: bool = False
+    export_to: str | None = None
+    export_name: str = "return_{date}"
+    schedule: str = "02:00"
+    timezone: str = "UTC"
+    export_schedule: str = ""
+    contact_email: str | None = None
+    expect_file_within: str = "36h"
+    pgp_key_file: str | None = None
+    pgp_passphrase_env: str | None = None
+    pgp_recipient_key_file: str | None = None
+    opt_out_columns: tuple[str, ...] = ()
+    opt_out_values: tuple[str, ...] = tuple(sorted(TRUE_WORDS))
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.home
+
+    @property
+    def database(self) -> Path:
+        return self.state_dir / "tenant.db"
+
+    def to_json(self) -> dict[str, Any]:
+        """The tenant as ``tenant list --json`` prints it: never a secret."""
+        return {
+            "name": self.name,
+            "home": self.home,
+            "dialect": self.dialect,
+            "strategy": self.strategy,
+            "count_file": self.count_file,
+            "allow_ips": list(self.allow_ips),
+            "pattern": self.pattern,
+            "require_tls": self.require_tls,
+            "process": self.process,
+            "password": self.password_hash is not None,
+            "ssh_keys": len(self.ssh_keys),
+        }
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` table, with key paths made absolute."""
+
+    host: str = "127.0.0.1"
+    ftp_port: int = 2121
+    ftps_port: int = 2990
+    sftp_port: int = 2222
+    passive_ports: tuple[int, int] | None = None
+    tls_cert: Path = Path("tls-cert.pem")
+    tls_key: Path = Path("tls-key.pem")
+    ssh_host_key: Path = Path("ssh_host_ed25519_key")
+    require_tls: bool = False
+    max_connections: int = 256
+    max_connections_per_ip: int = 16
+    delay_after_failures: int = 3
+    block_after_failures: int = 10
+    block_seconds: float = 900
+    idle_timeout: float = 300
+    handshake_timeout: float = 30
+    stop_timeout: float = 60
+    upload_grace: float = 3
+
+
+def _server_settings(values: dict[str, Any], root: Path, state_dir: Path) -> ServerSettings:
+    own = state_dir / "server"
+    paths = {
+        "tls_cert": own / "tls-cert.pem",
+        "tls_key": own / "tls-key.pem",
+        "ssh_host_key": own / "ssh_host_ed25519_key",
+    }
+    for key, default in paths.items():
+        # Absolute, but symbolic links kept: a renewal repoints them (certbot's live/).
+        values[key] = Path(os.path.abspath(root / values[key])) if values[key] else default
+    low, _, high = values["passive_ports"].partition("-")
+    values["passive_ports"] = (int(low), int(high)) if high else None
+    return ServerSettings(**values)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole config file, checked."""
+
+    path: Path
+    state_dir: Path
+    homes_dir: Path
+    plugins: tuple[str, ...]
+    disable: tuple[str, ...]
+    tenants: dict[str, Tenant]
+    workers: int = 1
+    server: ServerSettings = field(default_factory=ServerSettings)
+    text: str = field(repr=False, default="")
+    executor: str = "local"
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+    def tenant(self, name: str) -> Tenant:
+        try:
+            return self.tenants[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tenants)) or "none yet"
+            raise ConfigError(f"{self.path}: no tenant {name!r} (tenants: {known})") from None
+
+    def defaults_tenant(self) -> Tenant:
+        """A tenant with the ``[defaults]`` settings alone (``listferry check`` without
+        ``--tenant``); its home and state folder are never used."""
+        return defaults_tenant(self.defaults, self.path.parent.resolve(), self.state_dir)
+
+    def where(self, table: str, key: str | None = None) -> str:
+        """``file line N: [table] key`` for error messages."""
+        line = line_of(self.text, table, key)
+        at = f" line {line}" if line else ""
+        return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
+
+    def where_tenant(self, name: str, key: str) -> str:
+        """:meth:`where` the tenant's ``key`` was set: its own table, else ``[defaults]``
+        when the value comes from there. For error messages: it reads the text again."""
+        own = tomllib.loads(self.text).get("tenants", {}).get(name, {}) if self.text else {}
+        if key not in own and key in self.defaults:
+            return self.where("defaults", key)
+        return self.where(f"tenants.{name}", key)
+
+
+#: Tenant keys that name a file, relative to the config file's folder.
+PATH_KEYS = ("known_hosts", "ca_file", "remote_key_file", "export_to", "pgp_key_file",
+             "pgp_recipient_key_file")  # fmt: skip
+
+
+def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Tenant:
+    """The tenant that ``defaults`` (checked ``[defaults]`` values) describe."""
+    values = {key: default for key, (default, _) in TENANT_KEYS.items() if key != "home"}
+    values.update(defaults)
+    for key in PATH_KEYS:
+        if values[key] and "://" not in values[key]:
+            values[key] = str((root / Path(values[key]).expanduser()).resolve())
+    for key in ("allow_ips", "ssh_keys", "export_fields", "opt_out_columns", "opt_out_values"):
+        values[key] = tuple(values[key])
+    return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
+                  state_dir=state_dir / "(defaults)", **values)  # fmt: skip
+
+
+def find_config(option: str | None) -> Path:
+    """The config path: ``--config``, else ``$LISTFERRY_CONFIG``, else ``./listferry.toml``."""
+    return Path(option or os.environ.get("LISTFERRY_CONFIG") or DEFAULT_NAME)
+
+
+def line_of(text: str, table: str, key: str | None = None) -> int | None:
+    """The line of ``key`` in ``[table]`` (or of the table header), counting from 1."""
+    header = re.compile(
+        r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]"
+    )
+    in_table = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.lstrip().startswith("["):
+            in_table = bool(header.match(line))
+            if in_table and key is None:
+                return number
+            continue
+        if in_table and key and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
+            return number
+    return None
+
+
+def _check_table(
+    text: str, path: Path, table: str, values: dict[str, Any], keys: dict[str, tuple[Any, Any]]
+) -> dict[str, Any]:
+    out = {}
+    for key, value in values.items():
+        if key not in keys:
+            where = line_of(text, table, key)
+            close = difflib.get_close_matches(key, list(keys), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(keys)})"
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: [{table}] unknown key {key!r}{hint}"
+            )
+        problem = keys[key][1](value)
+        if problem:
+            where = line_of(text, table, key)
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: [{table}] {key} {problem}"
+            )
+        out[key] = value
+    return out
+
+
+def home_problem(home: str) -> str | None:
+    """What makes ``home`` unusable, said after the key (``home ...``), or ``None``: a URL
+    that cannot be read, or one that holds a password."""
+    if "://" not in home:
+        return None
+    try:
+        _ = urlsplit(home).port  # raises on a bracket left open, a bad port
+    except (ValueError, RuntimeError) as exc:
+        return f"{home!r}: {exc}"
+    server = home.split("://", 1)[1].split("/", 1)[0]
+    if "@" in server and ":" in server.split("@", 1)[0]:
+        return "must not hold a password; use remote_password_env (or remote_password)"
+    return None
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on: the default number of ``workers``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Check a config's text and return it; raise :class:`ConfigError` naming the key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    root = path.parent.resolve()
+    unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify"}
+    if unknown:
+        name = sorted(unknown)[0]
+        where = line_of(text, name)
+        raise ConfigError(
+            f"{path}{f' line {where}' if where else ''}: unknown table [{name}] "
+            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify])"
+        )
+    for table in ("listferry", "server", "defaults", "tenants"):
+        if table in data and not isinstance(data[table], dict):
+            raise ConfigError(f"{path}: {table} must be a table ([{table}])")
+    settings = _check_table(text, path, "listferry", data.get("listferry", {}), LISTFERRY_KEYS)
+    settings = {key: settings.get(key, default) for key, (default, _) in LISTFERRY_KEYS.items()}
+    tenant_defaults = {k: v for k, v in TENANT_KEYS.items() if k != "home"}
+    defaults = _check_table(text, path, "defaults", data.get("defaults", {}), tenant_defaults)
+    state_dir = (root / settings["state"]).resolve()
+    homes_dir = (root / settings["homes"]).resolve()
+    server = _check_table(text, path, "server", data.get("server", {}), SERVER_KEYS)
+    server = {key: server.get(key, default) for key, (default, _) in SERVER_KEYS.items()}
+    tenants = {}
+    for name, table in data.get("tenants", {}).items():
+        if not TENANT_NAME.fullmatch(name):
+            where = line_of(text, f"tenants.{name}")
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: tenant name {name!r} must be "
+                "lower-case letters, digits, '-' or '_', starting with a letter or digit"
+            )
+        if not isinstance(table, dict):
+            where = line_of(text, "tenants", name)
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: tenants.{name} must be a table "
+                f"([tenants.{name}])"
+            )
+        values = {key: default for key, (default, _) in TENANT_KEYS.items()}
+        values.update(defaults)
+        values.update(_check_table(text, path, f"tenants.{name}", table, TENANT_KEYS))
+        home = values.pop("home")
+        if home is None:
+            home = str(homes_dir / name)
+        elif "://" not in home:
+            home = str((root / home).resolve())
+        problem = home_problem(home)
+        if problem:
+            where = line_of(text, f"tenants.{name}", "home")
+            raise ConfigError(
+                f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home {problem}"
+            )
+        for key in PATH_KEYS:
+            value = values[key]
+            try:
+                if value and "://" in value:
+                    _ = urlsplit(value).port  # raises on a bracket left open, a bad port
+                elif value:
+                    values[key] = str((root / Path(value).expanduser()).resolve())
+            except (ValueError, RuntimeError) as exc:
+                source = "defaults" if key in defaults and key not in table else f"tenants.{name}"
+                where = line_of(text, source, key)
+                raise ConfigError(
+                    f"{path}{f' line {where}' if where else ''}: [{source}] {key} {value!r}: {exc}"
+                ) from None
+        values["allow_ips"] = tuple(values["allow_ips"])
+        values["ssh_keys"] = tuple(values["ssh_keys"])
+        values["export_fields"] = tuple(values["export_fields"])
+        values["opt_out_columns"] = tuple(values["opt_out_columns"])
+        values["opt_out_values"] = tuple(values["opt_out_values"])
+        tenants[name] = Tenant(name=name, home=home, state_dir=state_dir / name, **values)
+    return Config(
+        path=path,
+        state_dir=state_dir,
+        homes_dir=homes_dir,
+        plugins=tuple(settings["plugins"]),
+        disable=tuple(settings["disable"]),
+        tenants=tenants,
+        workers=settings["workers"] or cpu_count(),
+        server=_server_settings(server, root, state_dir),
+        text=text,
+        executor=settings["executor"],
+        notify=parse_notify(text, path, data.get("notify")),
+        defaults=defaults,
+    )
+
+
+def load_config(path: Path) -> Config:
+    """Read and check the config file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such config file (run 'listferry init', or pass --config PATH)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte {exc.start})") from None
+    return parse_config(text, path)

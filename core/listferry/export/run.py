@@ -1,0 +1,260 @@
+"""The export: a tenant's return file, rendered from its store and delivered.
+
+collect events (plugins) > rows (one query) > render (jinja2, into a local temporary
+file) > count file > deliver (the data file, then its count file, each put atomically)
+> record (``exports``). Nothing is delivered when rendering fails, and nothing is
+recorded unless both files were delivered.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from listferry.config import Tenant
+from listferry.errors import ListferryError
+from listferry.export.query import DIGESTS, Rows, drop_digests
+from listferry.export.render import Template, as_template, render
+from listferry.export.target import check_target, open_target, shown, target_of
+from listferry.fields import Field, resolve_fields
+from listferry.runs import utcnow
+from listferry.store.database import Store
+from listferry.store.events import record_events
+from listferry.store.locks import EXPORTS, tenant_lock
+from listferry.sync.select import count_name
+
+if TYPE_CHECKING:
+    from listferry.app import App
+    from listferry.plugins import Host
+
+log = logging.getLogger("listferry")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export delivered, and where."""
+
+    tenant: str
+    file: str
+    count_file: str
+    records: int
+    template: str
+    subscribers: str
+    target: str
+    events_stored: int
+    events_known: int
+    unmatched: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "tenant": self.tenant,
+            "file": self.file,
+            "count_file": self.count_file,
+            "records": self.records,
+            "template": self.template,
+            "subscribers": self.subscribers,
+            "target": self.target,
+            "events": {"stored": self.events_stored, "known": self.events_known},
+            "unmatched": self.unmatched,
+        }
+
+
+def file_stem(tenant: Tenant, now: datetime) -> str:
+    """The tenant's ``export_name`` with ``{date}`` (UTC ``YYYYMMDD``) and ``{tenant}``."""
+    try:
+        stem = tenant.export_name.format_map(
+            {"date": now.strftime("%Y%m%d"), "tenant": tenant.name}
+        )
+    except (KeyError, ValueError, IndexError, AttributeError) as exc:
+        raise ListferryError(
+            f"export_name {tenant.export_name!r} can use only {{date}} and {{tenant}} ({exc})"
+        ) from None
+    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0") or stem != stem.strip():
+        raise ListferryError(f"export_name {tenant.export_name!r} does not make a plain file name")
+    return stem
+
+
+def template_name(host: Host, tenant: Tenant) -> str:
+    """The tenant's ``export_template``; unset, its dialect's ``template``, else ``csv``."""
+    if tenant.export_template:
+        return tenant.export_template
+    dialect = host.dialects.get(tenant.dialect) if tenant.dialect in host.dialects else None
+    return getattr(dialect, "template", None) or "csv"
+
+
+def export_template(host: Host, tenant: Tenant) -> Template:
+    name = template_name(host, tenant)
+    return as_template(name, host.templates.get(name))
+
+
+def export_fields(host: Host, tenant: Tenant, template: Template) -> dict[str, Field]:
+    """The tenant's fields, then those the template needs besides, each once."""
+    names = (*tenant.export_fields, *template.fields, *template.match_on)
+    return resolve_fields(host.fields, dict.fromkeys(names))
+
+
+def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
+    """The first export setting of ``tenant`` that cannot work, as (key, reason)."""
+    name = template_name(host, tenant)
+    if name not in host.templates:
+        known = ", ".join(host.templates.names()) or "none"
+        return "export_template", f"unknown template {name!r} (known: {known})"
+    template = export_template(host, tenant)
+    for key, names in (
+        ("export_fields", tenant.export_fields),
+        ("export_template", template.fields),
+    ):
+        try:
+            resolve_fields(host.fields, names)
+        except ListferryError as exc:
+            need = "" if key == "export_fields" else f"template {name!r}: "
+            return key, need + str(exc)
+    try:
+        file_stem(tenant, datetime.now(UTC))
+    except ListferryError as exc:
+        return "export_name", str(exc)
+    if tenant.export_to and "://" in tenant.export_to:
+        scheme = tenant.export_to.split("://", 1)[0].lower()
+        if scheme not in host.transports:
+            known = ", ".join(host.transports.names())
+            return "export_to", f"no transport for {scheme}:// (known: {known})"
+    return None
+
+
+def collect(app: App, tenant: Tenant, store: Store, since: datetime | None) -> tuple[int, int]:
+    """Ask the plugins for the tenant's new events and store them; (stored, known)."""
+    try:
+        answers = app.host.hook.collect_events(tenant=tenant, since=since)
+        events = (event for answer in answers if answer is not None for event in answer)
+        return record_events(store, events, source="collected event")
+    except ListferryError as exc:
+        raise ListferryError(f"collecting events failed: {exc}") from None
+    except Exception as exc:
+        raise ListferryError(
+            f"collecting events failed: a plugin raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResult:
+    """Write ``tenant``'s return file and its count file, and deliver both.
+
+    ``to`` is a folder or URL (default: the tenant's ``export_to``, else its home's
+    ``outbox/``). Raises :class:`ListferryError` when anything fails; then nothing was
+    recorded, and when rendering failed nothing was delivered. Two exports of a tenant
+    never overlap (they would send the same changes twice): the second is refused.
+    """
+    with tenant_lock(tenant, EXPORTS) as locked:
+        if not locked:
+            raise ListferryError(f"{tenant.name}: another export of this tenant is in progress")
+        return _export(app, tenant, to)
+
+
+def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
+    started = datetime.now(UTC)
+    template = export_template(app.host, tenant)
+    fields = export_fields(app.host, tenant, template)
+    name = file_stem(tenant, started) + template.suffix
+    target = target_of(app, tenant, to)
+    check_target(app, target)
+    area = tenant.state_dir / "exports"
+    area.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for left in area.glob("export-*"):  # by an export killed mid-way: the lock is ours
+        shutil.rmtree(left, ignore_errors=True)
+    with Store(tenant.database) as store:
+        last = store.last_export()
+        since = datetime.fromisoformat(last["started_at"].replace("Z", "+00:00")) if last else None
+        stored, known = collect(app, tenant, store, since)
+        folder = Path(tempfile.mkdtemp(prefix="export-", dir=area))
+        try:
+            data = folder / name
+            records, unmatched = write_files(
+                store, tenant, template, fields, data, started, template_name(app.host, tenant)
+            )
+            count = folder / count_name(name)
+            if tenant.pgp_recipient_key_file:
+                from listferry.pgp import encrypt
+
+                name += ".pgp"
+                encrypt(tenant, data, folder / name)
+                data.unlink()
+                data = folder / name
+            deliver(app, tenant, target, [data, count])
+            store.record_export(
+                {
+                    "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "finished_at": utcnow(),
+                    "template": template_name(app.host, tenant),
+                    "subscribers": tenant.export_subscribers,
+                    "file": name,
+                    "target": shown(target),
+                    "records": records,
+                },
+                DIGESTS,
+            )
+        finally:
+            drop_digests(store.conn)
+            shutil.rmtree(folder, ignore_errors=True)
+    return ExportResult(
+        tenant.name, name, count_name(name), records, template_name(app.host, tenant),
+        tenant.export_subscribers, shown(target), stored, known, unmatched,
+    )  # fmt: skip
+
+
+def write_files(
+    store: Store, tenant: Tenant, template: Template, fields: dict[str, Field], data: Path,
+    started: datetime, name: str | None = None,
+) -> tuple[int, int]:  # fmt: skip
+    """Render the return file into ``data`` and write its count file beside it.
+
+    Returns the number of data records (the rows the template read) and of subscribers
+    left out for want of an id the CRM matches on (``Template.match_on``).
+    """
+    rows = Rows(
+        store.conn, fields, tenant.export_subscribers == "changed-since-last", template.match_on
+    )
+    context = {
+        "rows": iter(rows),
+        "batches": rows.batches(),
+        "fields": list(fields),
+        "tenant": tenant.name,
+        "generated_at": started.replace(microsecond=0),
+    }
+    try:
+        with data.open("w", encoding=template.encoding, newline="") as out:
+            render(name or tenant.export_template or "csv", template, context, out)
+    finally:
+        rows.close()
+    (data.parent / count_name(data.name)).write_text(f"{rows.count}\n", encoding="ascii")
+    return rows.count, rows.unmatched
+
+
+def deliver(app: App, tenant: Tenant, target: str, files: list[Path]) -> None:
+    """Put each local file at ``target`` under its own name, in order, on one connection."""
+    transport = open_target(app, tenant, target)
+    try:
+        for path in files:
+            transport.put(path, path.name)
+    finally:
+        transport.close()
+
+
+def export_after_sync(app: App, tenant: Tenant) -> ExportResult | None:
+    """The return file after an applied sync; a failure is logged in one line, not raised."""
+    try:
+        result = export_tenant(app, tenant)
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, ListferryError | OSError) else repr(exc)
+        log.error(
+            "%s: the return file after the sync was not written: %s", tenant.name, detail,
+            exc_info=bool(os.environ.get("LISTFERRY_DEBUG")),
+        )  # fmt: skip
+        return None
+    log.info("%s: return file %s, %d records, delivered to %s",
+             tenant.name, result.file, result.records, result.target)  # fmt: skip
+    return result

@@ -1,0 +1,232 @@
+"""What an operator asks each morning: each tenant's last run, list, files and next run.
+
+``listferry status`` and the daily digest read the same facts, from each tenant's
+store (read-only: a tenant that never ran has no store yet) and its home.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from listferry.config import Config, Tenant, duration_seconds
+from listferry.config.schedule import Schedule, ScheduleError
+from listferry.sync.select import COUNT_SUFFIX, REPORT_SUFFIX, count_name, matches
+from listferry.transport import PARTIAL_SUFFIXES
+
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass
+class TenantStatus:
+    """One line of ``status``; its fields are the ``status --json`` keys.
+
+    ``last_*`` describe the last attempt, whatever it ended as (a home that could not be
+    reached is a ``failed`` run too); ``last_applied_*`` the list in use, and
+    ``failing_since`` when the attempts after it began to fail. ``looked_at`` is when a
+    sync last listed the home, even if it found nothing; ``added_at`` when listferry
+    first kept the tenant. ``waiting`` are list files waiting for their count file,
+    ``ignored`` files in the home that no list pattern takes (a misnamed upload).
+    """
+
+    tenant: str
+    last_run: int | None = None
+    last_status: str | None = None
+    last_file: str | None = None
+    last_run_at: str | None = None
+    last_reason: str | None = None
+    subscribers: int | None = None
+    unsubscribed: int | None = None
+    pending: int | None = None
+    last_export: str | None = None
+    last_export_at: str | None = None
+    next_sync: str | None = None
+    next_export: str | None = None
+    last_applied_run: int | None = None
+    last_applied_file: str | None = None
+    last_applied_at: str | None = None
+    days_since_applied: float | None = None
+    failing_since: str | None = None
+    last_file_at: str | None = None
+    looked_at: str | None = None
+    added_at: str | None = None
+    waiting: list[dict[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    silent: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def open_read_only(database: Path) -> sqlite3.Connection | None:
+    if not database.exists():
+        return None
+    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)
+    conn.execute("PRAGMA query_only = 1")
+    return conn
+
+
+@dataclass(frozen=True)
+class HomeFiles:
+    """The files at the top of a local home: list files (name, mtime) oldest first,
+    count files, and the files no list pattern takes."""
+
+    lists: list[tuple[str, float]]
+    counts: frozenset[str]
+    ignored: list[str]
+
+
+def home_files(tenant: Tenant) -> HomeFiles | None:
+    """What lies at the top of a local home (``None`` for a remote or missing home)."""
+    if not tenant.is_local:
+        return None
+    try:
+        entries = [e for e in os.scandir(tenant.home) if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return None
+    lists: list[tuple[str, float]] = []
+    counts: set[str] = set()
+    ignored: list[str] = []
+    for entry in entries:
+        name = entry.name
+        if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name.endswith(REPORT_SUFFIX):
+            continue  # an upload under way, or a result report
+        if name.lower().endswith(COUNT_SUFFIX):
+            counts.add(name)
+        elif matches(name, tenant.pattern):
+            lists.append((name, entry.stat(follow_symlinks=False).st_mtime))
+        else:
+            ignored.append(name)
+    lists.sort(key=lambda item: (item[1], item[0]))
+    return HomeFiles(lists, frozenset(counts), sorted(ignored))
+
+
+def pending_files(tenant: Tenant) -> int | None:
+    """List files waiting at the top of a local home (``None`` for a remote home)."""
+    found = home_files(tenant)
+    return None if found is None else len(found.lists)
+
+
+def _waiting(
+    tenant: Tenant, found: HomeFiles | None, seen: dict[str, float], now: datetime
+) -> list[dict[str, str]]:
+    """The lists that wait for their required count file: since when, until when."""
+    if found is None or tenant.count_file != "required":
+        return []
+    wait = duration_seconds(tenant.count_file_wait) if tenant.count_file_wait else 0
+    out = []
+    for name, _mtime in found.lists:
+        if count_name(name) in found.counts:
+            continue
+        since = datetime.fromtimestamp(seen.get(name, now.timestamp()), UTC)
+        until = since + timedelta(seconds=wait)
+        out.append({"file": name, "since": since.strftime(ISO), "until": until.strftime(ISO)})
+    return out
+
+
+def _read_store(status: TenantStatus, conn: sqlite3.Connection, now: datetime) -> dict:
+    """Fill ``status`` from the tenant's store; return when each waiting file was seen."""
+    row = conn.execute(
+        "SELECT id, status, file, started_at, reason FROM runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if row:
+        status.last_run, status.last_status, status.last_file = row[0], row[1], row[2]
+        status.last_run_at, status.last_reason = row[3], row[4]
+    counts = dict(conn.execute("SELECT status, count(*) FROM subscribers GROUP BY status"))
+    status.subscribers = counts.get("active", 0)
+    status.unsubscribed = counts.get("unsubscribed", 0)
+    applied = conn.execute(
+        "SELECT id, file, started_at FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if applied:
+        status.last_applied_run, status.last_applied_file, status.last_applied_at = applied
+        age = now - parse_time(applied[2])  # type: ignore[operator]
+        status.days_since_applied = round(age.total_seconds() / 86400, 1)
+    if status.last_status in ("voided", "failed"):
+        status.failing_since = conn.execute(
+            "SELECT min(started_at) FROM runs WHERE id > ? AND status IN ('voided', 'failed')",
+            (status.last_applied_run or 0,),
+        ).fetchone()[0]
+    status.last_file_at = conn.execute(
+        "SELECT max(started_at) FROM runs WHERE file IS NOT NULL"
+    ).fetchone()[0]
+    export = conn.execute(
+        "SELECT file, finished_at FROM exports ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    if export:
+        status.last_export, status.last_export_at = export
+    if conn.execute("PRAGMA user_version").fetchone()[0] < 3:
+        return {}  # a store from before listferry kept these: the next run adds them
+    meta = dict(conn.execute("SELECT key, value FROM meta"))
+    status.looked_at, status.added_at = meta.get("looked_at"), meta.get("created_at")
+    return dict(conn.execute("SELECT name, first_seen FROM sightings"))
+
+
+def _added_at(tenant: Tenant) -> str | None:
+    """When a tenant without a store yet was added: the time of its state folder (made by
+    ``tenant add``), else of its home."""
+    for folder in (tenant.state_dir, Path(tenant.home) if tenant.is_local else None):
+        try:
+            if folder is not None:
+                return datetime.fromtimestamp(folder.stat().st_mtime, UTC).strftime(ISO)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
+    """The facts of one tenant at ``now``; a store that cannot be read is in ``error``."""
+    found = home_files(tenant)
+    status = TenantStatus(tenant.name, pending=None if found is None else len(found.lists))
+    status.ignored = found.ignored if found else []
+    for kind, text in (("next_sync", tenant.schedule), ("next_export", tenant.export_schedule)):
+        if text:
+            try:
+                due = Schedule.parse(text, tenant.timezone).next_after(now)
+                setattr(status, kind, due.strftime(ISO))
+            except ScheduleError:
+                pass
+    seen: dict[str, float] = {}
+    try:
+        conn = open_read_only(tenant.database)
+    except sqlite3.Error as exc:
+        status.error = f"{tenant.database}: {exc}"
+        conn = None
+    if conn is not None:
+        try:
+            with conn:
+                seen = _read_store(status, conn, now)
+        except sqlite3.Error as exc:
+            status.error = f"{tenant.database}: {exc}"
+        finally:
+            conn.close()
+    elif status.error is None:
+        status.added_at = _added_at(tenant)
+    status.waiting = _waiting(tenant, found, seen, now)
+    since = parse_time(status.last_file_at) or parse_time(status.added_at)
+    status.silent = _silent(tenant, since, now)
+    return status
+
+
+def _silent(tenant: Tenant, since: datetime | None, now: datetime) -> bool:
+    """No file for longer than ``expect_file_within``, counted from the last file or, for
+    a tenant that never sent one, from when it was added."""
+    if not tenant.expect_file_within or since is None:
+        return False
+    return now - since > timedelta(seconds=duration_seconds(tenant.expect_file_within))
+
+
+def statuses(config: Config, now: datetime | None = None) -> list[TenantStatus]:
+    moment = now or datetime.now(UTC)
+    return [tenant_status(tenant, moment) for tenant in config.tenants.values()]

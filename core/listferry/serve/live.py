@@ -1,0 +1,166 @@
+"""The config a running ``listferry serve`` uses, and what ``status`` learns of it.
+
+The servers read the config file again when it changes (another file put in its place,
+or its time or size), and check it whole the way ``serve`` does at start: keys and
+values, the plugins it names, dialects, strategies, homes. A change that cannot be used
+is logged (at each change of the file), the last good config stays, and the problem is
+written to ``state/server/config-problem.json`` for ``listferry status``; the next good
+config, or the end of ``serve``, clears it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from listferry.app import open_app
+from listferry.config import Config, Tenant
+from listferry.errors import ListferryError
+from listferry.ops.tenants import write_atomically
+
+log = logging.getLogger("listferry.server")
+
+PROBLEM_FILE = "config-problem.json"
+ISO = "%Y-%m-%dT%H:%M:%SZ"
+#: How often a running serve looks at the config file between logins.
+WATCH_SECONDS = 2.0
+
+
+def _iso(nanoseconds: int) -> str:
+    return datetime.fromtimestamp(nanoseconds // 10**9, UTC).strftime(ISO)
+
+
+def problem_path(state_dir: Path) -> Path:
+    return state_dir / "server" / PROBLEM_FILE
+
+
+@dataclass(frozen=True)
+class ServeProblem:
+    """A running serve could not use the config file as it is now."""
+
+    config_of: str  # the time of the config file serve runs (UTC)
+    reason: str
+    failed_at: str
+    pid: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config_of": self.config_of, "reason": self.reason, "failed_at": self.failed_at}
+
+    def line(self) -> str:
+        return f"serve runs the config of {self.config_of}: {self.reason}"
+
+
+def serve_problem(config: Config) -> ServeProblem | None:
+    """What a running serve of this config recorded it could not use, or None.
+
+    A record left by a serve that is no longer running (killed) does not count.
+    """
+    try:
+        data = json.loads(problem_path(config.state_dir).read_text(encoding="utf-8"))
+        problem = ServeProblem(
+            str(data["config_of"]), str(data["reason"]), str(data["failed_at"]), int(data["pid"])
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(problem.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # running, as another user
+    return problem
+
+
+def _restart_settings(config: Config) -> tuple:
+    """The settings a running serve takes only when it starts again."""
+    return (config.server, config.plugins, config.disable, config.state_dir, config.executor,
+            config.workers)  # fmt: skip
+
+
+class LiveConfig:
+    """The config file as it is now: read again when it changes, for a long-running serve.
+
+    A new tenant can log in, a new password or key holds from the next login, an allow
+    list takes effect and a removed tenant is refused, without a restart. ``check``
+    reads and checks a config file whole (by default as ``serve`` does at start).
+    """
+
+    def __init__(self, config: Config, check: Callable[[Path], Config] | None = None) -> None:
+        self.config = config
+        self.check = check or (lambda path: open_app(path).config)
+        self.problem_file = problem_path(config.state_dir)
+        self._stamp = self._stat()
+        self._good_at = _iso(self._stamp[2] if self._stamp else 0)
+        self._lock = threading.Lock()
+        self.clear()  # a record an earlier serve left behind no longer holds
+
+    def _stat(self) -> tuple[int, int, int, int] | None:
+        try:
+            stat = self.config.path.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Config:
+        """The config to use now: the file read again first if it changed."""
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self.config
+        with self._lock:
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._read(_iso(stamp[2]))
+        return self.config
+
+    def _read(self, written_at: str) -> None:
+        try:
+            config = self.check(self.config.path)
+        except Exception as exc:  # a plugin's import or registration can raise anything
+            reason = str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
+            log.error("the config changed but cannot be used; serve keeps the config of %s: %s",
+                      self._good_at, reason)  # fmt: skip
+            self._record(reason)
+            return
+        if _restart_settings(config) != _restart_settings(self.config):
+            log.warning("the config's [server] settings, plugins, state, executor or workers "
+                        "changed: they take effect when serve starts again")  # fmt: skip
+        self.config, self._good_at = config, written_at
+        log.info("the config changed: read again (%d tenants)", len(config.tenants))
+        self.clear()
+
+    def _record(self, reason: str) -> None:
+        data = {
+            "config": str(self.config.path),
+            "config_of": self._good_at,
+            "reason": reason,
+            "failed_at": datetime.now(UTC).strftime(ISO),
+            "pid": os.getpid(),
+        }
+        try:
+            self.problem_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_atomically(self.problem_file, json.dumps(data, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.problem_file, exc)
+
+    def clear(self) -> None:
+        """Forget a recorded problem: the config in use is the file as it is."""
+        try:
+            self.problem_file.unlink(missing_ok=True)
+        except OSError as exc:
+            log.error("cannot remove %s: %s", self.problem_file, exc)
+
+    def tenants(self) -> dict[str, Tenant]:
+        return self.current().tenants
+
+    def watch(self, stop: threading.Event, every: float = WATCH_SECONDS) -> None:
+        """Look at the file every ``every`` seconds until ``stop``, so that a change that
+        cannot be used shows in ``status`` without waiting for a login."""
+        while not stop.wait(every):
+            self.current()

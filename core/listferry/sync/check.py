@@ -1,0 +1,194 @@
+"""``listferry check``: the verdict a tenant's sync would give one file, with nothing written.
+
+The file goes through the sync's own stages (:mod:`listferry.sync.run`): unpacking, the
+reader with the tenant's dialect, the header, record and file checks, the strategy's
+plan against the tenant's current list (read-only) and every ``check_plan`` guard. Without
+a tenant, the ``[defaults]`` settings stand in for one and the plan is made against an
+empty list, so guards that compare with a tenant's list have nothing to compare with.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from listferry.app import tenant_dialect
+from listferry.config import Tenant
+from listferry.errors import Void
+from listferry.plugins import Host
+from listferry.records import FileInfo, Invalid
+from listferry.store.database import Store
+from listferry.strategy import Plan
+from listferry.sync.run import (
+    Overrulable,
+    check_file_whole,
+    checked_plan,
+    overrule_hint,
+    read_list,
+    sha256_of,
+    unpacked,
+)
+from listferry.sync.select import count_name
+
+#: What ``check`` says when it had no tenant's list to plan against.
+WITHOUT_TENANT = (
+    "checked with the [defaults] settings against an empty list: guards that compare with "
+    "a tenant's list (the shrink guard) were left out; give --tenant NAME for its verdict"
+)
+
+
+@dataclass
+class CheckResult:
+    """The outcome of a dry run, in the shape of ``check --json``."""
+
+    file: str
+    tenant: str | None = None
+    dialect: str | None = None
+    status: str = "ok"
+    reason: str | None = None
+    hint: str | None = None
+    records: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    columns: dict[str, str | None] = field(default_factory=dict)
+    encoding: str | None = None
+    delimiter: str | None = None
+    invalid_sample: list[Invalid] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+    warnings: list[str] = field(default_factory=list)
+    plan: dict[str, int] | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "tenant": self.tenant,
+            "dialect": self.dialect,
+            "status": self.status,
+            "reason": self.reason,
+            "hint": self.hint,
+            "records": self.records,
+            "invalid": self.invalid,
+            "duplicates": self.duplicates,
+            "columns": self.columns,
+            "encoding": self.encoding,
+            "delimiter": self.delimiter,
+            "invalid_lines": [{"line": i.line, "reason": i.reason} for i in self.invalid_sample],
+            "notes": list(self.notes),
+            "warnings": self.warnings,
+            "plan": self.plan,
+        }
+
+
+def check_file(
+    host: Host, path: Path, tenant: Tenant, count_file: Path | None = None,
+    with_store: bool = True,
+) -> CheckResult:  # fmt: skip
+    """The verdict ``tenant``'s sync would give ``path``; nothing is written anywhere.
+
+    ``count_file`` defaults to ``<stem>_count.txt`` beside the file. ``with_store``: plan
+    against the tenant's current list (read-only), else against an empty one.
+    """
+    if count_file is None and (path.parent / count_name(path.name)).exists():
+        count_file = path.parent / count_name(path.name)
+    result = CheckResult(file=str(path), dialect=tenant.dialect)
+    if with_store:
+        result.tenant = tenant.name
+    else:
+        result.warnings.append(WITHOUT_TENANT)
+    if tenant.count_file == "required" and count_file is None and tenant.count_file_wait:
+        result.warnings.append(
+            f"sync leaves the list waiting up to {tenant.count_file_wait} for its count file "
+            "before it voids it"
+        )
+    with tempfile.TemporaryDirectory(prefix="listferry-check-") as folder:
+        work = Path(folder)
+        conn, store = _list_to_plan_against(tenant, work, with_store)
+        try:
+            if with_store:
+                _warn_if_repeat(result, conn, path)
+            _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
+        finally:
+            conn.close()
+            if store is not None:
+                store.close()
+    return result
+
+
+def _list_to_plan_against(
+    tenant: Tenant, work: Path, with_store: bool
+) -> tuple[sqlite3.Connection, Store | None]:
+    """A read-only connection to the tenant's store, or an empty store in ``work``."""
+    if with_store and tenant.database.exists():
+        uri = f"file:{tenant.database}?mode=ro"
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30), None
+    store = Store(work / "empty.db")
+    return store.conn, store
+
+
+def _warn_if_repeat(result: CheckResult, conn: sqlite3.Connection, path: Path) -> None:
+    """Say so when the file is the tenant's last applied file: sync would skip it."""
+    try:
+        row = conn.execute(
+            "SELECT id, sha256 FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.Error:
+        return
+    if row and row[1] == sha256_of(path):
+        result.warnings.append(
+            f"sync would skip it: the same content as the last applied file (run {row[0]})"
+        )
+
+
+def _examine(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path,
+    count_file: Path | None, result: CheckResult,
+) -> None:  # fmt: skip
+    """Run the sync's stages on ``path`` and fill ``result`` with what they found."""
+    info: FileInfo | None = None
+    try:
+        local = tenant.state_dir / path.name
+        local.symlink_to(path.resolve())
+        source, name = unpacked(tenant, local, path.name)
+        try:
+            info, staged = read_list(host, tenant, conn, source, name, count_file)
+        finally:
+            if info is None:
+                _describe_header(host, tenant, source, name, result)
+        result.columns, result.notes = info.columns, info.notes
+        result.warnings.extend(info.warnings)
+        result.encoding, result.delimiter = info.encoding, info.delimiter
+        result.records, result.invalid = staged.received, staged.invalid
+        result.duplicates, result.invalid_sample = staged.duplicates, staged.invalid_sample
+        check_file_whole(host, info)
+        active = conn.execute("SELECT count(*) FROM subscribers WHERE status = 'active'")
+        plan: Plan = checked_plan(host, tenant, conn, staged, active.fetchone()[0])
+        if result.tenant is not None:  # against an empty list, a plan says nothing
+            result.plan = {k: v for k, v in plan.counts().items() if k not in _FILE_COUNTS}
+    except Void as exc:
+        result.status, result.reason = "void", str(exc)
+        if isinstance(exc, Overrulable):
+            result.hint = overrule_hint(tenant)
+    finally:
+        conn.execute("DROP TABLE IF EXISTS temp.incoming")
+        conn.execute("DROP TABLE IF EXISTS temp.plan")
+
+
+#: Counts of the file itself, which ``check`` shows on their own.
+_FILE_COUNTS = frozenset({"received", "invalid", "duplicates"})
+
+
+def _describe_header(
+    host: Host, tenant: Tenant, source: Path, name: str, result: CheckResult
+) -> None:
+    """The columns of a file voided at its header, so ``check`` can still show them."""
+    dialect = tenant_dialect(host, tenant)
+    try:
+        with host.readers.get(dialect.reader).open(source, name, dialect) as opened:
+            info = opened.info
+    except (Void, OSError):
+        return
+    result.columns, result.notes = info.columns, info.notes
+    result.warnings.extend(info.warnings)
+    result.encoding, result.delimiter = info.encoding, info.delimiter

@@ -1,0 +1,555 @@
+"""A sync run: select > read > validate > plan > check plan > apply > archive + report.
+
+Each stage takes what the one before produced. Only :func:`listferry.sync.apply.apply`
+writes the list. A voided or failed run changes nothing in the store; a voided file
+is archived with its report, a failed one stays in the home for the next run, and so
+does one voided only by a guard that ``sync --force`` lifts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+from listferry.app import App, tenant_dialect
+from listferry.config import Tenant, duration_seconds
+from listferry.errors import ListferryError, Void
+from listferry.export.run import export_after_sync
+from listferry.pgp import decrypt, decrypted_name, is_encrypted
+from listferry.plugins import Host
+from listferry.records import FileInfo
+from listferry.runs import RunRecord, utcnow
+from listferry.store.database import Store, StoreError
+from listferry.store.locks import tenant_lock
+from listferry.strategy import Plan
+from listferry.sync.apply import apply
+from listferry.sync.plan import make_plan
+from listferry.sync.report import render
+from listferry.sync.select import REPORT_SUFFIX, Pending, Selection, complete, count_name, select
+from listferry.sync.stage import Staged, stage
+from listferry.transport import Transport
+
+log = logging.getLogger("listferry")
+
+#: The counts of what a run changed: all 0 for a run that did not apply.
+CHANGES = ("added", "updated", "removed", "unsubscribed", "unchanged", "ignored")
+
+#: ``progress(total_bytes)`` returns ``update(bytes_done)``; the CLI passes a bar.
+Progress = Callable[[int], Callable[[int], None]]
+
+
+def log_failure(message: str) -> None:
+    """Log the exception being handled in one line; the traceback with LISTFERRY_DEBUG=1."""
+    kind, exc, _ = sys.exc_info()
+    detail = f"{kind.__name__}: {exc}" if kind else "unknown error"
+    log.error("%s: %s", message, detail, exc_info=bool(os.environ.get("LISTFERRY_DEBUG")))
+
+
+def reason_of(exc: BaseException) -> str:
+    """A failure in plain words: the error's own message, with the file it concerns."""
+    if isinstance(exc, OSError) and not isinstance(exc, ListferryError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return str(exc)
+
+
+def store_failure(path: Path, exc: sqlite3.Error) -> str:
+    """A failure of the tenant database in plain words, naming its file."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return f"{path}: disk full: the tenant database cannot grow ({exc})"
+    if name.startswith("SQLITE_IOERR"):
+        return f"{path}: could not write the tenant database ({exc}); is the disk full?"
+    return f"{path}: the tenant database failed: {exc}"
+
+
+def unarchive(moved: list[tuple[Path, Path]]) -> None:
+    """Move archived files back to where they were, last first, and forget the moves."""
+    while moved:
+        source, dest = moved.pop()
+        os.replace(dest, source)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Overrulable(Void):
+    """A void that ``sync --force`` would lift: the file stays in the home for it."""
+
+
+def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
+    found = [reason for reason in reasons if reason]
+    if found:
+        raise error("; ".join(found))
+
+
+# -- the stages a sync and its dry run (`listferry check`) share ----------------------------
+
+
+def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
+    """The list to read and its name: ``local`` itself, or for an encrypted list its
+    plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
+    if not is_encrypted(name):
+        return local, name
+    plain = decrypted_name(name)
+    source = local.parent / "decrypted" / plain
+    decrypt(tenant, local, source, name)
+    return source, plain
+
+
+def read_list(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path, name: str,
+    count: Path | None, progress: Callable[[int], None] | None = None,
+) -> tuple[FileInfo, Staged]:  # fmt: skip
+    """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
+
+    The header checks and the record checks run here; a header that fails voids.
+    """
+    dialect = tenant_dialect(host, tenant)
+    reader = host.readers.get(dialect.reader)
+    with reader.open(path, name, dialect) as source:
+        info = replace(source.info, count_file=count, count_policy=tenant.count_file)
+        void_if(host.hook.validate_header(file=info))
+        staged = stage(conn, source, info, host.hook.validate_records, progress)
+    return replace(info, records=staged.received, invalid=staged.invalid), staged
+
+
+def check_file_whole(host: Host, info: FileInfo) -> None:
+    """The checks of the whole file (count file, no records); one that fails voids."""
+    void_if(host.hook.validate_file(file=info))
+
+
+def checked_plan(
+    host: Host, tenant: Tenant, conn: sqlite3.Connection, staged: Staged, active: int,
+    force: bool = False,
+) -> Plan:  # fmt: skip
+    """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
+    ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
+    stops it."""
+    strategy = host.strategies.get(tenant.strategy)
+    plan = make_plan(conn, strategy, staged, active)
+    check = partial(host.hook.check_plan, plan=plan, tenant=tenant)
+    reasons = check(force=force)
+    overrulable = any(reasons) and not force and not any(check(force=True))
+    void_if(reasons, Overrulable if overrulable else Void)
+    return plan
+
+
+def overrule_hint(tenant: Tenant, replay_of: int | None = None) -> str:
+    """The operator's command that applies a file a guard held back."""
+    if replay_of is not None:
+        return f"to apply it anyway: listferry replay {tenant.name} {replay_of} --force"
+    return f"to apply it anyway: listferry sync {tenant.name} --force"
+
+
+class TenantSync:
+    """The runs of one tenant, over one open store and one transport."""
+
+    def __init__(
+        self, app: App, tenant: Tenant, store: Store, transport: Transport,
+        force: bool = False, progress: Progress | None = None, replay_of: int | None = None,
+        reports: Transport | None = None,
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.replay_of = replay_of
+        self.hook = app.host.hook
+        self.tenant = tenant
+        self.store = store
+        self.transport = transport
+        self.reports = reports or transport
+        self.force = force
+        self.progress = progress
+        self.work = tenant.state_dir / "work"
+        self.archive = tenant.state_dir / "archive"
+
+    def run_all(self) -> list[RunRecord]:
+        """A run for each file to take now; ``idle`` when there is none.
+
+        A home that cannot be listed (missing, unreachable, login refused) is one
+        ``failed`` run, recorded like any other.
+        """
+        self.store.close_interrupted_runs(self.archive)
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True, mode=0o700)
+        self.archive.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            selection = self.select_files()
+        except (ListferryError, OSError) as exc:
+            return [self.unreachable(reason_of(exc))]
+        self.store.set_meta("looked_at", utcnow())
+        selection = self.hold_for_count_files(selection)
+        runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
+        runs += [self.run_file(p) for p in selection.runs]
+        return runs or [RunRecord(self.tenant.name, status="idle", finished_at=utcnow())]
+
+    def unreachable(self, reason: str) -> RunRecord:
+        """The attempt of a run whose home could not be listed: ``failed``, recorded."""
+        run = RunRecord(self.tenant.name, strategy=self.tenant.strategy).end("failed", reason)
+        record_attempt(self.store, run)
+        return run
+
+    def hold_for_count_files(self, selection: Selection) -> Selection:
+        """Leave a list whose required count file has not come yet, for ``count_file_wait``.
+
+        The wait counts from when a run first saw the list as it is now (the store keeps
+        that). Files after a waiting one wait too (their order matters), and older full
+        lists are not superseded by a newer one that waits.
+        """
+        if self.tenant.count_file != "required" or self.replay_of is not None:
+            return selection
+        now = time.time()
+        without = [p.list_file for p in selection.runs + selection.superseded if not p.count_file]
+        seen = self.store.first_seen(without, now)
+        wait = duration_seconds(self.tenant.count_file_wait) if self.tenant.count_file_wait else 0
+        ready: list[Pending] = []
+        for pending in selection.runs:
+            since = seen.get(pending.list_file.name, now)
+            if not pending.count_file and now - since < wait:
+                log.info("%s: %s waits for its count file %s (since %s)", self.tenant.name,
+                         pending.list_file.name, count_name(pending.list_file.name),
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))  # fmt: skip
+                return Selection(runs=ready, superseded=[])
+            ready.append(pending)
+        return selection
+
+    def select_files(self) -> Selection:
+        """List the home and pick the files to run.
+
+        A home on another server may be written to in place, so it is listed twice,
+        ``stable_seconds`` apart, and a file still changing is left for the next run;
+        no second look is needed when every list file has its count file. Local homes
+        are written atomically by the built-in servers and need no wait.
+        """
+        files = self.transport.list()
+        selection = select(files, self.tenant)
+        if self.tenant.is_local or not self.tenant.stable_seconds or complete(selection):
+            return selection
+        time.sleep(self.tenant.stable_seconds)
+        return select(self.transport.list(), self.tenant, earlier=files)
+
+    def supersede(self, old: Pending, new: Pending) -> RunRecord:
+        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy)
+        self.store.begin_run(run)
+        local: Path | None = None
+        try:
+            local = self.fetch(run, old)
+            run.sha256 = sha256_of(local)
+            run.end("skipped", f"superseded by the newer file {new.list_file.name}")
+        except (ListferryError, OSError) as exc:
+            run.end("failed", reason_of(exc))
+        self.finish(run, old, local, keep=run.status == "failed")
+        return run
+
+    def fetch(self, run: RunRecord, pending: Pending) -> Path:
+        folder = self.work / f"run-{run.run_id}"
+        folder.mkdir(mode=0o700)
+        local = folder / pending.list_file.name
+        self.transport.fetch(pending.list_file.name, local)
+        if pending.count_file:
+            self.transport.fetch(pending.count_file.name, folder / pending.count_file.name)
+        return local
+
+    def run_file(self, pending: Pending) -> RunRecord:
+        tenant = self.tenant
+        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy)
+        self.store.begin_run(run)
+        local: Path | None = None
+        staged: Staged | None = None
+        info: FileInfo | None = None
+        keep = False
+        try:
+            local = self.fetch(run, pending)
+            run.sha256 = sha256_of(local)
+            last = None if self.replay_of else self.store.last_applied()
+            if last is not None and last[1] == run.sha256:
+                run.end("skipped", f"the same content as the last applied file (run {last[0]})")
+            else:
+                count = local.parent / pending.count_file.name if pending.count_file else None
+                source, name = unpacked(tenant, local, run.file)
+                update = self.progress(source.stat().st_size) if self.progress else None
+                info, staged = read_list(self.app.host, tenant, self.store.conn, source, name,
+                                         count, update)  # fmt: skip
+                run.received, run.invalid = staged.received, staged.invalid
+                run.duplicates = staged.duplicates
+                check_file_whole(self.app.host, info)
+                self.plan_and_apply(run, staged, pending, local)
+        except Void as exc:
+            run.end("voided", str(exc))
+            keep = isinstance(exc, Overrulable)
+            if keep:
+                run.hint = overrule_hint(tenant, self.replay_of)
+                log.warning("%s: %s held in the home: %s; %s", tenant.name, run.file,
+                            run.reason, run.hint)  # fmt: skip
+        except ListferryError as exc:
+            run.end("failed", str(exc))
+        except OSError as exc:
+            run.end("failed", reason_of(exc))
+        except sqlite3.Error as exc:
+            run.end("failed", store_failure(self.store.path, exc))
+            log.error("%s: run %s failed: %s", tenant.name, run.run_id, run.reason)
+        except Exception as exc:
+            log_failure(f"run {run.run_id} of {tenant.name} failed")
+            run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
+            self.store.conn.execute("DROP TABLE IF EXISTS temp.plan")
+        self.finish(run, pending, local, staged, info, keep or run.status == "failed")
+        return run
+
+    def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
+        """Plan, check the plan, and apply it; the file is archived as part of the commit."""
+        active = self.store.count("active")
+        plan = checked_plan(self.app.host, self.tenant, self.store.conn, staged, active, self.force)
+        planned = {name: value for name, value in plan.counts().items() if hasattr(run, name)}
+        for name, value in planned.items():  # a voided run added, removed... nothing
+            setattr(run, name, value)
+        moved: list[tuple[Path, Path]] = []
+
+        def archive() -> None:  # inside the transaction: a file that cannot be archived
+            try:  # is not applied
+                run.archive = self.archive_local(run, pending, local, moved)
+            except OSError as exc:
+                raise ListferryError(f"could not archive {run.file}: {reason_of(exc)}") from None
+
+        try:
+            apply(self.store, staged, run, utcnow(), before_commit=archive)
+        except BaseException:
+            for name in CHANGES:  # nor does a failed one
+                setattr(run, name, 0)
+            run.archive = None
+            unarchive(moved)
+            raise
+
+    def finish(
+        self, run: RunRecord, pending: Pending, local: Path | None,
+        staged: Staged | None = None, info: FileInfo | None = None, keep: bool = False,
+    ) -> None:  # fmt: skip
+        """Archive the file (unless ``keep``: it stays in the home), save the run, report.
+
+        An applied file was archived when it was applied; a file that cannot be archived
+        (a full disk) stays in the home and its run ends ``failed``.
+        """
+        if not keep and local is not None:
+            try:
+                if run.status != "applied":
+                    run.archive = self.archive_local(run, pending, local, [])
+                self.remove_from_home(pending)
+            except OSError as exc:
+                run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
+        notes = (*info.warnings, *info.notes) if info else ()
+        if self.replay_of is not None:
+            notes = (f"a replay of run {self.replay_of}'s archived file", *notes)
+        run.report = render(
+            run,
+            staged.invalid_sample if staged else (),
+            staged.duplicate_sample if staged else (),
+            notes,
+            held=keep and run.status == "voided",
+        )
+        try:
+            if run.status != "applied":
+                with self.store.transaction():
+                    self.store.save_run(run)
+            else:
+                self.store.conn.execute(
+                    "UPDATE runs SET archive = ?, report = ? WHERE id = ?",
+                    (run.archive, run.report, run.run_id),
+                )
+        except sqlite3.Error as exc:  # the run is still printed, and reported in the home
+            log.error("%s: run %s ended %s but could not be recorded: %s", self.tenant.name,
+                      run.run_id, run.status, store_failure(self.store.path, exc))  # fmt: skip
+        self.write_report(run)
+        if local is not None:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
+    def archive_local(
+        self, run: RunRecord, pending: Pending, local: Path, moved: list[tuple[Path, Path]]
+    ) -> str:
+        """Move the run's copy (and its count file) into the archive; all or nothing.
+
+        ``moved`` collects what was moved, for :func:`unarchive`.
+        """
+        prefix = f"{run.run_id:06d}-{(run.sha256 or 'unread')[:12]}-"
+        target = self.archive / (prefix + pending.list_file.name)
+        moves = [(local, target)]
+        count_local = local.parent / pending.count_file.name if pending.count_file else None
+        if count_local and count_local.exists():
+            moves.append((count_local, self.archive / (prefix + count_local.name)))
+        try:
+            for source, dest in moves:
+                os.replace(source, dest)
+                moved.append((source, dest))
+        except OSError:
+            unarchive(moved)
+            raise
+        return str(target)
+
+    def remove_from_home(self, pending: Pending) -> None:
+        """Take an archived file (and its count file) out of the home."""
+        try:
+            if not self.transport.remove(pending.list_file.name, pending.list_file):
+                log.info("%s: %s changed in the home during the run; left for the next run",
+                         self.tenant.name, pending.list_file.name)  # fmt: skip
+            elif pending.count_file:
+                self.transport.remove(pending.count_file.name, pending.count_file)
+        except (ListferryError, OSError) as exc:
+            # The run stands as it ended; the next run finds the same content and skips it.
+            log.warning("%s: could not remove %s from the home: %s",
+                        self.tenant.name, pending.list_file.name, reason_of(exc))  # fmt: skip
+
+    def write_report(self, run: RunRecord) -> None:
+        """Put the run's report in the home as ``<stem>.result.txt``; keep the newest few.
+
+        Of the reports in the home, the tenant's ``keep_reports`` newest stay; older
+        ones (of lists with other names: a dated export each night) are removed.
+        """
+        stem = (run.file or "list").rsplit(".", 1)[0]
+        temp = self.work / f"report-{run.run_id}.txt"
+        try:
+            temp.write_text(run.report or "", encoding="utf-8")
+            self.reports.put(temp, f"{stem}{REPORT_SUFFIX}")
+            reports = [f for f in self.reports.list() if f.name.endswith(REPORT_SUFFIX)]
+            reports.sort(key=lambda f: (f.mtime, f.name == f"{stem}{REPORT_SUFFIX}"))
+            for old in reports[: -self.tenant.keep_reports]:
+                self.reports.remove(old.name, old)
+        except (OSError, ListferryError) as exc:
+            log.warning("%s: could not write the result report: %s", self.tenant.name,
+                        reason_of(exc))  # fmt: skip
+        finally:
+            temp.unlink(missing_ok=True)
+
+
+def record_attempt(store: Store, run: RunRecord) -> None:
+    """Record ``run``, an attempt that ended before it reached a file; one log line."""
+    log.error("%s: failed: %s", run.tenant, run.reason)
+    try:
+        store.record_attempt(run)
+    except sqlite3.Error as exc:
+        log.error("%s: the failed attempt could not be recorded: %s", run.tenant,
+                  store_failure(store.path, exc))  # fmt: skip
+
+
+def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
+    """Tell the ``run_finished`` plugins of each run; one that raises is one log line."""
+    for run in runs:
+        try:
+            app.host.hook.run_finished(run=run, tenant=tenant, config=app.config)
+        except Exception:
+            log_failure(f"a run_finished plugin failed for {tenant.name}")
+
+
+def sync_tenant(
+    app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
+) -> list[RunRecord]:
+    """Run every pending list file of ``tenant``; one record per run (``idle`` if none).
+
+    With ``export_after_sync``, an applied run is followed by the return file; if that
+    fails it is logged in one line and the runs stand as they ended.
+    """
+    with tenant_lock(tenant) as locked:
+        if not locked:
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run.reason = "another run of this tenant is in progress"
+            return [run]
+        try:
+            with Store(tenant.database) as store:
+                try:
+                    transport = app.transport(tenant)
+                except (ListferryError, OSError) as exc:
+                    run = RunRecord(tenant.name, strategy=tenant.strategy)
+                    runs = [run.end("failed", reason_of(exc))]
+                    record_attempt(store, run)
+                else:
+                    try:
+                        runs = TenantSync(app, tenant, store, transport, force,
+                                          progress).run_all()  # fmt: skip
+                    finally:
+                        transport.close()
+        except (StoreError, sqlite3.Error) as exc:  # no run can be recorded in the store
+            db = tenant.database
+            reason = str(exc) if isinstance(exc, StoreError) else store_failure(db, exc)
+            log.error("%s: failed: %s", tenant.name, reason)
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
+        except ListferryError as exc:
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
+        except OSError as exc:
+            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(),
+                              reason=reason_of(exc))]  # fmt: skip
+        if tenant.export_after_sync and any(run.status == "applied" for run in runs):
+            export_after_sync(app, tenant)
+    tell_finished(app, tenant, runs)
+    return runs
+
+
+def report_home(app: App, tenant: Tenant) -> Transport | None:
+    """The tenant's home, for a replay's report; ``None`` (logged) when it cannot be had."""
+    try:
+        return app.transport(tenant)
+    except (ListferryError, OSError) as exc:
+        log.warning("%s: the result report stays in the run record: %s", tenant.name,
+                    reason_of(exc))  # fmt: skip
+        return None
+
+
+def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> RunRecord:
+    """Apply the file that run ``run_id`` archived once more, as a new run.
+
+    For after a fix (a dialect corrected, a check relaxed, a bad file applied in error
+    and then a later one): the archived copy (and its count file) goes through the whole
+    pipeline again, under the tenant's lock, and is archived again under the new run.
+    The repeat rule does not hold it back; every other check does. Its file becomes the
+    tenant's last applied one, and its result report goes to the tenant's home.
+    """
+    with tenant_lock(tenant) as locked:
+        if not locked:
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run.reason = "another run of this tenant is in progress"
+            runs = [run]
+        else:
+            with Store(tenant.database) as store:
+                old = next((r for r in store.runs(tenant.name) if r.run_id == run_id), None)
+                if old is None:
+                    raise ListferryError(f"{tenant.name} has no run {run_id}")
+                archived = Path(old.archive) if old.archive else None
+                if archived is None or not archived.is_file() or not old.file:
+                    raise ListferryError(
+                        f"run {run_id} of {tenant.name} has no archived file to replay "
+                        f"(it ended {old.status} before its file was archived)"
+                    )
+                folder = tenant.state_dir / "replay"
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True, mode=0o700)
+                try:
+                    shutil.copyfile(archived, folder / old.file)
+                    prefix = archived.name[: len(archived.name) - len(old.file)]
+                    count = archived.with_name(prefix + count_name(old.file))
+                    if count.is_file():
+                        shutil.copyfile(count, folder / count_name(old.file))
+                    again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
+                                    stable_seconds=0)  # fmt: skip
+                    transport = app.host.transports.get("file")(str(folder), again)
+                    home = report_home(app, tenant)  # the new report goes to the customer
+                    try:
+                        sync = TenantSync(app, again, store, transport, force, replay_of=run_id,
+                                          reports=home)  # fmt: skip
+                        runs = sync.run_all()
+                    finally:
+                        if home is not None:
+                            home.close()
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+    tell_finished(app, tenant, runs)
+    return runs[-1]

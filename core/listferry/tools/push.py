@@ -1,0 +1,103 @@
+"""``listferry push``: the customer's side, a list file and then its count file.
+
+The list goes up under a hidden temporary name and takes its real name only when it is
+complete; then its count file (``<stem>_count.txt``: the data records, as the reader
+counts them) goes up the same way. So a half-done upload is never taken for a list, and
+a list is never paired with a count file from an earlier upload: one left in the folder
+is taken away first.
+"""
+
+from __future__ import annotations
+
+import inspect
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from listferry.config import Tenant
+from listferry.errors import ListferryError, Void
+from listferry.plugins import Host
+from listferry.sync.select import count_name
+
+
+def count_records(host: Host, path: Path, dialect_name: str) -> int:
+    """The data records in ``path`` (header excluded), read as the sync reads it."""
+    dialect = host.dialects.get(dialect_name)
+    reader = host.readers.get(dialect.reader)
+    try:
+        with reader.open(path, path.name, dialect) as source:
+            for _batch in source.batches():
+                pass
+            return source.records_read
+    except Void as exc:
+        raise ListferryError(f"{path}: not uploaded: the file cannot be read: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PushTarget(Tenant):
+    """The server ``push`` sends to, as a tenant; its messages name ``push``'s options."""
+
+    setting_words: ClassVar[Mapping[str, str]] = {
+        "password_in_url": "give it in $LISTFERRY_PASSWORD or with --password-stdin instead",
+        "credentials": "give a password in $LISTFERRY_PASSWORD or with --password-stdin, "
+        "or a key with --key",
+        "ca_file": "the --ca-file",
+        "untrusted": "pass --ca-file with the certificate of the CA that signed it (or the "
+        "server's own, if self-signed), or --insecure to skip the check",
+    }
+
+
+def server(
+    url: str, password: str | None = None, key_file: str | None = None,
+    known_hosts: str | None = None, ca_file: str | None = None, tls_verify: bool = True,
+) -> Tenant:  # fmt: skip
+    """The server to push to, described as a tenant whose home is ``url``.
+
+    Transports take a home and a tenant; this one has the same ``remote_*`` settings a
+    tenant with a customer-hosted home has. SSH host keys are checked against
+    ``known_hosts`` (default: ``~/.ssh/known_hosts``).
+    """
+    home = url if "://" in url else str(Path(url).resolve())
+    return PushTarget(
+        name="push",
+        home=home,
+        state_dir=Path.cwd(),
+        remote_password=password,
+        remote_key_file=key_file,
+        known_hosts=known_hosts or str(Path.home() / ".ssh" / "known_hosts"),
+        ca_file=ca_file,
+        tls_verify=tls_verify,
+    )
+
+
+def push(
+    host: Host, path: Path, target: Tenant, dialect: str = "default",
+    count_file: bool = True, say: Callable[[str], None] = print,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> None:  # fmt: skip
+    """Upload ``path`` into ``target``'s home, then (unless not wanted) its count file."""
+    records = count_records(host, path, dialect) if count_file else None
+    scheme = "file" if target.is_local else urlsplit(target.home).scheme
+    transport = host.transports.get(scheme)(target.home, target)
+    counted = count_name(path.name)
+    try:
+        stale = next((f for f in transport.list() if f.name == counted), None)
+        if stale is not None:
+            transport.remove(stale.name, stale)
+            say(f"removed the count file {counted} an earlier upload left")
+        if progress is not None and "progress" in inspect.signature(transport.put).parameters:
+            transport.put(path, path.name, progress=progress(path.stat().st_size))
+        else:
+            transport.put(path, path.name)
+        say(f"uploaded {path.name}")
+        if records is not None:
+            with tempfile.TemporaryDirectory(prefix="listferry-push-") as folder:
+                count = Path(folder) / counted
+                count.write_text(f"{records}\n", encoding="ascii")
+                transport.put(count, counted)
+            say(f"uploaded {counted}: {records} records")
+    finally:
+        transport.close()

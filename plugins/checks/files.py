@@ -1,0 +1,58 @@
+"""File checks: required columns, empty files, and the count file beside the list.
+
+The count file ``<stem>_count.txt`` holds one whole number: the data records of
+``<stem>.csv``, header excluded, a quoted field with a newline still one record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from listferry import hookimpl
+from listferry.records import FileInfo
+from listferry.sync.select import count_name
+
+
+def read_count(path: Path) -> int | str:
+    """The number in a count file, or the reason it is not one whole number."""
+    try:
+        text = path.read_bytes()[:200].decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        return f"count file {path.name} is not text"
+    if not text.isdecimal() or not text.isascii():
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        return f"count file {path.name} must hold one whole number, it holds {shown!r}"
+    return int(text)
+
+
+@hookimpl
+def validate_header(file: FileInfo) -> str | None:
+    missing = [field for field in file.dialect.required if field not in file.canonical]
+    if missing:
+        wanted = "; ".join(
+            f"{field} (headers: {', '.join(file.dialect.aliases.get(field, (field,)))})"
+            for field in missing
+        )
+        found = ", ".join(repr(h) for h in file.header[:12])
+        return f"missing column: {wanted}; the file's header is {found}"
+    if file.count_policy == "off":
+        return None
+    expected = count_name(file.name)
+    if file.count_file is None:
+        if file.count_policy == "required":
+            return f"count file {expected} is missing, and this tenant requires one"
+        return None
+    count = read_count(file.count_file)
+    return count if isinstance(count, str) else None
+
+
+@hookimpl
+def validate_file(file: FileInfo) -> str | None:
+    if not file.records:
+        return "no records: the file has a header line only"
+    if file.count_policy == "off" or file.count_file is None:
+        return None
+    count = read_count(file.count_file)
+    if isinstance(count, int) and count != file.records:
+        return f"record count mismatch: count file says {count}, file has {file.records} records"
+    return None

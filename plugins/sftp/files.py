@@ -1,0 +1,359 @@
+"""What one SFTP session may do with files: its tenant's home as ``/``, nothing outside.
+
+Every path goes through :func:`listferry.serve.runtime.jail`; symlinks cannot be made, and
+a link that leads out of the home is refused wherever it sits. Hidden in-progress
+upload names are neither listed nor opened. A file opened for writing is written under
+a hidden temp name and renamed to its name only when the client closes it; a session
+that ends with the file still open (the client vanished) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import paramiko
+from paramiko import SFTPAttributes, SFTPHandle, SFTPServerInterface
+from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
+
+from listferry.config import Tenant
+from listferry.serve.runtime import (
+    OutsideHome,
+    event,
+    is_upload_in_progress,
+    jail,
+    upload_temp_name,
+    virtual,
+)
+from listferry_plugins.sftp.session import TRANSFER_SIZE
+
+if TYPE_CHECKING:
+    from listferry_plugins.sftp.service import Connection
+
+PROTOCOL = "sftp"
+
+Result = TypeVar("Result")
+
+
+def os_error(exc: OSError) -> int:
+    return paramiko.SFTPServer.convert_errno(exc.errno)
+
+
+def confined(method: Callable[..., Result]) -> Callable[..., Result | int]:
+    """An SFTP operation whose paths may not leave the home; OS errors become SFTP codes."""
+
+    @functools.wraps(method)
+    def run(self: TenantFiles, *args: Any) -> Result | int:
+        self.connection.touch()
+        try:
+            return method(self, *args)
+        except OutsideHome as exc:
+            self.connection.refuse(f"{method.__name__}: {exc}")
+            return SFTP_PERMISSION_DENIED
+        except OSError as exc:
+            return os_error(exc)
+
+    return run
+
+
+class TenantFiles(SFTPServerInterface):
+    """One SFTP session's file operations, inside the tenant's home."""
+
+    def __init__(self, connection: Connection, *args: Any) -> None:
+        super().__init__(connection)
+        if connection.tenant is None:
+            raise PermissionError("an SFTP session before login")
+        self.connection = connection
+        self.server = connection.server
+        self.tenant: Tenant = connection.tenant
+        self.home = connection.runtime.home(connection.tenant)
+        self.root = jail(self.home, "/")
+        self.handles: set[Transfer] = set()
+        self.closed = 0  # transfers closed since the server was last told
+
+    def report_closed(self) -> None:
+        """Tell the server how many transfers ended, once the client has its answers."""
+        if self.closed:
+            self.server.transfers_ended(self.closed)
+            self.closed = 0
+
+    def session_ended(self) -> None:
+        self.connection.session_ended()
+
+    # -- paths
+
+    def real(self, path: str) -> Path:
+        """The real path of the client's ``path``, symlinks followed, inside the home."""
+        real = jail(self.home, path)
+        if is_upload_in_progress(real.name):
+            raise OutsideHome(f"{path!r} is an upload in progress")
+        return real
+
+    def entry(self, path: str) -> Path:
+        """The directory entry ``path`` names, a final symlink not followed.
+
+        The whole path must stay in the home too: a link out of it cannot even be removed.
+        """
+        self.real(path)
+        clean = posixpath.normpath(posixpath.join("/", path))
+        if clean == "/":
+            return self.root
+        entry = jail(self.home, posixpath.dirname(clean)) / posixpath.basename(clean)
+        if is_upload_in_progress(entry.name):
+            raise OutsideHome(f"{path!r} is an upload in progress")
+        return entry
+
+    def movable(self, path: str) -> Path:
+        """The entry ``path`` names, to remove or rename: anything but the home itself."""
+        entry = self.entry(path)
+        if entry == self.root:
+            raise OutsideHome("the home itself cannot be removed or renamed")
+        return entry
+
+    def name_of(self, real: Path) -> str:
+        return virtual(self.home, real).lstrip("/")
+
+    # -- files
+
+    @confined
+    def open(self, path: str, flags: int, attr: SFTPAttributes) -> Transfer | int:
+        if self.server.stopping.is_set():
+            self.connection.refuse("the server is stopping")
+            return SFTP_FAILURE
+        target = self.real(path)
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            return self._open_upload(target, flags)
+        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return SFTP_FAILURE
+        return Download(self, fd, target)
+
+    def _open_upload(self, target: Path, flags: int) -> Transfer | int:
+        exists = os.path.lexists(target)
+        if (flags & os.O_EXCL and exists) or target.is_dir():
+            return SFTP_FAILURE
+        if not exists and not flags & os.O_CREAT:
+            return SFTP_NO_SUCH_FILE
+        temp = target.with_name(upload_temp_name(target.name))
+        mode = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(temp, mode | (flags & os.O_APPEND), 0o644)
+        try:
+            if exists and not flags & os.O_TRUNC:  # resuming or patching: start from the file
+                with open(target, "rb") as old, open(fd, "wb", closefd=False) as new:
+                    shutil.copyfileobj(old, new)
+        except OSError:
+            os.close(fd)
+            temp.unlink()
+            raise
+        return Upload(self, fd, target, temp)
+
+    @confined
+    def list_folder(self, path: str) -> list[SFTPAttributes] | int:
+        listing = []
+        with os.scandir(self.real(path)) as entries:
+            for entry in entries:
+                if is_upload_in_progress(entry.name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                listing.append(SFTPAttributes.from_stat(info, entry.name))
+        return listing
+
+    @confined
+    def stat(self, path: str) -> SFTPAttributes | int:
+        return SFTPAttributes.from_stat(os.stat(self.real(path)))
+
+    @confined
+    def lstat(self, path: str) -> SFTPAttributes | int:
+        return SFTPAttributes.from_stat(os.lstat(self.entry(path)))
+
+    @confined
+    def remove(self, path: str) -> int:
+        entry = self.movable(path)
+        os.remove(entry)
+        event("remove", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(entry))
+        return SFTP_OK
+
+    @confined
+    def rename(self, oldpath: str, newpath: str) -> int:
+        old, new = self.movable(oldpath), self.movable(newpath)
+        if os.path.lexists(new):
+            return SFTP_FAILURE
+        return self._move(old, new)
+
+    @confined
+    def posix_rename(self, oldpath: str, newpath: str) -> int:
+        return self._move(self.movable(oldpath), self.movable(newpath))
+
+    def _move(self, old: Path, new: Path) -> int:
+        os.replace(old, new)
+        name = self.name_of(new)
+        event("rename", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(old), to=name)
+        if new.is_file():  # uploaded under one name, then renamed into place
+            self.connection.runtime.uploads.received(self.tenant, name)
+        return SFTP_OK
+
+    @confined
+    def mkdir(self, path: str, attr: SFTPAttributes) -> int:
+        os.mkdir(self.entry(path), 0o755)
+        return SFTP_OK
+
+    @confined
+    def rmdir(self, path: str) -> int:
+        os.rmdir(self.movable(path))
+        return SFTP_OK
+
+    @confined
+    def chattr(self, path: str, attr: SFTPAttributes) -> int:
+        return change_attributes(self.real(path), attr)
+
+    @confined
+    def readlink(self, path: str) -> str | int:
+        if not self.entry(path).is_symlink():
+            return SFTP_FAILURE
+        return virtual(self.home, self.real(path))
+
+    def symlink(self, target_path: str, path: str) -> int:
+        self.connection.refuse("symlinks cannot be made")
+        return SFTP_PERMISSION_DENIED
+
+    def canonicalize(self, path: str) -> str:
+        """The client's absolute view of ``path``; a path outside the home is an error."""
+        self.connection.touch()
+        try:
+            return virtual(self.home, jail(self.home, path))
+        except OutsideHome as exc:
+            self.connection.refuse(f"realpath: {exc}")
+            raise
+
+
+def change_attributes(target: Path | int, attr: SFTPAttributes) -> int:
+    """Times, and permissions kept sane (owner read-write, no set-id bits, no world write).
+
+    Owners and sizes are refused here: a size is only changed on an upload's own handle.
+    """
+    if attr.st_uid is not None or attr.st_gid is not None or attr.st_size is not None:
+        return SFTP_PERMISSION_DENIED
+    if attr.st_mode is not None:
+        is_dir = stat.S_ISDIR(os.stat(target).st_mode)
+        os.chmod(target, (stat.S_IMODE(attr.st_mode) & 0o755) | (0o700 if is_dir else 0o600))
+    if attr.st_mtime is not None:
+        os.utime(target, (attr.st_atime or attr.st_mtime, attr.st_mtime))
+    return SFTP_OK
+
+
+# -- open files ----------------------------------------------------------------------------
+
+
+class Transfer(SFTPHandle):
+    """An open file: reads and writes at the client's offsets, one system call each."""
+
+    kind = "transfer"
+
+    def __init__(self, files: TenantFiles, fd: int, target: Path) -> None:
+        super().__init__()
+        self.files = files
+        self.fd = fd
+        self.target = target
+        self.bytes = 0
+        self.aborted = False
+        files.handles.add(self)
+        files.server.transfer_started()
+
+    def read(self, offset: int, length: int) -> bytes | int:
+        self.files.connection.touch()
+        try:
+            data = os.pread(self.fd, min(length, TRANSFER_SIZE), offset)
+        except OSError as exc:
+            return os_error(exc)
+        self.bytes += len(data)
+        return data
+
+    def write(self, offset: int, data: bytes | memoryview) -> int:
+        return SFTP_PERMISSION_DENIED
+
+    def stat(self) -> SFTPAttributes | int:
+        return SFTPAttributes.from_stat(os.fstat(self.fd))
+
+    def chattr(self, attr: SFTPAttributes) -> int:
+        try:
+            return change_attributes(self.fd, attr)
+        except OSError as exc:
+            return os_error(exc)
+
+    def close(self) -> None:
+        if self not in self.files.handles:
+            return
+        self.files.handles.discard(self)
+        try:
+            os.close(self.fd)
+            self.finish()
+        finally:
+            self.files.closed += 1
+
+    def finish(self) -> None:
+        self.log("aborted" if self.aborted else "ok")
+
+    def log(self, result: str) -> None:
+        files = self.files
+        event(self.kind, protocol=PROTOCOL, tenant=files.tenant.name, ip=files.connection.ip,
+              file=files.name_of(self.target), bytes=self.bytes, result=result)  # fmt: skip
+
+
+class Download(Transfer):
+    kind = "download"
+
+
+class Upload(Transfer):
+    """Written to a hidden temp file, renamed to its name when the client closes it."""
+
+    kind = "upload"
+
+    def __init__(self, files: TenantFiles, fd: int, target: Path, temp: Path) -> None:
+        super().__init__(files, fd, target)
+        self.temp = temp
+
+    def write(self, offset: int, data: bytes | memoryview) -> int:
+        self.files.connection.touch()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view, offset = view[written:], offset + written
+        except OSError as exc:
+            return os_error(exc)
+        self.bytes += len(data)
+        return SFTP_OK
+
+    def chattr(self, attr: SFTPAttributes) -> int:
+        if attr.st_size is not None:
+            try:
+                os.ftruncate(self.fd, attr.st_size)
+            except OSError as exc:
+                return os_error(exc)
+            attr.st_size = None
+        return super().chattr(attr)
+
+    def finish(self) -> None:
+        if self.aborted:
+            self.temp.unlink(missing_ok=True)
+            self.log("aborted")
+            return
+        try:
+            os.replace(self.temp, self.target)
+        except OSError:
+            self.temp.unlink(missing_ok=True)
+            self.log("failed")
+            raise
+        self.log("ok")
+        files = self.files
+        files.connection.runtime.uploads.received(files.tenant, files.name_of(self.target))
