@@ -25,7 +25,7 @@ from conftest import Workspace, csv_text, people
 from test_crash import listferry_command
 
 from listferry.config.passwords import hash_password
-from listferry.serve.runtime import is_upload_in_progress
+from listferry.serve.jail import is_upload_in_progress
 
 PASSWORD = "s3cret-Passw0rd"
 LIST = csv_text(people(5)).encode()

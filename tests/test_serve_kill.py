@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from load import ListStream, Site, Upload, sha256_of
 
-from listferry.serve.runtime import is_upload_in_progress
+from listferry.serve.jail import is_upload_in_progress
 
 TENANTS = ["alpha", "beta"]
 

@@ -12,7 +12,8 @@ from conftest import Workspace
 
 from listferry.config import ServerSettings, Tenant
 from listferry.config.passwords import hash_password
-from listferry.serve.runtime import Gatekeeper, LoginGuard, OutsideHome, ip_in, jail, virtual
+from listferry.serve.jail import OutsideHome, jail, virtual
+from listferry.serve.logins import Gatekeeper, LoginGuard, ip_in
 
 
 @pytest.fixture

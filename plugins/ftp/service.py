@@ -9,7 +9,7 @@ stalls no one else, and both use the process's :class:`~listferry.serve.runtime.
 connections are admitted by its guard, logins checked by its gatekeeper. Their TLS
 certificate comes from :mod:`tls_files`, which reads it again when it changes on disk.
 
-A tenant sees its home as ``/``: every path goes through :func:`~listferry.serve.runtime.jail`,
+A tenant sees its home as ``/``: every path goes through :func:`~listferry.serve.jail.jail`,
 symbolic links are not served, and uploads still in progress are neither listed nor
 reachable. An upload lands under a hidden temporary name and is renamed only when the
 transfer ended cleanly. Appending, resuming an upload, ``STOU``, ``SITE CHMOD`` and
@@ -43,15 +43,9 @@ with warnings.catch_warnings():
 
 from listferry import ListferryError
 from listferry.config import Tenant
-from listferry.serve.runtime import (
-    OutsideHome,
-    ServerRuntime,
-    event,
-    is_upload_in_progress,
-    jail,
-    upload_temp_name,
-    virtual,
-)
+from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
+from listferry.serve.log import event
+from listferry.serve.runtime import ServerRuntime
 from listferry_plugins.ftp.tls_files import TLSFiles, watched
 
 #: What a logged-in tenant may do, in pyftpdlib's letters: change folder, list, read,

@@ -28,7 +28,7 @@ from OpenSSL import SSL
 
 from listferry import ListferryError
 from listferry.serve.fingerprints import tls_fingerprint
-from listferry.serve.runtime import event
+from listferry.serve.log import event
 
 Signature = tuple[tuple[int, int, int, int] | str, ...]
 SPKI = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo

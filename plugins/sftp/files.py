@@ -1,6 +1,6 @@
 """What one SFTP session may do with files: its tenant's home as ``/``, nothing outside.
 
-Every path goes through :func:`listferry.serve.runtime.jail`; symlinks cannot be made, and
+Every path goes through :func:`listferry.serve.jail.jail`; symlinks cannot be made, and
 a link that leads out of the home is refused wherever it sits. Hidden in-progress
 upload names are neither listed nor opened. A file opened for writing is written under
 a hidden temp name and renamed to its name only when the client closes it; a session
@@ -23,14 +23,8 @@ from paramiko import SFTPAttributes, SFTPHandle, SFTPServerInterface
 from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISSION_DENIED
 
 from listferry.config import Tenant
-from listferry.serve.runtime import (
-    OutsideHome,
-    event,
-    is_upload_in_progress,
-    jail,
-    upload_temp_name,
-    virtual,
-)
+from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
+from listferry.serve.log import event
 from listferry_plugins.sftp.session import TRANSFER_SIZE
 
 if TYPE_CHECKING:

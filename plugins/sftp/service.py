@@ -26,7 +26,8 @@ from typing import Any
 import paramiko
 
 from listferry.config import Tenant
-from listferry.serve.runtime import ServerRuntime, event, log
+from listferry.serve.log import event, log
+from listferry.serve.runtime import ServerRuntime
 from listferry_plugins.sftp.files import PROTOCOL, TenantFiles
 from listferry_plugins.sftp.session import SftpSession
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from listferry.config.notify import NotifySettings, parse_notify
 from listferry.dialect import TRUE_WORDS, fold_header
 from listferry.errors import ConfigError
-from listferry.ops.notify import NotifySettings, parse_notify
 
 DEFAULT_NAME = "listferry.toml"
 COUNT_POLICIES = ("required", "optional", "off")

@@ -1,0 +1,73 @@
+"""Where a tenant may go, and how an upload lands.
+
+A tenant's home is its ``/`` and nothing reaches outside it (:func:`jail`); an upload
+is written under a hidden name and takes its real name only when complete
+(:func:`upload_temp_name`), so the sync never reads half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import secrets
+from pathlib import Path
+
+from listferry.config import Tenant
+from listferry.serve.log import event
+
+
+class OutsideHome(PermissionError):
+    """A path that would leave the tenant's home, or is not a plain path at all."""
+
+
+def jail(home: Path, path: str, cwd: str = "/") -> Path:
+    """The real path of the client's ``path`` (relative to ``cwd``) inside ``home``.
+
+    The home is ``/``. ``..`` stops at the home, backslashes and NUL bytes are refused,
+    and a symlink that leads outside the home is refused wherever it is in the path.
+    """
+    if "\0" in path or "\\" in path or "\0" in cwd or "\\" in cwd:
+        raise OutsideHome(f"{path!r} is not a plain path")
+    virtual = posixpath.normpath(posixpath.join("/", cwd, path))
+    root = os.path.realpath(home)
+    real = os.path.realpath(os.path.join(root, virtual.lstrip("/")))
+    if real != root and not real.startswith(root + os.sep):
+        raise OutsideHome(f"{path!r} is outside the home")
+    return Path(real)
+
+
+def virtual(home: Path, real: Path) -> str:
+    """The client's view of ``real``: a path from ``/``, the tenant's home."""
+    relative = os.path.relpath(real, os.path.realpath(home))
+    return "/" if relative == "." else "/" + relative
+
+
+def upload_temp_name(name: str) -> str:
+    """A hidden name for an upload in progress; the sync never reads hidden files."""
+    return f".{name}.{secrets.token_hex(6)}.part"
+
+
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{12}\.part")
+
+
+def is_upload_in_progress(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".part")
+
+
+def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
+    """Remove what uploads cut off by a killed server left under their temp names.
+
+    Called before the servers start, when no upload of this process is under way: a
+    temp name then holds only part of a file that no client saw completed.
+    """
+    for tenant in tenants.values():
+        if not tenant.is_local:
+            continue
+        home = Path(tenant.home)
+        for folder, _folders, names in os.walk(home):
+            for path in (Path(folder, n) for n in names if _TEMP_NAME.fullmatch(n)):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink(missing_ok=True)
+                    event("upload", tenant=tenant.name, file=str(path.relative_to(home)),
+                          result="removed", reason="cut off when the server stopped")  # fmt: skip
