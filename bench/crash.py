@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from listferry.app import App, open_app
-from listferry.cli import STARTER_CONFIG
+from listferry.config.starter import STARTER_CONFIG
 from listferry.ops.tenants import add_tenant, write_atomically
 from listferry.sync.run import sync_tenant
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from listferry import ListferryError, hookimpl
-from listferry.transport import PARTIAL_SUFFIXES, RemoteFile, plain_name
+from listferry.names import is_under_way
+from listferry.transport import RemoteFile, plain_name
 
 
 class FileTransport:
@@ -34,7 +35,7 @@ class FileTransport:
             raise ListferryError(f"the home folder {self.home} does not exist") from None
         files = []
         for entry in entries:
-            if entry.name.startswith(".") or entry.name.endswith(PARTIAL_SUFFIXES):
+            if is_under_way(entry.name):
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue

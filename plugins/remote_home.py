@@ -24,7 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 from listferry import ListferryError
 from listferry.errors import secret_from_env
-from listferry.transport import PARTIAL_SUFFIXES, plain_name
+from listferry.names import is_under_way
+from listferry.transport import plain_name
 
 log = logging.getLogger("listferry")
 
@@ -154,7 +155,7 @@ def password_of(tenant: Any) -> str | None:
 
 def listed(name: str) -> bool:
     """Whether a name at the top of a home is a completed file a listing shows."""
-    return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
+    return not is_under_way(name)
 
 
 def upload_name(name: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from listferry import hookimpl
-from listferry.export.render import Template
+from listferry.templates import Template
 
 CSV = """\
 {{ fields | csv_row }}

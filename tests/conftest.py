@@ -14,11 +14,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from listferry.app import App, open_app
-from listferry.cli import STARTER_CONFIG, cli
+from listferry.cli import cli
+from listferry.config.starter import STARTER_CONFIG
+from listferry.names import count_name
+from listferry.ops.night import sync_and_export
 from listferry.ops.tenants import add_tenant, write_atomically
 from listferry.runs import RunRecord
 from listferry.store.database import Store
-from listferry.sync.run import sync_tenant
 
 # Third-party packs installed in the same environment stay out of the host's own tests.
 os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
@@ -99,13 +101,12 @@ class Workspace:
         else:
             path.write_bytes(csv_text(rows, header).encode("utf-8"))
         if count is not None:
-            stem = name.rsplit(".", 1)[0]
-            (self.home(tenant) / f"{stem}_count.txt").write_text(f"{count}\n")
+            (self.home(tenant) / count_name(name)).write_text(f"{count}\n")
         return path
 
     def sync(self, tenant: str = "acme", force: bool = False) -> list[RunRecord]:
         app = self.app()
-        return sync_tenant(app, app.config.tenant(tenant), force)
+        return sync_and_export(app, app.config.tenant(tenant), force)
 
     def store(self, tenant: str = "acme") -> Store:
         return Store(self.app().config.tenant(tenant).database)

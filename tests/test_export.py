@@ -23,13 +23,14 @@ from remote_servers import Remote
 from listferry.config import EXPORT_FIELDS
 from listferry.errors import ListferryError
 from listferry.export.query import Batch
-from listferry.export.render import TemplateError, csv_row, csv_rows
+from listferry.export.render import csv_row, csv_rows
 from listferry.export.run import ExportResult, export_tenant
 from listferry.fields import Field
 from listferry.ops.tenants import add_tenant
 from listferry.store.database import MIGRATIONS, Store, _migrate_1
 from listferry.store.events import load_events, record_events
 from listferry.store.locks import EXPORTS, tenant_lock
+from listferry.templates import TemplateError
 
 HEADER = ("email", "first_name", "last_name", "segment_code", "CRM Id")
 LIST = [
@@ -164,7 +165,7 @@ PACK = """
     from listferry import hookimpl
     from listferry.dialect import DEFAULT_ALIASES, Dialect
     from listferry.fields import Field
-    from listferry.export.render import Template
+    from listferry.templates import Template
 
     CRM = '''\\
     Contact ID;E-Mail;Opted Out;Opted Out On;Opens;Unsubscribes
@@ -739,7 +740,8 @@ def test_cli_export_errors_are_one_line_with_an_exit_code(
 def test_a_template_encoding_writes_a_bom_or_the_code_page_and_refuses_what_it_cannot_hold(
     ws, tmp_path
 ):
-    from listferry.export.render import Template, render
+    from listferry.export.render import render
+    from listferry.templates import Template
 
     source = "{% for row in rows %}{{ row.name }}\n{% endfor %}"
     for encoding, expected in (
@@ -768,7 +770,7 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
 
     (tmp_path / "match_on_pack_for_test.py").write_text(
         "from listferry import hookimpl\n"
-        "from listferry.export.render import Template\n"
+        "from listferry.templates import Template\n"
         "@hookimpl\n"
         "def register_templates(register):\n"
         "    register('crm', Template(\n"

@@ -25,7 +25,7 @@ from conftest import Workspace, csv_text
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from listferry.sync.select import count_name
+from listferry.names import count_name
 from listferry_plugins.csv_reader import FIELD_LIMIT
 
 CORPUS = Path(__file__).parent / "data" / "hostile"

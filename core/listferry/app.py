@@ -8,9 +8,10 @@ from urllib.parse import urlsplit
 
 from listferry.config import Config, Tenant, load_config
 from listferry.dialect import Dialect
-from listferry.errors import ConfigError
-from listferry.export.run import export_problem
+from listferry.errors import ConfigError, ListferryError
+from listferry.fields import resolve_fields
 from listferry.plugins import Host, load_host
+from listferry.templates import as_template
 from listferry.transport import Transport
 
 
@@ -46,6 +47,39 @@ def tenant_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
     if scheme not in host.transports:
         return "home", f"no transport for {scheme}:// (known: {', '.join(host.transports.names())})"
     return export_problem(host, tenant)
+
+
+def template_name(host: Host, tenant: Tenant) -> str:
+    """The tenant's ``export_template``; unset, its dialect's ``template``, else ``csv``."""
+    if tenant.export_template:
+        return tenant.export_template
+    dialect = host.dialects.get(tenant.dialect) if tenant.dialect in host.dialects else None
+    return getattr(dialect, "template", None) or "csv"
+
+
+def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
+    """The first export setting of ``tenant`` the plugins cannot serve, as (key, reason):
+    its template, the fields it and the tenant name, the scheme of ``export_to``."""
+    name = template_name(host, tenant)
+    if name not in host.templates:
+        known = ", ".join(host.templates.names()) or "none"
+        return "export_template", f"unknown template {name!r} (known: {known})"
+    template = as_template(name, host.templates.get(name))
+    for key, names in (
+        ("export_fields", tenant.export_fields),
+        ("export_template", template.fields),
+    ):
+        try:
+            resolve_fields(host.fields, names)
+        except ListferryError as exc:
+            need = "" if key == "export_fields" else f"template {name!r}: "
+            return key, need + str(exc)
+    if tenant.export_to and "://" in tenant.export_to:
+        scheme = tenant.export_to.split("://", 1)[0].lower()
+        if scheme not in host.transports:
+            known = ", ".join(host.transports.names())
+            return "export_to", f"no transport for {scheme}:// (known: {known})"
+    return None
 
 
 def check_names(config: Config, host: Host) -> None:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     from listferry.config import Config, Tenant
     from listferry.dialect import Dialect
-    from listferry.export.render import Template
     from listferry.fields import Field, FieldFamily
     from listferry.jobs import Executor
     from listferry.reader import ListReader
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from listferry.runs import RunRecord
     from listferry.serve.runtime import Server, ServerRuntime
     from listferry.strategy import Plan, Strategy
+    from listferry.templates import Template
 
 hookspec = pluggy.HookspecMarker("listferry")
 

@@ -22,17 +22,6 @@ from typing import Any
 from listferry.config import Tenant
 from listferry.errors import ConfigError, ListferryError, Void, secret_from_env
 
-ENCRYPTED_SUFFIXES = (".pgp", ".gpg", ".asc")
-
-
-def is_encrypted(name: str) -> bool:
-    return name.lower().endswith(ENCRYPTED_SUFFIXES)
-
-
-def decrypted_name(name: str) -> str:
-    """``list.csv.pgp`` -> ``list.csv``."""
-    return name[:-4] if is_encrypted(name) else name
-
 
 def _gpg(tenant: Tenant) -> Any:
     try:

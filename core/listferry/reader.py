@@ -56,9 +56,6 @@ class ListReader(Protocol):
 
 # -- compressed lists ------------------------------------------------------------------
 
-#: Name endings of lists that are read through a decompressor, never unpacked to disk.
-COMPRESSED_SUFFIXES = (".gz", ".zip")
-
 
 class _Counting(io.RawIOBase):
     """A binary file that counts the bytes read from it (the compressed ones, for a .gz)."""
@@ -157,16 +154,3 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
         raw.close()
         raise
     return io.BufferedReader(raw), raw
-
-
-def plain_name(name: str) -> str:
-    """``list.csv.gz.pgp`` -> ``list.csv``: the name the list has inside its packing
-    (OpenPGP encryption, then compression)."""
-    from listferry.pgp import decrypted_name
-
-    name = decrypted_name(name)
-    lowered = name.lower()
-    for suffix in COMPRESSED_SUFFIXES:
-        if lowered.endswith(suffix):
-            return name[: -len(suffix)]
-    return name

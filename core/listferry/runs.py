@@ -49,6 +49,27 @@ class RunRecord:
         data.pop("report")
         return data
 
+    def describe(self) -> str:
+        """The run in one line, as ``sync`` and ``runs`` print it for the operator."""
+        head = f"{self.tenant}: {self.status}"
+        if self.file:
+            head += f" {self.file}"
+        if self.run_id:
+            head += f" (run {self.run_id})"
+        if self.status == "applied":
+            head += (
+                f": {self.received} received, {self.added} added, {self.updated} updated, "
+                f"{self.removed} removed, {self.unsubscribed} unsubscribed, "
+                f"{self.unchanged} unchanged, {self.invalid} invalid"
+            )
+            extra = {"ignored": self.ignored, "duplicates": self.duplicates}
+            head += "".join(f", {n} {word}" for word, n in extra.items() if n)
+        elif self.reason:
+            head += f": {self.reason}"
+        if self.hint:
+            head += f" ({self.hint})"
+        return head
+
     def end(self, status: str, reason: str | None = None) -> RunRecord:
         self.status = status
         self.reason = reason

@@ -34,6 +34,7 @@ from typing import Any
 
 from listferry.app import App, open_app
 from listferry.export.run import ExportResult, export_tenant
+from listferry.names import count_name
 from listferry.ops.tenants import add_tenant, toml_value, write_atomically
 from listferry.runs import RunRecord
 from listferry.store.database import Store
@@ -110,7 +111,7 @@ class Sandbox:
         """Put a list file in the home: a path (copied, keeping its name), text or bytes.
 
         Text is written as UTF-8; give bytes for any other encoding. ``count`` also
-        writes the count file (``<stem>_count.txt``).
+        writes the count file (``<stem>_count.txt``, as :func:`listferry.count_name` names it).
         """
         if isinstance(data, Path):
             target = self.home / (name or data.name)
@@ -119,8 +120,8 @@ class Sandbox:
             target = self.home / (name or "list.csv")
             target.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
         if count is not None:
-            stem = target.name.rsplit(".", 1)[0]
-            (self.home / f"{stem}_count.txt").write_text(f"{count}\n", encoding="ascii")
+            count_file = self.home / count_name(target.name)
+            count_file.write_text(f"{count}\n", encoding="ascii")
         return target
 
     def sync(self, force: bool = False) -> RunRecord:
@@ -129,10 +130,10 @@ class Sandbox:
 
     def sync_all(self, force: bool = False) -> list[RunRecord]:
         """Every run of one sync: one per pending file, oldest first."""
-        from listferry.sync.run import sync_tenant
+        from listferry.ops.night import sync_and_export
 
         app = self.app()
-        return sync_tenant(app, app.config.tenant(self.tenant_name), force)
+        return sync_and_export(app, app.config.tenant(self.tenant_name), force)
 
     def subscribers(self, status: str | None = None) -> dict[str, dict[str, Any]]:
         """The stored subscribers by address (``status``: ``active`` or ``unsubscribed``).

@@ -7,10 +7,6 @@ from typing import NamedTuple, Protocol
 
 from listferry.errors import ListferryError
 
-#: Name endings of uploads still under way, as clients name them (FileZilla, WinSCP,
-#: browsers ...): never listed, never read.
-PARTIAL_SUFFIXES = (".part", ".partial", ".filepart", ".tmp", ".crdownload")
-
 
 class RemoteFile(NamedTuple):
     """A file at the top of a tenant's home: its name, size in bytes and mtime (epoch s)."""

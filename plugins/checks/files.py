@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from listferry import hookimpl
+from listferry.names import count_name
 from listferry.records import FileInfo
-from listferry.sync.select import count_name
 
 
 def read_count(path: Path) -> int | str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.export.render import Template
+from listferry.templates import Template
 
 #: The hidden column that Export to Excel writes with each contact's id (a GUID).
 RECORD_ID = "(Do Not Modify) Contact"

@@ -22,7 +22,7 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import Dialect
-from listferry.export.render import Template
+from listferry.templates import Template
 
 #: HubSpot's own contact properties, by the label its export writes as the header.
 RECORD_ID = "Record ID"

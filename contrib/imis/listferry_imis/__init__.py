@@ -27,9 +27,9 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect, fold_header
-from listferry.export.render import Template
 from listferry.fields import Field
 from listferry.records import FileInfo
+from listferry.templates import Template
 
 #: Header spellings of the contact's iMIS ID, folded (case, spaces, ``_ - .`` do not count).
 ID_HEADERS = ("imisid", "id")

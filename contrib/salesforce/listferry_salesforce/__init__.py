@@ -31,8 +31,8 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.export.render import Template
 from listferry.records import Invalid, Record
+from listferry.templates import Template
 from listferry_plugins.csv_reader import CsvReader
 
 #: How far from the end a report's footer is looked for.

@@ -19,7 +19,7 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.export.render import Template
+from listferry.templates import Template
 
 #: The engagement columns of the return file: contact fields the customer creates in
 #: WildApricot (Contacts > Settings > Contact fields) under exactly these names.

@@ -24,37 +24,11 @@ import click
 from listferry import __version__
 from listferry.app import App, open_app, tenant_dialect
 from listferry.config import COUNT_POLICIES, Tenant, find_config, load_config
+from listferry.config.starter import STARTER_CONFIG
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.logs import FORMATS, error_line, setup_logging
 
 log = logging.getLogger("listferry")
-
-STARTER_CONFIG = """\
-# listferry configuration: see docs/operator.md for every key.
-
-[listferry]
-state = "state"   # tenant databases and archived files: keep private, back it up
-homes = "homes"   # one folder per tenant, where its CRM uploads list files
-
-[defaults]        # settings every tenant gets unless its own table says otherwise
-dialect = "default"
-strategy = "full"
-count_file = "optional"
-schedule = "02:00"  # when `listferry serve` syncs each tenant; "" leaves it to cron
-timezone = "UTC"    # the clock schedule is read on, e.g. "Europe/Berlin"
-
-# Who hears of voided and failed runs (docs/operations.md):
-# [notify.email]
-# smtp_host = "smtp.example.net"
-# username = "listferry"
-# password_env = "LISTFERRY_SMTP_PASSWORD"
-# from = "listferry@example.net"
-# to = ["newsletter-ops@example.net"]
-
-# Add tenants with `listferry tenant add NAME`, or by hand:
-# [tenants.acme]
-# strategy = "incremental"
-"""
 
 
 class Failed(click.ClickException):
@@ -704,8 +678,9 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
     Tenants run in parallel, up to [listferry] workers at a time; their runs are printed
     in the order the tenants were named (or appear in the config, with --all).
     """
+    from listferry.ops.night import sync_and_export
     from listferry.ops.parallel import run_tenants
-    from listferry.sync.run import sync_tenant, tell_finished
+    from listferry.sync.run import tell_finished
 
     app = state.app()
     if not tenants and not all_:
@@ -716,7 +691,7 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
 
     def run_one(tenant: Tenant) -> list[Any]:
         progress = progress_bar(f"{tenant.name}: reading") if workers == 1 else None
-        return sync_tenant(app, tenant, force, progress)
+        return sync_and_export(app, tenant, force, progress)
 
     def crashed(runs: list[Any]) -> None:
         for run in runs:
@@ -727,7 +702,7 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
         runs.extend(tenant_runs)
         for run in tenant_runs:
             if not json_:
-                click.echo(describe_run(run))
+                click.echo(run.describe())
             if state.log_format == "json":
                 log_run(run)
     if json_:
@@ -757,35 +732,14 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     if json_:
         emit_json(run.to_json())
     else:
-        click.echo(f"{describe_run(run)} (replay of run {run_id})")
+        click.echo(f"{run.describe()} (replay of run {run_id})")
     if run.status in ("voided", "failed"):
         sys.exit(1)
 
 
 def log_run(run: Any) -> None:
     """A JSON log line for each run (seen with -v), its record in the ``run`` field."""
-    log.info("%s", describe_run(run), extra={"tenant": run.tenant, "run": run.to_json()})
-
-
-def describe_run(run: Any) -> str:
-    head = f"{run.tenant}: {run.status}"
-    if run.file:
-        head += f" {run.file}"
-    if run.run_id:
-        head += f" (run {run.run_id})"
-    if run.status == "applied":
-        head += (
-            f": {run.received} received, {run.added} added, {run.updated} updated, "
-            f"{run.removed} removed, {run.unsubscribed} unsubscribed, "
-            f"{run.unchanged} unchanged, {run.invalid} invalid"
-        )
-        extra = {"ignored": run.ignored, "duplicates": run.duplicates}
-        head += "".join(f", {n} {word}" for word, n in extra.items() if n)
-    elif run.reason:
-        head += f": {run.reason}"
-    if run.hint:
-        head += f" ({run.hint})"
-    return head
+    log.info("%s", run.describe(), extra={"tenant": run.tenant, "run": run.to_json()})
 
 
 @cli.command()
@@ -811,13 +765,13 @@ def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool)
         if json_:
             emit_json({**run.to_json(), "report": run.report})
         else:
-            click.echo(run.report or describe_run(run), nl=not (run.report or "").endswith("\n"))
+            click.echo(run.report or run.describe(), nl=not (run.report or "").endswith("\n"))
         return
     if json_:
         emit_json([run.to_json() for run in history])
         return
     for run in history:
-        click.echo(f"{run.finished_at or run.started_at}  {describe_run(run)}")
+        click.echo(f"{run.finished_at or run.started_at}  {run.describe()}")
 
 
 @cli.command()

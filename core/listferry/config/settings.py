@@ -163,6 +163,30 @@ def _duration(value: Any) -> str | None:
     return None
 
 
+def export_stem(pattern: str, date: str, tenant: str) -> str:
+    """A return file's name without suffix: ``pattern`` with ``{date}`` and ``{tenant}``.
+
+    Raises ``ValueError`` saying why when it cannot make a plain file name.
+    """
+    try:
+        stem = pattern.format_map({"date": date, "tenant": tenant})
+    except (KeyError, ValueError, IndexError, AttributeError) as exc:
+        raise ValueError(f"can use only {{date}} and {{tenant}} ({exc})") from None
+    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0") or stem != stem.strip():
+        raise ValueError("does not make a plain file name")
+    return stem
+
+
+def _export_name(value: Any) -> str | None:
+    if not isinstance(value, str) or "\x00" in value:
+        return "must be a string"
+    try:
+        export_stem(value, "20261130", "tenant")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _email(value: Any) -> str | None:
     ok = isinstance(value, str) and re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+", value)
     return None if ok else "must be one e-mail address"
@@ -205,7 +229,7 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "export_subscribers": ("all", _one_of("all", "changed-since-last")),
     "export_after_sync": (False, _typed(bool)),
     "export_to": (None, _typed(str)),
-    "export_name": ("return_{date}", _typed(str)),
+    "export_name": ("return_{date}", _export_name),
     "schedule": ("02:00", _schedule),
     "timezone": ("UTC", _zone),
     "export_schedule": ("", _schedule),

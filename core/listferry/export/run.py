@@ -17,20 +17,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from listferry.config import Tenant
+from listferry.app import App, template_name
+from listferry.config import Tenant, export_stem
 from listferry.errors import ListferryError
 from listferry.export.query import DIGESTS, Rows, drop_digests
-from listferry.export.render import Template, as_template, render
+from listferry.export.render import render
 from listferry.export.target import check_target, open_target, shown, target_of
 from listferry.fields import Field, resolve_fields
+from listferry.names import count_name
 from listferry.runs import utcnow
 from listferry.store.database import Store
 from listferry.store.events import record_events
 from listferry.store.locks import EXPORTS, tenant_lock
-from listferry.sync.select import count_name
+from listferry.templates import Template, as_template
 
 if TYPE_CHECKING:
-    from listferry.app import App
     from listferry.plugins import Host
 
 log = logging.getLogger("listferry")
@@ -68,24 +69,9 @@ class ExportResult:
 def file_stem(tenant: Tenant, now: datetime) -> str:
     """The tenant's ``export_name`` with ``{date}`` (UTC ``YYYYMMDD``) and ``{tenant}``."""
     try:
-        stem = tenant.export_name.format_map(
-            {"date": now.strftime("%Y%m%d"), "tenant": tenant.name}
-        )
-    except (KeyError, ValueError, IndexError, AttributeError) as exc:
-        raise ListferryError(
-            f"export_name {tenant.export_name!r} can use only {{date}} and {{tenant}} ({exc})"
-        ) from None
-    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0") or stem != stem.strip():
-        raise ListferryError(f"export_name {tenant.export_name!r} does not make a plain file name")
-    return stem
-
-
-def template_name(host: Host, tenant: Tenant) -> str:
-    """The tenant's ``export_template``; unset, its dialect's ``template``, else ``csv``."""
-    if tenant.export_template:
-        return tenant.export_template
-    dialect = host.dialects.get(tenant.dialect) if tenant.dialect in host.dialects else None
-    return getattr(dialect, "template", None) or "csv"
+        return export_stem(tenant.export_name, now.strftime("%Y%m%d"), tenant.name)
+    except ValueError as exc:  # the config check let it through: a bug, said plainly
+        raise ListferryError(f"export_name {tenant.export_name!r} {exc}") from None
 
 
 def export_template(host: Host, tenant: Tenant) -> Template:
@@ -97,34 +83,6 @@ def export_fields(host: Host, tenant: Tenant, template: Template) -> dict[str, F
     """The tenant's fields, then those the template needs besides, each once."""
     names = (*tenant.export_fields, *template.fields, *template.match_on)
     return resolve_fields(host.fields, dict.fromkeys(names))
-
-
-def export_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:
-    """The first export setting of ``tenant`` that cannot work, as (key, reason)."""
-    name = template_name(host, tenant)
-    if name not in host.templates:
-        known = ", ".join(host.templates.names()) or "none"
-        return "export_template", f"unknown template {name!r} (known: {known})"
-    template = export_template(host, tenant)
-    for key, names in (
-        ("export_fields", tenant.export_fields),
-        ("export_template", template.fields),
-    ):
-        try:
-            resolve_fields(host.fields, names)
-        except ListferryError as exc:
-            need = "" if key == "export_fields" else f"template {name!r}: "
-            return key, need + str(exc)
-    try:
-        file_stem(tenant, datetime.now(UTC))
-    except ListferryError as exc:
-        return "export_name", str(exc)
-    if tenant.export_to and "://" in tenant.export_to:
-        scheme = tenant.export_to.split("://", 1)[0].lower()
-        if scheme not in host.transports:
-            known = ", ".join(host.transports.names())
-            return "export_to", f"no transport for {scheme}:// (known: {known})"
-    return None
 
 
 def collect(app: App, tenant: Tenant, store: Store, since: datetime | None) -> tuple[int, int]:

@@ -15,8 +15,7 @@ from typing import Any
 
 from listferry.config import Config, Tenant, duration_seconds
 from listferry.config.schedule import Schedule, ScheduleError
-from listferry.sync.select import COUNT_SUFFIX, REPORT_SUFFIX, count_name, matches
-from listferry.transport import PARTIAL_SUFFIXES
+from listferry.names import COUNT, LIST, OTHER, count_name, kind_of
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -100,13 +99,12 @@ def home_files(tenant: Tenant) -> HomeFiles | None:
     ignored: list[str] = []
     for entry in entries:
         name = entry.name
-        if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES) or name.endswith(REPORT_SUFFIX):
-            continue  # an upload under way, or a result report
-        if name.lower().endswith(COUNT_SUFFIX):
+        kind = kind_of(name, tenant.pattern)
+        if kind == COUNT:
             counts.add(name)
-        elif matches(name, tenant.pattern):
+        elif kind == LIST:
             lists.append((name, entry.stat(follow_symlinks=False).st_mtime))
-        else:
+        elif kind == OTHER:
             ignored.append(name)
     lists.sort(key=lambda item: (item[1], item[0]))
     return HomeFiles(lists, frozenset(counts), sorted(ignored))

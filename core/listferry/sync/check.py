@@ -17,6 +17,7 @@ from pathlib import Path
 from listferry.app import tenant_dialect
 from listferry.config import Tenant
 from listferry.errors import Void
+from listferry.names import count_name
 from listferry.plugins import Host
 from listferry.records import FileInfo, Invalid
 from listferry.store.database import Store
@@ -30,7 +31,6 @@ from listferry.sync.run import (
     sha256_of,
     unpacked,
 )
-from listferry.sync.select import count_name
 
 #: What ``check`` says when it had no tenant's list to plan against.
 WITHOUT_TENANT = (

@@ -23,8 +23,8 @@ from pathlib import Path
 from listferry.app import App, tenant_dialect
 from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
-from listferry.export.run import export_after_sync
-from listferry.pgp import decrypt, decrypted_name, is_encrypted
+from listferry.names import REPORT_SUFFIX, count_name, decrypted_name, is_encrypted, report_name
+from listferry.pgp import decrypt
 from listferry.plugins import Host
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, utcnow
@@ -34,7 +34,7 @@ from listferry.strategy import Plan
 from listferry.sync.apply import apply
 from listferry.sync.plan import make_plan
 from listferry.sync.report import render
-from listferry.sync.select import REPORT_SUFFIX, Pending, Selection, complete, count_name, select
+from listferry.sync.select import Pending, Selection, complete, select
 from listferry.sync.stage import Staged, stage
 from listferry.transport import Transport
 
@@ -416,13 +416,13 @@ class TenantSync:
         Of the reports in the home, the tenant's ``keep_reports`` newest stay; older
         ones (of lists with other names: a dated export each night) are removed.
         """
-        stem = (run.file or "list").rsplit(".", 1)[0]
+        name = report_name(run.file)
         temp = self.work / f"report-{run.run_id}.txt"
         try:
             temp.write_text(run.report or "", encoding="utf-8")
-            self.reports.put(temp, f"{stem}{REPORT_SUFFIX}")
+            self.reports.put(temp, name)
             reports = [f for f in self.reports.list() if f.name.endswith(REPORT_SUFFIX)]
-            reports.sort(key=lambda f: (f.mtime, f.name == f"{stem}{REPORT_SUFFIX}"))
+            reports.sort(key=lambda f: (f.mtime, f.name == name))
             for old in reports[: -self.tenant.keep_reports]:
                 self.reports.remove(old.name, old)
         except (OSError, ListferryError) as exc:
@@ -454,11 +454,7 @@ def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
 def sync_tenant(
     app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
 ) -> list[RunRecord]:
-    """Run every pending list file of ``tenant``; one record per run (``idle`` if none).
-
-    With ``export_after_sync``, an applied run is followed by the return file; if that
-    fails it is logged in one line and the runs stand as they ended.
-    """
+    """Run every pending list file of ``tenant``; one record per run (``idle`` if none)."""
     with tenant_lock(tenant) as locked:
         if not locked:
             run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
@@ -488,8 +484,6 @@ def sync_tenant(
         except OSError as exc:
             runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(),
                               reason=reason_of(exc))]  # fmt: skip
-        if tenant.export_after_sync and any(run.status == "applied" for run in runs):
-            export_after_sync(app, tenant)
     tell_finished(app, tenant, runs)
     return runs
 

@@ -4,32 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from listferry.config import Tenant
+from listferry.names import LIST, count_name, kind_of
 from listferry.transport import RemoteFile
-
-COUNT_SUFFIX = "_count.txt"
-REPORT_SUFFIX = ".result.txt"
-
-
-def count_name(list_name: str) -> str:
-    """``subscriber_list.csv`` (or ``.csv.gz``, ``.csv.zip``) -> ``subscriber_list_count.txt``."""
-    from listferry.reader import plain_name
-
-    name = plain_name(list_name)
-    stem = name.rsplit(".", 1)[0] if "." in name else name
-    return stem + COUNT_SUFFIX
-
-
-def matches(name: str, pattern: str) -> bool:
-    """``name`` matches the tenant's ``pattern`` (case-insensitively), as it is or, for a
-    compressed list (``.gz``, ``.zip``), without that ending: ``*.csv`` takes
-    ``list.csv.gz`` and ``list.csv.zip``."""
-    from listferry.reader import plain_name
-
-    folded = pattern.casefold()
-    return fnmatchcase(name.casefold(), folded) or fnmatchcase(plain_name(name).casefold(), folded)
 
 
 @dataclass(frozen=True)
@@ -74,8 +52,7 @@ def select(
         (
             f
             for f in files
-            if matches(f.name, tenant.pattern)
-            and not f.name.endswith((COUNT_SUFFIX, REPORT_SUFFIX))
+            if kind_of(f.name, tenant.pattern) == LIST
             and (not settle or now - f.mtime >= settle)
             and (before is None or before.get(f.name) == f or count_name(f.name) in by_name)
         ),

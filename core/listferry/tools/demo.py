@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from listferry.app import open_app
-from listferry.cli import STARTER_CONFIG, describe_run
+from listferry.config.starter import STARTER_CONFIG
+from listferry.ops.night import sync_and_export
 from listferry.ops.tenants import add_tenant, write_atomically
 from listferry.store.database import Store
-from listferry.sync.run import sync_tenant
 
 PEOPLE = [
     ("ada@example.org", "Ada", "Lovelace", "GOLD", "Fellow"),
@@ -54,8 +54,8 @@ def run_demo(folder: Path | None, say: Callable[[str], None]) -> None:
 
     def night(title: str) -> None:
         say(f"== {title}")
-        for run in sync_tenant(app, tenant):
-            say("   " + describe_run(run))
+        for run in sync_and_export(app, tenant):
+            say("   " + run.describe())
         with Store(tenant.database) as store:
             say(f"   active subscribers now: {store.count('active')}\n")
 

@@ -49,7 +49,7 @@ from typing import Any
 
 from listferry import hookimpl
 from listferry.dialect import Dialect
-from listferry.export.render import Template
+from listferry.templates import Template
 
 #: How {name} writes its contact export: the header of each column we read, and the
 #: words of its opt-out column. Every other column (the record id, say) is kept in

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 
 from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
+from listferry.names import count_name
 from listferry.plugins import Host
-from listferry.sync.select import count_name
 
 
 def count_records(host: Host, path: Path, dialect_name: str) -> int:

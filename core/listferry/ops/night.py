@@ -1,0 +1,26 @@
+"""A tenant's night: its sync, then its return file when it asks for one after a sync.
+
+``listferry sync`` (and so the schedule's jobs and the on-upload syncs, which run it),
+the demo and the test kit run a tenant through :func:`sync_and_export`: the sync stage
+knows nothing of return files, nor the export of syncs.
+"""
+
+from __future__ import annotations
+
+from listferry.app import App
+from listferry.config import Tenant
+from listferry.export.run import export_after_sync
+from listferry.runs import RunRecord
+from listferry.sync.run import Progress, sync_tenant
+
+
+def sync_and_export(
+    app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
+) -> list[RunRecord]:
+    """The tenant's runs (:func:`~listferry.sync.run.sync_tenant`), and with
+    ``export_after_sync`` the return file after an applied one; an export that fails is
+    one log line and the runs stand as they ended."""
+    runs = sync_tenant(app, tenant, force, progress)
+    if tenant.export_after_sync and any(run.status == "applied" for run in runs):
+        export_after_sync(app, tenant)
+    return runs
