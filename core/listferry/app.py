@@ -98,11 +98,12 @@ def check_names(config: Config, host: Host) -> None:
             raise ConfigError(f"{config.where_tenant(tenant.name, problem[0])}: {problem[1]}")
 
 
-def open_app(path: Path) -> App:
-    """Read the config, load the plugins it allows, and check the names it uses."""
+def open_app(path: Path, host: Host | None = None) -> App:
+    """Read the config, load the plugins it allows (unless ``host`` holds them already),
+    and check the names it uses."""
     config = load_config(path)
     try:
-        host = load_host(disabled=config.disable, modules=config.plugins)
+        host = host or load_host(disabled=config.disable, modules=config.plugins)
     except ConfigError as exc:
         if exc.key is None:
             raise

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from listferry.app import tenant_dialect
 from listferry.config import Tenant
+from listferry.dialect import Dialect
 from listferry.errors import Void
 from listferry.names import count_name
 from listferry.plugins import Host
@@ -59,8 +60,75 @@ class CheckResult:
     notes: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
     plan: dict[str, int] | None = None
+    read_as: Dialect | None = field(default=None, repr=False)
+
+    def mapping(self) -> list[tuple[str, str | None, str | None]]:
+        """``(header, canonical field or None, the dialect's spelling it matched)``, for
+        each column the file's records were read by (a second e-mail column refused
+        stays out)."""
+        if self.read_as is None:
+            return []
+        return [
+            (header, canonical, spelling)
+            for header, canonical, spelling in self.read_as.explain_header(list(self.columns))
+            if self.columns.get(header) == canonical
+        ]
+
+    def opt_out_words(self) -> dict[str, frozenset[str]]:
+        """The dialect's ``also_opt_out`` columns the file has, with their words."""
+        if self.read_as is None:
+            return {}
+        header = list(self.columns)
+        return {header[i]: words for i, words in self.read_as.also_opt_out_columns(header)}
+
+    def lines(self) -> list[str]:
+        """The verdict as ``check`` prints it: counts, the plan, how each header is read,
+        the invalid lines, notes and warnings."""
+        verdict = "ok" if self.status == "ok" else f"void: {self.reason}"
+        whose = f" (as tenant {self.tenant}'s sync)" if self.tenant else ""
+        out = [f"{self.file}: {verdict}{whose}"]
+        if self.hint:
+            out.append(f"  ({self.hint})")
+        counts = f"  {self.records} records, {self.invalid} invalid, {self.duplicates} duplicates"
+        if self.encoding:
+            counts += f"; {self.encoding}, delimiter {self.delimiter!r}"
+        out.append(counts)
+        if self.plan is not None:
+            planned = ", ".join(
+                f"{n} {what}" for what, n in self.plan.items() if what != "active_before"
+            )
+            out.append(f"  plan against {self.plan['active_before']} active: {planned}")
+        mapping, also = self.mapping(), self.opt_out_words()
+        if mapping:
+            out.append(f"  columns, as dialect {self.dialect!r} reads them:")
+        for header, canonical, spelling in mapping:
+            if canonical is None and header in also:
+                how = f"kept as fields.{header}, and opts out on {_words(also[header])}"
+            elif canonical is None:
+                how = f"kept as fields.{header} (the dialect maps no field to this header)"
+            elif spelling == header:
+                how = f"{canonical} (the dialect's header {spelling!r})"
+            else:
+                how = f"{canonical} (matches the dialect's {spelling!r})"
+            out.append(f"    {header!r} -> {how}")
+        if self.read_as is not None:
+            missing = [f for f in self.read_as.aliases if f not in self.columns.values()]
+            if self.columns and missing:
+                out.append(f"  not in the file: {', '.join(missing)}")
+            if "opt_out" in self.columns.values():
+                out.append(
+                    f"  opt-out words: {_words(self.read_as.opt_out_true)} opt out; "
+                    f"{_words(self.read_as.opt_out_false)} stay subscribed; any other word "
+                    "is invalid"
+                )
+        out += [f"  line {item.line}: {item.reason}" for item in self.invalid_sample[:20]]
+        out += [f"  note: {note}" for note in self.notes]
+        out += [f"  warning: {warning}" for warning in self.warnings]
+        return out
 
     def to_json(self) -> dict:
+        """The verdict as ``check --json`` prints it."""
+        also = self.opt_out_words()
         return {
             "file": self.file,
             "tenant": self.tenant,
@@ -78,7 +146,16 @@ class CheckResult:
             "notes": list(self.notes),
             "warnings": self.warnings,
             "plan": self.plan,
+            "mapping": [
+                {"header": header, "field": canonical or f"fields.{header}", "matched": spelling}
+                | ({"opts_out_on": sorted(also[header])} if header in also else {})
+                for header, canonical, spelling in self.mapping()
+            ],
         }
+
+
+def _words(words: frozenset[str]) -> str:
+    return ", ".join(repr(w) for w in sorted(words)) or "none"
 
 
 def check_file(
@@ -92,7 +169,9 @@ def check_file(
     """
     if count_file is None and (path.parent / count_name(path.name)).exists():
         count_file = path.parent / count_name(path.name)
-    result = CheckResult(file=str(path), dialect=tenant.dialect)
+    result = CheckResult(
+        file=str(path), dialect=tenant.dialect, read_as=tenant_dialect(host, tenant)
+    )
     if with_store:
         result.tenant = tenant.name
     else:

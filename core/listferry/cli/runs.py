@@ -1,0 +1,253 @@
+"""Runs and lists: ``sync``, ``replay``, ``runs``, ``subscribers``, ``events load``,
+``check``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from listferry.cli.root import (
+    Failed,
+    State,
+    cli,
+    emit_json,
+    emit_json_list,
+    pass_state,
+    progress_bar,
+)
+from listferry.config import Tenant
+from listferry.errors import ListferryError
+
+log = logging.getLogger("listferry")
+
+
+@cli.command()
+@click.argument("tenants", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every tenant in the config.")
+@click.option("--force", is_flag=True, help="Apply even past the shrink guard (this run only).")
+@click.option("--json", "json_", is_flag=True, help="Print the runs as JSON.")
+@pass_state
+def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool) -> None:
+    """Run each tenant's pending list files now. Exit 1 if any run is voided or failed.
+
+    Tenants run in parallel, up to [listferry] workers at a time; their runs are printed
+    in the order the tenants were named (or appear in the config, with --all).
+    """
+    from listferry.ops.night import sync_and_export
+    from listferry.ops.parallel import run_tenants
+    from listferry.sync.run import tell_finished
+
+    app = state.app()
+    if not tenants and not all_:
+        raise click.UsageError("name one or more tenants, or give --all")
+    names = list(app.config.tenants) if all_ else list(tenants)
+    chosen = [app.config.tenant(name) for name in names]
+    workers = min(app.config.workers, len(chosen))
+
+    def run_one(tenant: Tenant) -> list[Any]:
+        progress = progress_bar(f"{tenant.name}: reading") if workers == 1 else None
+        return sync_and_export(app, tenant, force, progress)
+
+    def crashed(runs: list[Any]) -> None:
+        for run in runs:
+            tell_finished(app, app.config.tenant(run.tenant), [run])
+
+    runs = []
+    for tenant_runs in run_tenants(run_one, chosen, workers, crashed):
+        runs.extend(tenant_runs)
+        for run in tenant_runs:
+            if not json_:
+                click.echo(run.describe())
+            if state.log_format == "json":
+                log_run(run)
+    if json_:
+        emit_json([run.to_json() for run in runs])
+    if any(run.status in ("voided", "failed") for run in runs):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("tenant")
+@click.argument("run_id", type=click.IntRange(min=1))
+@click.option("--force", is_flag=True, help="Apply even what the shrink guard would stop.")
+@click.option("--json", "json_", is_flag=True, help="Print the new run as JSON.")
+@pass_state
+def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> None:
+    """Apply the file that run RUN_ID archived once more, recorded as a new run.
+
+    For after a fix: a dialect corrected, a check relaxed, or a list to restore. Every
+    check runs again; only the repeat rule does not hold it back. Its file becomes the
+    last applied one, and its report goes to the customer's home. Exit 1 when the new
+    run is voided or failed.
+    """
+    from listferry.sync.run import replay_run
+
+    app = state.app()
+    run = replay_run(app, app.config.tenant(tenant), run_id, force)
+    if json_:
+        emit_json(run.to_json())
+    else:
+        click.echo(f"{run.describe()} (replay of run {run_id})")
+    if run.status in ("voided", "failed"):
+        sys.exit(1)
+
+
+def log_run(run: Any) -> None:
+    """A JSON log line for each run (seen with -v), its record in the ``run`` field."""
+    log.info("%s", run.describe(), extra={"tenant": run.tenant, "run": run.to_json()})
+
+
+@cli.command()
+@click.argument("tenant")
+@click.argument("run_id", required=False, type=click.IntRange(min=1))
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most N runs."
+)
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool) -> None:
+    """A tenant's run history, newest first; with RUN_ID, that run's full report."""
+    from listferry.store.database import Store
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        history = store.runs(chosen.name, None if run_id else limit)
+    if run_id is not None:
+        found = [run for run in history if run.run_id == run_id]
+        if not found:
+            raise ListferryError(f"{chosen.name} has no run {run_id} (`listferry runs {tenant}`)")
+        (run,) = found
+        if json_:
+            emit_json({**run.to_json(), "report": run.report})
+        else:
+            click.echo(run.report or run.describe(), nl=not (run.report or "").endswith("\n"))
+        return
+    if json_:
+        emit_json([run.to_json() for run in history])
+        return
+    for run in history:
+        click.echo(f"{run.finished_at or run.started_at}  {run.describe()}")
+
+
+@cli.command()
+@click.argument("tenant")
+@click.option(
+    "--status",
+    type=click.Choice(["active", "unsubscribed", "removed", "all"]),
+    default="active",
+    show_default=True,
+    help="Which subscribers to list.",
+)
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def subscribers(state: State, tenant: str, status: str, json_: bool) -> None:
+    """A tenant's subscribers."""
+    from listferry.store.database import Store
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        rows = store.subscribers(status)
+        if json_:
+            emit_json_list(rows)
+            return
+        for row in rows:
+            name = " ".join(filter(None, (row["first_name"], row["last_name"])))
+            click.echo(f"{row['email']}\t{name}\t{row['segment_code'] or ''}\t{row['status']}")
+
+
+@cli.group()
+def events() -> None:
+    """Engagement events: opens, clicks, unsubscribes."""
+
+
+@events.command("load")
+@click.argument("tenant")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@pass_state
+def events_load(state: State, tenant: str, file: str) -> None:
+    """Load events from a CSV or JSON-lines file (email, type, at, topic).
+
+    Says how many were stored, how many were known already, and how many name an address
+    that is not on the tenant's list (a typo, or the file of another tenant?).
+    """
+    from listferry.store.database import Store
+    from listferry.store.events import load_events
+
+    chosen = state.app().config.tenant(tenant)
+    with Store(chosen.database) as store:
+        loaded = load_events(store, Path(file))
+    click.echo(
+        f"{tenant}: {loaded.stored} events stored, {loaded.duplicates} already known; "
+        f"events for addresses not on the list: {loaded.not_on_list}"
+    )
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--tenant", "tenant_name", metavar="NAME", help="The verdict of this tenant's sync.")
+@click.option("--dialect", metavar="D", help="Read as dialect D (default: the tenant's).")
+@click.option("--count-file", metavar="F", help="The count file (default: <stem>_count.txt).")
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def check(
+    state: State, file: str, tenant_name: str | None, dialect: str | None,
+    count_file: str | None, json_: bool,
+) -> None:  # fmt: skip
+    """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
+
+    With --tenant, that tenant's sync exactly: its dialect, count-file policy, limits,
+    the plan against its current list and every plan guard (the shrink guard too).
+    Without, the [defaults] settings and limits, planned against an empty list (guards
+    that compare with a tenant's list are left out, and the output says so).
+
+    Warns about what the file says that the dialect does not read, such as a column that
+    looks like an opt-out flag (`Do Not Email`, `Unsubscribed`) that it keeps as a plain
+    field; naming it in the tenant's `opt_out_columns` makes it opt people out.
+    """
+    from dataclasses import replace
+
+    from listferry.config import defaults_tenant
+    from listferry.plugins import load_host
+    from listferry.sync.check import check_file
+
+    for given in (file, count_file):
+        if given is not None:
+            _readable(Path(given), state.log_format)
+    if state.config_path.exists() or tenant_name:
+        config, host = state.app().config, state.app().host
+        chosen = config.tenant(tenant_name) if tenant_name else config.defaults_tenant()
+    else:
+        host = load_host()
+        chosen = defaults_tenant({}, Path.cwd(), Path.cwd() / "state")
+    if dialect is not None:
+        if dialect not in host.dialects:
+            known = ", ".join(host.dialects.names())
+            raise Failed(f"unknown dialect {dialect!r} (known: {known})", 2, state.log_format)
+        chosen = replace(chosen, dialect=dialect)
+    dialect = chosen.dialect
+    count = Path(count_file) if count_file else None
+    result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
+    if json_:
+        emit_json(result.to_json())
+    else:
+        for line in result.lines():
+            click.echo(line)
+    if result.status != "ok":
+        sys.exit(1)
+
+
+def _readable(path: Path, log_format: str) -> None:
+    """A file the command can read, or one line and exit 2 (a usage error)."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise Failed(f"{path}: no such file", 2, log_format) from None
+    except IsADirectoryError:
+        raise Failed(f"{path}: a folder, not a file", 2, log_format) from None
+    except OSError as exc:
+        raise Failed(f"{path}: cannot read it: {exc.strerror}", 2, log_format) from None
