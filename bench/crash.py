@@ -52,8 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from listferry.app import App, open_app
+from listferry.config.edit import write_atomically
 from listferry.config.starter import STARTER_CONFIG
-from listferry.ops.tenants import add_tenant, write_atomically
+from listferry.ops.tenants import add_tenant
 from listferry.sync.run import sync_tenant
 
 PHASES = ("starting", "reading", "planning", "applying", "archiving")

@@ -15,10 +15,11 @@ from click.testing import CliRunner, Result
 
 from listferry.app import App, open_app
 from listferry.cli import cli
+from listferry.config.edit import write_atomically
 from listferry.config.starter import STARTER_CONFIG
 from listferry.names import count_name
 from listferry.ops.night import sync_and_export
-from listferry.ops.tenants import add_tenant, write_atomically
+from listferry.ops.tenants import add_tenant
 from listferry.runs import RunRecord
 from listferry.store.database import Store
 

@@ -23,8 +23,8 @@ from conftest import Workspace
 from test_crash import listferry_command
 from test_ftp_server import PASSWORD, add_tenant, ftp
 
+from listferry.config.edit import write_atomically
 from listferry.config.passwords import hash_password
-from listferry.ops.tenants import write_atomically
 from listferry.serve.live import problem_path
 
 

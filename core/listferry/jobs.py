@@ -10,14 +10,9 @@ built-in ``local`` executor runs each job as a child process of this machine, at
 
 from __future__ import annotations
 
-import os
-import subprocess
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from listferry.config import Config
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -60,42 +55,3 @@ class Executor(Protocol):
     def submit(self, job: Job) -> Future[JobResult]: ...
 
     def shutdown(self, wait: bool = True) -> None: ...
-
-
-class LocalExecutor:
-    """Each job a child process on this machine, ``config.workers`` at a time."""
-
-    def __init__(self, config: Config) -> None:
-        self.workers = config.workers
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="job")
-        self._children: set[subprocess.Popen[str]] = set()
-        self._lock = threading.Lock()
-
-    def submit(self, job: Job) -> Future[JobResult]:
-        return self._pool.submit(self._run, job)
-
-    def _run(self, job: Job) -> JobResult:
-        env = {**os.environ, "LISTFERRY_JOB": f"{job.kind}:{job.tenant or '-'}"}
-        try:
-            child = subprocess.Popen(
-                job.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        except OSError as exc:
-            return JobResult(None, "", f"{exc.strerror or exc}")
-        with self._lock:
-            self._children.add(child)
-        try:
-            stdout, stderr = child.communicate()
-        finally:
-            with self._lock:
-                self._children.discard(child)
-        return JobResult(child.returncode, stdout, stderr)
-
-    def shutdown(self, wait: bool = True) -> None:
-        """Wait for the running jobs (they finish their runs); start no new ones."""
-        self._pool.shutdown(wait=wait, cancel_futures=True)
-
-
-def local_executor(config: Config) -> Any:
-    return LocalExecutor(config)

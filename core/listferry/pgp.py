@@ -17,10 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from listferry.config import Tenant
 from listferry.errors import ConfigError, ListferryError, Void, secret_from_env
+
+if TYPE_CHECKING:
+    from listferry.config import Tenant
 
 
 def _gpg(tenant: Tenant) -> Any:

@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from listferry.app import App, open_app
+from listferry.config.edit import toml_value, write_atomically
 from listferry.export.run import ExportResult, export_tenant
 from listferry.names import count_name
-from listferry.ops.tenants import add_tenant, toml_value, write_atomically
+from listferry.ops.tenants import add_tenant
 from listferry.runs import RunRecord
 from listferry.store.database import Store
 from listferry.sync.check import CheckResult, check_file

@@ -25,7 +25,7 @@ def init(state: State) -> None:
         click.echo(f"{path} exists; left as it is")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        from listferry.ops.tenants import write_atomically
+        from listferry.config.edit import write_atomically
 
         write_atomically(path, STARTER_CONFIG)
         click.echo(f"wrote {path}")

@@ -14,7 +14,12 @@ faithfully (a tenant spread over dotted keys, say) is refused instead of written
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import json
+import os
+import tempfile
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +30,7 @@ from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import Array, Comment, InlineTable, Item, Null, Table, Whitespace
 
+from listferry.config.settings import load_config
 from listferry.errors import ConfigError
 
 #: Passed as a value to :meth:`TenantTables.set`: remove the key from the tenant's table.
@@ -234,3 +240,65 @@ def _comments_above(doc: Container, target: Item) -> list[tuple[Container, int]]
             break
         found.append((container, index))
     return found
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for the strings, numbers and string lists a tenant table holds."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+@contextlib.contextmanager
+def config_locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the config file, so that two changes never interleave.
+
+    The file is replaced on each change, so the lock is taken again when the file that
+    was locked is no longer the one at ``path``.
+    """
+    while True:
+        try:
+            f = path.open("rb")
+        except FileNotFoundError:
+            load_config(path)  # says "no such config file" the way every command does
+            raise
+        with f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(f.fileno()).st_ino == path.stat().st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                yield
+                return
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old file or the new one.
+
+    The new file keeps the old one's mode (and owner, where this process may set it).
+    """
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        old = None
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temp, old.st_mode & 0o777 if old else 0o600)
+        if old is not None:
+            with contextlib.suppress(PermissionError):  # not root: the file stays this user's
+                os.chown(temp, old.st_uid, old.st_gid)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

@@ -8,24 +8,20 @@ place atomically. A refused change leaves the file byte for byte as it was.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import fcntl
 import ipaddress
 import json
-import os
 import re
 import shutil
-import tempfile
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from listferry.app import App, check_names, open_app
-from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, load_config, parse_config
-from listferry.config.edit import TenantTables
+from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
+from listferry.config.edit import TenantTables, config_locked, write_atomically
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.store.locks import EXPORTS, RUNS, tenant_lock
 
@@ -52,44 +48,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def toml_value(value: Any) -> str:
-    """A TOML literal for the strings, numbers and string lists a tenant table holds."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {value!r}")
-
-
 # -- the one way the file is changed ------------------------------------------------------
-
-
-@contextlib.contextmanager
-def config_locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the config file, so that two changes never interleave.
-
-    The file is replaced on each change, so the lock is taken again when the file that
-    was locked is no longer the one at ``path``.
-    """
-    while True:
-        try:
-            f = path.open("rb")
-        except FileNotFoundError:
-            load_config(path)  # says "no such config file" the way every command does
-            raise
-        with f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                same = os.fstat(f.fileno()).st_ino == path.stat().st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                yield
-                return
 
 
 def _current(app: App) -> App:
@@ -356,31 +315,6 @@ def _not_its_own(config: Config, tenant: Tenant, home: Path) -> str | None:
         if real == theirs or real in theirs.parents or theirs in real.parents:
             return f"shared with tenant {other.name}"
     return None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a reader sees the old file or the new one.
-
-    The new file keeps the old one's mode (and owner, where this process may set it).
-    """
-    try:
-        old = path.stat()
-    except FileNotFoundError:
-        old = None
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, old.st_mode & 0o777 if old else 0o600)
-        if old is not None:
-            with contextlib.suppress(PermissionError):  # not root: the file stays this user's
-                os.chown(temp, old.st_uid, old.st_gid)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def read_ssh_keys(path: Path) -> list[str]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from listferry.app import open_app
 from listferry.config import Config, Tenant
+from listferry.config.edit import write_atomically
 from listferry.errors import ListferryError
-from listferry.ops.tenants import write_atomically
 
 log = logging.getLogger("listferry.server")
 

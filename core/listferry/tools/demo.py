@@ -8,9 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from listferry.app import open_app
+from listferry.config.edit import write_atomically
 from listferry.config.starter import STARTER_CONFIG
 from listferry.ops.night import sync_and_export
-from listferry.ops.tenants import add_tenant, write_atomically
+from listferry.ops.tenants import add_tenant
 from listferry.store.database import Store
 
 PEOPLE = [
