@@ -10,9 +10,12 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from conftest import Workspace, people
 from notify_servers import WebhookServer
+from test_serve_config import a_pack
 
+from listferry.config.edit import write_atomically
 from listferry.jobs import Job, JobResult
 from listferry.ops.scheduler import Scheduler
 
@@ -73,6 +76,24 @@ def test_a_changed_config_is_read_again_without_a_restart(ws: Workspace) -> None
     ws.config_path.write_text(broken)
     os.utime(ws.config_path, (time.time() + 5, time.time() + 5))
     scheduler.reload()  # logged, and the last good config stays
+    assert scheduler.next_times() == {"acme": {"sync": "2026-11-30T05:15:00Z"}}
+    scheduler.executor.shutdown()
+
+
+def test_a_pack_installed_while_the_schedule_runs_leaves_schedule_changes_working(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws.add_tenant("acme", schedule="02:00")
+    pack = a_pack(tmp_path, monkeypatch)
+    scheduler = Scheduler(ws.config_path, Clock(at("2026-11-30T00:00:00Z")))
+    scheduler.reload()
+    pack.install()  # the running schedule cannot import it
+
+    text = ws.config_path.read_text().replace('schedule = "02:00"', 'schedule = "05:15"')
+    write_atomically(ws.config_path, text)
+    os.utime(ws.config_path, (time.time() + 5, time.time() + 5))
+    scheduler.reload()
+
     assert scheduler.next_times() == {"acme": {"sync": "2026-11-30T05:15:00Z"}}
     scheduler.executor.shutdown()
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import ftplib
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
 from typing import Any
@@ -51,14 +54,45 @@ def edit(ws: Workspace, old: str, new: str) -> None:
     write_atomically(ws.config_path, text.replace(old, new, 1))
 
 
-def a_pack_serve_cannot_import(tmp_path: Path) -> tuple[str, Path]:
-    """A plugin module in a folder the running serve does not look in (installed later,
-    or on the operator's PYTHONPATH only): its name, and the folder."""
-    folder = tmp_path / "later"
-    folder.mkdir()
-    name = "lf_later_" + re.sub(r"\W", "_", tmp_path.name)
-    (folder / f"{name}.py").write_text('"""A pack installed after serve started."""\n')
-    return name, folder
+@dataclass(frozen=True)
+class Pack:
+    """A CRM pack with a dialect ``latercrm``, as ``pip install -e`` installs it: its
+    distribution's metadata in ``site`` (site-packages), its module in ``source`` (the
+    checkout), which only processes started after the install find (through a .pth file)."""
+
+    name: str
+    module: str
+    site: Path
+    source: Path
+
+    def install(self) -> None:
+        info = self.site / f"{self.module}-0.1.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {self.name}\nVersion: 0.1\n")
+        (info / "entry_points.txt").write_text(f"[listferry]\n{self.name} = {self.module}\n")
+
+
+def a_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pack:
+    """A pack not installed yet; this process loads it (and no other) once it is, and can
+    import it once ``source`` is put on its path."""
+    module = "lf_later_" + re.sub(r"\W", "_", tmp_path.name)
+    pack = Pack(module.replace("_", "-"), module, tmp_path / "site", tmp_path / "checkout")
+    pack.site.mkdir()
+    pack.source.mkdir()
+    (pack.source / f"{module}.py").write_text(
+        textwrap.dedent("""\
+        from listferry import hookimpl
+        from listferry.dialect import Dialect
+
+
+        @hookimpl
+        def register_dialects(register):
+            register(Dialect(name="latercrm"))
+    """)
+    )
+    monkeypatch.syspath_prepend(str(pack.site))
+    monkeypatch.setenv("LISTFERRY_LOAD_PLUGINS", pack.name)
+    return pack
 
 
 def test_a_running_serve_takes_set_and_remove_from_the_next_login(ws: Workspace, served) -> None:
@@ -120,39 +154,70 @@ def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
         ftp(port, password="n3w-Passw0rd").quit()
 
 
+def test_a_pack_installed_while_serve_runs_leaves_tenant_changes_working(
+    ws: Workspace, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    add_tenant(ws)
+    hashed = ws.app().config.tenant("acme").password_hash
+    record = problem_path(ws.app().config.state_dir)
+    pack = a_pack(tmp_path, monkeypatch)
+    caplog.set_level(logging.WARNING, logger="listferry.server")
+    with served(["ftp"]) as s:
+        port = s.ports["ftp"]
+        ftp(port).quit()
+        pack.install()  # this process cannot import it: loading every plugin again fails
+
+        edit(ws, hashed, hash_password("n3w-Passw0rd"))
+        ftp(port, password="n3w-Passw0rd").quit()
+        assert refused(port)
+        edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{pack.module}"]')
+        ftp(port, password="n3w-Passw0rd").quit()
+        assert not record.exists()
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warning == (
+            "the config's [listferry] plugins changed since serve started: serve uses the "
+            "new value(s) only when it starts again"
+        )
+        text = ws.config_path.read_text()
+        write_atomically(ws.config_path, text[: text.index("[tenants.acme]")])
+        assert refused(port, password="n3w-Passw0rd")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_status_says_when_serve_runs_an_older_config(
     ws: Workspace, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_tenant(ws)
-    name, folder = a_pack_serve_cannot_import(tmp_path)
+    pack = a_pack(tmp_path, monkeypatch)
     try:
         with served(["ftp"]) as s:
             port = s.ports["ftp"]
-            edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{name}"]')
-            ftp(port).quit()  # serve reads the file again, cannot import the pack, goes on
+            pack.install()
+            monkeypatch.syspath_prepend(str(pack.source))  # as a command started now finds it
+            assert ws.cli("tenant", "set", "acme", "--dialect", "latercrm").exit_code == 0
+            ftp(port).quit()  # serve reads the file again, has no such dialect, goes on
 
-            monkeypatch.syspath_prepend(str(folder))  # the operator's shell can import it
             shown = ws.cli("status")
             assert shown.exit_code == 1
             first = shown.stderr.splitlines()[0]
             assert re.fullmatch(
-                rf"serve runs the config of \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ: .*plugin module "
-                rf"'{name}' cannot be imported: No module named '{name}'",
+                r"serve runs the config of \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: .*\[tenants\.acme\] "
+                r"dialect: unknown dialect 'latercrm' \(known: default\)",
                 first,
             ), first
             assert shown.stdout.startswith("acme: never run")
             entries = json.loads(ws.cli("status", "--json").stdout)
             assert entries[0]["tenant"] == "acme"
-            assert f"No module named '{name}'" in entries[0]["serve_config"]["reason"]
+            assert "unknown dialect 'latercrm'" in entries[0]["serve_config"]["reason"]
             assert entries[0]["serve_config"]["config_of"] in first
 
-            edit(ws, f'\nplugins = ["{name}"]', "")
+            assert ws.cli("tenant", "set", "acme", "--dialect", "default").exit_code == 0
             ftp(port).quit()
             after = ws.cli("status", "--json")
             assert after.exit_code == 0, after.output
             assert json.loads(after.stdout)[0]["serve_config"] is None
     finally:
-        sys.modules.pop(name, None)
+        sys.modules.pop(pack.module, None)
 
 
 def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
@@ -187,23 +252,31 @@ def sftp_login(port: int, password: str = PASSWORD) -> None:
         transport.close()
 
 
-def test_listferry_serve_reports_a_config_it_cannot_use_and_refuses_a_removed_tenant(
+def sftp_refused(port: int) -> bool:
+    try:
+        sftp_login(port)
+    except paramiko.AuthenticationException:
+        return True
+    return False
+
+
+def test_listferry_serve_takes_changes_after_a_pack_install_and_reports_a_config_it_cannot_use(
     ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = [*listferry_command(), "--config", str(ws.config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
     add_tenant(ws, allow_ips=["127.0.0.1"])
-    name, folder = a_pack_serve_cannot_import(tmp_path)
+    pack = a_pack(tmp_path, monkeypatch)
     log = tmp_path / "serve.log"
     with log.open("w") as stderr:
         proc = subprocess.Popen(
             [*base, "serve", "--protocols", "sftp", "--sftp-port", "0", "--no-schedule"],
             stdout=subprocess.PIPE, stderr=stderr, text=True,
+            env={**os.environ, "PYTHONPATH": str(pack.site)},
         )  # fmt: skip
     lines: Queue[str] = Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])
     reader.start()
-    monkeypatch.syspath_prepend(str(folder))
     try:
         try:
             found = re.fullmatch(r"listening sftp 127\.0\.0\.1:(\d+)\n", lines.get(timeout=30))
@@ -212,6 +285,17 @@ def test_listferry_serve_reports_a_config_it_cannot_use_and_refuses_a_removed_te
         assert found, log.read_text()
         port = int(found[1])
         sftp_login(port)
+        pack.install()  # pip install -e: the running serve cannot import it
+        monkeypatch.syspath_prepend(str(pack.source))  # commands started from now on can
+
+        def tenant_set(*args: str) -> None:
+            result = ws.cli("tenant", "set", "acme", *args)
+            assert result.exit_code == 0, result.output
+
+        tenant_set("--allow-ip", "192.0.2.0/24")
+        wait_for(lambda: sftp_refused(port), "serve to take the new allow list")
+        tenant_set("--allow-ip", "127.0.0.1")
+        sftp_login(port)
 
         def errors() -> list[str]:
             return [line for line in log.read_text().splitlines() if "cannot be used" in line]
@@ -219,25 +303,24 @@ def test_listferry_serve_reports_a_config_it_cannot_use_and_refuses_a_removed_te
         def problem() -> dict | None:
             return json.loads(ws.cli("status", "--json").stdout)[0]["serve_config"]
 
-        edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{name}"]')
+        tenant_set("--dialect", "latercrm")  # the pack's: serve would need a restart for it
         first = wait_for(problem, "status to show serve's problem")  # no login needed
-        assert f"No module named '{name}'" in first["reason"]
+        assert "unknown dialect 'latercrm'" in first["reason"]
         assert len(wait_for(errors, "the error in the log")) == 1
-        edit(ws, f'plugins = ["{name}"]', f'plugins = ["{name}"]  # a second try')
+        tenant_set("--strategy", "incremental")
         wait_for(lambda: len(errors()) == 2, "the error logged again after the next change")
         sftp_login(port)  # the last good config still serves
 
-        edit(ws, f'\nplugins = ["{name}"]  # a second try', "")
+        tenant_set("--dialect", "default")
         wait_for(lambda: problem() is None, "the record cleared by a good config")
         assert ws.cli("tenant", "remove", "acme").exit_code == 0
-        with pytest.raises(paramiko.AuthenticationException):
-            sftp_login(port)
+        wait_for(lambda: sftp_refused(port), "serve to refuse the removed tenant")
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
         reader.join(5)
         proc.stdout.close()
-        sys.modules.pop(name, None)
+        sys.modules.pop(pack.module, None)
     stderr_text = log.read_text()
     assert code == 0, stderr_text
     assert "Traceback" not in stderr_text

@@ -4,7 +4,8 @@
 job goes to the executor the config names (``[listferry] executor``, ``local`` by
 default), which runs it as its own ``listferry`` process: one tenant's crash, hang or
 memory blow-up never touches another's run or the servers. The config is read again
-when it changes, so a tenant added or a schedule changed needs no restart.
+when it changes, so a tenant added or a schedule changed needs no restart; it is checked
+against the plugins loaded at the start (a pack installed since loads at the next).
 
 A sync or export that fell due in the six hours before the schedule started (the
 server was rebooted at 02:00) and did not run, runs at once.
@@ -98,7 +99,7 @@ class Scheduler:
         if self.app is not None and mtime == self.mtime:
             return
         try:
-            app = open_app(self.config_path)
+            app = open_app(self.config_path, self.app.host if self.app else None)
         except ListferryError as exc:
             if self.app is None:
                 raise

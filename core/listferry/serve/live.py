@@ -1,11 +1,14 @@
 """The config a running ``listferry serve`` uses, and what ``status`` learns of it.
 
 The servers read the config file again when it changes (another file put in its place,
-or its time or size), and check it whole the way ``serve`` does at start: keys and
-values, the plugins it names, dialects, strategies, homes. A change that cannot be used
-is logged (at each change of the file), the last good config stays, and the problem is
-written to ``state/server/config-problem.json`` for ``listferry status``; the next good
-config, or the end of ``serve``, clears it.
+or its time or size), and check it whole against the plugins this process loaded when it
+started: keys and values, dialects, strategies, homes. Plugins are never loaded again
+(a pack installed since cannot be imported by a running process anyway): a change of the
+config's ``plugins`` or ``disable`` is logged as needing a restart, and tenant changes
+still take effect. A change that cannot be used is logged (at each change of the file),
+the last good config stays, and the problem is written to
+``state/server/config-problem.json`` for ``listferry status``; the next good config, or
+the end of ``serve``, clears it.
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listferry.app import open_app
-from listferry.config import Config, Tenant
+from listferry.app import App, check_names
+from listferry.config import Config, Tenant, load_config
 from listferry.config.edit import write_atomically
 from listferry.errors import ListferryError
 
@@ -78,24 +80,32 @@ def serve_problem(config: Config) -> ServeProblem | None:
     return problem
 
 
-def _restart_settings(config: Config) -> tuple:
-    """The settings a running serve takes only when it starts again."""
-    return (config.server, config.plugins, config.disable, config.state_dir, config.executor,
-            config.workers)  # fmt: skip
+#: The settings a running serve takes only when it starts again, as the config names them.
+RESTART_SETTINGS = {
+    "[server]": "server", "[listferry] plugins": "plugins", "[listferry] disable": "disable",
+    "[listferry] state": "state_dir", "[listferry] executor": "executor",
+    "[listferry] workers": "workers",
+}  # fmt: skip
+
+
+def restart_needed(started: Config, config: Config) -> list[str]:
+    """The settings of ``config`` that differ from those serve ``started`` with."""
+    return [name for name, attr in RESTART_SETTINGS.items()
+            if getattr(config, attr) != getattr(started, attr)]  # fmt: skip
 
 
 class LiveConfig:
     """The config file as it is now: read again when it changes, for a long-running serve.
 
     A new tenant can log in, a new password or key holds from the next login, an allow
-    list takes effect and a removed tenant is refused, without a restart. ``check``
-    reads and checks a config file whole (by default as ``serve`` does at start).
+    list takes effect and a removed tenant is refused, without a restart. The file is
+    checked against ``app``'s plugins, those this process runs with.
     """
 
-    def __init__(self, config: Config, check: Callable[[Path], Config] | None = None) -> None:
-        self.config = config
-        self.check = check or (lambda path: open_app(path).config)
-        self.problem_file = problem_path(config.state_dir)
+    def __init__(self, app: App) -> None:
+        self.config = self.started = app.config
+        self.host = app.host
+        self.problem_file = problem_path(app.config.state_dir)
         self._stamp = self._stat()
         self._good_at = _iso(self._stamp[2] if self._stamp else 0)
         self._lock = threading.Lock()
@@ -121,16 +131,18 @@ class LiveConfig:
 
     def _read(self, written_at: str) -> None:
         try:
-            config = self.check(self.config.path)
-        except Exception as exc:  # a plugin's import or registration can raise anything
+            config = load_config(self.config.path)
+            later = restart_needed(self.started, config)
+            if later:
+                log.warning("the config's %s changed since serve started: serve uses the "
+                            "new value(s) only when it starts again", ", ".join(later))  # fmt: skip
+            check_names(config, self.host)
+        except Exception as exc:  # a plugin's registration can raise anything
             reason = str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
             log.error("the config changed but cannot be used; serve keeps the config of %s: %s",
                       self._good_at, reason)  # fmt: skip
             self._record(reason)
             return
-        if _restart_settings(config) != _restart_settings(self.config):
-            log.warning("the config's [server] settings, plugins, state, executor or workers "
-                        "changed: they take effect when serve starts again")  # fmt: skip
         self.config, self._good_at = config, written_at
         log.info("the config changed: read again (%d tenants)", len(config.tenants))
         self.clear()

@@ -36,7 +36,7 @@ class ServerRuntime:
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
         guard = LoginGuard(settings)
-        live = LiveConfig(app.config)
+        live = LiveConfig(app)
         return cls(
             app=app,
             settings=settings,
