@@ -239,6 +239,45 @@ def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
     assert result.stderr == ""
 
 
+def test_status_ignores_the_record_of_a_killed_serve_and_of_a_process_with_its_number(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    base = [*listferry_command(), "--config", str(ws.config_path)]
+    subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
+    add_tenant(ws, allow_ips=["127.0.0.1"])
+    record = problem_path(ws.root / "state")
+    good = ws.config_path.read_text()
+    proc = subprocess.Popen(
+        [*base, "serve", "--protocols", "sftp", "--sftp-port", "0", "--no-schedule"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    other: subprocess.Popen | None = None
+    try:
+        assert proc.stdout.readline().startswith("listening sftp ")
+        write_atomically(ws.config_path, good + "\n[tenants.acme\n")
+        wait_for(record.exists, "serve to record that it cannot use the config")
+        proc.kill()
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
+        write_atomically(ws.config_path, good)  # fixed, with no serve left to clear the record
+
+        assert record.exists()
+        killed = ws.cli("status")
+        assert (killed.exit_code, killed.stderr) == (0, ""), killed.output
+
+        other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                                 stdin=subprocess.PIPE)  # fmt: skip
+        left = json.loads(record.read_text())
+        record.write_text(json.dumps(left | {"pid": other.pid}))  # the number, used again
+        reused = ws.cli("status")
+        assert (reused.exit_code, reused.stderr) == (0, ""), reused.output
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        if other is not None:
+            other.communicate(timeout=30)
+
+
 # -- the real command ---------------------------------------------------------------------
 
 

@@ -43,6 +43,33 @@ def problem_path(state_dir: Path) -> Path:
     return state_dir / "server" / PROBLEM_FILE
 
 
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started, as no later process with its number did: the boot and
+    the start time (Linux's ``/proc``). None if it is not running: gone, or killed and
+    not yet reaped (a zombie), or where there is no ``/proc``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after the command's name, which may hold anything
+    return None if fields[0] in ("Z", "X") else f"{boot}:{fields[19]}"
+
+
+def is_running(pid: int, started: str | None) -> bool:
+    """Whether process ``pid`` runs, and is the one that started at ``started`` (if known)."""
+    if Path("/proc/self/stat").exists():
+        now = process_start(pid)
+        return now is not None and started in (None, now)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # running, as another user
+    return True
+
+
 @dataclass(frozen=True)
 class ServeProblem:
     """A running serve could not use the config file as it is now."""
@@ -51,6 +78,7 @@ class ServeProblem:
     reason: str
     failed_at: str
     pid: int
+    started: str | None = None  # the process_start of that serve
 
     def to_json(self) -> dict[str, Any]:
         return {"config_of": self.config_of, "reason": self.reason, "failed_at": self.failed_at}
@@ -62,22 +90,18 @@ class ServeProblem:
 def serve_problem(config: Config) -> ServeProblem | None:
     """What a running serve of this config recorded it could not use, or None.
 
-    A record left by a serve that is no longer running (killed) does not count.
+    A record left by a serve that is no longer running (killed) does not count, nor one
+    whose process number a later process has.
     """
     try:
         data = json.loads(problem_path(config.state_dir).read_text(encoding="utf-8"))
         problem = ServeProblem(
-            str(data["config_of"]), str(data["reason"]), str(data["failed_at"]), int(data["pid"])
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+            str(data["config_of"]), str(data["reason"]), str(data["failed_at"]), int(data["pid"]),
+            None if data.get("started") is None else str(data["started"]),
+        )  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    try:
-        os.kill(problem.pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # running, as another user
-    return problem
+    return problem if is_running(problem.pid, problem.started) else None
 
 
 #: The settings a running serve takes only when it starts again, as the config names them.
@@ -154,6 +178,7 @@ class LiveConfig:
             "reason": reason,
             "failed_at": datetime.now(UTC).strftime(ISO),
             "pid": os.getpid(),
+            "started": process_start(os.getpid()),
         }
         try:
             self.problem_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
