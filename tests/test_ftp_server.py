@@ -238,6 +238,38 @@ def test_prefix_confusion_acme_cannot_reach_acme2(
     assert any("outside the home" in e for e in events("refused"))
 
 
+#: Names no list, report or folder may have: the sync could not take them, logs would
+#: show them raw. Line breaks, NUL, ESC (a terminal colour), BEL, DEL and a C1 control.
+CONTROL_NAMES = ["list\n.csv", "list\r.csv", "nul\x00.csv", "red\x1b[31m.csv", "bell\x07.csv",
+                 "del\x7f.csv", "nel\x85.csv"]  # fmt: skip
+
+
+def test_names_with_control_characters_are_refused_with_553_and_logged_escaped(
+    ws: Workspace, served, events, caplog: pytest.LogCaptureFixture
+) -> None:
+    home = add_tenant(ws)
+    (home / "mine.csv").write_bytes(LIST)
+    with served(["ftp"]) as s:
+        client = ftp(s.ports["ftp"])
+        replies = []
+        for name in CONTROL_NAMES:
+            for command in (f"STOR {name}", f"MKD {name}", f"DELE {name}", f"SIZE {name}",
+                            f"CWD {name}", f"MLST {name}", "RNFR mine.csv", f"RNTO {name}",
+                            f"RETR sub/{name}/list.csv"):  # fmt: skip
+                client.sock.sendall(command.encode() + b"\r\n")  # ftplib refuses CR and LF
+                reply = client.getmultiline()
+                if not command.startswith("RNFR"):
+                    replies.append(reply)
+        client.quit()
+    assert all(r.startswith("553 '") for r in replies), replies
+    assert sorted(p.name for p in home.iterdir()) == ["mine.csv"]
+    assert len(events("refused")) == len(replies)
+    assert all(r.isprintable() for r in replies)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("listferry")]
+    assert all(line.isprintable() for line in lines), [x for x in lines if not x.isprintable()]
+    assert any("'red\\x1b[31m.csv'" in line for line in events("refused"))
+
+
 def test_a_symlink_is_never_listed_nor_followed(
     ws: Workspace, served, two_homes: tuple[Path, Path]
 ) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from conftest import Workspace, csv_text, people
+from test_ftp_server import CONTROL_NAMES
 
 from listferry.app import App
 from listferry.config.passwords import hash_password
@@ -353,6 +354,38 @@ def test_percent_encoding_is_not_decoded_it_is_part_of_a_name(
         f.write(b"email\r\n")
     assert (acme / "%2e%2e%2facme2%2flist.csv").read_bytes() == b"email\r\n"
     assert snapshot(acme2) == before
+
+
+def test_names_with_control_characters_are_refused_for_every_operation_and_logged_escaped(
+    homes: tuple[Path, Path], acme_sftp: paramiko.SFTPClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    acme, _ = homes
+    (acme / "sub").mkdir()
+    before = snapshot(acme)
+    caplog.set_level(logging.INFO, logger="listferry.server")
+
+    def write(path: str) -> None:
+        with acme_sftp.open(path, "w") as f:
+            f.write(b"email\r\nada@example.org\r\n")
+
+    attempts: list[Callable[[str], object]] = [
+        write, lambda name: write(f"sub/{name}"), acme_sftp.mkdir,
+        lambda name: acme_sftp.rename("own.txt", name),
+        lambda name: acme_sftp.posix_rename("own.txt", name),
+        lambda name: acme_sftp.rename("sub", f"{name}/sub"), acme_sftp.remove, acme_sftp.rmdir,
+        acme_sftp.stat, acme_sftp.lstat, acme_sftp.listdir, acme_sftp.chdir,
+        lambda name: acme_sftp.utime(name, None), lambda name: acme_sftp.open(name).read(),
+    ]  # fmt: skip
+    for attempt in attempts:
+        assert not_refused(attempt, CONTROL_NAMES) == []
+    assert snapshot(acme) == before
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("listferry")]
+    refusals = [line for line in lines if line.startswith("event=refused ")]
+    assert len(refusals) >= len(attempts) * len(CONTROL_NAMES)
+    assert all(line.isprintable() for line in lines), [x for x in lines if not x.isprintable()]
+    assert any(
+        repr(repr("red\x1b[31m.csv"))[1:-1] in line for line in refusals
+    )  # the name, escaped in a quoted reason
 
 
 def test_a_symlink_in_the_home_that_leads_out_is_refused_for_every_operation(

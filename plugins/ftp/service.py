@@ -43,7 +43,14 @@ with warnings.catch_warnings():
 
 from listferry import ListferryError
 from listferry.config import Tenant
-from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
+from listferry.serve.jail import (
+    BadName,
+    OutsideHome,
+    is_upload_in_progress,
+    jail,
+    upload_temp_name,
+    virtual,
+)
 from listferry.serve.log import event
 from listferry.serve.runtime import ServerRuntime
 from listferry_plugins.ftp.tls_files import TLSFiles, watched
@@ -65,7 +72,15 @@ TCP_CLOSE = 7  # Linux's TCP state after a reset (an orderly close leaves CLOSE_
 
 
 class NotServed(PermissionError):
-    """A path the tenant may not reach; the message is the reply it gets."""
+    """A path the tenant may not reach; ``code`` and the message are the reply it gets."""
+
+    code = "550"
+
+
+class NameNotAllowed(NotServed):
+    """A name with a control character in it: 553, "file name not allowed" (RFC 959)."""
+
+    code = "553"
 
 
 class TenantFS(AbstractedFS):
@@ -75,6 +90,8 @@ class TenantFS(AbstractedFS):
         home = Path(self.root)
         try:
             real = jail(home, ftppath, self.cwd)
+        except BadName as exc:
+            raise NameNotAllowed(str(exc)) from None
         except OutsideHome as exc:
             raise NotServed(str(exc)) from None
         wanted = "/" + posixpath.normpath(posixpath.join("/", self.cwd, ftppath)).lstrip("/")
@@ -271,7 +288,7 @@ class TenantSession(TLS_FTPHandler):
         try:
             super().pre_process_command(line, cmd, arg)
         except NotServed as exc:
-            self._refuse(cmd, str(exc), f"550 {exc}.", path=arg)
+            self._refuse(cmd, str(exc), f"{exc.code} {exc}.", path=arg)
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         if cmd in UNSUPPORTED:

@@ -1,8 +1,9 @@
 """Where a tenant may go, and how an upload lands.
 
-A tenant's home is its ``/`` and nothing reaches outside it (:func:`jail`); an upload
-is written under a hidden name and takes its real name only when complete
-(:func:`upload_temp_name`), so the sync never reads half a file.
+A tenant's home is its ``/`` and nothing reaches outside it (:func:`jail`), nor is any
+name with a control character in it made or used there; an upload is written under a
+hidden name and takes its real name only when complete (:func:`upload_temp_name`), so
+the sync never reads half a file.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import posixpath
 import re
 import secrets
+import unicodedata
 from pathlib import Path
 
 from listferry.config import Tenant
@@ -21,13 +23,26 @@ class OutsideHome(PermissionError):
     """A path that would leave the tenant's home, or is not a plain path at all."""
 
 
+class BadName(OutsideHome):
+    """A path with a control character in it (a line break, NUL, ESC, BEL...): no list,
+    report or folder may be named so, and no log line may show one raw."""
+
+
+def has_control_character(text: str) -> bool:
+    """Whether ``text`` holds a control character (Unicode's Cc: C0, DEL and C1)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def jail(home: Path, path: str, cwd: str = "/") -> Path:
     """The real path of the client's ``path`` (relative to ``cwd``) inside ``home``.
 
-    The home is ``/``. ``..`` stops at the home, backslashes and NUL bytes are refused,
-    and a symlink that leads outside the home is refused wherever it is in the path.
+    The home is ``/``. ``..`` stops at the home, control characters (:class:`BadName`)
+    and backslashes are refused, and a symlink that leads outside the home is refused
+    wherever it is in the path. The refusal's message shows the path escaped.
     """
-    if "\0" in path or "\\" in path or "\0" in cwd or "\\" in cwd:
+    if has_control_character(path) or has_control_character(cwd):
+        raise BadName(f"{path!r}: a name with a control character is not allowed")
+    if "\\" in path or "\\" in cwd:
         raise OutsideHome(f"{path!r} is not a plain path")
     virtual = posixpath.normpath(posixpath.join("/", cwd, path))
     root = os.path.realpath(home)
