@@ -50,6 +50,10 @@ class Refused(ListferryError):
 CONFIG_WORDS: Mapping[str, str] = MappingProxyType({
     "password_in_url": "put it in remote_password_env (or remote_password) instead",
     "credentials": "set remote_key_file, remote_password_env or remote_password",
+    "password": "set remote_password_env or remote_password",
+    "key_file": "remote_key_file",
+    "passphrase": "give its passphrase in remote_password_env or remote_password",
+    "known_hosts": "",  # the tenant's known_hosts file is named already
     "ca_file": "the ca_file",
     "untrusted": "set ca_file to the certificate of the CA that signed it (or to the "
     "server's own, if self-signed), or tls_verify = false to skip the check",

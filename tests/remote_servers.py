@@ -60,6 +60,9 @@ class FtpServer:
             def on_file_received(self, file: str) -> None:
                 events.append(("stored", os.path.basename(file)))
 
+            def on_login_failed(self, username: str, password: str) -> None:
+                events.append(("login refused", username))
+
             def ftp_RNTO(self, path: str) -> Any:
                 done = super().ftp_RNTO(path)
                 if done:

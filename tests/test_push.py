@@ -139,7 +139,10 @@ def test_push_unlocks_a_key_made_by_ssh_keygen_with_the_password(
 
     locked = ws.cli(*push)
     assert locked.exit_code == 1
-    assert "it is locked with a passphrase; give it as the password" in locked.output
+    assert locked.output == (
+        f"Error: {server.url}: cannot use the key file {key} (--key): it is locked with a "
+        "passphrase; give its passphrase in $LISTFERRY_PASSWORD or with --password-stdin\n"
+    )
 
     result = ws.cli(*push, "--password-stdin", input="a pass phrase\n")
     assert result.exit_code == 0, result.output
@@ -159,6 +162,24 @@ def test_push_refuses_a_wrong_password_without_showing_it(
     assert server.files() == []
 
 
+@pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
+def test_push_without_a_password_or_key_says_how_to_give_one_and_tries_no_login(
+    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    server = remote(protocol)
+    monkeypatch.delenv("LISTFERRY_PASSWORD")
+
+    result = ws.cli("push", str(list_file), server.url, *trust(server))
+
+    assert result.exit_code == 1
+    key = ", or a key with --key" if protocol == "sftp" else ""
+    assert result.output == (
+        f"Error: {server.url}: no credentials: give a password in $LISTFERRY_PASSWORD or with "
+        f"--password-stdin{key}\n"
+    )
+    assert server.server.events == []  # no login tried: none counts towards a block
+
+
 def test_push_refuses_an_unknown_host_key_and_shows_its_fingerprint(
     ws: Workspace, remote: Any, list_file: Path, tmp_path: Path
 ) -> None:
@@ -170,6 +191,10 @@ def test_push_refuses_an_unknown_host_key_and_shows_its_fingerprint(
 
     assert result.exit_code == 1
     assert "the server's host key is not known: ssh-ed25519 SHA256:" in result.output
+    assert (
+        f"then add this line to {empty} (or to a file you give push with --known-hosts): "
+        f"[127.0.0.1]:{server.port} ssh-ed25519 " in result.output
+    )
     assert server.server.host_key.fingerprint in result.output
     assert server.files() == []
 

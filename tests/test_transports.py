@@ -480,6 +480,23 @@ def test_a_missing_password_variable_is_named(ws: Workspace, remote: Any, monkey
     assert run.reason == "the environment variable ACME_PASSWORD (remote_password_env) is not set"
 
 
+@pytest.mark.parametrize(
+    ("protocol", "settings"),
+    [("ftp", "remote_password_env or remote_password"),
+     ("sftp", "remote_key_file, remote_password_env or remote_password")],
+)  # fmt: skip
+def test_a_home_without_credentials_is_a_failed_run_saying_what_to_set(
+    ws: Workspace, remote: Any, protocol: str, settings: str
+) -> None:
+    server = remote(protocol)
+    tenant_on(ws, server, remote_password_env=None)
+
+    [run] = ws.sync()
+
+    assert (run.status, run.reason) == ("failed", f"{server.url}: no credentials: set {settings}")
+    assert server.server.events == []  # no login was tried
+
+
 def test_a_home_url_with_a_password_in_it_is_refused(ws: Workspace, remote: Any) -> None:
     server = remote("ftp")
     with pytest.raises(ConfigError) as refused:

@@ -97,6 +97,8 @@ class FtpTransport(RemoteTransport):
 
     def _open(self) -> None:
         home = self.home
+        if not home.password:  # an empty one would only count towards the server's block
+            raise Refused(f"{home.where}: no credentials: {home.words['password']}")
         secure = home.scheme == "ftps"
         ftp = TlsFtp(context=self._tls_context(), timeout=home.timeout) if secure else None
         self._ftp = ftp = ftp or ftplib.FTP(timeout=home.timeout)
@@ -115,7 +117,7 @@ class FtpTransport(RemoteTransport):
                     "use ftp:// only if plain FTP is intended"
                 ) from None
         try:
-            ftp.login(home.user, home.password or "")
+            ftp.login(home.user, home.password)
         except ftplib.error_perm:
             raise Refused(
                 f"{home.where}: login refused for user {home.user} (wrong password?)"

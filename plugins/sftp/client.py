@@ -120,11 +120,14 @@ class SftpTransport(RemoteTransport):
         except FileNotFoundError:
             reason = "no such file"
         except TypeError:
-            reason = "it is locked with a passphrase; give it as the password"
+            reason = f"it is locked with a passphrase; {self.home.words['passphrase']}"
         except (OSError, ValueError, paramiko.SSHException, paramiko.UnknownKeyType) as exc:
             reason = "wrong passphrase, or " if secret else ""
             reason += f"not a private key paramiko reads ({type(exc).__name__})"
-        raise Refused(f"{self.home.where}: cannot use the key file {path}: {reason}")
+        raise Refused(
+            f"{self.home.where}: cannot use the key file {path} "
+            f"({self.home.words['key_file']}): {reason}"
+        )
 
     def _drop(self) -> None:
         for thing in (self._sftp, self._ssh):

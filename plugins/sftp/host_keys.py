@@ -106,7 +106,7 @@ def check_host_key(home: RemoteHome, key: paramiko.PKey) -> None:
         raise Refused(
             f"{home.where}: the server's host key is not known: {describe(key)}. "
             f"Check this fingerprint with the server's owner, then add this line to "
-            f"{where}: {line}"
+            f"{where}{home.words['known_hosts']}: {line}"
         )
     listed = ", ".join(describe(k) for k in known.values())
     raise Refused(

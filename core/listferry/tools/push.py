@@ -44,6 +44,10 @@ class PushTarget(Tenant):
         "password_in_url": "give it in $LISTFERRY_PASSWORD or with --password-stdin instead",
         "credentials": "give a password in $LISTFERRY_PASSWORD or with --password-stdin, "
         "or a key with --key",
+        "password": "give a password in $LISTFERRY_PASSWORD or with --password-stdin",
+        "key_file": "--key",
+        "passphrase": "give its passphrase in $LISTFERRY_PASSWORD or with --password-stdin",
+        "known_hosts": " (or to a file you give push with --known-hosts)",
         "ca_file": "the --ca-file",
         "untrusted": "pass --ca-file with the certificate of the CA that signed it (or the "
         "server's own, if self-signed), or --insecure to skip the check",
