@@ -211,8 +211,11 @@ def retrying(
     """Run ``action``; after a fault, ``reset`` the connection and retry with backoff.
 
     Errors of the kinds in ``refusals`` that are not faults (the server said no: a
-    missing file, no permission) become a :class:`ListferryError` at once.
+    missing file, no permission) become a :class:`ListferryError` at once. Giving up, it
+    says what went wrong first: a later try often meets only what that left behind (each
+    try's fault is logged as it is retried).
     """
+    first: str | None = None
     for attempt in range(home.retries + 1):
         try:
             return action()
@@ -225,10 +228,11 @@ def retrying(
                 raise
             reset()
             cause = describe(exc, home.timeout)
+            first = first or cause
             if attempt == home.retries:
                 tries = f"{attempt + 1} tries" if attempt else "1 try"
                 raise ListferryError(
-                    f"{home.where}: could not {doing}: {cause} (gave up after {tries})"
+                    f"{home.where}: could not {doing}: {first} (gave up after {tries})"
                 ) from None
             wait = backoff(attempt)
             log.warning("%s: %s: %s; retrying in %.2g s (%d of %d)",

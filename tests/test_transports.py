@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -440,6 +441,64 @@ def test_a_refused_connection_is_retried_then_fails_in_plain_words(
     assert run.reason == (
         f"{server.url}: could not list the folder: connection refused (gave up after 2 tries)"
     )
+
+
+@contextlib.contextmanager
+def silent_server(connections: int | None = None) -> Iterator[int]:
+    """A port on 127.0.0.1 that takes TCP connections and never says a word; after
+    ``connections`` of them it stops listening, and later ones are refused."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def take() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while connections is None or len(taken) < connections:
+                taken.append(listener.accept()[0])
+        listener.close()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with contextlib.suppress(OSError):  # already closed
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
+        thread.join(5)
+        for conn in taken:
+            conn.close()
+
+
+def sftp_tenant_at(ws: Workspace, port: int) -> str:
+    url = f"sftp://acme@127.0.0.1:{port}/in"
+    add_tenant(ws.app(), "acme", {"home": url, "remote_password_env": "ACME_PASSWORD",
+                                   "remote_retries": 1, "remote_timeout": 1})  # fmt: skip
+    return url
+
+
+def test_an_sftp_home_that_never_answers_ssh_fails_saying_so(ws: Workspace, remote: Any) -> None:
+    with silent_server() as port:
+        url = sftp_tenant_at(ws, port)
+        [run] = ws.sync()
+
+    assert (run.status, run.reason) == (
+        "failed",
+        f"{url}: could not list the folder: error reading SSH protocol banner "
+        "(gave up after 2 tries)",
+    )
+
+
+def test_retries_that_fail_otherwise_keep_the_first_reason(
+    ws: Workspace, remote: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with silent_server(connections=1) as port:  # then the port is closed
+        url = sftp_tenant_at(ws, port)
+        [run] = ws.sync()
+
+    assert run.reason == (
+        f"{url}: could not list the folder: error reading SSH protocol banner "
+        "(gave up after 2 tries)"
+    )
+    assert "list the folder: error reading SSH protocol banner; retrying" in caplog.text
 
 
 # -- credentials -----------------------------------------------------------------------------

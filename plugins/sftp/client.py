@@ -77,7 +77,9 @@ class SftpTransport(RemoteTransport):
         types = known_key_types(home, ssh.get_security_options().key_types)
         if types:
             ssh.get_security_options().key_types = types
-        ssh.start_client(timeout=home.timeout)
+        # start_client gives up quietly (nothing said, nothing done) at its own timeout:
+        # give the banner's and the handshake's timeouts the time to fail first, in words
+        ssh.start_client(timeout=2 * home.timeout + 1 if home.timeout else None)
         check_host_key(home, ssh.get_remote_server_key())
         self._login(ssh)
         sftp = paramiko.SFTPClient.from_transport(ssh)
