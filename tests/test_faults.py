@@ -110,6 +110,44 @@ def test_a_corrupt_store_fails_its_tenant_at_open_and_every_other_tenant_goes_on
     assert ws.subscribers("acme").keys() == {f"p{i}@example.org" for i in range(100, 3100)}
 
 
+@pytest.mark.parametrize("where", ["header", "middle pages"])
+def test_a_corrupt_store_is_one_line_saying_to_restore_it_in_check_status_digest_and_runs(
+    ws: Workspace, tmp_path: Path, where: str
+) -> None:
+    for name in ("acme", "beta"):
+        ws.add_tenant(name, strategy="full")
+        ws.upload(people(3000), tenant=name)
+        assert [r.status for r in ws.sync(name)] == ["applied"]
+    db = ws.app().config.tenant("beta").database
+    overwrite(db, where)
+    said = re.compile(
+        rf"{re.escape(str(db))}: the tenant database is corrupt \([^\n]+\); restore it from a "
+        "backup"
+    )
+    listing = tmp_path / "list.csv"
+    listing.write_text(csv_text(people(3000)))
+
+    check = ws.cli("check", str(listing), "--tenant", "beta")
+    assert check.exit_code == 1
+    assert said.fullmatch(check.output.removeprefix("Error: ").rstrip("\n")), check.output
+
+    status = ws.cli("status")
+    assert status.exit_code == 1
+    (line,) = [line for line in status.stdout.splitlines() if line.startswith("beta:")]
+    head, _, error = line.partition("; ")
+    assert head.startswith("beta: error, ") and said.fullmatch(error), line
+    entries = {e["tenant"]: e for e in json.loads(ws.cli("status", "--json").stdout)}
+    assert said.fullmatch(entries["beta"]["error"]) and entries["acme"]["error"] is None
+
+    digest = ws.cli("digest")
+    assert digest.stdout.count("the tenant database is corrupt") == 1, digest.stdout
+    assert f"  beta: {entries['beta']['error']}\n" in digest.stdout
+
+    runs = ws.cli("runs", "beta")
+    assert runs.exit_code == 1
+    assert said.fullmatch(runs.output.removeprefix("Error: ").rstrip("\n")), runs.output
+
+
 def test_the_check_at_open_runs_again_only_when_the_file_changed_or_a_day_passed(
     ws: Workspace,
 ) -> None:

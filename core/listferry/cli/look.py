@@ -52,7 +52,9 @@ _COLOURS = {"applied": "green", "voided": "yellow", "failed": "red", "skipped": 
 
 
 def _status_line(item: Any, colour: bool) -> str:
-    outcome = item.last_status or ("no file yet" if item.looked_at else "never run")
+    outcome = item.last_status or (
+        "error" if item.error else "no file yet" if item.looked_at else "never run"
+    )
     if colour:
         outcome = click.style(outcome, fg=_COLOURS.get(item.last_status or ""), bold=True)
     parts = [f"{item.tenant}: {outcome}"]

@@ -103,9 +103,11 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
     days = []
     for tenant in config.tenants.values():
         day = TenantDay(tenant_status(tenant, until))
-        if day.status.error:
+        days.append(day)
+        if day.status.error:  # the store cannot be read: said once
             day.problems.append(day.status.error)
             day.runs["failed"] = day.runs.get("failed", 0) + 1
+            continue
         try:
             conn = open_read_only(tenant.database)
         except sqlite3.Error:
@@ -128,5 +130,4 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
                     problem = f"{outcome} {file or ''}: {reason}".replace(" :", ":")
                     seen[problem] = seen.get(problem, 0) + 1
             day.problems += [p if n == 1 else f"{p} ({n} runs)" for p, n in seen.items()]
-        days.append(day)
     return Digest(since, until, days)

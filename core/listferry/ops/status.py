@@ -16,6 +16,7 @@ from typing import Any
 from listferry.config import Config, Tenant, duration_seconds
 from listferry.config.schedule import Schedule, ScheduleError
 from listferry.names import COUNT, LIST, OTHER, count_name, kind_of
+from listferry.store.database import StoreError, checked_since_change, quick_check, store_error
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -199,14 +200,18 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
     try:
         conn = open_read_only(tenant.database)
     except sqlite3.Error as exc:
-        status.error = f"{tenant.database}: {exc}"
+        status.error = str(store_error(tenant.database, exc, "cannot be read"))
         conn = None
     if conn is not None:
         try:
             with conn:
+                if not checked_since_change(tenant.database):  # changed by no run of ours
+                    quick_check(conn, tenant.database)
                 seen = _read_store(status, conn, now)
+        except StoreError as exc:
+            status.error = str(exc)
         except sqlite3.Error as exc:
-            status.error = f"{tenant.database}: {exc}"
+            status.error = str(store_error(tenant.database, exc, "cannot be read"))
         finally:
             conn.close()
     elif status.error is None:

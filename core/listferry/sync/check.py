@@ -21,7 +21,7 @@ from listferry.errors import Void
 from listferry.names import count_name
 from listferry.plugins import Host
 from listferry.records import FileInfo, Invalid
-from listferry.store.database import Store
+from listferry.store.database import Store, read_only
 from listferry.strategy import Plan
 from listferry.sync.run import (
     Overrulable,
@@ -200,8 +200,7 @@ def _list_to_plan_against(
 ) -> tuple[sqlite3.Connection, Store | None]:
     """A read-only connection to the tenant's store, or an empty store in ``work``."""
     if with_store and tenant.database.exists():
-        uri = f"file:{tenant.database}?mode=ro"
-        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30), None
+        return read_only(tenant.database), None
     store = Store(work / "empty.db")
     return store.conn, store
 
