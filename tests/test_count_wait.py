@@ -58,6 +58,33 @@ def test_a_list_without_its_required_count_file_waits_and_is_shown_waiting(
     assert "subscriber_list.csv waiting for its count file until " in ws.cli("status").output
 
 
+def test_a_list_no_sync_has_seen_is_not_yet_looked_at_and_the_sync_says_until_when_it_waits(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme", count_file="required", count_file_wait="30m")
+    ws.upload(people(4))
+
+    unseen = {"file": "subscriber_list.csv", "since": None, "until": None, "as_of": None}
+    assert status_of(ws)["waiting"] == [unseen]  # no deadline before a sync has seen it
+    assert "subscriber_list.csv waiting for its count file (not yet looked at)" in (
+        ws.cli("status").output
+    )
+
+    result = ws.cli("sync", "acme", "--json")
+    (run,) = json.loads(result.stdout)
+    (waiting,) = status_of(ws)["waiting"]
+    assert status_of(ws)["waiting"] == [waiting]  # the same deadline at each look
+    assert (run["status"], run["reason"]) == ("idle", None)
+    assert run["hint"] == f"subscriber_list.csv waits for its count file until {waiting['until']}"
+    assert ws.cli("sync", "acme").output == f"acme: idle ({run['hint']})\n"
+    since = time.mktime(time.strptime(waiting["since"], "%Y-%m-%dT%H:%M:%SZ"))
+    until = time.mktime(time.strptime(waiting["until"], "%Y-%m-%dT%H:%M:%SZ"))
+    assert until - since == 30 * 60
+
+    ws.upload(people(5))  # uploaded again: its wait starts afresh at the next sync
+    assert status_of(ws)["waiting"] == [unseen]
+
+
 def test_the_count_file_arriving_within_the_wait_lets_the_list_apply(ws: Workspace) -> None:
     ws.add_tenant("acme", count_file="required")
     ws.upload(people(4))
@@ -139,3 +166,27 @@ def test_a_list_waiting_on_a_customer_server_is_left_there(
     (server.folder / "subscriber_list_count.txt").write_text("1\n")
     assert [r.status for r in ws.sync()] == ["applied"]
     assert not (server.folder / "subscriber_list.csv").exists()
+
+
+def test_status_shows_what_the_last_sync_saw_waiting_on_a_customer_server(
+    ws: Workspace, remote: Any
+) -> None:
+    server = remote("sftp")
+    add_tenant(ws.app(), "acme", server.tenant_settings(count_file="required", stable_seconds=0))
+    (server.folder / "subscriber_list.csv").write_text("email\na@example.org\n")
+    assert status_of(ws)["waiting"] == []  # not listed by status: no sync has looked yet
+
+    (run,) = ws.sync()
+
+    shown = status_of(ws)
+    (waiting,) = shown["waiting"]
+    assert (waiting["file"], waiting["as_of"]) == ("subscriber_list.csv", shown["looked_at"])
+    assert run.hint == f"subscriber_list.csv waits for its count file until {waiting['until']}"
+    assert (
+        f"subscriber_list.csv waiting for its count file until {waiting['until']} "
+        f"(seen {shown['looked_at']})"
+    ) in ws.cli("status").output
+
+    seen_hours_ago(ws, 3)  # the wait is over: the next sync voids the list
+    assert [r.status for r in ws.sync()] == ["voided"]
+    assert status_of(ws)["waiting"] == []

@@ -75,7 +75,9 @@ def _status_line(item: Any, colour: bool) -> str:
     if item.looked_at and item.looked_at > (item.last_run_at or ""):
         parts.append(f"home looked at {item.looked_at}")
     for waiting in item.waiting:
-        parts.append(f"{waiting['file']} waiting for its count file until {waiting['until']}")
+        when = f"until {waiting['until']}" if waiting["until"] else "(not yet looked at)"
+        seen = f" (seen {waiting['as_of']})" if waiting["as_of"] else ""
+        parts.append(f"{waiting['file']} waiting for its count file {when}{seen}")
     if item.ignored:
         shown = ", ".join(item.ignored[:3])
         if len(item.ignored) > 3:

@@ -16,7 +16,13 @@ from typing import Any
 from listferry.config import Config, Tenant, duration_seconds
 from listferry.config.schedule import Schedule, ScheduleError
 from listferry.names import COUNT, LIST, OTHER, count_name, kind_of
-from listferry.store.database import StoreError, checked_since_change, quick_check, store_error
+from listferry.store.database import (
+    StoreError,
+    checked_since_change,
+    quick_check,
+    sightings,
+    store_error,
+)
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -35,8 +41,9 @@ class TenantStatus:
     reached is a ``failed`` run too); ``last_applied_*`` the list in use, and
     ``failing_since`` when the attempts after it began to fail. ``looked_at`` is when a
     sync last listed the home, even if it found nothing; ``added_at`` when listferry
-    first kept the tenant. ``waiting`` are list files waiting for their count file,
-    ``ignored`` files in the home that no list pattern takes (a misnamed upload).
+    first kept the tenant. ``waiting`` are list files waiting for their count file
+    (:func:`waiting_for_count_files`), ``ignored`` files in the home that no list pattern
+    takes (a misnamed upload).
     """
 
     tenant: str
@@ -60,7 +67,7 @@ class TenantStatus:
     last_file_at: str | None = None
     looked_at: str | None = None
     added_at: str | None = None
-    waiting: list[dict[str, str]] = field(default_factory=list)
+    waiting: list[dict[str, str | None]] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     silent: bool = False
     error: str | None = None
@@ -79,10 +86,10 @@ def open_read_only(database: Path) -> sqlite3.Connection | None:
 
 @dataclass(frozen=True)
 class HomeFiles:
-    """The files at the top of a local home: list files (name, mtime) oldest first,
+    """The files at the top of a local home: list files (name, mtime, size) oldest first,
     count files, and the files no list pattern takes."""
 
-    lists: list[tuple[str, float]]
+    lists: list[tuple[str, float, int]]
     counts: frozenset[str]
     ignored: list[str]
 
@@ -95,7 +102,7 @@ def home_files(tenant: Tenant) -> HomeFiles | None:
         entries = [e for e in os.scandir(tenant.home) if e.is_file(follow_symlinks=False)]
     except OSError:
         return None
-    lists: list[tuple[str, float]] = []
+    lists: list[tuple[str, float, int]] = []
     counts: set[str] = set()
     ignored: list[str] = []
     for entry in entries:
@@ -104,7 +111,8 @@ def home_files(tenant: Tenant) -> HomeFiles | None:
         if kind == COUNT:
             counts.add(name)
         elif kind == LIST:
-            lists.append((name, entry.stat(follow_symlinks=False).st_mtime))
+            stat = entry.stat(follow_symlinks=False)
+            lists.append((name, stat.st_mtime, stat.st_size))
         elif kind == OTHER:
             ignored.append(name)
     lists.sort(key=lambda item: (item[1], item[0]))
@@ -117,25 +125,48 @@ def pending_files(tenant: Tenant) -> int | None:
     return None if found is None else len(found.lists)
 
 
-def _waiting(
-    tenant: Tenant, found: HomeFiles | None, seen: dict[str, float], now: datetime
-) -> list[dict[str, str]]:
-    """The lists that wait for their required count file: since when, until when."""
-    if found is None or tenant.count_file != "required":
+def waiting_for_count_files(
+    tenant: Tenant, found: HomeFiles | None, seen: dict[str, tuple[int, float, float]],
+    looked_at: str | None,
+) -> list[dict[str, str | None]]:  # fmt: skip
+    """The lists that wait for their required count file: ``file``, ``since`` and ``until``.
+
+    A local home is listed now: a list no sync has seen as it is now (``seen``, from the
+    store) waits too, "not yet looked at" (``since`` and ``until`` null): its wait starts
+    when a sync sees it. A home on a customer's server cannot be listed here: these are
+    the lists the last sync saw waiting, ``as_of`` when it looked.
+    """
+    if tenant.count_file != "required":
         return []
     wait = duration_seconds(tenant.count_file_wait) if tenant.count_file_wait else 0
-    out = []
-    for name, _mtime in found.lists:
-        if count_name(name) in found.counts:
-            continue
-        since = datetime.fromtimestamp(seen.get(name, now.timestamp()), UTC)
-        until = since + timedelta(seconds=wait)
-        out.append({"file": name, "since": since.strftime(ISO), "until": until.strftime(ISO)})
-    return out
+
+    def entry(name: str, first: float | None, as_of: str | None = None) -> dict[str, str | None]:
+        since = until = None
+        if first is not None:
+            since = datetime.fromtimestamp(first, UTC).strftime(ISO)
+            until = datetime.fromtimestamp(first + wait, UTC).strftime(ISO)
+        return {"file": name, "since": since, "until": until, "as_of": as_of}
+
+    if found is not None:
+        out = []
+        for name, mtime, size in found.lists:
+            if count_name(name) in found.counts:
+                continue
+            size_then, mtime_then, first = seen.get(name, (None, None, None))
+            out.append(entry(name, first if (size_then, mtime_then) == (size, mtime) else None))
+        return out
+    looked = parse_time(looked_at)
+    if tenant.is_local or looked is None:
+        return []
+    return [  # a list voided by that sync (its wait was over) is no longer there
+        entry(name, first, looked_at)
+        for name, (_size, _mtime, first) in sorted(seen.items(), key=lambda item: item[1][2])
+        if first + wait > looked.timestamp()
+    ]
 
 
 def _read_store(status: TenantStatus, conn: sqlite3.Connection, now: datetime) -> dict:
-    """Fill ``status`` from the tenant's store; return when each waiting file was seen."""
+    """Fill ``status`` from the tenant's store; return its :func:`sightings`."""
     row = conn.execute(
         "SELECT id, status, file, started_at, reason FROM runs ORDER BY id DESC LIMIT 1"
     ).fetchone()
@@ -169,7 +200,7 @@ def _read_store(status: TenantStatus, conn: sqlite3.Connection, now: datetime) -
         return {}  # a store from before listferry kept these: the next run adds them
     meta = dict(conn.execute("SELECT key, value FROM meta"))
     status.looked_at, status.added_at = meta.get("looked_at"), meta.get("created_at")
-    return dict(conn.execute("SELECT name, first_seen FROM sightings"))
+    return sightings(conn)
 
 
 def _added_at(tenant: Tenant) -> str | None:
@@ -196,7 +227,7 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
                 setattr(status, kind, due.strftime(ISO))
             except ScheduleError:
                 pass
-    seen: dict[str, float] = {}
+    seen: dict[str, tuple[int, float, float]] = {}
     try:
         conn = open_read_only(tenant.database)
     except sqlite3.Error as exc:
@@ -216,7 +247,7 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
             conn.close()
     elif status.error is None:
         status.added_at = _added_at(tenant)
-    status.waiting = _waiting(tenant, found, seen, now)
+    status.waiting = waiting_for_count_files(tenant, found, seen, status.looked_at)
     since = parse_time(status.last_file_at) or parse_time(status.added_at)
     status.silent = _silent(tenant, since, now)
     return status

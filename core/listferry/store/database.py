@@ -126,6 +126,15 @@ def store_error(path: Path, exc: sqlite3.Error, failed: str = "cannot be opened"
     return StoreError(f"{path}: the tenant database {failed}: {exc}")
 
 
+def sightings(conn: sqlite3.Connection) -> dict[str, tuple[int, float, float]]:
+    """The list files the last sync saw waiting for their count file: name -> (size,
+    modification time, when first seen as such), epoch seconds."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] < 3:
+        return {}  # a store from before listferry kept them
+    rows = conn.execute("SELECT name, size, mtime, first_seen FROM sightings")
+    return {name: (size, mtime, first) for name, size, mtime, first in rows}
+
+
 #: A store unchanged since listferry last closed it is checked again after this long, so
 #: that damage no write made (a failing disk) is still found within a day.
 RECHECK_SECONDS = 24 * 3600

@@ -173,6 +173,7 @@ class TenantSync:
         self.force = force
         self.progress = progress
         self.work = tenant.state_dir / "work"
+        self.waiting: str | None = None  # the list held for its count file, for the operator
         self.archive = tenant.state_dir / "archive"
 
     def run_all(self) -> list[RunRecord]:
@@ -193,7 +194,8 @@ class TenantSync:
         selection = self.hold_for_count_files(selection)
         runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
         runs += [self.run_file(p) for p in selection.runs]
-        return runs or [RunRecord(self.tenant.name, status="idle", finished_at=utcnow())]
+        idle = RunRecord(self.tenant.name, status="idle", finished_at=utcnow(), hint=self.waiting)
+        return runs or [idle]
 
     def unreachable(self, reason: str) -> RunRecord:
         """The attempt of a run whose home could not be listed: ``failed``, recorded."""
@@ -218,6 +220,8 @@ class TenantSync:
         for pending in selection.runs:
             since = seen.get(pending.list_file.name, now)
             if not pending.count_file and now - since < wait:
+                until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since + wait))
+                self.waiting = f"{pending.list_file.name} waits for its count file until {until}"
                 log.info("%s: %s waits for its count file %s (since %s)", self.tenant.name,
                          pending.list_file.name, count_name(pending.list_file.name),
                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))  # fmt: skip
