@@ -116,7 +116,9 @@ def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -
     scheduler.executor.shutdown(wait=True)
 
 
-def test_a_sync_process_that_dies_is_told_as_a_failed_run(ws: Workspace, monkeypatch) -> None:
+def test_a_sync_process_that_dies_is_recorded_and_told_as_a_failed_run(
+    ws: Workspace, monkeypatch
+) -> None:
     monkeypatch.setenv("HOOK_SECRET", "s")
     ws.add_tenant("acme")
     with WebhookServer() as hook:
@@ -133,6 +135,10 @@ def test_a_sync_process_that_dies_is_told_as_a_failed_run(ws: Workspace, monkeyp
     run = json.loads(body)
     assert (run["tenant"], run["status"]) == ("acme", "failed")
     assert "was killed by SIGKILL" in run["reason"]
+    with ws.store() as store:
+        (recorded,) = store.runs("acme")
+    assert (recorded.status, recorded.reason) == ("failed", run["reason"])
+    assert ws.cli("status").stdout.startswith("acme: failed, run 1 ")
 
 
 def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) -> None:

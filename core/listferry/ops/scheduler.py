@@ -37,8 +37,7 @@ from listferry.config.schedule import Schedule
 from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
-from listferry.runs import RunRecord, utcnow
-from listferry.sync.run import tell_finished
+from listferry.sync.run import record_failure, tell_finished
 
 log = logging.getLogger("listferry")
 
@@ -259,7 +258,8 @@ class Scheduler:
             self.on_result(job, result)
 
     def _told_crash(self, job: Job, result: JobResult) -> None:
-        """A sync process that died without its JSON: its tenant's run is ``failed``."""
+        """A sync process that died without its JSON: its tenant's run is ``failed``,
+        recorded in its store and told to the ``run_finished`` plugins."""
         if result.returncode in (0, 1):
             try:
                 json.loads(result.stdout)
@@ -270,8 +270,7 @@ class Scheduler:
             return
         tenant: Tenant = self.app.config.tenants[job.tenant]
         reason = f"the scheduled sync process {result.how()}: {result.last_line()}"
-        run = RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)
-        tell_finished(self.app, tenant, [run])
+        tell_finished(self.app, tenant, [record_failure(tenant, reason)])
 
 
 def _newest_change(home: Path) -> datetime | None:

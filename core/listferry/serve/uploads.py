@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 
 from listferry.app import App
-from listferry.config import Tenant
+from listferry.config import Tenant, duration_seconds
+from listferry.jobs import JobResult
 from listferry.serve.log import event, log
+from listferry.store.database import waiting_lists
+from listferry.sync.run import record_failure
 from listferry.sync.select import select
+
+#: After an on-upload sync whose process printed no runs (it could not read the config,
+#: it crashed), the tenant is synced again after these many seconds while its files are
+#: still there; then its schedule (or the next upload) takes over.
+RETRY_SECONDS = (300.0, 900.0, 2700.0)
 
 
 class UploadDispatcher:
     """Tells plugins that a file arrived, and runs ``on-upload`` syncs.
 
-    A tenant with ``process = "on-upload"`` is synced once its files are in: the list
-    file and, when the tenant requires one, its count file. Uploads that follow each
-    other within ``upload_grace`` seconds are taken together (a list, then its count
-    file). One worker thread runs the syncs, one tenant at a time, each as its own
-    ``listferry sync`` process.
+    A tenant with ``process = "on-upload"`` is synced once a list file is in. Uploads
+    that follow each other within ``upload_grace`` seconds are taken together (a list,
+    then its count file). A list whose required count file has not come yet is held by
+    that sync (its ``count_file_wait`` starts), and the tenant is synced again when the
+    count file comes or when the wait is over, which voids the list. One worker thread
+    runs the syncs, one tenant at a time, each as its own ``listferry sync`` process; one
+    that prints no runs is recorded as a ``failed`` run and tried again after
+    :data:`RETRY_SECONDS`.
     """
 
     def __init__(
-        self, app: App, grace: float, tenants: Callable[[], dict[str, Tenant]] | None = None
-    ) -> None:
+        self, app: App, grace: float, tenants: Callable[[], dict[str, Tenant]] | None = None,
+        retry_seconds: tuple[float, ...] = RETRY_SECONDS,
+    ) -> None:  # fmt: skip
         self.app = app
         self.grace = grace
         self.tenants = tenants or (lambda: app.config.tenants)
+        self.retry_seconds = retry_seconds
         self._due: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
         self._cond = threading.Condition()
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="on-upload", daemon=True)
@@ -43,19 +58,24 @@ class UploadDispatcher:
             log.error("a file_received plugin failed for %s: %s: %s",
                       tenant.name, type(exc).__name__, exc)  # fmt: skip
         if tenant.process == "on-upload":
-            with self._cond:
-                self._due[tenant.name] = time.monotonic() + self.grace
-                self._cond.notify()
+            self._come_back(tenant.name, self.grace)
 
-    def _ready(self, tenant: Tenant) -> bool:
+    def _come_back(self, name: str, seconds: float, sooner: bool = False) -> None:
+        """Sync ``name`` in ``seconds``; with ``sooner``, only if nothing is due before."""
+        at = time.monotonic() + seconds
+        with self._cond:
+            if sooner and name in self._due:
+                at = min(at, self._due[name])
+            self._due[name] = at
+            self._cond.notify()
+
+    def _pending(self, tenant: Tenant) -> bool:
+        """Whether a list file lies in the tenant's home."""
         transport = self.app.transport(tenant)
         try:
-            selection = select(transport.list(), tenant)
+            return bool(select(transport.list(), tenant).runs)
         finally:
             transport.close()
-        if not selection.runs:
-            return False
-        return tenant.count_file != "required" or all(p.count_file for p in selection.runs)
 
     def _work(self) -> None:
         while True:
@@ -67,35 +87,74 @@ class UploadDispatcher:
                     return
                 name = self._next_due()
                 del self._due[name]
-            tenant = self.tenants().get(name)
-            if tenant is None or not self._ready(tenant):
-                continue
-            for run in self._sync(tenant):
-                event("run", tenant=run["tenant"], file=run.get("file"), status=run["status"],
-                      reason=run.get("reason"))  # fmt: skip
+            try:
+                self._visit(name)
+            except Exception as exc:  # the worker goes on for every other tenant
+                log.error("%s: the on-upload sync could not be started: %s: %s",
+                          name, type(exc).__name__, exc)  # fmt: skip
 
-    def _sync(self, tenant: Tenant) -> list[dict]:
+    def _visit(self, name: str) -> None:
+        """Sync tenant ``name`` if it is still an on-upload tenant with a list waiting."""
+        tenant = self.tenants().get(name)
+        if tenant is None or tenant.process != "on-upload" or not self._pending(tenant):
+            self._failures.pop(name, None)
+            return
+        runs, failure = self._sync(tenant)
+        if failure is not None:
+            runs = [record_failure(tenant, failure).to_json()]
+        for run in runs:
+            event("run", tenant=run["tenant"], file=run.get("file"), status=run["status"],
+                  reason=run.get("reason"), hint=run.get("hint"))  # fmt: skip
+        if failure is not None:
+            self._retry(tenant)
+        else:
+            self._failures.pop(name, None)
+            self._until_the_wait_is_over(tenant)
+
+    def _sync(self, tenant: Tenant) -> tuple[list[dict], str | None]:
         """``listferry sync NAME`` in a process of its own: a crash or a memory blow-up in
         one tenant's run never reaches the servers, and the run reads the config as it is
-        now."""
+        now. The runs it printed, or why it printed none."""
         import json
         import subprocess
         import sys
-
-        from listferry.runs import utcnow
 
         argv = [sys.executable, "-m", "listferry", "--config", str(self.app.config.path),
                 "sync", tenant.name, "--json"]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         try:
-            runs = json.loads(done.stdout)
-        except ValueError:
-            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-            reason = f"the on-upload sync exited with code {done.returncode}: {last}"
-            log.error("%s: %s", tenant.name, reason)
-            return [{"tenant": tenant.name, "status": "failed", "reason": reason,
-                     "finished_at": utcnow()}]  # fmt: skip
-        return runs
+            return list(json.loads(done.stdout)), None
+        except (ValueError, TypeError):
+            result = JobResult(done.returncode, done.stdout, done.stderr)
+            return [], f"the on-upload sync process {result.how()}: {result.last_line()}"
+
+    def _retry(self, tenant: Tenant) -> None:
+        """Try a tenant whose sync could not run again later, a few times."""
+        failures = self._failures[tenant.name] = self._failures.get(tenant.name, 0) + 1
+        if failures > len(self.retry_seconds):
+            self._failures.pop(tenant.name)
+            log.error("%s: the on-upload sync failed %d times; its schedule or the next "
+                      "upload syncs it", tenant.name, failures)  # fmt: skip
+            return
+        wait = self.retry_seconds[failures - 1]
+        log.warning("%s: the on-upload sync is tried again in %g s", tenant.name, wait)
+        self._come_back(tenant.name, wait, sooner=True)
+
+    def _until_the_wait_is_over(self, tenant: Tenant) -> None:
+        """Come back to a tenant whose list waits for its count file when the wait is
+        over (the sync then voids the list, unless the count file came)."""
+        if tenant.count_file != "required" or not tenant.count_file_wait:
+            return
+        try:
+            seen = waiting_lists(tenant.database)
+        except sqlite3.Error as exc:
+            log.error("%s: cannot read when its lists were first seen: %s", tenant.name, exc)
+            return
+        wait = duration_seconds(tenant.count_file_wait)
+        now = time.time()
+        ends = [first + wait for _size, _mtime, first in seen.values() if first + wait > now]
+        if ends:  # a second past the end: the sync's own clock has passed it too
+            self._come_back(tenant.name, min(ends) - now + 1, sooner=True)
 
     def _next_due(self) -> str | None:
         now = time.monotonic()

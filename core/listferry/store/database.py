@@ -8,6 +8,7 @@ connection runs in autocommit mode; writes that belong together go through
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -133,6 +134,15 @@ def sightings(conn: sqlite3.Connection) -> dict[str, tuple[int, float, float]]:
         return {}  # a store from before listferry kept them
     rows = conn.execute("SELECT name, size, mtime, first_seen FROM sightings")
     return {name: (size, mtime, first) for name, size, mtime, first in rows}
+
+
+def waiting_lists(path: Path) -> dict[str, tuple[int, float, float]]:
+    """:func:`sightings` of the tenant database at ``path`` (read only; none if there is
+    no database yet)."""
+    if not path.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return sightings(conn)
 
 
 #: A store unchanged since listferry last closed it is checked again after this long, so

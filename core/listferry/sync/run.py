@@ -446,6 +446,19 @@ def record_attempt(store: Store, run: RunRecord) -> None:
                   store_failure(store.path, exc))  # fmt: skip
 
 
+def record_failure(tenant: Tenant, reason: str) -> RunRecord:
+    """A ``failed`` run of ``tenant`` that left no record of its own (its process died, or
+    could not read the config), recorded in the tenant's store if that can be opened."""
+    run = RunRecord(tenant.name, strategy=tenant.strategy).end("failed", reason)
+    try:
+        with Store(tenant.database) as store:
+            record_attempt(store, run)
+    except (StoreError, OSError) as exc:
+        log.error("%s: failed: %s; the run could not be recorded: %s", tenant.name, reason,
+                  reason_of(exc))  # fmt: skip
+    return run
+
+
 def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
     """Tell the ``run_finished`` plugins of each run; one that raises is one log line."""
     for run in runs:

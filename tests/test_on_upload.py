@@ -1,0 +1,117 @@
+"""``process = "on-upload"`` tenants, synced by a running serve as their files arrive:
+a list whose count file never comes is voided when the wait is over, and a sync that
+cannot run is recorded as a failed run and tried again."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import Workspace, csv_text, people
+from test_ftp_server import add_tenant, ftp, wait_for
+
+from listferry.config.edit import write_atomically
+
+LIST = csv_text(people(5)).encode()
+
+
+@pytest.fixture
+def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """``events("run")``: the structured server log lines of that kind so far."""
+    caplog.set_level(logging.INFO, logger="listferry.server")
+    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
+
+
+def store_runs(ws: Workspace) -> list[tuple[str, str | None]]:
+    """(status, reason) of the tenant's recorded runs, oldest first, read as status does."""
+    database = ws.root / "state" / "acme" / "tenant.db"
+    if not database.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        try:
+            return conn.execute("SELECT status, reason FROM runs ORDER BY id").fetchall()
+        except sqlite3.OperationalError:  # being made by the first run
+            return []
+
+
+def name_a_plugin(ws: Workspace, module: str) -> None:
+    text = ws.config_path.read_text().replace('homes = "homes"', 'homes = "homes"\n'
+                                              f'plugins = ["{module}"]')  # fmt: skip
+    write_atomically(ws.config_path, text)
+
+
+def upload(port: int, name: str, data: bytes = LIST) -> None:
+    client = ftp(port)
+    try:
+        client.storbinary(f"STOR {name}", io.BytesIO(data))
+    finally:
+        client.quit()
+
+
+def test_a_list_whose_count_file_never_comes_is_voided_when_the_wait_is_over(
+    ws: Workspace, served, events
+) -> None:
+    add_tenant(ws, process="on-upload", count_file="required", count_file_wait="1m",
+               schedule="")  # fmt: skip
+    database = ws.root / "state" / "acme" / "tenant.db"
+    with served(["ftp"]) as s:
+        upload(s.ports["ftp"], "subscriber_list.csv")
+        (held,) = wait_for(lambda: events("run"), "the sync that starts the wait")
+        assert "status=idle" in held and "waits for its count file until" in held
+        with contextlib.closing(sqlite3.connect(database)) as conn, conn:  # as if 55 s ago
+            conn.execute("UPDATE sightings SET first_seen = first_seen - 55")
+        upload(s.ports["ftp"], "readme.txt", b"not a list")  # a visit: 5 s still to wait
+
+        wait_for(lambda: len(events("run")) == 3, "the sync at the end of the wait")
+    _, again, last = events("run")
+    assert "status=idle" in again and "status=voided" in last
+    assert store_runs(ws) == [
+        ("voided", "count file subscriber_list_count.txt is missing, and this tenant requires one")
+    ]
+    assert not (ws.home() / "subscriber_list.csv").exists()
+
+
+def test_a_sync_that_cannot_run_is_a_failed_run_and_is_tried_again(
+    ws: Workspace, served, events, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_tenant(ws, process="on-upload", schedule="")
+    with served(["ftp"]) as s:
+        s.runtime.uploads.retry_seconds = (2.0,)
+        name_a_plugin(ws, "lf_acme_crm")  # not installed yet: serve goes on, sync cannot
+        upload(s.ports["ftp"], "subscriber_list.csv")  # the sync cannot import the plugin
+
+        (failed,) = wait_for(lambda: store_runs(ws), "the failed run in the store")
+        crm = tmp_path / "crm"
+        crm.mkdir()
+        (crm / "lf_acme_crm.py").write_text('"""Installed after the upload."""\n')
+        monkeypatch.setenv("PYTHONPATH", str(crm))  # for the sync processes from now on
+
+        wait_for(lambda: len(store_runs(ws)) == 2, "the run of the retry")
+    assert failed == (
+        "failed",
+        f"the on-upload sync process exited with code 2: Error: {ws.config_path} line 6: "
+        "[listferry] plugins: plugin module 'lf_acme_crm' cannot be imported: No module "
+        "named 'lf_acme_crm'",
+    )
+    assert store_runs(ws)[1] == ("applied", None)
+    assert [e.split(" status=")[1].split()[0] for e in events("run")] == ["failed", "applied"]
+
+
+def test_retries_of_a_sync_that_cannot_run_end_and_leave_it_to_the_schedule(
+    ws: Workspace, served, caplog: pytest.LogCaptureFixture
+) -> None:
+    add_tenant(ws, process="on-upload")
+    with served(["ftp"]) as s:
+        s.runtime.uploads.retry_seconds = (0.1, 0.1)
+        name_a_plugin(ws, "lf_never_installed")
+        upload(s.ports["ftp"], "subscriber_list.csv")
+
+        gave_up = "acme: the on-upload sync failed 3 times; its schedule or the next upload"
+        wait_for(lambda: gave_up in caplog.text, "the retries to end", timeout=30)
+    assert [status for status, _ in store_runs(ws)] == ["failed"] * 3
+    assert (ws.root / "homes" / "acme" / "subscriber_list.csv").exists()
