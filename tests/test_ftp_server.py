@@ -560,7 +560,7 @@ def test_an_on_upload_tenant_is_synced_once_its_list_and_count_file_are_in(
         client = ftp(s.ports["ftp"])
         upload_list(client)
         client.quit()
-        wait_for(lambda: events("run"), "the on-upload sync")
+        wait_for(lambda: [e for e in events("run") if " status=applied" in e], "the sync")
     with ws.store() as store:
         [run] = store.runs("acme")  # one run: the list alone waited for its count file
     assert (run.status, run.file, run.added) == ("applied", "subscriber_list.csv", 5)
