@@ -20,6 +20,7 @@ from listferry.dialect import Dialect
 from listferry.errors import Void
 from listferry.names import count_name
 from listferry.plugins import Host
+from listferry.reader import open_list
 from listferry.records import FileInfo, Invalid
 from listferry.store.database import Store
 from listferry.strategy import Plan
@@ -264,7 +265,7 @@ def _describe_header(
     """The columns of a file voided at its header, so ``check`` can still show them."""
     dialect = tenant_dialect(host, tenant)
     try:
-        with host.readers.get(dialect.reader).open(source, name, dialect) as opened:
+        with open_list(host.readers, source, name, dialect) as opened:
             info = opened.info
     except (Void, OSError):
         return

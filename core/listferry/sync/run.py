@@ -26,6 +26,7 @@ from listferry.errors import ListferryError, Void
 from listferry.names import REPORT_SUFFIX, count_name, decrypted_name, is_encrypted, report_name
 from listferry.pgp import decrypt
 from listferry.plugins import Host
+from listferry.reader import open_list
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, utcnow
 from listferry.store.database import Store, StoreError
@@ -119,8 +120,7 @@ def read_list(
     The header checks and the record checks run here; a header that fails voids.
     """
     dialect = tenant_dialect(host, tenant)
-    reader = host.readers.get(dialect.reader)
-    with reader.open(path, name, dialect) as source:
+    with open_list(host.readers, path, name, dialect) as source:
         info = replace(source.info, count_file=count, count_policy=tenant.count_file)
         void_if(host.hook.validate_header(file=info))
         staged = stage(conn, source, info, host.hook.validate_records, progress)

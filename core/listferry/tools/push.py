@@ -21,14 +21,14 @@ from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
 from listferry.names import count_name
 from listferry.plugins import Host
+from listferry.reader import open_list
 
 
 def count_records(host: Host, path: Path, dialect_name: str) -> int:
     """The data records in ``path`` (header excluded), read as the sync reads it."""
     dialect = host.dialects.get(dialect_name)
-    reader = host.readers.get(dialect.reader)
     try:
-        with reader.open(path, path.name, dialect) as source:
+        with open_list(host.readers, path, path.name, dialect) as source:
             for _batch in source.batches():
                 pass
             return source.records_read
