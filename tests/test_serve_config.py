@@ -12,10 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
 
 import paramiko
 import pytest
@@ -26,15 +24,7 @@ from test_ftp_server import PASSWORD, add_tenant, ftp
 from listferry.config.edit import write_atomically
 from listferry.config.passwords import hash_password
 from listferry.serve.live import problem_path
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return result
+from listferry.testing import wait_for
 
 
 def refused(port: int, user: str = "acme", password: str = PASSWORD) -> bool:
@@ -220,15 +210,17 @@ def test_listferry_serve_reports_a_config_it_cannot_use_and_refuses_a_removed_te
             return json.loads(ws.cli("status", "--json").stdout)[0]["serve_config"]
 
         edit(ws, 'homes = "homes"', f'homes = "homes"\nplugins = ["{name}"]')
-        first = wait_for(problem, "status to show serve's problem")  # no login needed
+        first = wait_for(problem, "status to show serve's problem", timeout=20)  # no login needed
         assert f"No module named '{name}'" in first["reason"]
-        assert len(wait_for(errors, "the error in the log")) == 1
+        assert len(wait_for(errors, "the error in the log", timeout=20)) == 1
         edit(ws, f'plugins = ["{name}"]', f'plugins = ["{name}"]  # a second try')
-        wait_for(lambda: len(errors()) == 2, "the error logged again after the next change")
+        wait_for(
+            lambda: len(errors()) == 2, "the error logged again after the next change", timeout=20
+        )
         sftp_login(port)  # the last good config still serves
 
         edit(ws, f'\nplugins = ["{name}"]  # a second try', "")
-        wait_for(lambda: problem() is None, "the record cleared by a good config")
+        wait_for(lambda: problem() is None, "the record cleared by a good config", timeout=20)
         assert ws.cli("tenant", "remove", "acme").exit_code == 0
         with pytest.raises(paramiko.AuthenticationException):
             sftp_login(port)

@@ -83,7 +83,6 @@ class Scheduler:
         self.due: dict[tuple[str, str | None], Due] = {}
         self.running: dict[tuple[str, str | None], Future[JobResult]] = {}
         self.executor: Any = None
-        self.wake = threading.Event()
 
     # -- the plan -----------------------------------------------------------------
 
