@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-OUTCOMES = ("applied", "voided", "failed", "skipped", "idle")
+
+class RunStatus(enum.StrEnum):
+    """What a run ended as (``running`` until it ends). Each is its own string, so JSON,
+    the store and a comparison with ``"applied"`` see the word."""
+
+    RUNNING = "running"
+    APPLIED = "applied"
+    VOIDED = "voided"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    IDLE = "idle"
+
+
+#: The statuses a run can end as.
+OUTCOMES = tuple(status for status in RunStatus if status is not RunStatus.RUNNING)
+#: The outcomes that need someone to look: nothing was applied, and why is in ``reason``.
+PROBLEMS = (RunStatus.VOIDED, RunStatus.FAILED)
 
 
 def utcnow() -> str:
@@ -23,7 +40,7 @@ class RunRecord:
 
     tenant: str
     run_id: int | None = None
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     file: str | None = None
     strategy: str | None = None
     reason: str | None = None
