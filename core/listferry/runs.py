@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+
+from listferry.times import utcnow
 
 
 class RunStatus(enum.StrEnum):
@@ -23,11 +24,6 @@ class RunStatus(enum.StrEnum):
 OUTCOMES = tuple(status for status in RunStatus if status is not RunStatus.RUNNING)
 #: The outcomes that need someone to look: nothing was applied, and why is in ``reason``.
 PROBLEMS = (RunStatus.VOIDED, RunStatus.FAILED)
-
-
-def utcnow() -> str:
-    """The current time as ISO 8601 UTC with a ``Z``, to the second."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,7 @@ from listferry.ops.tenants import add_tenant
 from listferry.runs import RunRecord
 from listferry.store.database import Store
 from listferry.sync.check import CheckResult, check_file
+from listferry.times import parse_iso
 
 __all__ = ["Sandbox", "wait_for"]
 
@@ -226,5 +227,7 @@ class Sandbox:
     @staticmethod
     def at(text: str) -> datetime:
         """An ISO 8601 time as an aware UTC datetime, for events."""
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = parse_iso(text)
+        if moment is None:
+            raise ValueError("no time given")
+        return moment

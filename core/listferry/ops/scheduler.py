@@ -36,8 +36,9 @@ from listferry.config.schedule import Schedule
 from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
-from listferry.runs import RunRecord, utcnow
+from listferry.runs import RunRecord
 from listferry.sync.run import tell_finished
+from listferry.times import iso, utcnow
 
 log = logging.getLogger("listferry")
 
@@ -160,14 +161,14 @@ class Scheduler:
         if done is not None and done >= missed:
             return False
         log.info("%s: the %s due at %s did not run; it runs now", name, kind,
-                 missed.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+                 iso(missed))  # fmt: skip
         return True
 
     def next_times(self) -> dict[str, dict[str, str]]:
         """``{tenant: {"sync": ISO time, "export": ...}}`` of what is planned."""
         out: dict[str, dict[str, str]] = {}
         for due in self.due.values():
-            out.setdefault(due.tenant or "", {})[due.kind] = due.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.setdefault(due.tenant or "", {})[due.kind] = iso(due.at)
         return out
 
     # -- the loop -----------------------------------------------------------------
