@@ -42,11 +42,14 @@ class RunRecord:
     archive: str | None = None
     hint: str | None = None
     report: str | None = field(default=None, repr=False)
+    #: A digest of what decided how the file was read and planned (dialect, strategy).
+    settings_digest: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         """The run as ``sync --json`` and ``runs --json`` print it (no report text)."""
         data = asdict(self)
         data.pop("report")
+        data.pop("settings_digest")
         return data
 
     def describe(self) -> str:

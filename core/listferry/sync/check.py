@@ -14,14 +14,14 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from listferry.app import tenant_dialect
+from listferry.app import settings_digest, tenant_dialect
 from listferry.config import Tenant
 from listferry.dialect import Dialect
 from listferry.errors import Void
 from listferry.names import count_name
 from listferry.plugins import Host
 from listferry.records import FileInfo, Invalid
-from listferry.store.database import Store
+from listferry.store.database import Store, last_applied
 from listferry.strategy import Plan
 from listferry.sync.run import (
     Overrulable,
@@ -29,6 +29,7 @@ from listferry.sync.run import (
     checked_plan,
     overrule_hint,
     read_list,
+    repeat_reason,
     sha256_of,
     unpacked,
 )
@@ -186,7 +187,7 @@ def check_file(
         conn, store = _list_to_plan_against(tenant, work, with_store)
         try:
             if with_store:
-                _warn_if_repeat(result, conn, path)
+                _warn_if_repeat(host, tenant, result, conn, path)
             _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
         finally:
             conn.close()
@@ -206,18 +207,17 @@ def _list_to_plan_against(
     return store.conn, store
 
 
-def _warn_if_repeat(result: CheckResult, conn: sqlite3.Connection, path: Path) -> None:
-    """Say so when the file is the tenant's last applied file: sync would skip it."""
+def _warn_if_repeat(
+    host: Host, tenant: Tenant, result: CheckResult, conn: sqlite3.Connection, path: Path
+) -> None:
+    """Say so when the file is a repeat of the tenant's last applied file: sync would skip it."""
     try:
-        row = conn.execute(
-            "SELECT id, sha256 FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.Error:
+        last = last_applied(conn)
+    except sqlite3.Error:  # an empty store: no run yet
         return
-    if row and row[1] == sha256_of(path):
-        result.warnings.append(
-            f"sync would skip it: the same content as the last applied file (run {row[0]})"
-        )
+    repeat = repeat_reason(last, sha256_of(path), settings_digest(host, tenant))
+    if repeat:
+        result.warnings.append(f"sync would skip it: {repeat}")
 
 
 def _examine(

@@ -20,7 +20,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from listferry.app import App, tenant_dialect
+from listferry.app import App, settings_digest, tenant_dialect
 from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
 from listferry.names import REPORT_SUFFIX, count_name, decrypted_name, is_encrypted, report_name
@@ -28,7 +28,7 @@ from listferry.pgp import decrypt
 from listferry.plugins import Host
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, utcnow
-from listferry.store.database import Store, StoreError
+from listferry.store.database import LastApplied, Store, StoreError
 from listferry.store.locks import tenant_lock
 from listferry.strategy import Plan
 from listferry.sync.apply import apply
@@ -97,6 +97,15 @@ def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
 
 
 # -- the stages a sync and its dry run (`listferry check`) share ----------------------------
+
+
+def repeat_reason(last: LastApplied | None, sha256: str, digest: str) -> str | None:
+    """Why a file is skipped as a repeat, or ``None``: the same content as the tenant's
+    last applied file, read the same way (a run from before settings digests were kept
+    counts as read the same way)."""
+    if last is None or last.sha256 != sha256 or last.settings_digest not in (None, digest):
+        return None
+    return f"the same content as the last applied file (run {last.run_id})"
 
 
 def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
@@ -273,9 +282,11 @@ class TenantSync:
         try:
             local = self.fetch(run, pending)
             run.sha256 = sha256_of(local)
+            run.settings_digest = settings_digest(self.app.host, tenant)
             last = None if self.replay_of else self.store.last_applied()
-            if last is not None and last[1] == run.sha256:
-                run.end("skipped", f"the same content as the last applied file (run {last[0]})")
+            repeat = repeat_reason(last, run.sha256, run.settings_digest)
+            if repeat:
+                run.end("skipped", repeat)
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
