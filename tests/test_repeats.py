@@ -185,12 +185,62 @@ def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
         (hashlib.sha256(data).hexdigest(),),
     )
     conn.close()
+    path = tmp_path / "list.csv"
+    path.write_bytes(data)
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
     ws.upload(data)
     run = sync_cli(ws)
 
     assert (run["status"], run["reason"]) == (
         "skipped", "the same content as the last applied file (run 1)"
     )  # fmt: skip
+    assert (json.loads(checked.stdout)["status"], checked.exit_code) == ("skip", 0)
+
+
+def test_check_of_a_repeat_says_skip_as_the_sync_does_without_reading_it(
+    ws: Workspace, tmp_path
+) -> None:
+    ws.add_tenant("acme", count_file="optional")
+    ws.upload(A, count=3)
+    applied = sync_cli(ws)
+    path = tmp_path / "subscriber_list.csv"
+    path.write_text(csv_text(A))
+    (tmp_path / "subscriber_list_count.txt").write_text("many\n")  # would void, if read
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
+    text = ws.cli("check", str(path), "--tenant", "acme")
+    ws.upload(A, count="many")
+    run = sync_cli(ws)
+
+    verdict = json.loads(checked.stdout)
+    reason = f"the same content as the last applied file (run {applied['run_id']})"
+    assert (run["status"], run["reason"]) == ("skipped", reason)
+    assert (verdict["status"], verdict["reason"], checked.exit_code) == ("skip", reason, 0)
+    assert verdict["records"] == 0 and verdict["plan"] is None
+    assert text.exit_code == 0
+    assert text.output.startswith(f"{path}: skip: {reason} (as tenant acme's sync)\n")
+    assert "  not read: the sync skips a repeat without reading it\n" in text.output
+
+
+def test_check_after_a_settings_change_reads_the_file_as_the_sync_will(
+    ws: Workspace, tmp_path
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(CONSENT)
+    sync_cli(ws)
+    path = tmp_path / "list.csv"
+    path.write_text(CONSENT)
+    assert (
+        json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)["status"]
+        == "skip"
+    )
+    ws.cli("tenant", "set", "acme", 'opt_out_columns=["Do Not Email"]')
+
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert verdict["status"] == "ok"
+    assert verdict["plan"]["unsubscribed"] == 1
 
 
 def test_the_settings_digest_is_the_same_in_every_process(ws: Workspace) -> None:

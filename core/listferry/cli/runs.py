@@ -199,6 +199,9 @@ def check(
 ) -> None:  # fmt: skip
     """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
 
+    The verdict is ok, void, or (with --tenant) skip: a repeat of the tenant's last
+    applied file, read the same way, which the sync skips without reading it.
+
     With --tenant, that tenant's sync exactly: its dialect, count-file policy, limits,
     the plan against its current list and every plan guard (the shrink guard too).
     Without, the [defaults] settings and limits, planned against an empty list (guards
@@ -236,7 +239,7 @@ def check(
     else:
         for line in result.lines():
             click.echo(line)
-    if result.status != "ok":
+    if result.status == "void":
         sys.exit(1)
 
 

@@ -85,11 +85,14 @@ class CheckResult:
     def lines(self) -> list[str]:
         """The verdict as ``check`` prints it: counts, the plan, how each header is read,
         the invalid lines, notes and warnings."""
-        verdict = "ok" if self.status == "ok" else f"void: {self.reason}"
+        verdict = "ok" if self.status == "ok" else f"{self.status}: {self.reason}"
         whose = f" (as tenant {self.tenant}'s sync)" if self.tenant else ""
         out = [f"{self.file}: {verdict}{whose}"]
         if self.hint:
             out.append(f"  ({self.hint})")
+        if self.status == "skip":
+            out.append("  not read: the sync skips a repeat without reading it")
+            return out + [f"  warning: {warning}" for warning in self.warnings]
         counts = f"  {self.records} records, {self.invalid} invalid, {self.duplicates} duplicates"
         if self.encoding:
             counts += f"; {self.encoding}, delimiter {self.delimiter!r}"
@@ -166,7 +169,9 @@ def check_file(
     """The verdict ``tenant``'s sync would give ``path``; nothing is written anywhere.
 
     ``count_file`` defaults to ``<stem>_count.txt`` beside the file. ``with_store``: plan
-    against the tenant's current list (read-only), else against an empty one.
+    against the tenant's current list (read-only), else against an empty one; and, as
+    the sync does before it reads a file, skip a repeat of the last applied file
+    (``status`` ``skip``, the file not read).
     """
     if count_file is None and (path.parent / count_name(path.name)).exists():
         count_file = path.parent / count_name(path.name)
@@ -186,9 +191,11 @@ def check_file(
         work = Path(folder)
         conn, store = _list_to_plan_against(tenant, work, with_store)
         try:
-            if with_store:
-                _warn_if_repeat(host, tenant, result, conn, path)
-            _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
+            repeat = _repeat(host, tenant, conn, path) if with_store else None
+            if repeat:
+                result.status, result.reason = "skip", repeat
+            else:
+                _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
         finally:
             conn.close()
             if store is not None:
@@ -207,17 +214,13 @@ def _list_to_plan_against(
     return store.conn, store
 
 
-def _warn_if_repeat(
-    host: Host, tenant: Tenant, result: CheckResult, conn: sqlite3.Connection, path: Path
-) -> None:
-    """Say so when the file is a repeat of the tenant's last applied file: sync would skip it."""
+def _repeat(host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path) -> str | None:
+    """The sync's reason to skip ``path`` unread as a repeat of the last applied file."""
     try:
         last = last_applied(conn)
     except sqlite3.Error:  # an empty store: no run yet
-        return
-    repeat = repeat_reason(last, sha256_of(path), settings_digest(host, tenant))
-    if repeat:
-        result.warnings.append(f"sync would skip it: {repeat}")
+        return None
+    return repeat_reason(last, sha256_of(path), settings_digest(host, tenant))
 
 
 def _examine(
