@@ -9,6 +9,7 @@ empty list, so guards that compare with a tenant's list have nothing to compare 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ from listferry.app import settings_digest, tenant_dialect
 from listferry.config import Tenant
 from listferry.dialect import Dialect
 from listferry.errors import Void
-from listferry.names import count_name
+from listferry.names import find_count
 from listferry.plugins import Host
 from listferry.records import FileInfo, Invalid
 from listferry.store.database import Store, last_applied
@@ -173,8 +174,8 @@ def check_file(
     the sync does before it reads a file, skip a repeat of the last applied file
     (``status`` ``skip``, the file not read).
     """
-    if count_file is None and (path.parent / count_name(path.name)).exists():
-        count_file = path.parent / count_name(path.name)
+    if count_file is None:
+        count_file = _count_file_beside(path)
     result = CheckResult(
         file=str(path), dialect=tenant.dialect, read_as=tenant_dialect(host, tenant)
     )
@@ -201,6 +202,16 @@ def check_file(
             if store is not None:
                 store.close()
     return result
+
+
+def _count_file_beside(path: Path) -> Path | None:
+    """``<stem>_count.txt`` beside ``path``, its name in any case, as the sync pairs them."""
+    try:
+        names = [entry.name for entry in os.scandir(path.parent) if entry.is_file()]
+    except OSError:
+        return None
+    found = find_count(path.name, names)
+    return path.parent / found if found else None
 
 
 def _list_to_plan_against(

@@ -23,7 +23,14 @@ from pathlib import Path
 from listferry.app import App, settings_digest, tenant_dialect
 from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
-from listferry.names import REPORT_SUFFIX, count_name, decrypted_name, is_encrypted, report_name
+from listferry.names import (
+    count_name,
+    decrypted_name,
+    find_count,
+    is_encrypted,
+    is_report,
+    report_name,
+)
 from listferry.pgp import decrypt
 from listferry.plugins import Host
 from listferry.records import FileInfo
@@ -432,7 +439,7 @@ class TenantSync:
         try:
             temp.write_text(run.report or "", encoding="utf-8")
             self.reports.put(temp, name)
-            reports = [f for f in self.reports.list() if f.name.endswith(REPORT_SUFFIX)]
+            reports = [f for f in self.reports.list() if is_report(f.name)]
             reports.sort(key=lambda f: (f.mtime, f.name == name))
             for old in reports[: -self.tenant.keep_reports]:
                 self.reports.remove(old.name, old)
@@ -540,9 +547,11 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                 try:
                     shutil.copyfile(archived, folder / old.file)
                     prefix = archived.name[: len(archived.name) - len(old.file)]
-                    count = archived.with_name(prefix + count_name(old.file))
-                    if count.is_file():
-                        shutil.copyfile(count, folder / count_name(old.file))
+                    beside = [e.name[len(prefix) :] for e in os.scandir(archived.parent)
+                              if e.name.startswith(prefix)]  # fmt: skip
+                    count = find_count(old.file, beside)
+                    if count is not None:
+                        shutil.copyfile(archived.with_name(prefix + count), folder / count)
                     again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
                                     stable_seconds=0)  # fmt: skip
                     transport = app.host.transports.get("file")(str(folder), again)
