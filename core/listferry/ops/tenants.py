@@ -22,6 +22,7 @@ from typing import Any
 from listferry.app import App, check_names, open_app
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
 from listferry.config.edit import TenantTables, config_locked, write_atomically
+from listferry.config.public_keys import public_key_problem
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.store.locks import EXPORTS, RUNS, tenant_lock
 
@@ -333,9 +334,9 @@ def read_ssh_keys(path: Path) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        if len(parts) < 2 or not (parts[0].startswith(("ssh-", "ecdsa-", "sk-"))):
-            raise UsageError(f"{path} line {number}: not an OpenSSH public key")
+        problem = public_key_problem(line)
+        if problem:
+            raise UsageError(f"{path} line {number}: {problem}")
         keys.append(line)
     if not keys:
         raise UsageError(f"{path}: no public key in the file")
