@@ -260,7 +260,7 @@ class CsvSource:
                 first = header[taken[canonical]]
                 notes.append(
                     f"columns {first!r} and {header[index]!r} both mean {canonical}; "
-                    f"using {first!r}, keeping {header[index]!r} in fields"
+                    f"using {first!r}, keeping {header[index]!r} as an extra column"
                 )
             else:
                 taken[canonical] = index
@@ -316,7 +316,10 @@ class CsvSource:
                 word = opt_out(row)
                 opted = dialect.opt_out_value(word)
                 if opted is None:
-                    reason = f"opt-out value {word.strip()!r} is not one of the dialect's words"
+                    reason = (
+                        f"opt-out value {word.strip()!r} is not one of the words read as "
+                        "opted out or as subscribed"
+                    )
                     invalid.append(Invalid(start, reason))
                     continue
                 if not word.strip():

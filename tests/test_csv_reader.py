@@ -534,7 +534,11 @@ def test_opt_out_column_reads_the_dialects_words(folder: Path) -> None:
     )
     got = read(write(folder, text), crm)
     assert [r.opt_out for r in got.records] == [True, False, None]
-    assert got.invalid == [Invalid(5, "opt-out value 'maybe' is not one of the dialect's words")]
+    assert got.invalid == [
+        Invalid(
+            5, "opt-out value 'maybe' is not one of the words read as opted out or as subscribed"
+        )
+    ]
 
 
 def test_dialect_that_gives_one_header_two_meanings_is_refused() -> None:

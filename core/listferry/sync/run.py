@@ -40,7 +40,7 @@ from listferry.store.locks import tenant_lock
 from listferry.strategy import Plan
 from listferry.sync.apply import apply
 from listferry.sync.plan import make_plan
-from listferry.sync.report import render
+from listferry.sync.report import customer_notes, render
 from listferry.sync.select import Pending, Selection, complete, select
 from listferry.sync.stage import Staged, stage
 from listferry.transport import Transport
@@ -367,9 +367,9 @@ class TenantSync:
                 self.remove_from_home(pending)
             except OSError as exc:
                 run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
-        notes = (*info.warnings, *info.notes) if info else ()
+        notes = customer_notes(info) if info else []
         if self.replay_of is not None:
-            notes = (f"a replay of run {self.replay_of}'s archived file", *notes)
+            notes = [f"a replay of run {self.replay_of}'s archived file", *notes]
         run.report = render(
             run,
             staged.invalid_sample if staged else (),
