@@ -188,6 +188,27 @@ def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
     assert ws.app().config.tenant("beta").count_file == "off"
 
 
+def test_keys_added_to_and_taken_from_an_inline_table_keep_its_layout(ws: Workspace) -> None:
+    ws.config_path.write_text(
+        '[listferry]\nstate = "state"\n\n[tenants]\n'
+        'acme = { strategy = "incremental", count_file = "off" }  # spaced\n'
+        'beta = {strategy="full", count_file="off"}\n'
+    )
+
+    for args in (
+        ["acme", "max_invalid_share=0.3"],
+        ["acme", "--unset", "strategy"],
+        ["beta", "max_invalid_share=0.3"],
+        ["beta", "--unset", "strategy"],
+    ):
+        assert ws.cli("tenant", "set", *args).exit_code == 0
+
+    assert ws.config_path.read_text().endswith(
+        '[tenants]\nacme = { count_file = "off", max_invalid_share = 0.3 }  # spaced\n'
+        'beta = {count_file="off", max_invalid_share=0.3}\n'
+    )
+
+
 def test_tenants_written_inline_are_removed_and_a_table_among_them_is_refused(
     ws: Workspace,
 ) -> None:
