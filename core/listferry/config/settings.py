@@ -29,6 +29,8 @@ COUNT_POLICIES = ("required", "optional", "off")
 #: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
 MAX_SECONDS = 365 * 24 * 3600
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: The name of the tenant the ``[defaults]`` alone describe (no tenant is named so).
+DEFAULTS_NAME = "(defaults)"
 
 
 def _share(value: Any) -> str | None:
@@ -478,8 +480,8 @@ def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Te
             values[key] = str((root / Path(values[key]).expanduser()).resolve())
     for key in ("allow_ips", "ssh_keys", "export_fields", "opt_out_columns", "opt_out_values"):
         values[key] = tuple(values[key])
-    return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
-                  state_dir=state_dir / "(defaults)", **values)  # fmt: skip
+    return Tenant(name=DEFAULTS_NAME, home=str(state_dir / DEFAULTS_NAME),
+                  state_dir=state_dir / DEFAULTS_NAME, **values)  # fmt: skip
 
 
 def find_config(option: str | None) -> Path:

@@ -63,6 +63,8 @@ class CheckResult:
     warnings: list[str] = field(default_factory=list)
     plan: dict[str, int] | None = None
     read_as: Dialect | None = field(default=None, repr=False)
+    #: Whether the records were read (not when the file is void at its header).
+    read: bool = field(default=False, repr=False)
 
     def mapping(self) -> list[tuple[str, str | None, str | None]]:
         """``(header, canonical field or None, the dialect's spelling it matched)``, for
@@ -95,6 +97,8 @@ class CheckResult:
             out.append("  not read: the sync skips a repeat without reading it")
             return out + [f"  warning: {warning}" for warning in self.warnings]
         counts = f"  {self.records} records, {self.invalid} invalid, {self.duplicates} duplicates"
+        if not self.read:
+            counts = "  records not read: the file is void before them"
         if self.encoding:
             counts += f"; {self.encoding}, delimiter {self.delimiter!r}"
         out.append(counts)
@@ -252,6 +256,7 @@ def _examine(
         result.columns, result.notes = info.columns, info.notes
         result.warnings.extend(info.warnings)
         result.encoding, result.delimiter = info.encoding, info.delimiter
+        result.read = True
         result.records, result.invalid = staged.received, staged.invalid
         result.duplicates, result.invalid_sample = staged.duplicates, staged.invalid_sample
         check_file_whole(host, info)

@@ -44,11 +44,13 @@ def render(
     duplicates: Sequence[tuple[str, str]] = (),
     notes: Sequence[str] = (),
     held: bool = False,
+    read: bool = True,
 ) -> str:
     """The report text for ``run``; samples list at most what the read stage kept.
 
     ``held``: the voided file stays in the home for the operator to apply with
-    ``sync --force`` (a guard the operator may overrule voided it).
+    ``sync --force`` (a guard the operator may overrule voided it). ``read``: whether
+    the file's records were read (not for a repeat, nor a file voided at its header).
     """
     words = OUTCOME_WORDS.get(run.status, "")
     reason = FAILED_REASON if run.status == "failed" else run.reason
@@ -64,11 +66,16 @@ def render(
         f"Outcome: {run.status}" + (f": {reason}" if reason else ""),
         words,
         "",
-        f"Records received: {run.received}",
-        f"  added {run.added}, updated {run.updated}, removed {run.removed}, "
-        f"unsubscribed {run.unsubscribed}, unchanged {run.unchanged}, ignored {run.ignored}",
-        f"  invalid {run.invalid}, duplicates {run.duplicates}",
     ]
+    if not read:
+        lines.append("Records received: not read")
+    else:
+        lines += [
+            f"Records received: {run.received}",
+            f"  added {run.added}, updated {run.updated}, removed {run.removed}, "
+            f"unsubscribed {run.unsubscribed}, unchanged {run.unchanged}, ignored {run.ignored}",
+            f"  invalid {run.invalid}, duplicates {run.duplicates}",
+        ]
     if invalid:
         more = run.invalid - len(invalid)
         lines += ["", "Invalid records (skipped):"]

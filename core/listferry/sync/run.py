@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 
 from listferry.app import App, settings_digest, tenant_dialect
-from listferry.config import Tenant, duration_seconds
+from listferry.config import DEFAULTS_NAME, Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
 from listferry.names import (
     count_name,
@@ -132,12 +132,16 @@ def read_list(
 ) -> tuple[FileInfo, Staged]:  # fmt: skip
     """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
 
-    The header checks and the record checks run here; a header that fails voids.
+    The header checks and the record checks run here; a header that fails voids. The
+    count file is checked with the whole file (:func:`check_file_whole`), once the
+    records are counted.
     """
     dialect = tenant_dialect(host, tenant)
     reader = host.readers.get(dialect.reader)
     with reader.open(path, name, dialect) as source:
-        info = replace(source.info, count_file=count, count_policy=tenant.count_file)
+        by = "the [defaults]" if tenant.name == DEFAULTS_NAME else "this tenant"
+        info = replace(source.info, count_file=count, count_policy=tenant.count_file,
+                       count_policy_by=by)  # fmt: skip
         void_if(host.hook.validate_header(file=info))
         staged = stage(conn, source, info, host.hook.validate_records, progress)
     return replace(info, records=staged.received, invalid=staged.invalid), staged
@@ -376,6 +380,7 @@ class TenantSync:
             staged.duplicate_sample if staged else (),
             notes,
             held=keep and run.status == "voided",
+            read=staged is not None,
         )
         try:
             if run.status != "applied":
