@@ -286,3 +286,36 @@ def test_a_file_voided_at_its_header_says_its_records_were_not_read(
     assert run.status == "voided" and run.reason.startswith("missing column: email")
     report = (ws.home() / "subscriber_list.result.txt").read_text()
     assert "\nRecords received: not read\n" in report and "added 0" not in report
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("data.txt", "it does not match tenant acme's pattern '*.csv'"),
+        (".hidden.csv", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+                        "upload still under way"),
+        ("x.csv.part", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+                       "upload still under way"),
+        ("x_count.txt", "it is the name of a count file"),
+        ("x.result.txt", "it is the name of a result report"),
+    ],
+)  # fmt: skip
+def test_check_of_a_name_the_sync_never_takes_warns_and_keeps_the_content_verdict(
+    ws: Workspace, tmp_path: Path, name: str, why: str
+) -> None:
+    ws.add_tenant("acme")
+    path = tmp_path / name
+    path.write_text(csv_text(people(2)))
+
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert verdict["status"] == "ok"
+    assert f"sync would not take a file named {name!r} from the home: {why}" in verdict["warnings"]
+
+
+def test_check_of_a_name_the_sync_takes_has_no_such_warning(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_tenant("acme")
+    path = tmp_path / "EXPORT.CSV"
+    path.write_text(csv_text(people(2)))
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+    assert not [w for w in verdict["warnings"] if "would not take" in w]

@@ -19,7 +19,7 @@ from listferry.app import settings_digest, tenant_dialect
 from listferry.config import Tenant
 from listferry.dialect import Dialect
 from listferry.errors import Void
-from listferry.names import find_count
+from listferry.names import COUNT, LIST, OTHER, REPORT, UNDER_WAY, find_count, kind_of
 from listferry.plugins import Host
 from listferry.records import FileInfo, Invalid
 from listferry.store.database import Store, last_applied
@@ -187,6 +187,9 @@ def check_file(
         result.tenant = tenant.name
     else:
         result.warnings.append(WITHOUT_TENANT)
+    not_taken = _not_taken(path.name, tenant, with_store)
+    if not_taken:
+        result.warnings.append(not_taken)
     if tenant.count_file == "required" and count_file is None and tenant.count_file_wait:
         result.warnings.append(
             f"sync leaves the list waiting up to {tenant.count_file_wait} for its count file "
@@ -206,6 +209,21 @@ def check_file(
             if store is not None:
                 store.close()
     return result
+
+
+def _not_taken(name: str, tenant: Tenant, with_store: bool) -> str | None:
+    """Why the sync would never take a file of this name from the home, or ``None``."""
+    kind = kind_of(name, tenant.pattern)
+    whose = f"tenant {tenant.name}'s" if with_store else "the [defaults]'"
+    why = {
+        LIST: None,
+        COUNT: "it is the name of a count file",
+        REPORT: "it is the name of a result report",
+        UNDER_WAY: "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+        "upload still under way",
+        OTHER: f"it does not match {whose} pattern {tenant.pattern!r}",
+    }[kind]
+    return f"sync would not take a file named {name!r} from the home: {why}" if why else None
 
 
 def _count_file_beside(path: Path) -> Path | None:
