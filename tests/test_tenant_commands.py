@@ -487,3 +487,39 @@ def test_a_hash_the_tenant_password_command_wrote_and_a_real_key_are_taken(
         "tenant", "set", "acme", f"password_hash={ws.app().config.tenant('acme').password_hash}"
     )
     assert again.exit_code == 0, again.output
+
+
+def test_show_gives_the_return_file_template_that_applies_not_null(
+    ws: Workspace, plugin_dir: Path
+) -> None:
+    from conftest import write_module
+
+    write_module(
+        plugin_dir,
+        "jsonl_crm_for_test",
+        """
+        from listferry import hookimpl
+        from listferry.dialect import Dialect
+
+        @hookimpl
+        def register_dialects(register):
+            register(Dialect(name="jsonl-crm", template="jsonl"))
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["jsonl_crm_for_test"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme")
+    ws.add_tenant("beta", dialect="jsonl-crm")
+
+    acme = json.loads(ws.cli("tenant", "show", "acme", "--json").stdout)
+    beta = json.loads(ws.cli("tenant", "show", "beta", "--json").stdout)
+    lines = ws.cli("tenant", "show", "beta").stdout.splitlines()
+
+    assert (acme["export_template"], acme["from"]["export_template"]) == ("csv", "default")
+    assert (beta["export_template"], beta["from"]["export_template"]) == ("jsonl", "dialect")
+    assert any(
+        line.split() == ["export_template", "=", '"jsonl"', "#", "the", "dialect's"]
+        for line in lines
+    ), lines

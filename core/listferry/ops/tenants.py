@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listferry.app import App, check_names, open_app
+from listferry.app import App, check_names, open_app, template_name
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
 from listferry.config.edit import TenantTables, config_locked, write_atomically
 from listferry.config.public_keys import public_key_problem
@@ -180,10 +180,12 @@ def parse_setting(text: str) -> tuple[str, Any]:
 # -- how a tenant reads -------------------------------------------------------------------
 
 
-def describe(config: Config, name: str) -> dict[str, Any]:
+def describe(app: App, name: str) -> dict[str, Any]:
     """One tenant's settings as they apply (``[defaults]`` and defaults filled in), with
     where each comes from (``from``); secrets only as set or not (``password`` for the
-    password hash), SSH keys as a count."""
+    password hash), SSH keys as a count. ``export_template`` is the template its return
+    files get, its dialect's (``from``: ``dialect``) when neither sets one."""
+    config = app.config
     tenant = config.tenant(name)
     data = tomllib.loads(config.text)
     own = data.get("tenants", {}).get(name, {})
@@ -200,6 +202,10 @@ def describe(config: Config, name: str) -> dict[str, Any]:
         else:
             settings[shown] = value
         sources[shown] = "tenant" if key in own else "defaults" if key in defaults else "default"
+    if tenant.export_template is None:
+        settings["export_template"] = template_name(app.host, tenant)
+        if getattr(app.host.dialects.get(tenant.dialect), "template", None):
+            sources["export_template"] = "dialect"
     settings["from"] = sources
     return settings
 
@@ -216,7 +222,8 @@ def describe_lines(shown: dict[str, Any]) -> list[str]:
             text = f"ssh_keys: {shown[key]} key(s)"
         else:
             text = f"{key} = {json.dumps(shown[key], ensure_ascii=False)}"
-        rows.append((text, {"defaults": "[defaults]", "default": "default"}.get(source, "")))
+        notes = {"defaults": "[defaults]", "default": "default", "dialect": "the dialect's"}
+        rows.append((text, notes.get(source, "")))
     width = min(max(len(text) for text, _ in rows), 40)
     lines += [f"  {text:<{width}}  # {note}" if note else f"  {text}" for text, note in rows]
     return lines
