@@ -92,7 +92,7 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     if json_:
         emit_json(run.to_json())
     else:
-        click.echo(f"{run.describe()} (replay of run {run_id})")
+        click.echo(run.describe())
     if run.status in ("voided", "failed"):
         sys.exit(1)
 

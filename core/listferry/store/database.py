@@ -29,7 +29,7 @@ _FIRST_RUN_COLUMNS = (
     "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
     "finished_at", "sha256", "archive", "report",
 )  # fmt: skip
-RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint", "settings_digest")
+RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint", "settings_digest", "replay_of")
 
 
 EXPORT_COLUMNS = (
@@ -106,8 +106,10 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
 
 def _migrate_4(db: sqlite_utils.Database) -> None:
     """What decided how each run's file was read and planned (a digest of the tenant's
-    dialect and strategy then): the repeat rule compares it. Runs from before have none."""
+    dialect and strategy then): the repeat rule compares it. Runs from before have none.
+    And for a replay, the run whose archived file it applied again."""
     db["runs"].add_column("settings_digest", str)
+    db["runs"].add_column("replay_of", int)
 
 
 MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]

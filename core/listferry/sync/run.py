@@ -261,7 +261,8 @@ class TenantSync:
         return select(self.transport.list(), self.tenant, earlier=files)
 
     def supersede(self, old: Pending, new: Pending) -> RunRecord:
-        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy)
+        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy,
+                        replay_of=self.replay_of)  # fmt: skip
         self.store.begin_run(run)
         local: Path | None = None
         try:
@@ -284,7 +285,8 @@ class TenantSync:
 
     def run_file(self, pending: Pending) -> RunRecord:
         tenant = self.tenant
-        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy)
+        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy,
+                        replay_of=self.replay_of)  # fmt: skip
         self.store.begin_run(run)
         local: Path | None = None
         staged: Staged | None = None
@@ -532,7 +534,7 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
     """
     with tenant_lock(tenant) as locked:
         if not locked:
-            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow(), replay_of=run_id)
             run.reason = "another run of this tenant is in progress"
             runs = [run]
         else:
