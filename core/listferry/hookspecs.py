@@ -106,8 +106,8 @@ def validate_header(file: FileInfo) -> str | None:
     """Check a list file once its header is read, before any record is.
 
     Return the reason to void the file (one plain sentence that names the rule), or
-    ``None`` when it passes. Every plugin is asked; any reason voids the run. Typical
-    checks: required columns, the count file's presence and form.
+    ``None`` when it passes. Every plugin is asked; any reason voids the run, and the
+    file's records are then not read. Typical check: required columns.
     """
 
 
@@ -126,7 +126,8 @@ def validate_file(file: FileInfo) -> str | None:
     """Check a list file once every record is read (``file.records`` is set).
 
     Return the reason to void the file, or ``None``. Every plugin is asked. Typical
-    checks: an empty file, the record count against the count file.
+    checks: an empty file, the count file (there when required, one whole number, the
+    number of records read), so that a run voided for it still counts the records.
     """
 
 

@@ -54,12 +54,17 @@ class RunRecord:
     sha256: str | None = None
     archive: str | None = None
     hint: str | None = None
+    #: For a replay: the run whose archived file it applied again.
+    replay_of: int | None = None
     report: str | None = field(default=None, repr=False)
+    #: A digest of what decided how the file was read and planned (dialect, strategy).
+    settings_digest: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         """The run as ``sync --json`` and ``runs --json`` print it (no report text)."""
         data = asdict(self)
         data.pop("report")
+        data.pop("settings_digest")
         return data
 
     def describe(self) -> str:
@@ -69,6 +74,8 @@ class RunRecord:
             head += f" {self.file}"
         if self.run_id:
             head += f" (run {self.run_id})"
+        if self.replay_of:
+            head += f" (replay of run {self.replay_of})"
         if self.status == "applied":
             head += (
                 f": {self.received} received, {self.added} added, {self.updated} updated, "

@@ -79,7 +79,7 @@ def open_read_only(database: Path) -> sqlite3.Connection | None:
 @dataclass(frozen=True)
 class HomeFiles:
     """The files at the top of a local home: list files (name, mtime) oldest first,
-    count files, and the files no list pattern takes."""
+    count files (their names case-folded), and the files no list pattern takes."""
 
     lists: list[tuple[str, float]]
     counts: frozenset[str]
@@ -101,7 +101,7 @@ def home_files(tenant: Tenant) -> HomeFiles | None:
         name = entry.name
         kind = kind_of(name, tenant.pattern)
         if kind == COUNT:
-            counts.add(name)
+            counts.add(name.casefold())
         elif kind == LIST:
             lists.append((name, entry.stat(follow_symlinks=False).st_mtime))
         elif kind == OTHER:
@@ -125,7 +125,7 @@ def _waiting(
     wait = duration_seconds(tenant.count_file_wait) if tenant.count_file_wait else 0
     out = []
     for name, _mtime in found.lists:
-        if count_name(name) in found.counts:
+        if count_name(name).casefold() in found.counts:
             continue
         since = datetime.fromtimestamp(seen.get(name, now.timestamp()), UTC)
         until = since + timedelta(seconds=wait)
