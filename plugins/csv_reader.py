@@ -1,7 +1,10 @@
 """The CSV reader: the format almost every CRM exports.
 
 Encoding: a BOM decides (UTF-8 or UTF-16), else the dialect's, else UTF-8 when the file
-is UTF-8, else cp1252; bytes the encoding cannot decode void the file, naming the line.
+holds UTF-8 text beyond ASCII anywhere (or only ASCII), else cp1252; bytes the encoding
+cannot decode void the file, naming the line and the byte. So a UTF-8 file with one line
+pasted in from cp1252 is voided at that line, wherever it is, rather than read whole as
+cp1252 (every "Änne" stored as "Ã„nne"), or read with that line dropped.
 Delimiter: the dialect's, else the one an Excel ``sep=;`` first line names (that line is
 skipped), else the one among ``,`` ``;`` tab ``|`` that splits the first rows most
 consistently. CRLF, LF or CR; quoted fields may hold delimiters, newlines and
@@ -39,21 +42,28 @@ BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-#: Stands in for bytes the encoding cannot decode: no strict decoder yields a lone surrogate.
-BAD_BYTES = "\udfff"
+#: Bytes the encoding cannot decode stand in the text as U+DC00 + the byte: no strict
+#: decoder yields a lone surrogate.
+BAD_BYTES = re.compile("[\udc00-\udcff]")
+#: Characters beyond ASCII that a UTF-8 decoder read as UTF-8 (not escaped bad bytes).
+UTF8_TEXT = re.compile("[^\x00-\x7f\udc80-\udcff]")
 TEXT_FIELDS = ("first_name", "last_name", "segment_code")
 
 csv.field_size_limit(FIELD_LIMIT)
-codecs.register_error("listferry-mark", lambda exc: (BAD_BYTES, exc.end))
+codecs.register_error(
+    "listferry-mark",
+    lambda exc: ("".join(chr(0xDC00 + b) for b in exc.object[exc.start : exc.end]), exc.end),
+)
 
 
 def detect_encoding(
     path: Path, declared: str | None = None, opener: Callable[[], BinaryIO] | None = None
 ) -> str:
     """A BOM's encoding, else ``declared``, else UTF-16 when the first character holds a
-    NUL byte, else UTF-8 when the bytes decode as UTF-8 or did so, non-ASCII included,
-    up to the first bad one (which then voids, naming its line), else cp1252.
-    ``opener`` gives the bytes (a compressed list's, decompressed) instead of ``path``.
+    NUL byte, else UTF-8 when the bytes are ASCII or hold UTF-8 beyond ASCII anywhere
+    (a byte that is not UTF-8 then voids, naming its line), else cp1252.
+    ``opener`` gives the bytes (a compressed list's, decompressed) instead of ``path``;
+    they are read a chunk at a time, up to the first UTF-8 character beyond ASCII.
     """
     opener = opener or (lambda: path.open("rb"))
     with opener() as f:
@@ -66,16 +76,17 @@ def detect_encoding(
     if len(head) > 1 and (head[0] == 0) != (head[1] == 0):
         return "utf-16-be" if head[0] == 0 else "utf-16-le"
     with opener() as f:
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        utf8_seen = False
-        try:
-            while chunk := f.read(CHUNK):
-                decoder.decode(chunk)
-                utf8_seen = utf8_seen or not chunk.isascii()
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
-            return "utf-8" if utf8_seen or not exc.object[: exc.start].isascii() else "cp1252"
-    return "utf-8"
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        bad = False
+        while True:
+            chunk = f.read(CHUNK)
+            text = decoder.decode(chunk, final=not chunk)
+            if not text.isascii():
+                if UTF8_TEXT.search(text):
+                    return "utf-8"
+                bad = True
+            if not chunk:
+                return "cp1252" if bad else "utf-8"
 
 
 def sniff_delimiter(sample: str, quotechar: str) -> str:
@@ -105,9 +116,10 @@ class _Lines:
     counts the lines it takes (``line_num``).
     """
 
-    def __init__(self, text: io.TextIOWrapper, name: str) -> None:
+    def __init__(self, text: io.TextIOWrapper, name: str, found_utf8: bool = False) -> None:
         self._text = text
         self._name = name
+        self._found_utf8 = found_utf8  # the file is UTF-8 by what it holds, not declared
         self._given = 0
         self.at_end = False
 
@@ -117,25 +129,31 @@ class _Lines:
             text = rest + chunk
             lines = io.StringIO(text, newline="").readlines()
             rest = lines.pop()  # it may go on in the next chunk
-            yield from self._checked(lines, BAD_BYTES in text)
+            yield from self._checked(lines, BAD_BYTES.search(text) is not None)
             if len(rest) > LINE_LIMIT:
                 self._void(0, f"longer than {LINE_LIMIT} characters")
         if rest:
-            yield from self._checked([rest], BAD_BYTES in rest)
+            yield from self._checked([rest], BAD_BYTES.search(rest) is not None)
         self.at_end = True
 
     def _checked(self, lines: list[str], bad: bool) -> Iterator[str]:
         if bad or max(map(len, lines), default=0) > LINE_LIMIT:
             for index, line in enumerate(lines):
-                if BAD_BYTES in line:
-                    encoding = self._text.encoding.replace("-sig", "")
+                if found := BAD_BYTES.search(line):
                     yield from lines[:index]
-                    self._void(index, f"bytes that are not {encoding} text; save the file as UTF-8")
+                    self._void(index, self._not_text(ord(found[0]) - 0xDC00))
                 if len(line) > LINE_LIMIT:
                     yield from lines[:index]
                     self._void(index, f"longer than {LINE_LIMIT} characters")
         yield from lines
         self._given += len(lines)
+
+    def _not_text(self, byte: int) -> str:
+        encoding = self._text.encoding.replace("-sig", "")
+        said = f"bytes that are not {encoding} text (byte 0x{byte:02X})"
+        if self._found_utf8:
+            return f"{said}, though the file is UTF-8 elsewhere; save the whole file as UTF-8"
+        return f"{said}; save the file as UTF-8"
 
     def _void(self, index: int, problem: str) -> None:
         raise Void(f"{self._name} line {self._given + index + 1}: {problem}")
@@ -163,7 +181,8 @@ class CsvSource:
             delimiter = dialect.delimiter or (
                 sep_line[1] if sep_line else sniff_delimiter(sample, dialect.quotechar)
             )
-            self._lines = _Lines(self._text, name)
+            found_utf8 = encoding.startswith("utf-8") and not dialect.encoding
+            self._lines = _Lines(self._text, name, found_utf8)
             self._csv = csv.reader(
                 self._lines, delimiter=delimiter, quotechar=dialect.quotechar, strict=True
             )
@@ -241,7 +260,7 @@ class CsvSource:
                 first = header[taken[canonical]]
                 notes.append(
                     f"columns {first!r} and {header[index]!r} both mean {canonical}; "
-                    f"using {first!r}, keeping {header[index]!r} in fields"
+                    f"using {first!r}, keeping {header[index]!r} as an extra column"
                 )
             else:
                 taken[canonical] = index
@@ -297,7 +316,10 @@ class CsvSource:
                 word = opt_out(row)
                 opted = dialect.opt_out_value(word)
                 if opted is None:
-                    reason = f"opt-out value {word.strip()!r} is not one of the dialect's words"
+                    reason = (
+                        f"opt-out value {word.strip()!r} is not one of the words read as "
+                        "opted out or as subscribed"
+                    )
                     invalid.append(Invalid(start, reason))
                     continue
                 if not word.strip():

@@ -221,5 +221,5 @@ def test_a_store_from_before_attempts_were_kept_dates_the_tenant_from_its_first_
 
     with Store(path) as store:
         assert store.meta("created_at") == "2026-01-02T03:04:05Z"
-        assert store.last_applied() == (1, None)
+        assert store.last_applied() == (1, None, None)
         assert [run.hint for run in store.runs("acme")] == [None, None]

@@ -168,8 +168,9 @@ def test_check_for_a_tenant_shows_the_plan_and_a_repeat(ws: Workspace, tmp_path:
     assert plan == {"added": 2, "updated": 0, "unchanged": 2, "removed": 0}
     path.write_bytes(applied)
     again = ws.cli("check", str(path), "--tenant", "acme")
-    assert "warning: sync would skip it: the same content as the last applied file (run 1)" in (
-        again.output
+    assert again.exit_code == 0
+    assert again.output.startswith(
+        f"{path}: skip: the same content as the last applied file (run 1) (as tenant acme's sync)"
     )
 
 
@@ -225,3 +226,96 @@ def test_the_documented_check_json_is_what_check_prints(ws: Workspace, tmp_path:
     printed = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
 
     assert printed == {**documented, "file": str(path)}
+
+
+@pytest.mark.parametrize(
+    ("count", "reason"),
+    [
+        (None, "count file list_count.txt is missing, and this tenant requires one"),
+        ("many", "count file list_count.txt must hold one whole number, it holds 'many'"),
+    ],
+)
+def test_a_list_voided_for_its_count_file_is_still_counted_by_check_and_sync(
+    ws: Workspace, tmp_path: Path, count: str | None, reason: str
+) -> None:
+    ws.add_tenant("acme", count_file="required", count_file_wait="")
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text(people(3)))
+    if count is not None:
+        (tmp_path / "list_count.txt").write_text(count)
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
+    text = ws.cli("check", str(path), "--tenant", "acme").output
+    ws.upload(people(3), name="list.csv", count=count)
+    (run,) = ws.sync()
+
+    verdict = json.loads(checked.stdout)
+    assert (verdict["status"], verdict["reason"], verdict["records"]) == ("void", reason, 3)
+    assert "\n  3 records, 0 invalid, 0 duplicates; utf-8, delimiter ','\n" in text
+    assert (run.status, run.reason, run.received) == ("voided", reason, 3)
+    assert "\nRecords received: 3\n" in (ws.home() / "list.result.txt").read_text()
+
+
+def test_check_without_a_tenant_says_the_defaults_require_the_count_file(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    text = ws.config_path.read_text().replace('count_file = "optional"', 'count_file = "required"')
+    ws.config_path.write_text(text)
+    path = tmp_path / "list.csv"
+    path.write_text(csv_text(people(3)))
+
+    verdict = json.loads(ws.cli("check", str(path), "--json").stdout)
+
+    assert verdict["reason"] == (
+        "count file list_count.txt is missing, and the [defaults] require one"
+    )
+
+
+def test_a_file_voided_at_its_header_says_its_records_were_not_read(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ws.add_tenant("acme")
+    path = tmp_path / "subscriber_list.csv"
+    path.write_text("name,city\nAda,London\nBob,Leeds\n")
+
+    text = ws.cli("check", str(path), "--tenant", "acme").output
+    ws.upload(path.read_text())
+    (run,) = ws.sync()
+
+    assert "\n  records not read: the file is void before them; utf-8, delimiter ','\n" in text
+    assert run.status == "voided" and run.reason.startswith("missing column: email")
+    report = (ws.home() / "subscriber_list.result.txt").read_text()
+    assert "\nRecords received: not read\n" in report and "added 0" not in report
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("data.txt", "it does not match tenant acme's pattern '*.csv'"),
+        (".hidden.csv", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+                        "upload still under way"),
+        ("x.csv.part", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+                       "upload still under way"),
+        ("x_count.txt", "it is the name of a count file"),
+        ("x.result.txt", "it is the name of a result report"),
+    ],
+)  # fmt: skip
+def test_check_of_a_name_the_sync_never_takes_warns_and_keeps_the_content_verdict(
+    ws: Workspace, tmp_path: Path, name: str, why: str
+) -> None:
+    ws.add_tenant("acme")
+    path = tmp_path / name
+    path.write_text(csv_text(people(2)))
+
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert verdict["status"] == "ok"
+    assert f"sync would not take a file named {name!r} from the home: {why}" in verdict["warnings"]
+
+
+def test_check_of_a_name_the_sync_takes_has_no_such_warning(ws: Workspace, tmp_path: Path) -> None:
+    ws.add_tenant("acme")
+    path = tmp_path / "EXPORT.CSV"
+    path.write_text(csv_text(people(2)))
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+    assert not [w for w in verdict["warnings"] if "would not take" in w]

@@ -95,9 +95,13 @@ def test_tenant_add_twice_is_refused(ws: Workspace) -> None:
     assert "exists already" in result.output
 
 
+#: The base64 of an Ed25519 public key (32 bytes 0..31), as OpenSSH writes one.
+ED25519_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+
+
 def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Workspace, tmp_path) -> None:
     public = tmp_path / "id.pub"
-    public.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyMaterialForTests crm@acme\n")
+    public.write_text(f"ssh-ed25519 {ED25519_KEY} crm@acme\n")
     assert ws.cli("tenant", "add", "acme", "--ssh-key", str(public)).exit_code == 0
     private = tmp_path / "id"
     private.write_text(

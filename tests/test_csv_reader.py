@@ -137,7 +137,46 @@ def test_utf8_file_with_one_cp1252_name_voids_naming_its_line_instead_of_garblin
 ) -> None:
     utf8 = f"{HEADER}\nzoe@example.org,Zoë,Doe,GOLD\nada@example.org,Ada,Doe,GOLD\n".encode()
     path = write(folder, utf8 + "rene@example.org,René,Doe,GOLD\n".encode("cp1252"))
-    assert "list.csv line 4: bytes that are not utf-8 text" in void_reason(path)
+    assert void_reason(path) == (
+        "list.csv line 4: bytes that are not utf-8 text (byte 0xE9), though the file is UTF-8 "
+        "elsewhere; save the whole file as UTF-8"
+    )
+
+
+@pytest.mark.parametrize("ascii_rows", [0, 40_000], ids=["near", "past-the-first-megabyte"])
+def test_a_cp1252_line_before_the_utf8_ones_voids_naming_it_for_check_and_sync_alike(
+    ws: Workspace, tmp_path: Path, ascii_rows: int
+) -> None:
+    ws.add_tenant("acme")
+    stray = "rene@example.org,René,Doe,GOLD\n".encode("cp1252")
+    filler = "".join(f"p{i}@example.org,Ann,Doe,GOLD\n" for i in range(ascii_rows)).encode()
+    utf8 = "".join(f"a{i}@example.org,Änne,Müller,GOLD\n" for i in range(50)).encode()
+    content = f"{HEADER}\n".encode() + stray + filler + utf8
+    path = tmp_path / "list.csv"
+    path.write_bytes(content)
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
+    ws.upload(content, name="list.csv")
+    (run,) = ws.sync()
+
+    reason = (
+        "list.csv line 2: bytes that are not utf-8 text (byte 0xE9), though the file is "
+        "UTF-8 elsewhere; save the whole file as UTF-8"
+    )
+    assert (run.status, run.reason) == ("voided", reason)
+    assert (json.loads(checked.stdout)["status"], json.loads(checked.stdout)["reason"]) == (
+        "void", reason
+    )  # fmt: skip
+    assert checked.exit_code == 1
+    assert ws.subscribers() == {}  # nothing stored as "Ã„nne"
+
+
+def test_a_utf8_file_without_a_stray_byte_keeps_its_names(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    ws.upload("email,first_name\nada@example.org,Änne\n".encode())
+    (run,) = ws.sync()
+    assert run.status == "applied"
+    assert ws.subscribers()["ada@example.org"]["first_name"] == "Änne"
 
 
 def test_utf16_without_bom_is_still_read_as_utf16(folder: Path) -> None:
@@ -153,7 +192,9 @@ def test_byte_undefined_in_cp1252_voids_naming_its_line(folder: Path, ws: Worksp
     bad = b"bad@example.org,Bad\x81,Doe,GOLD\nlast@example.org,Last,Doe,GOLD\n"
     content = f"{HEADER}\n{rows}".encode("cp1252") + bad
     path = write(folder, content)
-    assert "list.csv line 3002: bytes that are not cp1252 text" in void_reason(path)
+    assert void_reason(path) == (
+        "list.csv line 3002: bytes that are not cp1252 text (byte 0x81); save the file as UTF-8"
+    )
     report = check(ws, path)
     assert report["status"] == "void"
     assert "line 3002" in report["reason"]
@@ -493,7 +534,11 @@ def test_opt_out_column_reads_the_dialects_words(folder: Path) -> None:
     )
     got = read(write(folder, text), crm)
     assert [r.opt_out for r in got.records] == [True, False, None]
-    assert got.invalid == [Invalid(5, "opt-out value 'maybe' is not one of the dialect's words")]
+    assert got.invalid == [
+        Invalid(
+            5, "opt-out value 'maybe' is not one of the words read as opted out or as subscribed"
+        )
+    ]
 
 
 def test_dialect_that_gives_one_header_two_meanings_is_refused() -> None:

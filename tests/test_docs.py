@@ -277,3 +277,38 @@ def test_an_install_of_an_unpublished_name_is_caught() -> None:
     assert unpublished_installs(text) == ["listferry-kontakto"]
     fine = "python3 -m pip install ./contrib/imis dist/listferry-0.1.0-py3-none-any.whl tox"
     assert unpublished_installs(f"`{fine}`") == []
+
+
+# -- architecture -------------------------------------------------------------------------
+
+
+def architecture_problems(markdown: str, core: Path, root: Path) -> list[str]:
+    """Packages the map leaves out, and files or functions it names that do not exist.
+
+    ``core`` is the host's package folder; ``root`` the checkout.
+    """
+    problems = []
+    for package in sorted(p.name for p in core.iterdir() if (p / "__init__.py").exists()):
+        if f"{package}/" not in markdown:
+            problems.append(f"package {package}/ is not on the map")
+    bases = {"listferry": root / "core", "plugins": root, "tests": root, "bench": root}
+    for module in re.findall(r"`((?:\w+/)+\w+\.py)", markdown):
+        if not (bases.get(module.split("/")[0], core) / module).exists():
+            problems.append(f"{module} does not exist")
+    named = re.findall(r"`((?:sync|export|serve|ops|store|config)/\w+)\.(\w+)`", markdown)
+    for module, name in named:
+        source = core / f"{module}.py"
+        if name != "py" and not re.search(rf"\b(def|class) {name}\b", source.read_text()):
+            problems.append(f"{module}.{name} is not defined there")
+    return problems
+
+
+def test_the_architecture_page_maps_every_package_and_names_what_exists() -> None:
+    core = ROOT / "core" / "listferry"
+    text = (DOCS / "architecture.md").read_text()
+    assert architecture_problems(text, core, ROOT) == []
+    broken = text.replace("sync/plan.make_plan", "sync/plan.make_plans").replace("tools/", "")
+    assert architecture_problems(broken, core, ROOT) == [
+        "package tools/ is not on the map",
+        "sync/plan.make_plans is not defined there",
+    ]

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import Workspace, people
 
-PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDummyKeyMaterialForTests crm@acme\n"
+PUBLIC_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f crm@acme\n"
+)
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nxxx\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
@@ -155,6 +157,52 @@ def test_each_error_is_one_line_with_the_exit_code_the_rule_gives(
     assert "Traceback" not in result.output
     if "Usage:" not in result.stderr:  # click's own usage errors show the usage too
         assert result.stderr.strip().count("\n") == 0, result.stderr
+
+
+#: A FILE argument that names no readable regular file: (command, the file, what is said).
+NOT_A_FILE = [
+    (["check", "{file}"], "", "no file named: the file name is empty"),
+    (["check", "{file}"], "nope.csv", "nope.csv: no such file"),
+    (["check", "{file}"], "folder", "folder: a folder, not a file"),
+    (["check", "{file}"], "fifo", "fifo: not a regular file (a pipe, socket or device)"),
+    (["events", "load", "acme", "{file}"], "nope.csv", "nope.csv: no such file"),
+    (["events", "load", "acme", "{file}"], "folder", "folder: a folder, not a file"),
+    (
+        ["events", "load", "acme", "{file}"],
+        "fifo",
+        "fifo: not a regular file (a pipe, socket or device)",
+    ),
+    (["events", "load", "acme", "{file}"], "", "no file named: the file name is empty"),
+    (["push", "{file}", "{root}/in"], "nope.csv", "nope.csv: no such file"),
+    (["push", "{file}", "{root}/in"], "folder", "folder: a folder, not a file"),
+    (
+        ["push", "{file}", "{root}/in"],
+        "fifo",
+        "fifo: not a regular file (a pipe, socket or device)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "name", "said"), NOT_A_FILE, ids=[f"{a[0]} {n or 'empty'}" for a, n, _ in NOT_A_FILE]
+)
+def test_a_file_argument_that_is_no_readable_file_is_one_line_and_exit_2(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str], name: str, said: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ws.add_tenant("acme")
+    (ws.root / "folder").mkdir()
+    os.mkfifo(ws.root / "fifo")  # opened for reading, it would wait for a writer for ever
+    monkeypatch.chdir(ws.root)
+    command = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
+    command += [a.replace("{file}", name).replace("{root}", str(ws.root)) for a in args]
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert (done.returncode, done.stderr) == (2, f"Error: {said}\n")
 
 
 def test_a_refused_tenant_add_leaves_the_config_as_it_was(ws: Workspace) -> None:

@@ -26,21 +26,12 @@ from test_crash import listferry_command
 
 from listferry.config.passwords import hash_password
 from listferry.serve.jail import is_upload_in_progress
+from listferry.testing import wait_for
 
 PASSWORD = "s3cret-Passw0rd"
 LIST = csv_text(people(5)).encode()
 BIG = csv_text(people(4000)).encode()  # sent in two halves, each past the server's buffer
 HALF = len(BIG) // 2
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-    return result
 
 
 def add_tenant(ws: Workspace, name: str = "acme", **settings: Any) -> Path:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from conftest import Workspace, csv_text, people
-from test_ftp_server import add_tenant, ftp, wait_for
+from test_ftp_server import add_tenant, ftp
 
 from listferry.config.edit import write_atomically
+from listferry.testing import wait_for
 
 LIST = csv_text(people(5)).encode()
 

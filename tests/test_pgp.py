@@ -147,3 +147,28 @@ def test_return_files_are_encrypted_to_the_customers_key(
     assert plain.ok, plain.status
     assert plain.data.decode().splitlines()[1].startswith("p0@example.org,")
     assert (out / files[0]).read_text() == "4\n"
+
+
+def test_a_key_file_the_platform_cannot_read_fails_the_run_and_the_report_names_no_path(
+    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = keys["root"] / "no-such-key.asc"
+    ws.add_tenant("acme", pgp_key_file=str(missing))
+    ws.upload(encrypted(keys, csv_text(people(5)).encode()), name="members.csv.pgp")
+
+    (run,) = ws.sync()
+
+    assert run.status == "failed"
+    assert run.reason.startswith(f"{missing}: cannot read the tenant's pgp_key_file")
+    assert (ws.home() / "members.csv.pgp").exists()
+    report = (ws.home() / "members.csv.result.txt").read_text()
+    assert str(keys["root"]) not in report and "pgp_key_file" not in report
+    assert "the operator has been told" in report
+    runs = ws.cli("runs", "acme").output  # the operator keeps the detail
+    assert f"{missing}: cannot read the tenant's pgp_key_file" in runs
+
+    ws.cli("tenant", "set", "acme", f"pgp_key_file={keys['root'] / 'platform-secret.asc'}",
+           "pgp_passphrase_env=ACME_PGP_PASSPHRASE")  # fmt: skip
+    monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
+    (again,) = ws.sync()
+    assert (again.status, again.added) == ("applied", 5), again.reason

@@ -118,9 +118,8 @@ def test_two_plugins_registering_one_name_are_both_named(plugin_dir: Path) -> No
             register(Full())
         """,
     )
-    host = load_host(modules=("second_full",))
     with pytest.raises(ListferryError, match="'strategies' and by plugin 'second_full'"):
-        host.strategies.names()
+        load_host(modules=("second_full",))
 
 
 def test_a_strategy_answering_nonsense_fails_the_run_with_its_name(
@@ -187,6 +186,120 @@ def test_trace_logs_every_hook_call(ws: Workspace, monkeypatch, capsys) -> None:
     err = capsys.readouterr().err
     assert "hook validate_records(records, file) -> [record-checks]" in err
     assert "hook check_plan(plan, tenant, force) -> [plan-checks]" in err
+    assert "hook register_dialects(register) -> [default-dialect]" in err
+    assert "hook register_strategies(register) -> [strategies]" in err
+
+
+@pytest.mark.parametrize(
+    ("hook", "body", "message"),
+    [
+        (
+            "register_dialects",
+            "register('mycrm', Dialect(name='mycrm'))",
+            "plugin '{plugin}' called register() for a dialect with 2 argument(s); "
+            "dialects are registered as register(item), named by item.name",
+        ),
+        (
+            "register_dialects",
+            "register(Strategy())",
+            "plugin '{plugin}' registered dialect 'full': expected a Dialect, got ",
+        ),
+        (
+            "register_templates",
+            "register('crm', 42)",
+            "plugin '{plugin}' registered template 'crm': expected a Template or str, got 42",
+        ),
+        (
+            "register_readers",
+            "register(Strategy())",
+            "plugin '{plugin}' registered reader 'full': it has no open",
+        ),
+        (
+            "register_transports",
+            "register('crm')",
+            "plugin '{plugin}' called register() for a transport with 1 argument(s); "
+            "transports are registered as register(name, item)",
+        ),
+    ],
+    ids=["shape", "dialect-type", "template-type", "reader-protocol", "transport-shape"],
+)
+def test_a_wrong_registration_is_refused_when_made_naming_the_plugin(
+    ws: Workspace,
+    plugin_dir: Path,
+    hook: str,
+    body: str,
+    message: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    plugin = "bad_" + request.node.callspec.id.replace("-", "_")  # a module of its own each
+    write_module(
+        plugin_dir,
+        plugin,
+        f"""
+        from listferry import Dialect, hookimpl
+
+        class Strategy:
+            name = "full"
+
+            def decide(self, situation):
+                return "keep"
+
+        @hookimpl
+        def {hook}(register):
+            {body}
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', f'homes = "homes"\nplugins = ["{plugin}"]'
+    )
+    ws.config_path.write_text(text)
+
+    result = ws.cli("tenant", "list")
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: " + message.format(plugin=plugin)), result.stderr
+
+
+def test_a_reader_can_wrap_another_through_the_public_api(ws: Workspace, plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "upper_pack_for_test",
+        """
+        from listferry import Dialect, WrappedSource, hookimpl
+
+        class Shouting(WrappedSource):
+            def batches(self, size=5000):
+                for records, invalid in self.source.batches(size):
+                    loud = [r._replace(last_name=(r.last_name or "").upper()) for r in records]
+                    yield loud, invalid
+
+        class UpperReader:
+            name = "upper"
+            base = "csv"
+
+            def wrap(self, source, path, name, dialect):
+                return Shouting(source)
+
+        @hookimpl
+        def register_readers(register):
+            register(UpperReader())
+
+        @hookimpl
+        def register_dialects(register):
+            register(Dialect(name="upper", reader="upper"))
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["upper_pack_for_test"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme", dialect="upper")
+    ws.upload("email,last name\nada@example.org,Lovelace\n", name="list.csv")
+
+    [run] = ws.sync()
+
+    assert run.status == "applied", run.reason
+    assert ws.subscribers()["ada@example.org"]["last_name"] == "LOVELACE"
 
 
 def test_load_plugins_env_keeps_third_party_plugins_out(monkeypatch) -> None:

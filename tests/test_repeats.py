@@ -122,3 +122,141 @@ def test_a_replayed_file_sent_again_is_a_repeat_of_the_last_applied(ws: Workspac
     assert run["reason"] == (
         f"the same content as the last applied file (run {replayed['run_id']})"
     )
+
+
+# -- a repeat is the same content read the same way ------------------------------------------
+
+#: A CRM's list without a pack: its consent column is "Do Not Email".
+CONSENT = "Email,First Name,Do Not Email\r\nada@example.org,Ada,no\r\nbob@example.org,Bob,yes\r\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "unsubscribed"),
+    [
+        ('opt_out_columns=["Do Not Email"]', 1),
+        ('opt_out_values=["no"]', 0),
+        ("strategy=incremental", 0),
+    ],
+)
+def test_the_same_list_after_a_settings_change_is_applied_with_the_new_settings(
+    ws: Workspace, change: str, unsubscribed: int
+) -> None:
+    ws.add_tenant("acme", opt_out_columns=[] if "values" not in change else ["Do Not Email"])
+    ws.upload(CONSENT)
+    first = sync_cli(ws)
+    assert first["status"] == "applied"
+    assert ws.cli("tenant", "set", "acme", change).exit_code == 0
+
+    ws.upload(CONSENT)
+    again = sync_cli(ws)
+    ws.upload(CONSENT)
+    third = sync_cli(ws)
+
+    assert again["status"] == "applied", again
+    assert third["status"] == "skipped"
+    assert third["reason"] == f"the same content as the last applied file (run {again['run_id']})"
+    if change.startswith("opt_out_columns"):
+        assert (again["unsubscribed"], statuses(ws)["bob@example.org"]) == (1, "unsubscribed")
+    if change.startswith("opt_out_values"):  # "no" now opts out, "yes" no longer does
+        assert statuses(ws)["ada@example.org"] == "unsubscribed"
+
+
+def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
+    ws: Workspace, tmp_path
+) -> None:
+    import hashlib
+    import sqlite3
+
+    import sqlite_utils
+
+    from listferry.store.database import MIGRATIONS
+
+    ws.add_tenant("acme")
+    database = ws.app().config.tenant("acme").database
+    database.parent.mkdir(parents=True, exist_ok=True)
+    data = csv_text(A).encode()
+    conn = sqlite3.connect(database, isolation_level=None)
+    for migration in MIGRATIONS[:3]:
+        migration(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute(
+        "INSERT INTO runs (status, file, started_at, sha256) VALUES "
+        "('applied', 'subscriber_list.csv', '2026-01-02T03:04:05Z', ?)",
+        (hashlib.sha256(data).hexdigest(),),
+    )
+    conn.close()
+    path = tmp_path / "list.csv"
+    path.write_bytes(data)
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
+    ws.upload(data)
+    run = sync_cli(ws)
+
+    assert (run["status"], run["reason"]) == (
+        "skipped", "the same content as the last applied file (run 1)"
+    )  # fmt: skip
+    assert (json.loads(checked.stdout)["status"], checked.exit_code) == ("skip", 0)
+
+
+def test_check_of_a_repeat_says_skip_as_the_sync_does_without_reading_it(
+    ws: Workspace, tmp_path
+) -> None:
+    ws.add_tenant("acme", count_file="optional")
+    ws.upload(A, count=3)
+    applied = sync_cli(ws)
+    path = tmp_path / "subscriber_list.csv"
+    path.write_text(csv_text(A))
+    (tmp_path / "subscriber_list_count.txt").write_text("many\n")  # would void, if read
+
+    checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
+    text = ws.cli("check", str(path), "--tenant", "acme")
+    ws.upload(A, count="many")
+    run = sync_cli(ws)
+
+    verdict = json.loads(checked.stdout)
+    reason = f"the same content as the last applied file (run {applied['run_id']})"
+    assert (run["status"], run["reason"]) == ("skipped", reason)
+    assert (verdict["status"], verdict["reason"], checked.exit_code) == ("skip", reason, 0)
+    assert verdict["records"] == 0 and verdict["plan"] is None
+    assert text.exit_code == 0
+    assert text.output.startswith(f"{path}: skip: {reason} (as tenant acme's sync)\n")
+    assert "  not read: the sync skips a repeat without reading it\n" in text.output
+
+
+def test_check_after_a_settings_change_reads_the_file_as_the_sync_will(
+    ws: Workspace, tmp_path
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(CONSENT)
+    sync_cli(ws)
+    path = tmp_path / "list.csv"
+    path.write_text(CONSENT)
+    assert (
+        json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)["status"]
+        == "skip"
+    )
+    ws.cli("tenant", "set", "acme", 'opt_out_columns=["Do Not Email"]')
+
+    verdict = json.loads(ws.cli("check", str(path), "--tenant", "acme", "--json").stdout)
+
+    assert verdict["status"] == "ok"
+    assert verdict["plan"]["unsubscribed"] == 1
+
+
+def test_the_settings_digest_is_the_same_in_every_process(ws: Workspace) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ws.add_tenant("acme", opt_out_columns=["Do Not Email", "Unsubscribed"])
+    script = (
+        "import sys; from listferry.app import open_app, settings_digest; "
+        "app = open_app(__import__('pathlib').Path(sys.argv[1])); "
+        "print(settings_digest(app.host, app.config.tenant('acme')))"
+    )
+    command = [sys.executable, "-c", script, str(ws.config_path)]
+    seeds = [{**os.environ, "PYTHONHASHSEED": seed} for seed in ("1", "2", "3")]
+    runs = [subprocess.run(command, capture_output=True, text=True, env=env) for env in seeds]
+
+    assert [run.returncode for run in runs] == [0, 0, 0], runs[0].stderr
+    assert len({run.stdout for run in runs}) == 1 and len(runs[0].stdout.strip()) == 64

@@ -51,3 +51,22 @@ def test_a_run_without_an_archived_file_cannot_be_replayed(ws: Workspace) -> Non
         path.unlink()
     gone = ws.cli("replay", "acme", "1")
     assert gone.exit_code == 1 and "no archived file to replay" in gone.stderr
+
+
+def test_runs_says_which_run_a_replay_replayed(ws: Workspace) -> None:
+    ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
+    ws.upload(people(3))
+    (first,) = ws.sync()
+    ws.upload(people(2))
+    ws.sync()
+    assert ws.cli("replay", "acme", str(first.run_id)).exit_code == 0
+
+    text = ws.cli("runs", "acme").output.splitlines()
+    listed = json.loads(ws.cli("runs", "acme", "--json").stdout)
+
+    assert text[0].endswith(
+        f"acme: applied subscriber_list.csv (run 3) (replay of run {first.run_id}): 3 received, "
+        "1 added, 0 updated, 0 removed, 0 unsubscribed, 2 unchanged, 0 invalid"
+    )
+    assert "replay of run" not in text[1] + text[2]
+    assert [run["replay_of"] for run in listed] == [first.run_id, None, None]

@@ -116,3 +116,27 @@ def test_push_to_a_url_holding_a_password_names_pushs_own_options(
     assert result.exit_code == 1
     assert "give it in $LISTFERRY_PASSWORD or with --password-stdin instead" in result.stderr
     assert "secret" not in result.stderr and "remote_password" not in result.stderr
+
+
+def test_an_encrypted_list_for_a_tenant_without_a_key_fails_and_waits_for_the_operator(
+    ws: Workspace,
+) -> None:
+    ws.add_tenant("acme")
+    ws.upload(b"-----BEGIN PGP MESSAGE-----\n...\n", name="members.csv.pgp")
+
+    result = ws.cli("sync", "acme")
+
+    assert result.exit_code == 1
+    assert result.output == (
+        "acme: failed members.csv.pgp (run 1): members.csv.pgp: the file is encrypted, and no "
+        "pgp_key_file is set for acme\n"
+    )
+    assert (ws.home() / "members.csv.pgp").exists(), "the file waits for the operator's fix"
+    text = report(ws, "members.csv")
+    assert text.splitlines()[2:4] == [
+        "Outcome: failed: the file could not be processed because of a problem on the "
+        "platform's side, not in the file; the operator has been told",
+        "Nothing was changed: the last good list stands. The file stays in place and will be "
+        "tried again.",
+    ]
+    assert "pgp_key_file" not in text and "Fix the file" not in text

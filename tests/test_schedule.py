@@ -112,14 +112,7 @@ def test_next_after_is_the_first_matching_minute_after_the_moment(
     due = schedule.next_after(moment)
     assert due > moment
 
-    def matches(t: datetime) -> bool:
-        local = t.astimezone(schedule.zone)
-        return (
-            local.minute in schedule.minutes
-            and local.hour in schedule.hours
-            and schedule._day_matches(local.date())
-        )
-
+    matches = schedule.matches
     assert (
         matches(due)
         or due.astimezone(schedule.zone).dst()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people
+from conftest import Workspace, people, write_module
 from notify_servers import WebhookServer
 from test_serve_config import a_pack
 
@@ -117,23 +116,52 @@ def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -
 
 
 def test_a_sync_process_that_dies_is_recorded_and_told_as_a_failed_run(
-    ws: Workspace, monkeypatch
+    ws: Workspace, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    write_module(
+        plugin_dir,
+        "killed_jobs_for_test",
+        """
+        from concurrent.futures import Future
+        from listferry import JobResult, hookimpl
+
+        class Killed:  # every job's process dies of SIGKILL, as the OOM killer does it
+            def __init__(self, config):
+                pass
+
+            def submit(self, job):
+                future = Future()
+                future.set_result(JobResult(-9, "", ""))
+                return future
+
+            def shutdown(self, wait=True):
+                pass
+
+        @hookimpl
+        def register_executors(register):
+            register("killed", Killed)
+        """,
+    )
     monkeypatch.setenv("HOOK_SECRET", "s")
-    ws.add_tenant("acme")
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"',
+        'homes = "homes"\nplugins = ["killed_jobs_for_test"]\nexecutor = "killed"',
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme", schedule="02:00")
     with WebhookServer() as hook:
         with open(ws.config_path, "a") as f:
             f.write(f'\n[notify.webhook]\nurl = "{hook.url}"\nsecret_env = "HOOK_SECRET"\n')
-        scheduler = Scheduler(ws.config_path)
+        now = datetime.now(UTC)
+        scheduler = Scheduler(ws.config_path, Clock(now))
         scheduler.reload()
-        job = Job("sync", "acme", ["listferry", "sync", "acme"])
-        future: Future[JobResult] = Future()
-        future.set_result(JobResult(-9, "", ""))
-        scheduler._finished(job, future)
-        scheduler.executor.shutdown()
+        scheduler.due[("sync", "acme")].at = now
+
+        (job,) = scheduler.start_due(now)
+
     ((_, body),) = hook.requests
     run = json.loads(body)
-    assert (run["tenant"], run["status"]) == ("acme", "failed")
+    assert (job.tenant, run["tenant"], run["status"]) == ("acme", "acme", "failed")
     assert "was killed by SIGKILL" in run["reason"]
     with ws.store() as store:
         (recorded,) = store.runs("acme")

@@ -157,3 +157,20 @@ def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
     reasons = " ".join(json.loads(r.stdout)[0]["reason"] or "" for r in shown
                        if r.stdout.startswith("[") and '"reason"' in r.stdout)  # fmt: skip
     assert "login refused" in reasons and "wrong passphrase" in reasons  # the failures ran
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sftp://acme:s3cret@files.example.net:2222/in", "sftp://acme@files.example.net:2222/in"),
+        ("https://hooks.example.net/in?token=s3cret#s3cret", "https://hooks.example.net/in"),
+        ("ftps://acme:s3cret@[2001:db8::1]:990/", "ftps://acme@[2001:db8::1]:990/"),
+        ("/srv/outbox", "/srv/outbox"),
+        ("sftp://acme:s3cret@host:99999/", "sftp://(a URL that does not parse)"),
+    ],
+)
+def test_a_url_is_shown_without_its_secrets(url: str, shown: str) -> None:
+    from listferry.text import redact_url
+
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_url(url)

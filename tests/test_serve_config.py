@@ -14,11 +14,9 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
 
 import paramiko
 import pytest
@@ -29,15 +27,7 @@ from test_ftp_server import PASSWORD, add_tenant, ftp
 from listferry.config.edit import write_atomically
 from listferry.config.passwords import hash_password
 from listferry.serve.live import problem_path
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-    return result
+from listferry.testing import wait_for
 
 
 def refused(port: int, user: str = "acme", password: str = PASSWORD) -> bool:
@@ -255,7 +245,7 @@ def test_status_ignores_the_record_of_a_killed_serve_and_of_a_process_with_its_n
     try:
         assert proc.stdout.readline().startswith("listening sftp ")
         write_atomically(ws.config_path, good + "\n[tenants.acme\n")
-        wait_for(record.exists, "serve to record that it cannot use the config")
+        wait_for(record.exists, "serve to record that it cannot use the config", timeout=20)
         proc.kill()
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped
         write_atomically(ws.config_path, good)  # fixed, with no serve left to clear the record
@@ -332,7 +322,7 @@ def test_listferry_serve_takes_changes_after_a_pack_install_and_reports_a_config
             assert result.exit_code == 0, result.output
 
         tenant_set("--allow-ip", "192.0.2.0/24")
-        wait_for(lambda: sftp_refused(port), "serve to take the new allow list")
+        wait_for(lambda: sftp_refused(port), "serve to take the new allow list", timeout=20)
         tenant_set("--allow-ip", "127.0.0.1")
         sftp_login(port)
 
@@ -343,17 +333,19 @@ def test_listferry_serve_takes_changes_after_a_pack_install_and_reports_a_config
             return json.loads(ws.cli("status", "--json").stdout)[0]["serve_config"]
 
         tenant_set("--dialect", "latercrm")  # the pack's: serve would need a restart for it
-        first = wait_for(problem, "status to show serve's problem")  # no login needed
+        first = wait_for(problem, "status to show serve's problem", timeout=20)  # no login needed
         assert "unknown dialect 'latercrm'" in first["reason"]
-        assert len(wait_for(errors, "the error in the log")) == 1
+        assert len(wait_for(errors, "the error in the log", timeout=20)) == 1
         tenant_set("--strategy", "incremental")
-        wait_for(lambda: len(errors()) == 2, "the error logged again after the next change")
+        wait_for(
+            lambda: len(errors()) == 2, "the error logged again after the next change", timeout=20
+        )
         sftp_login(port)  # the last good config still serves
 
         tenant_set("--dialect", "default")
-        wait_for(lambda: problem() is None, "the record cleared by a good config")
+        wait_for(lambda: problem() is None, "the record cleared by a good config", timeout=20)
         assert ws.cli("tenant", "remove", "acme").exit_code == 0
-        wait_for(lambda: sftp_refused(port), "serve to refuse the removed tenant")
+        wait_for(lambda: sftp_refused(port), "serve to refuse the removed tenant", timeout=20)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

@@ -29,6 +29,7 @@ from listferry.app import App
 from listferry.config.passwords import hash_password
 from listferry.ops.tenants import add_tenant
 from listferry.serve.keys import make_ssh_host_key
+from listferry.testing import wait_for
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -37,14 +38,6 @@ WHO = "protocol=sftp tenant=acme ip=127.0.0.1"
 SECRET = b"email\r\nsecret@acme2.example\r\n"
 OPENSSH_SFTP = shutil.which("sftp")
 needs_openssh = pytest.mark.skipif(OPENSSH_SFTP is None, reason="no OpenSSH sftp client here")
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still not true after {timeout} s: {condition}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +206,7 @@ def test_an_upload_cut_off_halfway_leaves_no_list_and_no_temp(
         upload.flush()
         assert any(p.name.endswith(".part") for p in ws.home().iterdir())
         sftp.get_channel().get_transport().close()  # the connection drops, file still open
-        wait_until(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()))
+        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()), timeout=5)
         assert not (ws.home() / "subscriber_list.csv").exists()
     assert any("event=upload" in r.getMessage() and "result=aborted" in r.getMessage()
                for r in caplog.records)  # fmt: skip
@@ -237,11 +230,11 @@ def test_killing_openssh_sftp_mid_put_leaves_no_list_and_no_temp(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
-            wait_until(lambda: upload_size(ws.home()) > 1 << 20, timeout=30)
+            wait_for(lambda: upload_size(ws.home()) > 1 << 20, timeout=30)
         finally:
             os.killpg(client.pid, signal.SIGKILL)
             client.wait()
-        wait_until(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()))
+        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()), timeout=5)
     assert not (ws.home() / "subscriber_list.csv").exists()
     assert [run.status for run in ws.sync()] == ["idle"]
 
@@ -254,7 +247,7 @@ def test_stop_lets_an_open_upload_finish_and_refuses_new_files(
         upload.write(b"email\n")
         stopper = threading.Thread(target=server.servers[0].stop, args=(10,))
         stopper.start()
-        wait_until(lambda: server.servers[0].stopping.is_set())
+        wait_for(lambda: server.servers[0].stopping.is_set(), timeout=5)
         with pytest.raises(OSError):
             sftp.open("another.csv", "w")
         upload.write(b"a@example.org\n")
@@ -262,7 +255,7 @@ def test_stop_lets_an_open_upload_finish_and_refuses_new_files(
         stopper.join(10)
         assert not stopper.is_alive()
         transport = sftp.get_channel().get_transport()
-        wait_until(lambda: not transport.is_active())  # the client notices the close
+        wait_for(lambda: not transport.is_active(), timeout=5)  # the client notices the close
     assert (ws.home() / "late.csv").read_bytes() == b"email\na@example.org\n"
 
 
@@ -562,7 +555,7 @@ def test_a_known_public_key_without_its_private_half_is_refused_and_counted(
                 transport.auth_publickey("acme", forged)
         finally:
             transport.close()
-        assert server.runtime.guard._failures["127.0.0.1"] == 1
+        assert server.runtime.guard.failures("127.0.0.1") == 1
     lines = [r.getMessage() for r in caplog.records if "event=login" in r.getMessage()]
     assert len(lines) == 1 and "result=refused" in lines[0] and "signature" in lines[0]
 
@@ -599,7 +592,7 @@ def test_wrong_passwords_block_the_address_and_the_block_lifts(
                 already_open.auth_password("acme", PASSWORD)  # the right one, while blocked
         finally:
             already_open.close()
-        wait_until(lambda: not connection_refused_at_connect(port), timeout=10)
+        wait_for(lambda: not connection_refused_at_connect(port), timeout=10)
         assert time.monotonic() - blocked_at >= 0.5
         with session(port, password=PASSWORD) as sftp:
             assert sftp.listdir("/")
@@ -615,7 +608,7 @@ def test_connections_over_the_limit_are_closed_before_the_handshake(
             socket.create_connection(("127.0.0.1", port), timeout=5) as extra,
         ):
             assert extra.recv(100) == b""  # closed without even a banner
-        wait_until(lambda: not connection_refused_at_connect(port))
+        wait_for(lambda: not connection_refused_at_connect(port), timeout=5)
 
 
 # -- only SFTP, only after login -------------------------------------------------------------
@@ -671,7 +664,7 @@ def test_a_connection_that_never_finishes_its_handshake_is_closed_in_time(
         took = time.monotonic() - started
         assert 0.8 <= took < 4
         assert time.process_time() - cpu_before < 0.5 * took  # waited, did not spin
-        wait_until(lambda: threading.active_count() <= baseline)
+        wait_for(lambda: threading.active_count() <= baseline, timeout=5)
 
 
 def test_a_connection_that_never_logs_in_is_closed_in_time(
@@ -681,7 +674,7 @@ def test_a_connection_that_never_logs_in_is_closed_in_time(
         transport = paramiko.Transport(("127.0.0.1", server.ports["sftp"]))
         try:
             transport.start_client()  # key exchange done, no login
-            wait_until(lambda: not transport.is_active(), timeout=4)
+            wait_for(lambda: not transport.is_active(), timeout=4)
         finally:
             transport.close()
 
@@ -692,7 +685,7 @@ def test_an_idle_session_is_closed(homes: tuple[Path, Path], served, client_key:
         session(server.ports["sftp"], key=client_key) as sftp,
     ):
         transport = sftp.get_channel().get_transport()
-        wait_until(lambda: not transport.is_active(), timeout=4)
+        wait_for(lambda: not transport.is_active(), timeout=4)
 
 
 # -- the real command line -------------------------------------------------------------------

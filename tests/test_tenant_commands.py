@@ -188,6 +188,27 @@ def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
     assert ws.app().config.tenant("beta").count_file == "off"
 
 
+def test_keys_added_to_and_taken_from_an_inline_table_keep_its_layout(ws: Workspace) -> None:
+    ws.config_path.write_text(
+        '[listferry]\nstate = "state"\n\n[tenants]\n'
+        'acme = { strategy = "incremental", count_file = "off" }  # spaced\n'
+        'beta = {strategy="full", count_file="off"}\n'
+    )
+
+    for args in (
+        ["acme", "max_invalid_share=0.3"],
+        ["acme", "--unset", "strategy"],
+        ["beta", "max_invalid_share=0.3"],
+        ["beta", "--unset", "strategy"],
+    ):
+        assert ws.cli("tenant", "set", *args).exit_code == 0
+
+    assert ws.config_path.read_text().endswith(
+        '[tenants]\nacme = { count_file = "off", max_invalid_share = 0.3 }  # spaced\n'
+        'beta = {count_file="off", max_invalid_share=0.3}\n'
+    )
+
+
 def test_tenants_written_inline_are_removed_and_a_table_among_them_is_refused(
     ws: Workspace,
 ) -> None:
@@ -235,13 +256,15 @@ def test_parallel_changes_all_land(ws: Workspace, hand_written: str) -> None:
 
 def test_password_and_ssh_keys_go_the_same_way_as_set(ws: Workspace, hand_written, tmp_path):
     keys = tmp_path / "crm.pub"
-    keys.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxN8e6vuEiMDjWkRk0vVxGZdtP1dL4qk6 crm\n")
+    keys.write_text(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f crm\n"
+    )
     assert ws.cli("tenant", "ssh-keys", "beta", str(keys)).exit_code == 0
     done = ws.cli("tenant", "password", "beta", "--password-stdin", input="beta-Passw0rd\n")
     assert done.exit_code == 0
     assert ws.config_path.read_text().endswith(
         '[tenants.beta]\nstrategy = "incremental"\nssh_keys = ['
-        '"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDxN8e6vuEiMDjWkRk0vVxGZdtP1dL4qk6 crm"]\n'
+        '"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f crm"]\n'
         f'password_hash = "{ws.app().config.tenant("beta").password_hash}"\n\n# the end\n'
     )
 
@@ -367,3 +390,136 @@ def test_remove_is_refused_while_a_run_or_an_export_holds_the_tenant(
     assert unchanged(ws, before, inode)
     assert (ws.root / "state" / "acme" / "tenant.db").is_file()
     assert (ws.root / "homes" / "acme").is_dir()
+
+
+# -- values that cannot work are refused ---------------------------------------------------------
+
+CANNOT_WORK = [
+    ("password_hash=hunter2", "password_hash must be a password hash as"),
+    ('ssh_keys=["garbage"]', "ssh_keys item 1 is not an OpenSSH public key"),
+    ('ssh_keys=["ssh-ed25519 AAAA-not-base64 crm"]', "ssh_keys item 1 is not an OpenSSH public"),
+    ("pattern=", "pattern must not be empty"),
+    ("pattern=out/*.csv", "pattern must be a file name pattern"),
+    ("home=sftp://127.0.0.1/", "home 'sftp://127.0.0.1/' names no user"),
+    ("home=ftps://:2990/", "home 'ftps://:2990/' names no host"),
+    ("home=~no-such-user-here/x", "home '~no-such-user-here/x': no user 'no-such-user-here'"),
+]
+
+
+@pytest.mark.parametrize(("setting", "said"), CANNOT_WORK, ids=[s for s, _ in CANNOT_WORK])
+def test_set_refuses_a_value_that_cannot_work_and_leaves_the_file(
+    ws: Workspace, hand_written: str, setting: str, said: str
+) -> None:
+    before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
+
+    result = ws.cli("tenant", "set", "beta", setting)
+
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and said in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr  # a password written in by mistake is not shown
+    assert unchanged(ws, before, inode)
+
+
+@pytest.mark.parametrize(("setting", "said"), CANNOT_WORK, ids=[s for s, _ in CANNOT_WORK])
+def test_a_hand_edited_config_with_a_value_that_cannot_work_names_its_line(
+    ws: Workspace, hand_written: str, setting: str, said: str
+) -> None:
+    key, value = setting.split("=", 1)
+    value = value if value.startswith("[") else f'"{value}"'
+    ws.config_path.write_text(
+        hand_written.replace(
+            'strategy = "incremental"', f'strategy = "incremental"\n{key} = {value}'
+        )
+    )
+    line = ws.config_path.read_text().splitlines().index(f"{key} = {value}") + 1
+
+    result = ws.cli("tenant", "list")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"Error: {ws.config_path} line {line}: [tenants.beta] {said}")
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_add_refuses_a_home_url_without_its_user(ws: Workspace) -> None:
+    result = ws.cli("tenant", "add", "acme", "--home", "sftp://files.example.net/out")
+    assert result.exit_code == 2
+    assert "home 'sftp://files.example.net/out' names no user" in result.stderr
+    assert ws.app().config.tenants == {}
+
+
+def test_a_home_under_tilde_is_the_home_folder_of_the_user_not_a_folder_named_tilde(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "operator"))
+    monkeypatch.chdir(tmp_path)
+    ws.add_tenant("acme")
+
+    result = ws.cli("tenant", "set", "acme", "home=~/lists/acme")
+
+    assert result.exit_code == 0, result.output
+    assert ws.app().config.tenant("acme").home == str(tmp_path / "operator" / "lists" / "acme")
+    assert (tmp_path / "operator" / "lists" / "acme").is_dir()
+    assert not any(p.name == "~" for p in ws.root.rglob("*"))
+
+
+def test_remote_retries_zero_means_no_retry(ws: Workspace) -> None:
+    ws.add_tenant("acme")
+    assert ws.cli("tenant", "set", "acme", "remote_retries=0").exit_code == 0
+    assert ws.app().config.tenant("acme").remote_retries == 0
+    refused = ws.cli("tenant", "set", "acme", "remote_retries=-1")
+    assert refused.exit_code == 2 and "remote_retries must be a whole number, 0 or more" in (
+        refused.stderr
+    )
+
+
+def test_a_hash_the_tenant_password_command_wrote_and_a_real_key_are_taken(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    import subprocess
+
+    ws.add_tenant("acme")
+    key = tmp_path / "crm"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert ws.cli("tenant", "ssh-keys", "acme", f"{key}.pub").exit_code == 0
+    done = ws.cli("tenant", "password", "acme", "--password-stdin", input="s3cret-enough\n")
+    assert done.exit_code == 0
+    again = ws.cli(
+        "tenant", "set", "acme", f"password_hash={ws.app().config.tenant('acme').password_hash}"
+    )
+    assert again.exit_code == 0, again.output
+
+
+def test_show_gives_the_return_file_template_that_applies_not_null(
+    ws: Workspace, plugin_dir: Path
+) -> None:
+    from conftest import write_module
+
+    write_module(
+        plugin_dir,
+        "jsonl_crm_for_test",
+        """
+        from listferry import hookimpl
+        from listferry.dialect import Dialect
+
+        @hookimpl
+        def register_dialects(register):
+            register(Dialect(name="jsonl-crm", template="jsonl"))
+        """,
+    )
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', 'homes = "homes"\nplugins = ["jsonl_crm_for_test"]'
+    )
+    ws.config_path.write_text(text)
+    ws.add_tenant("acme")
+    ws.add_tenant("beta", dialect="jsonl-crm")
+
+    acme = json.loads(ws.cli("tenant", "show", "acme", "--json").stdout)
+    beta = json.loads(ws.cli("tenant", "show", "beta", "--json").stdout)
+    lines = ws.cli("tenant", "show", "beta").stdout.splitlines()
+
+    assert (acme["export_template"], acme["from"]["export_template"]) == ("csv", "default")
+    assert (beta["export_template"], beta["from"]["export_template"]) == ("jsonl", "dialect")
+    assert any(
+        line.split() == ["export_template", "=", '"jsonl"', "#", "the", "dialect's"]
+        for line in lines
+    ), lines

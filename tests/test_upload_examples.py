@@ -9,6 +9,7 @@ becomes 127.0.0.1. Nothing but 127.0.0.1 is ever contacted.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -121,6 +122,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work.mkdir()
     env = environment(folder)
     (work / "subscriber_list.csv").write_bytes(LIST)  # the customer's export
+    (work / "export.csv").write_bytes(LIST)  # what "Use it" checks and puts in the home
+    (work / "opens_clicks.csv").write_text("email,type,at\np0@example.org,open,2026-12-01\n")
+    [walk_through] = command_blocks(section(README.read_text(), "## Use it"))
     setup, _clients = command_blocks(
         section(README.read_text(), "## Take uploads: the built-in servers")
     )
@@ -133,9 +137,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     config.write_text(
         config.read_text() + "\n[server]\nftp_port = 0\nftps_port = 0\nsftp_port = 0\n"
     )
-    for command in setup[:-1]:
-        done = first.run(command)
-        assert done.returncode == 0, f"$ {command}\n{done.stderr}"
+    for command in [*walk_through, *setup[:-1]]:  # the README from the top, as a reader
+        done = first.run(command)  # follows it
+        assert done.returncode == 0, f"$ {command}\n{done.stdout}\n{done.stderr}"
     log = folder / "serve.log"
     with log.open("w") as stderr:
         serve = subprocess.Popen(
@@ -154,6 +158,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         serve.wait(timeout=30)
     assert serve.returncode == 0, log.read_text()
     assert "Traceback" not in log.read_text()
+
+
+def test_the_readme_walk_through_applies_the_export_and_keeps_acme_for_its_uploads(
+    site: Site,
+) -> None:
+    runs = site.run("listferry runs acme --json")
+    shown = site.run("listferry tenant show acme --json")
+
+    assert [run["status"] for run in json.loads(runs.stdout)] == ["applied"]
+    settings = json.loads(shown.stdout)
+    assert settings["password"] is True
+    assert settings["allow_ips"] == ["203.0.113.0/24", "127.0.0.1"]
 
 
 def test_the_readme_upload_examples_work_as_written(site: Site) -> None:

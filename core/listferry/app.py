@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from listferry.config import Config, Tenant, load_config
@@ -33,6 +37,33 @@ def tenant_dialect(host: Host, tenant: Tenant) -> Dialect:
     ``opt_out_columns`` opting out on its ``opt_out_values`` besides."""
     dialect = host.dialects.get(tenant.dialect)
     return dialect.with_opt_out_columns(tenant.opt_out_columns, tenant.opt_out_values)
+
+
+#: Dialect fields that say nothing of how a file is read: left out of the settings digest.
+_NOT_READING = frozenset({"description", "template"})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` in a form whose JSON is the same in every process (sets sorted)."""
+    if isinstance(value, frozenset | set):
+        return sorted(map(_plain, value), key=repr)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def settings_digest(host: Host, tenant: Tenant) -> str:
+    """A digest of what decides how ``tenant``'s files are read and planned: its dialect
+    as :func:`tenant_dialect` makes it (a pack's definitions, the tenant's opt-out
+    columns and words) and its strategy. A file is a repeat of the last applied one only
+    when this is what it was then."""
+    dialect = tenant_dialect(host, tenant)
+    read = {f.name: _plain(getattr(dialect, f.name)) for f in fields(dialect)}
+    read = {name: value for name, value in read.items() if name not in _NOT_READING}
+    text = json.dumps({"dialect": read, "strategy": tenant.strategy}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def tenant_problem(host: Host, tenant: Tenant) -> tuple[str, str] | None:

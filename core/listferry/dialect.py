@@ -150,20 +150,29 @@ class Dialect:
             if fold_header(name) in wanted
         ]
 
-    def opt_out_warnings(self, header: Sequence[str]) -> list[str]:
+    def opt_out_warnings(self, header: Sequence[str], for_customer: bool = False) -> list[str]:
         """A warning for each column that looks like an opt-out flag but that this dialect
         neither maps to a field nor reads in ``also_opt_out``: what it says changes nothing.
 
         Readers give these as :attr:`listferry.records.FileInfo.warnings`, so ``check`` and
-        the result report show them; the file is not voided for them.
+        the result report show them; the file is not voided for them. They speak to the
+        operator (which setting honours the column); ``for_customer``: the same warnings
+        in the words of the customer's result report (whom to ask).
         """
         read = set(self._lookup()) | {fold_header(name) for name in self.also_opt_out}
+        unread = [n for n in header if fold_header(n) not in read and looks_like_opt_out(n)]
+        if for_customer:
+            return [
+                f"column {name!r} looks like an opt-out flag, but it is not read as one: its "
+                "rows stay subscribed whatever it says. If it should unsubscribe people, ask "
+                "your operator to read it as an opt-out column."
+                for name in unread
+            ]
         return [
             f"column {name!r} looks like an opt-out flag, but dialect {self.name!r} does not "
             "read it: its rows stay subscribed whatever it says (name it in the tenant's "
             "opt_out_columns to honour it)"
-            for name in header
-            if fold_header(name) not in read and looks_like_opt_out(name)
+            for name in unread
         ]
 
     def with_opt_out_columns(self, columns: Sequence[str], words: Iterable[str]) -> Dialect:

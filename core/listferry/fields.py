@@ -17,6 +17,7 @@ from typing import Any
 
 from listferry.errors import ListferryError
 from listferry.registry import Registry
+from listferry.times import parse_iso
 
 #: ISO 8601 UTC to the second, as listferry stores times: read as it is.
 CANONICAL = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -32,12 +33,8 @@ def to_datetime(value: Any) -> datetime | None:
     if value.__class__ is str and CANONICAL.fullmatch(value):
         return datetime.fromisoformat(value)
     if isinstance(value, datetime):
-        moment = value
-    else:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    return parse_iso(str(value))
 
 
 def same(value: Any) -> Any:

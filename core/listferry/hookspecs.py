@@ -17,16 +17,24 @@ if TYPE_CHECKING:
 
     import click
 
-    from listferry.config import Config, Tenant
-    from listferry.dialect import Dialect
-    from listferry.fields import Field, FieldFamily
-    from listferry.jobs import Executor
-    from listferry.reader import ListReader
-    from listferry.records import FileInfo, Invalid, Record
-    from listferry.runs import RunRecord
-    from listferry.serve.runtime import Server, ServerRuntime
-    from listferry.strategy import Plan, Strategy
-    from listferry.templates import Template
+    from listferry import (
+        Config,
+        Dialect,
+        Executor,
+        Field,
+        FieldFamily,
+        FileInfo,
+        Invalid,
+        ListReader,
+        Plan,
+        Record,
+        RunRecord,
+        Server,
+        ServerRuntime,
+        Strategy,
+        Template,
+        Tenant,
+    )
 
 hookspec = pluggy.HookspecMarker("listferry")
 
@@ -41,9 +49,9 @@ def register_transports(register: Callable[[str, Callable[..., Any]], None]) -> 
     """Register client-side transports, one per URL scheme.
 
     Call ``register(scheme, factory)``; ``factory(home, tenant)`` returns a
-    :class:`listferry.transport.Transport` for the tenant's home, where ``home`` is the
+    :class:`listferry.Transport` for the tenant's home, where ``home`` is the
     tenant's ``home`` setting as a string (an absolute folder for ``file``, the URL
-    otherwise) and ``tenant`` the :class:`listferry.config.Tenant`. The sync lists,
+    otherwise) and ``tenant`` the :class:`listferry.Tenant`. The sync lists,
     fetches and removes list files through it and writes result reports with it.
     Schemes are unique.
     """
@@ -54,8 +62,8 @@ def register_servers(register: Callable[[str, Callable[[ServerRuntime], Server]]
     """Register server-side protocols for ``listferry serve``.
 
     Call ``register(protocol, factory)``; ``factory(runtime)`` gets the process's
-    :class:`listferry.serve.runtime.ServerRuntime` (settings, the login gatekeeper and guard,
-    the upload dispatcher) and returns a :class:`listferry.serve.runtime.Server` that serves
+    :class:`listferry.ServerRuntime` (settings, the login gatekeeper and guard,
+    the upload dispatcher) and returns a :class:`listferry.Server` that serves
     every tenant with a local home. Protocol names (``ftp``, ``ftps``, ``sftp``) are
     unique; ``serve --protocols`` picks among them.
     """
@@ -70,7 +78,7 @@ def register_servers(register: Callable[[str, Callable[[ServerRuntime], Server]]
 def register_dialects(register: Callable[[Dialect], None]) -> None:
     """Register CRM dialects.
 
-    Call ``register(dialect)`` with a :class:`listferry.dialect.Dialect` for each CRM
+    Call ``register(dialect)`` with a :class:`listferry.Dialect` for each CRM
     whose files this plugin understands. Tenants choose one by its ``name``.
     """
 
@@ -79,8 +87,12 @@ def register_dialects(register: Callable[[Dialect], None]) -> None:
 def register_readers(register: Callable[[ListReader], None]) -> None:
     """Register readers for list file formats.
 
-    Call ``register(reader)`` with a :class:`listferry.reader.ListReader`. A dialect
-    names the reader its files need (``csv`` unless it says otherwise).
+    Call ``register(reader)`` with a :class:`listferry.ListReader`. A dialect
+    names the reader its files need (``csv`` unless it says otherwise). A reader that
+    only changes what another one reads (a footer left out, say) names that reader as
+    its ``base`` and implements ``wrap(source, path, name, dialect)``: the host opens the
+    file with the base reader and reads from what ``wrap`` returns (subclass
+    :class:`listferry.WrappedSource` to change only what differs).
     """
 
 
@@ -94,8 +106,8 @@ def validate_header(file: FileInfo) -> str | None:
     """Check a list file once its header is read, before any record is.
 
     Return the reason to void the file (one plain sentence that names the rule), or
-    ``None`` when it passes. Every plugin is asked; any reason voids the run. Typical
-    checks: required columns, the count file's presence and form.
+    ``None`` when it passes. Every plugin is asked; any reason voids the run, and the
+    file's records are then not read. Typical check: required columns.
     """
 
 
@@ -103,7 +115,7 @@ def validate_header(file: FileInfo) -> str | None:
 def validate_records(records: list[Record], file: FileInfo) -> Iterable[Invalid] | None:
     """Check one batch of records (a few thousand at a time, never one per call).
 
-    Return the records to skip, as :class:`listferry.records.Invalid` (line and
+    Return the records to skip, as :class:`listferry.Invalid` (line and
     reason), or ``None``. Skipped records are counted ``invalid`` and listed with their
     line numbers in the result report; the rest of the file goes on.
     """
@@ -114,7 +126,8 @@ def validate_file(file: FileInfo) -> str | None:
     """Check a list file once every record is read (``file.records`` is set).
 
     Return the reason to void the file, or ``None``. Every plugin is asked. Typical
-    checks: an empty file, the record count against the count file.
+    checks: an empty file, the count file (there when required, one whole number, the
+    number of records read), so that a run voided for it still counts the records.
     """
 
 
@@ -139,7 +152,7 @@ def check_plan(plan: Plan, tenant: Tenant, force: bool) -> str | None:
 def register_strategies(register: Callable[[Strategy], None]) -> None:
     """Register update strategies.
 
-    Call ``register(strategy)`` with a :class:`listferry.strategy.Strategy`: an object
+    Call ``register(strategy)`` with a :class:`listferry.Strategy`: an object
     with ``name``, ``description`` and ``decide(situation) -> Action``. The host asks
     ``decide`` once per possible situation and plans the whole file in SQL from the
     answers; the rules of meaning (an unsubscribed address is never put back) are
@@ -156,7 +169,7 @@ def register_strategies(register: Callable[[Strategy], None]) -> None:
 def register_templates(register: Callable[[str, Template | str], None]) -> None:
     """Register return-file templates.
 
-    Call ``register(name, template)`` with a :class:`listferry.export.render.Template`
+    Call ``register(name, template)`` with a :class:`listferry.Template`
     (jinja2 ``source``, file ``suffix``, line ending ``newline``, and the ``fields`` it
     reads by name whatever the tenant picked), or with plain jinja2 text (suffix
     ``.txt``). Tenants choose one by name (``export_template``). The template gets
@@ -171,11 +184,11 @@ def register_templates(register: Callable[[str, Template | str], None]) -> None:
 def register_fields(register: Callable[[str, Field | FieldFamily], None]) -> None:
     """Register data points a return file can hold.
 
-    Call ``register(name, field)`` with a :class:`listferry.fields.Field`: an SQL
+    Call ``register(name, field)`` with a :class:`listferry.Field`: an SQL
     expression over the subscriber's row ``s``, the ``LEFT JOIN`` clauses it needs (an
     aggregate over ``events`` grouped by address, say) and the kind of value it gives.
     The export computes every field of every subscriber in one query, never one query
-    per subscriber. A :class:`listferry.fields.FieldFamily` registered as
+    per subscriber. A :class:`listferry.FieldFamily` registered as
     ``prefix.*`` makes the fields named ``prefix.<anything>`` on demand. Tenants pick
     fields by name (``export_fields``); names are unique.
     """
@@ -191,11 +204,11 @@ def collect_events(tenant: Tenant, since: datetime | None) -> Iterable[Mapping[s
     the events from then on (an iterable, so a generator can stream them; ``None`` for
     none), each a mapping with ``email``, ``type`` (``open``, ``click`` or
     ``unsubscribe``), ``at`` (a ``datetime``, UTC when naive, or ISO 8601 text) and
-    optionally ``topic``. Every plugin is asked. The events are stored as
-    :func:`listferry.store.events.record_events` stores them: one transaction, and an event
-    already stored (same address, type, time and topic) is stored once, so overlapping
-    answers are harmless. A bad event or an exception stops the export with nothing
-    stored or delivered; the next export asks again from the same ``since``.
+    optionally ``topic``. Every plugin is asked. The events are stored in one
+    transaction, and an event already stored (same address, type, time and topic) is
+    stored once, so overlapping answers are harmless. A bad event or an exception stops
+    the export with nothing stored or delivered; the next export asks again from the
+    same ``since``.
     """
 
 
@@ -219,7 +232,7 @@ def register_executors(register: Callable[[str, Callable[[Config], Executor]], N
 
     Call ``register(name, factory)``; ``factory(config)`` returns an object with
     ``submit(job) -> concurrent.futures.Future[JobResult]`` and ``shutdown(wait)`` (see
-    :mod:`listferry.jobs`). A :class:`listferry.jobs.Job` is one ``listferry`` command
+    :class:`listferry.Executor`). A :class:`listferry.Job` is one ``listferry`` command
     line (a tenant's ``sync`` or ``export``, the ``digest``); the result is its exit code
     and output. The config picks one with ``[listferry] executor``; the built-in
     ``local`` runs each job as a child process, ``workers`` at a time. An executor that
@@ -232,8 +245,8 @@ def register_executors(register: Callable[[str, Callable[[Config], Executor]], N
 def run_finished(run: RunRecord, tenant: Tenant, config: Config) -> None:
     """A run ended (applied, voided, failed, skipped or idle).
 
-    ``tenant`` is the run's :class:`listferry.config.Tenant` (its ``contact_email``, say)
-    and ``config`` the whole :class:`listferry.config.Config` (``config.notify`` holds the
+    ``tenant`` is the run's :class:`listferry.Tenant` (its ``contact_email``, say)
+    and ``config`` the whole :class:`listferry.Config` (``config.notify`` holds the
     ``[notify]`` settings the built-in ``email`` and ``webhook`` plugins use); take only
     the arguments you need. Called once per run, after the run is recorded and its
     result report written.

@@ -14,6 +14,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Protocol
 
+from listferry.text import how_ended
+
 
 @dataclass(frozen=True)
 class Job:
@@ -33,16 +35,8 @@ class JobResult:
     stderr: str
 
     def how(self) -> str:
-        if self.returncode is None:
-            return "could not be started"
-        if self.returncode < 0:
-            import signal
-
-            try:
-                return f"was killed by {signal.Signals(-self.returncode).name}"
-            except ValueError:
-                return f"was killed by signal {-self.returncode}"
-        return f"exited with code {self.returncode}"
+        """How the job's process ended, in words."""
+        return how_ended(self.returncode)
 
     def last_line(self) -> str:
         lines = [line for line in self.stderr.splitlines() if line.strip()]

@@ -3,12 +3,14 @@
 A name is a list file (it matches the tenant's pattern, as it is or without its packing:
 ``.pgp``, then ``.gz`` or ``.zip``), the count file of one (``<stem>_count.txt``), a
 result report (``<stem>.result.txt``), an upload still under way (hidden, or with a
-client's temporary ending) or none of these. The select stage, ``status``, the
-transports, ``push`` and the export all ask here.
+client's temporary ending) or none of these. Case does not count, as for the pattern:
+``EXPORT_COUNT.TXT`` is the count file of ``EXPORT.CSV``. The select stage, ``status``,
+``check``, the transports, ``push`` and the export all ask here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 COUNT_SUFFIX = "_count.txt"
@@ -52,6 +54,30 @@ def count_name(list_name: str) -> str:
     return stem + COUNT_SUFFIX
 
 
+def find_count(list_name: str, names: Iterable[str]) -> str | None:
+    """The name among ``names`` of ``list_name``'s count file, case ignored (the spelling
+    :func:`count_name` gives first), or ``None``."""
+    wanted = count_name(list_name)
+    folded = wanted.casefold()
+    found = None
+    for name in names:
+        if name == wanted:
+            return name
+        if found is None and name.casefold() == folded:
+            found = name
+    return found
+
+
+def is_count(name: str) -> bool:
+    """A count file's name (``<stem>_count.txt``, any case)."""
+    return name.casefold().endswith(COUNT_SUFFIX)
+
+
+def is_report(name: str) -> bool:
+    """A result report's name (``<stem>.result.txt``, any case)."""
+    return name.casefold().endswith(REPORT_SUFFIX)
+
+
 def report_name(list_name: str | None) -> str:
     """``subscriber_list.csv`` -> ``subscriber_list.result.txt``."""
     stem = (list_name or "list").rsplit(".", 1)[0]
@@ -77,8 +103,8 @@ def kind_of(name: str, pattern: str) -> str:
     :data:`LIST`, :data:`COUNT`, :data:`REPORT`, :data:`UNDER_WAY` or :data:`OTHER`."""
     if is_under_way(name):
         return UNDER_WAY
-    if name.endswith(REPORT_SUFFIX):
+    if is_report(name):
         return REPORT
-    if name.endswith(COUNT_SUFFIX):
+    if is_count(name):
         return COUNT
     return LIST if matches(name, pattern) else OTHER

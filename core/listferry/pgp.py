@@ -76,9 +76,12 @@ def _stop_agent(gpg: Any) -> None:
 
 def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
     """Decrypt ``source`` (received as ``name``) into ``target``; a :class:`Void` if it
-    does not decrypt, naming why."""
+    does not decrypt, naming why. A tenant without ``pgp_key_file`` is the operator's to
+    fix, not the file's: a :class:`ListferryError`, so the run fails and the file waits."""
     if not tenant.pgp_key_file:
-        raise Void(f"{name}: the file is encrypted, and no pgp_key_file is set for the tenant")
+        raise ListferryError(
+            f"{name}: the file is encrypted, and no pgp_key_file is set for {tenant.name}"
+        )
     gpg = _gpg(tenant)
     try:
         _decrypt(gpg, tenant, source, target, name)

@@ -22,8 +22,11 @@ from typing import Any
 import pluggy
 
 from listferry import hookspecs
+from listferry.dialect import Dialect
 from listferry.errors import ConfigError, ListferryError
-from listferry.registry import Registry
+from listferry.fields import Field, FieldFamily
+from listferry.registry import Kind, Registry, has, instance_of, is_callable
+from listferry.templates import Template
 
 GROUP = "listferry"
 HOST_DISTRIBUTION = "listferry"
@@ -53,8 +56,29 @@ class PluginInfo:
         }
 
 
+def _reader(item: Any) -> str | None:
+    if getattr(item, "base", None) is not None:
+        return has("wrap")(item)
+    return has("open")(item)
+
+
+READS_BY_NAME = "register(item), named by item.name"
+NAME_AND_ITEM = "register(name, item)"
+#: The kinds of registered things, by the registry hook that fills each.
+KINDS = {
+    "register_dialects": Kind("dialect", True, instance_of(Dialect), READS_BY_NAME),
+    "register_readers": Kind("reader", True, _reader, READS_BY_NAME),
+    "register_strategies": Kind("strategy", True, has("decide"), READS_BY_NAME),
+    "register_transports": Kind("transport", False, is_callable, NAME_AND_ITEM),
+    "register_servers": Kind("server", False, is_callable, NAME_AND_ITEM),
+    "register_templates": Kind("template", False, instance_of(Template, str), NAME_AND_ITEM),
+    "register_fields": Kind("field", False, instance_of(Field, FieldFamily), NAME_AND_ITEM),
+    "register_executors": Kind("executor", False, is_callable, NAME_AND_ITEM),
+}
+
+
 class Host:
-    """The loaded plugins and the registries they filled (each built on first use)."""
+    """The loaded plugins and the registries they filled."""
 
     def __init__(self, pm: pluggy.PluginManager, infos: list[PluginInfo]) -> None:
         self.pm = pm
@@ -64,40 +88,40 @@ class Host:
     def hook(self) -> Any:
         return self.pm.hook
 
-    def _registry(self, kind: str, hook_name: str) -> Registry[Any]:
-        return Registry(kind).collect(self.pm, hook_name)
+    def _registry(self, hook_name: str) -> Registry[Any]:
+        return Registry(KINDS[hook_name]).collect(self.pm, hook_name)
 
     @cached_property
-    def dialects(self) -> Registry[Any]:
-        return self._registry("dialect", "register_dialects")
+    def dialects(self) -> Registry[Dialect]:
+        return self._registry("register_dialects")
 
     @cached_property
     def readers(self) -> Registry[Any]:
-        return self._registry("reader", "register_readers")
+        return self._registry("register_readers")
 
     @cached_property
     def strategies(self) -> Registry[Any]:
-        return self._registry("strategy", "register_strategies")
+        return self._registry("register_strategies")
 
     @cached_property
     def transports(self) -> Registry[Any]:
-        return self._registry("transport", "register_transports")
+        return self._registry("register_transports")
 
     @cached_property
     def servers(self) -> Registry[Any]:
-        return self._registry("server", "register_servers")
+        return self._registry("register_servers")
 
     @cached_property
-    def templates(self) -> Registry[Any]:
-        return self._registry("template", "register_templates")
+    def templates(self) -> Registry[Template | str]:
+        return self._registry("register_templates")
 
     @cached_property
-    def fields(self) -> Registry[Any]:
-        return self._registry("field", "register_fields")
+    def fields(self) -> Registry[Field | FieldFamily]:
+        return self._registry("register_fields")
 
     @cached_property
     def executors(self) -> Registry[Any]:
-        return self._registry("executor", "register_executors")
+        return self._registry("register_executors")
 
 
 def _selected_third_party() -> set[str] | None:
@@ -184,4 +208,7 @@ def load_host(disabled: tuple[str, ...] = (), modules: tuple[str, ...] = ()) -> 
             info.hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
     if os.environ.get("LISTFERRY_TRACE_PLUGINS"):
         _trace(pm)
-    return Host(pm, infos)
+    host = Host(pm, infos)
+    for hook_name in KINDS:  # a wrong registration is an error now, naming its plugin
+        getattr(host, hook_name.removeprefix("register_"))
+    return host

@@ -8,6 +8,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -40,7 +41,14 @@ class RecordSource(Protocol):
 
 
 class ListReader(Protocol):
-    """A reader for one file format, registered through ``register_readers``."""
+    """A reader for one file format, registered through ``register_readers``.
+
+    A reader that only changes what another reader gives (leaves out a footer, say)
+    names that reader as ``base`` and implements ``wrap(source, path, name, dialect)``
+    instead of ``open``: the host opens the file with the base reader and hands its
+    :class:`RecordSource` to ``wrap``, which returns the source to read from (a
+    :class:`WrappedSource` keeps the rest as the base reader gave it).
+    """
 
     name: str
 
@@ -52,6 +60,52 @@ class ListReader(Protocol):
         ``info.warnings`` tell the operator and the customer what the file says that may
         not be read as meant: ``dialect.opt_out_warnings(header)`` at least.
         """
+
+
+class WrappedSource:
+    """A :class:`RecordSource` that gives what the one it wraps gives; a wrapping reader
+    subclasses it and changes ``info`` or :meth:`batches`. Closing it closes the other."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.info: FileInfo = source.info
+
+    @property
+    def bytes_read(self) -> int:
+        return self.source.bytes_read
+
+    @property
+    def records_read(self) -> int:
+        return self.source.records_read
+
+    def batches(self, size: int = BATCH_SIZE) -> Iterator[tuple[list[Record], list[Invalid]]]:
+        return self.source.batches(size)
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> WrappedSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_list(readers: Any, path: Path, name: str, dialect: Dialect) -> Any:
+    """``path`` (received as ``name``) opened with ``dialect``'s reader from ``readers``
+    (a registry), through the reader it wraps when it names a ``base``."""
+    reader = readers.get(dialect.reader)
+    base = getattr(reader, "base", None)
+    if base is None:
+        return reader.open(path, name, dialect)
+    if base == reader.name:
+        raise Void(f"reader {reader.name!r} names itself as its base")
+    source = open_list(readers, path, name, replace(dialect, reader=base))
+    try:
+        return reader.wrap(source, path, name, dialect)
+    except BaseException:
+        source.close()
+        raise
 
 
 # -- compressed lists ------------------------------------------------------------------

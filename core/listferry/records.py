@@ -56,6 +56,9 @@ class FileInfo:
     delimiter: str
     count_file: Path | None = None
     count_policy: str = "optional"
+    #: Who sets ``count_policy``, as a reason names it: "this tenant", or "the [defaults]"
+    #: (plural) for ``listferry check`` without a tenant.
+    count_policy_by: str = "this tenant"
     records: int | None = None
     invalid: int = 0
     notes: tuple[str, ...] = field(default=())

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 
-OUTCOMES = ("applied", "voided", "failed", "skipped", "idle")
+from listferry.times import utcnow
 
 
-def utcnow() -> str:
-    """The current time as ISO 8601 UTC with a ``Z``, to the second."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class RunStatus(enum.StrEnum):
+    """What a run ended as (``running`` until it ends). Each is its own string, so JSON,
+    the store and a comparison with ``"applied"`` see the word."""
+
+    RUNNING = "running"
+    APPLIED = "applied"
+    VOIDED = "voided"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    IDLE = "idle"
+
+
+#: The statuses a run can end as.
+OUTCOMES = tuple(status for status in RunStatus if status is not RunStatus.RUNNING)
+#: The outcomes that need someone to look: nothing was applied, and why is in ``reason``.
+PROBLEMS = (RunStatus.VOIDED, RunStatus.FAILED)
 
 
 @dataclass
@@ -23,7 +36,7 @@ class RunRecord:
 
     tenant: str
     run_id: int | None = None
-    status: str = "running"
+    status: str = RunStatus.RUNNING
     file: str | None = None
     strategy: str | None = None
     reason: str | None = None
@@ -41,12 +54,17 @@ class RunRecord:
     sha256: str | None = None
     archive: str | None = None
     hint: str | None = None
+    #: For a replay: the run whose archived file it applied again.
+    replay_of: int | None = None
     report: str | None = field(default=None, repr=False)
+    #: A digest of what decided how the file was read and planned (dialect, strategy).
+    settings_digest: str | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
         """The run as ``sync --json`` and ``runs --json`` print it (no report text)."""
         data = asdict(self)
         data.pop("report")
+        data.pop("settings_digest")
         return data
 
     def describe(self) -> str:
@@ -56,6 +74,8 @@ class RunRecord:
             head += f" {self.file}"
         if self.run_id:
             head += f" (run {self.run_id})"
+        if self.replay_of:
+            head += f" (replay of run {self.replay_of})"
         if self.status == "applied":
             head += (
                 f": {self.received} received, {self.added} added, {self.updated} updated, "

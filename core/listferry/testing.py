@@ -25,12 +25,13 @@ import csv
 import io
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from listferry.app import App, open_app
 from listferry.config.edit import toml_value, write_atomically
@@ -40,8 +41,23 @@ from listferry.ops.tenants import add_tenant
 from listferry.runs import RunRecord
 from listferry.store.database import Store
 from listferry.sync.check import CheckResult, check_file
+from listferry.times import parse_iso
 
-__all__ = ["Sandbox"]
+__all__ = ["Sandbox", "wait_for"]
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str = "the condition", timeout: float = 10) -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail the test
+    after ``timeout`` seconds, naming ``what`` was awaited. For a server's or a process's
+    doings, which no event announces to the test."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.01)
+    return result
 
 
 class Sandbox:
@@ -211,5 +227,7 @@ class Sandbox:
     @staticmethod
     def at(text: str) -> datetime:
         """An ISO 8601 time as an aware UTC datetime, for events."""
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        moment = parse_iso(text)
+        if moment is None:
+            raise ValueError("no time given")
+        return moment

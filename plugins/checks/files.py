@@ -35,24 +35,24 @@ def validate_header(file: FileInfo) -> str | None:
         )
         found = ", ".join(repr(h) for h in file.header[:12])
         return f"missing column: {wanted}; the file's header is {found}"
-    if file.count_policy == "off":
-        return None
-    expected = count_name(file.name)
-    if file.count_file is None:
-        if file.count_policy == "required":
-            return f"count file {expected} is missing, and this tenant requires one"
-        return None
-    count = read_count(file.count_file)
-    return count if isinstance(count, str) else None
+    return None
 
 
 @hookimpl
 def validate_file(file: FileInfo) -> str | None:
+    """The count file, once the records are read: a file voided for its count file is
+    still counted, so the run and its report say how many records it has."""
+    count: int | str | None = None
+    if file.count_policy != "off" and file.count_file is not None:
+        count = read_count(file.count_file)
+    elif file.count_policy == "required":
+        by = file.count_policy_by
+        needs = "requires" if by == "this tenant" else "require"  # "the [defaults] require"
+        return f"count file {count_name(file.name)} is missing, and {by} {needs} one"
+    if isinstance(count, str):
+        return count
     if not file.records:
         return "no records: the file has a header line only"
-    if file.count_policy == "off" or file.count_file is None:
-        return None
-    count = read_count(file.count_file)
-    if isinstance(count, int) and count != file.records:
+    if count is not None and count != file.records:
         return f"record count mismatch: count file says {count}, file has {file.records} records"
     return None

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry import hookimpl
-from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.templates import Template
+from listferry import DEFAULT_ALIASES, Dialect, Template, hookimpl
 
 #: The hidden column that Export to Excel writes with each contact's id (a GUID).
 RECORD_ID = "(Do Not Modify) Contact"

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry import hookimpl
-from listferry.dialect import Dialect
-from listferry.templates import Template
+from listferry import Dialect, Template, hookimpl
 
 #: HubSpot's own contact properties, by the label its export writes as the header.
 RECORD_ID = "Record ID"

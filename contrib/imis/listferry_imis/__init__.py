@@ -25,11 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry import hookimpl
-from listferry.dialect import DEFAULT_ALIASES, Dialect, fold_header
-from listferry.fields import Field
-from listferry.records import FileInfo
-from listferry.templates import Template
+from listferry import DEFAULT_ALIASES, Dialect, Field, FileInfo, Template, fold_header, hookimpl
 
 #: Header spellings of the contact's iMIS ID, folded (case, spaces, ``_ - .`` do not count).
 ID_HEADERS = ("imisid", "id")

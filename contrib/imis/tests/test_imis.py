@@ -146,7 +146,7 @@ def test_optout_flag_dialect_reads_yes_as_opted_out(tmp_path: Path) -> None:
     assert checked.columns["Opt Out"] == "opt_out"
     assert checked.columns["ID"] is None
     assert [(i.line, i.reason) for i in checked.invalid_sample] == [
-        (7, "opt-out value 'Maybe' is not one of the dialect's words")
+        (7, "opt-out value 'Maybe' is not one of the words read as opted out or as subscribed")
     ]
 
     clean = b"".join(OPTOUT.read_bytes().splitlines(keepends=True)[:-1])

@@ -224,3 +224,22 @@ def test_pack_registers_its_dialects_and_template(tmp_path: Path) -> None:
     host = box.app().host
     assert {"salesforce-report", "salesforce-dataloader"} <= set(host.dialects.names())
     assert "salesforce-dataloader" in host.templates.names()
+
+
+@pytest.mark.parametrize("packing", ["gz", "zip"])
+def test_a_gzipped_or_zipped_report_reads_as_the_plain_one(tmp_path: Path, packing: str) -> None:
+    import gzip
+    import zipfile
+
+    box = sandbox(tmp_path, "salesforce-report")
+    packed = tmp_path / f"{REPORT.name}.{packing}"
+    if packing == "gz":
+        packed.write_bytes(gzip.compress(REPORT.read_bytes()))
+    else:
+        with zipfile.ZipFile(packed, "w") as archive:
+            archive.write(REPORT, REPORT.name)
+
+    plain, read = box.check(REPORT), box.check(packed)
+
+    assert (read.status, read.records, read.invalid) == (plain.status, plain.records, plain.invalid)
+    assert read.notes == plain.notes and any("footer" in note for note in read.notes)

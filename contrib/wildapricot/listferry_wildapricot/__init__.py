@@ -17,9 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry import hookimpl
-from listferry.dialect import DEFAULT_ALIASES, Dialect
-from listferry.templates import Template
+from listferry import DEFAULT_ALIASES, Dialect, Template, hookimpl
 
 #: The engagement columns of the return file: contact fields the customer creates in
 #: WildApricot (Contacts > Settings > Contact fields) under exactly these names.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -152,6 +153,31 @@ def cli(ctx: click.Context, config: str | None, verbose: bool, log_format: str) 
     setup_logging(verbose, log_format)
     ctx.obj = State(config, ctx.obj if isinstance(ctx.obj, Preloaded) else None)
     ctx.obj.log_format = log_format
+
+
+def readable_file(given: str, log_format: str = "text") -> Path:
+    """The regular file ``given`` names, readable, or one line and exit 2 (a usage error):
+    no name, no such file, a folder, or something that is not a file (a FIFO would hang
+    the command, a device never end)."""
+    if not given:
+        raise Failed("no file named: the file name is empty", 2, log_format)
+    path = Path(given)
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise Failed(f"{given}: no such file", 2, log_format) from None
+    except OSError as exc:
+        raise Failed(f"{given}: cannot read it: {exc.strerror}", 2, log_format) from None
+    if stat.S_ISDIR(mode):
+        raise Failed(f"{given}: a folder, not a file", 2, log_format)
+    if not stat.S_ISREG(mode):
+        raise Failed(f"{given}: not a regular file (a pipe, socket or device)", 2, log_format)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise Failed(f"{given}: cannot read it: {exc.strerror}", 2, log_format) from None
+    return path
 
 
 def password_from_stdin() -> str:

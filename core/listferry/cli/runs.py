@@ -18,6 +18,7 @@ from listferry.cli.root import (
     emit_json_list,
     pass_state,
     progress_bar,
+    readable_file,
 )
 from listferry.config import Tenant
 from listferry.errors import ListferryError
@@ -91,7 +92,7 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     if json_:
         emit_json(run.to_json())
     else:
-        click.echo(f"{run.describe()} (replay of run {run_id})")
+        click.echo(run.describe())
     if run.status in ("voided", "failed"):
         sys.exit(1)
 
@@ -166,7 +167,7 @@ def events() -> None:
 
 @events.command("load")
 @click.argument("tenant")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @pass_state
 def events_load(state: State, tenant: str, file: str) -> None:
     """Load events from a CSV or JSON-lines file (email, type, at, topic).
@@ -177,9 +178,10 @@ def events_load(state: State, tenant: str, file: str) -> None:
     from listferry.store.database import Store
     from listferry.store.events import load_events
 
+    path = readable_file(file, state.log_format)
     chosen = state.app().config.tenant(tenant)
     with Store(chosen.database) as store:
-        loaded = load_events(store, Path(file))
+        loaded = load_events(store, path)
     click.echo(
         f"{tenant}: {loaded.stored} events stored, {loaded.duplicates} already known; "
         f"events for addresses not on the list: {loaded.not_on_list}"
@@ -199,6 +201,9 @@ def check(
 ) -> None:  # fmt: skip
     """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
 
+    The verdict is ok, void, or (with --tenant) skip: a repeat of the tenant's last
+    applied file, read the same way, which the sync skips without reading it.
+
     With --tenant, that tenant's sync exactly: its dialect, count-file policy, limits,
     the plan against its current list and every plan guard (the shrink guard too).
     Without, the [defaults] settings and limits, planned against an empty list (guards
@@ -216,7 +221,7 @@ def check(
 
     for given in (file, count_file):
         if given is not None:
-            _readable(Path(given), state.log_format)
+            readable_file(given, state.log_format)
     if state.config_path.exists() or tenant_name:
         config, host = state.app().config, state.app().host
         chosen = config.tenant(tenant_name) if tenant_name else config.defaults_tenant()
@@ -236,18 +241,5 @@ def check(
     else:
         for line in result.lines():
             click.echo(line)
-    if result.status != "ok":
+    if result.status == "void":
         sys.exit(1)
-
-
-def _readable(path: Path, log_format: str) -> None:
-    """A file the command can read, or one line and exit 2 (a usage error)."""
-    try:
-        with path.open("rb"):
-            pass
-    except FileNotFoundError:
-        raise Failed(f"{path}: no such file", 2, log_format) from None
-    except IsADirectoryError:
-        raise Failed(f"{path}: a folder, not a file", 2, log_format) from None
-    except OSError as exc:
-        raise Failed(f"{path}: cannot read it: {exc.strerror}", 2, log_format) from None

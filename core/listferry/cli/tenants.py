@@ -204,7 +204,7 @@ def tenant_show(state: State, name: str, json_: bool) -> None:
     """
     from listferry.ops.tenants import describe, describe_lines
 
-    shown = describe(state.app().config, name)
+    shown = describe(state.app(), name)
     if json_:
         emit_json(shown)
         return

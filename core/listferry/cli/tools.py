@@ -9,14 +9,22 @@ from typing import Any
 
 import click
 
-from listferry.cli.root import State, cli, emit_json, pass_state, password_from_stdin, progress_bar
+from listferry.cli.root import (
+    State,
+    cli,
+    emit_json,
+    pass_state,
+    password_from_stdin,
+    progress_bar,
+    readable_file,
+)
 from listferry.errors import UsageError
 
 log = logging.getLogger("listferry")
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file")
 @click.argument("url")
 @click.option("--no-count-file", is_flag=True, help="Upload the list only, no count file.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
@@ -50,14 +58,15 @@ def push(
     from listferry.tools.push import push as push_list
     from listferry.tools.push import server
 
+    path = readable_file(file, state.log_format)
     password = os.environ.get("LISTFERRY_PASSWORD") or None
     if password_stdin:
         password = password_from_stdin()
     host = state.host()
     _dialect_option(host, dialect)
     target = server(url, password, key, known_hosts, ca_file, tls_verify=not insecure)
-    push_list(host, Path(file), target, dialect, not no_count_file, click.echo,
-              progress_bar(f"uploading {Path(file).name}"))  # fmt: skip
+    push_list(host, path, target, dialect, not no_count_file, click.echo,
+              progress_bar(f"uploading {path.name}"))  # fmt: skip
 
 
 @cli.command()

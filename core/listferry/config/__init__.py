@@ -3,6 +3,7 @@
 
 from listferry.config.settings import (
     COUNT_POLICIES,
+    DEFAULTS_NAME,
     EXPORT_FIELDS,
     LISTFERRY_KEYS,
     SERVER_KEYS,
@@ -22,6 +23,7 @@ from listferry.config.settings import (
 
 __all__ = [
     "COUNT_POLICIES",
+    "DEFAULTS_NAME",
     "EXPORT_FIELDS",
     "LISTFERRY_KEYS",
     "SERVER_KEYS",

@@ -71,6 +71,7 @@ class TenantTables:
         """Set each key of tenant ``name`` to its value, or remove it (``UNSET``)."""
         table = self.doc["tenants"][name]
         plain = self.data["tenants"][name]
+        inline = table.as_string() if isinstance(table, InlineTable) else None
         for key, value in values.items():
             if value is UNSET:
                 if key in plain:
@@ -84,6 +85,8 @@ class TenantTables:
             else:
                 _append_key(table, key, value)
                 plain[key] = value
+        if inline is not None:
+            self.doc["tenants"][name] = _tidy(table, inline)
 
     @_refusing_what_tomlkit_refuses
     def add(self, name: str, values: dict[str, Any]) -> None:
@@ -177,6 +180,21 @@ def _edit_list(array: Array, new: Any) -> bool:
     for item in new[len(kept) :]:
         array.append(item)
     return True
+
+
+def _tidy(table: InlineTable, before: str) -> InlineTable:
+    """``table`` laid out as it was written before it changed: ``{ a = 1, b = 2 }``, or
+    ``{a=1, b=2}``, one space after each comma, not the stray spaces tomlkit leaves where
+    keys were added or taken out. Each value keeps the form it was written in."""
+    pad = " " if before.startswith("{ ") else ""
+    equals = " = " if " = " in before or "=" not in before else "="
+    items = [
+        f"{key.as_string().strip()}{equals}{item.as_string().strip()}"
+        for key, item in table.value.body
+        if key is not None
+    ]
+    text = f"{{{pad}{', '.join(items)}{pad}}}" if items else "{}"
+    return tomlkit.parse(f"t = {text}")["t"]
 
 
 def _append_key(table: Table, key: str, value: Any) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from listferry.errors import secret_from_env
+from listferry.runs import OUTCOMES
 
-RUN_STATUSES = ("applied", "voided", "failed", "skipped", "idle")
 SECURITY = ("starttls", "tls", "none")
 
 
@@ -68,8 +68,8 @@ class NotifySettings:
 
 
 def _statuses(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(v in RUN_STATUSES for v in value):
-        return f"must be a list of run outcomes among {', '.join(RUN_STATUSES)}"
+    if not isinstance(value, list) or not all(v in OUTCOMES for v in value):
+        return f"must be a list of run outcomes among {', '.join(OUTCOMES)}"
     return None
 
 

@@ -21,6 +21,25 @@ def hash_password(password: str) -> str:
     return f"scrypt${N}${R}${P}${_b64(salt)}${_b64(digest)}"
 
 
+def password_hash_problem(stored: str) -> str | None:
+    """Why ``stored`` is not a hash as :func:`hash_password` writes it, or ``None``; never
+    says what it holds (it may be a password written in by mistake)."""
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        fine = scheme == "scrypt" and int(n) > 1 and int(n) & (int(n) - 1) == 0
+        fine = fine and int(r) > 0 and int(p) > 0
+        fine = fine and bool(base64.b64decode(salt, validate=True))
+        fine = fine and bool(base64.b64decode(digest, validate=True))
+    except (ValueError, TypeError):
+        fine = False
+    if fine:
+        return None
+    return (
+        "must be a password hash as `listferry tenant password NAME --password-stdin` "
+        "writes it (scrypt$...), never a plain password"
+    )
+
+
 def verify_password(password: str, stored: str) -> bool:
     """True when ``password`` matches the ``stored`` hash; false for any malformed hash."""
     try:

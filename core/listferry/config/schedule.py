@@ -135,6 +135,16 @@ class Schedule:
             second=second,
         )  # fmt: skip
 
+    def matches(self, moment: datetime) -> bool:
+        """Whether the schedule names the minute of ``moment`` (an aware time), read on
+        its own clock."""
+        local = moment.astimezone(self.zone)
+        return (
+            local.minute in self.minutes
+            and local.hour in self.hours
+            and self._day_matches(local.date())
+        )
+
     def _day_matches(self, day: date) -> bool:
         if day.month not in self.months:
             return False

@@ -19,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from listferry.config.notify import NotifySettings, parse_notify
+from listferry.config.passwords import password_hash_problem
+from listferry.config.public_keys import public_key_problem
 from listferry.dialect import TRUE_WORDS, fold_header
 from listferry.errors import ConfigError
 
@@ -27,6 +29,8 @@ COUNT_POLICIES = ("required", "optional", "off")
 #: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
 MAX_SECONDS = 365 * 24 * 3600
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: The name of the tenant the ``[defaults]`` alone describe (no tenant is named so).
+DEFAULTS_NAME = "(defaults)"
 
 
 def _share(value: Any) -> str | None:
@@ -99,6 +103,38 @@ def _port_range(value: Any) -> str | None:
 def _positive_int(value: Any) -> str | None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
     return None if ok else "must be a whole number, 1 or more"
+
+
+def _count(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a whole number, 0 or more"
+
+
+def _password_hash(value: Any) -> str | None:
+    return _typed(str)(value) or password_hash_problem(value)
+
+
+def _ssh_keys(value: Any) -> str | None:
+    if _string_list(value):
+        return "must be a list of OpenSSH public key lines"
+    for number, line in enumerate(value, start=1):
+        problem = public_key_problem(line)
+        if problem:
+            return f"item {number} is {problem}"
+    return None
+
+
+def _pattern(value: Any) -> str | None:
+    problem = _typed(str)(value)
+    if problem:
+        return problem
+    if not value.strip():
+        return 'must not be empty: the tenant would never take a file (the default is "*.csv")'
+    if "/" in value or "\\" in value:
+        return (
+            'must be a file name pattern such as "*.csv": a sync looks only at the top of the home'
+        )
+    return None
 
 
 def _positive_seconds(value: Any) -> str | None:
@@ -206,10 +242,10 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "count_file": ("optional", _one_of(*COUNT_POLICIES)),
     "count_file_wait": ("2h", _duration),
     "keep_reports": (5, _positive_int),
-    "pattern": ("*.csv", _typed(str)),
+    "pattern": ("*.csv", _pattern),
     "allow_ips": ([], _cidrs),
-    "password_hash": (None, _typed(str)),
-    "ssh_keys": ([], _string_list),
+    "password_hash": (None, _password_hash),
+    "ssh_keys": ([], _ssh_keys),
     "max_invalid_share": (0.05, _share),
     "max_shrink_share": (0.5, _share),
     "settle_seconds": (0, _non_negative),
@@ -222,7 +258,7 @@ TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
     "known_hosts": (None, _typed(str)),
     "tls_verify": (True, _typed(bool)),
     "ca_file": (None, _typed(str)),
-    "remote_retries": (3, _positive_int),
+    "remote_retries": (3, _count),
     "remote_timeout": (30, _positive_seconds),
     "export_template": (None, _typed(str)),
     "export_fields": (list(EXPORT_FIELDS), _string_list),
@@ -444,8 +480,8 @@ def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Te
             values[key] = str((root / Path(values[key]).expanduser()).resolve())
     for key in ("allow_ips", "ssh_keys", "export_fields", "opt_out_columns", "opt_out_values"):
         values[key] = tuple(values[key])
-    return Tenant(name="(defaults)", home=str(state_dir / "(defaults)"),
-                  state_dir=state_dir / "(defaults)", **values)  # fmt: skip
+    return Tenant(name=DEFAULTS_NAME, home=str(state_dir / DEFAULTS_NAME),
+                  state_dir=state_dir / DEFAULTS_NAME, **values)  # fmt: skip
 
 
 def find_config(option: str | None) -> Path:
@@ -492,18 +528,32 @@ def _check_table(
     return out
 
 
+#: The schemes of the built-in transports to a customer's server: each logs in as a user.
+LOGIN_SCHEMES = ("sftp", "ftp", "ftps")
+
+
 def home_problem(home: str) -> str | None:
     """What makes ``home`` unusable, said after the key (``home ...``), or ``None``: a URL
-    that cannot be read, or one that holds a password."""
+    that cannot be read, names no host (or, for sftp, ftp and ftps, no user), or holds a
+    password; a folder whose leading ``~`` names no user this machine has."""
     if "://" not in home:
+        try:
+            Path(home).expanduser()
+        except RuntimeError:
+            return f"{home!r}: no user {home[1:].split('/', 1)[0]!r} on this machine for its ~"
         return None
     try:
-        _ = urlsplit(home).port  # raises on a bracket left open, a bad port
+        url = urlsplit(home)
+        _ = url.port  # raises on a bracket left open, a bad port
     except (ValueError, RuntimeError) as exc:
         return f"{home!r}: {exc}"
     server = home.split("://", 1)[1].split("/", 1)[0]
     if "@" in server and ":" in server.split("@", 1)[0]:
         return "must not hold a password; use remote_password_env (or remote_password)"
+    if not url.hostname:
+        return f"{home!r} names no host"
+    if url.scheme.lower() in LOGIN_SCHEMES and not url.username:
+        return f"{home!r} names no user: {url.scheme}://USER@{url.hostname}/..."
     return None
 
 
@@ -559,11 +609,11 @@ def parse_config(text: str, path: Path) -> Config:
         values.update(defaults)
         values.update(_check_table(text, path, f"tenants.{name}", table, TENANT_KEYS))
         home = values.pop("home")
+        problem = home_problem(home) if home is not None else None
         if home is None:
             home = str(homes_dir / name)
-        elif "://" not in home:
-            home = str((root / home).resolve())
-        problem = home_problem(home)
+        elif "://" not in home and not problem:
+            home = str((root / Path(home).expanduser()).resolve())
         if problem:
             where = line_of(text, f"tenants.{name}", "home")
             raise ConfigError(

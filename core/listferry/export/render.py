@@ -24,8 +24,8 @@ from listferry.errors import ListferryError
 from listferry.export.query import Batch
 from listferry.fields import CANONICAL, to_datetime
 from listferry.templates import Template, TemplateError
+from listferry.times import ISO
 
-ISO = "%Y-%m-%dT%H:%M:%SZ"
 _STR = {str}
 #: Turns one SQL value of a column into what the CSV writer takes.
 Format = Callable[[Any], Any]

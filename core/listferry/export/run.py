@@ -22,14 +22,15 @@ from listferry.config import Tenant, export_stem
 from listferry.errors import ListferryError
 from listferry.export.query import DIGESTS, Rows, drop_digests
 from listferry.export.render import render
-from listferry.export.target import check_target, open_target, shown, target_of
+from listferry.export.target import check_target, open_target, target_of
 from listferry.fields import Field, resolve_fields
 from listferry.names import count_name
-from listferry.runs import utcnow
 from listferry.store.database import Store
 from listferry.store.events import record_events
 from listferry.store.locks import EXPORTS, tenant_lock
 from listferry.templates import Template, as_template
+from listferry.text import redact_url
+from listferry.times import iso, parse_iso, utcnow
 
 if TYPE_CHECKING:
     from listferry.plugins import Host
@@ -126,7 +127,7 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
         shutil.rmtree(left, ignore_errors=True)
     with Store(tenant.database) as store:
         last = store.last_export()
-        since = datetime.fromisoformat(last["started_at"].replace("Z", "+00:00")) if last else None
+        since = parse_iso(last["started_at"]) if last else None
         stored, known = collect(app, tenant, store, since)
         folder = Path(tempfile.mkdtemp(prefix="export-", dir=area))
         try:
@@ -145,12 +146,12 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
             deliver(app, tenant, target, [data, count])
             store.record_export(
                 {
-                    "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "started_at": iso(started),
                     "finished_at": utcnow(),
                     "template": template_name(app.host, tenant),
                     "subscribers": tenant.export_subscribers,
                     "file": name,
-                    "target": shown(target),
+                    "target": redact_url(target),
                     "records": records,
                 },
                 DIGESTS,
@@ -160,7 +161,7 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
             shutil.rmtree(folder, ignore_errors=True)
     return ExportResult(
         tenant.name, name, count_name(name), records, template_name(app.host, tenant),
-        tenant.export_subscribers, shown(target), stored, known, unmatched,
+        tenant.export_subscribers, redact_url(target), stored, known, unmatched,
     )  # fmt: skip
 
 

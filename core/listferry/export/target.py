@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from listferry.config import Tenant
 from listferry.errors import ListferryError
+from listferry.text import redact_url
 from listferry.transport import Transport
 
 if TYPE_CHECKING:
@@ -41,17 +42,6 @@ def target_of(app: App, tenant: Tenant, to: str | None) -> str:
     return str(outbox)
 
 
-def shown(target: str) -> str:
-    """The target without a password, for messages and the export record."""
-    if "://" not in target:
-        return target
-    url = urlsplit(target)
-    if url.password is None:
-        return target
-    host = url.netloc.rsplit("@", 1)[1]
-    return urlunsplit(url._replace(netloc=f"{url.username}@{host}"))
-
-
 def _location(app: App, target: str) -> tuple[str, str]:
     """(scheme, what its transport factory gets): a folder for ``file``, else the URL."""
     if "://" not in target:
@@ -65,7 +55,7 @@ def _location(app: App, target: str) -> tuple[str, str]:
             target = url2pathname(url.path)
     if scheme not in app.host.transports:
         known = ", ".join(app.host.transports.names())
-        raise ListferryError(f"{shown(target)}: no transport for {scheme}:// (known: {known})")
+        raise ListferryError(f"{redact_url(target)}: no transport for {scheme}:// (known: {known})")
     if scheme == "file" and not Path(target).is_dir():
         raise ListferryError(f"{target}: no such folder for the return file")
     return scheme, target

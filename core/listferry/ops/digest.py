@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from listferry.config import Config
-from listferry.ops.status import ISO, TenantStatus, open_read_only, tenant_status
+from listferry.ops.status import TenantStatus, open_read_only, tenant_status
+from listferry.times import iso
 
 
 @dataclass
@@ -50,8 +51,8 @@ class Digest:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "since": self.since.strftime(ISO),
-            "until": self.until.strftime(ISO),
+            "since": iso(self.since),
+            "until": iso(self.until),
             "applied": [d.status.tenant for d in self.group("applied")],
             "voided": [d.status.tenant for d in self.group("voided")],
             "failed": [d.status.tenant for d in self.group("failed")],
@@ -65,7 +66,7 @@ class Digest:
         return f"listferry digest {self.until:%Y-%m-%d}: {head}"
 
     def text(self) -> str:
-        lines = [f"listferry, {self.since.strftime(ISO)} to {self.until.strftime(ISO)}", ""]
+        lines = [f"listferry, {iso(self.since)} to {iso(self.until)}", ""]
         sections = (
             ("Failed", self.group("failed")),
             ("Voided", self.group("voided")),
@@ -116,7 +117,7 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
             try:
                 rows = conn.execute(
                     "SELECT status, file, reason FROM runs WHERE started_at >= ? ORDER BY id",
-                    (since.strftime(ISO),),
+                    (iso(since),),
                 ).fetchall()
             except sqlite3.Error as exc:
                 rows = []

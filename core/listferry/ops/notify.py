@@ -24,6 +24,7 @@ from typing import Any
 
 from listferry.config.notify import EmailSettings, WebhookSettings
 from listferry.errors import ListferryError
+from listferry.text import redact_url
 
 log = logging.getLogger("listferry")
 
@@ -159,15 +160,6 @@ def post_json(
             last = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
         if attempt < settings.attempts:
             sleep(settings.backoff * 2 ** (attempt - 1))
-    raise NotifyError(f"webhook {_shown(settings.url)} failed after {attempt} attempt(s): {last}")
-
-
-def _shown(url: str) -> str:
-    """The URL without a query (a token may sit there) and without a password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    raise NotifyError(
+        f"webhook {redact_url(settings.url)} failed after {attempt} attempt(s): {last}"
+    )

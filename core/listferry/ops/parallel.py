@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
@@ -20,6 +19,7 @@ from multiprocessing.process import BaseProcess
 
 from listferry.config import Tenant
 from listferry.runs import RunRecord, utcnow
+from listferry.text import how_ended
 
 Runs = list[RunRecord]
 
@@ -38,13 +38,7 @@ def _work(run: Callable[[Tenant], Runs], tenants: Sequence[Tenant], conn: Connec
 
 
 def _crashed(tenant: Tenant, exitcode: int | None) -> Runs:
-    if exitcode is not None and exitcode < 0:
-        try:
-            how = f"was killed by {signal.Signals(-exitcode).name}"
-        except ValueError:
-            how = f"was killed by signal {-exitcode}"
-    else:
-        how = f"exited with code {exitcode}"
+    how = how_ended(exitcode)
     reason = f"the worker running this tenant {how}; the run may have been cut short"
     return [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
 

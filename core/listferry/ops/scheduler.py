@@ -38,6 +38,7 @@ from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
+from listferry.times import iso
 
 log = logging.getLogger("listferry")
 
@@ -83,7 +84,6 @@ class Scheduler:
         self.due: dict[tuple[str, str | None], Due] = {}
         self.running: dict[tuple[str, str | None], Future[JobResult]] = {}
         self.executor: Any = None
-        self.wake = threading.Event()
 
     # -- the plan -----------------------------------------------------------------
 
@@ -161,14 +161,14 @@ class Scheduler:
         if done is not None and done >= missed:
             return False
         log.info("%s: the %s due at %s did not run; it runs now", name, kind,
-                 missed.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+                 iso(missed))  # fmt: skip
         return True
 
     def next_times(self) -> dict[str, dict[str, str]]:
         """``{tenant: {"sync": ISO time, "export": ...}}`` of what is planned."""
         out: dict[str, dict[str, str]] = {}
         for due in self.due.values():
-            out.setdefault(due.tenant or "", {})[due.kind] = due.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            out.setdefault(due.tenant or "", {})[due.kind] = iso(due.at)
         return out
 
     # -- the loop -----------------------------------------------------------------

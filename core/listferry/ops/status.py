@@ -23,6 +23,7 @@ from listferry.store.database import (
     sightings,
     store_error,
 )
+from listferry.times import iso
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -87,7 +88,7 @@ def open_read_only(database: Path) -> sqlite3.Connection | None:
 @dataclass(frozen=True)
 class HomeFiles:
     """The files at the top of a local home: list files (name, mtime, size) oldest first,
-    count files, and the files no list pattern takes."""
+    count files (their names case-folded), and the files no list pattern takes."""
 
     lists: list[tuple[str, float, int]]
     counts: frozenset[str]
@@ -109,7 +110,7 @@ def home_files(tenant: Tenant) -> HomeFiles | None:
         name = entry.name
         kind = kind_of(name, tenant.pattern)
         if kind == COUNT:
-            counts.add(name)
+            counts.add(name.casefold())
         elif kind == LIST:
             stat = entry.stat(follow_symlinks=False)
             lists.append((name, stat.st_mtime, stat.st_size))
@@ -141,16 +142,14 @@ def waiting_for_count_files(
     wait = duration_seconds(tenant.count_file_wait) if tenant.count_file_wait else 0
 
     def entry(name: str, first: float | None, as_of: str | None = None) -> dict[str, str | None]:
-        since = until = None
-        if first is not None:
-            since = datetime.fromtimestamp(first, UTC).strftime(ISO)
-            until = datetime.fromtimestamp(first + wait, UTC).strftime(ISO)
+        since = None if first is None else iso(first)
+        until = None if first is None else iso(first + wait)
         return {"file": name, "since": since, "until": until, "as_of": as_of}
 
     if found is not None:
         out = []
         for name, mtime, size in found.lists:
-            if count_name(name) in found.counts:
+            if count_name(name).casefold() in found.counts:
                 continue
             size_then, mtime_then, first = seen.get(name, (None, None, None))
             out.append(entry(name, first if (size_then, mtime_then) == (size, mtime) else None))

@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listferry.app import App, check_names, open_app
+from listferry.app import App, check_names, open_app, template_name
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
 from listferry.config.edit import TenantTables, config_locked, write_atomically
+from listferry.config.public_keys import public_key_problem
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.store.locks import EXPORTS, RUNS, tenant_lock
 
@@ -179,10 +180,12 @@ def parse_setting(text: str) -> tuple[str, Any]:
 # -- how a tenant reads -------------------------------------------------------------------
 
 
-def describe(config: Config, name: str) -> dict[str, Any]:
+def describe(app: App, name: str) -> dict[str, Any]:
     """One tenant's settings as they apply (``[defaults]`` and defaults filled in), with
     where each comes from (``from``); secrets only as set or not (``password`` for the
-    password hash), SSH keys as a count."""
+    password hash), SSH keys as a count. ``export_template`` is the template its return
+    files get, its dialect's (``from``: ``dialect``) when neither sets one."""
+    config = app.config
     tenant = config.tenant(name)
     data = tomllib.loads(config.text)
     own = data.get("tenants", {}).get(name, {})
@@ -199,6 +202,10 @@ def describe(config: Config, name: str) -> dict[str, Any]:
         else:
             settings[shown] = value
         sources[shown] = "tenant" if key in own else "defaults" if key in defaults else "default"
+    if tenant.export_template is None:
+        settings["export_template"] = template_name(app.host, tenant)
+        if getattr(app.host.dialects.get(tenant.dialect), "template", None):
+            sources["export_template"] = "dialect"
     settings["from"] = sources
     return settings
 
@@ -215,7 +222,8 @@ def describe_lines(shown: dict[str, Any]) -> list[str]:
             text = f"ssh_keys: {shown[key]} key(s)"
         else:
             text = f"{key} = {json.dumps(shown[key], ensure_ascii=False)}"
-        rows.append((text, {"defaults": "[defaults]", "default": "default"}.get(source, "")))
+        notes = {"defaults": "[defaults]", "default": "default", "dialect": "the dialect's"}
+        rows.append((text, notes.get(source, "")))
     width = min(max(len(text) for text, _ in rows), 40)
     lines += [f"  {text:<{width}}  # {note}" if note else f"  {text}" for text, note in rows]
     return lines
@@ -333,9 +341,9 @@ def read_ssh_keys(path: Path) -> list[str]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        if len(parts) < 2 or not (parts[0].startswith(("ssh-", "ecdsa-", "sk-"))):
-            raise UsageError(f"{path} line {number}: not an OpenSSH public key")
+        problem = public_key_problem(line)
+        if problem:
+            raise UsageError(f"{path} line {number}: {problem}")
         keys.append(line)
     if not keys:
         raise UsageError(f"{path}: no public key in the file")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from listferry.config import ServerSettings
 from listferry.errors import ConfigError
+from listferry.times import iso
 
 #: Listening addresses that are no address a customer can connect to.
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
@@ -160,7 +161,7 @@ def read_certificate(cert: Path, key: Path, host: str | None) -> tuple[Certifica
 
 
 def _when(moment: datetime.datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(moment)
 
 
 def read_host_key(path: Path, host: str, port: int) -> HostKey:

@@ -31,8 +31,11 @@ class LoginGuard:
     Thread-safe: every protocol of the process shares one guard.
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(
+        self, settings: ServerSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
+        self.clock = clock
         self._lock = threading.Lock()
         self._failures: Counter[str] = Counter()
         self._blocked_until: dict[str, float] = {}
@@ -46,11 +49,17 @@ class LoginGuard:
         until = self._blocked_until.get(ip)
         if until is None:
             return False
-        if time.monotonic() >= until:
+        if self.clock() >= until:
             del self._blocked_until[ip]
             self._failures.pop(ip, None)
             return False
         return True
+
+    def failures(self, ip: str) -> int:
+        """Failed logins from ``ip`` counted now (0 once a block has lifted)."""
+        with self._lock:
+            self._is_blocked(ip)
+            return self._failures.get(ip, 0)
 
     def admit(self, ip: str) -> str | None:
         """Count a new connection from ``ip``; return why it is refused, or None."""
@@ -76,7 +85,7 @@ class LoginGuard:
             self._failures[ip] += 1
             count = self._failures[ip]
             if count >= self.settings.block_after_failures:
-                self._blocked_until[ip] = time.monotonic() + self.settings.block_seconds
+                self._blocked_until[ip] = self.clock() + self.settings.block_seconds
                 event("blocked", ip=ip, failures=count, seconds=self.settings.block_seconds)
             over = count - self.settings.delay_after_failures
             return 0.0 if over < 0 else min(0.5 * 2**over, 5.0)

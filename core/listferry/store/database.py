@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlite_utils
 
@@ -30,7 +30,7 @@ _FIRST_RUN_COLUMNS = (
     "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
     "finished_at", "sha256", "archive", "report",
 )  # fmt: skip
-RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint")
+RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint", "settings_digest", "replay_of")
 
 
 EXPORT_COLUMNS = (
@@ -105,7 +105,35 @@ def _migrate_3(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3]
+def _migrate_4(db: sqlite_utils.Database) -> None:
+    """What decided how each run's file was read and planned (a digest of the tenant's
+    dialect and strategy then): the repeat rule compares it. Runs from before have none.
+    And for a replay, the run whose archived file it applied again."""
+    db["runs"].add_column("settings_digest", str)
+    db["runs"].add_column("replay_of", int)
+
+
+MIGRATIONS = [_migrate_1, _migrate_2, _migrate_3, _migrate_4]
+
+
+class LastApplied(NamedTuple):
+    """The tenant's last applied run: its id, its file's SHA-256, and the digest of the
+    settings it was read and planned with (``None`` for a run from before digests)."""
+
+    run_id: int
+    sha256: str | None
+    settings_digest: str | None
+
+
+def last_applied(conn: sqlite3.Connection) -> LastApplied | None:
+    """The last applied run in the store ``conn`` opens, of any schema (``listferry check``
+    reads stores that no sync has migrated yet), or ``None``."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+    digest = "settings_digest" if "settings_digest" in columns else "NULL"
+    row = conn.execute(
+        f"SELECT id, sha256, {digest} FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return LastApplied(*row) if row else None
 
 
 class StoreError(ListferryError):
@@ -352,12 +380,9 @@ class Store:
                 )
         return len(left)
 
-    def last_applied(self) -> tuple[int, str | None] | None:
-        """``(run id, SHA-256)`` of the tenant's last applied file, or ``None``."""
-        row = self.conn.execute(
-            "SELECT id, sha256 FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-        return (row[0], row[1]) if row else None
+    def last_applied(self) -> LastApplied | None:
+        """The tenant's last applied run, or ``None``."""
+        return last_applied(self.conn)
 
     def record_attempt(self, run: RunRecord) -> None:
         """Record a run that ended before it reached a file (an unreachable home)."""

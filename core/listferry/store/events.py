@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from listferry.errors import ListferryError
 from listferry.store.database import Store
+from listferry.times import iso, parse_iso
 
 TYPES = ("open", "click", "unsubscribe")
 
@@ -31,13 +31,13 @@ def normalise(raw: Mapping[str, Any], where: str) -> tuple[str, str, str, str]:
         raise ListferryError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}")
     text = str(raw.get("at") or "").strip()
     try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        at = parse_iso(text)
     except ValueError:
-        raise ListferryError(f"{where}: at {text!r} is not an ISO 8601 time") from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
+        at = None
+    if at is None:
+        raise ListferryError(f"{where}: at {text!r} is not an ISO 8601 time")
     topic = str(raw.get("topic") or "").strip()
-    return email, kind, at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), topic
+    return email, kind, iso(at), topic
 
 
 def read_events(path: Path) -> Iterator[tuple[str, str, str, str]]:

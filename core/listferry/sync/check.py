@@ -9,19 +9,21 @@ empty list, so guards that compare with a tenant's list have nothing to compare 
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from listferry.app import tenant_dialect
+from listferry.app import settings_digest, tenant_dialect
 from listferry.config import Tenant
 from listferry.dialect import Dialect
 from listferry.errors import Void
-from listferry.names import count_name
+from listferry.names import COUNT, LIST, OTHER, REPORT, UNDER_WAY, find_count, kind_of
 from listferry.plugins import Host
+from listferry.reader import open_list
 from listferry.records import FileInfo, Invalid
-from listferry.store.database import Store, read_only
+from listferry.store.database import Store, last_applied, read_only
 from listferry.strategy import Plan
 from listferry.sync.run import (
     Overrulable,
@@ -29,6 +31,7 @@ from listferry.sync.run import (
     checked_plan,
     overrule_hint,
     read_list,
+    repeat_reason,
     sha256_of,
     unpacked,
 )
@@ -61,6 +64,8 @@ class CheckResult:
     warnings: list[str] = field(default_factory=list)
     plan: dict[str, int] | None = None
     read_as: Dialect | None = field(default=None, repr=False)
+    #: Whether the records were read (not when the file is void at its header).
+    read: bool = field(default=False, repr=False)
 
     def mapping(self) -> list[tuple[str, str | None, str | None]]:
         """``(header, canonical field or None, the dialect's spelling it matched)``, for
@@ -84,12 +89,17 @@ class CheckResult:
     def lines(self) -> list[str]:
         """The verdict as ``check`` prints it: counts, the plan, how each header is read,
         the invalid lines, notes and warnings."""
-        verdict = "ok" if self.status == "ok" else f"void: {self.reason}"
+        verdict = "ok" if self.status == "ok" else f"{self.status}: {self.reason}"
         whose = f" (as tenant {self.tenant}'s sync)" if self.tenant else ""
         out = [f"{self.file}: {verdict}{whose}"]
         if self.hint:
             out.append(f"  ({self.hint})")
+        if self.status == "skip":
+            out.append("  not read: the sync skips a repeat without reading it")
+            return out + [f"  warning: {warning}" for warning in self.warnings]
         counts = f"  {self.records} records, {self.invalid} invalid, {self.duplicates} duplicates"
+        if not self.read:
+            counts = "  records not read: the file is void before them"
         if self.encoding:
             counts += f"; {self.encoding}, delimiter {self.delimiter!r}"
         out.append(counts)
@@ -165,10 +175,12 @@ def check_file(
     """The verdict ``tenant``'s sync would give ``path``; nothing is written anywhere.
 
     ``count_file`` defaults to ``<stem>_count.txt`` beside the file. ``with_store``: plan
-    against the tenant's current list (read-only), else against an empty one.
+    against the tenant's current list (read-only), else against an empty one; and, as
+    the sync does before it reads a file, skip a repeat of the last applied file
+    (``status`` ``skip``, the file not read).
     """
-    if count_file is None and (path.parent / count_name(path.name)).exists():
-        count_file = path.parent / count_name(path.name)
+    if count_file is None:
+        count_file = _count_file_beside(path)
     result = CheckResult(
         file=str(path), dialect=tenant.dialect, read_as=tenant_dialect(host, tenant)
     )
@@ -176,6 +188,9 @@ def check_file(
         result.tenant = tenant.name
     else:
         result.warnings.append(WITHOUT_TENANT)
+    not_taken = _not_taken(path.name, tenant, with_store)
+    if not_taken:
+        result.warnings.append(not_taken)
     if tenant.count_file == "required" and count_file is None and tenant.count_file_wait:
         result.warnings.append(
             f"sync leaves the list waiting up to {tenant.count_file_wait} for its count file "
@@ -185,14 +200,41 @@ def check_file(
         work = Path(folder)
         conn, store = _list_to_plan_against(tenant, work, with_store)
         try:
-            if with_store:
-                _warn_if_repeat(result, conn, path)
-            _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
+            repeat = _repeat(host, tenant, conn, path) if with_store else None
+            if repeat:
+                result.status, result.reason = "skip", repeat
+            else:
+                _examine(host, replace(tenant, state_dir=work), conn, path, count_file, result)
         finally:
             conn.close()
             if store is not None:
                 store.close()
     return result
+
+
+def _not_taken(name: str, tenant: Tenant, with_store: bool) -> str | None:
+    """Why the sync would never take a file of this name from the home, or ``None``."""
+    kind = kind_of(name, tenant.pattern)
+    whose = f"tenant {tenant.name}'s" if with_store else "the [defaults]'"
+    why = {
+        LIST: None,
+        COUNT: "it is the name of a count file",
+        REPORT: "it is the name of a result report",
+        UNDER_WAY: "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+        "upload still under way",
+        OTHER: f"it does not match {whose} pattern {tenant.pattern!r}",
+    }[kind]
+    return f"sync would not take a file named {name!r} from the home: {why}" if why else None
+
+
+def _count_file_beside(path: Path) -> Path | None:
+    """``<stem>_count.txt`` beside ``path``, its name in any case, as the sync pairs them."""
+    try:
+        names = [entry.name for entry in os.scandir(path.parent) if entry.is_file()]
+    except OSError:
+        return None
+    found = find_count(path.name, names)
+    return path.parent / found if found else None
 
 
 def _list_to_plan_against(
@@ -205,18 +247,13 @@ def _list_to_plan_against(
     return store.conn, store
 
 
-def _warn_if_repeat(result: CheckResult, conn: sqlite3.Connection, path: Path) -> None:
-    """Say so when the file is the tenant's last applied file: sync would skip it."""
+def _repeat(host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path) -> str | None:
+    """The sync's reason to skip ``path`` unread as a repeat of the last applied file."""
     try:
-        row = conn.execute(
-            "SELECT id, sha256 FROM runs WHERE status = 'applied' ORDER BY id DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.Error:
-        return
-    if row and row[1] == sha256_of(path):
-        result.warnings.append(
-            f"sync would skip it: the same content as the last applied file (run {row[0]})"
-        )
+        last = last_applied(conn)
+    except sqlite3.Error:  # an empty store: no run yet
+        return None
+    return repeat_reason(last, sha256_of(path), settings_digest(host, tenant))
 
 
 def _examine(
@@ -237,6 +274,7 @@ def _examine(
         result.columns, result.notes = info.columns, info.notes
         result.warnings.extend(info.warnings)
         result.encoding, result.delimiter = info.encoding, info.delimiter
+        result.read = True
         result.records, result.invalid = staged.received, staged.invalid
         result.duplicates, result.invalid_sample = staged.duplicates, staged.invalid_sample
         check_file_whole(host, info)
@@ -263,7 +301,7 @@ def _describe_header(
     """The columns of a file voided at its header, so ``check`` can still show them."""
     dialect = tenant_dialect(host, tenant)
     try:
-        with host.readers.get(dialect.reader).open(source, name, dialect) as opened:
+        with open_list(host.readers, source, name, dialect) as opened:
             info = opened.info
     except (Void, OSError):
         return

@@ -1,10 +1,17 @@
-"""The result report: a run explained in plain words, for the customer and the operator."""
+"""The result report: a run explained in plain words, for the customer.
+
+It goes into the customer's home, so it never holds the operator's side of a run: no
+command (a run's ``hint``), no setting name, no server path. A voided run's reason is
+the file's fault and is said as it is; a failed run's reason is the platform's (a
+setting, a key, a disk) and stays with the operator (``sync``, ``runs``, the log): the
+customer reads that the operator has been told and that the file will be tried again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from listferry.records import Invalid
+from listferry.records import FileInfo, Invalid
 from listferry.runs import RunRecord
 
 OUTCOME_WORDS = {
@@ -15,6 +22,21 @@ OUTCOME_WORDS = {
     "skipped": "Nothing was changed.",
 }
 
+#: What the customer reads for a failed run, in place of the operator's reason.
+FAILED_REASON = (
+    "the file could not be processed because of a problem on the platform's side, not in "
+    "the file; the operator has been told"
+)
+
+
+def customer_notes(info: FileInfo) -> list[str]:
+    """The reader's warnings and notes about a file as the customer's report says them:
+    an opt-out column the dialect does not read in the customer's words."""
+    operator = info.dialect.opt_out_warnings(info.header)
+    customer = info.dialect.opt_out_warnings(info.header, for_customer=True)
+    said = dict(zip(operator, customer, strict=True))
+    return [said.get(warning, warning) for warning in info.warnings] + list(info.notes)
+
 
 def render(
     run: RunRecord,
@@ -22,13 +44,16 @@ def render(
     duplicates: Sequence[tuple[str, str]] = (),
     notes: Sequence[str] = (),
     held: bool = False,
+    read: bool = True,
 ) -> str:
     """The report text for ``run``; samples list at most what the read stage kept.
 
     ``held``: the voided file stays in the home for the operator to apply with
-    ``sync --force`` (a guard the operator may overrule voided it).
+    ``sync --force`` (a guard the operator may overrule voided it). ``read``: whether
+    the file's records were read (not for a repeat, nor a file voided at its header).
     """
     words = OUTCOME_WORDS.get(run.status, "")
+    reason = FAILED_REASON if run.status == "failed" else run.reason
     if held:
         words = (
             "Nothing was changed: the last good list stands. The file stays in place until "
@@ -38,14 +63,19 @@ def render(
     lines = [
         f"listferry result for {run.file}",
         f"Tenant: {run.tenant}   Run: {run.run_id}   Finished: {run.finished_at}",
-        f"Outcome: {run.status}" + (f": {run.reason}" if run.reason else ""),
+        f"Outcome: {run.status}" + (f": {reason}" if reason else ""),
         words,
         "",
-        f"Records received: {run.received}",
-        f"  added {run.added}, updated {run.updated}, removed {run.removed}, "
-        f"unsubscribed {run.unsubscribed}, unchanged {run.unchanged}, ignored {run.ignored}",
-        f"  invalid {run.invalid}, duplicates {run.duplicates}",
     ]
+    if not read:
+        lines.append("Records received: not read")
+    else:
+        lines += [
+            f"Records received: {run.received}",
+            f"  added {run.added}, updated {run.updated}, removed {run.removed}, "
+            f"unsubscribed {run.unsubscribed}, unchanged {run.unchanged}, ignored {run.ignored}",
+            f"  invalid {run.invalid}, duplicates {run.duplicates}",
+        ]
     if invalid:
         more = run.invalid - len(invalid)
         lines += ["", "Invalid records (skipped):"]

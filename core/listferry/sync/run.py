@@ -20,20 +20,28 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from listferry.app import App, tenant_dialect
-from listferry.config import Tenant, duration_seconds
+from listferry.app import App, settings_digest, tenant_dialect
+from listferry.config import DEFAULTS_NAME, Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
-from listferry.names import REPORT_SUFFIX, count_name, decrypted_name, is_encrypted, report_name
+from listferry.names import (
+    count_name,
+    decrypted_name,
+    find_count,
+    is_encrypted,
+    is_report,
+    report_name,
+)
 from listferry.pgp import decrypt
 from listferry.plugins import Host
+from listferry.reader import open_list
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, utcnow
-from listferry.store.database import Store, StoreError
+from listferry.store.database import LastApplied, Store, StoreError
 from listferry.store.locks import tenant_lock
 from listferry.strategy import Plan
 from listferry.sync.apply import apply
 from listferry.sync.plan import make_plan
-from listferry.sync.report import render
+from listferry.sync.report import customer_notes, render
 from listferry.sync.select import Pending, Selection, complete, select
 from listferry.sync.stage import Staged, stage
 from listferry.transport import Transport
@@ -99,6 +107,15 @@ def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
 # -- the stages a sync and its dry run (`listferry check`) share ----------------------------
 
 
+def repeat_reason(last: LastApplied | None, sha256: str, digest: str) -> str | None:
+    """Why a file is skipped as a repeat, or ``None``: the same content as the tenant's
+    last applied file, read the same way (a run from before settings digests were kept
+    counts as read the same way)."""
+    if last is None or last.sha256 != sha256 or last.settings_digest not in (None, digest):
+        return None
+    return f"the same content as the last applied file (run {last.run_id})"
+
+
 def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
     """The list to read and its name: ``local`` itself, or for an encrypted list its
     plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
@@ -116,12 +133,15 @@ def read_list(
 ) -> tuple[FileInfo, Staged]:  # fmt: skip
     """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
 
-    The header checks and the record checks run here; a header that fails voids.
+    The header checks and the record checks run here; a header that fails voids. The
+    count file is checked with the whole file (:func:`check_file_whole`), once the
+    records are counted.
     """
     dialect = tenant_dialect(host, tenant)
-    reader = host.readers.get(dialect.reader)
-    with reader.open(path, name, dialect) as source:
-        info = replace(source.info, count_file=count, count_policy=tenant.count_file)
+    with open_list(host.readers, path, name, dialect) as source:
+        by = "the [defaults]" if tenant.name == DEFAULTS_NAME else "this tenant"
+        info = replace(source.info, count_file=count, count_policy=tenant.count_file,
+                       count_policy_by=by)  # fmt: skip
         void_if(host.hook.validate_header(file=info))
         staged = stage(conn, source, info, host.hook.validate_records, progress)
     return replace(info, records=staged.received, invalid=staged.invalid), staged
@@ -245,7 +265,8 @@ class TenantSync:
         return select(self.transport.list(), self.tenant, earlier=files)
 
     def supersede(self, old: Pending, new: Pending) -> RunRecord:
-        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy)
+        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy,
+                        replay_of=self.replay_of)  # fmt: skip
         self.store.begin_run(run)
         local: Path | None = None
         try:
@@ -268,7 +289,8 @@ class TenantSync:
 
     def run_file(self, pending: Pending) -> RunRecord:
         tenant = self.tenant
-        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy)
+        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy,
+                        replay_of=self.replay_of)  # fmt: skip
         self.store.begin_run(run)
         local: Path | None = None
         staged: Staged | None = None
@@ -277,9 +299,11 @@ class TenantSync:
         try:
             local = self.fetch(run, pending)
             run.sha256 = sha256_of(local)
+            run.settings_digest = settings_digest(self.app.host, tenant)
             last = None if self.replay_of else self.store.last_applied()
-            if last is not None and last[1] == run.sha256:
-                run.end("skipped", f"the same content as the last applied file (run {last[0]})")
+            repeat = repeat_reason(last, run.sha256, run.settings_digest)
+            if repeat:
+                run.end("skipped", repeat)
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
@@ -353,15 +377,16 @@ class TenantSync:
                 self.remove_from_home(pending)
             except OSError as exc:
                 run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
-        notes = (*info.warnings, *info.notes) if info else ()
+        notes = customer_notes(info) if info else []
         if self.replay_of is not None:
-            notes = (f"a replay of run {self.replay_of}'s archived file", *notes)
+            notes = [f"a replay of run {self.replay_of}'s archived file", *notes]
         run.report = render(
             run,
             staged.invalid_sample if staged else (),
             staged.duplicate_sample if staged else (),
             notes,
             held=keep and run.status == "voided",
+            read=staged is not None,
         )
         try:
             if run.status != "applied":
@@ -425,7 +450,7 @@ class TenantSync:
         try:
             temp.write_text(run.report or "", encoding="utf-8")
             self.reports.put(temp, name)
-            reports = [f for f in self.reports.list() if f.name.endswith(REPORT_SUFFIX)]
+            reports = [f for f in self.reports.list() if is_report(f.name)]
             reports.sort(key=lambda f: (f.mtime, f.name == name))
             for old in reports[: -self.tenant.keep_reports]:
                 self.reports.remove(old.name, old)
@@ -526,7 +551,7 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
     """
     with tenant_lock(tenant) as locked:
         if not locked:
-            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow(), replay_of=run_id)
             run.reason = "another run of this tenant is in progress"
             runs = [run]
         else:
@@ -546,9 +571,11 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                 try:
                     shutil.copyfile(archived, folder / old.file)
                     prefix = archived.name[: len(archived.name) - len(old.file)]
-                    count = archived.with_name(prefix + count_name(old.file))
-                    if count.is_file():
-                        shutil.copyfile(count, folder / count_name(old.file))
+                    beside = [e.name[len(prefix) :] for e in os.scandir(archived.parent)
+                              if e.name.startswith(prefix)]  # fmt: skip
+                    count = find_count(old.file, beside)
+                    if count is not None:
+                        shutil.copyfile(archived.with_name(prefix + count), folder / count)
                     again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
                                     stable_seconds=0)  # fmt: skip
                     transport = app.host.transports.get("file")(str(folder), again)

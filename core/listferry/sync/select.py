@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from listferry.config import Tenant
-from listferry.names import LIST, count_name, kind_of
+from listferry.names import COUNT, LIST, count_name, kind_of
 from listferry.transport import RemoteFile
 
 
@@ -35,9 +35,9 @@ def select(
     """Pick the tenant's pending list files.
 
     Files that match the tenant's pattern (ignoring case) and are not count files or
-    reports, older
-    than ``settle_seconds`` (when it is set: an upload may keep a client's future
-    mtime), oldest first. For ``full`` only the newest is run.
+    reports, older than ``settle_seconds`` (when it is set: an upload may keep a client's
+    future mtime), oldest first, each with its count file (its name in any case). For
+    ``full`` only the newest is run.
 
     ``earlier`` is a listing of the same home taken a while before ``files`` (a home on
     another server, whose uploads may not be atomic): a list file is then taken only
@@ -46,7 +46,13 @@ def select(
     """
     now = time.time() if now is None else now
     settle = tenant.settle_seconds
-    by_name = {f.name: f for f in files}
+    counts = {f.name: f for f in files if kind_of(f.name, tenant.pattern) == COUNT}
+    by_case = {name.casefold(): f for name, f in sorted(counts.items(), reverse=True)}
+
+    def count_of(name: str) -> RemoteFile | None:  # ``X.CSV``'s is ``X_COUNT.TXT`` too
+        wanted = count_name(name)
+        return counts.get(wanted) or by_case.get(wanted.casefold())
+
     before = None if earlier is None else {f.name: f for f in earlier}
     lists = sorted(
         (
@@ -54,11 +60,11 @@ def select(
             for f in files
             if kind_of(f.name, tenant.pattern) == LIST
             and (not settle or now - f.mtime >= settle)
-            and (before is None or before.get(f.name) == f or count_name(f.name) in by_name)
+            and (before is None or before.get(f.name) == f or count_of(f.name) is not None)
         ),
         key=lambda f: (f.mtime, f.name),
     )
-    pending = [Pending(f, by_name.get(count_name(f.name))) for f in lists]
+    pending = [Pending(f, count_of(f.name)) for f in lists]
     if tenant.strategy == "full" and len(pending) > 1:
         return Selection(runs=pending[-1:], superseded=pending[:-1])
     return Selection(runs=pending, superseded=[])

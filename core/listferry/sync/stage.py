@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from listferry.fields import sql_text
 from listferry.reader import RecordSource
 from listferry.records import FileInfo, Invalid
 
@@ -23,10 +24,6 @@ TEXT_COLUMNS = ("first_name", "last_name", "segment_code")
 #: SQLite takes at most 127 arguments to a function: a file with more extra columns than
 #: one ``json_object`` call holds has its ``fields`` made in Python.
 JSON_OBJECT_PAIRS = 63
-
-
-def sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclass
@@ -53,7 +50,7 @@ def _insert_sql(extra_columns: tuple[str, ...]) -> str:
         fields_sql = "json(?7)"
     elif extra_columns:
         order = sorted(range(len(extra_columns)), key=lambda i: extra_columns[i])
-        pairs = ", ".join(f"{sql_string(extra_columns[i])}, ?{7 + i}" for i in order)
+        pairs = ", ".join(f"{sql_text(extra_columns[i])}, ?{7 + i}" for i in order)
         fields_sql = f"json_object({pairs})"
     else:
         fields_sql = "NULL"

@@ -47,9 +47,7 @@ Reads {name}'s contact export (dialect ``{name}``) and writes a return file that
 
 from typing import Any
 
-from listferry import hookimpl
-from listferry.dialect import Dialect
-from listferry.templates import Template
+from listferry import Dialect, Template, hookimpl
 
 #: How {name} writes its contact export: the header of each column we read, and the
 #: words of its opt-out column. Every other column (the record id, say) is kept in

@@ -19,16 +19,16 @@ from urllib.parse import urlsplit
 
 from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
-from listferry.names import count_name
+from listferry.names import count_name, find_count
 from listferry.plugins import Host
+from listferry.reader import open_list
 
 
 def count_records(host: Host, path: Path, dialect_name: str) -> int:
     """The data records in ``path`` (header excluded), read as the sync reads it."""
     dialect = host.dialects.get(dialect_name)
-    reader = host.readers.get(dialect.reader)
     try:
-        with reader.open(path, path.name, dialect) as source:
+        with open_list(host.readers, path, path.name, dialect) as source:
             for _batch in source.batches():
                 pass
             return source.records_read
@@ -88,10 +88,11 @@ def push(
     transport = host.transports.get(scheme)(target.home, target)
     counted = count_name(path.name)
     try:
-        stale = next((f for f in transport.list() if f.name == counted), None)
+        listed = {f.name: f for f in transport.list()}
+        stale = find_count(path.name, listed)  # its name in any case: the sync's is too
         if stale is not None:
-            transport.remove(stale.name, stale)
-            say(f"removed the count file {counted} an earlier upload left")
+            transport.remove(stale, listed[stale])
+            say(f"removed the count file {stale} an earlier upload left")
         if progress is not None and "progress" in inspect.signature(transport.put).parameters:
             transport.put(path, path.name, progress=progress(path.stat().st_size))
         else:
