@@ -1,6 +1,7 @@
 """The config file: one TOML file, ``[listferry]`` settings, ``[server]``, ``[notify]``,
 ``[defaults]`` and a table per tenant, each key checked before any command runs."""
 
+from listferry.config.checks import duration_seconds, export_stem
 from listferry.config.settings import (
     COUNT_POLICIES,
     DEFAULTS_NAME,
@@ -13,8 +14,6 @@ from listferry.config.settings import (
     ServerSettings,
     Tenant,
     defaults_tenant,
-    duration_seconds,
-    export_stem,
     find_config,
     line_of,
     load_config,

@@ -7,13 +7,13 @@ variables that hold them, never held in the config itself. Sending is
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from listferry.config import checks
+from listferry.config.checks import Check
 from listferry.errors import secret_from_env
-from listferry.runs import OUTCOMES
 
 SECURITY = ("starttls", "tls", "none")
 
@@ -66,115 +66,30 @@ class NotifySettings:
 
 # -- the [notify] table -----------------------------------------------------------------
 
-
-def _statuses(value: Any) -> str | None:
-    if not isinstance(value, list) or not all(v in OUTCOMES for v in value):
-        return f"must be a list of run outcomes among {', '.join(OUTCOMES)}"
-    return None
-
-
-def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
-
-
-def _address(value: Any) -> str | None:
-    if not isinstance(value, str) or "@" not in value or any(c in value for c in "\r\n,;<>"):
-        return f"must be one e-mail address, not {value!r}"
-    return None
-
-
-def _addresses(value: Any) -> str | None:
-    if not isinstance(value, list) or not value:
-        return "must be a non-empty list of e-mail addresses"
-    for item in value:
-        if problem := _address(item):
-            return problem
-    return None
-
-
-def _port(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
-    return None if ok else "must be a port number (1-65535)"
-
-
-def _positive(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a positive number"
-
-
-def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 20
-    return None if ok else "must be a whole number from 1 to 20"
-
-
-def _bool(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-def _security(value: Any) -> str | None:
-    return None if value in SECURITY else f"must be one of {', '.join(SECURITY)}"
-
-
-def _url(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        return "must be an http:// or https:// URL"
-    return None
-
-
-def _env_name(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.replace("_", "").isalnum():
-        return "must name an environment variable (letters, digits, '_')"
-    return None
-
-
-def _time_of_day(value: Any) -> str | None:
-    from listferry.config.schedule import Schedule, ScheduleError
-
-    if not isinstance(value, str):
-        return 'must be a time of day such as "07:00", or a cron expression'
-    try:
-        Schedule.parse(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
-def _zone(value: Any) -> str | None:
-    from listferry.config.schedule import ScheduleError, zone
-
-    if not isinstance(value, str):
-        return "must be an IANA time zone name"
-    try:
-        zone(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
-NOTIFY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "on": (["voided", "failed"], _statuses),
-    "digest_at": (None, _time_of_day),
-    "digest_timezone": ("UTC", _zone),
+NOTIFY_KEYS: dict[str, tuple[Any, Check]] = {
+    "on": (["voided", "failed"], checks.run_outcomes),
+    "digest_at": (None, checks.schedule),
+    "digest_timezone": ("UTC", checks.time_zone),
 }
-EMAIL_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "smtp_host": (None, _text),
-    "smtp_port": (587, _port),
-    "security": ("starttls", _security),
-    "username": (None, _text),
-    "password_env": (None, _env_name),
-    "from": (None, _address),
-    "to": (None, _addresses),
-    "ca_file": (None, _text),
-    "tenant_contacts": (True, _bool),
-    "timeout": (30.0, _positive),
+EMAIL_KEYS: dict[str, tuple[Any, Check]] = {
+    "smtp_host": (None, checks.non_empty_string),
+    "smtp_port": (587, checks.port),
+    "security": ("starttls", checks.one_of(*SECURITY)),
+    "username": (None, checks.non_empty_string),
+    "password_env": (None, checks.env_name),
+    "from": (None, checks.header_address),
+    "to": (None, checks.header_addresses),
+    "ca_file": (None, checks.non_empty_string),
+    "tenant_contacts": (True, checks.boolean),
+    "timeout": (30.0, checks.seconds_above_zero),
 }
-WEBHOOK_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "url": (None, _url),
-    "secret_env": (None, _env_name),
-    "attempts": (5, _count),
-    "backoff": (2.0, _positive),
-    "timeout": (10.0, _positive),
-    "ca_file": (None, _text),
+WEBHOOK_KEYS: dict[str, tuple[Any, Check]] = {
+    "url": (None, checks.http_url),
+    "secret_env": (None, checks.env_name),
+    "attempts": (5, checks.whole_number(1, 20)),
+    "backoff": (2.0, checks.seconds_above_zero),
+    "timeout": (10.0, checks.seconds_above_zero),
+    "ca_file": (None, checks.non_empty_string),
 }
 
 

@@ -7,225 +7,25 @@ out of range is one error naming the file, the line and the key.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from listferry.config import checks
+from listferry.config.checks import Check
 from listferry.config.notify import NotifySettings, parse_notify
-from listferry.config.passwords import password_hash_problem
-from listferry.config.public_keys import public_key_problem
-from listferry.dialect import TRUE_WORDS, fold_header
+from listferry.dialect import TRUE_WORDS
 from listferry.errors import ConfigError
 
 DEFAULT_NAME = "listferry.toml"
 COUNT_POLICIES = ("required", "optional", "off")
-#: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
-MAX_SECONDS = 365 * 24 * 3600
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: The name of the tenant the ``[defaults]`` alone describe (no tenant is named so).
 DEFAULTS_NAME = "(defaults)"
-
-
-def _share(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
-    return None if ok else "must be a number from 0 to 1"
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-
-    return check
-
-
-def _typed(kind: type) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if ok and kind is str and "\x00" in value:
-            return "must not hold a NUL character"
-        return None if ok else f"must be a {kind.__name__}"
-
-    return check
-
-
-def _string_list(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return None if ok else "must be a list of strings"
-
-
-def _column_names(value: Any) -> str | None:
-    if _string_list(value) or not all(name.strip() for name in value):
-        return "must be a list of column names"
-    first: dict[str, str] = {}
-    for name in value:
-        if fold_header(name) in first:
-            return f"names one column twice: {first[fold_header(name)]!r} and {name!r}"
-        first[fold_header(name)] = name
-    return None
-
-
-def _words(value: Any) -> str | None:
-    if _string_list(value) or not value or not all(word.strip() for word in value):
-        return "must be a list of one or more words (an empty cell cannot mean opted out)"
-    return None
-
-
-def _cidrs(value: Any) -> str | None:
-    if _string_list(value):
-        return "must be a list of strings"
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            return f"has {item!r}, which is not an IP address or CIDR network"
-    return None
-
-
-def _port(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
-    return None if ok else "must be a port number from 0 to 65535 (0: any free port)"
-
-
-def _port_range(value: Any) -> str | None:
-    match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None
-    if value == "" or (match and 1024 <= int(match[1]) <= int(match[2]) <= 65535):
-        return None
-    return 'must be a range of ports like "60000-60099" (1024 and up), or "" for any'
-
-
-def _positive_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a whole number, 1 or more"
-
-
-def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a whole number, 0 or more"
-
-
-def _password_hash(value: Any) -> str | None:
-    return _typed(str)(value) or password_hash_problem(value)
-
-
-def _ssh_keys(value: Any) -> str | None:
-    if _string_list(value):
-        return "must be a list of OpenSSH public key lines"
-    for number, line in enumerate(value, start=1):
-        problem = public_key_problem(line)
-        if problem:
-            return f"item {number} is {problem}"
-    return None
-
-
-def _pattern(value: Any) -> str | None:
-    problem = _typed(str)(value)
-    if problem:
-        return problem
-    if not value.strip():
-        return 'must not be empty: the tenant would never take a file (the default is "*.csv")'
-    if "/" in value or "\\" in value:
-        return (
-            'must be a file name pattern such as "*.csv": a sync looks only at the top of the home'
-        )
-    return None
-
-
-def _positive_seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and 0 < value <= MAX_SECONDS
-    return None if ok else f"must be a number of seconds above 0, at most {MAX_SECONDS}"
-
-
-def _non_negative(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and 0 <= value <= MAX_SECONDS
-    return None if ok else f"must be a number of seconds from 0 to {MAX_SECONDS}"
-
-
-def _schedule(value: Any) -> str | None:
-    from listferry.config.schedule import Schedule, ScheduleError
-
-    if value == "":
-        return None  # no schedule: runs come from `sync` (cron) or uploads only
-    if not isinstance(value, str):
-        return 'must be a time of day ("02:00"), a cron expression ("30 2 * * 1-5") or ""'
-    try:
-        Schedule.parse(value).next_after(datetime.now(UTC))
-    except ScheduleError as exc:
-        return str(exc).removeprefix("schedule ")  # it follows the key
-    return None
-
-
-def _zone(value: Any) -> str | None:
-    from listferry.config.schedule import ScheduleError, zone
-
-    if not isinstance(value, str):
-        return 'must be an IANA time zone name such as "Europe/Berlin"'
-    try:
-        zone(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
-_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
-_UNIT = {"m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(value: str) -> int:
-    """``"36h"``, ``"3d"``, ``"90m"`` in seconds."""
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise ValueError(value)
-    return int(match[1]) * _UNIT[match[2]]
-
-
-def _duration(value: Any) -> str | None:
-    if value == "":
-        return None
-    try:
-        seconds = duration_seconds(value) if isinstance(value, str) else 0
-    except ValueError:
-        seconds = 0
-    if not 0 < seconds <= MAX_SECONDS:
-        return 'must be a duration such as "36h", "3d" or "90m" (at most a year), or ""'
-    return None
-
-
-def export_stem(pattern: str, date: str, tenant: str) -> str:
-    """A return file's name without suffix: ``pattern`` with ``{date}`` and ``{tenant}``.
-
-    Raises ``ValueError`` saying why when it cannot make a plain file name.
-    """
-    try:
-        stem = pattern.format_map({"date": date, "tenant": tenant})
-    except (KeyError, ValueError, IndexError, AttributeError) as exc:
-        raise ValueError(f"can use only {{date}} and {{tenant}} ({exc})") from None
-    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0") or stem != stem.strip():
-        raise ValueError("does not make a plain file name")
-    return stem
-
-
-def _export_name(value: Any) -> str | None:
-    if not isinstance(value, str) or "\x00" in value:
-        return "must be a string"
-    try:
-        export_stem(value, "20261130", "tenant")
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _email(value: Any) -> str | None:
-    ok = isinstance(value, str) and re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+", value)
-    return None if ok else "must be one e-mail address"
 
 
 #: The data points a return file holds unless the tenant picks others.
@@ -235,79 +35,79 @@ EXPORT_FIELDS = (
 )  # fmt: skip
 
 #: Tenant settings: key -> (default, check). ``[defaults]`` may set any but ``home``.
-TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "home": (None, _typed(str)),
-    "dialect": ("default", _typed(str)),
-    "strategy": ("full", _typed(str)),
-    "count_file": ("optional", _one_of(*COUNT_POLICIES)),
-    "count_file_wait": ("2h", _duration),
-    "keep_reports": (5, _positive_int),
-    "pattern": ("*.csv", _pattern),
-    "allow_ips": ([], _cidrs),
-    "password_hash": (None, _password_hash),
-    "ssh_keys": ([], _ssh_keys),
-    "max_invalid_share": (0.05, _share),
-    "max_shrink_share": (0.5, _share),
-    "settle_seconds": (0, _non_negative),
-    "require_tls": (False, _typed(bool)),
-    "process": ("nightly", _one_of("nightly", "on-upload")),
-    "stable_seconds": (10, _non_negative),
-    "remote_password": (None, _typed(str)),
-    "remote_password_env": (None, _typed(str)),
-    "remote_key_file": (None, _typed(str)),
-    "known_hosts": (None, _typed(str)),
-    "tls_verify": (True, _typed(bool)),
-    "ca_file": (None, _typed(str)),
-    "remote_retries": (3, _count),
-    "remote_timeout": (30, _positive_seconds),
-    "export_template": (None, _typed(str)),
-    "export_fields": (list(EXPORT_FIELDS), _string_list),
-    "export_subscribers": ("all", _one_of("all", "changed-since-last")),
-    "export_after_sync": (False, _typed(bool)),
-    "export_to": (None, _typed(str)),
-    "export_name": ("return_{date}", _export_name),
-    "schedule": ("02:00", _schedule),
-    "timezone": ("UTC", _zone),
-    "export_schedule": ("", _schedule),
-    "contact_email": (None, _email),
-    "expect_file_within": ("36h", _duration),
-    "pgp_key_file": (None, _typed(str)),
-    "pgp_passphrase_env": (None, _typed(str)),
-    "pgp_recipient_key_file": (None, _typed(str)),
-    "opt_out_columns": ([], _column_names),
-    "opt_out_values": (sorted(TRUE_WORDS), _words),
+TENANT_KEYS: dict[str, tuple[Any, Check]] = {
+    "home": (None, checks.string),
+    "dialect": ("default", checks.string),
+    "strategy": ("full", checks.string),
+    "count_file": ("optional", checks.one_of(*COUNT_POLICIES)),
+    "count_file_wait": ("2h", checks.duration_or_empty),
+    "keep_reports": (5, checks.whole_number(1)),
+    "pattern": ("*.csv", checks.file_pattern),
+    "allow_ips": ([], checks.ip_networks),
+    "password_hash": (None, checks.password_hash),
+    "ssh_keys": ([], checks.ssh_public_keys),
+    "max_invalid_share": (0.05, checks.share),
+    "max_shrink_share": (0.5, checks.share),
+    "settle_seconds": (0, checks.seconds),
+    "require_tls": (False, checks.boolean),
+    "process": ("nightly", checks.one_of("nightly", "on-upload")),
+    "stable_seconds": (10, checks.seconds),
+    "remote_password": (None, checks.string),
+    "remote_password_env": (None, checks.string),
+    "remote_key_file": (None, checks.string),
+    "known_hosts": (None, checks.string),
+    "tls_verify": (True, checks.boolean),
+    "ca_file": (None, checks.string),
+    "remote_retries": (3, checks.whole_number(0)),
+    "remote_timeout": (30, checks.seconds_above_zero),
+    "export_template": (None, checks.string),
+    "export_fields": (list(EXPORT_FIELDS), checks.string_list),
+    "export_subscribers": ("all", checks.one_of("all", "changed-since-last")),
+    "export_after_sync": (False, checks.boolean),
+    "export_to": (None, checks.string),
+    "export_name": ("return_{date}", checks.export_name),
+    "schedule": ("02:00", checks.schedule_or_empty),
+    "timezone": ("UTC", checks.time_zone),
+    "export_schedule": ("", checks.schedule_or_empty),
+    "contact_email": (None, checks.email_address),
+    "expect_file_within": ("36h", checks.duration_or_empty),
+    "pgp_key_file": (None, checks.string),
+    "pgp_passphrase_env": (None, checks.string),
+    "pgp_recipient_key_file": (None, checks.string),
+    "opt_out_columns": ([], checks.column_names),
+    "opt_out_values": (sorted(TRUE_WORDS), checks.non_empty_words),
 }
 
 #: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
 #: empty key paths mean "in the state folder's ``server/``, made by ``listferry init``".
-SERVER_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "host": ("127.0.0.1", _typed(str)),
-    "ftp_port": (2121, _port),
-    "ftps_port": (2990, _port),
-    "sftp_port": (2222, _port),
-    "passive_ports": ("", _port_range),
-    "tls_cert": ("", _typed(str)),
-    "tls_key": ("", _typed(str)),
-    "ssh_host_key": ("", _typed(str)),
-    "require_tls": (False, _typed(bool)),
-    "max_connections": (256, _positive_int),
-    "max_connections_per_ip": (16, _positive_int),
-    "delay_after_failures": (3, _positive_int),
-    "block_after_failures": (10, _positive_int),
-    "block_seconds": (900, _non_negative),
-    "idle_timeout": (300, _non_negative),
-    "handshake_timeout": (30, _non_negative),
-    "stop_timeout": (60, _non_negative),
-    "upload_grace": (3, _non_negative),
+SERVER_KEYS: dict[str, tuple[Any, Check]] = {
+    "host": ("127.0.0.1", checks.string),
+    "ftp_port": (2121, checks.port_or_any),
+    "ftps_port": (2990, checks.port_or_any),
+    "sftp_port": (2222, checks.port_or_any),
+    "passive_ports": ("", checks.port_range_or_empty),
+    "tls_cert": ("", checks.string),
+    "tls_key": ("", checks.string),
+    "ssh_host_key": ("", checks.string),
+    "require_tls": (False, checks.boolean),
+    "max_connections": (256, checks.whole_number(1)),
+    "max_connections_per_ip": (16, checks.whole_number(1)),
+    "delay_after_failures": (3, checks.whole_number(1)),
+    "block_after_failures": (10, checks.whole_number(1)),
+    "block_seconds": (900, checks.seconds),
+    "idle_timeout": (300, checks.seconds),
+    "handshake_timeout": (30, checks.seconds),
+    "stop_timeout": (60, checks.seconds),
+    "upload_grace": (3, checks.seconds),
 }
 
-LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "state": ("state", _typed(str)),
-    "homes": ("homes", _typed(str)),
-    "plugins": ([], _string_list),
-    "disable": ([], _string_list),
-    "workers": (None, _positive_int),
-    "executor": ("local", _typed(str)),
+LISTFERRY_KEYS: dict[str, tuple[Any, Check]] = {
+    "state": ("state", checks.string),
+    "homes": ("homes", checks.string),
+    "plugins": ([], checks.string_list),
+    "disable": ([], checks.string_list),
+    "workers": (None, checks.whole_number(1)),
+    "executor": ("local", checks.string),
 }
 
 
