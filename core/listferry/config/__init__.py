@@ -15,10 +15,10 @@ from listferry.config.settings import (
     Tenant,
     defaults_tenant,
     find_config,
-    line_of,
     load_config,
     parse_config,
 )
+from listferry.config.where import line_of
 
 __all__ = [
     "COUNT_POLICIES",

@@ -13,7 +13,8 @@ from typing import Any
 
 from listferry.config import checks
 from listferry.config.checks import Check
-from listferry.errors import secret_from_env
+from listferry.config.where import where
+from listferry.errors import ConfigError, secret_from_env
 
 SECURITY = ("starttls", "tls", "none")
 
@@ -95,8 +96,7 @@ WEBHOOK_KEYS: dict[str, tuple[Any, Check]] = {
 
 def parse_notify(text: str, path: Path, data: Any) -> NotifySettings:
     """Check the ``[notify]`` table and its ``email`` and ``webhook`` sub-tables."""
-    from listferry.config.settings import _check_table, line_of
-    from listferry.errors import ConfigError
+    from listferry.config.settings import _check_table
 
     if data is None:
         return NotifySettings()
@@ -118,10 +118,7 @@ def parse_notify(text: str, path: Path, data: Any) -> NotifySettings:
         checked = _check_table(text, path, f"notify.{name}", table, keys)
         for key in required:
             if key not in checked:
-                where = line_of(text, f"notify.{name}")
-                raise ConfigError(
-                    f"{path}{f' line {where}' if where else ''}: [notify.{name}] needs {key}"
-                )
+                raise ConfigError(f"{where(path, text, f'notify.{name}')} needs {key}")
         checked = {key: checked.get(key, default) for key, (default, _) in keys.items()}
         if checked.get("ca_file"):
             checked["ca_file"] = str((path.parent / checked["ca_file"]).resolve())

@@ -6,7 +6,6 @@ out of range is one error naming the file, the line and the key.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit
 from listferry.config import checks
 from listferry.config.checks import Check
 from listferry.config.notify import NotifySettings, parse_notify
+from listferry.config.where import key_error, line_of, place, unknown_key, where
 from listferry.dialect import TRUE_WORDS
 from listferry.errors import ConfigError
 
@@ -253,9 +253,7 @@ class Config:
 
     def where(self, table: str, key: str | None = None) -> str:
         """``file line N: [table] key`` for error messages."""
-        line = line_of(self.text, table, key)
-        at = f" line {line}" if line else ""
-        return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
+        return where(self.path, self.text, table, key)
 
     def where_tenant(self, name: str, key: str) -> str:
         """:meth:`where` the tenant's ``key`` was set: its own table, else ``[defaults]``
@@ -289,43 +287,16 @@ def find_config(option: str | None) -> Path:
     return Path(option or os.environ.get("LISTFERRY_CONFIG") or DEFAULT_NAME)
 
 
-def line_of(text: str, table: str, key: str | None = None) -> int | None:
-    """The line of ``key`` in ``[table]`` (or of the table header), counting from 1."""
-    header = re.compile(
-        r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]"
-    )
-    in_table = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith("["):
-            in_table = bool(header.match(line))
-            if in_table and key is None:
-                return number
-            continue
-        if in_table and key and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
-            return number
-    return None
-
-
 def _check_table(
     text: str, path: Path, table: str, values: dict[str, Any], keys: dict[str, tuple[Any, Any]]
 ) -> dict[str, Any]:
-    out = {}
     for key, value in values.items():
         if key not in keys:
-            where = line_of(text, table, key)
-            close = difflib.get_close_matches(key, list(keys), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(keys)})"
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [{table}] unknown key {key!r}{hint}"
-            )
+            raise unknown_key(path, text, table, key, keys)
         problem = keys[key][1](value)
         if problem:
-            where = line_of(text, table, key)
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [{table}] {key} {problem}"
-            )
-        out[key] = value
-    return out
+            raise key_error(path, text, table, key, problem)
+    return dict(values)
 
 
 #: The schemes of the built-in transports to a customer's server: each logs in as a user.
@@ -375,9 +346,8 @@ def parse_config(text: str, path: Path) -> Config:
     unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify"}
     if unknown:
         name = sorted(unknown)[0]
-        where = line_of(text, name)
         raise ConfigError(
-            f"{path}{f' line {where}' if where else ''}: unknown table [{name}] "
+            f"{place(path, line_of(text, name))}: unknown table [{name}] "
             "(known: [listferry], [server], [defaults], [tenants.NAME], [notify])"
         )
     for table in ("listferry", "server", "defaults", "tenants"):
@@ -394,15 +364,13 @@ def parse_config(text: str, path: Path) -> Config:
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.fullmatch(name):
-            where = line_of(text, f"tenants.{name}")
             raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: tenant name {name!r} must be "
+                f"{place(path, line_of(text, f'tenants.{name}'))}: tenant name {name!r} must be "
                 "lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
         if not isinstance(table, dict):
-            where = line_of(text, "tenants", name)
             raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: tenants.{name} must be a table "
+                f"{place(path, line_of(text, 'tenants', name))}: tenants.{name} must be a table "
                 f"([tenants.{name}])"
             )
         values = {key: default for key, (default, _) in TENANT_KEYS.items()}
@@ -415,10 +383,7 @@ def parse_config(text: str, path: Path) -> Config:
         elif "://" not in home and not problem:
             home = str((root / Path(home).expanduser()).resolve())
         if problem:
-            where = line_of(text, f"tenants.{name}", "home")
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home {problem}"
-            )
+            raise key_error(path, text, f"tenants.{name}", "home", problem)
         for key in PATH_KEYS:
             value = values[key]
             try:
@@ -428,10 +393,7 @@ def parse_config(text: str, path: Path) -> Config:
                     values[key] = str((root / Path(value).expanduser()).resolve())
             except (ValueError, RuntimeError) as exc:
                 source = "defaults" if key in defaults and key not in table else f"tenants.{name}"
-                where = line_of(text, source, key)
-                raise ConfigError(
-                    f"{path}{f' line {where}' if where else ''}: [{source}] {key} {value!r}: {exc}"
-                ) from None
+                raise key_error(path, text, source, key, f"{value!r}: {exc}") from None
         values["allow_ips"] = tuple(values["allow_ips"])
         values["ssh_keys"] = tuple(values["ssh_keys"])
         values["export_fields"] = tuple(values["export_fields"])
@@ -468,5 +430,5 @@ def load_config(path: Path) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{place(path, line)}: not UTF-8 text (byte {exc.start})") from None
     return parse_config(text, path)
