@@ -4,12 +4,33 @@ every table: ``[listferry]``, ``[server]``, ``[defaults]``, ``[tenants.NAME]`` a
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from listferry.config import parse_config
+from listferry.config import LISTFERRY_KEYS, SERVER_KEYS, TENANT_KEYS, parse_config
+from listferry.config.keys import REQUIRED, as_attribute, keys_of, setting
+from listferry.config.notify import (
+    EMAIL_KEYS,
+    NOTIFY_KEYS,
+    WEBHOOK_KEYS,
+    EmailSettings,
+    NotifySettings,
+    WebhookSettings,
+)
+from listferry.config.settings import ListferrySettings, ServerSettings, Tenant
 from listferry.errors import ConfigError
+
+#: Every config table: its name, the dataclass that declares its keys, its key table.
+TABLES = [
+    ("listferry", ListferrySettings, LISTFERRY_KEYS),
+    ("tenants.NAME", Tenant, TENANT_KEYS),
+    ("server", ServerSettings, SERVER_KEYS),
+    ("notify", NotifySettings, NOTIFY_KEYS),
+    ("notify.email", EmailSettings, EMAIL_KEYS),
+    ("notify.webhook", WebhookSettings, WEBHOOK_KEYS),
+]
 
 EMAIL = (
     '[notify.email]\nsmtp_host = "smtp.example.net"\nfrom = "a@example.net"\n'
@@ -77,3 +98,103 @@ def test_a_true_or_false_and_a_time_zone_are_refused_in_the_same_words_in_every_
     tmp_path: Path, text: str, problem: str
 ) -> None:
     assert refusal(tmp_path, text).endswith(problem)
+
+
+# -- one declaration per key ------------------------------------------------------------
+
+
+def declaration_problems(settings: type) -> list[str]:
+    """What a key ``settings`` declares lacks: a default its own check takes (``None``:
+    not set; or :data:`REQUIRED`), a check, a meaning."""
+    problems = []
+    for key in keys_of(settings).values():
+        if not callable(key.check):
+            problems.append(f"{key.name} has no check")
+        elif key.default is not None and not key.required and key.check(key.default):
+            problems.append(f"{key.name}: its check refuses its default {key.default!r}")
+        if not key.doc.strip():
+            problems.append(f"{key.name} has no meaning")
+    return problems
+
+
+@pytest.mark.parametrize(("table", "settings", "_keys"), TABLES, ids=[t[0] for t in TABLES])
+def test_every_key_has_a_default_its_check_takes_and_a_meaning(
+    table: str, settings: type, _keys: dict
+) -> None:
+    assert keys_of(settings), table
+    assert declaration_problems(settings) == []
+
+
+def test_a_key_without_a_meaning_or_with_a_default_its_check_refuses_is_caught() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Broken:
+        port: int = setting(0, lambda v: None if v else "must not be 0", "A port.")
+        host: str = setting("x", lambda v: None, " ")
+
+    assert declaration_problems(Broken) == [
+        "port: its check refuses its default 0",
+        "host has no meaning",
+    ]
+
+
+@pytest.mark.parametrize(("table", "settings", "keys"), TABLES, ids=[t[0] for t in TABLES])
+def test_the_key_tables_are_the_declarations(table: str, settings: type, keys: dict) -> None:
+    declared = keys_of(settings)
+    assert list(keys) == list(declared)
+    for name, (default, check) in keys.items():
+        key = declared[name]
+        assert check is key.check
+        assert default == (None if key.required else key.default)
+        assert not isinstance(default, tuple), f"{table} {name}: TOML has lists, not tuples"
+
+
+@pytest.mark.parametrize(("table", "settings", "keys"), TABLES, ids=[t[0] for t in TABLES])
+def test_the_dataclass_defaults_are_the_tables_defaults_with_lists_as_tuples(
+    table: str, settings: type, keys: dict
+) -> None:
+    fields = {field.name: field for field in dataclasses.fields(settings)}
+    for key in keys_of(settings).values():
+        field = fields[key.attribute]
+        if key.required or key.name == "home":
+            assert field.default is dataclasses.MISSING, f"{table} {key.name}"
+            continue
+        assert field.default == key.convert(keys[key.name][0]), f"{table} {key.name}"
+        assert not isinstance(field.default, list), f"{table} {key.name}: a list on a dataclass"
+    assert as_attribute(["a"]) == ("a",)
+
+
+def test_a_config_of_empty_tables_reads_as_the_dataclass_defaults(tmp_path: Path) -> None:
+    text = "[listferry]\n[server]\n[defaults]\n[tenants.acme]\n[notify]\n" + EMAIL
+    text += '[notify.webhook]\nurl = "https://x.example"\n'
+    config = parse_config(text, tmp_path / "listferry.toml")
+    acme = config.tenant("acme")
+    assert acme == Tenant(name="acme", home=acme.home, state_dir=acme.state_dir)
+    assert list(acme.export_fields) == TENANT_KEYS["export_fields"][0]
+    server = ServerSettings()
+    own = config.state_dir / "server"
+    assert config.server == dataclasses.replace(
+        server,
+        tls_cert=own / server.tls_cert,
+        tls_key=own / server.tls_key,
+        ssh_host_key=own / server.ssh_host_key,
+    )
+    assert config.server.tls_cert == own / "tls-cert.pem"
+    listferry = ListferrySettings()
+    assert (config.plugins, config.disable, config.executor) == (
+        listferry.plugins,
+        listferry.disable,
+        listferry.executor,
+    )
+    assert config.state_dir == tmp_path / listferry.state
+    notify = config.notify
+    assert dataclasses.replace(notify, email=None, webhook=None) == NotifySettings()
+    assert notify.email == EmailSettings(
+        smtp_host="smtp.example.net", sender="a@example.net", to=("b@example.net",)
+    )
+    assert notify.webhook == WebhookSettings(url="https://x.example")
+
+
+def test_from_is_the_toml_name_of_the_sender() -> None:
+    assert "from" in EMAIL_KEYS and "sender" not in EMAIL_KEYS
+    assert keys_of(EmailSettings)["from"].attribute == "sender"
+    assert REQUIRED is keys_of(EmailSettings)["from"].default

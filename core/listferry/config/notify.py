@@ -13,41 +13,84 @@ from typing import Any
 
 from listferry.config import checks
 from listferry.config.checks import Check
+from listferry.config.keys import REQUIRED, attributes, checked, key_table, keys_of, setting
 from listferry.config.where import where
 from listferry.errors import ConfigError, secret_from_env
 
 SECURITY = ("starttls", "tls", "none")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EmailSettings:
     """``[notify.email]``: where and how to send mail."""
 
-    smtp_host: str
-    to: tuple[str, ...]
-    sender: str
-    smtp_port: int = 587
-    security: str = "starttls"
-    username: str | None = None
-    password_env: str | None = None
-    ca_file: str | None = None
-    tenant_contacts: bool = True
-    timeout: float = 30.0
+    smtp_host: str = setting(REQUIRED, checks.non_empty_string, "The SMTP server.")
+    smtp_port: int = setting(587, checks.port, "The SMTP server's port.")
+    security: str = setting(
+        "starttls",
+        checks.one_of(*SECURITY),
+        "`starttls`, `tls` (implicit TLS) or `none`; certificates are verified (against "
+        "`ca_file` if given).",
+    )
+    username: str | None = setting(None, checks.non_empty_string, "The login.")
+    password_env: str | None = setting(
+        None, checks.env_name, "The environment variable holding the login's password."
+    )
+    sender: str = setting(REQUIRED, checks.header_address, "The sender.", toml="from")
+    to: tuple[str, ...] = setting(REQUIRED, checks.header_addresses, "The operators' addresses.")
+    ca_file: str | None = setting(
+        None,
+        checks.non_empty_string,
+        "A CA bundle for the server's certificate, instead of the system's.",
+        path=True,
+    )
+    tenant_contacts: bool = setting(
+        True, checks.boolean, "Also mail a voided run to the tenant's `contact_email`."
+    )
+    timeout: float = setting(
+        30.0, checks.seconds_above_zero, "Seconds before a stalled server counts as down."
+    )
 
     def password(self) -> str | None:
         return secret_from_env(self.password_env, "[notify.email] password_env")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WebhookSettings:
     """``[notify.webhook]``: the URL runs are posted to, and how hard to try."""
 
-    url: str
-    secret_env: str | None = None
-    attempts: int = 5
-    backoff: float = 2.0
-    timeout: float = 10.0
-    ca_file: str | None = None
+    url: str = setting(
+        REQUIRED,
+        checks.http_url,
+        "Where each run is POSTed, as the JSON `sync --json` prints for it.",
+    )
+    secret_env: str | None = setting(
+        None,
+        checks.env_name,
+        "The environment variable holding the signing key: each request carries "
+        "`X-Listferry-Timestamp` and `X-Listferry-Signature: sha256=<hex>`, the HMAC-SHA256 of "
+        "`<timestamp>.<body>`.",
+    )
+    attempts: int = setting(
+        5,
+        checks.whole_number(1, 20),
+        "How many times a run is posted before it is given up: connection errors, timeouts, "
+        "408, 429 and 5xx are tried again.",
+    )
+    backoff: float = setting(
+        2.0,
+        checks.seconds_above_zero,
+        "Seconds before the second attempt, doubled after each.",
+    )
+    timeout: float = setting(
+        10.0, checks.seconds_above_zero, "Seconds before a stalled receiver counts as down."
+    )
+    ca_file: str | None = setting(
+        None,
+        checks.non_empty_string,
+        "A CA bundle for the receiver's certificate, instead of the system's.",
+        path=True,
+    )
 
     def secret(self) -> bytes | None:
         value = secret_from_env(self.secret_env, "[notify.webhook] secret_env")
@@ -58,79 +101,50 @@ class WebhookSettings:
 class NotifySettings:
     """``[notify]``: which outcomes are told, the digest, and the two channels."""
 
-    on: tuple[str, ...] = ("voided", "failed")
-    digest_at: str | None = None
-    digest_timezone: str = "UTC"
+    on: tuple[str, ...] = setting(
+        ["voided", "failed"],
+        checks.run_outcomes,
+        "The run outcomes that send a mail and a webhook.",
+    )
+    digest_at: str | None = setting(
+        None,
+        checks.schedule,
+        "When the schedule mails the daily digest (a time of day or cron expression). "
+        "`listferry digest` prints it any time.",
+    )
+    digest_timezone: str = setting("UTC", checks.time_zone, "The zone of `digest_at`.")
     email: EmailSettings | None = None
     webhook: WebhookSettings | None = None
 
 
-# -- the [notify] table -----------------------------------------------------------------
-
-NOTIFY_KEYS: dict[str, tuple[Any, Check]] = {
-    "on": (["voided", "failed"], checks.run_outcomes),
-    "digest_at": (None, checks.schedule),
-    "digest_timezone": ("UTC", checks.time_zone),
-}
-EMAIL_KEYS: dict[str, tuple[Any, Check]] = {
-    "smtp_host": (None, checks.non_empty_string),
-    "smtp_port": (587, checks.port),
-    "security": ("starttls", checks.one_of(*SECURITY)),
-    "username": (None, checks.non_empty_string),
-    "password_env": (None, checks.env_name),
-    "from": (None, checks.header_address),
-    "to": (None, checks.header_addresses),
-    "ca_file": (None, checks.non_empty_string),
-    "tenant_contacts": (True, checks.boolean),
-    "timeout": (30.0, checks.seconds_above_zero),
-}
-WEBHOOK_KEYS: dict[str, tuple[Any, Check]] = {
-    "url": (None, checks.http_url),
-    "secret_env": (None, checks.env_name),
-    "attempts": (5, checks.whole_number(1, 20)),
-    "backoff": (2.0, checks.seconds_above_zero),
-    "timeout": (10.0, checks.seconds_above_zero),
-    "ca_file": (None, checks.non_empty_string),
-}
+NOTIFY_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(NotifySettings))
+EMAIL_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(EmailSettings))
+WEBHOOK_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(WebhookSettings))
+#: The sub-tables of ``[notify]``: name -> the dataclass of its keys.
+CHANNELS: dict[str, type] = {"email": EmailSettings, "webhook": WebhookSettings}
 
 
 def parse_notify(text: str, path: Path, data: Any) -> NotifySettings:
     """Check the ``[notify]`` table and its ``email`` and ``webhook`` sub-tables."""
-    from listferry.config.settings import _check_table
-
     if data is None:
         return NotifySettings()
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: notify must be a table ([notify])")
-    own = {k: v for k, v in data.items() if k not in ("email", "webhook")}
-    values = _check_table(text, path, "notify", own, NOTIFY_KEYS)
-    values = {key: values.get(key, default) for key, (default, _) in NOTIFY_KEYS.items()}
+    own = {k: v for k, v in data.items() if k not in CHANNELS}
+    given = checked(text, path, "notify", own, keys_of(NotifySettings))
     channels: dict[str, Any] = {}
-    for name, keys, required in (
-        ("email", EMAIL_KEYS, ("smtp_host", "from", "to")),
-        ("webhook", WEBHOOK_KEYS, ("url",)),
-    ):
+    for name, cls in CHANNELS.items():
         table = data.get(name)
         if table is None:
             continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: notify.{name} must be a table ([notify.{name}])")
-        checked = _check_table(text, path, f"notify.{name}", table, keys)
-        for key in required:
-            if key not in checked:
-                raise ConfigError(f"{where(path, text, f'notify.{name}')} needs {key}")
-        checked = {key: checked.get(key, default) for key, (default, _) in keys.items()}
-        if checked.get("ca_file"):
-            checked["ca_file"] = str((path.parent / checked["ca_file"]).resolve())
-        if name == "email":
-            checked["sender"] = checked.pop("from")
-            checked["to"] = tuple(checked["to"])
-            channels[name] = EmailSettings(**checked)
-        else:
-            channels[name] = WebhookSettings(**checked)
-    return NotifySettings(
-        on=tuple(values["on"]),
-        digest_at=values["digest_at"],
-        digest_timezone=values["digest_timezone"],
-        **channels,
-    )
+        keys = keys_of(cls)
+        values = checked(text, path, f"notify.{name}", table, keys)
+        for key in keys.values():
+            if key.required and key.name not in values:
+                raise ConfigError(f"{where(path, text, f'notify.{name}')} needs {key.name}")
+            if key.path and values.get(key.name):
+                values[key.name] = str((path.parent / values[key.name]).resolve())
+        channels[name] = cls(**attributes(keys.values(), values))
+    return NotifySettings(**attributes(keys_of(NotifySettings).values(), given), **channels)
