@@ -5,6 +5,8 @@ every table: ``[listferry]``, ``[server]``, ``[defaults]``, ``[tenants.NAME]`` a
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from listferry.config.notify import (
     WebhookSettings,
 )
 from listferry.config.settings import ListferrySettings, ServerSettings, Tenant
+from listferry.config.starter import STARTER_CONFIG, example, lay_out
 from listferry.errors import ConfigError
 
 #: Every config table: its name, the dataclass that declares its keys, its key table.
@@ -198,3 +201,49 @@ def test_from_is_the_toml_name_of_the_sender() -> None:
     assert "from" in EMAIL_KEYS and "sender" not in EMAIL_KEYS
     assert keys_of(EmailSettings)["from"].attribute == "sender"
     assert REQUIRED is keys_of(EmailSettings)["from"].default
+
+
+# -- the starter config -----------------------------------------------------------------
+
+
+def test_each_key_the_starter_config_shows_has_its_default_and_its_declared_comment() -> None:
+    shown = re.findall(r"^\[(\w+)\].*\n((?:\w+ = .*\n)+)", STARTER_CONFIG, re.M)
+    assert [table for table, _ in shown] == ["listferry", "defaults"]
+    for table, lines in shown:
+        keys = keys_of(ListferrySettings if table == "listferry" else Tenant)
+        for line in lines.splitlines():
+            name, value, comment = re.fullmatch(r"(\w+) = (\S+)\s*(?:# (.*))?", line).groups()
+            assert json.loads(value) == keys[name].default, line
+            assert comment == keys[name].comment, line
+    assert "# the clock schedule is read on" in STARTER_CONFIG
+
+
+def test_the_starter_config_reads_and_so_does_its_notify_example_once_uncommented(
+    tmp_path: Path,
+) -> None:
+    config = parse_config(STARTER_CONFIG, tmp_path / "listferry.toml")
+    assert config.tenants == {} and config.notify.email is None
+    text = re.sub(r"^# ((?:\[|\w+ = ).*)$", r"\1", STARTER_CONFIG, flags=re.M)
+    config = parse_config(text, tmp_path / "listferry.toml")
+    assert config.notify.email is not None
+    assert config.notify.email.sender == "listferry@example.net"
+    assert config.tenant("acme").strategy == "incremental"
+
+
+def test_an_example_its_key_refuses_cannot_be_in_the_starter_config() -> None:
+    with pytest.raises(ValueError, match="smtp_port must be a port number"):
+        example(keys_of(EmailSettings)["smtp_port"], 0)
+
+
+def test_comments_line_up_from_column_18_within_a_block_of_commented_lines() -> None:
+    lines = [("[t]", "a table"), ("x = 1", None), ("a = 1", "one"), ("long_key = 22", "two")]
+    assert lay_out(lines) == [
+        "[t]               # a table",
+        "x = 1",
+        "a = 1             # one",
+        "long_key = 22     # two",
+    ]
+    assert lay_out([("a_key_longer_than_18 = 1", "x"), ("b = 2", "y")]) == [
+        "a_key_longer_than_18 = 1  # x",
+        "b = 2                     # y",
+    ]
