@@ -14,7 +14,7 @@ from typing import Any
 from listferry.config import checks
 from listferry.config.checks import Check
 from listferry.config.keys import REQUIRED, attributes, checked, key_table, keys_of, setting
-from listferry.config.where import where
+from listferry.config.where import not_a_table, where
 from listferry.errors import ConfigError, secret_from_env
 
 SECURITY = ("starttls", "tls", "none")
@@ -129,7 +129,7 @@ def parse_notify(text: str, path: Path, data: Any) -> NotifySettings:
     if data is None:
         return NotifySettings()
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: notify must be a table ([notify])")
+        raise not_a_table(path, "notify")
     own = {k: v for k, v in data.items() if k not in CHANNELS}
     given = checked(text, path, "notify", own, keys_of(NotifySettings))
     channels: dict[str, Any] = {}
@@ -138,7 +138,7 @@ def parse_notify(text: str, path: Path, data: Any) -> NotifySettings:
         if table is None:
             continue
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: notify.{name} must be a table ([notify.{name}])")
+            raise not_a_table(path, f"notify.{name}")
         keys = keys_of(cls)
         values = checked(text, path, f"notify.{name}", table, keys)
         for key in keys.values():

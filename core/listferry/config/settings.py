@@ -22,7 +22,7 @@ from listferry.config import checks
 from listferry.config.checks import Check
 from listferry.config.keys import attributes, checked, key_table, keys_of, setting
 from listferry.config.notify import NotifySettings, parse_notify
-from listferry.config.where import key_error, line_of, place, where
+from listferry.config.where import key_error, line_of, not_a_table, place, where
 from listferry.dialect import TRUE_WORDS
 from listferry.errors import ConfigError
 
@@ -668,7 +668,7 @@ def parse_config(text: str, path: Path) -> Config:
         )
     for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
-            raise ConfigError(f"{path}: {table} must be a table ([{table}])")
+            raise not_a_table(path, table)
     listferry_keys = keys_of(ListferrySettings)
     written = checked(text, path, "listferry", data.get("listferry", {}), listferry_keys)
     settings = ListferrySettings(**attributes(listferry_keys.values(), written))
@@ -686,10 +686,7 @@ def parse_config(text: str, path: Path) -> Config:
                 "lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
         if not isinstance(table, dict):
-            raise ConfigError(
-                f"{place(path, line_of(text, 'tenants', name))}: tenants.{name} must be a table "
-                f"([tenants.{name}])"
-            )
+            raise not_a_table(path, f"tenants.{name}", line_of(text, "tenants", name))
         given = {**defaults, **checked(text, path, f"tenants.{name}", table, tenant_keys)}
         home = given.pop("home", None)
         problem = home_problem(home) if home is not None else None

@@ -48,6 +48,11 @@ def key_error(path: Path, text: str, table: str, key: str, problem: str) -> Conf
     return ConfigError(f"{where(path, text, table, key)} {problem}")
 
 
+def not_a_table(path: Path, table: str, line: int | None = None) -> ConfigError:
+    """``FILE line N: table must be a table ([table])``."""
+    return ConfigError(f"{place(path, line)}: {table} must be a table ([{table}])")
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str | None:
     """``did you mean 'x'?`` for the known name closest to ``name``, if one is close."""
     close = difflib.get_close_matches(name, list(known), n=1)
