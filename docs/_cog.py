@@ -1,12 +1,13 @@
-"""What the cog blocks in docs/hooks.md and docs/cli.md print.
+"""What the cog blocks in docs/hooks.md, docs/cli.md and docs/operator.md print.
 
-Regenerate the pages with ``cog -r docs/hooks.md docs/cli.md``; ``cog --check`` fails
-when they no longer match the code.
+Regenerate the pages with ``cog -r docs/hooks.md docs/cli.md docs/operator.md``;
+``cog --check`` fails when they no longer match the code.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from collections.abc import Callable, Iterator
 from itertools import pairwise
@@ -16,6 +17,10 @@ from click.testing import CliRunner
 
 from listferry import hookspecs
 from listferry.cli import cli
+from listferry.config import ServerSettings, Tenant
+from listferry.config.keys import Key, keys_of
+from listferry.config.notify import EmailSettings, NotifySettings, WebhookSettings
+from listferry.config.settings import ListferrySettings
 
 WIDTH = 88  # a fixed terminal width, so --help wraps the same everywhere
 FIRSTRESULT = {
@@ -92,3 +97,34 @@ def cli_reference() -> str:
             raise RuntimeError(f"{path} --help failed: {result.output}")
         out += [f"## {path}", "", "```text", result.output.rstrip("\n"), "```", ""]
     return "\n".join(out)
+
+
+#: The config tables of the operator guide: each a list of (prefix of the key names, the
+#: dataclass that declares the keys).
+CONFIG_TABLES: dict[str, list[tuple[str, type]]] = {
+    "listferry": [("", ListferrySettings)],
+    "tenants": [("", Tenant)],
+    "server": [("", ServerSettings)],
+    "notify": [("", NotifySettings), ("email.", EmailSettings), ("webhook.", WebhookSettings)],
+}
+
+
+def shown_default(key: Key) -> str:
+    """A key's default as the guide shows it: as TOML, ``none`` or ``required``."""
+    if key.shown_default:
+        return key.shown_default
+    if key.required:
+        return "required"
+    return "none" if key.default is None else f"`{json.dumps(key.default)}`"
+
+
+def config_keys(table: str) -> str:
+    """The operator guide's table of the keys of ``table`` (a :data:`CONFIG_TABLES` name):
+    key, default, meaning."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for prefix, settings in CONFIG_TABLES[table]:
+        for key in keys_of(settings).values():
+            if "|" in key.doc or "\n" in key.doc:
+                raise ValueError(f"{prefix}{key.name}: a meaning cannot hold '|' or a new line")
+            rows.append(f"| `{prefix}{key.name}` | {shown_default(key)} | {key.doc} |")
+    return "\n".join(rows) + "\n\n"  # the blank line ends the table before cog's marker

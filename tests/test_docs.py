@@ -148,16 +148,21 @@ def test_a_new_subcommand_is_caught() -> None:
 
 
 def key_problems(markdown: str, heading: str, keys: dict[str, tuple[object, object]]) -> list[str]:
-    """Each key needs a row ``| `key` | default | meaning |`` in the section under heading."""
+    """Each key needs a row ``| `key` | default | meaning |`` in the section under heading,
+    with its default and a meaning."""
     section = markdown.partition(f"\n{heading}\n")[2]
     section = re.split(r"^#{1,3} ", section, maxsplit=1, flags=re.M)[0]
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]*) \|", section, re.M))
+    found = re.findall(r"^\| `(\w+)` \| ([^|]*) \| ([^|]*) \|", section, re.M)
+    rows = {key: (default, meaning) for key, default, meaning in found}
     problems = []
     for key, (default, _check) in keys.items():
         if key not in rows:
             problems.append(f"{key} is missing under {heading}")
-        elif default is not None and f"`{json.dumps(default)}`" not in rows[key]:
+            continue
+        if default is not None and f"`{json.dumps(default)}`" not in rows[key][0]:
             problems.append(f"{key}: the default {json.dumps(default)} is not shown")
+        if not rows[key][1].strip():
+            problems.append(f"{key} has no meaning under {heading}")
     return problems
 
 
@@ -191,14 +196,21 @@ def test_a_changed_default_is_caught() -> None:
     assert "max_shrink_share: the default 0.25 is not shown" in problems
 
 
+def test_a_config_key_without_a_meaning_is_caught() -> None:
+    text = (DOCS / "operator.md").read_text()
+    broken = re.sub(r"^(\| `block_seconds` \| `900` \|) [^|]+ \|$", r"\1  |", text, flags=re.M)
+    problems = key_problems(broken, SERVER_HEADING, SERVER_KEYS)
+    assert problems == [f"block_seconds has no meaning under {SERVER_HEADING}"]
+
+
 # -- generated pages --------------------------------------------------------------------
 
 
 def test_the_generated_pages_are_current() -> None:
     """What ``tox -e docs`` checks, so that a plain ``pytest`` run catches it too."""
-    pages = [str(DOCS / "hooks.md"), str(DOCS / "cli.md")]
+    pages = [str(DOCS / "hooks.md"), str(DOCS / "cli.md"), str(DOCS / "operator.md")]
     assert Cog().main(["cog", "--check", "--verbosity=0", *pages]) == 0, (
-        "docs are stale: run cog -r docs/hooks.md docs/cli.md"
+        "docs are stale: run cog -r docs/hooks.md docs/cli.md docs/operator.md"
     )
 
 

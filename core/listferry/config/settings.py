@@ -1,231 +1,36 @@
 """The config file: one TOML file, ``[listferry]`` settings and a table per tenant.
 
 Every key is checked before any run starts: an unknown key, a wrong type or a value
-out of range is one error naming the file, the line and the key.
+out of range is one error naming the file, the line and the key. Each key is declared
+once, on the dataclass that holds its value (:func:`~listferry.config.keys.setting`):
+:class:`ListferrySettings`, :class:`Tenant`, :class:`ServerSettings`; the key tables
+(``TENANT_KEYS`` ...) are read from those declarations.
 """
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from listferry.config import checks
+from listferry.config.checks import Check
+from listferry.config.keys import attributes, checked, key_table, keys_of, setting
 from listferry.config.notify import NotifySettings, parse_notify
-from listferry.config.passwords import password_hash_problem
-from listferry.config.public_keys import public_key_problem
-from listferry.dialect import TRUE_WORDS, fold_header
+from listferry.config.where import key_error, line_of, not_a_table, place, where
+from listferry.dialect import TRUE_WORDS
 from listferry.errors import ConfigError
 
 DEFAULT_NAME = "listferry.toml"
 COUNT_POLICIES = ("required", "optional", "off")
-#: The longest wait a setting may ask for: a year, in seconds (``inf`` would never end).
-MAX_SECONDS = 365 * 24 * 3600
 TENANT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 #: The name of the tenant the ``[defaults]`` alone describe (no tenant is named so).
 DEFAULTS_NAME = "(defaults)"
-
-
-def _share(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
-    return None if ok else "must be a number from 0 to 1"
-
-
-def _one_of(*choices: str) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        return None if value in choices else f"must be one of {', '.join(choices)}"
-
-    return check
-
-
-def _typed(kind: type) -> Callable[[Any], str | None]:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if ok and kind is str and "\x00" in value:
-            return "must not hold a NUL character"
-        return None if ok else f"must be a {kind.__name__}"
-
-    return check
-
-
-def _string_list(value: Any) -> str | None:
-    ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return None if ok else "must be a list of strings"
-
-
-def _column_names(value: Any) -> str | None:
-    if _string_list(value) or not all(name.strip() for name in value):
-        return "must be a list of column names"
-    first: dict[str, str] = {}
-    for name in value:
-        if fold_header(name) in first:
-            return f"names one column twice: {first[fold_header(name)]!r} and {name!r}"
-        first[fold_header(name)] = name
-    return None
-
-
-def _words(value: Any) -> str | None:
-    if _string_list(value) or not value or not all(word.strip() for word in value):
-        return "must be a list of one or more words (an empty cell cannot mean opted out)"
-    return None
-
-
-def _cidrs(value: Any) -> str | None:
-    if _string_list(value):
-        return "must be a list of strings"
-    for item in value:
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            return f"has {item!r}, which is not an IP address or CIDR network"
-    return None
-
-
-def _port(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 65535
-    return None if ok else "must be a port number from 0 to 65535 (0: any free port)"
-
-
-def _port_range(value: Any) -> str | None:
-    match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None
-    if value == "" or (match and 1024 <= int(match[1]) <= int(match[2]) <= 65535):
-        return None
-    return 'must be a range of ports like "60000-60099" (1024 and up), or "" for any'
-
-
-def _positive_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a whole number, 1 or more"
-
-
-def _count(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a whole number, 0 or more"
-
-
-def _password_hash(value: Any) -> str | None:
-    return _typed(str)(value) or password_hash_problem(value)
-
-
-def _ssh_keys(value: Any) -> str | None:
-    if _string_list(value):
-        return "must be a list of OpenSSH public key lines"
-    for number, line in enumerate(value, start=1):
-        problem = public_key_problem(line)
-        if problem:
-            return f"item {number} is {problem}"
-    return None
-
-
-def _pattern(value: Any) -> str | None:
-    problem = _typed(str)(value)
-    if problem:
-        return problem
-    if not value.strip():
-        return 'must not be empty: the tenant would never take a file (the default is "*.csv")'
-    if "/" in value or "\\" in value:
-        return (
-            'must be a file name pattern such as "*.csv": a sync looks only at the top of the home'
-        )
-    return None
-
-
-def _positive_seconds(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and 0 < value <= MAX_SECONDS
-    return None if ok else f"must be a number of seconds above 0, at most {MAX_SECONDS}"
-
-
-def _non_negative(value: Any) -> str | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    ok = ok and 0 <= value <= MAX_SECONDS
-    return None if ok else f"must be a number of seconds from 0 to {MAX_SECONDS}"
-
-
-def _schedule(value: Any) -> str | None:
-    from listferry.config.schedule import Schedule, ScheduleError
-
-    if value == "":
-        return None  # no schedule: runs come from `sync` (cron) or uploads only
-    if not isinstance(value, str):
-        return 'must be a time of day ("02:00"), a cron expression ("30 2 * * 1-5") or ""'
-    try:
-        Schedule.parse(value).next_after(datetime.now(UTC))
-    except ScheduleError as exc:
-        return str(exc).removeprefix("schedule ")  # it follows the key
-    return None
-
-
-def _zone(value: Any) -> str | None:
-    from listferry.config.schedule import ScheduleError, zone
-
-    if not isinstance(value, str):
-        return 'must be an IANA time zone name such as "Europe/Berlin"'
-    try:
-        zone(value)
-    except ScheduleError as exc:
-        return str(exc)
-    return None
-
-
-_DURATION = re.compile(r"^(\d+)\s*([mhd])$")
-_UNIT = {"m": 60, "h": 3600, "d": 86400}
-
-
-def duration_seconds(value: str) -> int:
-    """``"36h"``, ``"3d"``, ``"90m"`` in seconds."""
-    match = _DURATION.match(value.strip())
-    if not match:
-        raise ValueError(value)
-    return int(match[1]) * _UNIT[match[2]]
-
-
-def _duration(value: Any) -> str | None:
-    if value == "":
-        return None
-    try:
-        seconds = duration_seconds(value) if isinstance(value, str) else 0
-    except ValueError:
-        seconds = 0
-    if not 0 < seconds <= MAX_SECONDS:
-        return 'must be a duration such as "36h", "3d" or "90m" (at most a year), or ""'
-    return None
-
-
-def export_stem(pattern: str, date: str, tenant: str) -> str:
-    """A return file's name without suffix: ``pattern`` with ``{date}`` and ``{tenant}``.
-
-    Raises ``ValueError`` saying why when it cannot make a plain file name.
-    """
-    try:
-        stem = pattern.format_map({"date": date, "tenant": tenant})
-    except (KeyError, ValueError, IndexError, AttributeError) as exc:
-        raise ValueError(f"can use only {{date}} and {{tenant}} ({exc})") from None
-    if not stem or stem.startswith(".") or any(c in stem for c in "/\\\0") or stem != stem.strip():
-        raise ValueError("does not make a plain file name")
-    return stem
-
-
-def _export_name(value: Any) -> str | None:
-    if not isinstance(value, str) or "\x00" in value:
-        return "must be a string"
-    try:
-        export_stem(value, "20261130", "tenant")
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _email(value: Any) -> str | None:
-    ok = isinstance(value, str) and re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+", value)
-    return None if ok else "must be one e-mail address"
 
 
 #: The data points a return file holds unless the tenant picks others.
@@ -234,129 +39,359 @@ EXPORT_FIELDS = (
     "open_count", "click_count", "last_open", "last_click", "topics",
 )  # fmt: skip
 
-#: Tenant settings: key -> (default, check). ``[defaults]`` may set any but ``home``.
-TENANT_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "home": (None, _typed(str)),
-    "dialect": ("default", _typed(str)),
-    "strategy": ("full", _typed(str)),
-    "count_file": ("optional", _one_of(*COUNT_POLICIES)),
-    "count_file_wait": ("2h", _duration),
-    "keep_reports": (5, _positive_int),
-    "pattern": ("*.csv", _pattern),
-    "allow_ips": ([], _cidrs),
-    "password_hash": (None, _password_hash),
-    "ssh_keys": ([], _ssh_keys),
-    "max_invalid_share": (0.05, _share),
-    "max_shrink_share": (0.5, _share),
-    "settle_seconds": (0, _non_negative),
-    "require_tls": (False, _typed(bool)),
-    "process": ("nightly", _one_of("nightly", "on-upload")),
-    "stable_seconds": (10, _non_negative),
-    "remote_password": (None, _typed(str)),
-    "remote_password_env": (None, _typed(str)),
-    "remote_key_file": (None, _typed(str)),
-    "known_hosts": (None, _typed(str)),
-    "tls_verify": (True, _typed(bool)),
-    "ca_file": (None, _typed(str)),
-    "remote_retries": (3, _count),
-    "remote_timeout": (30, _positive_seconds),
-    "export_template": (None, _typed(str)),
-    "export_fields": (list(EXPORT_FIELDS), _string_list),
-    "export_subscribers": ("all", _one_of("all", "changed-since-last")),
-    "export_after_sync": (False, _typed(bool)),
-    "export_to": (None, _typed(str)),
-    "export_name": ("return_{date}", _export_name),
-    "schedule": ("02:00", _schedule),
-    "timezone": ("UTC", _zone),
-    "export_schedule": ("", _schedule),
-    "contact_email": (None, _email),
-    "expect_file_within": ("36h", _duration),
-    "pgp_key_file": (None, _typed(str)),
-    "pgp_passphrase_env": (None, _typed(str)),
-    "pgp_recipient_key_file": (None, _typed(str)),
-    "opt_out_columns": ([], _column_names),
-    "opt_out_values": (sorted(TRUE_WORDS), _words),
-}
 
-#: The built-in servers' settings, ``[server]``. Paths are relative to the config file;
-#: empty key paths mean "in the state folder's ``server/``, made by ``listferry init``".
-SERVER_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "host": ("127.0.0.1", _typed(str)),
-    "ftp_port": (2121, _port),
-    "ftps_port": (2990, _port),
-    "sftp_port": (2222, _port),
-    "passive_ports": ("", _port_range),
-    "tls_cert": ("", _typed(str)),
-    "tls_key": ("", _typed(str)),
-    "ssh_host_key": ("", _typed(str)),
-    "require_tls": (False, _typed(bool)),
-    "max_connections": (256, _positive_int),
-    "max_connections_per_ip": (16, _positive_int),
-    "delay_after_failures": (3, _positive_int),
-    "block_after_failures": (10, _positive_int),
-    "block_seconds": (900, _non_negative),
-    "idle_timeout": (300, _non_negative),
-    "handshake_timeout": (30, _non_negative),
-    "stop_timeout": (60, _non_negative),
-    "upload_grace": (3, _non_negative),
-}
+def _port_pair(value: str) -> tuple[int, int] | None:
+    """``"60000-60099"`` as ``(60000, 60099)``; ``""`` as ``None``."""
+    low, _, high = value.partition("-")
+    return (int(low), int(high)) if high else None
 
-LISTFERRY_KEYS: dict[str, tuple[Any, Callable[[Any], str | None]]] = {
-    "state": ("state", _typed(str)),
-    "homes": ("homes", _typed(str)),
-    "plugins": ([], _string_list),
-    "disable": ([], _string_list),
-    "workers": (None, _positive_int),
-    "executor": ("local", _typed(str)),
-}
+
+def _server_file(name: str) -> Callable[[str], Path]:
+    """A key path of ``[server]`` as written, or, when empty, ``name``: the file of that
+    name ``listferry init`` makes in the state folder's ``server/``."""
+    return lambda value: Path(value or name)
+
+
+@dataclass(frozen=True)
+class ListferrySettings:
+    """The ``[listferry]`` table as written; :class:`Config` holds what it means."""
+
+    state: str = setting(
+        "state",
+        checks.string,
+        "The folder for tenant databases, archived list files and run locks: one subfolder per "
+        "tenant. Keep it private and back it up.",
+        comment="tenant databases and archived files: keep private, back it up",
+    )
+    homes: str = setting(
+        "homes",
+        checks.string,
+        "The folder under which a tenant without its own `home` gets `homes/NAME`.",
+        comment="one folder per tenant, where its CRM uploads list files",
+    )
+    plugins: tuple[str, ...] = setting(
+        [],
+        checks.string_list,
+        "Extra plugin modules to load, by import name (for example "
+        '`"mycompany.listferry_rules"`), besides the plugins installed through entry points.',
+    )
+    disable: tuple[str, ...] = setting(
+        [],
+        checks.string_list,
+        "Plugins not to load, by the names `listferry plugins` shows (built-in ones too). A name "
+        "that matches no plugin is an error.",
+    )
+    workers: int | None = setting(
+        None,
+        checks.whole_number(1),
+        "How many tenants `listferry sync` runs at once, in as many worker processes. A tenant "
+        "whose worker crashes ends `failed` and a new worker takes over; the other tenants go on. "
+        "The runs are printed in tenant order whatever finishes first. `1` runs tenants one after "
+        "another in one process.",
+        shown_default="the number of CPUs",
+    )
+    executor: str = setting(
+        "local",
+        checks.string,
+        "Where the schedule runs its jobs (each tenant's sync and export, the digest): `local` "
+        "runs each as its own `listferry` process on this machine, `workers` at a time; executor "
+        "plugins add others (`register_executors`).",
+    )
 
 
 @dataclass(frozen=True)
 class Tenant:
-    """One customer, as the config describes it."""
+    """One customer, as the config describes it: ``[tenants.NAME]``, over ``[defaults]``.
+
+    Its keys are declared here, each once (:func:`~listferry.config.keys.setting`);
+    ``[defaults]`` may set any but ``home``.
+    """
 
     name: str
-    home: str
+    home: str = setting(
+        None,
+        checks.string,
+        "The tenant's home: a folder (relative to the config file's folder, or absolute; a "
+        "leading `~` is the home folder of the user listferry runs as), or a URL such as "
+        "`sftp://user@host:22/path` for a server the customer hosts: `sftp://` "
+        "([SFTP](transport-sftp.md)), `ftps://` or `ftp://` ([FTP and FTPS](transport-ftp.md)) "
+        "are built in, and their URLs must name the user and the host; other schemes need a "
+        "transport plugin.",
+        shown_default="`homes/NAME` under `[listferry] homes`",
+        worked_out=True,
+    )
     state_dir: Path
-    dialect: str = "default"
-    strategy: str = "full"
-    count_file: str = "optional"
-    count_file_wait: str = "2h"
-    keep_reports: int = 5
-    pattern: str = "*.csv"
-    allow_ips: tuple[str, ...] = ()
-    password_hash: str | None = field(default=None, repr=False)
-    ssh_keys: tuple[str, ...] = field(default=(), repr=False)
-    max_invalid_share: float = 0.05
-    max_shrink_share: float = 0.5
-    settle_seconds: float = 0
-    require_tls: bool = False
-    process: str = "nightly"
-    stable_seconds: float = 10
-    remote_password: str | None = field(default=None, repr=False)
-    remote_password_env: str | None = None
-    remote_key_file: str | None = None
-    known_hosts: str | None = None
-    tls_verify: bool = True
-    ca_file: str | None = None
-    remote_retries: int = 3
-    remote_timeout: float = 30
-    export_template: str | None = None
-    export_fields: tuple[str, ...] = EXPORT_FIELDS
-    export_subscribers: str = "all"
-    export_after_sync: bool = False
-    export_to: str | None = None
-    export_name: str = "return_{date}"
-    schedule: str = "02:00"
-    timezone: str = "UTC"
-    export_schedule: str = ""
-    contact_email: str | None = None
-    expect_file_within: str = "36h"
-    pgp_key_file: str | None = None
-    pgp_passphrase_env: str | None = None
-    pgp_recipient_key_file: str | None = None
-    opt_out_columns: tuple[str, ...] = ()
-    opt_out_values: tuple[str, ...] = tuple(sorted(TRUE_WORDS))
+    dialect: str = setting(
+        "default",
+        checks.string,
+        "How the tenant's CRM writes its file. The built-in `default` dialect reads any CSV with "
+        "an e-mail column and maps e-mail, first name, last name and segment; every other column "
+        "is kept in the subscriber's `fields`. CRM packs add dialects.",
+    )
+    strategy: str = setting(
+        "full",
+        checks.string,
+        "How a file changes the list: `full`, `incremental`, `add-only`, `update-only` or "
+        "`opt-out` (see [Strategies](#strategies)).",
+    )
+    count_file: str = setting(
+        "optional",
+        checks.one_of(*COUNT_POLICIES),
+        "The count-file policy: `required`, `optional` or `off` (see [Count files](#count-files)).",
+    )
+    count_file_wait: str = setting(
+        "2h",
+        checks.duration_or_empty,
+        'With `count_file = "required"`: how long a list whose count file has not come yet waits '
+        "in the home (counted from when a sync first saw it as it is) before it is voided "
+        '(`"90m"`, `"2h"`, `"1d"`; `""`: voided at once).',
+    )
+    keep_reports: int = setting(
+        5,
+        checks.whole_number(1),
+        "How many result reports (`*.result.txt`) stay in the tenant's home: after each report, "
+        "the oldest beyond this number are removed.",
+    )
+    pattern: str = setting(
+        "*.csv",
+        checks.file_pattern,
+        "Which files at the top of the home are list files (shell-style, case-insensitive: "
+        "`*.csv` matches `LIST.CSV`). A compressed list matches by its name without `.gz` or "
+        "`.zip`: `*.csv` takes `list.csv.gz` and `list.csv.zip` (a zip holding exactly one file), "
+        "read without unpacking to disk. Count files and result reports never count as list "
+        "files. It must not be empty, nor hold a `/`: a sync looks only at the top of the home.",
+    )
+    allow_ips: tuple[str, ...] = setting(
+        [],
+        checks.ip_networks,
+        "IP addresses or CIDR networks the tenant may connect from to the built-in servers. SFTP "
+        "requires it: with an empty list no SFTP login succeeds. FTP and FTPS apply it when it is "
+        "set.",
+    )
+    password_hash: str | None = setting(
+        None,
+        checks.password_hash,
+        "The salted hash of the tenant's upload password, as `listferry tenant add "
+        "--password-stdin` (or `tenant password`) writes it. Anything else, such as a plain "
+        "password, is refused: no login could match it.",
+        hidden=True,
+    )
+    ssh_keys: tuple[str, ...] = setting(
+        [],
+        checks.ssh_public_keys,
+        "The tenant's OpenSSH public keys (one key line per item: type, base64 key, comment) for "
+        "SFTP, as `listferry tenant add --ssh-key FILE` writes them. A line that is not a public "
+        "key is refused.",
+        hidden=True,
+    )
+    max_invalid_share: float = setting(
+        0.05,
+        checks.share,
+        "The error-rate limit, 0 to 1: a run is voided when more than this share of the file's "
+        "records is invalid. `0` voids on any invalid record, `1` never.",
+    )
+    max_shrink_share: float = setting(
+        0.5,
+        checks.share,
+        "The shrink guard, 0 to 1: a run is voided when it would remove more than this share of "
+        "the active subscribers, unless the operator runs `listferry sync NAME --force`.",
+    )
+    settle_seconds: float = setting(
+        0,
+        checks.seconds,
+        "A list file modified less than this many seconds ago is left for the next run. Set it "
+        "when the customer's upload client writes straight to the final name.",
+    )
+    require_tls: bool = setting(
+        False,
+        checks.boolean,
+        "FTP logins for this tenant need TLS (AUTH TLS) first: a plain-text login is refused at "
+        "`USER`, before the password is sent.",
+    )
+    process: str = setting(
+        "nightly",
+        checks.one_of("nightly", "on-upload"),
+        '`"on-upload"`: `listferry serve` syncs the tenant as soon as its list file has arrived '
+        "(a list whose required count file has not come yet waits, and is synced again when it "
+        "comes or when `count_file_wait` is over), besides any scheduled or nightly `sync`; each "
+        "such sync runs as a `listferry sync` process of its own, so it reads the config as it is "
+        "then and cannot harm the servers. One that cannot run (the config cannot be read, the "
+        "process dies) is recorded as a `failed` run and tried again after 5, 15 and 45 minutes "
+        "while the list is still there; then the schedule or the next upload syncs it.",
+    )
+    stable_seconds: float = setting(
+        10,
+        checks.seconds,
+        "For a home on a customer's server (a URL): a list file is taken only when its size and "
+        "time did not change across two listings this many seconds apart, or its count file is "
+        "there.",
+    )
+    remote_password: str | None = setting(
+        None,
+        checks.string,
+        "The password for a home on a customer's server. Prefer `remote_password_env`. Never "
+        "shown by `tenant list` or in logs.",
+        hidden=True,
+    )
+    remote_password_env: str | None = setting(
+        None,
+        checks.string,
+        "The name of an environment variable that holds that password.",
+    )
+    remote_key_file: str | None = setting(
+        None,
+        checks.string,
+        "The SSH private key for an `sftp://` home, as an absolute path; `remote_password(_env)` "
+        "is its passphrase, if it has one. See [SFTP homes](transport-sftp.md).",
+        path=True,
+    )
+    known_hosts: str | None = setting(
+        None,
+        checks.string,
+        "The known-hosts file that an `sftp://` home's host key is checked against (default: "
+        "`state/NAME/known_hosts`; give another as an absolute path). A host key not in it is an "
+        "error that shows its fingerprint and the line to add; it is never accepted silently.",
+        path=True,
+    )
+    tls_verify: bool = setting(
+        True,
+        checks.boolean,
+        "For an `ftps://` home: verify the server's certificate.",
+    )
+    ca_file: str | None = setting(
+        None,
+        checks.string,
+        "For an `ftps://` home: the CA bundle (PEM) to verify the server's certificate with, "
+        "instead of the system's, as an absolute path. See [FTP and FTPS "
+        "homes](transport-ftp.md).",
+        path=True,
+    )
+    remote_retries: int = setting(
+        3,
+        checks.whole_number(0),
+        "How many times a transfer to or from a customer's server is retried, with backoff, after "
+        "a network fault before the run ends `failed` (`0`: not retried).",
+    )
+    remote_timeout: float = setting(
+        30,
+        checks.seconds_above_zero,
+        "Seconds a connection to a customer's server may stall before it counts as a fault.",
+    )
+    export_template: str | None = setting(
+        None,
+        checks.string,
+        "The return-file template: `csv`, `jsonl`, or one a CRM pack registers (see [Return "
+        "files](return-files.md)). A pack's dialect names the template its CRM imports, so its "
+        "tenants need not set this.",
+        shown_default='the dialect\'s template, else `"csv"`',
+    )
+    export_fields: tuple[str, ...] = setting(
+        list(EXPORT_FIELDS),
+        checks.string_list,
+        "The data points the return file holds, in order: the fields of [Return "
+        "files](return-files.md#fields), `fields.<Column Name>` for a column of the CRM's list, "
+        "or one a plugin registers.",
+    )
+    export_subscribers: str = setting(
+        "all",
+        checks.one_of("all", "changed-since-last"),
+        "`all` (every subscriber but those a full list removed), or `changed-since-last`: only "
+        "subscribers whose data, status or engagement changed since the last return file "
+        "delivered.",
+    )
+    export_after_sync: bool = setting(
+        False,
+        checks.boolean,
+        "Write the return file after each applied sync; if that fails it is logged in one line "
+        "and the run stands.",
+    )
+    export_to: str | None = setting(
+        None,
+        checks.string,
+        "Where the return file goes: a folder (relative to the config file's folder; it must "
+        "exist) or a URL whose scheme has a transport (default: the home's `outbox/`).",
+        path=True,
+    )
+    export_name: str = setting(
+        "return_{date}",
+        checks.export_name,
+        "The return file's name without suffix; `{date}` is the UTC date as `YYYYMMDD`, "
+        "`{tenant}` the tenant's name.",
+    )
+    schedule: str = setting(
+        "02:00",
+        checks.schedule_or_empty,
+        "When `listferry serve` (or `listferry schedule`) syncs the tenant: a time of day "
+        '(`"02:00"`, `"02:00:30"`), a cron expression (`"30 2 * * 1-5"`, `"*/15 6-20 * * *"`), '
+        '`@daily`, `@hourly`, or `""` for none (cron, `on-upload`). See '
+        "[Operations](operations.md#the-schedule).",
+        comment='when `listferry serve` syncs each tenant; "" leaves it to cron',
+    )
+    timezone: str = setting(
+        "UTC",
+        checks.time_zone,
+        'The IANA time zone `schedule` and `export_schedule` are read in (`"Europe/Berlin"`): '
+        '"02:00" is 02:00 on the customer\'s clock, summer and winter.',
+        comment='the clock schedule is read on, e.g. "Europe/Berlin"',
+    )
+    export_schedule: str = setting(
+        "",
+        checks.schedule_or_empty,
+        'A schedule of the return file\'s own (same forms as `schedule`); `""`: none (use '
+        "`export_after_sync` or cron).",
+    )
+    contact_email: str | None = setting(
+        None,
+        checks.email_address,
+        "The customer's contact: told by e-mail when one of their files is voided, when "
+        "`[notify.email] tenant_contacts` is on.",
+    )
+    expect_file_within: str = setting(
+        "36h",
+        checks.duration_or_empty,
+        "How long the tenant may go without sending a file before `status` and the daily digest "
+        'call it silent (`"36h"`, `"3d"`, `"90m"`; `""`: never).',
+    )
+    pgp_key_file: str | None = setting(
+        None,
+        checks.string,
+        "The secret OpenPGP key (armored or binary, relative to the config file) that decrypts "
+        "this tenant's encrypted lists: a list named `*.pgp`, `*.gpg` or `*.asc` is decrypted "
+        "into the tenant's private work folder before it is read (`list.csv.gz.pgp` is decrypted, "
+        "then read through the decompressor) and the plaintext is removed with the run. A file "
+        "that does not decrypt is voided with the reason; a wrong passphrase, a key file that "
+        "cannot be read, or an encrypted list for a tenant without `pgp_key_file` fails the run "
+        "and the file waits for the fix. Needs the `gpg` program.",
+        path=True,
+    )
+    pgp_passphrase_env: str | None = setting(
+        None,
+        checks.string,
+        "The environment variable that holds that key's passphrase.",
+    )
+    pgp_recipient_key_file: str | None = setting(
+        None,
+        checks.string,
+        "The customer's public OpenPGP key: return files are encrypted to it and named `*.pgp` "
+        "(the count file stays plain).",
+        path=True,
+    )
+    opt_out_columns: tuple[str, ...] = setting(
+        [],
+        checks.column_names,
+        "Columns of the tenant's list that opt a subscriber out when they say one of "
+        '`opt_out_values`, besides any opt-out column the dialect maps (`["Do Not Email"]`; case, '
+        "spaces, `-`, `_` and `.` do not count). Other values in them change nothing; the columns "
+        "stay in `fields` too. For a CRM without a pack: without it, a column that looks like an "
+        "opt-out flag is only warned about (see [Opt-out columns](#opt-out-columns)).",
+    )
+    opt_out_values: tuple[str, ...] = setting(
+        sorted(TRUE_WORDS),
+        checks.non_empty_words,
+        'The words (any case) that mean "opted out" in the `opt_out_columns`: the `default` '
+        'dialect\'s yes words unless set (`["yes"]`; for a column that says who *is* subscribed, '
+        'such as `Newsletter`, `["no", "nein"]`).',
+    )
 
     @property
     def is_local(self) -> bool:
@@ -387,39 +422,137 @@ class Tenant:
 class ServerSettings:
     """The ``[server]`` table, with key paths made absolute."""
 
-    host: str = "127.0.0.1"
-    ftp_port: int = 2121
-    ftps_port: int = 2990
-    sftp_port: int = 2222
-    passive_ports: tuple[int, int] | None = None
-    tls_cert: Path = Path("tls-cert.pem")
-    tls_key: Path = Path("tls-key.pem")
-    ssh_host_key: Path = Path("ssh_host_ed25519_key")
-    require_tls: bool = False
-    max_connections: int = 256
-    max_connections_per_ip: int = 16
-    delay_after_failures: int = 3
-    block_after_failures: int = 10
-    block_seconds: float = 900
-    idle_timeout: float = 300
-    handshake_timeout: float = 30
-    stop_timeout: float = 60
-    upload_grace: float = 3
+    host: str = setting(
+        "127.0.0.1",
+        checks.string,
+        'The address to listen on. Use `"0.0.0.0"` (or a public address) to take uploads from '
+        "customers.",
+    )
+    ftp_port: int = setting(
+        2121,
+        checks.port_or_any,
+        "FTP, with explicit TLS (AUTH TLS) available. `0`: any free port.",
+    )
+    ftps_port: int = setting(
+        2990,
+        checks.port_or_any,
+        "FTP with explicit TLS required before login.",
+    )
+    sftp_port: int = setting(
+        2222,
+        checks.port_or_any,
+        "SFTP.",
+    )
+    passive_ports: tuple[int, int] | None = setting(
+        "",
+        checks.port_range_or_empty,
+        'The FTP passive data ports, as `"60000-60099"`; empty: any free port. Open the range in '
+        "the firewall.",
+        convert=_port_pair,
+    )
+    tls_cert: Path = setting(
+        "",
+        checks.string,
+        "The TLS certificate (PEM) for FTPS and FTP's AUTH TLS, followed by its chain: a CA's "
+        "`fullchain.pem` as it is. Empty: `state/server/tls-cert.pem`, self-signed by `listferry "
+        "init`. A running `serve` reads it and `tls_key` again when either changes (see [Renewing "
+        "the certificate](#renewing-the-certificate)).",
+        convert=_server_file("tls-cert.pem"),
+        path=True,
+    )
+    tls_key: Path = setting(
+        "",
+        checks.string,
+        "Its private key (PEM, unencrypted); empty: `state/server/tls-key.pem`.",
+        convert=_server_file("tls-key.pem"),
+        path=True,
+    )
+    ssh_host_key: Path = setting(
+        "",
+        checks.string,
+        "The SSH host key (OpenSSH format); empty: `state/server/ssh_host_ed25519_key`, made by "
+        "`listferry init`. Read when `serve` starts: a new host key needs a restart, and every "
+        "customer's `known_hosts` line changes with it.",
+        convert=_server_file("ssh_host_ed25519_key"),
+        path=True,
+    )
+    require_tls: bool = setting(
+        False,
+        checks.boolean,
+        "Every FTP login needs TLS first, for every tenant.",
+    )
+    max_connections: int = setting(
+        256,
+        checks.whole_number(1),
+        "Connections open at once, all protocols together.",
+    )
+    max_connections_per_ip: int = setting(
+        16,
+        checks.whole_number(1),
+        "Connections open at once from one address.",
+    )
+    delay_after_failures: int = setting(
+        3,
+        checks.whole_number(1),
+        "Failed logins from one address after which each answer is delayed (0.5 s, doubling, at "
+        "most 5 s).",
+    )
+    block_after_failures: int = setting(
+        10,
+        checks.whole_number(1),
+        "Failed logins from one address after which it is blocked, on every protocol.",
+    )
+    block_seconds: float = setting(
+        900,
+        checks.seconds,
+        "How long a blocked address stays blocked.",
+    )
+    idle_timeout: float = setting(
+        300,
+        checks.seconds,
+        "Seconds a connection may sit idle before it is closed.",
+    )
+    handshake_timeout: float = setting(
+        30,
+        checks.seconds,
+        "Seconds a client has to finish its TLS or SSH handshake and log in.",
+    )
+    stop_timeout: float = setting(
+        60,
+        checks.seconds,
+        "On SIGTERM, how long open transfers may take to finish before they are cut.",
+    )
+    upload_grace: float = setting(
+        3,
+        checks.seconds,
+        'For `process = "on-upload"` tenants: seconds to wait after the last upload before '
+        "syncing, so a list and its count file are taken together.",
+    )
 
 
-def _server_settings(values: dict[str, Any], root: Path, state_dir: Path) -> ServerSettings:
+#: ``[listferry]``: key -> (default, check).
+LISTFERRY_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(ListferrySettings))
+#: Tenant settings: key -> (default, check). ``[defaults]`` may set any but ``home``.
+TENANT_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(Tenant))
+#: The built-in servers' settings, ``[server]``: key -> (default, check).
+SERVER_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(ServerSettings))
+#: Tenant keys that name a file, relative to the config file's folder (unless a URL).
+PATH_KEYS = tuple(key.name for key in keys_of(Tenant).values() if key.path)
+
+
+def _server_settings(given: dict[str, Any], root: Path, state_dir: Path) -> ServerSettings:
+    """``[server]`` from its checked values ``given``, key paths made absolute: relative to
+    the config file's folder, or, when empty, in the state folder's ``server/``."""
+    server = ServerSettings(**attributes(keys_of(ServerSettings).values(), given))
     own = state_dir / "server"
-    paths = {
-        "tls_cert": own / "tls-cert.pem",
-        "tls_key": own / "tls-key.pem",
-        "ssh_host_key": own / "ssh_host_ed25519_key",
-    }
-    for key, default in paths.items():
-        # Absolute, but symbolic links kept: a renewal repoints them (certbot's live/).
-        values[key] = Path(os.path.abspath(root / values[key])) if values[key] else default
-    low, _, high = values["passive_ports"].partition("-")
-    values["passive_ports"] = (int(low), int(high)) if high else None
-    return ServerSettings(**values)
+    paths = {}
+    for key in keys_of(ServerSettings).values():
+        if key.path:
+            value = getattr(server, key.attribute)
+            # Absolute, but symbolic links kept: a renewal repoints them (certbot's live/).
+            written = given.get(key.name)
+            paths[key.attribute] = Path(os.path.abspath(root / value)) if written else own / value
+    return replace(server, **paths)
 
 
 @dataclass(frozen=True)
@@ -453,9 +586,7 @@ class Config:
 
     def where(self, table: str, key: str | None = None) -> str:
         """``file line N: [table] key`` for error messages."""
-        line = line_of(self.text, table, key)
-        at = f" line {line}" if line else ""
-        return f"{self.path}{at}: [{table}]" + (f" {key}" if key else "")
+        return where(self.path, self.text, table, key)
 
     def where_tenant(self, name: str, key: str) -> str:
         """:meth:`where` the tenant's ``key`` was set: its own table, else ``[defaults]``
@@ -466,66 +597,25 @@ class Config:
         return self.where(f"tenants.{name}", key)
 
 
-#: Tenant keys that name a file, relative to the config file's folder.
-PATH_KEYS = ("known_hosts", "ca_file", "remote_key_file", "export_to", "pgp_key_file",
-             "pgp_recipient_key_file")  # fmt: skip
+def _tenant(name: str, home: str, state_dir: Path, given: dict[str, Any]) -> Tenant:
+    """The tenant whose checked values (``[defaults]``, then its own) are ``given``."""
+    keys = [key for key in keys_of(Tenant).values() if key.name != "home"]
+    return Tenant(name=name, home=home, state_dir=state_dir, **attributes(keys, given))
 
 
 def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Tenant:
     """The tenant that ``defaults`` (checked ``[defaults]`` values) describe."""
-    values = {key: default for key, (default, _) in TENANT_KEYS.items() if key != "home"}
-    values.update(defaults)
+    given = dict(defaults)
     for key in PATH_KEYS:
-        if values[key] and "://" not in values[key]:
-            values[key] = str((root / Path(values[key]).expanduser()).resolve())
-    for key in ("allow_ips", "ssh_keys", "export_fields", "opt_out_columns", "opt_out_values"):
-        values[key] = tuple(values[key])
-    return Tenant(name=DEFAULTS_NAME, home=str(state_dir / DEFAULTS_NAME),
-                  state_dir=state_dir / DEFAULTS_NAME, **values)  # fmt: skip
+        if given.get(key) and "://" not in given[key]:
+            given[key] = str((root / Path(given[key]).expanduser()).resolve())
+    folder = state_dir / DEFAULTS_NAME
+    return _tenant(DEFAULTS_NAME, str(folder), folder, given)
 
 
 def find_config(option: str | None) -> Path:
     """The config path: ``--config``, else ``$LISTFERRY_CONFIG``, else ``./listferry.toml``."""
     return Path(option or os.environ.get("LISTFERRY_CONFIG") or DEFAULT_NAME)
-
-
-def line_of(text: str, table: str, key: str | None = None) -> int | None:
-    """The line of ``key`` in ``[table]`` (or of the table header), counting from 1."""
-    header = re.compile(
-        r"^\s*\[\s*" + r"\s*\.\s*".join(map(re.escape, table.split("."))) + r"\s*\]"
-    )
-    in_table = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.lstrip().startswith("["):
-            in_table = bool(header.match(line))
-            if in_table and key is None:
-                return number
-            continue
-        if in_table and key and re.match(rf"^\s*\"?{re.escape(key)}\"?\s*=", line):
-            return number
-    return None
-
-
-def _check_table(
-    text: str, path: Path, table: str, values: dict[str, Any], keys: dict[str, tuple[Any, Any]]
-) -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if key not in keys:
-            where = line_of(text, table, key)
-            close = difflib.get_close_matches(key, list(keys), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(keys)})"
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [{table}] unknown key {key!r}{hint}"
-            )
-        problem = keys[key][1](value)
-        if problem:
-            where = line_of(text, table, key)
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [{table}] {key} {problem}"
-            )
-        out[key] = value
-    return out
 
 
 #: The schemes of the built-in transports to a customer's server: each logs in as a user.
@@ -575,80 +665,62 @@ def parse_config(text: str, path: Path) -> Config:
     unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify"}
     if unknown:
         name = sorted(unknown)[0]
-        where = line_of(text, name)
         raise ConfigError(
-            f"{path}{f' line {where}' if where else ''}: unknown table [{name}] "
+            f"{place(path, line_of(text, name))}: unknown table [{name}] "
             "(known: [listferry], [server], [defaults], [tenants.NAME], [notify])"
         )
     for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
-            raise ConfigError(f"{path}: {table} must be a table ([{table}])")
-    settings = _check_table(text, path, "listferry", data.get("listferry", {}), LISTFERRY_KEYS)
-    settings = {key: settings.get(key, default) for key, (default, _) in LISTFERRY_KEYS.items()}
-    tenant_defaults = {k: v for k, v in TENANT_KEYS.items() if k != "home"}
-    defaults = _check_table(text, path, "defaults", data.get("defaults", {}), tenant_defaults)
-    state_dir = (root / settings["state"]).resolve()
-    homes_dir = (root / settings["homes"]).resolve()
-    server = _check_table(text, path, "server", data.get("server", {}), SERVER_KEYS)
-    server = {key: server.get(key, default) for key, (default, _) in SERVER_KEYS.items()}
+            raise not_a_table(path, table)
+    listferry_keys = keys_of(ListferrySettings)
+    written = checked(text, path, "listferry", data.get("listferry", {}), listferry_keys)
+    settings = ListferrySettings(**attributes(listferry_keys.values(), written))
+    tenant_keys = keys_of(Tenant)
+    defaults_keys = {name: key for name, key in tenant_keys.items() if name != "home"}
+    defaults = checked(text, path, "defaults", data.get("defaults", {}), defaults_keys)
+    state_dir = (root / settings.state).resolve()
+    homes_dir = (root / settings.homes).resolve()
+    server = checked(text, path, "server", data.get("server", {}), keys_of(ServerSettings))
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.fullmatch(name):
-            where = line_of(text, f"tenants.{name}")
             raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: tenant name {name!r} must be "
+                f"{place(path, line_of(text, f'tenants.{name}'))}: tenant name {name!r} must be "
                 "lower-case letters, digits, '-' or '_', starting with a letter or digit"
             )
         if not isinstance(table, dict):
-            where = line_of(text, "tenants", name)
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: tenants.{name} must be a table "
-                f"([tenants.{name}])"
-            )
-        values = {key: default for key, (default, _) in TENANT_KEYS.items()}
-        values.update(defaults)
-        values.update(_check_table(text, path, f"tenants.{name}", table, TENANT_KEYS))
-        home = values.pop("home")
+            raise not_a_table(path, f"tenants.{name}", line_of(text, "tenants", name))
+        given = {**defaults, **checked(text, path, f"tenants.{name}", table, tenant_keys)}
+        home = given.pop("home", None)
         problem = home_problem(home) if home is not None else None
         if home is None:
             home = str(homes_dir / name)
         elif "://" not in home and not problem:
             home = str((root / Path(home).expanduser()).resolve())
         if problem:
-            where = line_of(text, f"tenants.{name}", "home")
-            raise ConfigError(
-                f"{path}{f' line {where}' if where else ''}: [tenants.{name}] home {problem}"
-            )
+            raise key_error(path, text, f"tenants.{name}", "home", problem)
         for key in PATH_KEYS:
-            value = values[key]
+            value = given.get(key)
             try:
                 if value and "://" in value:
                     _ = urlsplit(value).port  # raises on a bracket left open, a bad port
                 elif value:
-                    values[key] = str((root / Path(value).expanduser()).resolve())
+                    given[key] = str((root / Path(value).expanduser()).resolve())
             except (ValueError, RuntimeError) as exc:
                 source = "defaults" if key in defaults and key not in table else f"tenants.{name}"
-                where = line_of(text, source, key)
-                raise ConfigError(
-                    f"{path}{f' line {where}' if where else ''}: [{source}] {key} {value!r}: {exc}"
-                ) from None
-        values["allow_ips"] = tuple(values["allow_ips"])
-        values["ssh_keys"] = tuple(values["ssh_keys"])
-        values["export_fields"] = tuple(values["export_fields"])
-        values["opt_out_columns"] = tuple(values["opt_out_columns"])
-        values["opt_out_values"] = tuple(values["opt_out_values"])
-        tenants[name] = Tenant(name=name, home=home, state_dir=state_dir / name, **values)
+                raise key_error(path, text, source, key, f"{value!r}: {exc}") from None
+        tenants[name] = _tenant(name, home, state_dir / name, given)
     return Config(
         path=path,
         state_dir=state_dir,
         homes_dir=homes_dir,
-        plugins=tuple(settings["plugins"]),
-        disable=tuple(settings["disable"]),
+        plugins=settings.plugins,
+        disable=settings.disable,
         tenants=tenants,
-        workers=settings["workers"] or cpu_count(),
+        workers=settings.workers or cpu_count(),
         server=_server_settings(server, root, state_dir),
         text=text,
-        executor=settings["executor"],
+        executor=settings.executor,
         notify=parse_notify(text, path, data.get("notify")),
         defaults=defaults,
     )
@@ -668,5 +740,5 @@ def load_config(path: Path) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path} line {line}: not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{place(path, line)}: not UTF-8 text (byte {exc.start})") from None
     return parse_config(text, path)

@@ -8,10 +8,8 @@ place atomically. A refused change leaves the file byte for byte as it was.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import json
-import re
 import shutil
 import tomllib
 from collections.abc import Iterable
@@ -23,6 +21,7 @@ from listferry.app import App, check_names, open_app, template_name
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
 from listferry.config.edit import TenantTables, config_locked, write_atomically
 from listferry.config.public_keys import public_key_problem
+from listferry.config.where import did_you_mean, without_place
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.store.locks import EXPORTS, RUNS, tenant_lock
 
@@ -68,8 +67,7 @@ def _save(app: App, tables: TenantTables) -> Config:
         new = parse_config(text, app.config.path)
         check_names(new, app.host)
     except ConfigError as exc:  # its line numbers are those of a text never written
-        path = re.escape(str(app.config.path))
-        problem = re.sub(rf"^{path}( line \d+)?: ", "", str(exc))
+        problem = without_place(str(exc), app.config.path)
         raise ConfigError(f"{app.config.path} is left as it was: {problem}") from None
     if text != app.config.text:
         write_atomically(app.config.path, text)
@@ -144,8 +142,7 @@ def changed_allow_list(tenant: Tenant, add: list[str], remove: list[str]) -> lis
 def tenant_key(key: str) -> str:
     """``key`` when a tenant's table takes it; else a :class:`ConfigError` naming it."""
     if key not in TENANT_KEYS:
-        close = difflib.get_close_matches(key, list(TENANT_KEYS), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else "see docs/operator.md"
+        hint = did_you_mean(key, TENANT_KEYS) or "see docs/operator.md"
         raise ConfigError(f"unknown tenant key {key!r} ({hint})")
     return key
 
