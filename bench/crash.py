@@ -97,8 +97,13 @@ def sha256_of(path: Path) -> str:
 
 
 def person(rng: random.Random, i: int) -> Row:
-    return (f"user{i:07d}@example{i % 53}.org", rng.choice(FIRST), rng.choice(LAST),
-            f"S{rng.randrange(100):02d}", rng.choice(CITY))  # fmt: skip
+    return (
+        f"user{i:07d}@example{i % 53}.org",
+        rng.choice(FIRST),
+        rng.choice(LAST),
+        f"S{rng.randrange(100):02d}",
+        rng.choice(CITY),
+    )
 
 
 def lists(rows: int, seed: int, strategy: str) -> tuple[list[Row], list[Row]]:
@@ -248,9 +253,11 @@ class Scenario:
         """``listferry sync`` of the trial folder's tenant, its hook trace on a pipe."""
         config = str(root / "listferry.toml")
         return subprocess.Popen(
-            [*listferry_command(), "--config", config, "sync", TENANT], env=child_env(),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [*listferry_command(), "--config", config, "sync", TENANT],
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def measure(self) -> None:
         """One uninterrupted run: when each phase starts, and what the new list is."""
@@ -402,8 +409,9 @@ def check_next_sync(scenario: Scenario, trial: Trial, root: Path) -> None:
     want = (["applied"],) if trial.outcome == "old" else (["skipped"], ["idle"])
     if trial.second not in want:
         reasons = "; ".join(run.reason or "" for run in runs)
-        trial.problems.append(f"the next sync ended {trial.second}, expected "
-                              f"{' or '.join(map(str, want))}: {reasons}")  # fmt: skip
+        trial.problems.append(
+            f"the next sync ended {trial.second}, expected {' or '.join(map(str, want))}: {reasons}"
+        )
     db = scenario.database(root)
     if list_digest(db) != scenario.new_digest:
         trial.problems.append("after the next sync the store does not hold the new list")
@@ -415,8 +423,10 @@ def check_next_sync(scenario: Scenario, trial: Trial, root: Path) -> None:
     for name, sha in ((LIST, scenario.list_sha), (COUNT, scenario.count_sha)):
         pending, archived = file_places(scenario, root, name, sha)
         if pending or not archived:
-            trial.problems.append(f"after the next sync {name} is pending={pending}, "
-                                  f"archived={archived}; expected archived only")  # fmt: skip
+            trial.problems.append(
+                f"after the next sync {name} is pending={pending}, "
+                f"archived={archived}; expected archived only"
+            )
     for copy in sorted(unowned_copies(scenario.state(root) / "archive", db)):
         trial.problems.append(f"{copy} is in the archive but no run's record names it")
 
@@ -424,8 +434,10 @@ def check_next_sync(scenario: Scenario, trial: Trial, root: Path) -> None:
 def unowned_copies(archive: Path, db: Path) -> set[str]:
     """Archived files no run owns: a run's copy and its count file share a 20-char prefix."""
     with connect_ro(db) as conn:
-        owned = {Path(path).name[:20] for (path,) in conn.execute(
-            "SELECT archive FROM runs WHERE archive IS NOT NULL")}  # fmt: skip
+        owned = {
+            Path(path).name[:20]
+            for (path,) in conn.execute("SELECT archive FROM runs WHERE archive IS NOT NULL")
+        }
     return {p.name for p in archive.iterdir() if p.name[:20] not in owned}
 
 
@@ -464,8 +476,10 @@ class Campaign:
         return {t.phase for t in self.trials} & set(PHASES)
 
     def table(self) -> str:
-        rows = ["| kill landed in | aimed at | trials | old list | new list | failures |",
-                "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        rows = [
+            "| kill landed in | aimed at | trials | old list | new list | failures |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         aimed = Counter(t.aimed for t in self.trials)
         for phase in (*STAGES, "all"):
             got = [t for t in self.trials if phase in (t.phase, "all")]
@@ -475,8 +489,10 @@ class Campaign:
             failed = sum(1 for t in got if t.problems)
             shown = "after the run (or no kill)" if phase == "ended" else phase
             goal = len(self.trials) if phase == "all" else aimed.get(phase, 0)
-            rows.append(f"| {shown} | {goal} | {len(got)} | {outcomes['old']} | "
-                        f"{outcomes['new']} | {failed} |")  # fmt: skip
+            rows.append(
+                f"| {shown} | {goal} | {len(got)} | {outcomes['old']} | "
+                f"{outcomes['new']} | {failed} |"
+            )
         return "\n".join(rows)
 
     def report(self) -> str:
@@ -484,24 +500,40 @@ class Campaign:
         lines = [self.table()]
         for trial in self.failures:
             aim = f"aimed at {trial.aimed} +{trial.at:.3f} s"
-            lines.append(f"\nFAILED trial {trial.index} ({aim}, killed in {trial.phase}, "
-                         f"{trial.outcome} list):")  # fmt: skip
+            lines.append(
+                f"\nFAILED trial {trial.index} ({aim}, killed in {trial.phase}, "
+                f"{trial.outcome} list):"
+            )
             lines += [f"  - {problem}" for problem in trial.problems]
             lines.append(f"  reproduce: {reproduce(self.scenario, trial.index)}")
         return "\n".join(lines)
 
 
 def reproduce(scenario: Scenario, index: int | None = None, trials: int | None = None) -> str:
-    args = ["python3", "bench/crash.py", "--rows", str(scenario.rows), "--seed",
-            str(scenario.seed), "--strategy", scenario.strategy]  # fmt: skip
+    args = [
+        "python3",
+        "bench/crash.py",
+        "--rows",
+        str(scenario.rows),
+        "--seed",
+        str(scenario.seed),
+        "--strategy",
+        scenario.strategy,
+    ]
     args += ["--trial", str(index)] if index is not None else ["--trials", str(trials)]
     return " ".join(args)
 
 
 def campaign(
-    work: Path, trials: int, rows: int, seed: int, strategy: str = "full",
-    only: int | None = None, jobs: int = 1, progress: bool = False,
-) -> Campaign:  # fmt: skip
+    work: Path,
+    trials: int,
+    rows: int,
+    seed: int,
+    strategy: str = "full",
+    only: int | None = None,
+    jobs: int = 1,
+    progress: bool = False,
+) -> Campaign:
     """Build the scenario in ``work``, measure a run, and run the trials, ``jobs`` at once."""
     scenario = Scenario(work, rows, seed, strategy)
     scenario.build()
@@ -522,9 +554,12 @@ def campaign(
             slots.put(root)
         if progress:
             verdict = "; ".join(trial.problems) or "ok"
-            print(f"trial {index}: aimed {trial.aimed} +{trial.at:.3f} s, killed in "
-                  f"{trial.phase}, {trial.outcome} list, next sync {trial.second}: {verdict}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"trial {index}: aimed {trial.aimed} +{trial.at:.3f} s, killed in "
+                f"{trial.phase}, {trial.outcome} list, next sync {trial.second}: {verdict}",
+                file=sys.stderr,
+                flush=True,
+            )
         return trial
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -546,12 +581,15 @@ def main(argv: list[str] | None = None) -> list:
     os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
     work = args.work or Path(tempfile.mkdtemp(prefix="listferry-crash-"))
     started = time.perf_counter()
-    result = campaign(work, args.trials, args.rows, args.seed, args.strategy, args.trial,
-                      args.jobs, progress=True)  # fmt: skip
+    result = campaign(
+        work, args.trials, args.rows, args.seed, args.strategy, args.trial, args.jobs, progress=True
+    )
     scenario = result.scenario
-    print(f"crash safety: {len(result.trials)} SIGKILLed syncs of a {args.rows}-row list "
-          f"({args.strategy}, {args.jobs} at a time), {len(result.failures)} failures "
-          "(goal: 0)")  # fmt: skip
+    print(
+        f"crash safety: {len(result.trials)} SIGKILLed syncs of a {args.rows}-row list "
+        f"({args.strategy}, {args.jobs} at a time), {len(result.failures)} failures "
+        "(goal: 0)"
+    )
     print(f"uninterrupted run, phases start at: {scenario.timeline()}\n")
     print(result.report())
     jobs = f" --jobs {args.jobs}" if args.jobs > 1 else ""

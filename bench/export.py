@@ -44,12 +44,20 @@ def build_store(database: Path, subscribers: int, events_per: int) -> None:
         "INSERT INTO subscribers (email, first_name, last_name, segment_code, fields, status, "
         "created_at, updated_at, status_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            (f"user{i:07d}@example.com", f"First{i % 997}", f"Last, {i % 991}", f"S{i % 13}",
-             "{}", "unsubscribed" if i % 50 == 0 else "active", "2026-01-01T00:00:00Z",
-             "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z" if i % 50 == 0 else None)
+            (
+                f"user{i:07d}@example.com",
+                f"First{i % 997}",
+                f"Last, {i % 991}",
+                f"S{i % 13}",
+                "{}",
+                "unsubscribed" if i % 50 == 0 else "active",
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:00Z",
+                "2026-02-01T00:00:00Z" if i % 50 == 0 else None,
+            )
             for i in range(subscribers)
         ),
-    )  # fmt: skip
+    )
     conn.executemany(
         "INSERT INTO optouts (email, at, source) VALUES (?, ?, 'platform')",
         ((f"user{i:07d}@example.com", "2026-03-01T00:00:00Z") for i in range(7, subscribers, 97)),
@@ -57,14 +65,16 @@ def build_store(database: Path, subscribers: int, events_per: int) -> None:
     conn.executemany(
         "INSERT OR IGNORE INTO events (email, type, at, topic) VALUES (?, ?, ?, ?)",
         (
-            (f"user{rng.randrange(subscribers):07d}@example.com",
-             "open" if rng.random() < 0.7 else "click",
-             f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T"
-             f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
-             rng.choice(TOPICS))
+            (
+                f"user{rng.randrange(subscribers):07d}@example.com",
+                "open" if rng.random() < 0.7 else "click",
+                f"2026-{rng.randint(1, 11):02d}-{rng.randint(1, 28):02d}T"
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+                rng.choice(TOPICS),
+            )
             for _ in range(subscribers * events_per)
         ),
-    )  # fmt: skip
+    )
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     conn.close()
@@ -113,8 +123,11 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             with sqlite3.connect(database) as conn:
                 conn.execute("DELETE FROM exported")
             start = time.perf_counter()
-            subprocess.run([*command, "export", "bench", "--to", str(out)], check=True,
-                           stdout=subprocess.DEVNULL)  # fmt: skip
+            subprocess.run(
+                [*command, "export", "bench", "--to", str(out)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
             return time.perf_counter() - start
 
         def reference() -> float:
@@ -126,9 +139,14 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         lines = sum(1 for _ in (work / "reference.csv").open("rb"))
         n = args.subscribers
         return [
-            Figure(f"export {n:,} subscribers, {lines - 1:,} rows (csv)", mine, theirs,
-                   "sqlite3 .mode csv", "≤ 1.5x"),
-        ]  # fmt: skip
+            Figure(
+                f"export {n:,} subscribers, {lines - 1:,} rows (csv)",
+                mine,
+                theirs,
+                "sqlite3 .mode csv",
+                "≤ 1.5x",
+            ),
+        ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -51,8 +51,9 @@ def start_bare(work: Path) -> tuple[subprocess.Popen, int, Path]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", BARE_SERVER, str(port), str(root), USER, PASSWORD],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, proc)
     return proc, port, root
 
@@ -63,14 +64,26 @@ def start_listferry(work: Path) -> tuple[subprocess.Popen, int, int, Path]:
     subprocess.run([*base, "init"], check=True, capture_output=True)
     subprocess.run(
         [*base, "tenant", "add", USER, "--password-stdin", "--allow-ip", "127.0.0.1"],
-        input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-    )  # fmt: skip
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
     ftp_port, ftps_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [*base, "serve", "--protocols", "ftp,ftps",
-         "--ftp-port", str(ftp_port), "--ftps-port", str(ftps_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            *base,
+            "serve",
+            "--protocols",
+            "ftp,ftps",
+            "--ftp-port",
+            str(ftp_port),
+            "--ftps-port",
+            str(ftps_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(ftp_port, proc)
     wait_for_port(ftps_port, proc)
     return proc, ftp_port, ftps_port, work / "homes" / USER
@@ -145,15 +158,39 @@ def main(argv: list[str] | None = None) -> list[Figure]:
             assert (where / "data.bin").stat().st_size == data.stat().st_size
         assert got.stat().st_size == data.stat().st_size
         return [
-            Figure(f"FTP put {mb} MB (ftplib)", mb / ftp_put[0], mb / ftp_put[1],
-                   "bare pyftpdlib", "≥ 0.8x", unit="MB/s"),
-            Figure(f"FTP get {mb} MB (ftplib)", mb / ftp_get[0], mb / ftp_get[1],
-                   "bare pyftpdlib", "≥ 0.8x", unit="MB/s"),
-            Figure(f"FTPS put {mb} MB (ftplib)", mb / tls_put[0], mb / tls_put[1],
-                   "plain FTP", "printed", unit="MB/s"),
-            Figure(f"FTPS get {mb} MB (ftplib)", mb / tls_get[0], mb / tls_get[1],
-                   "plain FTP", "printed", unit="MB/s"),
-        ]  # fmt: skip
+            Figure(
+                f"FTP put {mb} MB (ftplib)",
+                mb / ftp_put[0],
+                mb / ftp_put[1],
+                "bare pyftpdlib",
+                "≥ 0.8x",
+                unit="MB/s",
+            ),
+            Figure(
+                f"FTP get {mb} MB (ftplib)",
+                mb / ftp_get[0],
+                mb / ftp_get[1],
+                "bare pyftpdlib",
+                "≥ 0.8x",
+                unit="MB/s",
+            ),
+            Figure(
+                f"FTPS put {mb} MB (ftplib)",
+                mb / tls_put[0],
+                mb / tls_put[1],
+                "plain FTP",
+                "printed",
+                unit="MB/s",
+            ),
+            Figure(
+                f"FTPS get {mb} MB (ftplib)",
+                mb / tls_get[0],
+                mb / tls_get[1],
+                "plain FTP",
+                "printed",
+                unit="MB/s",
+            ),
+        ]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -187,8 +187,12 @@ class Site:
     def cli(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*listferry_command(), "--config", str(self.config), *args],
-            input=input, capture_output=True, text=True, check=False, timeout=600,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
 
     @classmethod
     def create(cls, root: Path, tenants: list[str], strategy: str = "full") -> Site:
@@ -200,9 +204,16 @@ class Site:
             f.write("\n[server]\nmax_connections = 1024\nmax_connections_per_ip = 1024\n")
         for tenant in tenants:
             added = site.cli(
-                "tenant", "add", tenant, "--password-stdin", "--allow-ip", "127.0.0.1/32",
-                "--strategy", strategy, input=password_of(tenant) + "\n",
-            )  # fmt: skip
+                "tenant",
+                "add",
+                tenant,
+                "--password-stdin",
+                "--allow-ip",
+                "127.0.0.1/32",
+                "--strategy",
+                strategy,
+                input=password_of(tenant) + "\n",
+            )
             site.must(added)
         return site
 
@@ -215,11 +226,23 @@ class Site:
     def start(self) -> None:
         """Start ``listferry serve`` for FTPS and SFTP on free ports; wait until it listens."""
         self.server = subprocess.Popen(
-            [*listferry_command(), "--config", str(self.config), "serve",
-             "--protocols", "ftps,sftp", "--ftps-port", "0", "--sftp-port", "0",
-             *self.serve_options],
-            stdout=subprocess.PIPE, stderr=(self.root / "serve.log").open("ab"), text=True,
-        )  # fmt: skip
+            [
+                *listferry_command(),
+                "--config",
+                str(self.config),
+                "serve",
+                "--protocols",
+                "ftps,sftp",
+                "--ftps-port",
+                "0",
+                "--sftp-port",
+                "0",
+                *self.serve_options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=(self.root / "serve.log").open("ab"),
+            text=True,
+        )
         self.ports = {}
         while len(self.ports) < 2:
             line = self.server.stdout.readline()
@@ -306,8 +329,10 @@ def check(site: Site, uploads: list[Upload]) -> list[str]:
             if upload is None:
                 problems.append(f"{tenant} run {run['id']} read a file no client of it sent whole")
             elif run["status"] == "applied" and run["received"] != upload.stream.rows:
-                problems.append(f"{tenant} run {run['id']} read {run['received']} records "
-                                f"of {upload.stream.rows}")  # fmt: skip
+                problems.append(
+                    f"{tenant} run {run['id']} read {run['received']} records "
+                    f"of {upload.stream.rows}"
+                )
         strangers = [a for a in site.addresses(tenant) if not a.endswith(f"@{tenant}.example")]
         if strangers:
             problems.append(f"{tenant} holds {len(strangers)} addresses of other tenants")
@@ -330,11 +355,17 @@ def plan(tenants: list[str], uploaders: int, rounds: int, size: int) -> list[lis
     for t, tenant in enumerate(tenants):
         for k in range(uploaders):
             protocol = "sftp" if (t + k) % 2 == 0 else "ftps"
-            plans.append([
-                Upload(tenant, protocol, f"list_u{k:03d}_r{r:02d}.csv",
-                       ListStream(tenant, f"u{k:03d}r{r:02d}", size))
-                for r in range(rounds)
-            ])  # fmt: skip
+            plans.append(
+                [
+                    Upload(
+                        tenant,
+                        protocol,
+                        f"list_u{k:03d}_r{r:02d}.csv",
+                        ListStream(tenant, f"u{k:03d}r{r:02d}", size),
+                    )
+                    for r in range(rounds)
+                ]
+            )
     return plans
 
 
@@ -385,18 +416,21 @@ def load(root: Path, tenants: int, uploaders: int, size_mb: float, rounds: int =
 
 def report(figures: dict, args: argparse.Namespace) -> str:
     mb = figures["bytes"] / (1 << 20)
+    rate = mb / figures["seconds"]
     runs = ", ".join(f"{status} {n}" for status, n in figures["runs"].items())
-    return "\n".join([
-        f"load: {args.tenants} tenants x {args.uploaders} uploaders x {args.rounds} "
-        f"x {args.size_mb:g} MB, SFTP and FTPS, {os.cpu_count()} CPUs",
-        f"uploads done: {figures['done']} of {figures['uploads']} "
-        f"(sftp {figures['by_protocol']['sftp']}, ftps {figures['by_protocol']['ftps']})",
-        f"bytes: {mb:,.0f} MB in {figures['seconds']:.0f} s ({mb / figures['seconds']:.1f} MB/s)",
-        f"sync --all passes: {figures['passes']}; runs: {runs}",
-        f"failures: {len(figures['problems'])}",
-        *(f"  {p}" for p in figures["problems"][:20]),
-        f"server peak memory: {figures['peak_memory'] / (1 << 20):.0f} MB (VmHWM)",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"load: {args.tenants} tenants x {args.uploaders} uploaders x {args.rounds} "
+            f"x {args.size_mb:g} MB, SFTP and FTPS, {os.cpu_count()} CPUs",
+            f"uploads done: {figures['done']} of {figures['uploads']} "
+            f"(sftp {figures['by_protocol']['sftp']}, ftps {figures['by_protocol']['ftps']})",
+            f"bytes: {mb:,.0f} MB in {figures['seconds']:.0f} s ({rate:.1f} MB/s)",
+            f"sync --all passes: {figures['passes']}; runs: {runs}",
+            f"failures: {len(figures['problems'])}",
+            *(f"  {p}" for p in figures["problems"][:20]),
+            f"server peak memory: {figures['peak_memory'] / (1 << 20):.0f} MB (VmHWM)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> list:

@@ -92,9 +92,14 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         one.sync("big")
         mine, theirs = alternate(lambda: many.sync("--all"), lambda: one.sync("big"), args.rounds)
         return [
-            Figure(f"sync --all, {args.tenants:,} tenants x {args.rows:,} rows", mine, theirs,
-                   f"one tenant, {args.tenants * args.rows:,} rows", "≤ 3x"),
-        ]  # fmt: skip
+            Figure(
+                f"sync --all, {args.tenants:,} tenants x {args.rows:,} rows",
+                mine,
+                theirs,
+                f"one tenant, {args.tenants * args.rows:,} rows",
+                "≤ 3x",
+            ),
+        ]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

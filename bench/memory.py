@@ -31,8 +31,10 @@ def peak_rss_mb(bench: Bench) -> float:
     bench.prepare()
     out = subprocess.run(
         [sys.executable, "-c", MEASURE, *bench.base, "sync", "bench"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout) / 1024
 
 
@@ -46,8 +48,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     try:
         large = Bench(work / "large", large_rows, "full", new=0.05, removed=0.05, changed=0.10)
         small = Bench(work / "small", small_rows, "full", new=0.05, removed=0.05, changed=0.10)
-        ours, ref = alternate(lambda: peak_rss_mb(large), lambda: peak_rss_mb(small),
-                              args.rounds)  # fmt: skip
+        ours, ref = alternate(lambda: peak_rss_mb(large), lambda: peak_rss_mb(small), args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     name = f"peak RSS, full sync of {size_name(large_rows)}"

@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         def put_paramiko() -> float:
             def action(client: paramiko.SFTPClient) -> None:
                 with data.open("rb") as f:
-                    client.putfo(f, str(remote / "p.bin"), file_size=args.size_mb << 20,
-                                 confirm=False)  # fmt: skip
+                    client.putfo(
+                        f, str(remote / "p.bin"), file_size=args.size_mb << 20, confirm=False
+                    )
 
             return paramiko_session(action)
 
@@ -113,13 +114,31 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         assert (remote / "p.bin").stat().st_size == data.stat().st_size
         assert got.stat().st_size == data.stat().st_size
         return [
-            Figure(f"SFTP client put {mb} MB (paramiko)", mb / put[0], mb / put[1],
-                   "OpenSSH sftp", "≥ 0.6x", unit="MB/s"),
-            Figure(f"SFTP client get {mb} MB (paramiko, {WINDOW} x {REQUEST >> 10} KiB reads)",
-                   mb / get[0], mb / get[1], "OpenSSH sftp", "≥ 0.6x", unit="MB/s"),
-            Figure(f"SFTP client get {mb} MB (paramiko, prefetch)", mb / get_pre[0],
-                   mb / get_pre[1], "OpenSSH sftp", "information", unit="MB/s"),
-        ]  # fmt: skip
+            Figure(
+                f"SFTP client put {mb} MB (paramiko)",
+                mb / put[0],
+                mb / put[1],
+                "OpenSSH sftp",
+                "≥ 0.6x",
+                unit="MB/s",
+            ),
+            Figure(
+                f"SFTP client get {mb} MB (paramiko, {WINDOW} x {REQUEST >> 10} KiB reads)",
+                mb / get[0],
+                mb / get[1],
+                "OpenSSH sftp",
+                "≥ 0.6x",
+                unit="MB/s",
+            ),
+            Figure(
+                f"SFTP client get {mb} MB (paramiko, prefetch)",
+                mb / get_pre[0],
+                mb / get_pre[1],
+                "OpenSSH sftp",
+                "information",
+                unit="MB/s",
+            ),
+        ]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

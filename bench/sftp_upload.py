@@ -71,13 +71,15 @@ def start_listferry(work: Path, client_pub: Path) -> tuple[subprocess.Popen, int
     subprocess.run([*base, "init"], check=True, capture_output=True)
     subprocess.run(
         [*base, "tenant", "add", "bench", "--ssh-key", str(client_pub), "--allow-ip", "127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     port = free_port()
     proc = subprocess.Popen(
         [*base, "serve", "--protocols", "sftp", "--sftp-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, proc)
     return proc, port, work / "homes" / "bench"
 
@@ -86,17 +88,37 @@ def sftp(port: int, user: str, key: Path, commands: str, work: Path) -> None:
     batch = work / "batch"
     batch.write_text(commands)
     subprocess.run(
-        ["sftp", "-q", "-b", str(batch), "-P", str(port), "-i", str(key),
-         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-         "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", f"{user}@127.0.0.1"],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "sftp",
+            "-q",
+            "-b",
+            str(batch),
+            "-P",
+            str(port),
+            "-i",
+            str(key),
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            f"{user}@127.0.0.1",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def missing_tools() -> list[str]:
     """The reference tools this benchmark needs that this machine lacks."""
-    tools = {"sshd": Path(SSHD).is_file(), "sftp": shutil.which("sftp"),
-             "ssh-keygen": shutil.which("ssh-keygen")}  # fmt: skip
+    tools = {
+        "sshd": Path(SSHD).is_file(),
+        "sftp": shutil.which("sftp"),
+        "ssh-keygen": shutil.which("ssh-keygen"),
+    }
     return [name for name, found in tools.items() if not found]
 
 
@@ -135,11 +157,23 @@ def main(argv: list[str] | None = None) -> list[Figure]:
         get = alternate(get_ours, get_sshd, args.rounds)
         assert (home / "data.bin").stat().st_size == data.stat().st_size
         return [
-            Figure(f"SFTP put {mb} MB (OpenSSH sftp)", mb / put[0], mb / put[1], "sshd",
-                   "≥ 0.8x", unit="MB/s"),
-            Figure(f"SFTP get {mb} MB (OpenSSH sftp)", mb / get[0], mb / get[1], "sshd",
-                   "≥ 0.95x", unit="MB/s"),
-        ]  # fmt: skip
+            Figure(
+                f"SFTP put {mb} MB (OpenSSH sftp)",
+                mb / put[0],
+                mb / put[1],
+                "sshd",
+                "≥ 0.8x",
+                unit="MB/s",
+            ),
+            Figure(
+                f"SFTP get {mb} MB (OpenSSH sftp)",
+                mb / get[0],
+                mb / get[1],
+                "sshd",
+                "≥ 0.95x",
+                unit="MB/s",
+            ),
+        ]
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -74,18 +74,19 @@ def write_list(path: Path, rows: int, new: float, removed: float, changed: float
 class Bench:
     """A config with one tenant ``bench``, a stored list to start each run from, a file."""
 
-    def __init__(self, work: Path, rows: int, strategy: str, new: float, removed: float,
-                 changed: float) -> None:  # fmt: skip
+    def __init__(
+        self, work: Path, rows: int, strategy: str, new: float, removed: float, changed: float
+    ) -> None:
         self.work = work
         work.mkdir(parents=True, exist_ok=True)
         self.config = work / "listferry.toml"
         self.base = [sys.executable, "-m", "listferry", "--config", str(self.config)]
         subprocess.run([*self.base, "init"], check=True, capture_output=True)
         subprocess.run(
-            [*self.base, "tenant", "add", "bench", "--strategy", strategy,
-             "--count-file", "off"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [*self.base, "tenant", "add", "bench", "--strategy", strategy, "--count-file", "off"],
+            check=True,
+            capture_output=True,
+        )
         self.home = work / "homes" / "bench"
         self.database = work / "state" / "bench" / "tenant.db"
         self.template = work / "template.db"
@@ -120,8 +121,7 @@ def sqlite_import(list_file: Path, work: Path) -> float:
         "last_name TEXT, segment_code TEXT);\n"
         f".import --csv --skip 1 {list_file} subscribers\n"
     )
-    return timed(lambda: subprocess.run(["sqlite3", str(db)], input=script, text=True,
-                                        check=True))  # fmt: skip
+    return timed(lambda: subprocess.run(["sqlite3", str(db)], input=script, text=True, check=True))
 
 
 def size_name(rows: int) -> str:
@@ -138,8 +138,7 @@ def main(argv: list[str] | None = None) -> list[Figure]:
     work = Path(tempfile.mkdtemp(prefix="listferry-bench-sync-"))
     try:
         bench = Bench(work, args.rows, "full", new=0.05, removed=0.05, changed=0.10)
-        ours, ref = alternate(bench.sync, lambda: sqlite_import(bench.list_file, work),
-                              args.rounds)  # fmt: skip
+        ours, ref = alternate(bench.sync, lambda: sqlite_import(bench.list_file, work), args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = size_name(args.rows)

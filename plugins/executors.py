@@ -29,9 +29,13 @@ class LocalExecutor:
         env = {**os.environ, "LISTFERRY_JOB": f"{job.kind}:{job.tenant or '-'}"}
         try:
             child = subprocess.Popen(
-                job.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                job.argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
                 stdin=subprocess.DEVNULL,
-            )  # fmt: skip
+            )
         except OSError as exc:
             return JobResult(None, "", f"{exc.strerror or exc}")
         with self._lock:

@@ -54,7 +54,10 @@ class FileTransport:
             shutil.copyfile(source, dest, follow_symlinks=False)
             after = source.stat(follow_symlinks=False)
             same = (after.st_ino, after.st_size, after.st_mtime_ns) == (
-                before.st_ino, before.st_size, before.st_mtime_ns)  # fmt: skip
+                before.st_ino,
+                before.st_size,
+                before.st_mtime_ns,
+            )
         if not same:
             dest.unlink(missing_ok=True)
             raise ListferryError(f"{name} was replaced while it was being fetched")

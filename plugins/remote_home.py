@@ -47,17 +47,19 @@ class Refused(ListferryError):
 
 #: What a message tells the reader to do, in the words of a tenant's config. A caller with
 #: other settings (``listferry push`` has options) gives a tenant ``setting_words``.
-CONFIG_WORDS: Mapping[str, str] = MappingProxyType({
-    "password_in_url": "put it in remote_password_env (or remote_password) instead",
-    "credentials": "set remote_key_file, remote_password_env or remote_password",
-    "password": "set remote_password_env or remote_password",
-    "key_file": "remote_key_file",
-    "passphrase": "give its passphrase in remote_password_env or remote_password",
-    "known_hosts": "",  # the tenant's known_hosts file is named already
-    "ca_file": "the ca_file",
-    "untrusted": "set ca_file to the certificate of the CA that signed it (or to the "
-    "server's own, if self-signed), or tls_verify = false to skip the check",
-})  # fmt: skip
+CONFIG_WORDS: Mapping[str, str] = MappingProxyType(
+    {
+        "password_in_url": "put it in remote_password_env (or remote_password) instead",
+        "credentials": "set remote_key_file, remote_password_env or remote_password",
+        "password": "set remote_password_env or remote_password",
+        "key_file": "remote_key_file",
+        "passphrase": "give its passphrase in remote_password_env or remote_password",
+        "known_hosts": "",  # the tenant's known_hosts file is named already
+        "ca_file": "the ca_file",
+        "untrusted": "set ca_file to the certificate of the CA that signed it (or to the "
+        "server's own, if self-signed), or tls_verify = false to skip the check",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -235,17 +237,31 @@ def retrying(
                     f"{home.where}: could not {doing}: {first} (gave up after {tries})"
                 ) from None
             wait = backoff(attempt)
-            log.warning("%s: %s: %s; retrying in %.2g s (%d of %d)",
-                        home.where, doing, cause, wait, attempt + 1, home.retries)  # fmt: skip
+            log.warning(
+                "%s: %s: %s; retrying in %.2g s (%d of %d)",
+                home.where,
+                doing,
+                cause,
+                wait,
+                attempt + 1,
+                home.retries,
+            )
             time.sleep(wait)
     raise AssertionError("unreachable")
 
 
 #: Socket errors that say the network, not the file, is at fault.
 NETWORK_ERRNOS = frozenset(
-    {errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EHOSTUNREACH, errno.ENOTCONN,
-     errno.ETIMEDOUT, errno.ENETRESET}
-)  # fmt: skip
+    {
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENOTCONN,
+        errno.ETIMEDOUT,
+        errno.ENETRESET,
+    }
+)
 
 
 def network_fault(exc: BaseException) -> bool:

@@ -51,8 +51,9 @@ class SmtpServer:
         self.mailbox = Mailbox()
         mailbox = self.mailbox
 
-        def authenticate(server: Any, session: Any, envelope: Any, mechanism: str,
-                         data: Any) -> AuthResult:  # fmt: skip
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+        ) -> AuthResult:
             ok = isinstance(data, LoginPassword) and (
                 data.login.decode() == user and data.password.decode() == password
             )
@@ -64,9 +65,14 @@ class SmtpServer:
             probe.bind((HOST, 0))
             self.port = probe.getsockname()[1]
         self.controller = Controller(
-            mailbox, hostname=HOST, port=self.port, tls_context=context, require_starttls=True,
-            authenticator=authenticate, auth_required=True,
-        )  # fmt: skip
+            mailbox,
+            hostname=HOST,
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            authenticator=authenticate,
+            auth_required=True,
+        )
 
     def __enter__(self) -> SmtpServer:
         self.controller.start()

@@ -44,9 +44,14 @@ class FtpServer:
     """An FTP server for one user; ``tls`` is (certificate, key) to require explicit TLS."""
 
     def __init__(
-        self, root: Path, user: str, password: str, tls: tuple[Path, Path] | None = None,
-        mlsd: bool = True, on_list: Callable[[], None] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        root: Path,
+        user: str,
+        password: str,
+        tls: tuple[Path, Path] | None = None,
+        mlsd: bool = True,
+        on_list: Callable[[], None] | None = None,
+    ) -> None:
         self.events: list[tuple[str, str]] = []
         events, listing = self.events, on_list
         authorizer = DummyAuthorizer()
@@ -124,9 +129,14 @@ class _Folder(paramiko.SFTPServerInterface):
     """One folder served as ``/``; records what lands in it."""
 
     def __init__(
-        self, server: Any, root: Path, events: list, on_list: Any, posix: bool,
+        self,
+        server: Any,
+        root: Path,
+        events: list,
+        on_list: Any,
+        posix: bool,
         read_limit: int | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(server)
         self.root, self.events, self.on_list, self.posix = root, events, on_list, posix
         self.read_limit = read_limit
@@ -189,14 +199,18 @@ class _Folder(paramiko.SFTPServerInterface):
     def rename(self, old: str, new: str) -> int:
         if os.path.exists(self._real(new)):
             return paramiko.SFTP_FAILURE  # SFTP v3: a plain rename never replaces a file
-        return self._do(lambda: os.rename(self._real(old), self._real(new)),
-                        ("renamed", posixpath.basename(new)))  # fmt: skip
+        return self._do(
+            lambda: os.rename(self._real(old), self._real(new)),
+            ("renamed", posixpath.basename(new)),
+        )
 
     def posix_rename(self, old: str, new: str) -> int:
         if not self.posix:
             return paramiko.SFTP_OP_UNSUPPORTED
-        return self._do(lambda: os.replace(self._real(old), self._real(new)),
-                        ("renamed", posixpath.basename(new)))  # fmt: skip
+        return self._do(
+            lambda: os.replace(self._real(old), self._real(new)),
+            ("renamed", posixpath.basename(new)),
+        )
 
     def mkdir(self, path: str, attr: Any) -> int:
         return self._do(lambda: os.mkdir(self._real(path)))
@@ -230,10 +244,16 @@ class SftpServer:
     """
 
     def __init__(
-        self, root: Path, user: str, password: str, host_key_file: Path,
-        client_key: paramiko.PKey | None = None, on_list: Callable[[], None] | None = None,
-        posix_rename: bool = True, read_limit: int | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        root: Path,
+        user: str,
+        password: str,
+        host_key_file: Path,
+        client_key: paramiko.PKey | None = None,
+        on_list: Callable[[], None] | None = None,
+        posix_rename: bool = True,
+        read_limit: int | None = None,
+    ) -> None:
         if not host_key_file.exists():
             make_ssh_host_key(host_key_file)
         self.host_key = paramiko.Ed25519Key.from_private_key_file(str(host_key_file))
@@ -263,10 +283,15 @@ class SftpServer:
         self._sessions.append(session)
         session.add_server_key(self.host_key)
         session.set_subsystem_handler(
-            "sftp", paramiko.SFTPServer, _Folder,
-            root=self.root, events=self.events, on_list=self.on_list, posix=self.posix_rename,
+            "sftp",
+            paramiko.SFTPServer,
+            _Folder,
+            root=self.root,
+            events=self.events,
+            on_list=self.on_list,
+            posix=self.posix_rename,
             read_limit=self.read_limit,
-        )  # fmt: skip
+        )
         try:
             session.start_server(server=_Login(self.user, self.password, self.client_key))
         except (paramiko.SSHException, EOFError, OSError):
@@ -407,9 +432,14 @@ class Remote:
     """A customer's server for ``protocol`` with a folder ``/in``, maybe behind a proxy."""
 
     def __init__(
-        self, stack: contextlib.ExitStack, base: Path, protocol: str, password: str,
-        proxy: bool = False, **options: Any,
-    ) -> None:  # fmt: skip
+        self,
+        stack: contextlib.ExitStack,
+        base: Path,
+        protocol: str,
+        password: str,
+        proxy: bool = False,
+        **options: Any,
+    ) -> None:
         self.protocol = protocol
         self.stack = stack  # what a test puts in front of the server closes with it
         self.root = base / "server"
@@ -440,8 +470,13 @@ class Remote:
 
     def tenant_settings(self, **settings: Any) -> dict[str, Any]:
         """The tenant keys for a home on this server (the password from ``ACME_PASSWORD``)."""
-        own = {"home": self.url, "remote_password_env": "ACME_PASSWORD",
-               "stable_seconds": 0.2, "remote_retries": 2, "remote_timeout": 2}  # fmt: skip
+        own = {
+            "home": self.url,
+            "remote_password_env": "ACME_PASSWORD",
+            "stable_seconds": 0.2,
+            "remote_retries": 2,
+            "remote_timeout": 2,
+        }
         if self.known_hosts:
             own["known_hosts"] = str(self.known_hosts)
         if self.ca_file:
@@ -460,7 +495,6 @@ def starter(stack: contextlib.ExitStack, folder: Path, password: str) -> Callabl
     count = iter(range(100))
 
     def start(protocol: str, proxy: bool = False, **options: Any) -> Remote:
-        return Remote(stack, folder / f"remote-{next(count)}", protocol, password, proxy,
-                      **options)  # fmt: skip
+        return Remote(stack, folder / f"remote-{next(count)}", protocol, password, proxy, **options)
 
     return start

@@ -55,8 +55,10 @@ def test_a_missing_local_home_is_a_failed_run_in_runs_status_and_digest(ws: Work
     assert run["reason"] == f"the home folder {home} does not exist"
     (recorded,) = runs_json(ws)
     assert (recorded["run_id"], recorded["status"], recorded["reason"]) == (
-        1, "failed", run["reason"]
-    )  # fmt: skip
+        1,
+        "failed",
+        run["reason"],
+    )
     assert recorded["file"] is None
     shown = status_of(ws)
     assert (shown["last_status"], shown["last_reason"]) == ("failed", run["reason"])
@@ -181,8 +183,9 @@ def test_status_shows_when_the_home_was_last_looked_at(ws: Workspace) -> None:
 
     shown = status_of(ws)
     assert shown["looked_at"] is not None and shown["last_run"] is None
-    assert ws.cli("status").output.startswith(f"acme: no file yet, 0 active, 0 pending, home "
-                                              f"looked at {shown['looked_at']}")  # fmt: skip
+    assert ws.cli("status").output.startswith(
+        f"acme: no file yet, 0 active, 0 pending, home looked at {shown['looked_at']}"
+    )
 
 
 def test_a_remote_tenant_that_never_sent_a_list_is_silent_once_its_interval_has_passed(

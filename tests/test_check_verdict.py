@@ -292,14 +292,20 @@ def test_a_file_voided_at_its_header_says_its_records_were_not_read(
     ("name", "why"),
     [
         ("data.txt", "it does not match tenant acme's pattern '*.csv'"),
-        (".hidden.csv", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
-                        "upload still under way"),
-        ("x.csv.part", "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
-                       "upload still under way"),
+        (
+            ".hidden.csv",
+            "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+            "upload still under way",
+        ),
+        (
+            "x.csv.part",
+            "a hidden name, or a client's temporary ending (.part, .tmp ...), is an "
+            "upload still under way",
+        ),
         ("x_count.txt", "it is the name of a count file"),
         ("x.result.txt", "it is the name of a result report"),
     ],
-)  # fmt: skip
+)
 def test_check_of_a_name_the_sync_never_takes_warns_and_keeps_the_content_verdict(
     ws: Workspace, tmp_path: Path, name: str, why: str
 ) -> None:

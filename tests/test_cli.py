@@ -16,9 +16,21 @@ from listferry.cli import cli
 from listferry.config.passwords import verify_password
 
 RUN_FIELDS = {
-    "tenant", "run_id", "status", "file", "strategy", "reason", "received", "added",
-    "updated", "removed", "unchanged", "invalid", "started_at", "finished_at",
-}  # fmt: skip
+    "tenant",
+    "run_id",
+    "status",
+    "file",
+    "strategy",
+    "reason",
+    "received",
+    "added",
+    "updated",
+    "removed",
+    "unchanged",
+    "invalid",
+    "started_at",
+    "finished_at",
+}
 
 
 def run_cli(*args: str, config: Path | None = None, input: str | None = None):
@@ -53,9 +65,18 @@ def test_init_says_which_folders_it_created_and_which_existed(tmp_path: Path) ->
 
 def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace) -> None:
     result = ws.cli(
-        "tenant", "add", "acme", "--password-stdin", "--allow-ip", "203.0.113.0/24",
-        "--strategy", "incremental", "--count-file", "required", input="s3cret-Passw0rd\n",
-    )  # fmt: skip
+        "tenant",
+        "add",
+        "acme",
+        "--password-stdin",
+        "--allow-ip",
+        "203.0.113.0/24",
+        "--strategy",
+        "incremental",
+        "--count-file",
+        "required",
+        input="s3cret-Passw0rd\n",
+    )
     assert result.exit_code == 0, result.output
     text = ws.config_path.read_text()
     assert "s3cret-Passw0rd" not in text
@@ -187,10 +208,14 @@ def test_subscribers_json_has_the_contract_shape(ws: Workspace) -> None:
     result = ws.cli("subscribers", "acme", "--json")
     assert json.loads(result.output) == [
         {
-            "email": "ada@example.org", "first_name": "Ada", "last_name": "Lovelace",
-            "segment_code": "GOLD", "status": "active", "fields": {"Member Type": "Fellow"},
+            "email": "ada@example.org",
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "segment_code": "GOLD",
+            "status": "active",
+            "fields": {"Member Type": "Fellow"},
         }
-    ]  # fmt: skip
+    ]
     assert json.loads(ws.cli("subscribers", "acme", "--json", "--status", "removed").output) == []
 
 
@@ -263,8 +288,19 @@ def test_check_json_shape_and_exit_code(tmp_path: Path) -> None:
     result = run_cli("check", str(good), "--json", config=tmp_path / "none.toml")
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert {"file", "tenant", "status", "reason", "records", "invalid", "dialect", "mapping",
-            "columns", "warnings", "plan"} <= set(data)  # fmt: skip
+    assert {
+        "file",
+        "tenant",
+        "status",
+        "reason",
+        "records",
+        "invalid",
+        "dialect",
+        "mapping",
+        "columns",
+        "warnings",
+        "plan",
+    } <= set(data)
     assert data["status"] == "ok" and data["records"] == 21 and data["invalid"] == 1
     assert data["tenant"] is None and data["plan"] is None and data["dialect"] == "default"
     assert data["columns"] == {"Email Address": "email", "First Name": "first_name", "Notes": None}
@@ -297,8 +333,10 @@ def test_installed_executable_reports_bad_config_in_one_line(tmp_path: Path) -> 
     config.write_text('[tenants.acme]\nstratgy = "full"\n')
     done = subprocess.run(
         [*listferry_command(), "--config", str(config), "sync", "--all"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0

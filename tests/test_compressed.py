@@ -31,11 +31,13 @@ def test_a_gzipped_list_and_its_count_file_sync_like_the_plain_one(ws: Workspace
 
 def test_a_zipped_list_with_one_file_is_read_and_macos_extras_are_ignored(ws: Workspace) -> None:
     ws.add_tenant("acme")
-    data = zipped({
-        "export/members.csv": csv_text(people(30)).encode(),
-        "__MACOSX/export/._members.csv": b"\x00\x05\x16\x07",
-        "export/.DS_Store": b"\x00",
-    })  # fmt: skip
+    data = zipped(
+        {
+            "export/members.csv": csv_text(people(30)).encode(),
+            "__MACOSX/export/._members.csv": b"\x00\x05\x16\x07",
+            "export/.DS_Store": b"\x00",
+        }
+    )
     ws.upload(data, name="members.csv.zip")
     (run,) = ws.sync()
     assert (run.status, run.added) == ("applied", 30), run.reason

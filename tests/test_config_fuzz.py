@@ -197,8 +197,11 @@ values = st.one_of(
 
 
 #: The generated arguments of :func:`any_value_loads_or_is_one_line_naming_it`.
-any_value_for_any_key = {"table": st.sampled_from(sorted(TABLES)), "data": st.data(),
-                         "value": values}  # fmt: skip
+any_value_for_any_key = {
+    "table": st.sampled_from(sorted(TABLES)),
+    "data": st.data(),
+    "value": values,
+}
 
 
 def any_value_loads_or_is_one_line_naming_it(

@@ -96,7 +96,7 @@ def test_a_nul_in_a_notify_file_name_is_refused_with_its_line(tmp_path: Path) ->
         ("[defaults]\ntimezone = 1\n", f"[defaults] timezone {ZONE}"),
         ("[notify]\ndigest_timezone = 1\n", f"[notify] digest_timezone {ZONE}"),
     ],
-)  # fmt: skip
+)
 def test_a_true_or_false_and_a_time_zone_are_refused_in_the_same_words_in_every_table(
     tmp_path: Path, text: str, problem: str
 ) -> None:

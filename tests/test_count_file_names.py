@@ -33,8 +33,9 @@ def test_an_upper_case_count_file_is_checked_when_it_is_optional(ws: Workspace) 
     run = sync(ws)
 
     assert (run["status"], run["reason"]) == (
-        "voided", "record count mismatch: count file says 5, file has 3 records"
-    )  # fmt: skip
+        "voided",
+        "record count mismatch: count file says 5, file has 3 records",
+    )
     assert ws.subscribers() == {}
 
 

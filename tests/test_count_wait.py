@@ -141,8 +141,9 @@ def test_incremental_files_after_a_waiting_one_wait_with_it(ws: Workspace) -> No
 
     (ws.home() / "monday_count.txt").write_text("2\n")
     assert [(r.file, r.status) for r in ws.sync()] == [
-        ("monday.csv", "applied"), ("tuesday.csv", "applied"),
-    ]  # fmt: skip
+        ("monday.csv", "applied"),
+        ("tuesday.csv", "applied"),
+    ]
 
 
 @pytest.fixture

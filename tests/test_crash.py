@@ -163,10 +163,19 @@ def test_a_run_killed_after_archiving_its_copy_owns_that_copy_and_the_next_run_a
     before = set(archive.iterdir())
 
     killed = subprocess.run(
-        [sys.executable, "-c", KILLED_AFTER_ARCHIVING, "--config", str(ws.config_path),
-         "sync", "acme"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            KILLED_AFTER_ARCHIVING,
+            "--config",
+            str(ws.config_path),
+            "sync",
+            "acme",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert committed_list(db) == last_good

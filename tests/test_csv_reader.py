@@ -165,8 +165,9 @@ def test_a_cp1252_line_before_the_utf8_ones_voids_naming_it_for_check_and_sync_a
     )
     assert (run.status, run.reason) == ("voided", reason)
     assert (json.loads(checked.stdout)["status"], json.loads(checked.stdout)["reason"]) == (
-        "void", reason
-    )  # fmt: skip
+        "void",
+        reason,
+    )
     assert checked.exit_code == 1
     assert ws.subscribers() == {}  # nothing stored as "Ã„nne"
 

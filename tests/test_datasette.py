@@ -41,10 +41,18 @@ def test_datasette_serves_a_tenants_runs_under_its_name(ws: Workspace, tmp_path)
     folder = tmp_path / "ds"
     ws.cli("datasette", str(folder))
     done = subprocess.run(
-        ["datasette", str(folder / "acme.db"), "--metadata", str(folder / "metadata.json"),
-         "--get", "/acme/runs.json?_shape=array"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "datasette",
+            str(folder / "acme.db"),
+            "--metadata",
+            str(folder / "metadata.json"),
+            "--get",
+            "/acme/runs.json?_shape=array",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     (run,) = json.loads(done.stdout)
     assert (run["status"], run["added"]) == ("applied", 3)

@@ -51,10 +51,14 @@ FILE_EVENTS = [
 #: Recorded through the Python API; the first repeats an event of the file.
 API_EVENTS = [
     {"email": "ADA@example.org", "type": "open", "at": "2026-03-01T08:00:00Z", "topic": "news"},
-    {"email": "ada@example.org", "type": "click", "at": datetime(2026, 3, 4, 12, tzinfo=UTC),
-     "topic": "news"},
+    {
+        "email": "ada@example.org",
+        "type": "click",
+        "at": datetime(2026, 3, 4, 12, tzinfo=UTC),
+        "topic": "news",
+    },
     {"email": "cyd@example.org", "type": "click", "at": datetime(2026, 3, 6, 6, 30)},
-]  # fmt: skip
+]
 #: The same events as stored: address lower-cased, time in UTC, each once.
 STORED = {
     ("ada@example.org", "open", "2026-03-01T08:00:00Z", "news"),
@@ -377,8 +381,10 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
 
     with ws.store() as store:
         record_events(store, [{"email": "ada@example.org", "type": "open", "at": "2026-03-09"}])
-        record_events(store, [{"email": "cyd@example.org", "type": "unsubscribe",
-                               "at": "2026-03-10T10:00:00Z"}])  # fmt: skip
+        record_events(
+            store,
+            [{"email": "cyd@example.org", "type": "unsubscribe", "at": "2026-03-10T10:00:00Z"}],
+        )
     renamed = [("bob@example.org", "Robert", *LIST[1][2:]), *LIST[:1], *LIST[2:]]
     ws.upload(csv_text(renamed, HEADER), name="second.csv")
     [run] = ws.sync()
@@ -516,9 +522,11 @@ def test_an_unknown_export_field_or_template_is_a_config_error(ws: Workspace) ->
 
 def test_the_fields_family_takes_any_column_name(ws: Workspace) -> None:
     header = ("email", 'Member\'s "Type"', "Joined.Year")
-    ws.add_tenant("acme", export_template="jsonl",
-                  export_fields=["email", 'fields.Member\'s "Type"', "fields.Joined.Year",
-                                 "fields.Absent"])  # fmt: skip
+    ws.add_tenant(
+        "acme",
+        export_template="jsonl",
+        export_fields=["email", 'fields.Member\'s "Type"', "fields.Joined.Year", "fields.Absent"],
+    )
     ws.upload(csv_text([("ada@example.org", "Fellow", "1843")], header))
     ws.sync()
 
@@ -543,11 +551,19 @@ def test_events_a_plugin_collects_before_each_export_are_stored_once(
     ws.upload(csv_text(LIST, HEADER))
     ws.sync()
     platform.EVENTS[:] = [
-        {"email": "ada@example.org", "type": "open", "at": datetime(2026, 3, 1, tzinfo=UTC),
-         "topic": "news"},
-        {"email": "ada@example.org", "type": "click", "at": datetime(2026, 3, 2, tzinfo=UTC),
-         "topic": "news"},
-    ]  # fmt: skip
+        {
+            "email": "ada@example.org",
+            "type": "open",
+            "at": datetime(2026, 3, 1, tzinfo=UTC),
+            "topic": "news",
+        },
+        {
+            "email": "ada@example.org",
+            "type": "click",
+            "at": datetime(2026, 3, 2, tzinfo=UTC),
+            "topic": "news",
+        },
+    ]
 
     first = export(ws)
     second = export(ws)
@@ -559,8 +575,9 @@ def test_events_a_plugin_collects_before_each_export_are_stored_once(
     assert asked == platform.ASKED
     rows = {row["email"]: row for row in read_csv(outbox(ws) / second.file)}
     assert (rows["ada@example.org"]["open_count"], rows["ada@example.org"]["click_count"]) == (
-        "1", "1",
-    )  # fmt: skip
+        "1",
+        "1",
+    )
     assert rows["ada@example.org"]["topics"] == "news"
 
 
@@ -588,10 +605,13 @@ def test_a_bad_collected_event_stops_the_export_and_stores_nothing(
 def test_record_events_is_all_or_nothing_and_names_the_bad_event(ws: Workspace) -> None:
     ws.add_tenant("acme")
     with ws.store() as store, pytest.raises(ListferryError, match=r"^event 2: at 'soon'"):
-        record_events(store, [
-            {"email": "ada@example.org", "type": "open", "at": "2026-03-01T00:00:00Z"},
-            {"email": "bob@example.org", "type": "open", "at": "soon"},
-        ])  # fmt: skip
+        record_events(
+            store,
+            [
+                {"email": "ada@example.org", "type": "open", "at": "2026-03-01T00:00:00Z"},
+                {"email": "bob@example.org", "type": "open", "at": "soon"},
+            ],
+        )
     assert table(ws, "SELECT count(*) FROM events") == [(0,)]
 
 
@@ -778,8 +798,13 @@ def test_subscribers_without_the_id_a_crm_matches_on_are_left_out_until_they_hav
         "        '{% endfor %}', suffix='.csv', match_on=('fields.CRM Id',)))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    box = Sandbox(tmp_path / "box", plugins=["match_on_pack_for_test"], export_template="crm",
-                  export_subscribers="changed-since-last", strategy="incremental")  # fmt: skip
+    box = Sandbox(
+        tmp_path / "box",
+        plugins=["match_on_pack_for_test"],
+        export_template="crm",
+        export_subscribers="changed-since-last",
+        strategy="incremental",
+    )
     box.upload("email,CRM Id\nada@example.org,C1\nnew@example.org,\n", name="a.csv")
     box.sync()
     result, path = box.export()
@@ -803,15 +828,21 @@ def test_a_batch_written_at_once_is_each_row_as_csv_row_writes_it() -> None:
         "tags": Field("s.tags", kind="list"),
         "mixed": Field("s.mixed", convert=lambda value: [value, True, 2]),
     }
-    batch = Batch(fields, [
-        ["a@example.org", 1, 1, "2026-03-01T08:00:00Z", '["x", "y"]', "m"],
-        ["b@example.org", None, 0, "2026-03-01T09:00:00+02:00", None, None],
-        ["c@example.org", 2.5, None, None, "[]", ""],
-        ["d@example.org", 0, 1, "", '["only"]', 'q"uote, two'],
-    ])  # fmt: skip
+    batch = Batch(
+        fields,
+        [
+            ["a@example.org", 1, 1, "2026-03-01T08:00:00Z", '["x", "y"]', "m"],
+            ["b@example.org", None, 0, "2026-03-01T09:00:00+02:00", None, None],
+            ["c@example.org", 2.5, None, None, "[]", ""],
+            ["d@example.org", 0, 1, "", '["only"]', 'q"uote, two'],
+        ],
+    )
     environment = jinja2.Environment(newline_sequence="\r\n")
-    for options in ({}, {"none": "NULL", "true": "J", "false": "N", "join": "|"},
-                    {"date": "%d.%m.%Y", "delimiter": ";"}):  # fmt: skip
+    for options in (
+        {},
+        {"none": "NULL", "true": "J", "false": "N", "join": "|"},
+        {"date": "%d.%m.%Y", "delimiter": ";"},
+    ):
         expected = "\r\n".join(csv_row(row, **options) for row in batch)
         assert csv_rows(environment, batch, **options) == expected
 

@@ -94,8 +94,9 @@ def test_a_corrupt_store_fails_its_tenant_at_open_and_every_other_tenant_goes_on
     db = ws.app().config.tenant("beta").database
     overwrite(db, where)
 
-    result = subprocess.run(listferry(ws, "-v", "sync", "--all", "--json"), capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        listferry(ws, "-v", "sync", "--all", "--json"), capture_output=True, text=True, timeout=300
+    )
 
     assert result.returncode == 1
     runs = {run["tenant"]: run for run in json.loads(result.stdout)}
@@ -216,8 +217,9 @@ def sync_on_a_small_disk(ws: Workspace, volume: str, room: int) -> tuple[dict, s
         )
         before.mkdir()
         after.mkdir()
-        done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
+        done = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300
+        )
         shutil.rmtree(state)
         shutil.copytree(after, state)
     else:
@@ -227,18 +229,21 @@ def sync_on_a_small_disk(ws: Workspace, volume: str, room: int) -> tuple[dict, s
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a killed process
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-        done = subprocess.run(sync, capture_output=True, text=True, timeout=300,
-                              preexec_fn=small)  # fmt: skip
+        done = subprocess.run(sync, capture_output=True, text=True, timeout=300, preexec_fn=small)
     assert done.returncode == 1, done.stderr
     [run] = json.loads(done.stdout)
     return run, done.stderr
 
 
 VOLUMES = [
-    pytest.param("tmpfs", marks=pytest.mark.skipif(
-        "not small_disks_can_be_mounted()", reason="no tmpfs in a user namespace here")),
+    pytest.param(
+        "tmpfs",
+        marks=pytest.mark.skipif(
+            "not small_disks_can_be_mounted()", reason="no tmpfs in a user namespace here"
+        ),
+    ),
     "fsize",
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("volume", VOLUMES)

@@ -106,10 +106,22 @@ def test_curl_uploads_a_list_and_its_count_file_and_the_sync_applies_it(
         tls = ["--ssl-reqd", "--cacert", str(s.settings.tls_cert)] if protocol == "ftps" else []
         for name in ("subscriber_list.csv", "subscriber_list_count.txt"):
             done = subprocess.run(
-                ["curl", "-sS", "--fail", *tls, "-u", f"acme:{PASSWORD}",
-                 "-T", str(client / name), f"ftp://127.0.0.1:{s.ports[protocol]}/"],
-                capture_output=True, text=True, timeout=30, check=False,
-            )  # fmt: skip
+                [
+                    "curl",
+                    "-sS",
+                    "--fail",
+                    *tls,
+                    "-u",
+                    f"acme:{PASSWORD}",
+                    "-T",
+                    str(client / name),
+                    f"ftp://127.0.0.1:{s.ports[protocol]}/",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             assert done.returncode == 0, done.stderr
     assert [run.status for run in ws.sync()] == ["applied"]
     assert len(ws.subscribers()) == 5
@@ -231,8 +243,15 @@ def test_prefix_confusion_acme_cannot_reach_acme2(
 
 #: Names no list, report or folder may have: the sync could not take them, logs would
 #: show them raw. Line breaks, NUL, ESC (a terminal colour), BEL, DEL and a C1 control.
-CONTROL_NAMES = ["list\n.csv", "list\r.csv", "nul\x00.csv", "red\x1b[31m.csv", "bell\x07.csv",
-                 "del\x7f.csv", "nel\x85.csv"]  # fmt: skip
+CONTROL_NAMES = [
+    "list\n.csv",
+    "list\r.csv",
+    "nul\x00.csv",
+    "red\x1b[31m.csv",
+    "bell\x07.csv",
+    "del\x7f.csv",
+    "nel\x85.csv",
+]
 
 
 def test_names_with_control_characters_are_refused_with_553_and_logged_escaped(
@@ -244,9 +263,17 @@ def test_names_with_control_characters_are_refused_with_553_and_logged_escaped(
         client = ftp(s.ports["ftp"])
         replies = []
         for name in CONTROL_NAMES:
-            for command in (f"STOR {name}", f"MKD {name}", f"DELE {name}", f"SIZE {name}",
-                            f"CWD {name}", f"MLST {name}", "RNFR mine.csv", f"RNTO {name}",
-                            f"RETR sub/{name}/list.csv"):  # fmt: skip
+            for command in (
+                f"STOR {name}",
+                f"MKD {name}",
+                f"DELE {name}",
+                f"SIZE {name}",
+                f"CWD {name}",
+                f"MLST {name}",
+                "RNFR mine.csv",
+                f"RNTO {name}",
+                f"RETR sub/{name}/list.csv",
+            ):
                 client.sock.sendall(command.encode() + b"\r\n")  # ftplib refuses CR and LF
                 reply = client.getmultiline()
                 if not command.startswith("RNFR"):
@@ -509,9 +536,18 @@ def test_a_killed_curl_upload_leaves_no_list_file(ws: Workspace, served, tmp_pat
     big.write_bytes(LIST + b"x@example.org,X,Y,GOLD\r\n" * 400_000)  # 4 s at 2 MB/s
     with served(["ftp"]) as s:
         curl = subprocess.Popen(
-            ["curl", "-sS", "--limit-rate", "2M", "-u", f"acme:{PASSWORD}", "-T", str(big),
-             f"ftp://127.0.0.1:{s.ports['ftp']}/subscriber_list.csv"],
-        )  # fmt: skip
+            [
+                "curl",
+                "-sS",
+                "--limit-rate",
+                "2M",
+                "-u",
+                f"acme:{PASSWORD}",
+                "-T",
+                str(big),
+                f"ftp://127.0.0.1:{s.ports['ftp']}/subscriber_list.csv",
+            ],
+        )
         try:
             wait_for(lambda: receiving(home), "the upload's first bytes")
         finally:
@@ -615,8 +651,10 @@ def test_listferry_serve_listens_serves_and_stops_on_sigterm(ws: Workspace, tmp_
     with log.open("w") as stderr:
         proc = subprocess.Popen(
             [*base, "serve", "--protocols", "ftp,ftps", "--ftp-port", "0", "--ftps-port", "0"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     lines: Queue[str] = Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])
     reader.start()

@@ -141,5 +141,7 @@ def test_serve_runs_five_tenants_at_their_time_in_parallel_and_tells_of_the_void
     }
     assert shown["alpha"]["subscribers"] == streams["alpha"].rows
     assert shown[BROKEN]["pending"] == 0  # a voided file is archived, the list stands
-    assert all(shown[t]["next_sync"] == (due + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-               for t in TENANTS)  # fmt: skip
+    assert all(
+        shown[t]["next_sync"] == (due + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for t in TENANTS
+    )

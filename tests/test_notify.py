@@ -14,8 +14,12 @@ from listferry.ops.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 SECRET = "whsec-7d1c0a"
 
 
-def notify_config(ws: Workspace, smtp: SmtpServer | None, hook: WebhookServer | None,
-                  on: str = '["voided", "failed"]') -> None:  # fmt: skip
+def notify_config(
+    ws: Workspace,
+    smtp: SmtpServer | None,
+    hook: WebhookServer | None,
+    on: str = '["voided", "failed"]',
+) -> None:
     text = f"\n[notify]\non = {on}\n"
     if smtp is not None:
         text += (
@@ -110,14 +114,16 @@ def test_a_wrong_smtp_password_is_reported_without_the_password(
     [
         ('[notify]\non = ["maybe"]', "[notify] on must be a list of run outcomes"),
         ('[notify.email]\nsmtp_host = "x"\nto = ["a@b.c"]', "[notify.email] needs from"),
-        ('[notify.email]\nsmtp_host = "x"\nfrom = "a@b.c"\nto = ["not an address"]',
-         "[notify.email] to must be one e-mail address"),
+        (
+            '[notify.email]\nsmtp_host = "x"\nfrom = "a@b.c"\nto = ["not an address"]',
+            "[notify.email] to must be one e-mail address",
+        ),
         ('[notify.webhook]\nurl = "ftp://x"', "[notify.webhook] url must be an http://"),
         ('[notify.webhook]\nurl = "https://x"\nattempts = 0', "attempts must be a whole number"),
         ('[notify]\ndigest_at = "25:00"', "[notify] digest_at schedule '25:00'"),
         ('[notify.email]\nsmtp_hots = "x"', "unknown key 'smtp_hots' (did you mean 'smtp_host'?)"),
     ],
-)  # fmt: skip
+)
 def test_notify_settings_are_checked_with_the_line(ws: Workspace, table: str, message: str) -> None:
     with open(ws.config_path, "a", encoding="utf-8") as f:
         f.write("\n" + table + "\n")

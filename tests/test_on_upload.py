@@ -41,8 +41,9 @@ def store_runs(ws: Workspace) -> list[tuple[str, str | None]]:
 
 
 def name_a_plugin(ws: Workspace, module: str) -> None:
-    text = ws.config_path.read_text().replace('homes = "homes"', 'homes = "homes"\n'
-                                              f'plugins = ["{module}"]')  # fmt: skip
+    text = ws.config_path.read_text().replace(
+        'homes = "homes"', f'homes = "homes"\nplugins = ["{module}"]'
+    )
     write_atomically(ws.config_path, text)
 
 
@@ -57,8 +58,7 @@ def upload(port: int, name: str, data: bytes = LIST) -> None:
 def test_a_list_whose_count_file_never_comes_is_voided_when_the_wait_is_over(
     ws: Workspace, served, events
 ) -> None:
-    add_tenant(ws, process="on-upload", count_file="required", count_file_wait="1m",
-               schedule="")  # fmt: skip
+    add_tenant(ws, process="on-upload", count_file="required", count_file_wait="1m", schedule="")
     database = ws.root / "state" / "acme" / "tenant.db"
     with served(["ftp"]) as s:
         upload(s.ports["ftp"], "subscriber_list.csv")

@@ -24,22 +24,66 @@ CRM_EXPORT = (
 )
 
 LOOK_LIKE_OPT_OUT = [
-    "unsubscribed", "Unsubscribe", "opt_out", "Opt-Out", "Opted Out", "Email Opt Out",
-    "EmailOptOut", "HasOptedOutOfEmail", "Do Not Email", "DoNotEmail", "Do Not Mail",
-    "do_not_contact", "Do not allow Bulk Emails", "No Email", "no_mail",
-    "Unsubscribed from all email", "Opt Out Status", "Email Bounced", "IsEmailBounced",
-    "Bounced", "Hard Bounce", "Email Blocked", "blocked", "Blacklisted",
-    "Abgemeldet", "Newsletter abgemeldet", "Werbesperre", "Keine E-Mail",
-    "désinscrit", "Désabonné", "desinscrite", "afgemeld", "Uitgeschreven", "dado de baja",
-]  # fmt: skip
+    "unsubscribed",
+    "Unsubscribe",
+    "opt_out",
+    "Opt-Out",
+    "Opted Out",
+    "Email Opt Out",
+    "EmailOptOut",
+    "HasOptedOutOfEmail",
+    "Do Not Email",
+    "DoNotEmail",
+    "Do Not Mail",
+    "do_not_contact",
+    "Do not allow Bulk Emails",
+    "No Email",
+    "no_mail",
+    "Unsubscribed from all email",
+    "Opt Out Status",
+    "Email Bounced",
+    "IsEmailBounced",
+    "Bounced",
+    "Hard Bounce",
+    "Email Blocked",
+    "blocked",
+    "Blacklisted",
+    "Abgemeldet",
+    "Newsletter abgemeldet",
+    "Werbesperre",
+    "Keine E-Mail",
+    "désinscrit",
+    "Désabonné",
+    "desinscrite",
+    "afgemeld",
+    "Uitgeschreven",
+    "dado de baja",
+]
 
 NOT_OPT_OUT = [
-    "email", "E-Mail", "Email Opt In", "Subscribed", "Newsletter", "Status", "Notes",
-    "Unsubscribe Date", "Opt Out Date", "Opt-Out Reason", "Unsubscribe Link",
-    "EmailBouncedReason", "EmailBouncedDate", "Bounce Count", "Blocked Until",
-    "Marketing contact status", "Do Not Call", "DoNotCall", "HasOptedOutOfFax",
-    "Mailing Street", "first name", "Nombre",
-]  # fmt: skip
+    "email",
+    "E-Mail",
+    "Email Opt In",
+    "Subscribed",
+    "Newsletter",
+    "Status",
+    "Notes",
+    "Unsubscribe Date",
+    "Opt Out Date",
+    "Opt-Out Reason",
+    "Unsubscribe Link",
+    "EmailBouncedReason",
+    "EmailBouncedDate",
+    "Bounce Count",
+    "Blocked Until",
+    "Marketing contact status",
+    "Do Not Call",
+    "DoNotCall",
+    "HasOptedOutOfFax",
+    "Mailing Street",
+    "first name",
+    "Nombre",
+]
 
 
 @pytest.mark.parametrize("header", LOOK_LIKE_OPT_OUT)
@@ -84,8 +128,11 @@ def test_a_full_list_with_an_unread_opt_out_column_applies_and_warns_naming_it(
     (run,) = ws.sync()
     assert run.status == "applied" and run.added == 4 and run.unsubscribed == 0
     assert set(ws.subscribers()) == {
-        "ada@example.org", "bob@example.org", "cyd@example.org", "dan@example.org",
-    }  # fmt: skip
+        "ada@example.org",
+        "bob@example.org",
+        "cyd@example.org",
+        "dan@example.org",
+    }
     report = result_report(ws)
     assert (
         "  column 'Do Not Email' looks like an opt-out flag, but it is not read as one: its rows "
@@ -111,8 +158,9 @@ def test_opt_out_columns_turn_the_column_into_opt_outs_and_silence_the_warning(
         "dan@example.org": "unsubscribed",
     }
     assert ws.subscribers(status="all")["bob@example.org"]["fields"] == {
-        "Do Not Email": "yes", "Member Type": "Member",
-    }  # fmt: skip
+        "Do Not Email": "yes",
+        "Member Type": "Member",
+    }
     assert "looks like an opt-out flag" not in result_report(ws)
 
     copy = ws.root / "export.csv"
@@ -150,9 +198,12 @@ def test_opt_out_values_name_the_words_of_a_column_that_says_who_is_subscribed(
 def test_opt_out_columns_in_defaults_apply_to_every_tenant(ws: Workspace) -> None:
     text = ws.config_path.read_text()
     ws.config_path.write_text(
-        text.replace('count_file = "optional"\n', 'count_file = "optional"\n'
-                     'opt_out_columns = ["Do Not Email"]\nopt_out_values = ["yes"]\n')
-    )  # fmt: skip
+        text.replace(
+            'count_file = "optional"\n',
+            'count_file = "optional"\n'
+            'opt_out_columns = ["Do Not Email"]\nopt_out_values = ["yes"]\n',
+        )
+    )
     ws.add_tenant("acme")
     ws.upload(CRM_EXPORT)
     (run,) = ws.sync()

@@ -40,8 +40,12 @@ def test_each_pack_is_installed_and_listed_by_plugins(pack: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LISTFERRY_LOAD_PLUGINS"}
     done = subprocess.run(
         [sys.executable, "-m", "listferry", "plugins", "--json"],
-        capture_output=True, text=True, env=env, cwd=pack, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=pack,
+        check=True,
+    )
     listed = {info["name"]: info for info in json.loads(done.stdout)}
     assert listed[name]["distribution"] == dist
     assert listed[name]["enabled"] and not listed[name]["builtin"]

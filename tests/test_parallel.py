@@ -123,8 +123,10 @@ def test_run_finished_hears_of_every_run_a_crashed_worker_included(
     assert ws.cli("sync", "--all").exit_code == 1
     heard = [line.split() for line in (ws.root / "finished.txt").read_text().splitlines()]
     assert sorted((tenant, status) for tenant, status, _ in heard) == [
-        ("alpha", "applied"), ("bravo", "applied"), ("killed", "failed"),
-    ]  # fmt: skip
+        ("alpha", "applied"),
+        ("bravo", "applied"),
+        ("killed", "failed"),
+    ]
     by_tenant = {tenant: int(pid) for tenant, _, pid in heard}
     assert by_tenant["killed"] == os.getpid() != by_tenant["alpha"]
 

@@ -26,9 +26,14 @@ def keypair(home: Path, email: str, passphrase: str | None) -> tuple[object, str
     home.mkdir(mode=0o700)
     gpg = gnupg.GPG(gnupghome=str(home))
     spec = gpg.gen_key_input(
-        key_type="EDDSA", key_curve="ed25519", subkey_type="ECDH", subkey_curve="cv25519",
-        name_email=email, passphrase=passphrase, no_protection=passphrase is None,
-    )  # fmt: skip
+        key_type="EDDSA",
+        key_curve="ed25519",
+        subkey_type="ECDH",
+        subkey_curve="cv25519",
+        name_email=email,
+        passphrase=passphrase,
+        no_protection=passphrase is None,
+    )
     key = gpg.gen_key(spec)
     assert key.fingerprint, key.stderr
     public = gpg.export_keys(key.fingerprint)
@@ -50,11 +55,18 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict:
     customer_gpg.import_keys(other_public)
     (root / "platform-secret.asc").write_text(platform_secret)
     (root / "customer-public.asc").write_text(customer_public)
-    yield {"root": root, "customer": customer_gpg, "platform": platform_public,
-           "other": other_public}  # fmt: skip
+    yield {
+        "root": root,
+        "customer": customer_gpg,
+        "platform": platform_public,
+        "other": other_public,
+    }
     for home in ("platform", "customer", "other"):  # no gpg-agent outlives the tests
-        subprocess.run(["gpgconf", "--homedir", str(root / home), "--kill", "gpg-agent"],
-                       capture_output=True, check=False)  # fmt: skip
+        subprocess.run(
+            ["gpgconf", "--homedir", str(root / home), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+        )
 
 
 def encrypted(keys: dict, data: bytes, to: str = "lists@platform.example") -> bytes:
@@ -66,9 +78,11 @@ def encrypted(keys: dict, data: bytes, to: str = "lists@platform.example") -> by
 def tenant(ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, **extra) -> None:
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
     ws.add_tenant(
-        "acme", pgp_key_file=str(keys["root"] / "platform-secret.asc"),
-        pgp_passphrase_env="ACME_PGP_PASSPHRASE", **extra,
-    )  # fmt: skip
+        "acme",
+        pgp_key_file=str(keys["root"] / "platform-secret.asc"),
+        pgp_passphrase_env="ACME_PGP_PASSPHRASE",
+        **extra,
+    )
 
 
 def test_an_encrypted_list_is_decrypted_read_and_no_plaintext_is_left(
@@ -98,12 +112,14 @@ def test_an_encrypted_gzipped_list_is_read_too(
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda keys: encrypted(keys, b"email\nx@y.org\n", to="someone@else.example"),
-         "encrypted to another key"),
+        (
+            lambda keys: encrypted(keys, b"email\nx@y.org\n", to="someone@else.example"),
+            "encrypted to another key",
+        ),
         (lambda keys: b"email\nx@y.org\n", "does not decrypt"),
         (lambda keys: encrypted(keys, csv_text(people(50)).encode())[:-40], "does not decrypt"),
     ],
-)  # fmt: skip
+)
 def test_a_file_that_does_not_decrypt_is_voided_and_the_list_stands(
     ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, make, reason: str
 ) -> None:
@@ -131,8 +147,7 @@ def test_a_wrong_passphrase_fails_the_run_without_showing_it(
 def test_return_files_are_encrypted_to_the_customers_key(
     ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    tenant(ws, keys, monkeypatch,
-           pgp_recipient_key_file=str(keys["root"] / "customer-public.asc"))  # fmt: skip
+    tenant(ws, keys, monkeypatch, pgp_recipient_key_file=str(keys["root"] / "customer-public.asc"))
     ws.upload(people(4))
     ws.sync()
     out = tmp_path / "to-crm"
@@ -167,8 +182,13 @@ def test_a_key_file_the_platform_cannot_read_fails_the_run_and_the_report_names_
     runs = ws.cli("runs", "acme").output  # the operator keeps the detail
     assert f"{missing}: cannot read the tenant's pgp_key_file" in runs
 
-    ws.cli("tenant", "set", "acme", f"pgp_key_file={keys['root'] / 'platform-secret.asc'}",
-           "pgp_passphrase_env=ACME_PGP_PASSPHRASE")  # fmt: skip
+    ws.cli(
+        "tenant",
+        "set",
+        "acme",
+        f"pgp_key_file={keys['root'] / 'platform-secret.asc'}",
+        "pgp_passphrase_env=ACME_PGP_PASSPHRASE",
+    )
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
     (again,) = ws.sync()
     assert (again.status, again.added) == ("applied", 5), again.reason

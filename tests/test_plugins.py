@@ -13,8 +13,14 @@ from listferry.errors import ListferryError
 from listferry.plugins import load_host
 
 BUILT_INS = {
-    "file", "csv", "default-dialect", "record-checks", "file-checks", "plan-checks", "strategies",
-}  # fmt: skip
+    "file",
+    "csv",
+    "default-dialect",
+    "record-checks",
+    "file-checks",
+    "plan-checks",
+    "strategies",
+}
 
 
 def test_built_ins_are_entry_points_of_the_listferry_distribution() -> None:
@@ -366,8 +372,11 @@ def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Workspace, plugin_
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     done = subprocess.run(
         [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0
     assert "a run_finished plugin failed for acme: RuntimeError: smtp is down" in done.stderr
     assert "Traceback" not in done.stderr
@@ -435,8 +444,11 @@ def test_a_background_thread_that_raises_is_one_line_not_a_traceback(
     env = {**os.environ, "PYTHONPATH": str(plugin_dir)}
     done = subprocess.run(
         [*listferry_command(), "--config", str(ws.config_path), "spin"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout == "done\n"
     assert done.stderr == "listferry: uploader failed: RuntimeError: lost the connection\n"
 

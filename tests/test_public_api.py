@@ -26,8 +26,11 @@ PACK_SOURCES = sorted(
     if path.name != "install_packs.py" and ".egg-info" not in str(path)
 )
 ALLOWED = {"listferry", "listferry.testing"}
-PLUGIN_PAGES = [ROOT / "docs" / "hooks.md", ROOT / "docs" / "writing-a-plugin.md",
-                ROOT / "docs" / "return-files.md"]  # fmt: skip
+PLUGIN_PAGES = [
+    ROOT / "docs" / "hooks.md",
+    ROOT / "docs" / "writing-a-plugin.md",
+    ROOT / "docs" / "return-files.md",
+]
 
 
 def private_imports(source: str) -> list[str]:
@@ -115,8 +118,14 @@ def test_every_exported_name_resolves() -> None:
 
 def test_importing_listferry_loads_only_its_errors() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "import sys, listferry; "
-         "print(sorted(m for m in sys.modules if m.startswith('listferry')))"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, listferry; "
+            "print(sorted(m for m in sys.modules if m.startswith('listferry')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "['listferry', 'listferry.errors']"

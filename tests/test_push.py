@@ -48,8 +48,10 @@ def trust(server: Remote) -> list[str]:
 
 def landed(server: Remote) -> list[str]:
     """The names that arrived, in order: what was stored, then what it was renamed to."""
-    return [f"{kind} {name.split('.')[1] if kind == 'stored' else name}"
-            for kind, name in server.server.events]  # fmt: skip
+    return [
+        f"{kind} {name.split('.')[1] if kind == 'stored' else name}"
+        for kind, name in server.server.events
+    ]
 
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
@@ -130,8 +132,9 @@ def test_push_unlocks_a_key_made_by_ssh_keygen_with_the_password(
     ws: Workspace, remote: Any, list_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "a pass phrase", "-f", str(key)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "a pass phrase", "-f", str(key)], check=True
+    )
     client_key = paramiko.PKey.from_path(key, b"a pass phrase")
     server = remote("sftp", client_key=client_key)
     monkeypatch.delenv("LISTFERRY_PASSWORD")
@@ -280,8 +283,12 @@ def test_push_to_listferry_own_server_and_the_sync_applies_it(
     ws: Workspace, served: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     monkeypatch.setenv("LISTFERRY_PASSWORD", PASSWORD)
-    home = ws.add_tenant("acme", password_hash=hash_password(PASSWORD), allow_ips=["127.0.0.1"],
-                         count_file="required")  # fmt: skip
+    home = ws.add_tenant(
+        "acme",
+        password_hash=hash_password(PASSWORD),
+        allow_ips=["127.0.0.1"],
+        count_file="required",
+    )
     with served([protocol]) as s:
         url = f"{protocol}://acme@127.0.0.1:{s.ports[protocol]}/"
         if protocol == "sftp":

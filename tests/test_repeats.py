@@ -193,8 +193,9 @@ def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
     run = sync_cli(ws)
 
     assert (run["status"], run["reason"]) == (
-        "skipped", "the same content as the last applied file (run 1)"
-    )  # fmt: skip
+        "skipped",
+        "the same content as the last applied file (run 1)",
+    )
     assert (json.loads(checked.stdout)["status"], checked.exit_code) == ("skip", 0)
 
 

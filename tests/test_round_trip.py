@@ -90,10 +90,26 @@ def test_pull_apply_export_push_and_read_back_every_data_point(
         server = Remote(stack, tmp_path / "remote", protocol, PASSWORD)
         crm = PlainClient(server)
         add_tenant(
-            ws.app(), "acme", server.tenant_settings(export_fields=["email", "first_name",
-            "last_name", "segment_code", "status", "opted_out", "opted_out_at", "open_count",
-            "click_count", "last_open", "last_click", "topics", "fields.CRM Id"])
-        )  # fmt: skip
+            ws.app(),
+            "acme",
+            server.tenant_settings(
+                export_fields=[
+                    "email",
+                    "first_name",
+                    "last_name",
+                    "segment_code",
+                    "status",
+                    "opted_out",
+                    "opted_out_at",
+                    "open_count",
+                    "click_count",
+                    "last_open",
+                    "last_click",
+                    "topics",
+                    "fields.CRM Id",
+                ]
+            ),
+        )
         crm.put("subscriber_list.csv", csv_text(LIST, HEADER).encode("utf-8"))
         crm.put("subscriber_list_count.txt", f"{len(LIST)}\n".encode())
 
@@ -125,6 +141,8 @@ def test_pull_apply_export_push_and_read_back_every_data_point(
     assert [rows[e]["topics"] for e in rows] == ["sport;news;arts", "news", "", ""]
     bob = rows["bob@example.org"]
     assert (bob["status"], bob["opted_out"], bob["opted_out_at"]) == (
-        "unsubscribed", "true", "2026-03-05T11:00:00Z"
-    )  # fmt: skip
+        "unsubscribed",
+        "true",
+        "2026-03-05T11:00:00Z",
+    )
     assert all(rows[e]["opted_out"] == "false" for e in rows if e != "bob@example.org")

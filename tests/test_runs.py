@@ -16,9 +16,21 @@ from listferry.runs import RunRecord
 from listferry.sync.run import tenant_lock
 
 RUN_KEYS = {
-    "tenant", "run_id", "status", "file", "strategy", "reason", "received", "added",
-    "updated", "removed", "unchanged", "invalid", "started_at", "finished_at",
-}  # fmt: skip
+    "tenant",
+    "run_id",
+    "status",
+    "file",
+    "strategy",
+    "reason",
+    "received",
+    "added",
+    "updated",
+    "removed",
+    "unchanged",
+    "invalid",
+    "started_at",
+    "finished_at",
+}
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
@@ -101,14 +113,20 @@ def test_full_runs_the_newest_file_and_archives_older_ones_as_superseded(
     runs = ws.sync()
 
     assert [(r.file, r.status) for r in runs] == [
-        ("old.csv", "skipped"), ("monday.csv", "skipped"), ("tuesday.csv", "applied"),
-    ]  # fmt: skip
+        ("old.csv", "skipped"),
+        ("monday.csv", "skipped"),
+        ("tuesday.csv", "applied"),
+    ]
     assert runs[1].reason == "superseded by the newer file tuesday.csv"
     assert sorted(ws.subscribers()) == ["p10@example.org", "p11@example.org"]
     assert home_files(ws) == ["monday.result.txt", "old.result.txt", "tuesday.result.txt"]
     assert [name.split("-", 2)[2] for name in archived(ws)] == [
-        "old.csv", "monday.csv", "monday_count.txt", "tuesday.csv", "tuesday_count.txt",
-    ]  # fmt: skip
+        "old.csv",
+        "monday.csv",
+        "monday_count.txt",
+        "tuesday.csv",
+        "tuesday_count.txt",
+    ]
     assert (
         "Outcome: skipped: superseded by the newer file tuesday.csv"
         in (ws.home() / "monday.result.txt").read_text()
@@ -127,8 +145,9 @@ def test_a_repeat_of_the_last_applied_file_is_skipped(ws: Workspace) -> None:
     run = only(ws.sync())
 
     assert (run.status, run.reason) == (
-        "skipped", "the same content as the last applied file (run 2)"
-    )  # fmt: skip
+        "skipped",
+        "the same content as the last applied file (run 2)",
+    )
     assert run.sha256 == hashlib.sha256(last).hexdigest()
     assert table(ws) == before
     assert "again.csv" not in home_files(ws)
@@ -187,9 +206,12 @@ def test_every_run_is_recorded_in_the_cli_json_shape(ws: Workspace) -> None:
         assert set(run) >= RUN_KEYS
         assert UTC_TIME.match(run["started_at"]) and UTC_TIME.match(run["finished_at"])
     assert {k: runs[1][k] for k in ("run_id", "status", "file", "strategy", "reason")} == {
-        "run_id": 1, "status": "applied", "file": "subscriber_list.csv", "strategy": "full",
+        "run_id": 1,
+        "status": "applied",
+        "file": "subscriber_list.csv",
+        "strategy": "full",
         "reason": None,
-    }  # fmt: skip
+    }
     assert [runs[1][k] for k in ("received", "added", "removed", "unchanged")] == [3, 3, 0, 0]
     assert (runs[0]["run_id"], runs[0]["status"], runs[0]["received"]) == (2, "voided", 2)
     assert runs[0]["reason"] == "record count mismatch: count file says 5, file has 2 records"
@@ -290,8 +312,9 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     conn.commit()
     before = table(ws)
     # Adds p10 and updates p0 first; removing p3 then fails inside the same transaction.
-    content = ws.upload([("p0@example.org", "Renamed", "", ""), *people(2, start=1),
-                         *people(1, start=10)]).read_bytes()  # fmt: skip
+    content = ws.upload(
+        [("p0@example.org", "Renamed", "", ""), *people(2, start=1), *people(1, start=10)]
+    ).read_bytes()
 
     run = only(ws.sync())
 
@@ -306,8 +329,11 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     conn.close()
     retried = only(ws.sync())
     assert (retried.status, retried.added, retried.updated, retried.removed) == (
-        "applied", 1, 1, 1,
-    )  # fmt: skip
+        "applied",
+        1,
+        1,
+        1,
+    )
 
 
 def test_pattern_ignores_case_so_a_shouting_file_name_is_taken(ws: Workspace) -> None:

@@ -177,8 +177,10 @@ def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) ->
     ws.add_tenant("acme", schedule="@hourly")
     proc = subprocess.Popen(
         [sys.executable, "-m", "listferry", "--config", str(ws.config_path), "schedule"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     first = proc.stdout.readline()
     assert first.startswith("acme: next sync ")  # within the hour (at once: never synced)
     proc.send_signal(signal.SIGTERM)

@@ -35,8 +35,15 @@ WRONG_PASSPHRASE = "Wr0ng-key-passphrase"
 REMOTE_PASSWORD = "Remote-home-s3cret"
 WRONG_REMOTE_PASSWORD = "Wr0ng-remote-s3cret"
 URL_PASSWORD = "Url-borne-s3cret"
-SECRETS = [TENANT_PASSWORD, WRONG_TENANT_PASSWORD, PASSPHRASE, WRONG_PASSPHRASE,
-           REMOTE_PASSWORD, WRONG_REMOTE_PASSWORD, URL_PASSWORD]  # fmt: skip
+SECRETS = [
+    TENANT_PASSWORD,
+    WRONG_TENANT_PASSWORD,
+    PASSPHRASE,
+    WRONG_PASSPHRASE,
+    REMOTE_PASSWORD,
+    WRONG_REMOTE_PASSWORD,
+    URL_PASSWORD,
+]
 
 
 def sftp_put(port: int, password: str, source: Path) -> None:
@@ -57,9 +64,12 @@ def ftp_login(port: int, password: str) -> None:
 
 
 def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
-    ws: Workspace, served: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+    ws: Workspace,
+    served: Any,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     caplog.set_level(logging.DEBUG)
     shown: list[Result] = []
     errors: list[str] = []
@@ -69,8 +79,15 @@ def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
         return shown[-1]
 
     # -- a tenant of the built-in servers, its password over stdin -------------------------
-    added = cli("tenant", "add", "acme", "--password-stdin", "--allow-ip", "127.0.0.1/32",
-                input=TENANT_PASSWORD + "\n")  # fmt: skip
+    added = cli(
+        "tenant",
+        "add",
+        "acme",
+        "--password-stdin",
+        "--allow-ip",
+        "127.0.0.1/32",
+        input=TENANT_PASSWORD + "\n",
+    )
     assert added.exit_code == 0, added.output
     source = tmp_path / "export.csv"
     source.write_text(csv_text(people(20)))
@@ -87,37 +104,52 @@ def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
     # -- homes on customers' servers: a key with a passphrase, passwords right and wrong ---
     with contextlib.ExitStack() as stack:
         key = tmp_path / "id_ed25519"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(key)],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", PASSPHRASE, "-f", str(key)], check=True
+        )
         remotes = {
-            "keyed": Remote(stack, tmp_path / "r-keyed", "sftp", REMOTE_PASSWORD,
-                            client_key=paramiko.PKey.from_path(key, PASSPHRASE.encode())),
+            "keyed": Remote(
+                stack,
+                tmp_path / "r-keyed",
+                "sftp",
+                REMOTE_PASSWORD,
+                client_key=paramiko.PKey.from_path(key, PASSPHRASE.encode()),
+            ),
             "sftphome": Remote(stack, tmp_path / "r-sftp", "sftp", REMOTE_PASSWORD),
             "ftphome": Remote(stack, tmp_path / "r-ftp", "ftp", REMOTE_PASSWORD),
-        }  # fmt: skip
+        }
         for server in remotes.values():
             (server.folder / "subscriber_list.csv").write_text(csv_text(people(30)))
             (server.folder / "outbox").mkdir()  # where return files go
         own = {"remote_password_env": None, "remote_retries": 1, "export_after_sync": True}
         tenants = {
-            "keyed": (remotes["keyed"], {"remote_key_file": str(key),
-                                         "remote_password": PASSPHRASE}),
-            "badkey": (remotes["keyed"], {"remote_key_file": str(key),
-                                          "remote_password": WRONG_PASSPHRASE}),
+            "keyed": (
+                remotes["keyed"],
+                {"remote_key_file": str(key), "remote_password": PASSPHRASE},
+            ),
+            "badkey": (
+                remotes["keyed"],
+                {"remote_key_file": str(key), "remote_password": WRONG_PASSPHRASE},
+            ),
             "sftphome": (remotes["sftphome"], {"remote_password": REMOTE_PASSWORD}),
             "ftphome": (remotes["ftphome"], {"remote_password": REMOTE_PASSWORD}),
             "wrongsftp": (remotes["sftphome"], {"remote_password": WRONG_REMOTE_PASSWORD}),
             "wrongftp": (remotes["ftphome"], {"remote_password": WRONG_REMOTE_PASSWORD}),
-        }  # fmt: skip
+        }
         for name, (server, settings) in tenants.items():
             add_tenant(ws.app(), name, server.tenant_settings(**own, **settings))
         for name in tenants:
             cli("sync", name, "--json")
         ran = zip(tenants, shown[-len(tenants) :], strict=True)
         outcomes = {name: json.loads(result.stdout)[0]["status"] for name, result in ran}
-        assert outcomes == {"keyed": "applied", "badkey": "failed", "sftphome": "applied",
-                            "ftphome": "applied", "wrongsftp": "failed",
-                            "wrongftp": "failed"}  # fmt: skip
+        assert outcomes == {
+            "keyed": "applied",
+            "badkey": "failed",
+            "sftphome": "applied",
+            "ftphome": "applied",
+            "wrongsftp": "failed",
+            "wrongftp": "failed",
+        }
         for name in ("acme", "keyed", "ftphome"):
             assert cli("export", name, "--json").exit_code == 0
         assert cli("export", "wrongftp", "--json").exit_code == 1
@@ -154,8 +186,11 @@ def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
         for path in tmp_path.rglob("*"):
             if path.is_file() and path != ws.config_path:
                 assert secret.encode() not in path.read_bytes(), f"{secret!r} is in {path}"
-    reasons = " ".join(json.loads(r.stdout)[0]["reason"] or "" for r in shown
-                       if r.stdout.startswith("[") and '"reason"' in r.stdout)  # fmt: skip
+    reasons = " ".join(
+        json.loads(r.stdout)[0]["reason"] or ""
+        for r in shown
+        if r.stdout.startswith("[") and '"reason"' in r.stdout
+    )
     assert "login refused" in reasons and "wrong passphrase" in reasons  # the failures ran
 
 

@@ -214,15 +214,23 @@ def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
     ws.add_tenant("acme", expect_file_within="")
     record = problem_path(ws.app().config.state_dir)
     record.parent.mkdir(parents=True, exist_ok=True)
-    left = {"config_of": "2026-12-04T10:00:00Z", "reason": "a reason",
-            "failed_at": "2026-12-04T10:01:00Z", "pid": os.getpid()}  # fmt: skip
+    left = {
+        "config_of": "2026-12-04T10:00:00Z",
+        "reason": "a reason",
+        "failed_at": "2026-12-04T10:01:00Z",
+        "pid": os.getpid(),
+    }
     record.write_text(json.dumps(left))
     running = ws.cli("status")
     assert running.exit_code == 1
     assert running.stderr == "serve runs the config of 2026-12-04T10:00:00Z: a reason\n"
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     record.write_text(json.dumps(left | {"pid": int(gone.stdout)}))  # a serve killed since
     result = ws.cli("status")
     assert result.exit_code == 0, result.output
@@ -239,8 +247,10 @@ def test_status_ignores_the_record_of_a_killed_serve_and_of_a_process_with_its_n
     good = ws.config_path.read_text()
     proc = subprocess.Popen(
         [*base, "serve", "--protocols", "sftp", "--sftp-port", "0", "--no-schedule"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     other: subprocess.Popen | None = None
     try:
         assert proc.stdout.readline().startswith("listening sftp ")
@@ -254,8 +264,9 @@ def test_status_ignores_the_record_of_a_killed_serve_and_of_a_process_with_its_n
         killed = ws.cli("status")
         assert (killed.exit_code, killed.stderr) == (0, ""), killed.output
 
-        other = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
-                                 stdin=subprocess.PIPE)  # fmt: skip
+        other = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+        )
         left = json.loads(record.read_text())
         record.write_text(json.dumps(left | {"pid": other.pid}))  # the number, used again
         reused = ws.cli("status")
@@ -300,9 +311,11 @@ def test_listferry_serve_takes_changes_after_a_pack_install_and_reports_a_config
     with log.open("w") as stderr:
         proc = subprocess.Popen(
             [*base, "serve", "--protocols", "sftp", "--sftp-port", "0", "--no-schedule"],
-            stdout=subprocess.PIPE, stderr=stderr, text=True,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(pack.site)},
-        )  # fmt: skip
+        )
     lines: Queue[str] = Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout])
     reader.start()

@@ -97,8 +97,10 @@ def test_killed_serve_keeps_confirmed_uploads_whole_and_takes_no_partial_file(
     site.start()
     try:
         assert temp_files(site) == [], "serve left the temp files of cut uploads"
-        after = [Upload(t, p, f"after_{p}.csv", ListStream(t, f"s{seed}{p}", 200_000))
-                 for t, p in zip(TENANTS, ("sftp", "ftps"), strict=True)]  # fmt: skip
+        after = [
+            Upload(t, p, f"after_{p}.csv", ListStream(t, f"s{seed}{p}", 200_000))
+            for t, p in zip(TENANTS, ("sftp", "ftps"), strict=True)
+        ]
         for u in after:
             u.run(site)
             assert u.error is None

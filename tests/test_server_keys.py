@@ -39,8 +39,10 @@ def run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, so stdout and stderr are seen apart."""
     return subprocess.run(
         [*listferry_command(), "--config", str(ws.config_path), *args],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def init(ws: Workspace, server: str = "") -> None:
@@ -58,8 +60,10 @@ def openssl_fingerprint(cert: Path) -> str:
         return hashlib.sha256(der).digest().hex(":").upper()
     out = subprocess.run(
         ["openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", str(cert)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.strip().split("=", 1)[1]
 
 
@@ -354,9 +358,14 @@ def truncate_the_key(cert: Path, key: Path) -> None:
 
 @pytest.mark.parametrize(
     "damage",
-    [cut_the_new_certificate_short, truncate_the_certificate, write_a_certificate_for_another_key,
-     remove_the_key, truncate_the_key],
-)  # fmt: skip
+    [
+        cut_the_new_certificate_short,
+        truncate_the_certificate,
+        write_a_certificate_for_another_key,
+        remove_the_key,
+        truncate_the_key,
+    ],
+)
 def test_a_bad_renewal_keeps_the_last_good_pair_and_is_logged_once(
     ws: Workspace, served, events, damage: Callable[[Path, Path], None]
 ) -> None:

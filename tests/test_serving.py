@@ -66,8 +66,9 @@ def test_prefix_confusion_acme_cannot_reach_acme2(homes: tuple[Path, Path]) -> N
 
 
 def settings(**values: object) -> ServerSettings:
-    return ServerSettings(**{"delay_after_failures": 2, "block_after_failures": 4,
-                             "block_seconds": 0.3, **values})  # fmt: skip
+    return ServerSettings(
+        **{"delay_after_failures": 2, "block_after_failures": 4, "block_seconds": 0.3, **values}
+    )
 
 
 class Clock:

@@ -54,8 +54,14 @@ def public_line(key: Path) -> str:
 @pytest.fixture
 def homes(ws: Workspace, client_key: Path) -> tuple[Path, Path]:
     """Tenants ``acme`` and ``acme2`` (a name that starts with the other's), both local."""
-    add_tenants(ws, "acme", "acme2", allow_ips=LOCAL, ssh_keys=[public_line(client_key)],
-                password_hash=PASSWORD_HASH)  # fmt: skip
+    add_tenants(
+        ws,
+        "acme",
+        "acme2",
+        allow_ips=LOCAL,
+        ssh_keys=[public_line(client_key)],
+        password_hash=PASSWORD_HASH,
+    )
     acme, acme2 = ws.root / "homes" / "acme", ws.root / "homes" / "acme2"
     (acme / "own.txt").write_bytes(b"email\r\nown@acme.example\r\n")
     (acme2 / "list.csv").write_bytes(SECRET)
@@ -133,11 +139,28 @@ def test_openssh_sftp_uploads_a_list_and_its_count_then_the_sync_applies_it(
         known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.read_text()}")
         done = subprocess.run(
-            [OPENSSH_SFTP, "-b", str(batch), "-P", str(port), "-i", str(key),
-             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "acme@127.0.0.1"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                OPENSSH_SFTP,
+                "-b",
+                str(batch),
+                "-P",
+                str(port),
+                "-i",
+                str(key),
+                "-o",
+                f"UserKnownHostsFile={known_hosts}",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "acme@127.0.0.1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert done.returncode == 0, done.stderr
     assert "subscriber_list.csv" in done.stdout and ".part" not in done.stdout
     assert sorted(p.name for p in ws.home().iterdir()) == [
@@ -208,8 +231,10 @@ def test_an_upload_cut_off_halfway_leaves_no_list_and_no_temp(
         sftp.get_channel().get_transport().close()  # the connection drops, file still open
         wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()), timeout=5)
         assert not (ws.home() / "subscriber_list.csv").exists()
-    assert any("event=upload" in r.getMessage() and "result=aborted" in r.getMessage()
-               for r in caplog.records)  # fmt: skip
+    assert any(
+        "event=upload" in r.getMessage() and "result=aborted" in r.getMessage()
+        for r in caplog.records
+    )
     assert [run.status for run in ws.sync()] == ["idle"]
 
 
@@ -224,11 +249,28 @@ def test_killing_openssh_sftp_mid_put_leaves_no_list_and_no_temp(
     batch.write_text(f"put {big}\n")
     with served(["sftp"]) as server:
         client = subprocess.Popen(
-            [OPENSSH_SFTP, "-b", str(batch), "-P", str(server.ports["sftp"]), "-i", str(client_key),
-             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "acme@127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+            [
+                OPENSSH_SFTP,
+                "-b",
+                str(batch),
+                "-P",
+                str(server.ports["sftp"]),
+                "-i",
+                str(client_key),
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "acme@127.0.0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             wait_for(lambda: upload_size(ws.home()) > 1 << 20, timeout=30)
         finally:
@@ -362,13 +404,21 @@ def test_names_with_control_characters_are_refused_for_every_operation_and_logge
             f.write(b"email\r\nada@example.org\r\n")
 
     attempts: list[Callable[[str], object]] = [
-        write, lambda name: write(f"sub/{name}"), acme_sftp.mkdir,
+        write,
+        lambda name: write(f"sub/{name}"),
+        acme_sftp.mkdir,
         lambda name: acme_sftp.rename("own.txt", name),
         lambda name: acme_sftp.posix_rename("own.txt", name),
-        lambda name: acme_sftp.rename("sub", f"{name}/sub"), acme_sftp.remove, acme_sftp.rmdir,
-        acme_sftp.stat, acme_sftp.lstat, acme_sftp.listdir, acme_sftp.chdir,
-        lambda name: acme_sftp.utime(name, None), lambda name: acme_sftp.open(name).read(),
-    ]  # fmt: skip
+        lambda name: acme_sftp.rename("sub", f"{name}/sub"),
+        acme_sftp.remove,
+        acme_sftp.rmdir,
+        acme_sftp.stat,
+        acme_sftp.lstat,
+        acme_sftp.listdir,
+        acme_sftp.chdir,
+        lambda name: acme_sftp.utime(name, None),
+        lambda name: acme_sftp.open(name).read(),
+    ]
     for attempt in attempts:
         assert not_refused(attempt, CONTROL_NAMES) == []
     assert snapshot(acme) == before
@@ -513,8 +563,12 @@ def test_a_login_from_outside_the_allow_list_is_refused_even_with_the_right_pass
     ws: Workspace, served, client_key: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="listferry.server")
-    ws.add_tenant("acme", allow_ips=["127.0.0.2/32"], password_hash=PASSWORD_HASH,
-                  ssh_keys=[public_line(client_key)])  # fmt: skip
+    ws.add_tenant(
+        "acme",
+        allow_ips=["127.0.0.2/32"],
+        password_hash=PASSWORD_HASH,
+        ssh_keys=[public_line(client_key)],
+    )
     with served(["sftp"]) as server:
         login_refused(server.ports["sftp"], password=PASSWORD)
         login_refused(server.ports["sftp"], key=client_key)
@@ -707,8 +761,10 @@ def test_serve_runs_sftp_until_sigterm_and_stops_cleanly(
     ws.add_tenant("acme", allow_ips=LOCAL, ssh_keys=[public_line(client_key)])
     server = subprocess.Popen(
         [*command, "serve", "--protocols", "sftp", "--sftp-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 20
         plan = read_line(server.stdout, deadline)

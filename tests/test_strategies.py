@@ -117,9 +117,14 @@ def test_full_replaces_the_list_and_marks_absent_subscribers_removed(ws: Workspa
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
-        "received": 5, "added": 2, "updated": 1, "removed": 1,
-        "unsubscribed": 0, "unchanged": 2, "ignored": 0,
-    }  # fmt: skip
+        "received": 5,
+        "added": 2,
+        "updated": 1,
+        "removed": 1,
+        "unsubscribed": 0,
+        "unchanged": 2,
+        "ignored": 0,
+    }
     assert statuses(ws) == {
         "keep@example.org": "active",
         "change@example.org": "active",
@@ -182,9 +187,14 @@ def test_incremental_adds_and_updates_and_removes_nobody(ws: Workspace) -> None:
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
-        "received": 5, "added": 2, "updated": 1, "removed": 0,
-        "unsubscribed": 0, "unchanged": 2, "ignored": 0,
-    }  # fmt: skip
+        "received": 5,
+        "added": 2,
+        "updated": 1,
+        "removed": 0,
+        "unsubscribed": 0,
+        "unchanged": 2,
+        "ignored": 0,
+    }
     assert statuses(ws) == {
         "keep@example.org": "active",
         "change@example.org": "active",
@@ -204,9 +214,14 @@ def test_add_only_adds_new_addresses_and_ignores_known_ones(ws: Workspace) -> No
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
-        "received": 5, "added": 2, "updated": 0, "removed": 0,
-        "unsubscribed": 0, "unchanged": 0, "ignored": 3,
-    }  # fmt: skip
+        "received": 5,
+        "added": 2,
+        "updated": 0,
+        "removed": 0,
+        "unsubscribed": 0,
+        "unchanged": 0,
+        "ignored": 3,
+    }
     assert statuses(ws) == {
         "keep@example.org": "active",
         "change@example.org": "active",
@@ -226,9 +241,14 @@ def test_update_only_updates_known_addresses_and_ignores_new_ones(ws: Workspace)
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
-        "received": 5, "added": 0, "updated": 1, "removed": 0,
-        "unsubscribed": 0, "unchanged": 3, "ignored": 1,
-    }  # fmt: skip
+        "received": 5,
+        "added": 0,
+        "updated": 1,
+        "removed": 0,
+        "unsubscribed": 0,
+        "unchanged": 3,
+        "ignored": 1,
+    }
     assert statuses(ws) == {
         "keep@example.org": "active",
         "change@example.org": "active",
@@ -247,9 +267,14 @@ def test_opt_out_file_unsubscribes_every_address_in_it(ws: Workspace) -> None:
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
-        "received": 5, "added": 0, "updated": 0, "removed": 0,
-        "unsubscribed": 4, "unchanged": 1, "ignored": 0,
-    }  # fmt: skip
+        "received": 5,
+        "added": 0,
+        "updated": 0,
+        "removed": 0,
+        "unsubscribed": 4,
+        "unchanged": 1,
+        "ignored": 0,
+    }
     assert statuses(ws) == {
         "keep@example.org": "unsubscribed",
         "change@example.org": "unsubscribed",
@@ -328,9 +353,14 @@ def test_host_rules_of_meaning_hold_for_a_careless_plugin_strategy(ws: Workspace
     run = only(ws.sync())
 
     assert counts(run) == {
-        "received": 5, "added": 2, "updated": 1, "removed": 1,
-        "unsubscribed": 0, "unchanged": 2, "ignored": 0,
-    }  # fmt: skip
+        "received": 5,
+        "added": 2,
+        "updated": 1,
+        "removed": 1,
+        "unsubscribed": 0,
+        "unchanged": 2,
+        "ignored": 0,
+    }
     assert statuses(ws)["optout@example.org"] == "unsubscribed"
     assert statuses(ws)["gone@example.org"] == "removed"
 
@@ -398,8 +428,9 @@ def test_same_extra_values_count_unchanged_and_a_new_value_counts_updated(ws: Wo
         [("ada@example.org", "Fellow", "North"), ("bob@example.org", "M", "S")], header=header
     )
     ws.sync()
-    ws.upload([("ada@example.org", "Fellow", "North"), ("bob@example.org", "M", "East")],
-              header=header)  # fmt: skip
+    ws.upload(
+        [("ada@example.org", "Fellow", "North"), ("bob@example.org", "M", "East")], header=header
+    )
 
     run = only(ws.sync())
 
@@ -537,6 +568,8 @@ def test_platform_opt_out_recorded_while_a_run_plans_is_not_undone(ws: Workspace
     assert run.status == "applied", run.reason
     after = statuses(ws)
     assert [after[f"{name}@example.org"] for name in ("new", "back", "gone")] == [
-        "unsubscribed", "unsubscribed", "unsubscribed"
-    ]  # fmt: skip
+        "unsubscribed",
+        "unsubscribed",
+        "unsubscribed",
+    ]
     assert after["keep@example.org"] == after["change@example.org"] == "active"

@@ -65,10 +65,20 @@ def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
     ws: Workspace, hand_written: str
 ) -> None:
     result = ws.cli(
-        "tenant", "set", "acme", "--strategy", "incremental", "--add-allow-ip", "127.0.0.1",
-        "--remove-allow-ip", "198.51.100.7/32", "--unset", "count_file",
-        "max_invalid_share=0.1", "require_tls=true",
-    )  # fmt: skip
+        "tenant",
+        "set",
+        "acme",
+        "--strategy",
+        "incremental",
+        "--add-allow-ip",
+        "127.0.0.1",
+        "--remove-allow-ip",
+        "198.51.100.7/32",
+        "--unset",
+        "count_file",
+        "max_invalid_share=0.1",
+        "require_tls=true",
+    )
     assert result.exit_code == 0, result.output
     expected = (
         hand_written.replace('strategy   = "full"', 'strategy   = "incremental"')
@@ -76,7 +86,7 @@ def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
         .replace("# office\n", '# office\n    "127.0.0.1",\n')
         .replace('count_file = "required"\n', "")
         .replace("\n\n# Beta Ltd", "\nmax_invalid_share = 0.1\nrequire_tls = true\n\n# Beta Ltd")
-    )  # fmt: skip
+    )
     assert ws.config_path.read_text() == expected
     acme = ws.app().config.tenant("acme")
     assert (acme.strategy, acme.count_file, acme.require_tls) == ("incremental", "optional", True)
@@ -90,10 +100,16 @@ def test_set_takes_any_tenant_key_as_toml_when_the_key_takes_that_else_as_text(
     ws: Workspace, hand_written: str
 ) -> None:
     result = ws.cli(
-        "tenant", "set", "beta", "schedule=02:30:00", "export_name=2024",
-        'export_fields=["email", "status"]', "remote_retries=5", "settle_seconds=1.5",
+        "tenant",
+        "set",
+        "beta",
+        "schedule=02:30:00",
+        "export_name=2024",
+        'export_fields=["email", "status"]',
+        "remote_retries=5",
+        "settle_seconds=1.5",
         "timezone=Europe/Berlin",
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     beta = tomllib.loads(ws.config_path.read_text())["tenants"]["beta"]
     assert beta["schedule"] == "02:30:00" and beta["export_name"] == "2024"
@@ -146,9 +162,13 @@ def test_set_refuses_a_key_given_twice_or_a_list_given_whole_and_in_parts(
 
 def test_set_never_prints_a_secret_and_stores_only_a_hash(ws: Workspace, hand_written) -> None:
     result = ws.cli(
-        "tenant", "set", "acme", "--password-stdin", "remote_password=hunter2-Secret",
+        "tenant",
+        "set",
+        "acme",
+        "--password-stdin",
+        "remote_password=hunter2-Secret",
         input="n3w-Passw0rd\n",
-    )  # fmt: skip
+    )
     assert result.exit_code == 0, result.output
     assert "n3w-Passw0rd" not in result.output and "hunter2" not in result.output
     assert "scrypt" not in result.output

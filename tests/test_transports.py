@@ -144,8 +144,11 @@ def test_listferry_pulls_from_listferry_its_own_servers_as_the_customer_server(
     (crm / "subscriber_list.csv").write_text(csv_text(people(40)))
     (crm / "subscriber_list_count.txt").write_text("40\n")
     with served([protocol]) as s:
-        settings = {"home": f"{protocol}://crm@127.0.0.1:{s.ports[protocol]}/",
-                    "remote_password_env": "CRM_PASSWORD", "stable_seconds": 0.2}  # fmt: skip
+        settings = {
+            "home": f"{protocol}://crm@127.0.0.1:{s.ports[protocol]}/",
+            "remote_password_env": "CRM_PASSWORD",
+            "stable_seconds": 0.2,
+        }
         if protocol == "sftp":
             public = s.settings.ssh_host_key.with_name(s.settings.ssh_host_key.name + ".pub")
             key_type, key = public.read_text().split()[:2]
@@ -268,8 +271,9 @@ def test_a_known_hosts_file_hashed_by_ssh_keygen_with_lines_paramiko_cannot_read
         "other.example.org sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29t\n"
         + line
     )
-    subprocess.run(["ssh-keygen", "-H", "-f", str(server.known_hosts)], capture_output=True,
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["ssh-keygen", "-H", "-f", str(server.known_hosts)], capture_output=True, check=True
+    )
     assert "127.0.0.1" not in server.known_hosts.read_text()
     tenant_on(ws, server)
     upload(server, rows=5)
@@ -404,9 +408,13 @@ def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and
 
 @pytest.mark.parametrize("read_limit", [None, 10_000], ids=["full-reads", "short-reads"])
 def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
-    ws: Workspace, remote: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str],
-    thread_failures: list, read_limit: int | None,
-) -> None:  # fmt: skip
+    ws: Workspace,
+    remote: Any,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    thread_failures: list,
+    read_limit: int | None,
+) -> None:
     server = remote("sftp", proxy=True, read_limit=read_limit)
     server.proxy.fault("cut", after=LARGE // 2, direction="down", times=1)
     tenant_on(ws, server)
@@ -470,8 +478,16 @@ def silent_server(connections: int | None = None) -> Iterator[int]:
 
 def sftp_tenant_at(ws: Workspace, port: int) -> str:
     url = f"sftp://acme@127.0.0.1:{port}/in"
-    add_tenant(ws.app(), "acme", {"home": url, "remote_password_env": "ACME_PASSWORD",
-                                   "remote_retries": 1, "remote_timeout": 1})  # fmt: skip
+    add_tenant(
+        ws.app(),
+        "acme",
+        {
+            "home": url,
+            "remote_password_env": "ACME_PASSWORD",
+            "remote_retries": 1,
+            "remote_timeout": 1,
+        },
+    )
     return url
 
 
@@ -541,9 +557,11 @@ def test_a_missing_password_variable_is_named(ws: Workspace, remote: Any, monkey
 
 @pytest.mark.parametrize(
     ("protocol", "settings"),
-    [("ftp", "remote_password_env or remote_password"),
-     ("sftp", "remote_key_file, remote_password_env or remote_password")],
-)  # fmt: skip
+    [
+        ("ftp", "remote_password_env or remote_password"),
+        ("sftp", "remote_key_file, remote_password_env or remote_password"),
+    ],
+)
 def test_a_home_without_credentials_is_a_failed_run_saying_what_to_set(
     ws: Workspace, remote: Any, protocol: str, settings: str
 ) -> None:
@@ -576,15 +594,17 @@ def test_the_password_never_shows_after_failures(
     ftp.proxy.fault("cut", after=30_000, direction="down")
     sftp.proxy.fault("cut", after=30_000, direction="down")
     for name, server in (("cutftp", ftp), ("cutsftp", sftp)):
-        tenant_on(ws, server, name, remote_password=PASSWORD, remote_password_env=None,
-                  remote_retries=1)  # fmt: skip
+        tenant_on(
+            ws, server, name, remote_password=PASSWORD, remote_password_env=None, remote_retries=1
+        )
         upload(server, rows=BIG)
     tenant_on(ws, sftp, "wrongsftp", remote_password=wrong, remote_password_env=None)
     tenant_on(ws, ftp, "wrongftp", remote_password=wrong, remote_password_env=None)
     down = remote("ftp")
     down.server.__exit__()
-    tenant_on(ws, down, "down", remote_password=PASSWORD, remote_password_env=None,
-              remote_retries=1)  # fmt: skip
+    tenant_on(
+        ws, down, "down", remote_password=PASSWORD, remote_password_env=None, remote_retries=1
+    )
 
     shown = [ws.cli("-v", "sync", "--all", "--json")]
     shown += [ws.cli("tenant", "list"), ws.cli("tenant", "list", "--json")]

@@ -37,8 +37,10 @@ def make_venv(folder: Path) -> dict[str, str]:
     python = folder / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     # addsitedir also runs the outer .pth files (an editable listferry's finder).
     lines = [f"import site; site.addsitedir({p!r})" for p in sorted(outer)]
@@ -90,9 +92,13 @@ def test_the_tutorial_followed_literally_makes_a_pack_whose_test_passes(tmp_path
                 command, _, comment = line[2:].partition("  # ")
                 expected = int(comment.removeprefix("exits ")) if comment else 0
                 done = subprocess.run(
-                    shlex.split(command), cwd=work, env=env, capture_output=True, text=True,
+                    shlex.split(command),
+                    cwd=work,
+                    env=env,
+                    capture_output=True,
+                    text=True,
                     timeout=300,
-                )  # fmt: skip
+                )
                 assert done.returncode == expected, f"$ {command}\n{done.stdout}\n{done.stderr}"
                 assert "Traceback" not in done.stderr
                 ran.append(command)

@@ -69,9 +69,13 @@ class Site:
         command = command.replace(PUBLIC_NAME, "127.0.0.1")
         assert "example" not in command, command  # never contact anything but 127.0.0.1
         return subprocess.run(
-            ["bash", "-c", command], cwd=self.work, env=self.env, capture_output=True,
-            text=True, timeout=60,
-        )  # fmt: skip
+            ["bash", "-c", command],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def home(self, tenant: str) -> Path:
         return self.work / "homes" / tenant
@@ -143,9 +147,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     log = folder / "serve.log"
     with log.open("w") as stderr:
         serve = subprocess.Popen(
-            ["bash", "-c", f"exec {setup[-1]}"], cwd=work, env=env, stdout=subprocess.PIPE,
-            stderr=stderr, text=True,
-        )  # fmt: skip
+            ["bash", "-c", f"exec {setup[-1]}"],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
     try:
         ports = listening_ports(serve)
         text = config.read_text()

@@ -14,19 +14,42 @@ CANONICAL_FIELDS = ("email", "first_name", "last_name", "segment_code", "opt_out
 #: Dutch and Spanish words European CRMs write in their exports.
 DEFAULT_ALIASES: Mapping[str, Sequence[str]] = {
     "email": (
-        "email", "e-mail", "email address", "e-mail address", "mail",
-        "e-mail-adresse", "adresse e-mail", "courriel", "correo electrónico", "correo electronico",
+        "email",
+        "e-mail",
+        "email address",
+        "e-mail address",
+        "mail",
+        "e-mail-adresse",
+        "adresse e-mail",
+        "courriel",
+        "correo electrónico",
+        "correo electronico",
     ),
     "first_name": (
-        "first name", "firstname", "given name", "forename",
-        "vorname", "prénom", "prenom", "voornaam", "nombre",
+        "first name",
+        "firstname",
+        "given name",
+        "forename",
+        "vorname",
+        "prénom",
+        "prenom",
+        "voornaam",
+        "nombre",
     ),
     "last_name": (
-        "last name", "lastname", "surname", "family name",
-        "nachname", "familienname", "nom", "nom de famille", "achternaam", "apellidos",
+        "last name",
+        "lastname",
+        "surname",
+        "family name",
+        "nachname",
+        "familienname",
+        "nom",
+        "nom de famille",
+        "achternaam",
+        "apellidos",
     ),
     "segment_code": ("segment", "segment code", "segmentcode"),
-}  # fmt: skip
+}
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "y", "x", "t", "on", "opted out", "unsubscribed"})
 FALSE_WORDS = frozenset({"0", "false", "no", "n", "f", "off", "", "subscribed", "opted in"})

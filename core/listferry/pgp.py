@@ -37,8 +37,9 @@ def _gpg(tenant: Tenant) -> Any:
     home = tenant.state_dir / "gnupg"
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(home, 0o700)
-    return gnupg.GPG(gnupghome=str(home), options=["--batch", "--no-tty", "--trust-model",
-                                                   "always"])  # fmt: skip
+    return gnupg.GPG(
+        gnupghome=str(home), options=["--batch", "--no-tty", "--trust-model", "always"]
+    )
 
 
 def _import(gpg: Any, path: str, what: str, secret: bool) -> list[str]:
@@ -70,8 +71,10 @@ def _stop_agent(gpg: Any) -> None:
     if shutil.which("gpgconf"):
         subprocess.run(
             ["gpgconf", "--homedir", gpg.gnupghome, "--kill", "gpg-agent"],
-            capture_output=True, check=False, timeout=30,
-        )  # fmt: skip
+            capture_output=True,
+            check=False,
+            timeout=30,
+        )
 
 
 def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
@@ -116,8 +119,9 @@ def encrypt(tenant: Tenant, source: Path, target: Path) -> None:
 
 
 def _encrypt(gpg: Any, tenant: Tenant, source: Path, target: Path) -> None:
-    recipients = _import(gpg, tenant.pgp_recipient_key_file or "", "pgp_recipient_key_file",
-                         secret=False)  # fmt: skip
+    recipients = _import(
+        gpg, tenant.pgp_recipient_key_file or "", "pgp_recipient_key_file", secret=False
+    )
     with source.open("rb") as f:
         result = gpg.encrypt_file(f, recipients, output=str(target), armor=False)
     if not result.ok:

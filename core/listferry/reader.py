@@ -185,10 +185,12 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
             except (zipfile.BadZipFile, OSError) as exc:
                 raise Void(f"{name}: not a zip file: {exc}") from None
             members = [
-                m for m in archive.infolist()
-                if not m.is_dir() and not m.filename.startswith("__MACOSX/")
+                m
+                for m in archive.infolist()
+                if not m.is_dir()
+                and not m.filename.startswith("__MACOSX/")
                 and not m.filename.rsplit("/", 1)[-1].startswith(".")
-            ]  # fmt: skip
+            ]
             if len(members) != 1:
                 archive.close()
                 raise Void(

@@ -431,25 +431,39 @@ class TenantSession(TLS_FTPHandler):
 
     def _refuse(self, command: str, reason: str, reply: str, **fields: str) -> None:
         event(
-            "refused", protocol=self.protocol, tenant=self.tenant and self.tenant.name,
-            ip=self.remote_ip, command=command, reason=reason,
+            "refused",
+            protocol=self.protocol,
+            tenant=self.tenant and self.tenant.name,
+            ip=self.remote_ip,
+            command=command,
+            reason=reason,
             **{k: v[:200] for k, v in fields.items()},
-        )  # fmt: skip
+        )
         self.respond(reply)
 
     def _upload_event(
         self, name: str, result: str, reason: str | None, size: int | None = None
     ) -> None:
         event(
-            "upload", protocol=self.protocol, tenant=self.tenant and self.tenant.name,
-            ip=self.remote_ip, file=name, bytes=size, result=result, reason=reason,
-        )  # fmt: skip
+            "upload",
+            protocol=self.protocol,
+            tenant=self.tenant and self.tenant.name,
+            ip=self.remote_ip,
+            file=name,
+            bytes=size,
+            result=result,
+            reason=reason,
+        )
 
     def _download_event(self, file: str, result: str) -> None:
         event(
-            "download", protocol=self.protocol, tenant=self.tenant and self.tenant.name,
-            ip=self.remote_ip, file=self._name(file), result=result,
-        )  # fmt: skip
+            "download",
+            protocol=self.protocol,
+            tenant=self.tenant and self.tenant.name,
+            ip=self.remote_ip,
+            file=self._name(file),
+            result=result,
+        )
 
 
 class Listener(ThreadedFTPServer):

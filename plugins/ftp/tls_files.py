@@ -141,15 +141,22 @@ class TLSFiles:
             self._problem = str(exc)
             if self._pair is not None:
                 event(
-                    "certificate", level=logging.WARNING, result="unusable", cert=self.cert,
-                    reason=str(exc), serving=self._pair.sha256,
-                )  # fmt: skip
+                    "certificate",
+                    level=logging.WARNING,
+                    result="unusable",
+                    cert=self.cert,
+                    reason=str(exc),
+                    serving=self._pair.sha256,
+                )
             return
         self._pair, self._contexts = pair, contexts
         event(
-            "certificate", result="loaded", cert=self.cert, sha256=pair.sha256,
+            "certificate",
+            result="loaded",
+            cert=self.cert,
+            sha256=pair.sha256,
             expires=pair.chain[0].not_valid_after_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        )  # fmt: skip
+        )
 
 
 _watched: WeakValueDictionary[tuple[Path, Path], TLSFiles] = WeakValueDictionary()

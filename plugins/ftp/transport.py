@@ -137,8 +137,14 @@ class FtpTransport(RemoteTransport):
         self._ftp = None
 
     def _do(self, doing: str, action: Any) -> Any:
-        return retrying(self.home, doing, lambda: action(self._client()), self._drop, is_fault,
-                        (ftplib.error_perm, OSError))  # fmt: skip
+        return retrying(
+            self.home,
+            doing,
+            lambda: action(self._client()),
+            self._drop,
+            is_fault,
+            (ftplib.error_perm, OSError),
+        )
 
     # -- listing -------------------------------------------------------------------------
 
@@ -181,8 +187,9 @@ class FtpTransport(RemoteTransport):
         return next((f for f in self._entries(ftp) if f.name == name), None)
 
     def list(self) -> list[RemoteFile]:
-        return self._do("list the folder",
-                        lambda ftp: [f for f in self._entries(ftp) if listed(f.name)])  # fmt: skip
+        return self._do(
+            "list the folder", lambda ftp: [f for f in self._entries(ftp) if listed(f.name)]
+        )
 
     # -- transfers -----------------------------------------------------------------------
 
@@ -201,9 +208,12 @@ class FtpTransport(RemoteTransport):
         return found.size if found else None
 
     def _put(
-        self, ftp: ftplib.FTP, source: Path, name: str,
+        self,
+        ftp: ftplib.FTP,
+        source: Path,
+        name: str,
         progress: Callable[[int], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._remove_leftovers(ftp)
         temp = upload_name(name)
         self._leftovers.add(temp)

@@ -148,8 +148,9 @@ class SftpTransport(RemoteTransport):
         return isinstance(exc, OSError) and (exc.errno is None and dead)
 
     def _do(self, doing: str, action: Any) -> Any:
-        return retrying(self.home, doing, lambda: action(self._client()), self._drop,
-                        self._is_fault)  # fmt: skip
+        return retrying(
+            self.home, doing, lambda: action(self._client()), self._drop, self._is_fault
+        )
 
     # -- the transport -------------------------------------------------------------------
 
@@ -177,9 +178,12 @@ class SftpTransport(RemoteTransport):
         return got
 
     def _put(
-        self, sftp: paramiko.SFTPClient, source: Path, name: str,
+        self,
+        sftp: paramiko.SFTPClient,
+        source: Path,
+        name: str,
         progress: Callable[[int], None] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self._remove_leftovers(sftp)
         temp = self.home.path(upload_name(name))
         self._leftovers.add(temp)

@@ -299,8 +299,15 @@ class Transfer(SFTPHandle):
 
     def log(self, result: str) -> None:
         files = self.files
-        event(self.kind, protocol=PROTOCOL, tenant=files.tenant.name, ip=files.connection.ip,
-              file=files.name_of(self.target), bytes=self.bytes, result=result)  # fmt: skip
+        event(
+            self.kind,
+            protocol=PROTOCOL,
+            tenant=files.tenant.name,
+            ip=files.connection.ip,
+            file=files.name_of(self.target),
+            bytes=self.bytes,
+            result=result,
+        )
 
 
 class Download(Transfer):

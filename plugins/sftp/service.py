@@ -210,15 +210,24 @@ class SftpServer:
             if not transport.is_active():
                 return
             if limit and time.monotonic() >= deadline:
-                event("refused", protocol=PROTOCOL, ip=connection.ip,
-                      reason=f"no login within {limit:g} s")  # fmt: skip
+                event(
+                    "refused",
+                    protocol=PROTOCOL,
+                    ip=connection.ip,
+                    reason=f"no login within {limit:g} s",
+                )
                 return
         idle = self.settings.idle_timeout
         while transport.is_active():
             left = connection.last_request + idle - time.monotonic()
             if idle and left <= 0:
-                event("closed", protocol=PROTOCOL, tenant=connection.tenant_name, ip=connection.ip,
-                      reason=f"idle for {idle:g} s")  # fmt: skip
+                event(
+                    "closed",
+                    protocol=PROTOCOL,
+                    tenant=connection.tenant_name,
+                    ip=connection.ip,
+                    reason=f"idle for {idle:g} s",
+                )
                 return
             transport.join(left if idle else None)
 

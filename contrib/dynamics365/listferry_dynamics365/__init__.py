@@ -85,10 +85,14 @@ def import_template(date: str, description: str) -> Template:
         + "') }}\n{% endfor %}\n"
     )
     return Template(
-        source, suffix=".csv", newline="\r\n", fields=FIELDS, description=description,
+        source,
+        suffix=".csv",
+        newline="\r\n",
+        fields=FIELDS,
+        description=description,
         encoding="utf-8-sig",  # a byte-order mark, so the wizard reads accented names as UTF-8
         match_on=(f"fields.{RECORD_ID}",),  # without its id the wizard would make a new contact
-    )  # fmt: skip
+    )
 
 
 @hookimpl

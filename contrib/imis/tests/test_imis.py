@@ -65,10 +65,22 @@ def test_iqa_export_syncs_and_returns_the_iimport_file(tmp_path: Path) -> None:
     assert (path.parent / f"{path.stem}_count.txt").read_text().strip() == "21"
     got = read_return(path.read_bytes())
     expected = read_return(EXPECTED.read_bytes())
-    assert list(got[0]) == list(expected[0]) == [
-        "iMIS ID", "Email", "Email Opt In", "EmailOptOut", "OptOutDate",
-        "EmailOpens", "EmailClicks", "LastOpenDate", "LastClickDate", "EmailTopics",
-    ]  # fmt: skip
+    assert (
+        list(got[0])
+        == list(expected[0])
+        == [
+            "iMIS ID",
+            "Email",
+            "Email Opt In",
+            "EmailOptOut",
+            "OptOutDate",
+            "EmailOpens",
+            "EmailClicks",
+            "LastOpenDate",
+            "LastClickDate",
+            "EmailTopics",
+        ]
+    )
     assert [row["Email"] for row in got] == [row["Email"] for row in expected]
     run_days = {run.started_at[:10], run.finished_at[:10]}
     for mine, theirs in zip(got, expected, strict=True):

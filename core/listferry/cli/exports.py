@@ -15,9 +15,11 @@ log = logging.getLogger("listferry")
 @cli.command()
 @click.argument("tenant")
 @click.option(
-    "--to", "to", metavar="PATH_OR_URL",
+    "--to",
+    "to",
+    metavar="PATH_OR_URL",
     help="A folder or URL (default: the tenant's export_to, else its home's outbox/).",
-)  # fmt: skip
+)
 @click.option("--json", "json_", is_flag=True, help="Print what was delivered as JSON.")
 @pass_state
 def export(state: State, tenant: str, to: str | None, json_: bool) -> None:

@@ -99,8 +99,13 @@ def _status_line(item: Any, colour: bool) -> str:
 
 
 @cli.command()
-@click.option("--hours", type=click.FloatRange(min=1), default=24, show_default=True,
-              help="The window the digest covers, ending now.")  # fmt: skip
+@click.option(
+    "--hours",
+    type=click.FloatRange(min=1),
+    default=24,
+    show_default=True,
+    help="The window the digest covers, ending now.",
+)
 @click.option("--send", is_flag=True, help="Mail it to [notify.email] to instead of printing.")
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state

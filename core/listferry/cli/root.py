@@ -143,10 +143,13 @@ def progress_bar(label: str) -> Callable[[int], Callable[[int], None]] | None:
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log what each run does on stderr.")
 @click.option(
-    "--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
     envvar="LISTFERRY_LOG_FORMAT",
     help="Log lines (and the final error) as human text or as JSON objects, one per line.",
-)  # fmt: skip
+)
 @click.pass_context
 def cli(ctx: click.Context, config: str | None, verbose: bool, log_format: str) -> None:
     """listferry keeps subscriber lists in step with customers' CRM exports."""

@@ -196,9 +196,13 @@ def events_load(state: State, tenant: str, file: str) -> None:
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
 def check(
-    state: State, file: str, tenant_name: str | None, dialect: str | None,
-    count_file: str | None, json_: bool,
-) -> None:  # fmt: skip
+    state: State,
+    file: str,
+    tenant_name: str | None,
+    dialect: str | None,
+    count_file: str | None,
+    json_: bool,
+) -> None:
     """Dry run: the verdict a sync would give FILE, with nothing written. Exit 1 if void.
 
     The verdict is ok, void, or (with --tenant) skip: a repeat of the tenant's last

@@ -22,18 +22,26 @@ log = logging.getLogger("listferry")
 @click.option("--ftps-port", type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--sftp-port", type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option(
-    "--no-schedule", is_flag=True,
+    "--no-schedule",
+    is_flag=True,
     help="Do not run the schedule (when `listferry schedule`, cron or a timer runs the syncs).",
-)  # fmt: skip
+)
 @click.option(
-    "--show-keys", is_flag=True,
+    "--show-keys",
+    is_flag=True,
     help="Print the servers' key fingerprints, as `listferry server keys` does, and exit.",
-)  # fmt: skip
+)
 @pass_state
 def serve(
-    state: State, protocols: str | None, host: str | None, ftp_port: int | None,
-    ftps_port: int | None, sftp_port: int | None, no_schedule: bool, show_keys: bool,
-) -> None:  # fmt: skip
+    state: State,
+    protocols: str | None,
+    host: str | None,
+    ftp_port: int | None,
+    ftps_port: int | None,
+    sftp_port: int | None,
+    no_schedule: bool,
+    show_keys: bool,
+) -> None:
     """Run the FTP, FTPS and SFTP servers, and the schedule, until SIGINT or SIGTERM.
 
     Each tenant's sync runs at its `schedule` (in its `timezone`), its return file at
@@ -42,13 +50,14 @@ def serve(
     """
     from dataclasses import replace
 
-    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port,
-                 "sftp_port": sftp_port}  # fmt: skip
+    overrides = {"host": host, "ftp_port": ftp_port, "ftps_port": ftps_port, "sftp_port": sftp_port}
     if show_keys:
         from listferry.serve.fingerprints import server_keys
 
-        server = replace(load_config(state.config_path).server,
-                         **{k: v for k, v in overrides.items() if v is not None})  # fmt: skip
+        server = replace(
+            load_config(state.config_path).server,
+            **{k: v for k, v in overrides.items() if v is not None},
+        )
         _show_keys(server_keys(server), known_hosts=False, json_=False)
         return
 
@@ -80,13 +89,16 @@ def server() -> None:
 
 @server.command("keys")
 @click.option(
-    "--host", metavar="NAME",
+    "--host",
+    metavar="NAME",
     help="The name customers connect to, for the known_hosts lines (default: [server] host).",
-)  # fmt: skip
+)
 @click.option(
-    "--known-hosts", "known_hosts", is_flag=True,
+    "--known-hosts",
+    "known_hosts",
+    is_flag=True,
     help="Print only the known_hosts lines, for a file to hand a customer.",
-)  # fmt: skip
+)
 @click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
 @pass_state
 def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) -> None:

@@ -64,10 +64,16 @@ def tenant() -> None:
 @click.option("--home", help="A folder, or a URL for a customer-hosted server.")
 @pass_state
 def tenant_add(
-    state: State, name: str, password_stdin: bool, ssh_key: str | None,
-    allow_ips: tuple[str, ...], dialect: str | None, strategy: str | None,
-    count_file: str | None, home: str | None,
-) -> None:  # fmt: skip
+    state: State,
+    name: str,
+    password_stdin: bool,
+    ssh_key: str | None,
+    allow_ips: tuple[str, ...],
+    dialect: str | None,
+    strategy: str | None,
+    count_file: str | None,
+    home: str | None,
+) -> None:
     """Add a tenant to the config and create its home."""
     from listferry.config.passwords import hash_password
     from listferry.ops.tenants import add_tenant, check_name, read_ssh_keys
@@ -96,29 +102,57 @@ def tenant_add(
 @tenant.command("set")
 @click.argument("name")
 @click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--allow-ip", "allow_ips", multiple=True,
-              help="Allowed IP or CIDR (repeatable): the new allow list.")  # fmt: skip
-@click.option("--add-allow-ip", "add_ips", multiple=True,
-              help="Add an IP or CIDR to the allow list (repeatable).")  # fmt: skip
-@click.option("--remove-allow-ip", "remove_ips", multiple=True,
-              help="Take an IP or CIDR out of the allow list (repeatable).")  # fmt: skip
+@click.option(
+    "--allow-ip",
+    "allow_ips",
+    multiple=True,
+    help="Allowed IP or CIDR (repeatable): the new allow list.",
+)
+@click.option(
+    "--add-allow-ip",
+    "add_ips",
+    multiple=True,
+    help="Add an IP or CIDR to the allow list (repeatable).",
+)
+@click.option(
+    "--remove-allow-ip",
+    "remove_ips",
+    multiple=True,
+    help="Take an IP or CIDR out of the allow list (repeatable).",
+)
 @click.option("--dialect", help="The tenant's CRM dialect.")
 @click.option("--strategy", help="full, incremental, add-only, update-only or opt-out.")
 @click.option("--count-file", type=click.Choice(COUNT_POLICIES), help="Count file policy.")
 @click.option("--home", help="A folder, or a URL for a customer-hosted server.")
 @click.option("--password-stdin", is_flag=True, help="Read a new password from stdin.")
-@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False),
-              help="Replace its SFTP keys with those in this public key file.")  # fmt: skip
-@click.option("--unset", "unset", multiple=True, metavar="KEY",
-              help="Take KEY out of the tenant's table, so [defaults] or the default "
-              "applies (repeatable).")  # fmt: skip
+@click.option(
+    "--ssh-key",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Replace its SFTP keys with those in this public key file.",
+)
+@click.option(
+    "--unset",
+    "unset",
+    multiple=True,
+    metavar="KEY",
+    help="Take KEY out of the tenant's table, so [defaults] or the default applies (repeatable).",
+)
 @pass_state
 def tenant_set(
-    state: State, name: str, settings: tuple[str, ...], allow_ips: tuple[str, ...],
-    add_ips: tuple[str, ...], remove_ips: tuple[str, ...], dialect: str | None,
-    strategy: str | None, count_file: str | None, home: str | None, password_stdin: bool,
-    ssh_key: str | None, unset: tuple[str, ...],
-) -> None:  # fmt: skip
+    state: State,
+    name: str,
+    settings: tuple[str, ...],
+    allow_ips: tuple[str, ...],
+    add_ips: tuple[str, ...],
+    remove_ips: tuple[str, ...],
+    dialect: str | None,
+    strategy: str | None,
+    count_file: str | None,
+    home: str | None,
+    password_stdin: bool,
+    ssh_key: str | None,
+    unset: tuple[str, ...],
+) -> None:
     """Change a tenant, keeping the config's comments and layout.
 
     KEY=VALUE sets any tenant key (see docs/operator.md); VALUE is read as TOML when

@@ -37,15 +37,25 @@ log = logging.getLogger("listferry")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="ftps: CA bundle.")
 @click.option("--insecure", is_flag=True, help="ftps: do not verify the server's certificate.")
 @click.option(
-    "--dialect", default="default", show_default=True, metavar="D",
+    "--dialect",
+    default="default",
+    show_default=True,
+    metavar="D",
     help="Count the records as dialect D reads them.",
-)  # fmt: skip
+)
 @pass_state
 def push(
-    state: State, file: str, url: str, no_count_file: bool, password_stdin: bool,
-    key: str | None, known_hosts: str | None, ca_file: str | None, insecure: bool,
+    state: State,
+    file: str,
+    url: str,
+    no_count_file: bool,
+    password_stdin: bool,
+    key: str | None,
+    known_hosts: str | None,
+    ca_file: str | None,
+    insecure: bool,
     dialect: str,
-) -> None:  # fmt: skip
+) -> None:
     """Upload a list file, then its count file, into the folder at URL.
 
     For the customer's side: URL is sftp://user@host:port/folder, ftp://... or ftps://...
@@ -65,8 +75,15 @@ def push(
     host = state.host()
     _dialect_option(host, dialect)
     target = server(url, password, key, known_hosts, ca_file, tls_verify=not insecure)
-    push_list(host, path, target, dialect, not no_count_file, click.echo,
-              progress_bar(f"uploading {path.name}"))  # fmt: skip
+    push_list(
+        host,
+        path,
+        target,
+        dialect,
+        not no_count_file,
+        click.echo,
+        progress_bar(f"uploading {path.name}"),
+    )
 
 
 @cli.command()
@@ -97,9 +114,11 @@ def plugins(state: State, all_: bool, hook: str | None, json_: bool) -> None:
 @cli.command("new-plugin")
 @click.argument("name")
 @click.option(
-    "--dir", "folder", type=click.Path(file_okay=False),
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False),
     help="Where to write the pack (default: ./listferry-NAME).",
-)  # fmt: skip
+)
 def new_plugin(name: str, folder: str | None) -> None:
     """Write a working CRM pack skeleton: dialect, template, sample and a passing test.
 

@@ -92,8 +92,17 @@ def setting(
     key's name when it differs from the attribute's; a ``hidden`` key (a secret, a long
     list of keys) is left out of the dataclass's repr.
     """
-    key = Key(name=toml or "", attribute="", default=default, check=check, doc=doc,
-              comment=comment, shown_default=shown_default, convert=convert, path=path)  # fmt: skip
+    key = Key(
+        name=toml or "",
+        attribute="",
+        default=default,
+        check=check,
+        doc=doc,
+        comment=comment,
+        shown_default=shown_default,
+        convert=convert,
+        path=path,
+    )
     metadata = {_KEY: key}
     if default is REQUIRED or worked_out:
         return dataclasses.field(repr=not hidden, metadata=metadata)

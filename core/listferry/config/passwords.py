@@ -48,9 +48,13 @@ def verify_password(password: str, stored: str) -> bool:
             return False
         expected = base64.b64decode(digest)
         actual = hashlib.scrypt(
-            password.encode("utf-8"), salt=base64.b64decode(salt),
-            n=int(n), r=int(r), p=int(p), dklen=len(expected),
-        )  # fmt: skip
+            password.encode("utf-8"),
+            salt=base64.b64decode(salt),
+            n=int(n),
+            r=int(r),
+            p=int(p),
+            dklen=len(expected),
+        )
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(actual, expected)

@@ -131,9 +131,13 @@ class Schedule:
         except ScheduleError as exc:
             raise ScheduleError(f"schedule {text!r}: {exc}") from None
         return cls(
-            text, tz, *fields, any_day=parts[2] == "*", any_weekday=parts[4] == "*",
+            text,
+            tz,
+            *fields,
+            any_day=parts[2] == "*",
+            any_weekday=parts[4] == "*",
             second=second,
-        )  # fmt: skip
+        )
 
     def matches(self, moment: datetime) -> bool:
         """Whether the schedule names the minute of ``moment`` (an aware time), read on

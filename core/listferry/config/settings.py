@@ -35,9 +35,19 @@ DEFAULTS_NAME = "(defaults)"
 
 #: The data points a return file holds unless the tenant picks others.
 EXPORT_FIELDS = (
-    "email", "first_name", "last_name", "segment_code", "status", "opted_out", "opted_out_at",
-    "open_count", "click_count", "last_open", "last_click", "topics",
-)  # fmt: skip
+    "email",
+    "first_name",
+    "last_name",
+    "segment_code",
+    "status",
+    "opted_out",
+    "opted_out_at",
+    "open_count",
+    "click_count",
+    "last_open",
+    "last_click",
+    "topics",
+)
 
 
 def _port_pair(value: str) -> tuple[int, int] | None:

@@ -168,9 +168,12 @@ class Rows:
     """
 
     def __init__(
-        self, conn: sqlite3.Connection, fields: Mapping[str, Field], changed_only: bool,
+        self,
+        conn: sqlite3.Connection,
+        fields: Mapping[str, Field],
+        changed_only: bool,
         match_on: tuple[str, ...] = (),
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.conn = conn
         self.fields = fields
         self.changed_only = changed_only

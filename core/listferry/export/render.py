@@ -67,9 +67,14 @@ def _writer(delimiter: str, newline: str) -> tuple[Any, _Buffer]:
 
 
 def csv_row(
-    values: Iterable[Any] | Mapping[str, Any], delimiter: str = ",", true: str = "true",
-    false: str = "false", join: str = ";", date: str = ISO, none: str = "",
-) -> str:  # fmt: skip
+    values: Iterable[Any] | Mapping[str, Any],
+    delimiter: str = ",",
+    true: str = "true",
+    false: str = "false",
+    join: str = ";",
+    date: str = ISO,
+    none: str = "",
+) -> str:
     """One CSV record, RFC 4180 quoting, without its line ending.
 
     ``values`` is a row (its values in field order) or any list (``fields`` for the
@@ -84,9 +89,15 @@ def csv_row(
 
 @jinja2.pass_environment
 def csv_rows(
-    environment: jinja2.Environment, rows: Iterable[Mapping[str, Any]], delimiter: str = ",",
-    true: str = "true", false: str = "false", join: str = ";", date: str = ISO, none: str = "",
-) -> str:  # fmt: skip
+    environment: jinja2.Environment,
+    rows: Iterable[Mapping[str, Any]],
+    delimiter: str = ",",
+    true: str = "true",
+    false: str = "false",
+    join: str = ";",
+    date: str = ISO,
+    none: str = "",
+) -> str:
     """A batch of rows as CSV records (as :func:`csv_row` each), one per line.
 
     The lines end with the template's ``newline``, all but the last: the template's own
@@ -99,10 +110,12 @@ def csv_rows(
         writer.writerows(_csv_values(rows, *options))
     else:
         writer.writerows(
-            [v if v.__class__ is str else _text(v, true, false, join, date, none)
-             for v in row.values()]
+            [
+                v if v.__class__ is str else _text(v, true, false, join, date, none)
+                for v in row.values()
+            ]
             for row in rows
-        )  # fmt: skip
+        )
     return buffer.take()[: -len(newline)]
 
 

@@ -160,15 +160,28 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
             drop_digests(store.conn)
             shutil.rmtree(folder, ignore_errors=True)
     return ExportResult(
-        tenant.name, name, count_name(name), records, template_name(app.host, tenant),
-        tenant.export_subscribers, redact_url(target), stored, known, unmatched,
-    )  # fmt: skip
+        tenant.name,
+        name,
+        count_name(name),
+        records,
+        template_name(app.host, tenant),
+        tenant.export_subscribers,
+        redact_url(target),
+        stored,
+        known,
+        unmatched,
+    )
 
 
 def write_files(
-    store: Store, tenant: Tenant, template: Template, fields: dict[str, Field], data: Path,
-    started: datetime, name: str | None = None,
-) -> tuple[int, int]:  # fmt: skip
+    store: Store,
+    tenant: Tenant,
+    template: Template,
+    fields: dict[str, Field],
+    data: Path,
+    started: datetime,
+    name: str | None = None,
+) -> tuple[int, int]:
     """Render the return file into ``data`` and write its count file beside it.
 
     Returns the number of data records (the rows the template read) and of subscribers
@@ -210,10 +223,17 @@ def export_after_sync(app: App, tenant: Tenant) -> ExportResult | None:
     except Exception as exc:
         detail = str(exc) if isinstance(exc, ListferryError | OSError) else repr(exc)
         log.error(
-            "%s: the return file after the sync was not written: %s", tenant.name, detail,
+            "%s: the return file after the sync was not written: %s",
+            tenant.name,
+            detail,
             exc_info=bool(os.environ.get("LISTFERRY_DEBUG")),
-        )  # fmt: skip
+        )
         return None
-    log.info("%s: return file %s, %d records, delivered to %s",
-             tenant.name, result.file, result.records, result.target)  # fmt: skip
+    log.info(
+        "%s: return file %s, %d records, delivered to %s",
+        tenant.name,
+        result.file,
+        result.records,
+        result.target,
+    )
     return result

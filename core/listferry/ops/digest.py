@@ -82,8 +82,10 @@ class Digest:
             lines.append("")
         quiet = [d for d in self.tenants if not d.runs and not d.status.silent and not d.problems]
         if quiet:
-            lines.append(f"No file in this window, within their interval: "
-                         f"{', '.join(d.status.tenant for d in quiet)}")  # fmt: skip
+            lines.append(
+                f"No file in this window, within their interval: "
+                f"{', '.join(d.status.tenant for d in quiet)}"
+            )
         return "\n".join(lines).rstrip() + "\n"
 
 

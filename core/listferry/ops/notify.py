@@ -78,8 +78,14 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + mac.hexdigest()
 
 
-def verify(secret: bytes, timestamp: str, body: bytes, header: str, now: float | None = None,
-           tolerance: float = 300.0) -> bool:  # fmt: skip
+def verify(
+    secret: bytes,
+    timestamp: str,
+    body: bytes,
+    header: str,
+    now: float | None = None,
+    tolerance: float = 300.0,
+) -> bool:
     """What a receiver checks: the signature matches and the timestamp is recent."""
     if not hmac.compare_digest(signature(secret, timestamp, body), header):
         return False

@@ -31,8 +31,14 @@ def _work(run: Callable[[Tenant], Runs], tenants: Sequence[Tenant], conn: Connec
         try:
             runs = run(tenant)
         except BaseException as exc:
-            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(),
-                              reason=f"the run raised {type(exc).__name__}: {exc}")]  # fmt: skip
+            runs = [
+                RunRecord(
+                    tenant.name,
+                    status="failed",
+                    finished_at=utcnow(),
+                    reason=f"the run raised {type(exc).__name__}: {exc}",
+                )
+            ]
         conn.send(runs)
     conn.close()
 

@@ -160,8 +160,7 @@ class Scheduler:
         done = parse_time(last)
         if done is not None and done >= missed:
             return False
-        log.info("%s: the %s due at %s did not run; it runs now", name, kind,
-                 iso(missed))  # fmt: skip
+        log.info("%s: the %s due at %s did not run; it runs now", name, kind, iso(missed))
         return True
 
     def next_times(self) -> dict[str, dict[str, str]]:
@@ -205,8 +204,9 @@ class Scheduler:
             due.at = due.schedule.next_after(now)
             due.postponed = timedelta(0)
             if key in self.running and not self.running[key].done():
-                log.warning("%s: the %s due now is skipped: the last one is still running",
-                            key[1], key[0])  # fmt: skip
+                log.warning(
+                    "%s: the %s due now is skipped: the last one is still running", key[1], key[0]
+                )
                 continue
             job = self._job(due)
             future = self.executor.submit(job)
@@ -228,8 +228,9 @@ class Scheduler:
         wait = grace - (now - newest)
         due.postponed += wait
         due.at = now + wait
-        log.info("%s: files are still arriving; the sync waits %.1f s", due.tenant,
-                 wait.total_seconds())  # fmt: skip
+        log.info(
+            "%s: files are still arriving; the sync waits %.1f s", due.tenant, wait.total_seconds()
+        )
         return True
 
     def _job(self, due: Due) -> Job:
@@ -249,11 +250,17 @@ class Scheduler:
         if job.kind == "sync":
             self._told_crash(job, result)
         if result.returncode not in (0, 1):
-            log.error("%s: scheduled %s ended with %s: %s", job.tenant or "-", job.kind,
-                      result.how(), result.last_line())  # fmt: skip
+            log.error(
+                "%s: scheduled %s ended with %s: %s",
+                job.tenant or "-",
+                job.kind,
+                result.how(),
+                result.last_line(),
+            )
         else:
-            log.info("%s: scheduled %s done (exit %s)", job.tenant or "-", job.kind,
-                     result.returncode)  # fmt: skip
+            log.info(
+                "%s: scheduled %s done (exit %s)", job.tenant or "-", job.kind, result.returncode
+            )
         if self.on_result is not None:
             self.on_result(job, result)
 

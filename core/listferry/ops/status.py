@@ -127,9 +127,11 @@ def pending_files(tenant: Tenant) -> int | None:
 
 
 def waiting_for_count_files(
-    tenant: Tenant, found: HomeFiles | None, seen: dict[str, tuple[int, float, float]],
+    tenant: Tenant,
+    found: HomeFiles | None,
+    seen: dict[str, tuple[int, float, float]],
     looked_at: str | None,
-) -> list[dict[str, str | None]]:  # fmt: skip
+) -> list[dict[str, str | None]]:
     """The lists that wait for their required count file: ``file``, ``since`` and ``until``.
 
     A local home is listed now: a list no sync has seen as it is now (``seen``, from the

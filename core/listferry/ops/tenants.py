@@ -95,9 +95,12 @@ def add_tenant(app: App, name: str, settings: dict[str, Any]) -> Config:
 
 
 def set_tenant(
-    app: App, name: str, values: dict[str, Any],
-    add_ips: Iterable[str] = (), remove_ips: Iterable[str] = (),
-) -> tuple[Config, bool]:  # fmt: skip
+    app: App,
+    name: str,
+    values: dict[str, Any],
+    add_ips: Iterable[str] = (),
+    remove_ips: Iterable[str] = (),
+) -> tuple[Config, bool]:
     """Set (or, with ``UNSET``, remove) keys of tenant ``name``; add to or take from its
     allow list (starting from the list it has now, its own or from ``[defaults]``).
 

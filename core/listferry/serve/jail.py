@@ -84,5 +84,10 @@ def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
             for path in (Path(folder, n) for n in names if _TEMP_NAME.fullmatch(n)):
                 if path.is_file() and not path.is_symlink():
                     path.unlink(missing_ok=True)
-                    event("upload", tenant=tenant.name, file=str(path.relative_to(home)),
-                          result="removed", reason="cut off when the server stopped")  # fmt: skip
+                    event(
+                        "upload",
+                        tenant=tenant.name,
+                        file=str(path.relative_to(home)),
+                        result="removed",
+                        reason="cut off when the server stopped",
+                    )

@@ -96,9 +96,12 @@ def serve_problem(config: Config) -> ServeProblem | None:
     try:
         data = json.loads(problem_path(config.state_dir).read_text(encoding="utf-8"))
         problem = ServeProblem(
-            str(data["config_of"]), str(data["reason"]), str(data["failed_at"]), int(data["pid"]),
+            str(data["config_of"]),
+            str(data["reason"]),
+            str(data["failed_at"]),
+            int(data["pid"]),
             None if data.get("started") is None else str(data["started"]),
-        )  # fmt: skip
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return problem if is_running(problem.pid, problem.started) else None
@@ -106,16 +109,22 @@ def serve_problem(config: Config) -> ServeProblem | None:
 
 #: The settings a running serve takes only when it starts again, as the config names them.
 RESTART_SETTINGS = {
-    "[server]": "server", "[listferry] plugins": "plugins", "[listferry] disable": "disable",
-    "[listferry] state": "state_dir", "[listferry] executor": "executor",
+    "[server]": "server",
+    "[listferry] plugins": "plugins",
+    "[listferry] disable": "disable",
+    "[listferry] state": "state_dir",
+    "[listferry] executor": "executor",
     "[listferry] workers": "workers",
-}  # fmt: skip
+}
 
 
 def restart_needed(started: Config, config: Config) -> list[str]:
     """The settings of ``config`` that differ from those serve ``started`` with."""
-    return [name for name, attr in RESTART_SETTINGS.items()
-            if getattr(config, attr) != getattr(started, attr)]  # fmt: skip
+    return [
+        name
+        for name, attr in RESTART_SETTINGS.items()
+        if getattr(config, attr) != getattr(started, attr)
+    ]
 
 
 class LiveConfig:
@@ -158,13 +167,19 @@ class LiveConfig:
             config = load_config(self.config.path)
             later = restart_needed(self.started, config)
             if later:
-                log.warning("the config's %s changed since serve started: serve uses the "
-                            "new value(s) only when it starts again", ", ".join(later))  # fmt: skip
+                log.warning(
+                    "the config's %s changed since serve started: serve uses the "
+                    "new value(s) only when it starts again",
+                    ", ".join(later),
+                )
             check_names(config, self.host)
         except Exception as exc:  # a plugin's registration can raise anything
             reason = str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
-            log.error("the config changed but cannot be used; serve keeps the config of %s: %s",
-                      self._good_at, reason)  # fmt: skip
+            log.error(
+                "the config changed but cannot be used; serve keeps the config of %s: %s",
+                self._good_at,
+                reason,
+            )
             self._record(reason)
             return
         self.config, self._good_at = config, written_at

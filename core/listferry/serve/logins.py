@@ -183,9 +183,14 @@ class Gatekeeper:
         )
 
     def public_key(
-        self, username: str, key_type: str, key_blob: bytes, ip: str, protocol: str,
+        self,
+        username: str,
+        key_type: str,
+        key_blob: bytes,
+        ip: str,
+        protocol: str,
         proven: bool = True,
-    ) -> Tenant | None:  # fmt: skip
+    ) -> Tenant | None:
         """The tenant when ``key_blob`` is one of its authorized keys and the address is allowed.
 
         ``proven=False``: the client's signature made with the key did not verify; refused.
@@ -198,18 +203,28 @@ class Gatekeeper:
         return self._outcome(tenant, username, ip, protocol, "publickey", refusal)
 
     def _outcome(
-        self, tenant: Tenant | None, username: str, ip: str, protocol: str, method: str,
+        self,
+        tenant: Tenant | None,
+        username: str,
+        ip: str,
+        protocol: str,
+        method: str,
         refusal: str | None,
-    ) -> Tenant | None:  # fmt: skip
+    ) -> Tenant | None:
         if tenant is not None:
             self.guard.succeeded(ip)
             event("login", protocol=protocol, tenant=tenant.name, ip=ip, method=method, result="ok")
             return tenant
         delay = self.guard.failed(ip)
         event(
-            "login", protocol=protocol, user=username[:64], ip=ip, method=method,
-            result="refused", reason=refusal or "wrong credentials",
-        )  # fmt: skip
+            "login",
+            protocol=protocol,
+            user=username[:64],
+            ip=ip,
+            method=method,
+            result="refused",
+            reason=refusal or "wrong credentials",
+        )
         if delay:
             time.sleep(delay)
         return None

@@ -65,9 +65,12 @@ class Server(Protocol):
 
 
 def serve(
-    app: App, settings: ServerSettings, protocols: list[str], say,
+    app: App,
+    settings: ServerSettings,
+    protocols: list[str],
+    say,
     beside: Callable[[threading.Event], None] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly.
 
     ``beside(stop)`` (the schedule) runs in a thread of its own meanwhile and is waited

@@ -35,9 +35,12 @@ class UploadDispatcher:
     """
 
     def __init__(
-        self, app: App, grace: float, tenants: Callable[[], dict[str, Tenant]] | None = None,
+        self,
+        app: App,
+        grace: float,
+        tenants: Callable[[], dict[str, Tenant]] | None = None,
         retry_seconds: tuple[float, ...] = RETRY_SECONDS,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.app = app
         self.grace = grace
         self.tenants = tenants or (lambda: app.config.tenants)
@@ -55,8 +58,9 @@ class UploadDispatcher:
         try:
             self.app.host.hook.file_received(tenant=tenant, path=name)
         except Exception as exc:
-            log.error("a file_received plugin failed for %s: %s: %s",
-                      tenant.name, type(exc).__name__, exc)  # fmt: skip
+            log.error(
+                "a file_received plugin failed for %s: %s: %s", tenant.name, type(exc).__name__, exc
+            )
         if tenant.process == "on-upload":
             self._come_back(tenant.name, self.grace)
 
@@ -90,8 +94,12 @@ class UploadDispatcher:
             try:
                 self._visit(name)
             except Exception as exc:  # the worker goes on for every other tenant
-                log.error("%s: the on-upload sync could not be started: %s: %s",
-                          name, type(exc).__name__, exc)  # fmt: skip
+                log.error(
+                    "%s: the on-upload sync could not be started: %s: %s",
+                    name,
+                    type(exc).__name__,
+                    exc,
+                )
 
     def _visit(self, name: str) -> None:
         """Sync tenant ``name`` if it is still an on-upload tenant with a list waiting."""
@@ -103,8 +111,14 @@ class UploadDispatcher:
         if failure is not None:
             runs = [record_failure(tenant, failure).to_json()]
         for run in runs:
-            event("run", tenant=run["tenant"], file=run.get("file"), status=run["status"],
-                  reason=run.get("reason"), hint=run.get("hint"))  # fmt: skip
+            event(
+                "run",
+                tenant=run["tenant"],
+                file=run.get("file"),
+                status=run["status"],
+                reason=run.get("reason"),
+                hint=run.get("hint"),
+            )
         if failure is not None:
             self._retry(tenant)
         else:
@@ -119,8 +133,16 @@ class UploadDispatcher:
         import subprocess
         import sys
 
-        argv = [sys.executable, "-m", "listferry", "--config", str(self.app.config.path),
-                "sync", tenant.name, "--json"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "listferry",
+            "--config",
+            str(self.app.config.path),
+            "sync",
+            tenant.name,
+            "--json",
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         try:
             return list(json.loads(done.stdout)), None
@@ -133,8 +155,11 @@ class UploadDispatcher:
         failures = self._failures[tenant.name] = self._failures.get(tenant.name, 0) + 1
         if failures > len(self.retry_seconds):
             self._failures.pop(tenant.name)
-            log.error("%s: the on-upload sync failed %d times; its schedule or the next "
-                      "upload syncs it", tenant.name, failures)  # fmt: skip
+            log.error(
+                "%s: the on-upload sync failed %d times; its schedule or the next upload syncs it",
+                tenant.name,
+                failures,
+            )
             return
         wait = self.retry_seconds[failures - 1]
         log.warning("%s: the on-upload sync is tried again in %g s", tenant.name, wait)

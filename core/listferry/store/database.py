@@ -26,22 +26,52 @@ from listferry.runs import RunRecord, utcnow
 
 #: The columns of ``runs`` as the first schema made them; later ones were added after.
 _FIRST_RUN_COLUMNS = (
-    "status", "file", "strategy", "reason", "received", "added", "updated", "removed",
-    "unsubscribed", "unchanged", "ignored", "invalid", "duplicates", "started_at",
-    "finished_at", "sha256", "archive", "report",
-)  # fmt: skip
+    "status",
+    "file",
+    "strategy",
+    "reason",
+    "received",
+    "added",
+    "updated",
+    "removed",
+    "unsubscribed",
+    "unchanged",
+    "ignored",
+    "invalid",
+    "duplicates",
+    "started_at",
+    "finished_at",
+    "sha256",
+    "archive",
+    "report",
+)
 RUN_COLUMNS = (*_FIRST_RUN_COLUMNS, "hint", "settings_digest", "replay_of")
 
 
 EXPORT_COLUMNS = (
-    "started_at", "finished_at", "template", "subscribers", "file", "target", "records",
-)  # fmt: skip
+    "started_at",
+    "finished_at",
+    "template",
+    "subscribers",
+    "file",
+    "target",
+    "records",
+)
 
 
 COUNT_COLUMNS = frozenset(
-    {"received", "added", "updated", "removed", "unsubscribed", "unchanged", "ignored",
-     "invalid", "duplicates"}
-)  # fmt: skip
+    {
+        "received",
+        "added",
+        "updated",
+        "removed",
+        "unsubscribed",
+        "unchanged",
+        "ignored",
+        "invalid",
+        "duplicates",
+    }
+)
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:

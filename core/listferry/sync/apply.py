@@ -44,9 +44,12 @@ def _upsert(staged: Staged, action: str, status: str) -> str:
 
 
 def apply(
-    store: Store, staged: Staged, run: RunRecord, now: str,
+    store: Store,
+    staged: Staged,
+    run: RunRecord,
+    now: str,
     before_commit: Callable[[], None] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Apply ``temp.plan`` to the subscribers and record ``run`` as applied, atomically.
 
     ``before_commit`` runs last inside the transaction; if it raises, nothing is applied.

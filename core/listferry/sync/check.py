@@ -169,9 +169,12 @@ def _words(words: frozenset[str]) -> str:
 
 
 def check_file(
-    host: Host, path: Path, tenant: Tenant, count_file: Path | None = None,
+    host: Host,
+    path: Path,
+    tenant: Tenant,
+    count_file: Path | None = None,
     with_store: bool = True,
-) -> CheckResult:  # fmt: skip
+) -> CheckResult:
     """The verdict ``tenant``'s sync would give ``path``; nothing is written anywhere.
 
     ``count_file`` defaults to ``<stem>_count.txt`` beside the file. ``with_store``: plan
@@ -257,9 +260,13 @@ def _repeat(host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path) ->
 
 
 def _examine(
-    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path,
-    count_file: Path | None, result: CheckResult,
-) -> None:  # fmt: skip
+    host: Host,
+    tenant: Tenant,
+    conn: sqlite3.Connection,
+    path: Path,
+    count_file: Path | None,
+    result: CheckResult,
+) -> None:
     """Run the sync's stages on ``path`` and fill ``result`` with what they found."""
     info: FileInfo | None = None
     try:

@@ -37,13 +37,15 @@ def decisions(strategy: Strategy) -> list[tuple[int, str, int, int | None, str]]
                 f"expected one of {', '.join(a.value for a in Action)}"
             ) from None
         action = guarded(situation, action)
-        rows.append((
-            int(situation.in_file),
-            situation.status or "new",
-            int(situation.changed),
-            None if situation.opt_out is None else int(situation.opt_out),
-            action.value,
-        ))  # fmt: skip
+        rows.append(
+            (
+                int(situation.in_file),
+                situation.status or "new",
+                int(situation.changed),
+                None if situation.opt_out is None else int(situation.opt_out),
+                action.value,
+            )
+        )
     return rows
 
 

@@ -128,9 +128,14 @@ def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
 
 
 def read_list(
-    host: Host, tenant: Tenant, conn: sqlite3.Connection, path: Path, name: str,
-    count: Path | None, progress: Callable[[int], None] | None = None,
-) -> tuple[FileInfo, Staged]:  # fmt: skip
+    host: Host,
+    tenant: Tenant,
+    conn: sqlite3.Connection,
+    path: Path,
+    name: str,
+    count: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[FileInfo, Staged]:
     """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
 
     The header checks and the record checks run here; a header that fails voids. The
@@ -140,8 +145,9 @@ def read_list(
     dialect = tenant_dialect(host, tenant)
     with open_list(host.readers, path, name, dialect) as source:
         by = "the [defaults]" if tenant.name == DEFAULTS_NAME else "this tenant"
-        info = replace(source.info, count_file=count, count_policy=tenant.count_file,
-                       count_policy_by=by)  # fmt: skip
+        info = replace(
+            source.info, count_file=count, count_policy=tenant.count_file, count_policy_by=by
+        )
         void_if(host.hook.validate_header(file=info))
         staged = stage(conn, source, info, host.hook.validate_records, progress)
     return replace(info, records=staged.received, invalid=staged.invalid), staged
@@ -153,9 +159,13 @@ def check_file_whole(host: Host, info: FileInfo) -> None:
 
 
 def checked_plan(
-    host: Host, tenant: Tenant, conn: sqlite3.Connection, staged: Staged, active: int,
+    host: Host,
+    tenant: Tenant,
+    conn: sqlite3.Connection,
+    staged: Staged,
+    active: int,
     force: bool = False,
-) -> Plan:  # fmt: skip
+) -> Plan:
     """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
     ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
     stops it."""
@@ -179,10 +189,16 @@ class TenantSync:
     """The runs of one tenant, over one open store and one transport."""
 
     def __init__(
-        self, app: App, tenant: Tenant, store: Store, transport: Transport,
-        force: bool = False, progress: Progress | None = None, replay_of: int | None = None,
+        self,
+        app: App,
+        tenant: Tenant,
+        store: Store,
+        transport: Transport,
+        force: bool = False,
+        progress: Progress | None = None,
+        replay_of: int | None = None,
         reports: Transport | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.app = app
         self.replay_of = replay_of
         self.hook = app.host.hook
@@ -242,9 +258,13 @@ class TenantSync:
             if not pending.count_file and now - since < wait:
                 until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since + wait))
                 self.waiting = f"{pending.list_file.name} waits for its count file until {until}"
-                log.info("%s: %s waits for its count file %s (since %s)", self.tenant.name,
-                         pending.list_file.name, count_name(pending.list_file.name),
-                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)))  # fmt: skip
+                log.info(
+                    "%s: %s waits for its count file %s (since %s)",
+                    self.tenant.name,
+                    pending.list_file.name,
+                    count_name(pending.list_file.name),
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+                )
                 return Selection(runs=ready, superseded=[])
             ready.append(pending)
         return selection
@@ -265,8 +285,12 @@ class TenantSync:
         return select(self.transport.list(), self.tenant, earlier=files)
 
     def supersede(self, old: Pending, new: Pending) -> RunRecord:
-        run = RunRecord(self.tenant.name, file=old.list_file.name, strategy=self.tenant.strategy,
-                        replay_of=self.replay_of)  # fmt: skip
+        run = RunRecord(
+            self.tenant.name,
+            file=old.list_file.name,
+            strategy=self.tenant.strategy,
+            replay_of=self.replay_of,
+        )
         self.store.begin_run(run)
         local: Path | None = None
         try:
@@ -289,8 +313,12 @@ class TenantSync:
 
     def run_file(self, pending: Pending) -> RunRecord:
         tenant = self.tenant
-        run = RunRecord(tenant.name, file=pending.list_file.name, strategy=tenant.strategy,
-                        replay_of=self.replay_of)  # fmt: skip
+        run = RunRecord(
+            tenant.name,
+            file=pending.list_file.name,
+            strategy=tenant.strategy,
+            replay_of=self.replay_of,
+        )
         self.store.begin_run(run)
         local: Path | None = None
         staged: Staged | None = None
@@ -308,8 +336,9 @@ class TenantSync:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
                 update = self.progress(source.stat().st_size) if self.progress else None
-                info, staged = read_list(self.app.host, tenant, self.store.conn, source, name,
-                                         count, update)  # fmt: skip
+                info, staged = read_list(
+                    self.app.host, tenant, self.store.conn, source, name, count, update
+                )
                 run.received, run.invalid = staged.received, staged.invalid
                 run.duplicates = staged.duplicates
                 check_file_whole(self.app.host, info)
@@ -319,8 +348,9 @@ class TenantSync:
             keep = isinstance(exc, Overrulable)
             if keep:
                 run.hint = overrule_hint(tenant, self.replay_of)
-                log.warning("%s: %s held in the home: %s; %s", tenant.name, run.file,
-                            run.reason, run.hint)  # fmt: skip
+                log.warning(
+                    "%s: %s held in the home: %s; %s", tenant.name, run.file, run.reason, run.hint
+                )
         except ListferryError as exc:
             run.end("failed", str(exc))
         except OSError as exc:
@@ -362,9 +392,14 @@ class TenantSync:
             raise
 
     def finish(
-        self, run: RunRecord, pending: Pending, local: Path | None,
-        staged: Staged | None = None, info: FileInfo | None = None, keep: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        run: RunRecord,
+        pending: Pending,
+        local: Path | None,
+        staged: Staged | None = None,
+        info: FileInfo | None = None,
+        keep: bool = False,
+    ) -> None:
         """Archive the file (unless ``keep``: it stays in the home), save the run, report.
 
         An applied file was archived when it was applied; a file that cannot be archived
@@ -398,8 +433,13 @@ class TenantSync:
                     (run.archive, run.report, run.run_id),
                 )
         except sqlite3.Error as exc:  # the run is still printed, and reported in the home
-            log.error("%s: run %s ended %s but could not be recorded: %s", self.tenant.name,
-                      run.run_id, run.status, store_failure(self.store.path, exc))  # fmt: skip
+            log.error(
+                "%s: run %s ended %s but could not be recorded: %s",
+                self.tenant.name,
+                run.run_id,
+                run.status,
+                store_failure(self.store.path, exc),
+            )
         self.write_report(run)
         if local is not None:
             shutil.rmtree(local.parent, ignore_errors=True)
@@ -430,14 +470,21 @@ class TenantSync:
         """Take an archived file (and its count file) out of the home."""
         try:
             if not self.transport.remove(pending.list_file.name, pending.list_file):
-                log.info("%s: %s changed in the home during the run; left for the next run",
-                         self.tenant.name, pending.list_file.name)  # fmt: skip
+                log.info(
+                    "%s: %s changed in the home during the run; left for the next run",
+                    self.tenant.name,
+                    pending.list_file.name,
+                )
             elif pending.count_file:
                 self.transport.remove(pending.count_file.name, pending.count_file)
         except (ListferryError, OSError) as exc:
             # The run stands as it ended; the next run finds the same content and skips it.
-            log.warning("%s: could not remove %s from the home: %s",
-                        self.tenant.name, pending.list_file.name, reason_of(exc))  # fmt: skip
+            log.warning(
+                "%s: could not remove %s from the home: %s",
+                self.tenant.name,
+                pending.list_file.name,
+                reason_of(exc),
+            )
 
     def write_report(self, run: RunRecord) -> None:
         """Put the run's report in the home as ``<stem>.result.txt``; keep the newest few.
@@ -455,8 +502,9 @@ class TenantSync:
             for old in reports[: -self.tenant.keep_reports]:
                 self.reports.remove(old.name, old)
         except (OSError, ListferryError) as exc:
-            log.warning("%s: could not write the result report: %s", self.tenant.name,
-                        reason_of(exc))  # fmt: skip
+            log.warning(
+                "%s: could not write the result report: %s", self.tenant.name, reason_of(exc)
+            )
         finally:
             temp.unlink(missing_ok=True)
 
@@ -467,8 +515,11 @@ def record_attempt(store: Store, run: RunRecord) -> None:
     try:
         store.record_attempt(run)
     except sqlite3.Error as exc:
-        log.error("%s: the failed attempt could not be recorded: %s", run.tenant,
-                  store_failure(store.path, exc))  # fmt: skip
+        log.error(
+            "%s: the failed attempt could not be recorded: %s",
+            run.tenant,
+            store_failure(store.path, exc),
+        )
 
 
 def record_failure(tenant: Tenant, reason: str) -> RunRecord:
@@ -479,8 +530,9 @@ def record_failure(tenant: Tenant, reason: str) -> RunRecord:
         with Store(tenant.database) as store:
             record_attempt(store, run)
     except (StoreError, OSError) as exc:
-        log.error("%s: failed: %s; the run could not be recorded: %s", tenant.name, reason,
-                  reason_of(exc))  # fmt: skip
+        log.error(
+            "%s: failed: %s; the run could not be recorded: %s", tenant.name, reason, reason_of(exc)
+        )
     return run
 
 
@@ -512,8 +564,7 @@ def sync_tenant(
                     record_attempt(store, run)
                 else:
                     try:
-                        runs = TenantSync(app, tenant, store, transport, force,
-                                          progress).run_all()  # fmt: skip
+                        runs = TenantSync(app, tenant, store, transport, force, progress).run_all()
                     finally:
                         transport.close()
         except (StoreError, sqlite3.Error) as exc:  # no run can be recorded in the store
@@ -524,8 +575,9 @@ def sync_tenant(
         except ListferryError as exc:
             runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
         except OSError as exc:
-            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(),
-                              reason=reason_of(exc))]  # fmt: skip
+            runs = [
+                RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason_of(exc))
+            ]
     tell_finished(app, tenant, runs)
     return runs
 
@@ -535,8 +587,9 @@ def report_home(app: App, tenant: Tenant) -> Transport | None:
     try:
         return app.transport(tenant)
     except (ListferryError, OSError) as exc:
-        log.warning("%s: the result report stays in the run record: %s", tenant.name,
-                    reason_of(exc))  # fmt: skip
+        log.warning(
+            "%s: the result report stays in the run record: %s", tenant.name, reason_of(exc)
+        )
         return None
 
 
@@ -571,18 +624,23 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                 try:
                     shutil.copyfile(archived, folder / old.file)
                     prefix = archived.name[: len(archived.name) - len(old.file)]
-                    beside = [e.name[len(prefix) :] for e in os.scandir(archived.parent)
-                              if e.name.startswith(prefix)]  # fmt: skip
+                    beside = [
+                        e.name[len(prefix) :]
+                        for e in os.scandir(archived.parent)
+                        if e.name.startswith(prefix)
+                    ]
                     count = find_count(old.file, beside)
                     if count is not None:
                         shutil.copyfile(archived.with_name(prefix + count), folder / count)
-                    again = replace(tenant, home=str(folder), pattern="*", settle_seconds=0,
-                                    stable_seconds=0)  # fmt: skip
+                    again = replace(
+                        tenant, home=str(folder), pattern="*", settle_seconds=0, stable_seconds=0
+                    )
                     transport = app.host.transports.get("file")(str(folder), again)
                     home = report_home(app, tenant)  # the new report goes to the customer
                     try:
-                        sync = TenantSync(app, again, store, transport, force, replay_of=run_id,
-                                          reports=home)  # fmt: skip
+                        sync = TenantSync(
+                            app, again, store, transport, force, replay_of=run_id, reports=home
+                        )
                         runs = sync.run_all()
                     finally:
                         if home is not None:

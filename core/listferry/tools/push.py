@@ -55,9 +55,13 @@ class PushTarget(Tenant):
 
 
 def server(
-    url: str, password: str | None = None, key_file: str | None = None,
-    known_hosts: str | None = None, ca_file: str | None = None, tls_verify: bool = True,
-) -> Tenant:  # fmt: skip
+    url: str,
+    password: str | None = None,
+    key_file: str | None = None,
+    known_hosts: str | None = None,
+    ca_file: str | None = None,
+    tls_verify: bool = True,
+) -> Tenant:
     """The server to push to, described as a tenant whose home is ``url``.
 
     Transports take a home and a tenant; this one has the same ``remote_*`` settings a
@@ -78,10 +82,14 @@ def server(
 
 
 def push(
-    host: Host, path: Path, target: Tenant, dialect: str = "default",
-    count_file: bool = True, say: Callable[[str], None] = print,
+    host: Host,
+    path: Path,
+    target: Tenant,
+    dialect: str = "default",
+    count_file: bool = True,
+    say: Callable[[str], None] = print,
     progress: Callable[[int], Callable[[int], None]] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """Upload ``path`` into ``target``'s home, then (unless not wanted) its count file."""
     records = count_records(host, path, dialect) if count_file else None
     scheme = "file" if target.is_local else urlsplit(target.home).scheme
