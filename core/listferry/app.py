@@ -16,7 +16,7 @@ from listferry.errors import ConfigError, ListferryError
 from listferry.fields import resolve_fields
 from listferry.plugins import Host, load_host
 from listferry.templates import as_template
-from listferry.transport import Transport
+from listferry.transport import Endpoint, Transport, open_transport
 
 
 @dataclass
@@ -26,10 +26,28 @@ class App:
     config: Config
     host: Host
 
-    def transport(self, tenant: Tenant) -> Transport:
-        """A connection to the tenant's home through the transport for its scheme."""
-        scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
-        return self.host.transports.get(scheme)(tenant.home, tenant)
+    def transport(self, tenant: Tenant, location: str | None = None) -> Transport:
+        """A connection to the tenant's home (or to ``location``, reached with the
+        tenant's settings) through the transport for its scheme."""
+        return open_transport(self.host.transports, endpoint_of(tenant, location))
+
+
+def endpoint_of(tenant: Tenant, location: str | None = None) -> Endpoint:
+    """How to reach ``tenant``'s home (or ``location``): its ``remote_*`` settings,
+    ``known_hosts`` (default: its state folder's), ``tls_verify`` and ``ca_file``."""
+    known_hosts = tenant.known_hosts or tenant.state_dir / "known_hosts"
+    return Endpoint(
+        location=location or tenant.home,
+        password=tenant.remote_password,
+        password_env=tenant.remote_password_env,
+        key_file=Path(tenant.remote_key_file).expanduser() if tenant.remote_key_file else None,
+        known_hosts=Path(known_hosts).expanduser(),
+        tls_verify=tenant.tls_verify,
+        ca_file=Path(tenant.ca_file).expanduser() if tenant.ca_file else None,
+        retries=tenant.remote_retries,
+        timeout=tenant.remote_timeout or None,
+        state_dir=tenant.state_dir,
+    )
 
 
 def tenant_dialect(host: Host, tenant: Tenant) -> Dialect:
