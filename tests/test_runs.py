@@ -13,7 +13,7 @@ import pytest
 from conftest import Workspace, people
 
 from listferry.runs import RunRecord
-from listferry.sync.run import tenant_lock
+from listferry.store.locks import tenant_lock
 
 RUN_KEYS = {
     "tenant",

@@ -85,7 +85,7 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     last applied one, and its report goes to the customer's home. Exit 1 when the new
     run is voided or failed.
     """
-    from listferry.sync.run import replay_run
+    from listferry.sync.replay import replay_run
 
     app = state.app()
     run = replay_run(app, app.config.tenant(tenant), run_id, force)

@@ -25,16 +25,9 @@ from listferry.reader import open_list
 from listferry.records import FileInfo, Invalid
 from listferry.store.database import Store, last_applied, read_only
 from listferry.strategy import Plan
-from listferry.sync.run import (
-    Overrulable,
-    check_file_whole,
-    checked_plan,
-    overrule_hint,
-    read_list,
-    repeat_reason,
-    sha256_of,
-    unpacked,
-)
+from listferry.sync.plan import Overrulable, checked_plan, overrule_hint
+from listferry.sync.select import repeat_reason, sha256_of
+from listferry.sync.stage import check_file_whole, read_list, unpacked
 
 #: What ``check`` says when it had no tenant's list to plan against.
 WITHOUT_TENANT = (

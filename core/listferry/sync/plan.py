@@ -8,10 +8,13 @@ plan keeps as they are (most of a daily list) are counted, not written to it.
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 
-from listferry.errors import ListferryError
+from listferry.config import Tenant
+from listferry.errors import ListferryError, Void
+from listferry.plugins import Host
 from listferry.strategy import Action, Plan, Strategy, all_situations, guarded
-from listferry.sync.stage import Staged
+from listferry.sync.stage import Staged, void_if
 
 COUNT_OF = {
     (Action.ADD, 1): "added",
@@ -117,3 +120,34 @@ def make_plan(
         active_before=active_before,
         **totals,
     )
+
+
+class Overrulable(Void):
+    """A void that ``sync --force`` would lift: the file stays in the home for it."""
+
+
+def checked_plan(
+    host: Host,
+    tenant: Tenant,
+    conn: sqlite3.Connection,
+    staged: Staged,
+    active: int,
+    force: bool = False,
+) -> Plan:
+    """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
+    ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
+    stops it."""
+    strategy = host.strategies.get(tenant.strategy)
+    plan = make_plan(conn, strategy, staged, active)
+    check = partial(host.hook.check_plan, plan=plan, tenant=tenant)
+    reasons = check(force=force)
+    overrulable = any(reasons) and not force and not any(check(force=True))
+    void_if(reasons, Overrulable if overrulable else Void)
+    return plan
+
+
+def overrule_hint(tenant: Tenant, replay_of: int | None = None) -> str:
+    """The operator's command that applies a file a guard held back."""
+    if replay_of is not None:
+        return f"to apply it anyway: listferry replay {tenant.name} {replay_of} --force"
+    return f"to apply it anyway: listferry sync {tenant.name} --force"

@@ -8,7 +8,6 @@ does one voided only by a guard that ``sync --force`` lifts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -16,35 +15,26 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from functools import partial
 from pathlib import Path
 
-from listferry.app import App, settings_digest, tenant_dialect
-from listferry.config import DEFAULTS_NAME, Tenant, duration_seconds
+from listferry.app import App, settings_digest
+from listferry.config import Tenant, duration_seconds
 from listferry.errors import ListferryError, Void
 from listferry.names import (
     count_name,
-    decrypted_name,
-    find_count,
-    is_encrypted,
     is_report,
     report_name,
 )
-from listferry.pgp import decrypt
-from listferry.plugins import Host
-from listferry.reader import open_list
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, utcnow
-from listferry.store.database import LastApplied, Store, StoreError
+from listferry.store.database import Store, StoreError
 from listferry.store.locks import tenant_lock
-from listferry.strategy import Plan
 from listferry.sync.apply import apply
-from listferry.sync.plan import make_plan
+from listferry.sync.plan import Overrulable, checked_plan, overrule_hint
 from listferry.sync.report import customer_notes, render
-from listferry.sync.select import Pending, Selection, complete, select
-from listferry.sync.stage import Staged, stage
-from listferry.transport import Endpoint, Transport, open_transport
+from listferry.sync.select import Pending, Selection, complete, repeat_reason, select, sha256_of
+from listferry.sync.stage import Staged, check_file_whole, read_list, unpacked
+from listferry.transport import Transport
 
 log = logging.getLogger("listferry")
 
@@ -84,105 +74,6 @@ def unarchive(moved: list[tuple[Path, Path]]) -> None:
     while moved:
         source, dest = moved.pop()
         os.replace(dest, source)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class Overrulable(Void):
-    """A void that ``sync --force`` would lift: the file stays in the home for it."""
-
-
-def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
-    found = [reason for reason in reasons if reason]
-    if found:
-        raise error("; ".join(found))
-
-
-# -- the stages a sync and its dry run (`listferry check`) share ----------------------------
-
-
-def repeat_reason(last: LastApplied | None, sha256: str, digest: str) -> str | None:
-    """Why a file is skipped as a repeat, or ``None``: the same content as the tenant's
-    last applied file, read the same way (a run from before settings digests were kept
-    counts as read the same way)."""
-    if last is None or last.sha256 != sha256 or last.settings_digest not in (None, digest):
-        return None
-    return f"the same content as the last applied file (run {last.run_id})"
-
-
-def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
-    """The list to read and its name: ``local`` itself, or for an encrypted list its
-    plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
-    if not is_encrypted(name):
-        return local, name
-    plain = decrypted_name(name)
-    source = local.parent / "decrypted" / plain
-    decrypt(tenant, local, source, name)
-    return source, plain
-
-
-def read_list(
-    host: Host,
-    tenant: Tenant,
-    conn: sqlite3.Connection,
-    path: Path,
-    name: str,
-    count: Path | None,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[FileInfo, Staged]:
-    """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
-
-    The header checks and the record checks run here; a header that fails voids. The
-    count file is checked with the whole file (:func:`check_file_whole`), once the
-    records are counted.
-    """
-    dialect = tenant_dialect(host, tenant)
-    with open_list(host.readers, path, name, dialect) as source:
-        by = "the [defaults]" if tenant.name == DEFAULTS_NAME else "this tenant"
-        info = replace(
-            source.info, count_file=count, count_policy=tenant.count_file, count_policy_by=by
-        )
-        void_if(host.hook.validate_header(file=info))
-        staged = stage(conn, source, info, host.hook.validate_records, progress)
-    return replace(info, records=staged.received, invalid=staged.invalid), staged
-
-
-def check_file_whole(host: Host, info: FileInfo) -> None:
-    """The checks of the whole file (count file, no records); one that fails voids."""
-    void_if(host.hook.validate_file(file=info))
-
-
-def checked_plan(
-    host: Host,
-    tenant: Tenant,
-    conn: sqlite3.Connection,
-    staged: Staged,
-    active: int,
-    force: bool = False,
-) -> Plan:
-    """The tenant's strategy's plan for the staged file, in ``temp.plan``, once every
-    ``check_plan`` guard passed; :class:`Overrulable` when only a guard ``force`` lifts
-    stops it."""
-    strategy = host.strategies.get(tenant.strategy)
-    plan = make_plan(conn, strategy, staged, active)
-    check = partial(host.hook.check_plan, plan=plan, tenant=tenant)
-    reasons = check(force=force)
-    overrulable = any(reasons) and not force and not any(check(force=True))
-    void_if(reasons, Overrulable if overrulable else Void)
-    return plan
-
-
-def overrule_hint(tenant: Tenant, replay_of: int | None = None) -> str:
-    """The operator's command that applies a file a guard held back."""
-    if replay_of is not None:
-        return f"to apply it anyway: listferry replay {tenant.name} {replay_of} --force"
-    return f"to apply it anyway: listferry sync {tenant.name} --force"
 
 
 class TenantSync:
@@ -580,72 +471,3 @@ def sync_tenant(
             ]
     tell_finished(app, tenant, runs)
     return runs
-
-
-def report_home(app: App, tenant: Tenant) -> Transport | None:
-    """The tenant's home, for a replay's report; ``None`` (logged) when it cannot be had."""
-    try:
-        return app.transport(tenant)
-    except (ListferryError, OSError) as exc:
-        log.warning(
-            "%s: the result report stays in the run record: %s", tenant.name, reason_of(exc)
-        )
-        return None
-
-
-def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> RunRecord:
-    """Apply the file that run ``run_id`` archived once more, as a new run.
-
-    For after a fix (a dialect corrected, a check relaxed, a bad file applied in error
-    and then a later one): the archived copy (and its count file) goes through the whole
-    pipeline again, under the tenant's lock, and is archived again under the new run.
-    The repeat rule does not hold it back; every other check does. Its file becomes the
-    tenant's last applied one, and its result report goes to the tenant's home.
-    """
-    with tenant_lock(tenant) as locked:
-        if not locked:
-            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow(), replay_of=run_id)
-            run.reason = "another run of this tenant is in progress"
-            runs = [run]
-        else:
-            with Store(tenant.database) as store:
-                old = next((r for r in store.runs(tenant.name) if r.run_id == run_id), None)
-                if old is None:
-                    raise ListferryError(f"{tenant.name} has no run {run_id}")
-                archived = Path(old.archive) if old.archive else None
-                if archived is None or not archived.is_file() or not old.file:
-                    raise ListferryError(
-                        f"run {run_id} of {tenant.name} has no archived file to replay "
-                        f"(it ended {old.status} before its file was archived)"
-                    )
-                folder = tenant.state_dir / "replay"
-                shutil.rmtree(folder, ignore_errors=True)
-                folder.mkdir(parents=True, mode=0o700)
-                try:
-                    shutil.copyfile(archived, folder / old.file)
-                    prefix = archived.name[: len(archived.name) - len(old.file)]
-                    beside = [
-                        e.name[len(prefix) :]
-                        for e in os.scandir(archived.parent)
-                        if e.name.startswith(prefix)
-                    ]
-                    count = find_count(old.file, beside)
-                    if count is not None:
-                        shutil.copyfile(archived.with_name(prefix + count), folder / count)
-                    again = replace(
-                        tenant, home=str(folder), pattern="*", settle_seconds=0, stable_seconds=0
-                    )
-                    transport = open_transport(app.host.transports, Endpoint(str(folder)))
-                    home = report_home(app, tenant)  # the new report goes to the customer
-                    try:
-                        sync = TenantSync(
-                            app, again, store, transport, force, replay_of=run_id, reports=home
-                        )
-                        runs = sync.run_all()
-                    finally:
-                        if home is not None:
-                            home.close()
-                finally:
-                    shutil.rmtree(folder, ignore_errors=True)
-    tell_finished(app, tenant, runs)
-    return runs[-1]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from listferry.config import Tenant
 from listferry.names import COUNT, LIST, count_name, kind_of
+from listferry.store.database import LastApplied
 from listferry.transport import RemoteFile
 
 
@@ -73,3 +76,20 @@ def select(
 def complete(selection: Selection) -> bool:
     """Whether every file of a selection has its count file: no need to wait and look again."""
     return all(p.count_file for p in selection.runs + selection.superseded)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def repeat_reason(last: LastApplied | None, sha256: str, digest: str) -> str | None:
+    """Why a file is skipped as a repeat, or ``None``: the same content as the tenant's
+    last applied file, read the same way (a run from before settings digests were kept
+    counts as read the same way)."""
+    if last is None or last.sha256 != sha256 or last.settings_digest not in (None, digest):
+        return None
+    return f"the same content as the last applied file (run {last.run_id})"

@@ -10,10 +10,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
+from listferry.app import tenant_dialect
+from listferry.config import DEFAULTS_NAME, Tenant
+from listferry.errors import Void
 from listferry.fields import sql_text
-from listferry.reader import RecordSource
+from listferry.names import decrypted_name, is_encrypted
+from listferry.pgp import decrypt
+from listferry.plugins import Host
+from listferry.reader import RecordSource, open_list
 from listferry.records import FileInfo, Invalid
 
 #: How many invalid rows and duplicate addresses the report lists by line.
@@ -131,3 +138,51 @@ def _drop_duplicates(conn: sqlite3.Connection, staged: Staged) -> None:
         "DELETE FROM temp.incoming WHERE rowid NOT IN "
         "(SELECT max(rowid) FROM temp.incoming GROUP BY email)"
     )
+
+
+def void_if(reasons: list[str | None], error: type[Void] = Void) -> None:
+    found = [reason for reason in reasons if reason]
+    if found:
+        raise error("; ".join(found))
+
+
+def unpacked(tenant: Tenant, local: Path, name: str) -> tuple[Path, str]:
+    """The list to read and its name: ``local`` itself, or for an encrypted list its
+    plaintext, decrypted into ``decrypted/`` beside it (removed with that folder)."""
+    if not is_encrypted(name):
+        return local, name
+    plain = decrypted_name(name)
+    source = local.parent / "decrypted" / plain
+    decrypt(tenant, local, source, name)
+    return source, plain
+
+
+def read_list(
+    host: Host,
+    tenant: Tenant,
+    conn: sqlite3.Connection,
+    path: Path,
+    name: str,
+    count: Path | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[FileInfo, Staged]:
+    """Read ``path`` (received as ``name``) with the tenant's dialect into ``temp.incoming``.
+
+    The header checks and the record checks run here; a header that fails voids. The
+    count file is checked with the whole file (:func:`check_file_whole`), once the
+    records are counted.
+    """
+    dialect = tenant_dialect(host, tenant)
+    with open_list(host.readers, path, name, dialect) as source:
+        by = "the [defaults]" if tenant.name == DEFAULTS_NAME else "this tenant"
+        info = replace(
+            source.info, count_file=count, count_policy=tenant.count_file, count_policy_by=by
+        )
+        void_if(host.hook.validate_header(file=info))
+        staged = stage(conn, source, info, host.hook.validate_records, progress)
+    return replace(info, records=staged.received, invalid=staged.invalid), staged
+
+
+def check_file_whole(host: Host, info: FileInfo) -> None:
+    """The checks of the whole file (count file, no records); one that fails voids."""
+    void_if(host.hook.validate_file(file=info))
