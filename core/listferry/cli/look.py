@@ -10,6 +10,7 @@ import click
 
 from listferry.cli.root import State, cli, emit_json, pass_state
 from listferry.errors import ConfigError
+from listferry.runs import PROBLEMS, RunStatus
 
 log = logging.getLogger("listferry")
 
@@ -44,7 +45,7 @@ def status(state: State, json_: bool) -> None:
         colour = sys.stdout.isatty()
         for item in found:
             click.echo(_status_line(item, colour))
-    if problem or any(i.last_status in ("voided", "failed") or i.silent or i.error for i in found):
+    if problem or any(i.last_status in PROBLEMS or i.silent or i.error for i in found):
         sys.exit(1)
 
 
@@ -64,7 +65,7 @@ def _status_line(item: Any, colour: bool) -> str:
         parts.append(f"{item.subscribers} active")
     parts.append(f"{'-' if item.pending is None else item.pending} pending")
     if item.days_since_applied is not None:
-        if item.last_status == "applied":
+        if item.last_status == RunStatus.APPLIED:
             parts.append(f"applied {item.days_since_applied} d ago")
         else:
             parts.append(
@@ -93,7 +94,7 @@ def _status_line(item: Any, colour: bool) -> str:
         line += "; " + (click.style(warning, fg="red") if colour else warning)
     if item.error:
         line += f"; {item.error}"
-    elif item.last_status in ("voided", "failed") and item.last_reason:
+    elif item.last_status in PROBLEMS and item.last_reason:
         line += f": {item.last_reason}"
     return line
 

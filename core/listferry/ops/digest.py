@@ -14,6 +14,7 @@ from typing import Any
 
 from listferry.config import Config
 from listferry.ops.status import TenantStatus, open_read_only, tenant_status
+from listferry.runs import PROBLEMS
 from listferry.times import iso
 
 
@@ -129,7 +130,7 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
             seen: dict[str, int] = {}
             for outcome, file, reason in rows:
                 day.runs[outcome] = day.runs.get(outcome, 0) + 1
-                if outcome in ("voided", "failed"):
+                if outcome in PROBLEMS:
                     problem = f"{outcome} {file or ''}: {reason}".replace(" :", ":")
                     seen[problem] = seen.get(problem, 0) + 1
             day.problems += [p if n == 1 else f"{p} ({n} runs)" for p, n in seen.items()]

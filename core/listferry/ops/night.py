@@ -10,7 +10,7 @@ from __future__ import annotations
 from listferry.app import App
 from listferry.config import Tenant
 from listferry.export.run import export_after_sync
-from listferry.runs import RunRecord
+from listferry.runs import RunRecord, RunStatus
 from listferry.sync.run import Progress, sync_tenant
 
 
@@ -21,6 +21,6 @@ def sync_and_export(
     ``export_after_sync`` the return file after an applied one; an export that fails is
     one log line and the runs stand as they ended."""
     runs = sync_tenant(app, tenant, force, progress)
-    if tenant.export_after_sync and any(run.status == "applied" for run in runs):
+    if tenant.export_after_sync and any(run.status == RunStatus.APPLIED for run in runs):
         export_after_sync(app, tenant)
     return runs

@@ -24,6 +24,7 @@ from typing import Any
 
 from listferry.config.notify import EmailSettings, WebhookSettings
 from listferry.errors import ListferryError
+from listferry.runs import RunStatus
 from listferry.text import redact_url
 
 log = logging.getLogger("listferry")
@@ -54,20 +55,20 @@ def run_text(run: Any) -> str:
     lines.append(f"Ended:   {run.finished_at or run.started_at}")
     if run.reason:
         lines += ["", "Why:", f"  {run.reason}"]
-    if run.status == "applied":
+    if run.status == RunStatus.APPLIED:
         lines += [
             "",
             f"Received {run.received}: {run.added} added, {run.updated} updated, "
             f"{run.removed} removed, {run.unsubscribed} unsubscribed, {run.unchanged} "
             f"unchanged; {run.invalid} invalid, {run.duplicates} duplicates.",
         ]
-    elif run.status == "voided":
+    elif run.status == RunStatus.VOIDED:
         lines += [
             "",
             "Nothing was changed: the last good list stands. Send a corrected file; the",
             "file stays in the home until it is replaced (or forced, for the shrink guard).",
         ]
-    elif run.status == "failed":
+    elif run.status == RunStatus.FAILED:
         lines += ["", "Nothing was changed. The file, if any, stays pending for the next run."]
     return "\n".join(lines) + "\n"
 

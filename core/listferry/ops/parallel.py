@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from listferry.config import Tenant
-from listferry.runs import RunRecord, utcnow
+from listferry.runs import RunRecord, RunStatus, utcnow
 from listferry.text import how_ended
 
 Runs = list[RunRecord]
@@ -34,7 +34,7 @@ def _work(run: Callable[[Tenant], Runs], tenants: Sequence[Tenant], conn: Connec
             runs = [
                 RunRecord(
                     tenant.name,
-                    status="failed",
+                    status=RunStatus.FAILED,
                     finished_at=utcnow(),
                     reason=f"the run raised {type(exc).__name__}: {exc}",
                 )
@@ -46,7 +46,7 @@ def _work(run: Callable[[Tenant], Runs], tenants: Sequence[Tenant], conn: Connec
 def _crashed(tenant: Tenant, exitcode: int | None) -> Runs:
     how = how_ended(exitcode)
     reason = f"the worker running this tenant {how}; the run may have been cut short"
-    return [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
+    return [RunRecord(tenant.name, status=RunStatus.FAILED, finished_at=utcnow(), reason=reason)]
 
 
 def run_tenants(

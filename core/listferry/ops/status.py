@@ -16,6 +16,7 @@ from typing import Any
 from listferry.config import Config, Tenant, duration_seconds
 from listferry.config.schedule import Schedule, ScheduleError
 from listferry.names import COUNT, LIST, OTHER, count_name, kind_of
+from listferry.runs import PROBLEMS
 from listferry.store.database import (
     StoreError,
     checked_since_change,
@@ -184,7 +185,7 @@ def _read_store(status: TenantStatus, conn: sqlite3.Connection, now: datetime) -
         status.last_applied_run, status.last_applied_file, status.last_applied_at = applied
         age = now - parse_time(applied[2])  # type: ignore[operator]
         status.days_since_applied = round(age.total_seconds() / 86400, 1)
-    if status.last_status in ("voided", "failed"):
+    if status.last_status in PROBLEMS:
         status.failing_since = conn.execute(
             "SELECT min(started_at) FROM runs WHERE id > ? AND status IN ('voided', 'failed')",
             (status.last_applied_run or 0,),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from listferry.runs import RunRecord
+from listferry.runs import RunRecord, RunStatus
 from listferry.store.database import Store
 from listferry.sync.stage import TEXT_COLUMNS, Staged
 
@@ -78,7 +78,7 @@ def apply(
             "ON CONFLICT (email) DO NOTHING",
             params,
         )
-        run.end("applied")
+        run.end(RunStatus.APPLIED)
         if before_commit:
             before_commit()
         store.save_run(run)

@@ -12,7 +12,7 @@ from listferry.app import App
 from listferry.config import Tenant
 from listferry.errors import ListferryError
 from listferry.names import find_count
-from listferry.runs import RunRecord
+from listferry.runs import RunRecord, RunStatus
 from listferry.store.database import Store
 from listferry.store.locks import tenant_lock
 from listferry.sync.run import TenantSync, reason_of, tell_finished
@@ -44,7 +44,9 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
     """
     with tenant_lock(tenant) as locked:
         if not locked:
-            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow(), replay_of=run_id)
+            run = RunRecord(
+                tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow(), replay_of=run_id
+            )
             run.reason = "another run of this tenant is in progress"
             runs = [run]
         else:

@@ -12,14 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from listferry.records import FileInfo, Invalid
-from listferry.runs import RunRecord
+from listferry.runs import RunRecord, RunStatus
 
 OUTCOME_WORDS = {
-    "applied": "The list was updated.",
-    "voided": "Nothing was changed: the last good list stands. Fix the file and upload it again.",
-    "failed": "Nothing was changed: the last good list stands. The file stays in place and "
+    RunStatus.APPLIED: "The list was updated.",
+    RunStatus.VOIDED: "Nothing was changed: the last good list stands. Fix the file and upload "
+    "it again.",
+    RunStatus.FAILED: "Nothing was changed: the last good list stands. The file stays in place and "
     "will be tried again.",
-    "skipped": "Nothing was changed.",
+    RunStatus.SKIPPED: "Nothing was changed.",
 }
 
 #: What the customer reads for a failed run, in place of the operator's reason.
@@ -53,7 +54,7 @@ def render(
     the file's records were read (not for a repeat, nor a file voided at its header).
     """
     words = OUTCOME_WORDS.get(run.status, "")
-    reason = FAILED_REASON if run.status == "failed" else run.reason
+    reason = FAILED_REASON if run.status == RunStatus.FAILED else run.reason
     if held:
         words = (
             "Nothing was changed: the last good list stands. The file stays in place until "

@@ -26,7 +26,7 @@ from listferry.names import (
     report_name,
 )
 from listferry.records import FileInfo
-from listferry.runs import RunRecord, utcnow
+from listferry.runs import RunRecord, RunStatus, utcnow
 from listferry.store.database import Store, StoreError
 from listferry.store.locks import tenant_lock
 from listferry.sync.apply import apply
@@ -121,12 +121,16 @@ class TenantSync:
         selection = self.hold_for_count_files(selection)
         runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
         runs += [self.run_file(p) for p in selection.runs]
-        idle = RunRecord(self.tenant.name, status="idle", finished_at=utcnow(), hint=self.waiting)
+        idle = RunRecord(
+            self.tenant.name, status=RunStatus.IDLE, finished_at=utcnow(), hint=self.waiting
+        )
         return runs or [idle]
 
     def unreachable(self, reason: str) -> RunRecord:
         """The attempt of a run whose home could not be listed: ``failed``, recorded."""
-        run = RunRecord(self.tenant.name, strategy=self.tenant.strategy).end("failed", reason)
+        run = RunRecord(self.tenant.name, strategy=self.tenant.strategy).end(
+            RunStatus.FAILED, reason
+        )
         record_attempt(self.store, run)
         return run
 
@@ -187,10 +191,10 @@ class TenantSync:
         try:
             local = self.fetch(run, old)
             run.sha256 = sha256_of(local)
-            run.end("skipped", f"superseded by the newer file {new.list_file.name}")
+            run.end(RunStatus.SKIPPED, f"superseded by the newer file {new.list_file.name}")
         except (ListferryError, OSError) as exc:
-            run.end("failed", reason_of(exc))
-        self.finish(run, old, local, keep=run.status == "failed")
+            run.end(RunStatus.FAILED, reason_of(exc))
+        self.finish(run, old, local, keep=run.status == RunStatus.FAILED)
         return run
 
     def fetch(self, run: RunRecord, pending: Pending) -> Path:
@@ -222,7 +226,7 @@ class TenantSync:
             last = None if self.replay_of else self.store.last_applied()
             repeat = repeat_reason(last, run.sha256, run.settings_digest)
             if repeat:
-                run.end("skipped", repeat)
+                run.end(RunStatus.SKIPPED, repeat)
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
@@ -235,7 +239,7 @@ class TenantSync:
                 check_file_whole(self.app.host, info)
                 self.plan_and_apply(run, staged, pending, local)
         except Void as exc:
-            run.end("voided", str(exc))
+            run.end(RunStatus.VOIDED, str(exc))
             keep = isinstance(exc, Overrulable)
             if keep:
                 run.hint = overrule_hint(tenant, self.replay_of)
@@ -243,19 +247,19 @@ class TenantSync:
                     "%s: %s held in the home: %s; %s", tenant.name, run.file, run.reason, run.hint
                 )
         except ListferryError as exc:
-            run.end("failed", str(exc))
+            run.end(RunStatus.FAILED, str(exc))
         except OSError as exc:
-            run.end("failed", reason_of(exc))
+            run.end(RunStatus.FAILED, reason_of(exc))
         except sqlite3.Error as exc:
-            run.end("failed", store_failure(self.store.path, exc))
+            run.end(RunStatus.FAILED, store_failure(self.store.path, exc))
             log.error("%s: run %s failed: %s", tenant.name, run.run_id, run.reason)
         except Exception as exc:
             log_failure(f"run {run.run_id} of {tenant.name} failed")
-            run.end("failed", f"internal error: {type(exc).__name__}: {exc}")
+            run.end(RunStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
             self.store.conn.execute("DROP TABLE IF EXISTS temp.plan")
-        self.finish(run, pending, local, staged, info, keep or run.status == "failed")
+        self.finish(run, pending, local, staged, info, keep or run.status == RunStatus.FAILED)
         return run
 
     def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
@@ -298,11 +302,11 @@ class TenantSync:
         """
         if not keep and local is not None:
             try:
-                if run.status != "applied":
+                if run.status != RunStatus.APPLIED:
                     run.archive = self.archive_local(run, pending, local, [])
                 self.remove_from_home(pending)
             except OSError as exc:
-                run.end("failed", f"could not archive {run.file}: {reason_of(exc)}")
+                run.end(RunStatus.FAILED, f"could not archive {run.file}: {reason_of(exc)}")
         notes = customer_notes(info) if info else []
         if self.replay_of is not None:
             notes = [f"a replay of run {self.replay_of}'s archived file", *notes]
@@ -311,11 +315,11 @@ class TenantSync:
             staged.invalid_sample if staged else (),
             staged.duplicate_sample if staged else (),
             notes,
-            held=keep and run.status == "voided",
+            held=keep and run.status == RunStatus.VOIDED,
             read=staged is not None,
         )
         try:
-            if run.status != "applied":
+            if run.status != RunStatus.APPLIED:
                 with self.store.transaction():
                     self.store.save_run(run)
             else:
@@ -416,7 +420,7 @@ def record_attempt(store: Store, run: RunRecord) -> None:
 def record_failure(tenant: Tenant, reason: str) -> RunRecord:
     """A ``failed`` run of ``tenant`` that left no record of its own (its process died, or
     could not read the config), recorded in the tenant's store if that can be opened."""
-    run = RunRecord(tenant.name, strategy=tenant.strategy).end("failed", reason)
+    run = RunRecord(tenant.name, strategy=tenant.strategy).end(RunStatus.FAILED, reason)
     try:
         with Store(tenant.database) as store:
             record_attempt(store, run)
@@ -442,7 +446,7 @@ def sync_tenant(
     """Run every pending list file of ``tenant``; one record per run (``idle`` if none)."""
     with tenant_lock(tenant) as locked:
         if not locked:
-            run = RunRecord(tenant.name, status="skipped", finished_at=utcnow())
+            run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
             run.reason = "another run of this tenant is in progress"
             return [run]
         try:
@@ -451,7 +455,7 @@ def sync_tenant(
                     transport = app.transport(tenant)
                 except (ListferryError, OSError) as exc:
                     run = RunRecord(tenant.name, strategy=tenant.strategy)
-                    runs = [run.end("failed", reason_of(exc))]
+                    runs = [run.end(RunStatus.FAILED, reason_of(exc))]
                     record_attempt(store, run)
                 else:
                     try:
@@ -462,12 +466,23 @@ def sync_tenant(
             db = tenant.database
             reason = str(exc) if isinstance(exc, StoreError) else store_failure(db, exc)
             log.error("%s: failed: %s", tenant.name, reason)
-            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason)]
+            runs = [
+                RunRecord(tenant.name, status=RunStatus.FAILED, finished_at=utcnow(), reason=reason)
+            ]
         except ListferryError as exc:
-            runs = [RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=str(exc))]
+            runs = [
+                RunRecord(
+                    tenant.name, status=RunStatus.FAILED, finished_at=utcnow(), reason=str(exc)
+                )
+            ]
         except OSError as exc:
             runs = [
-                RunRecord(tenant.name, status="failed", finished_at=utcnow(), reason=reason_of(exc))
+                RunRecord(
+                    tenant.name,
+                    status=RunStatus.FAILED,
+                    finished_at=utcnow(),
+                    reason=reason_of(exc),
+                )
             ]
     tell_finished(app, tenant, runs)
     return runs
