@@ -149,7 +149,7 @@ def test_run_finished_plugins_hear_of_a_failed_attempt_with_its_run_id(
 
 def backdate(ws: Sandbox, table: str, column: str, days: float, where: str = "1") -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
-    with sqlite3.connect(ws.app().config.tenant("acme").database) as conn:
+    with sqlite3.connect(ws.tenant.database) as conn:
         conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (stamp,))
 
 

@@ -138,7 +138,7 @@ def test_count_file_counts_records_not_lines(ws: Sandbox) -> None:
 
 def test_count_file_that_counts_lines_instead_of_records_voids(ws: Sandbox) -> None:
     with_good_list(ws)
-    ws.upload(csv_text([("multi@example.org", "Two\nLines", "Last", "GOLD")]), count=2)
+    ws.upload([("multi@example.org", "Two\nLines", "Last", "GOLD")], count=2)
 
     run = only(ws.sync_all())
 

@@ -412,7 +412,7 @@ def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Sandbox, tmp_pa
 
     done = ws.cli("tenant", "password", "acme", "--password-stdin", input="new-password\n")
     assert done.exit_code == 0, done.output
-    acme = ws.app().config.tenant("acme")
+    acme = ws.tenant
     assert verify_password("new-password", acme.password_hash)
     assert not verify_password("old-password", acme.password_hash)
     assert verify_password("beta-password", ws.app().config.tenant("beta").password_hash)
@@ -427,10 +427,10 @@ def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Sandbox, tmp_pa
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq7wJw3G3t8Qk2lOqP0x9JZ9bqF3p4j5sZ8s9T0aB1C new\n"
     )
     assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
-    assert len(ws.app().config.tenant("acme").ssh_keys) == 2
+    assert len(ws.tenant.ssh_keys) == 2
     keys.write_text(keys.read_text().splitlines()[1] + "\n")
     assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
-    assert [k.split()[-1] for k in ws.app().config.tenant("acme").ssh_keys] == ["new"]
+    assert [k.split()[-1] for k in ws.tenant.ssh_keys] == ["new"]
     assert "# the operator's own comment" in ws.config_path.read_text()
 
     refused = ws.cli("tenant", "password", "nosuch", "--password-stdin", input="x\n")

@@ -27,7 +27,7 @@ def test_a_gzipped_list_and_its_count_file_sync_like_the_plain_one(ws: Sandbox) 
     (ws.home / "members_count.txt").write_text("2000\n")
     (run,) = ws.sync_all()
     assert (run.status, run.added, run.file) == ("applied", 2000, "members.csv.gz"), run.reason
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not work.exists() or not any(p.suffix == ".csv" for p in work.rglob("*"))
 
 

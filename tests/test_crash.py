@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import csv_text, people
+from conftest import people
 
 from listferry.testing import Sandbox
 
@@ -56,7 +56,7 @@ def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Sandbox) ->
     home = ws.add_tenant("acme", strategy="full")
     ws.upload(people(1000), count=1000)
     assert [r.status for r in ws.sync_all()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed_list(db)
 
     rows = people(200_000, start=500, segment="SILVER")
@@ -97,15 +97,15 @@ def test_sigkill_while_reading_leaves_the_old_list_or_the_new_never_a_mix(ws: Sa
     ws.add_tenant("acme", strategy="incremental")
     ws.upload(people(10), count=10)
     ws.sync()
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed_list(db)
-    path = ws.upload(csv_text(people(100_000, start=10)))
+    path = ws.upload(people(100_000, start=10))
     proc = subprocess.Popen(
         [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if work.exists() and any(work.iterdir()):  # the run has fetched its file
@@ -158,10 +158,10 @@ def test_a_run_killed_after_archiving_its_copy_owns_that_copy_and_the_next_run_a
     home = ws.add_tenant("acme", strategy="full")
     ws.upload(people(10), count=10)
     assert [r.status for r in ws.sync_all()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed_list(db)
     new_file = ws.upload(people(20, start=5), count=20)
-    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    archive = ws.tenant.state_dir / "archive"
     before = set(archive.iterdir())
 
     killed = subprocess.run(

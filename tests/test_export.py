@@ -28,7 +28,7 @@ from listferry.export.run import ExportResult, export_tenant
 from listferry.fields import Field
 from listferry.ops.tenants import add_tenant
 from listferry.store.database import MIGRATIONS, Store, _migrate_1
-from listferry.store.events import load_events, record_events
+from listferry.store.events import load_events
 from listferry.store.locks import EXPORTS, tenant_lock
 from listferry.templates import TemplateError
 from listferry.testing import Sandbox
@@ -105,7 +105,7 @@ def count_in(path: Path) -> int:
 
 
 def table(ws: Sandbox, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(ws.app().config.tenant("acme").database)
+    conn = sqlite3.connect(ws.tenant.database)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -128,15 +128,14 @@ def engagement(events: set[tuple[str, str, str, str]], email: str) -> dict[str, 
 def load_scenario(ws: Sandbox, **settings: object) -> None:
     """The tenant's list, synced; then FILE_EVENTS through the CLI, API_EVENTS in Python."""
     ws.add_tenant("acme", **settings)
-    ws.upload(csv_text(LIST, HEADER), count=len(LIST))
+    ws.upload(LIST, header=HEADER, count=len(LIST))
     [run] = ws.sync_all()
     assert run.status == "applied", run.reason
     events = ws.root / "events.csv"
     events.write_text(csv_text(FILE_EVENTS, ("email", "type", "at", "topic")), encoding="utf-8")
     loaded = ws.cli("events", "load", "acme", str(events))
     assert loaded.exit_code == 0, loaded.output
-    with ws.store() as store:
-        assert record_events(store, API_EVENTS) == (2, 1)
+    assert ws.record_events(API_EVENTS) == (2, 1)
 
 
 @pytest.fixture
@@ -342,9 +341,9 @@ def test_opt_out_through_a_file_is_exported_with_when_it_was_applied(
 
 def test_removed_subscribers_are_not_in_the_return_file(ws: Sandbox) -> None:
     ws.add_tenant("acme", export_fields=["email", "status"])
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    ws.upload(csv_text(LIST[:3], HEADER))
+    ws.upload(LIST[:3], header=HEADER)
     [run] = ws.sync_all()
     assert run.removed == 1
 
@@ -371,7 +370,7 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
     ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", export_subscribers="changed-since-last", export_fields=ALL_FIELDS)
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     first = export(ws)
     assert first.records == 4
@@ -380,14 +379,12 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
     assert read_csv(outbox(ws) / again.file) == []
     assert count_in(outbox(ws) / again.count_file) == 0
 
-    with ws.store() as store:
-        record_events(store, [{"email": "ada@example.org", "type": "open", "at": "2026-03-09"}])
-        record_events(
-            store,
-            [{"email": "cyd@example.org", "type": "unsubscribe", "at": "2026-03-10T10:00:00Z"}],
-        )
+    ws.record_events([{"email": "ada@example.org", "type": "open", "at": "2026-03-09"}])
+    ws.record_events(
+        [{"email": "cyd@example.org", "type": "unsubscribe", "at": "2026-03-10T10:00:00Z"}]
+    )
     renamed = [("bob@example.org", "Robert", *LIST[1][2:]), *LIST[:1], *LIST[2:]]
-    ws.upload(csv_text(renamed, HEADER), name="second.csv")
+    ws.upload(renamed, header=HEADER, name="second.csv")
     [run] = ws.sync_all()
     assert (run.status, run.updated) == ("applied", 1)
 
@@ -404,11 +401,10 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
 
 def test_a_return_file_that_was_not_delivered_does_not_count_as_sent(ws: Sandbox) -> None:
     ws.add_tenant("acme", export_subscribers="changed-since-last")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     assert export(ws).records == 4
-    with ws.store() as store:
-        record_events(store, [{"email": "dan@example.org", "type": "click", "at": "2026-03-09"}])
+    ws.record_events([{"email": "dan@example.org", "type": "click", "at": "2026-03-09"}])
 
     with pytest.raises(ListferryError, match="no such folder"):
         export(ws, to=str(ws.root / "missing"))
@@ -472,7 +468,7 @@ def test_a_template_that_fails_mid_render_leaves_nothing_behind(
     )
     assert listing(outbox(ws)) == [good.file, good.count_file]
     assert {name: (outbox(ws) / name).read_bytes() for name in listing(outbox(ws))} == before
-    assert listing(ws.app().config.tenant("acme").state_dir / "exports") == []
+    assert listing(ws.tenant.state_dir / "exports") == []
     assert table(ws, "SELECT count(*) FROM exports") == [(1,)]
 
 
@@ -488,7 +484,7 @@ def test_a_template_error_names_the_template_and_line_and_writes_nothing(
 ) -> None:
     plugin(PACK)
     ws.add_tenant("acme", export_template=template)
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
 
     result = ws.cli("export", "acme")
@@ -528,7 +524,7 @@ def test_the_fields_family_takes_any_column_name(ws: Sandbox) -> None:
         export_template="jsonl",
         export_fields=["email", 'fields.Member\'s "Type"', "fields.Joined.Year", "fields.Absent"],
     )
-    ws.upload(csv_text([("ada@example.org", "Fellow", "1843")], header))
+    ws.upload([("ada@example.org", "Fellow", "1843")], header=header)
     ws.sync()
 
     [row] = read_jsonl(outbox(ws) / export(ws).file)
@@ -549,7 +545,7 @@ def test_events_a_plugin_collects_before_each_export_are_stored_once(
 ) -> None:
     platform = plugin(PLATFORM)
     ws.add_tenant("acme", export_fields=["email", "open_count", "click_count", "topics"])
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     platform.EVENTS[:] = [
         {
@@ -605,9 +601,8 @@ def test_a_bad_collected_event_stops_the_export_and_stores_nothing(
 
 def test_record_events_is_all_or_nothing_and_names_the_bad_event(ws: Sandbox) -> None:
     ws.add_tenant("acme")
-    with ws.store() as store, pytest.raises(ListferryError, match=r"^event 2: at 'soon'"):
-        record_events(
-            store,
+    with pytest.raises(ListferryError, match=r"^event 2: at 'soon'"):
+        ws.record_events(
             [
                 {"email": "ada@example.org", "type": "open", "at": "2026-03-01T00:00:00Z"},
                 {"email": "bob@example.org", "type": "open", "at": "soon"},
@@ -637,7 +632,7 @@ def test_export_after_sync_writes_after_an_applied_run_and_not_after_a_voided_on
     ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", export_after_sync=True, count_file="required")
-    ws.upload(csv_text(LIST, HEADER), count=4)
+    ws.upload(LIST, header=HEADER, count=4)
     [run] = ws.sync_all()
     assert run.status == "applied", run.reason
     [name] = [n for n in listing(outbox(ws)) if n.endswith(".csv")]
@@ -645,7 +640,7 @@ def test_export_after_sync_writes_after_an_applied_run_and_not_after_a_voided_on
     for path in outbox(ws).iterdir():
         path.unlink()
 
-    ws.upload(csv_text(LIST[:2], HEADER), count=3)
+    ws.upload(LIST[:2], header=HEADER, count=3)
     [run] = ws.sync_all()
 
     assert run.status == "voided"
@@ -657,7 +652,7 @@ def test_a_failed_export_after_sync_is_one_log_line_and_the_run_stands(
     ws: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws.add_tenant("acme", export_after_sync=True, export_to="no-such-folder")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
 
     with caplog.at_level(logging.ERROR, logger="listferry"):
         [run] = ws.sync_all()
@@ -850,9 +845,9 @@ def test_a_batch_written_at_once_is_each_row_as_csv_row_writes_it() -> None:
 
 def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Sandbox) -> None:
     ws.add_tenant("acme")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
 
     with tenant_lock(tenant, EXPORTS) as locked:  # as an export in another process holds it
         assert locked
@@ -871,9 +866,9 @@ def test_what_a_killed_export_left_in_its_work_folder_is_cleared_by_the_next(
     ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    area = ws.app().config.tenant("acme").state_dir / "exports"
+    area = ws.tenant.state_dir / "exports"
     left = area / "export-k1ll3d"
     left.mkdir(parents=True)
     (left / "acme_20261130.csv").write_text("half a file")

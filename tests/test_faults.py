@@ -158,7 +158,7 @@ def test_the_check_at_open_runs_again_only_when_the_file_changed_or_a_day_passed
     ws.add_tenant("acme")
     ws.upload(people(50))
     ws.sync()
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     with Store(db) as store:
         first = store.checked_at
     with Store(db) as store:
@@ -205,7 +205,7 @@ def sync_on_a_small_disk(ws: Sandbox, volume: str, room: int) -> tuple[dict, str
     biggest the run needs before it applies (writes fail with EFBIG).
     Returns the run (``--json``) and stderr.
     """
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
     state = tenant.state_dir
     pending = ws.home / "subscriber_list.csv"
     sync = listferry(ws, "-v", "sync", "acme", "--json")
@@ -256,7 +256,7 @@ def test_a_disk_that_fills_up_during_apply_fails_the_run_and_keeps_the_last_good
     ws.add_tenant("acme", strategy="full")
     ws.upload(people(1000))
     assert [r.status for r in ws.sync_all()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed(db)
     pending = ws.upload(people(10_000), count=10_000)  # 9000 adds: megabytes of log
 
@@ -289,9 +289,9 @@ def test_a_disk_full_while_archiving_fails_the_run_and_leaves_the_file_pending(
     ws.add_tenant("acme", strategy="full")
     ws.upload(people(100))
     assert [r.status for r in ws.sync_all()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed(db)
-    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    archive = ws.tenant.state_dir / "archive"
     count = 120 if outcome == "applied" else 999  # a count file that does not match voids
     pending = ws.upload(people(120), count=count)
     content = pending.read_bytes()
@@ -344,7 +344,7 @@ def assert_nothing_taken(ws: Sandbox, server: Remote) -> None:
     assert ws.subscribers("active") == {}
     assert archived(ws) == []
     assert "subscriber_list.csv" in server.files()
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]  # no partial download left
 
 

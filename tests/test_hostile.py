@@ -232,7 +232,7 @@ def sandbox_for_generated_files(root: Path) -> tuple[Sandbox, Path, Path]:
     """A sandbox in ``root`` with the tenant ``acme``: the sandbox, its home, its state."""
     ws = Sandbox.from_starter(root)
     home = ws.add_tenant("acme")
-    return ws, home, ws.app().config.tenant("acme").state_dir
+    return ws, home, ws.tenant.state_dir
 
 
 @pytest.fixture(scope="module")

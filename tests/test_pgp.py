@@ -96,7 +96,7 @@ def test_an_encrypted_list_is_decrypted_read_and_no_plaintext_is_left(
     (ws.home / "members_count.txt").write_text("250\n")
     (run,) = ws.sync_all()
     assert (run.status, run.added, run.file) == ("applied", 250, "members.csv.pgp"), run.reason
-    state = ws.app().config.tenant("acme").state_dir
+    state = ws.tenant.state_dir
     assert not [p for p in state.rglob("*") if p.is_file() and p.read_bytes() == plain]
     archived = [p for p in (state / "archive").iterdir()]
     assert archived and all(b"p1@example.org" not in p.read_bytes() for p in archived)

@@ -68,7 +68,7 @@ def test_an_incremental_file_sent_again_after_another_has_its_rows_applied_again
     first = csv_text([("a@example.org", "Ada", "", "GOLD")])
     ws.upload(first, name="monday.csv")
     sync_cli(ws)
-    ws.upload(csv_text([("a@example.org", "Ada", "", "SILVER")]), name="tuesday.csv")
+    ws.upload([("a@example.org", "Ada", "", "SILVER")], name="tuesday.csv")
     sync_cli(ws)
 
     ws.upload(first, name="wednesday.csv")
@@ -172,7 +172,7 @@ def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(ws: Sandbox
     from listferry.store.database import MIGRATIONS
 
     ws.add_tenant("acme")
-    database = ws.app().config.tenant("acme").database
+    database = ws.tenant.database
     database.parent.mkdir(parents=True, exist_ok=True)
     data = csv_text(A).encode()
     conn = sqlite3.connect(database, isolation_level=None)

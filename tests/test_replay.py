@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import csv_text, people
+from conftest import people
 
 from listferry.testing import Sandbox
 
@@ -25,13 +25,13 @@ def test_replaying_an_earlier_full_list_restores_it_as_a_new_run(ws: Sandbox) ->
     assert len(ws.subscribers("active")) == 10
     shown = ws.cli("runs", "acme", "3")
     assert "a replay of run 1's archived file" in shown.output
-    assert not (ws.app().config.tenant("acme").state_dir / "replay").exists()
+    assert not (ws.tenant.state_dir / "replay").exists()
 
 
 def test_a_voided_file_replayed_after_the_setting_is_fixed_applies(ws: Sandbox) -> None:
     ws.add_tenant("acme", max_invalid_share=0.01)
     rows = [*people(20), ("not-an-address", "X", "Y", "GOLD")]
-    ws.upload(csv_text(rows))
+    ws.upload(rows)
     (voided,) = ws.sync_all()
     assert voided.status == "voided"
     text = ws.config_path.read_text().replace("max_invalid_share = 0.01", "max_invalid_share = 0.1")
@@ -48,7 +48,7 @@ def test_a_run_without_an_archived_file_cannot_be_replayed(ws: Sandbox) -> None:
     ws.sync()
     missing = ws.cli("replay", "acme", "7")
     assert missing.exit_code == 1 and "acme has no run 7" in missing.stderr
-    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    archive = ws.tenant.state_dir / "archive"
     for path in archive.iterdir():
         path.unlink()
     gone = ws.cli("replay", "acme", "1")

@@ -29,7 +29,7 @@ def report(ws: Sandbox, stem: str = "subscriber_list") -> str:
 
 def test_a_replay_that_applies_leaves_a_new_report_in_the_home(ws: Sandbox) -> None:
     ws.add_tenant("acme", max_invalid_share=0.01)
-    ws.upload(csv_text([*people(20), ("not-an-address", "X", "Y", "GOLD")]))
+    ws.upload([*people(20), ("not-an-address", "X", "Y", "GOLD")])
     (voided,) = ws.sync_all()
     assert "Outcome: voided: too many invalid records" in report(ws)
     text = ws.config_path.read_text().replace("max_invalid_share = 0.01", "max_invalid_share = 0.1")

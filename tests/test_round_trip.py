@@ -22,7 +22,6 @@ from remote_servers import HOST, Remote
 from test_export import API_EVENTS, FILE_EVENTS, HEADER, LIST, STORED, engagement
 
 from listferry.ops.tenants import add_tenant
-from listferry.store.events import record_events
 from listferry.testing import Sandbox
 
 PASSWORD = "customer-side-secret"
@@ -121,8 +120,7 @@ def test_pull_apply_export_push_and_read_back_every_data_point(
         events = ws.root / "events.csv"
         events.write_text(csv_text(FILE_EVENTS, ("email", "type", "at", "topic")))
         assert ws.cli("events", "load", "acme", str(events)).exit_code == 0
-        with ws.store() as store:
-            record_events(store, API_EVENTS)
+        ws.record_events(API_EVENTS)
         server.folder.joinpath("outbox").mkdir()
 
         exported = ws.cli("export", "acme")

@@ -47,7 +47,7 @@ def aged(path: os.PathLike, mtime: int) -> None:
 
 def table(ws: Sandbox, name: str = "subscribers") -> list[tuple]:
     """Every row and column of a table in the tenant's database file."""
-    conn = sqlite3.connect(ws.app().config.tenant("acme").database)
+    conn = sqlite3.connect(ws.tenant.database)
     try:
         return conn.execute(f"SELECT * FROM {name} ORDER BY 1").fetchall()
     finally:
@@ -59,7 +59,7 @@ def home_files(ws: Sandbox) -> list[str]:
 
 
 def archived(ws: Sandbox) -> list[str]:
-    return sorted(p.name for p in (ws.app().config.tenant("acme").state_dir / "archive").iterdir())
+    return sorted(p.name for p in (ws.tenant.state_dir / "archive").iterdir())
 
 
 # -- what a sync picks up ------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_file_younger_than_settle_seconds_waits_for_the_next_run(ws: Sandbox) ->
 def test_second_sync_of_a_tenant_while_one_runs_is_skipped(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
 
     with tenant_lock(tenant) as locked:
         assert locked
@@ -228,7 +228,7 @@ def test_applied_file_is_archived_with_run_id_and_hash_and_leaves_the_home(
     run = only(ws.sync_all())
 
     assert run.sha256 == digest
-    state = ws.app().config.tenant("acme").state_dir
+    state = ws.tenant.state_dir
     assert archived(ws) == [
         f"000001-{digest[:12]}-subscriber_list.csv",
         f"000001-{digest[:12]}-subscriber_list_count.txt",
@@ -302,7 +302,7 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     ws.add_tenant("acme")
     ws.upload(people(4))
     ws.sync()
-    database = ws.app().config.tenant("acme").database
+    database = ws.tenant.database
     conn = sqlite3.connect(database)
     conn.execute(
         "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON subscribers "

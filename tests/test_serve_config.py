@@ -106,7 +106,7 @@ def test_a_config_serve_cannot_use_keeps_the_last_good_one_and_is_recorded(
     with served(["ftp"]) as s:
         port = s.ports["ftp"]
         ftp(port).quit()
-        hashed = ws.app().config.tenant("acme").password_hash
+        hashed = ws.tenant.password_hash
         edit(ws, hashed, f'{hash_password("n3w-Passw0rd")}"\ndialect = "nosuch')
         ftp(port).quit()  # an unknown dialect: the config is not used, the old password holds
         assert refused(port, password="n3w-Passw0rd")
@@ -129,7 +129,7 @@ def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
         port = s.ports["ftp"]
         ftp(port).quit()
         old = ws.config_path.stat()
-        hashed = ws.app().config.tenant("acme").password_hash
+        hashed = ws.tenant.password_hash
         new = hash_password("n3w-Passw0rd")
         assert len(new) == len(hashed)
         replacement = ws.root / "replacement.toml"
@@ -147,7 +147,7 @@ def test_a_pack_installed_while_serve_runs_leaves_tenant_changes_working(
     ws: Sandbox, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     add_tenant(ws)
-    hashed = ws.app().config.tenant("acme").password_hash
+    hashed = ws.tenant.password_hash
     record = problem_path(ws.app().config.state_dir)
     pack = a_pack(tmp_path, monkeypatch)
     caplog.set_level(logging.WARNING, logger="listferry.server")

@@ -89,7 +89,7 @@ def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
         .replace("\n\n# Beta Ltd", "\nmax_invalid_share = 0.1\nrequire_tls = true\n\n# Beta Ltd")
     )
     assert ws.config_path.read_text() == expected
-    acme = ws.app().config.tenant("acme")
+    acme = ws.tenant
     assert (acme.strategy, acme.count_file, acme.require_tls) == ("incremental", "optional", True)
     assert acme.allow_ips == ("203.0.113.0/24", "127.0.0.1")
     assert acme.max_invalid_share == 0.1
@@ -177,7 +177,7 @@ def test_set_never_prints_a_secret_and_stores_only_a_hash(ws: Sandbox, hand_writ
     assert "remote_password_env" in result.stderr  # a word on passwords in a command line
     text = ws.config_path.read_text()
     assert "n3w-Passw0rd" not in text
-    assert verify_password("n3w-Passw0rd", ws.app().config.tenant("acme").password_hash)
+    assert verify_password("n3w-Passw0rd", ws.tenant.password_hash)
 
 
 def test_set_with_what_the_file_says_already_changes_nothing(ws: Sandbox, hand_written) -> None:
@@ -254,7 +254,7 @@ def test_a_tenant_in_dotted_keys_that_tomlkit_would_drop_is_refused(ws: Sandbox)
     assert "cannot change safely" in result.stderr and "edit the file by hand" in result.stderr
     assert unchanged(ws, before, inode)
     assert ws.cli("tenant", "set", "acme", "--count-file", "off").exit_code == 0
-    assert ws.app().config.tenant("acme").count_file == "off"
+    assert ws.tenant.count_file == "off"
 
 
 def test_parallel_changes_all_land(ws: Sandbox, hand_written: str) -> None:
@@ -403,7 +403,7 @@ def test_remove_is_refused_while_a_run_or_an_export_holds_the_tenant(
     ws.upload(people(2), tenant="acme")
     ws.sync(tenant="acme")
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
-    with tenant_lock(ws.app().config.tenant("acme"), lock) as held:
+    with tenant_lock(ws.tenant, lock) as held:
         assert held
         result = ws.cli("tenant", "remove", "acme", "--purge")
     assert result.exit_code == 1
@@ -478,7 +478,7 @@ def test_a_home_under_tilde_is_the_home_folder_of_the_user_not_a_folder_named_ti
     result = ws.cli("tenant", "set", "acme", "home=~/lists/acme")
 
     assert result.exit_code == 0, result.output
-    assert ws.app().config.tenant("acme").home == str(tmp_path / "operator" / "lists" / "acme")
+    assert ws.tenant.home == str(tmp_path / "operator" / "lists" / "acme")
     assert (tmp_path / "operator" / "lists" / "acme").is_dir()
     assert not any(p.name == "~" for p in ws.root.rglob("*"))
 
@@ -486,7 +486,7 @@ def test_a_home_under_tilde_is_the_home_folder_of_the_user_not_a_folder_named_ti
 def test_remote_retries_zero_means_no_retry(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     assert ws.cli("tenant", "set", "acme", "remote_retries=0").exit_code == 0
-    assert ws.app().config.tenant("acme").remote_retries == 0
+    assert ws.tenant.remote_retries == 0
     refused = ws.cli("tenant", "set", "acme", "remote_retries=-1")
     assert refused.exit_code == 2 and "remote_retries must be a whole number, 0 or more" in (
         refused.stderr
@@ -504,9 +504,7 @@ def test_a_hash_the_tenant_password_command_wrote_and_a_real_key_are_taken(
     assert ws.cli("tenant", "ssh-keys", "acme", f"{key}.pub").exit_code == 0
     done = ws.cli("tenant", "password", "acme", "--password-stdin", input="s3cret-enough\n")
     assert done.exit_code == 0
-    again = ws.cli(
-        "tenant", "set", "acme", f"password_hash={ws.app().config.tenant('acme').password_hash}"
-    )
+    again = ws.cli("tenant", "set", "acme", f"password_hash={ws.tenant.password_hash}")
     assert again.exit_code == 0, again.output
 
 

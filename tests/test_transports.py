@@ -221,7 +221,7 @@ def test_an_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_add_it(
     server = remote("sftp")
     tenant_on(ws, server, known_hosts=None)  # the default: state/acme/known_hosts
     upload(server, rows=5)
-    known_hosts = ws.app().config.tenant("acme").state_dir / "known_hosts"
+    known_hosts = ws.tenant.state_dir / "known_hosts"
 
     [run] = ws.sync_all()
 
@@ -351,7 +351,7 @@ def test_a_download_cut_every_time_fails_the_run_and_applies_nothing(
     assert ws.subscribers("active") == {}
     assert archived(ws) == []
     assert server.files() == ["subscriber_list.csv", "subscriber_list.result.txt"]
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]  # no partial download left
 
 
@@ -397,7 +397,7 @@ def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and
     assert server.proxy.faults == 3
     assert ws.subscribers("active") == {}
     assert archived(ws) == []
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]
     assert thread_failures == []
     assert "Traceback" not in capfd.readouterr().err
@@ -417,7 +417,7 @@ def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
     tenant_on(ws, server)
     sent = random.Random(7).randbytes(LARGE)
     (server.folder / "export.bin").write_bytes(sent)
-    transport = sftp_home(server.url, ws.app().config.tenant("acme"))
+    transport = sftp_home(server.url, ws.tenant)
 
     try:
         got = transport.fetch("export.bin", tmp_path / "export.bin")
