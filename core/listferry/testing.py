@@ -62,7 +62,7 @@ __all__ = ["Sandbox", "wait_for"]
 T = TypeVar("T")
 
 #: The columns of the built-in dialect, the header of rows uploaded without one.
-LIST_HEADER = ("email", "first_name", "last_name", "segment_code")
+_LIST_HEADER = ("email", "first_name", "last_name", "segment_code")
 
 
 def wait_for(condition: Callable[[], T], what: str = "the condition", timeout: float = 10) -> T:
@@ -82,10 +82,10 @@ class Sandbox:
 
     ``Sandbox(root, plugins=[...], **settings)`` is a pack's sandbox: a minimal config
     that loads ``plugins`` (module names: the pack under test) and keeps other installed
-    packs out, and one tenant, ``tenant`` (its name), already added. Any other keyword is
-    a setting of that tenant, as in the config's tenant table (``dialect="mycrm"``,
-    ``strategy="incremental"``, ``export_template="mycrm"``); its ``count_file`` is
-    ``optional`` unless given.
+    packs out, and one tenant, named ``tenant`` (``test``), already added. Any other
+    keyword is a setting of that tenant, as in the config's tenant table
+    (``dialect="mycrm"``, ``strategy="incremental"``, ``export_template="mycrm"``); its
+    ``count_file`` is ``optional`` unless given.
 
     The methods that act on a tenant act on the sandbox's own unless given
     ``tenant="name"``, one added with :meth:`add_tenant`.
@@ -116,7 +116,8 @@ class Sandbox:
 
         Edit the config's text at :attr:`config_path` as an operator would (a
         ``plugins = [...]`` line, ``[defaults]`` settings), then add tenants with
-        :meth:`add_tenant`; ``tenant`` names the one the methods act on by default.
+        :meth:`add_tenant`; ``tenant`` (``acme``) names the one the methods act on by
+        default, and the one ``add_tenant()`` adds when given no name.
         Plugins load as ``listferry`` loads them: the config's ``plugins`` and the
         installed packs ``LISTFERRY_LOAD_PLUGINS`` lets in.
         """
@@ -198,7 +199,7 @@ class Sandbox:
         name: str | None = None,
         count: int | str | None = None,
         *,
-        header: Sequence[str] = LIST_HEADER,
+        header: Sequence[str] = _LIST_HEADER,
         tenant: str | None = None,
     ) -> Path:
         """Put a list file in the tenant's home; its path.
