@@ -16,14 +16,14 @@ from typing import Any
 
 from listferry import ListferryError, hookimpl
 from listferry.names import is_under_way
-from listferry.transport import RemoteFile, plain_name
+from listferry.transport import Endpoint, RemoteFile, plain_name
 
 
 class FileTransport:
     """A tenant home on the local file system."""
 
-    def __init__(self, home: str, tenant: Any = None) -> None:
-        self.home = Path(home)
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.home = Path(endpoint.location)
 
     def _path(self, name: str) -> Path:
         return self.home / plain_name(name)

@@ -23,9 +23,8 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from listferry import ListferryError
-from listferry.errors import secret_from_env
 from listferry.names import is_under_way
-from listferry.transport import plain_name
+from listferry.transport import Endpoint, plain_name
 
 log = logging.getLogger("listferry")
 
@@ -46,7 +45,7 @@ class Refused(ListferryError):
 
 
 #: What a message tells the reader to do, in the words of a tenant's config. A caller with
-#: other settings (``listferry push`` has options) gives a tenant ``setting_words``.
+#: other settings (``listferry push`` has options) gives its endpoint other ``words``.
 CONFIG_WORDS: Mapping[str, str] = MappingProxyType(
     {
         "password_in_url": "put it in remote_password_env (or remote_password) instead",
@@ -98,17 +97,17 @@ class RemoteHome:
         return f"{self.folder.rstrip('/')}/{name}" if self.folder else name
 
     @classmethod
-    def from_tenant(cls, home: str, tenant: Any) -> RemoteHome:
-        """Parse ``scheme://user@host:port/path`` and take the tenant's ``remote_*`` keys."""
-        url = urlsplit(home)
+    def from_endpoint(cls, endpoint: Endpoint) -> RemoteHome:
+        """Parse the endpoint's ``scheme://user@host:port/path`` and take its settings."""
+        words = endpoint.words or CONFIG_WORDS
+        url = urlsplit(endpoint.location)
         scheme = url.scheme.lower()
         shown = f"{scheme}://{url.hostname or ''}"
         if scheme not in DEFAULT_PORTS:
             raise ListferryError(f"{shown}: not an ftp://, ftps:// or sftp:// URL")
         if url.password is not None:
             raise ListferryError(
-                f"{shown}: the home URL holds a password; "
-                f"{getattr(tenant, 'setting_words', CONFIG_WORDS)['password_in_url']}"
+                f"{shown}: the home URL holds a password; {words['password_in_url']}"
             )
         if not url.hostname or not url.username:
             raise ListferryError(
@@ -128,35 +127,21 @@ class RemoteHome:
             folder = path[3:]
         else:
             folder = path
-        state_dir = getattr(tenant, "state_dir", None)
-        known_hosts = getattr(tenant, "known_hosts", None)
-        if not known_hosts and state_dir:
-            known_hosts = Path(state_dir) / "known_hosts"
-        key_file = getattr(tenant, "remote_key_file", None)
-        ca_file = getattr(tenant, "ca_file", None)
         return cls(
             scheme=scheme,
             host=url.hostname,
             port=port,
             user=unquote(url.username),
             folder=folder.rstrip("/") or folder,
-            password=password_of(tenant),
-            key_file=Path(key_file).expanduser() if key_file else None,
-            known_hosts=Path(known_hosts).expanduser() if known_hosts else None,
-            tls_verify=getattr(tenant, "tls_verify", True),
-            ca_file=Path(ca_file).expanduser() if ca_file else None,
-            retries=getattr(tenant, "remote_retries", 3),
-            timeout=getattr(tenant, "remote_timeout", 30) or None,
-            words=getattr(tenant, "setting_words", CONFIG_WORDS),
+            password=endpoint.secret(),
+            key_file=endpoint.key_file,
+            known_hosts=endpoint.known_hosts,
+            tls_verify=endpoint.tls_verify,
+            ca_file=endpoint.ca_file,
+            retries=endpoint.retries,
+            timeout=endpoint.timeout,
+            words=words,
         )
-
-
-def password_of(tenant: Any) -> str | None:
-    """``remote_password``, else the variable ``remote_password_env`` names."""
-    password = getattr(tenant, "remote_password", None)
-    if password:
-        return password
-    return secret_from_env(getattr(tenant, "remote_password_env", None), "remote_password_env")
 
 
 def listed(name: str) -> bool:

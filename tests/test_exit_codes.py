@@ -340,7 +340,7 @@ CASES = [
         ["push", "{root}/l.csv", "gopher://example.net/in"],
         None,
         2,
-        "unknown transport 'gopher'",
+        "no transport for gopher://",
     ),
     (
         "push",

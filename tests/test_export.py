@@ -209,8 +209,8 @@ PACK = """
     class Drop:
         '''A transport for drop://<folder> URLs: a folder, written the plain way.'''
 
-        def __init__(self, home, tenant):
-            self.folder = Path(home.split("://", 1)[1])
+        def __init__(self, endpoint):
+            self.folder = Path(endpoint.location.split("://", 1)[1])
 
         def put(self, source, name):
             (self.folder / name).write_bytes(source.read_bytes())

@@ -22,6 +22,7 @@ import pytest
 from conftest import csv_text, people
 from remote_servers import Remote, starter
 
+from listferry.app import endpoint_of
 from listferry.config.passwords import hash_password
 from listferry.errors import ConfigError
 from listferry.ops.tenants import add_tenant
@@ -417,7 +418,7 @@ def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
     tenant_on(ws, server)
     sent = random.Random(7).randbytes(LARGE)
     (server.folder / "export.bin").write_bytes(sent)
-    transport = sftp_home(server.url, ws.tenant)
+    transport = sftp_home(endpoint_of(ws.tenant, server.url))
 
     try:
         got = transport.fetch("export.bin", tmp_path / "export.bin")

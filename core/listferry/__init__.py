@@ -56,6 +56,7 @@ _WHERE = {
     "sql_text": "listferry.fields",
     # transports and servers
     "Transport": "listferry.transport",
+    "Endpoint": "listferry.transport",
     "RemoteFile": "listferry.transport",
     "plain_name": "listferry.transport",
     "Server": "listferry.serve.runtime",
@@ -78,6 +79,7 @@ __all__ = [  # every public name: those above, and those of _WHERE
     "Config",
     "ConfigError",
     "Dialect",
+    "Endpoint",
     "Executor",
     "Field",
     "FieldFamily",
@@ -148,4 +150,4 @@ if TYPE_CHECKING:
     from listferry.serve.runtime import Server, ServerRuntime
     from listferry.strategy import Action, Plan, Situation, Strategy
     from listferry.templates import Template
-    from listferry.transport import RemoteFile, Transport, plain_name
+    from listferry.transport import Endpoint, RemoteFile, Transport, plain_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from listferry.errors import ConfigError, ListferryError
 from listferry.fields import resolve_fields
 from listferry.plugins import Host, load_host
 from listferry.templates import as_template
-from listferry.transport import Transport
+from listferry.transport import Endpoint, Transport, open_transport
 
 
 @dataclass
@@ -26,10 +26,28 @@ class App:
     config: Config
     host: Host
 
-    def transport(self, tenant: Tenant) -> Transport:
-        """A connection to the tenant's home through the transport for its scheme."""
-        scheme = "file" if tenant.is_local else urlsplit(tenant.home).scheme
-        return self.host.transports.get(scheme)(tenant.home, tenant)
+    def transport(self, tenant: Tenant, location: str | None = None) -> Transport:
+        """A connection to the tenant's home (or to ``location``, reached with the
+        tenant's settings) through the transport for its scheme."""
+        return open_transport(self.host.transports, endpoint_of(tenant, location))
+
+
+def endpoint_of(tenant: Tenant, location: str | None = None) -> Endpoint:
+    """How to reach ``tenant``'s home (or ``location``): its ``remote_*`` settings,
+    ``known_hosts`` (default: its state folder's), ``tls_verify`` and ``ca_file``."""
+    known_hosts = tenant.known_hosts or tenant.state_dir / "known_hosts"
+    return Endpoint(
+        location=location or tenant.home,
+        password=tenant.remote_password,
+        password_env=tenant.remote_password_env,
+        key_file=Path(tenant.remote_key_file).expanduser() if tenant.remote_key_file else None,
+        known_hosts=Path(known_hosts).expanduser(),
+        tls_verify=tenant.tls_verify,
+        ca_file=Path(tenant.ca_file).expanduser() if tenant.ca_file else None,
+        retries=tenant.remote_retries,
+        timeout=tenant.remote_timeout or None,
+        state_dir=tenant.state_dir,
+    )
 
 
 def tenant_dialect(host: Host, tenant: Tenant) -> Dialect:
@@ -141,3 +159,40 @@ def open_app(path: Path, host: Host | None = None) -> App:
         raise ConfigError(f"{config.where('listferry', exc.key)}: {exc}") from None
     check_names(config, host)
     return App(config, host)
+
+
+def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
+    """What tells one version of a file from another: device, inode, time (ns) and size;
+    ``None`` when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+class ConfigReload:
+    """A long-running process's config: read again when the file changes (another file
+    put in its place, or its time or size), and checked whole against the plugins the
+    process has, which are never loaded again."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.stamp = file_stamp(app.config.path)
+
+    def changed(self, read: Callable[[Config], None] | None = None) -> App | None:
+        """The config as the file says now, when it changed and checks; ``None`` when it
+        did not change. ``read(config)`` sees the new config once it parses, before the
+        names it uses are checked. A change that cannot be used raises its
+        :class:`ListferryError` (or whatever a plugin raised) once, and the last good
+        app stays."""
+        stamp = file_stamp(self.app.config.path)
+        if stamp is None or stamp == self.stamp:
+            return None
+        self.stamp = stamp
+        config = load_config(self.app.config.path)
+        if read is not None:
+            read(config)
+        check_names(config, self.app.host)
+        self.app = App(config, self.app.host)
+        return self.app

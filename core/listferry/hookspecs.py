@@ -48,12 +48,12 @@ hookspec = pluggy.HookspecMarker("listferry")
 def register_transports(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Register client-side transports, one per URL scheme.
 
-    Call ``register(scheme, factory)``; ``factory(home, tenant)`` returns a
-    :class:`listferry.Transport` for the tenant's home, where ``home`` is the
-    tenant's ``home`` setting as a string (an absolute folder for ``file``, the URL
-    otherwise) and ``tenant`` the :class:`listferry.Tenant`. The sync lists,
-    fetches and removes list files through it and writes result reports with it.
-    Schemes are unique.
+    Call ``register(scheme, factory)``; ``factory(endpoint)`` returns a
+    :class:`listferry.Transport` for the :class:`listferry.Endpoint` given: its
+    ``location`` (an absolute folder for ``file``, the URL otherwise) and how to reach
+    it (credentials, trust settings, retries). The sync lists, fetches and removes list
+    files through it and writes result reports with it; the export delivers return
+    files with it; ``listferry push`` uploads with it. Schemes are unique.
     """
 
 

@@ -2,10 +2,61 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
 
-from listferry.errors import ListferryError
+from listferry.errors import ConfigError, ListferryError, secret_from_env
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a transport reaches, and how: what a transport factory is given.
+
+    ``location`` is a folder on this machine or a URL (``sftp://user@host:port/path``);
+    the rest matters for a customer's server: the password (or the environment variable
+    that holds it), an SSH key, the known-hosts file, how TLS certificates are trusted,
+    retries and the stall timeout. ``state_dir`` is the tenant's private folder (its
+    default known-hosts file lives there). ``words`` names the settings in messages the
+    way the caller's user sets them (``listferry push`` has options, a tenant has keys);
+    ``None`` for a tenant's keys.
+    """
+
+    location: str
+    password: str | None = field(default=None, repr=False)
+    password_env: str | None = None
+    key_file: Path | None = None
+    known_hosts: Path | None = None
+    tls_verify: bool = True
+    ca_file: Path | None = None
+    retries: int = 3
+    timeout: float | None = 30
+    state_dir: Path | None = None
+    words: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def scheme(self) -> str:
+        """``file`` for a folder, else the URL's scheme, lower-cased."""
+        if "://" not in self.location:
+            return "file"
+        return urlsplit(self.location).scheme.lower()
+
+    def secret(self) -> str | None:
+        """The password: given, else the one the named environment variable holds."""
+        if self.password:
+            return self.password
+        return secret_from_env(self.password_env, "remote_password_env")
+
+
+def open_transport(transports: Any, endpoint: Endpoint) -> Transport:
+    """A connection to ``endpoint`` through the transport registered for its scheme;
+    a scheme no plugin serves is a :class:`ConfigError`."""
+    if endpoint.scheme not in transports:
+        known = ", ".join(transports.names())
+        raise ConfigError(f"no transport for {endpoint.scheme}:// (known: {known})")
+    return transports.get(endpoint.scheme)(endpoint)
 
 
 class RemoteFile(NamedTuple):

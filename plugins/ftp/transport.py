@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from listferry import hookimpl
+from listferry import Endpoint, hookimpl
 from listferry.transport import RemoteFile
 from listferry_plugins.remote_home import (
     Incomplete,
@@ -257,9 +257,9 @@ class FtpTransport(RemoteTransport):
         self._drop()
 
 
-def ftp_home(home: str, tenant: Any) -> FtpTransport:
-    """The transport for a tenant whose home is an ``ftp://`` or ``ftps://`` URL."""
-    return FtpTransport(RemoteHome.from_tenant(home, tenant))
+def ftp_home(endpoint: Endpoint) -> FtpTransport:
+    """The transport for an ``ftp://`` or ``ftps://`` endpoint."""
+    return FtpTransport(RemoteHome.from_endpoint(endpoint))
 
 
 @hookimpl

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry import hookimpl
+from listferry import Endpoint, hookimpl
 
 
-def sftp_home(home: str, tenant: Any) -> Any:
-    """The transport for a tenant whose home is an ``sftp://`` URL."""
+def sftp_home(endpoint: Endpoint) -> Any:
+    """The transport for an ``sftp://`` endpoint."""
     from listferry_plugins.remote_home import RemoteHome
     from listferry_plugins.sftp.client import SftpTransport
 
-    return SftpTransport(RemoteHome.from_tenant(home, tenant))
+    return SftpTransport(RemoteHome.from_endpoint(endpoint))
 
 
 @hookimpl

@@ -68,5 +68,5 @@ def check_target(app: App, target: str) -> None:
 
 def open_target(app: App, tenant: Tenant, target: str) -> Transport:
     """A transport on the target folder, by its URL scheme (``file`` for a folder)."""
-    scheme, location = _location(app, target)
-    return app.host.transports.get(scheme)(location, tenant)
+    _, location = _location(app, target)
+    return app.transport(tenant, location)

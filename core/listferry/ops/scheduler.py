@@ -31,10 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from listferry.app import App, open_app
+from listferry.app import App, ConfigReload, open_app
 from listferry.config import Tenant
 from listferry.config.schedule import Schedule
-from listferry.errors import ListferryError
 from listferry.jobs import Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
@@ -80,7 +79,7 @@ class Scheduler:
         self.clock = clock
         self.on_result = on_result
         self.app: App | None = None
-        self.mtime: float | None = None
+        self.reloading: ConfigReload | None = None
         self.due: dict[tuple[str, str | None], Due] = {}
         self.running: dict[tuple[str, str | None], Future[JobResult]] = {}
         self.executor: Any = None
@@ -89,24 +88,19 @@ class Scheduler:
 
     def reload(self) -> None:
         """Read the config if it changed; keep the times of what did not change."""
-        try:
-            mtime = self.config_path.stat().st_mtime
-        except OSError as exc:
-            if self.app is None:
-                raise ListferryError(f"{self.config_path}: {exc.strerror}") from None
-            return
-        if self.app is not None and mtime == self.mtime:
-            return
-        try:
-            app = open_app(self.config_path, self.app.host if self.app else None)
-        except ListferryError as exc:
-            if self.app is None:
-                raise
-            log.error("the config changed but cannot be used, keeping the old one: %s", exc)
-            self.mtime = mtime
-            return
         first = self.app is None
-        self.app, self.mtime = app, mtime
+        if self.reloading is None:
+            app: App | None = open_app(self.config_path)
+            self.reloading = ConfigReload(app)
+        else:
+            try:
+                app = self.reloading.changed()
+            except Exception as exc:  # a plugin's registration can raise anything
+                log.error("the config changed but cannot be used, keeping the old one: %s", exc)
+                return
+        if app is None:
+            return
+        self.app = app
         if self.executor is None:
             self.executor = app.host.executors.get(app.config.executor)(app.config)
         now = self.clock()

@@ -18,25 +18,20 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from listferry.app import App, check_names
-from listferry.config import Config, Tenant, load_config
+from listferry.app import App, ConfigReload
+from listferry.config import Config, Tenant
 from listferry.config.edit import write_atomically
 from listferry.errors import ListferryError
+from listferry.times import iso, utcnow
 
 log = logging.getLogger("listferry.server")
 
 PROBLEM_FILE = "config-problem.json"
-ISO = "%Y-%m-%dT%H:%M:%SZ"
 #: How often a running serve looks at the config file between logins.
 WATCH_SECONDS = 2.0
-
-
-def _iso(nanoseconds: int) -> str:
-    return datetime.fromtimestamp(nanoseconds // 10**9, UTC).strftime(ISO)
 
 
 def problem_path(state_dir: Path) -> Path:
@@ -137,61 +132,50 @@ class LiveConfig:
 
     def __init__(self, app: App) -> None:
         self.config = self.started = app.config
-        self.host = app.host
+        self.reload = ConfigReload(app)
         self.problem_file = problem_path(app.config.state_dir)
-        self._stamp = self._stat()
-        self._good_at = _iso(self._stamp[2] if self._stamp else 0)
+        self._good_at = iso((self.reload.stamp or (0, 0, 0, 0))[2] / 1e9)
         self._lock = threading.Lock()
         self.clear()  # a record an earlier serve left behind no longer holds
 
-    def _stat(self) -> tuple[int, int, int, int] | None:
-        try:
-            stat = self.config.path.stat()
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size
-
     def current(self) -> Config:
         """The config to use now: the file read again first if it changed."""
-        stamp = self._stat()
-        if stamp is None or stamp == self._stamp:
-            return self.config
         with self._lock:
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._read(_iso(stamp[2]))
+            try:
+                app = self.reload.changed(self._warn_of_restart)
+            except Exception as exc:  # a plugin's registration can raise anything
+                reason = (
+                    str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
+                )
+                log.error(
+                    "the config changed but cannot be used; serve keeps the config of %s: %s",
+                    self._good_at,
+                    reason,
+                )
+                self._record(reason)
+                return self.config
+            if app is not None:
+                self.config = app.config
+                self._good_at = iso((self.reload.stamp or (0, 0, 0, 0))[2] / 1e9)
+                log.info("the config changed: read again (%d tenants)", len(app.config.tenants))
+                self.clear()
         return self.config
 
-    def _read(self, written_at: str) -> None:
-        try:
-            config = load_config(self.config.path)
-            later = restart_needed(self.started, config)
-            if later:
-                log.warning(
-                    "the config's %s changed since serve started: serve uses the "
-                    "new value(s) only when it starts again",
-                    ", ".join(later),
-                )
-            check_names(config, self.host)
-        except Exception as exc:  # a plugin's registration can raise anything
-            reason = str(exc) if isinstance(exc, ListferryError) else f"{type(exc).__name__}: {exc}"
-            log.error(
-                "the config changed but cannot be used; serve keeps the config of %s: %s",
-                self._good_at,
-                reason,
+    def _warn_of_restart(self, config: Config) -> None:
+        later = restart_needed(self.started, config)
+        if later:
+            log.warning(
+                "the config's %s changed since serve started: serve uses the "
+                "new value(s) only when it starts again",
+                ", ".join(later),
             )
-            self._record(reason)
-            return
-        self.config, self._good_at = config, written_at
-        log.info("the config changed: read again (%d tenants)", len(config.tenants))
-        self.clear()
 
     def _record(self, reason: str) -> None:
         data = {
             "config": str(self.config.path),
             "config_of": self._good_at,
             "reason": reason,
-            "failed_at": datetime.now(UTC).strftime(ISO),
+            "failed_at": utcnow(),
             "pid": os.getpid(),
             "started": process_start(os.getpid()),
         }

@@ -44,7 +44,7 @@ from listferry.sync.plan import make_plan
 from listferry.sync.report import customer_notes, render
 from listferry.sync.select import Pending, Selection, complete, select
 from listferry.sync.stage import Staged, stage
-from listferry.transport import Transport
+from listferry.transport import Endpoint, Transport, open_transport
 
 log = logging.getLogger("listferry")
 
@@ -635,7 +635,7 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                     again = replace(
                         tenant, home=str(folder), pattern="*", settle_seconds=0, stable_seconds=0
                     )
-                    transport = app.host.transports.get("file")(str(folder), again)
+                    transport = open_transport(app.host.transports, Endpoint(str(folder)))
                     home = report_home(app, tenant)  # the new report goes to the customer
                     try:
                         sync = TenantSync(

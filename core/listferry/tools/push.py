@@ -12,16 +12,14 @@ from __future__ import annotations
 import inspect
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
-from urllib.parse import urlsplit
+from types import MappingProxyType
 
-from listferry.config import Tenant
 from listferry.errors import ListferryError, Void
 from listferry.names import count_name, find_count
 from listferry.plugins import Host
 from listferry.reader import open_list
+from listferry.transport import Endpoint, open_transport
 
 
 def count_records(host: Host, path: Path, dialect_name: str) -> int:
@@ -36,11 +34,9 @@ def count_records(host: Host, path: Path, dialect_name: str) -> int:
         raise ListferryError(f"{path}: not uploaded: the file cannot be read: {exc}") from None
 
 
-@dataclass(frozen=True)
-class PushTarget(Tenant):
-    """The server ``push`` sends to, as a tenant; its messages name ``push``'s options."""
-
-    setting_words: ClassVar[Mapping[str, str]] = {
+#: How push's messages name what to give: its options, not a tenant's keys.
+PUSH_WORDS: Mapping[str, str] = MappingProxyType(
+    {
         "password_in_url": "give it in $LISTFERRY_PASSWORD or with --password-stdin instead",
         "credentials": "give a password in $LISTFERRY_PASSWORD or with --password-stdin, "
         "or a key with --key",
@@ -52,6 +48,7 @@ class PushTarget(Tenant):
         "untrusted": "pass --ca-file with the certificate of the CA that signed it (or the "
         "server's own, if self-signed), or --insecure to skip the check",
     }
+)
 
 
 def server(
@@ -61,39 +58,32 @@ def server(
     known_hosts: str | None = None,
     ca_file: str | None = None,
     tls_verify: bool = True,
-) -> Tenant:
-    """The server to push to, described as a tenant whose home is ``url``.
-
-    Transports take a home and a tenant; this one has the same ``remote_*`` settings a
-    tenant with a customer-hosted home has. SSH host keys are checked against
-    ``known_hosts`` (default: ``~/.ssh/known_hosts``).
-    """
-    home = url if "://" in url else str(Path(url).resolve())
-    return PushTarget(
-        name="push",
-        home=home,
-        state_dir=Path.cwd(),
-        remote_password=password,
-        remote_key_file=key_file,
-        known_hosts=known_hosts or str(Path.home() / ".ssh" / "known_hosts"),
-        ca_file=ca_file,
+) -> Endpoint:
+    """The server (or folder) to push to, and how to reach it. SSH host keys are checked
+    against ``known_hosts`` (default: ``~/.ssh/known_hosts``)."""
+    return Endpoint(
+        location=url if "://" in url else str(Path(url).resolve()),
+        password=password,
+        key_file=Path(key_file).expanduser() if key_file else None,
+        known_hosts=Path(known_hosts or Path.home() / ".ssh" / "known_hosts").expanduser(),
         tls_verify=tls_verify,
+        ca_file=Path(ca_file).expanduser() if ca_file else None,
+        words=PUSH_WORDS,
     )
 
 
 def push(
     host: Host,
     path: Path,
-    target: Tenant,
+    target: Endpoint,
     dialect: str = "default",
     count_file: bool = True,
     say: Callable[[str], None] = print,
     progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> None:
-    """Upload ``path`` into ``target``'s home, then (unless not wanted) its count file."""
+    """Upload ``path`` into the ``target`` folder, then (unless not wanted) its count file."""
     records = count_records(host, path, dialect) if count_file else None
-    scheme = "file" if target.is_local else urlsplit(target.home).scheme
-    transport = host.transports.get(scheme)(target.home, target)
+    transport = open_transport(host.transports, target)
     counted = count_name(path.name)
     try:
         listed = {f.name: f for f in transport.list()}
