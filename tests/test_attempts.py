@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, people, write_module
+from conftest import people, write_module
 from remote_servers import starter
 
 from listferry.ops.tenants import add_tenant
+from listferry.testing import Sandbox
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 
@@ -32,18 +33,18 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield starter(stack, tmp_path, PASSWORD)
 
 
-def runs_json(ws: Workspace, tenant: str = "acme") -> list[dict]:
+def runs_json(ws: Sandbox, tenant: str = "acme") -> list[dict]:
     result = ws.cli("runs", tenant, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
 
-def status_of(ws: Workspace, tenant: str = "acme") -> dict:
+def status_of(ws: Sandbox, tenant: str = "acme") -> dict:
     shown = {item["tenant"]: item for item in json.loads(ws.cli("status", "--json").stdout)}
     return shown[tenant]
 
 
-def test_a_missing_local_home_is_a_failed_run_in_runs_status_and_digest(ws: Workspace) -> None:
+def test_a_missing_local_home_is_a_failed_run_in_runs_status_and_digest(ws: Sandbox) -> None:
     home = ws.add_tenant("acme")
     shutil.rmtree(home)
 
@@ -70,13 +71,13 @@ def test_a_missing_local_home_is_a_failed_run_in_runs_status_and_digest(ws: Work
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_an_unreachable_customer_server_is_one_failed_run_per_attempt_not_per_retry(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     server.server.__exit__()  # the customer's server is down
     add_tenant(ws.app(), "acme", server.tenant_settings(remote_retries=2))
 
-    first, second = ws.sync(), ws.sync()
+    first, second = ws.sync_all(), ws.sync_all()
 
     assert [r.status for r in first + second] == ["failed", "failed"]
     history = runs_json(ws)
@@ -87,7 +88,7 @@ def test_an_unreachable_customer_server_is_one_failed_run_per_attempt_not_per_re
 
 
 def test_a_refused_login_is_a_failed_run_with_its_reason(
-    ws: Workspace, remote: Any, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("sftp")
     monkeypatch.setenv("ACME_PASSWORD", "not-the-password")
@@ -101,7 +102,7 @@ def test_a_refused_login_is_a_failed_run_with_its_reason(
 
 
 def test_a_missing_password_variable_is_a_failed_run_too(
-    ws: Workspace, remote: Any, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("ftp")
     monkeypatch.delenv("ACME_PASSWORD")
@@ -116,7 +117,7 @@ def test_a_missing_password_variable_is_a_failed_run_too(
 
 
 def test_run_finished_plugins_hear_of_a_failed_attempt_with_its_run_id(
-    ws: Workspace,
+    ws: Sandbox,
     plugin_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -146,13 +147,13 @@ def test_run_finished_plugins_hear_of_a_failed_attempt_with_its_run_id(
     assert told.read_text().splitlines() == ["acme 1 failed"]
 
 
-def backdate(ws: Workspace, table: str, column: str, days: float, where: str = "1") -> None:
+def backdate(ws: Sandbox, table: str, column: str, days: float, where: str = "1") -> None:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
-    with sqlite3.connect(ws.app().config.tenant("acme").database) as conn:
+    with sqlite3.connect(ws.tenant.database) as conn:
         conn.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (stamp,))
 
 
-def test_status_shows_the_last_applied_list_beside_the_failing_attempts(ws: Workspace) -> None:
+def test_status_shows_the_last_applied_list_beside_the_failing_attempts(ws: Sandbox) -> None:
     home = ws.add_tenant("acme")
     ws.upload(people(5))
     ws.sync()
@@ -175,11 +176,11 @@ def test_status_shows_the_last_applied_list_beside_the_failing_attempts(ws: Work
     assert line.rstrip().endswith(f"the home folder {home} does not exist")
 
 
-def test_status_shows_when_the_home_was_last_looked_at(ws: Workspace) -> None:
+def test_status_shows_when_the_home_was_last_looked_at(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     assert status_of(ws)["looked_at"] is None
 
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
 
     shown = status_of(ws)
     assert shown["looked_at"] is not None and shown["last_run"] is None
@@ -189,11 +190,11 @@ def test_status_shows_when_the_home_was_last_looked_at(ws: Workspace) -> None:
 
 
 def test_a_remote_tenant_that_never_sent_a_list_is_silent_once_its_interval_has_passed(
-    ws: Workspace, remote: Any
+    ws: Sandbox, remote: Any
 ) -> None:
     server = remote("sftp")
     add_tenant(ws.app(), "acme", server.tenant_settings(expect_file_within="36h"))
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
     assert status_of(ws)["silent"] is False
 
     backdate(ws, "meta", "value", 2, "key = 'created_at'")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 
 from listferry.sync.check import WITHOUT_TENANT
 from listferry.testing import Sandbox
@@ -81,7 +81,7 @@ def test_check_of_a_pack_sample_says_what_sync_then_does(
 
 
 def test_check_for_a_tenant_applies_its_limit_where_the_defaults_would_void(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     ws.add_tenant("lenient", max_invalid_share=0.5)
     path = tmp_path / "list.csv"
@@ -101,7 +101,7 @@ def test_check_for_a_tenant_applies_its_limit_where_the_defaults_would_void(
     assert WITHOUT_TENANT not in shown["warnings"]
 
 
-def test_check_without_a_tenant_takes_the_limits_of_defaults(ws: Workspace, tmp_path: Path) -> None:
+def test_check_without_a_tenant_takes_the_limits_of_defaults(ws: Sandbox, tmp_path: Path) -> None:
     text = ws.config_path.read_text().replace(
         'count_file = "optional"', 'count_file = "optional"\nmax_invalid_share = 0.5'
     )
@@ -117,7 +117,7 @@ def test_check_without_a_tenant_takes_the_limits_of_defaults(ws: Workspace, tmp_
 
 
 def test_a_file_with_every_address_invalid_is_void_for_check_as_for_sync(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     path = tmp_path / "list.csv"
     path.write_text("email\nnobody\nsomebody\n")
@@ -131,7 +131,7 @@ def test_a_file_with_every_address_invalid_is_void_for_check_as_for_sync(
 
 
 def test_check_for_a_tenant_plans_against_its_list_and_writes_nothing(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(10))
@@ -151,11 +151,11 @@ def test_check_for_a_tenant_plans_against_its_list_and_writes_nothing(
     assert shown["hint"] == "to apply it anyway: listferry sync acme --force"
     assert tree(ws.root / "state", ws.root / "homes") == before  # no store change, no report
     ws.upload(people(4))
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert (run.status, run.reason) == ("voided", shown["reason"])
 
 
-def test_check_for_a_tenant_shows_the_plan_and_a_repeat(ws: Workspace, tmp_path: Path) -> None:
+def test_check_for_a_tenant_shows_the_plan_and_a_repeat(ws: Sandbox, tmp_path: Path) -> None:
     ws.add_tenant("acme", strategy="incremental")
     applied = ws.upload(people(3)).read_bytes()
     ws.sync()
@@ -174,7 +174,7 @@ def test_check_for_a_tenant_shows_the_plan_and_a_repeat(ws: Workspace, tmp_path:
     )
 
 
-def test_check_for_a_tenant_that_requires_a_count_file(ws: Workspace, tmp_path: Path) -> None:
+def test_check_for_a_tenant_that_requires_a_count_file(ws: Sandbox, tmp_path: Path) -> None:
     ws.add_tenant("acme", count_file="required")
     path = tmp_path / "list.csv"
     path.write_text(csv_text(people(3)))
@@ -196,7 +196,7 @@ def test_check_for_a_tenant_that_requires_a_count_file(ws: Workspace, tmp_path: 
     ],
 )
 def test_check_of_a_file_it_cannot_read_is_one_line_and_exit_2(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "list.csv").write_text(csv_text(people(1)))
@@ -210,7 +210,7 @@ def test_check_of_a_file_it_cannot_read_is_one_line_and_exit_2(
         assert result.stderr == message
 
 
-def test_the_documented_check_json_is_what_check_prints(ws: Workspace, tmp_path: Path) -> None:
+def test_the_documented_check_json_is_what_check_prints(ws: Sandbox, tmp_path: Path) -> None:
     import re
 
     text = (Path(__file__).parent.parent / "docs" / "operator.md").read_text()
@@ -236,7 +236,7 @@ def test_the_documented_check_json_is_what_check_prints(ws: Workspace, tmp_path:
     ],
 )
 def test_a_list_voided_for_its_count_file_is_still_counted_by_check_and_sync(
-    ws: Workspace, tmp_path: Path, count: str | None, reason: str
+    ws: Sandbox, tmp_path: Path, count: str | None, reason: str
 ) -> None:
     ws.add_tenant("acme", count_file="required", count_file_wait="")
     path = tmp_path / "list.csv"
@@ -247,17 +247,17 @@ def test_a_list_voided_for_its_count_file_is_still_counted_by_check_and_sync(
     checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
     text = ws.cli("check", str(path), "--tenant", "acme").output
     ws.upload(people(3), name="list.csv", count=count)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     verdict = json.loads(checked.stdout)
     assert (verdict["status"], verdict["reason"], verdict["records"]) == ("void", reason, 3)
     assert "\n  3 records, 0 invalid, 0 duplicates; utf-8, delimiter ','\n" in text
     assert (run.status, run.reason, run.received) == ("voided", reason, 3)
-    assert "\nRecords received: 3\n" in (ws.home() / "list.result.txt").read_text()
+    assert "\nRecords received: 3\n" in (ws.home / "list.result.txt").read_text()
 
 
 def test_check_without_a_tenant_says_the_defaults_require_the_count_file(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     text = ws.config_path.read_text().replace('count_file = "optional"', 'count_file = "required"')
     ws.config_path.write_text(text)
@@ -272,7 +272,7 @@ def test_check_without_a_tenant_says_the_defaults_require_the_count_file(
 
 
 def test_a_file_voided_at_its_header_says_its_records_were_not_read(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     ws.add_tenant("acme")
     path = tmp_path / "subscriber_list.csv"
@@ -280,11 +280,11 @@ def test_a_file_voided_at_its_header_says_its_records_were_not_read(
 
     text = ws.cli("check", str(path), "--tenant", "acme").output
     ws.upload(path.read_text())
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     assert "\n  records not read: the file is void before them; utf-8, delimiter ','\n" in text
     assert run.status == "voided" and run.reason.startswith("missing column: email")
-    report = (ws.home() / "subscriber_list.result.txt").read_text()
+    report = (ws.home / "subscriber_list.result.txt").read_text()
     assert "\nRecords received: not read\n" in report and "added 0" not in report
 
 
@@ -307,7 +307,7 @@ def test_a_file_voided_at_its_header_says_its_records_were_not_read(
     ],
 )
 def test_check_of_a_name_the_sync_never_takes_warns_and_keeps_the_content_verdict(
-    ws: Workspace, tmp_path: Path, name: str, why: str
+    ws: Sandbox, tmp_path: Path, name: str, why: str
 ) -> None:
     ws.add_tenant("acme")
     path = tmp_path / name
@@ -319,7 +319,7 @@ def test_check_of_a_name_the_sync_never_takes_warns_and_keeps_the_content_verdic
     assert f"sync would not take a file named {name!r} from the home: {why}" in verdict["warnings"]
 
 
-def test_check_of_a_name_the_sync_takes_has_no_such_warning(ws: Workspace, tmp_path: Path) -> None:
+def test_check_of_a_name_the_sync_takes_has_no_such_warning(ws: Sandbox, tmp_path: Path) -> None:
     ws.add_tenant("acme")
     path = tmp_path / "EXPORT.CSV"
     path.write_text(csv_text(people(2)))

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Workspace, people
+from conftest import people
 from test_crash import listferry_command
 
 from listferry.cli import cli
 from listferry.config.passwords import verify_password
+from listferry.testing import Sandbox
 
 RUN_FIELDS = {
     "tenant",
@@ -63,7 +64,7 @@ def test_init_says_which_folders_it_created_and_which_existed(tmp_path: Path) ->
     assert "created" not in run_cli("init", config=config).output
 
 
-def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace) -> None:
+def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Sandbox) -> None:
     result = ws.cli(
         "tenant",
         "add",
@@ -83,7 +84,7 @@ def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace
     stored = tomllib.loads(text)["tenants"]["acme"]["password_hash"]
     assert verify_password("s3cret-Passw0rd", stored)
     assert not verify_password("wrong", stored)
-    assert ws.home("acme").is_dir()
+    assert ws.home.is_dir()
     again = ws.cli("tenant", "add", "beta", "--password-stdin", input="s3cret-Passw0rd\n")
     assert again.exit_code == 0
     other = tomllib.loads(ws.config_path.read_text())["tenants"]["beta"]["password_hash"]
@@ -93,7 +94,7 @@ def test_tenant_add_stores_only_a_salted_hash_and_creates_the_home(ws: Workspace
 @pytest.mark.parametrize(
     "name", ["../evil", "a/b", "a\\b", ".hidden", "..", "a\x00b", "Acme", "", "x" * 64]
 )
-def test_tenant_add_refuses_names_that_could_be_paths(ws: Workspace, name: str) -> None:
+def test_tenant_add_refuses_names_that_could_be_paths(ws: Sandbox, name: str) -> None:
     before = ws.config_path.read_text()
     result = ws.cli("tenant", "add", name)
     assert result.exit_code != 0
@@ -101,7 +102,7 @@ def test_tenant_add_refuses_names_that_could_be_paths(ws: Workspace, name: str) 
     assert ws.config_path.read_text() == before
 
 
-def test_tenant_add_with_unknown_strategy_leaves_config_untouched(ws: Workspace) -> None:
+def test_tenant_add_with_unknown_strategy_leaves_config_untouched(ws: Sandbox) -> None:
     before = ws.config_path.read_text()
     result = ws.cli("tenant", "add", "acme", "--strategy", "replace")
     assert result.exit_code == 2
@@ -109,7 +110,7 @@ def test_tenant_add_with_unknown_strategy_leaves_config_untouched(ws: Workspace)
     assert ws.config_path.read_text() == before
 
 
-def test_tenant_add_twice_is_refused(ws: Workspace) -> None:
+def test_tenant_add_twice_is_refused(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     result = ws.cli("tenant", "add", "acme")
     assert result.exit_code == 1
@@ -120,7 +121,7 @@ def test_tenant_add_twice_is_refused(ws: Workspace) -> None:
 ED25519_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
 
 
-def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Workspace, tmp_path) -> None:
+def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Sandbox, tmp_path) -> None:
     public = tmp_path / "id.pub"
     public.write_text(f"ssh-ed25519 {ED25519_KEY} crm@acme\n")
     assert ws.cli("tenant", "add", "acme", "--ssh-key", str(public)).exit_code == 0
@@ -132,7 +133,7 @@ def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Workspace, 
     assert result.exit_code == 2 and "private key" in result.output
 
 
-def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Workspace) -> None:
+def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Sandbox) -> None:
     ws.cli("tenant", "add", "acme", "--password-stdin", "--allow-ip", "198.51.100.7", input="pw\n")
     result = ws.cli("tenant", "list", "--json")
     assert result.exit_code == 0
@@ -143,7 +144,7 @@ def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Workspace) -
     assert "scrypt" not in result.output and "password_hash" not in result.output
 
 
-def test_sync_json_prints_runs_and_exits_0_when_applied(ws: Workspace) -> None:
+def test_sync_json_prints_runs_and_exits_0_when_applied(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3), count=3)
     result = ws.cli("sync", "acme", "--json")
@@ -155,7 +156,7 @@ def test_sync_json_prints_runs_and_exits_0_when_applied(ws: Workspace) -> None:
     assert run["started_at"].endswith("Z") and run["finished_at"].endswith("Z")
 
 
-def test_sync_exits_1_when_a_run_is_voided_and_names_the_reason(ws: Workspace) -> None:
+def test_sync_exits_1_when_a_run_is_voided_and_names_the_reason(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.add_tenant("beta")
     ws.upload(people(3), tenant="acme", count=4)
@@ -166,7 +167,7 @@ def test_sync_exits_1_when_a_run_is_voided_and_names_the_reason(ws: Workspace) -
     assert "beta: applied" in result.output
 
 
-def test_sync_with_nothing_pending_is_idle_and_exits_0(ws: Workspace) -> None:
+def test_sync_with_nothing_pending_is_idle_and_exits_0(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     result = ws.cli("sync", "acme", "--json")
     assert result.exit_code == 0
@@ -174,12 +175,12 @@ def test_sync_with_nothing_pending_is_idle_and_exits_0(ws: Workspace) -> None:
     assert run["status"] == "idle" and run["reason"] is None and run["run_id"] is None
 
 
-def test_sync_needs_a_tenant_or_all(ws: Workspace) -> None:
+def test_sync_needs_a_tenant_or_all(ws: Sandbox) -> None:
     result = ws.cli("sync")
     assert result.exit_code == 2 and "--all" in result.output
 
 
-def test_unknown_tenant_is_one_line(ws: Workspace) -> None:
+def test_unknown_tenant_is_one_line(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     result = ws.cli("runs", "nobody")
     assert result.exit_code == 2
@@ -187,7 +188,7 @@ def test_unknown_tenant_is_one_line(ws: Workspace) -> None:
     assert "no tenant 'nobody'" in result.output and "acme" in result.output
 
 
-def test_runs_are_listed_newest_first_with_a_limit(ws: Workspace) -> None:
+def test_runs_are_listed_newest_first_with_a_limit(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     for i in range(3):
         ws.upload(people(2, start=i * 2))
@@ -198,7 +199,7 @@ def test_runs_are_listed_newest_first_with_a_limit(ws: Workspace) -> None:
     assert set(runs[0]) >= RUN_FIELDS
 
 
-def test_subscribers_json_has_the_contract_shape(ws: Workspace) -> None:
+def test_subscribers_json_has_the_contract_shape(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(
         "E-Mail;Given Name;Surname;Segment;Member Type\n"
@@ -219,7 +220,7 @@ def test_subscribers_json_has_the_contract_shape(ws: Workspace) -> None:
     assert json.loads(ws.cli("subscribers", "acme", "--json", "--status", "removed").output) == []
 
 
-def test_events_load_stores_each_event_once(ws: Workspace, tmp_path: Path) -> None:
+def test_events_load_stores_each_event_once(ws: Sandbox, tmp_path: Path) -> None:
     ws.add_tenant("acme")
     ws.upload(people(2))
     ws.sync()
@@ -236,11 +237,11 @@ def test_events_load_stores_each_event_once(ws: Workspace, tmp_path: Path) -> No
     jsonl = tmp_path / "events.jsonl"
     jsonl.write_text('{"email": "p0@example.org", "type": "click", "at": "2026-11-29T08:01:00Z"}\n')
     assert "1 events stored" in ws.cli("events", "load", "acme", str(jsonl)).output
-    assert set(ws.subscribers(status="unsubscribed")) == {"p1@example.org"}
+    assert set(ws.subscribers("unsubscribed")) == {"p1@example.org"}
 
 
 def test_events_load_says_how_many_events_name_addresses_not_on_the_list(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
@@ -267,7 +268,7 @@ def test_events_load_says_how_many_events_name_addresses_not_on_the_list(
     )  # the stranger is on the list now, unsubscribed; p2 was removed from it
 
 
-def test_events_load_with_a_bad_line_names_it_and_stores_nothing(ws: Workspace, tmp_path) -> None:
+def test_events_load_with_a_bad_line_names_it_and_stores_nothing(ws: Sandbox, tmp_path) -> None:
     ws.add_tenant("acme")
     events = tmp_path / "events.csv"
     events.write_text(
@@ -310,7 +311,7 @@ def test_check_json_shape_and_exit_code(tmp_path: Path) -> None:
     assert json.loads(voided.output)["reason"].startswith("record count mismatch")
 
 
-def test_plugins_all_lists_built_ins_with_their_hooks(ws: Workspace) -> None:
+def test_plugins_all_lists_built_ins_with_their_hooks(ws: Sandbox) -> None:
     result = ws.cli("plugins", "--all", "--json")
     plugins = {p["name"]: p for p in json.loads(result.output)}
     assert plugins["csv"]["builtin"] and plugins["csv"]["enabled"]
@@ -319,7 +320,7 @@ def test_plugins_all_lists_built_ins_with_their_hooks(ws: Workspace) -> None:
     assert [p["name"] for p in only] == ["plan-checks"]
 
 
-def test_plugins_without_all_leaves_the_built_ins_out(ws: Workspace) -> None:
+def test_plugins_without_all_leaves_the_built_ins_out(ws: Sandbox) -> None:
     listed = json.loads(ws.cli("plugins", "--json").output)
     assert not any(p["builtin"] for p in listed)
     assert json.loads(ws.cli("plugins", "--json", "--hook", "check_plan").output) == []
@@ -343,7 +344,7 @@ def test_installed_executable_reports_bad_config_in_one_line(tmp_path: Path) -> 
     assert "line 2" in done.stderr and "stratgy" in done.stderr
 
 
-def test_installed_executable_syncs_and_lists(ws: Workspace) -> None:
+def test_installed_executable_syncs_and_lists(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(5), count=5)
     base = [*listferry_command(), "--config", str(ws.config_path)]
@@ -369,7 +370,7 @@ def test_demo_shows_apply_update_and_void_quickly() -> None:
 
 
 def test_log_format_json_writes_each_log_line_and_the_final_error_as_one_json_object(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     import json as json_module
     import os
@@ -400,7 +401,7 @@ def test_log_format_json_writes_each_log_line_and_the_final_error_as_one_json_ob
     assert text.stderr.startswith("Error: ") and "\n" not in text.stderr.strip()
 
 
-def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Workspace, tmp_path) -> None:
+def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Sandbox, tmp_path) -> None:
     from listferry.config.passwords import verify_password
 
     ws.cli("tenant", "add", "acme", "--password-stdin", input="old-password\n")
@@ -411,7 +412,7 @@ def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Workspace, tmp_
 
     done = ws.cli("tenant", "password", "acme", "--password-stdin", input="new-password\n")
     assert done.exit_code == 0, done.output
-    acme = ws.app().config.tenant("acme")
+    acme = ws.tenant
     assert verify_password("new-password", acme.password_hash)
     assert not verify_password("old-password", acme.password_hash)
     assert verify_password("beta-password", ws.app().config.tenant("beta").password_hash)
@@ -426,10 +427,10 @@ def test_tenant_password_and_ssh_keys_change_only_their_line(ws: Workspace, tmp_
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq7wJw3G3t8Qk2lOqP0x9JZ9bqF3p4j5sZ8s9T0aB1C new\n"
     )
     assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
-    assert len(ws.app().config.tenant("acme").ssh_keys) == 2
+    assert len(ws.tenant.ssh_keys) == 2
     keys.write_text(keys.read_text().splitlines()[1] + "\n")
     assert ws.cli("tenant", "ssh-keys", "acme", str(keys)).exit_code == 0
-    assert [k.split()[-1] for k in ws.app().config.tenant("acme").ssh_keys] == ["new"]
+    assert [k.split()[-1] for k in ws.tenant.ssh_keys] == ["new"]
     assert "# the operator's own comment" in ws.config_path.read_text()
 
     refused = ws.cli("tenant", "password", "nosuch", "--password-stdin", input="x\n")

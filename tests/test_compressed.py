@@ -7,7 +7,9 @@ import io
 import zipfile
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
+
+from listferry.testing import Sandbox
 
 
 def zipped(members: dict[str, bytes]) -> bytes:
@@ -18,18 +20,18 @@ def zipped(members: dict[str, bytes]) -> bytes:
     return out.getvalue()
 
 
-def test_a_gzipped_list_and_its_count_file_sync_like_the_plain_one(ws: Workspace) -> None:
+def test_a_gzipped_list_and_its_count_file_sync_like_the_plain_one(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="required")
     plain = csv_text(people(2000)).encode("cp1252")
     ws.upload(gzip.compress(plain), name="members.csv.gz", count=None)
-    (ws.home() / "members_count.txt").write_text("2000\n")
-    (run,) = ws.sync()
+    (ws.home / "members_count.txt").write_text("2000\n")
+    (run,) = ws.sync_all()
     assert (run.status, run.added, run.file) == ("applied", 2000, "members.csv.gz"), run.reason
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not work.exists() or not any(p.suffix == ".csv" for p in work.rglob("*"))
 
 
-def test_a_zipped_list_with_one_file_is_read_and_macos_extras_are_ignored(ws: Workspace) -> None:
+def test_a_zipped_list_with_one_file_is_read_and_macos_extras_are_ignored(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     data = zipped(
         {
@@ -39,7 +41,7 @@ def test_a_zipped_list_with_one_file_is_read_and_macos_extras_are_ignored(ws: Wo
         }
     )
     ws.upload(data, name="members.csv.zip")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert (run.status, run.added) == ("applied", 30), run.reason
 
 
@@ -54,18 +56,18 @@ def test_a_zipped_list_with_one_file_is_read_and_macos_extras_are_ignored(ws: Wo
     ],
 )
 def test_a_damaged_or_ambiguous_archive_is_voided_and_the_list_stands(
-    ws: Workspace, name: str, data: bytes, reason: str
+    ws: Sandbox, name: str, data: bytes, reason: str
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
     ws.sync()
     ws.upload(data, name=name)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "voided" and reason in run.reason, run.reason
-    assert len(ws.subscribers()) == 3
+    assert len(ws.subscribers("active")) == 3
 
 
-def test_check_reads_a_gzipped_list(ws: Workspace, tmp_path) -> None:
+def test_check_reads_a_gzipped_list(ws: Sandbox, tmp_path) -> None:
     path = tmp_path / "list.csv.gz"
     path.write_bytes(gzip.compress(b"E-Mail;Vorname\r\nada@example.org;Ada\r\n"))
     result = ws.cli("check", str(path))

@@ -11,22 +11,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
+
+from listferry.testing import Sandbox
 
 LIST = csv_text(people(3))
 
 
-def upload_shouting(ws: Workspace, count: str) -> None:
-    (ws.home() / "EXPORT.CSV").write_text(LIST)
-    (ws.home() / "EXPORT_COUNT.TXT").write_text(count)
+def upload_shouting(ws: Sandbox, count: str) -> None:
+    (ws.home / "EXPORT.CSV").write_text(LIST)
+    (ws.home / "EXPORT_COUNT.TXT").write_text(count)
 
 
-def sync(ws: Workspace) -> dict:
+def sync(ws: Sandbox) -> dict:
     (run,) = json.loads(ws.cli("sync", "acme", "--json").stdout)
     return run
 
 
-def test_an_upper_case_count_file_is_checked_when_it_is_optional(ws: Workspace) -> None:
+def test_an_upper_case_count_file_is_checked_when_it_is_optional(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="optional")
     upload_shouting(ws, "5\n")  # two records lost on the way
 
@@ -36,11 +38,11 @@ def test_an_upper_case_count_file_is_checked_when_it_is_optional(ws: Workspace) 
         "voided",
         "record count mismatch: count file says 5, file has 3 records",
     )
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
 
 
 def test_an_upper_case_count_file_is_taken_with_its_list_when_it_is_required(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", count_file="required", count_file_wait="")
     upload_shouting(ws, "3\n")
@@ -48,7 +50,7 @@ def test_an_upper_case_count_file_is_taken_with_its_list_when_it_is_required(
     run = sync(ws)
 
     assert (run["status"], run["added"]) == ("applied", 3), run
-    assert sorted(p.name for p in ws.home().iterdir()) == ["EXPORT.result.txt"]
+    assert sorted(p.name for p in ws.home.iterdir()) == ["EXPORT.result.txt"]
     archived = sorted(p.name.split("-", 2)[2] for p in (ws.root / "state/acme/archive").iterdir())
     assert archived == ["EXPORT.CSV", "EXPORT_COUNT.TXT"]
 
@@ -57,7 +59,7 @@ def test_an_upper_case_count_file_is_taken_with_its_list_when_it_is_required(
     assert replayed["status"] == "applied", replayed  # its count file came along
 
 
-def test_status_does_not_take_an_upper_case_count_file_for_a_stray_file(ws: Workspace) -> None:
+def test_status_does_not_take_an_upper_case_count_file_for_a_stray_file(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="required")
     upload_shouting(ws, "3\n")
 
@@ -67,7 +69,7 @@ def test_status_does_not_take_an_upper_case_count_file_for_a_stray_file(ws: Work
 
 
 def test_check_finds_the_count_file_beside_the_list_in_any_case(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     (tmp_path / "EXPORT.CSV").write_text(LIST)
     (tmp_path / "Export_Count.txt").write_text("5\n")
@@ -80,19 +82,19 @@ def test_check_finds_the_count_file_beside_the_list_in_any_case(
     )
 
 
-def test_an_upper_case_report_is_never_taken_for_a_list(ws: Workspace) -> None:
+def test_an_upper_case_report_is_never_taken_for_a_list(ws: Sandbox) -> None:
     ws.add_tenant("acme", pattern="*")
-    (ws.home() / "OLD.RESULT.TXT").write_text("listferry result for OLD.CSV\n")
+    (ws.home / "OLD.RESULT.TXT").write_text("listferry result for OLD.CSV\n")
     ws.upload(people(2))
 
     run = sync(ws)
 
     assert (run["status"], run["file"]) == ("applied", "subscriber_list.csv")
-    assert (ws.home() / "OLD.RESULT.TXT").exists()
+    assert (ws.home / "OLD.RESULT.TXT").exists()
 
 
 def test_push_takes_away_a_count_file_an_earlier_upload_left_in_any_case(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     home = ws.add_tenant("acme")
     (home / "LIST_COUNT.TXT").write_text("99\n")

@@ -17,27 +17,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
 from remote_servers import starter
 
 from listferry.ops.tenants import add_tenant
+from listferry.testing import Sandbox
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
 
 
-def seen_hours_ago(ws: Workspace, hours: float, tenant: str = "acme") -> None:
+def seen_hours_ago(ws: Sandbox, hours: float, tenant: str = "acme") -> None:
     """Make the waiting files look first seen ``hours`` ago."""
     with sqlite3.connect(ws.app().config.tenant(tenant).database) as conn:
         conn.execute("UPDATE sightings SET first_seen = ?", (time.time() - hours * 3600,))
 
 
-def status_of(ws: Workspace) -> dict:
+def status_of(ws: Sandbox) -> dict:
     (item,) = json.loads(ws.cli("status", "--json").stdout)
     return item
 
 
 def test_a_list_without_its_required_count_file_waits_and_is_shown_waiting(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", count_file="required")
     ws.upload(people(4))
@@ -46,8 +47,8 @@ def test_a_list_without_its_required_count_file_waits_and_is_shown_waiting(
 
     assert result.exit_code == 0
     assert [r["status"] for r in json.loads(result.stdout)] == ["idle"]
-    assert (ws.home() / "subscriber_list.csv").exists()
-    assert not (ws.home() / "subscriber_list.result.txt").exists()
+    assert (ws.home / "subscriber_list.csv").exists()
+    assert not (ws.home / "subscriber_list.result.txt").exists()
     shown = status_of(ws)
     assert shown["pending"] == 1 and shown["last_run"] is None
     (waiting,) = shown["waiting"]
@@ -59,7 +60,7 @@ def test_a_list_without_its_required_count_file_waits_and_is_shown_waiting(
 
 
 def test_a_list_no_sync_has_seen_is_not_yet_looked_at_and_the_sync_says_until_when_it_waits(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", count_file="required", count_file_wait="30m")
     ws.upload(people(4))
@@ -85,62 +86,62 @@ def test_a_list_no_sync_has_seen_is_not_yet_looked_at_and_the_sync_says_until_wh
     assert status_of(ws)["waiting"] == [unseen]
 
 
-def test_the_count_file_arriving_within_the_wait_lets_the_list_apply(ws: Workspace) -> None:
+def test_the_count_file_arriving_within_the_wait_lets_the_list_apply(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="required")
     ws.upload(people(4))
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
     seen_hours_ago(ws, 1.5)
 
-    (ws.home() / "subscriber_list_count.txt").write_text("4\n")
-    (run,) = ws.sync()
+    (ws.home / "subscriber_list_count.txt").write_text("4\n")
+    (run,) = ws.sync_all()
 
     assert (run.status, run.added) == ("applied", 4)
     assert status_of(ws)["waiting"] == []
 
 
 def test_a_list_whose_count_file_never_came_is_voided_once_the_wait_is_over(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", count_file="required", count_file_wait="30m")
     ws.upload(people(4))
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
     seen_hours_ago(ws, 0.4)
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
 
     seen_hours_ago(ws, 0.6)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     assert run.status == "voided"
     assert run.reason == (
         "count file subscriber_list_count.txt is missing, and this tenant requires one"
     )
-    assert not (ws.home() / "subscriber_list.csv").exists()
-    assert ws.subscribers() == {}
+    assert not (ws.home / "subscriber_list.csv").exists()
+    assert ws.subscribers("active") == {}
 
 
-def test_a_list_uploaded_again_waits_afresh(ws: Workspace) -> None:
+def test_a_list_uploaded_again_waits_afresh(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="required")
     ws.upload(people(4))
     ws.sync()
     seen_hours_ago(ws, 3)
 
     ws.upload(people(5))  # a new upload under the same name
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
 
-    assert (ws.home() / "subscriber_list.csv").exists()
+    assert (ws.home / "subscriber_list.csv").exists()
 
 
-def test_incremental_files_after_a_waiting_one_wait_with_it(ws: Workspace) -> None:
+def test_incremental_files_after_a_waiting_one_wait_with_it(ws: Sandbox) -> None:
     ws.add_tenant("acme", count_file="required", strategy="incremental")
     first = ws.upload(people(2), name="monday.csv")
     old = time.time() - 60
     os.utime(first, (old, old))
     ws.upload(people(2, start=10), name="tuesday.csv", count=2)
 
-    assert [r.status for r in ws.sync()] == ["idle"]  # tuesday waits behind monday
+    assert [r.status for r in ws.sync_all()] == ["idle"]  # tuesday waits behind monday
 
-    (ws.home() / "monday_count.txt").write_text("2\n")
-    assert [(r.file, r.status) for r in ws.sync()] == [
+    (ws.home / "monday_count.txt").write_text("2\n")
+    assert [(r.file, r.status) for r in ws.sync_all()] == [
         ("monday.csv", "applied"),
         ("tuesday.csv", "applied"),
     ]
@@ -155,29 +156,29 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_list_waiting_on_a_customer_server_is_left_there(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     add_tenant(ws.app(), "acme", server.tenant_settings(count_file="required", stable_seconds=0))
     (server.folder / "subscriber_list.csv").write_text("email\na@example.org\n")
 
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
 
     assert (server.folder / "subscriber_list.csv").exists()
     (server.folder / "subscriber_list_count.txt").write_text("1\n")
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
     assert not (server.folder / "subscriber_list.csv").exists()
 
 
 def test_status_shows_what_the_last_sync_saw_waiting_on_a_customer_server(
-    ws: Workspace, remote: Any
+    ws: Sandbox, remote: Any
 ) -> None:
     server = remote("sftp")
     add_tenant(ws.app(), "acme", server.tenant_settings(count_file="required", stable_seconds=0))
     (server.folder / "subscriber_list.csv").write_text("email\na@example.org\n")
     assert status_of(ws)["waiting"] == []  # not listed by status: no sync has looked yet
 
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     shown = status_of(ws)
     (waiting,) = shown["waiting"]
@@ -189,5 +190,5 @@ def test_status_shows_what_the_last_sync_saw_waiting_on_a_customer_server(
     ) in ws.cli("status").output
 
     seen_hours_ago(ws, 3)  # the wait is over: the next sync voids the list
-    assert [r.status for r in ws.sync()] == ["voided"]
+    assert [r.status for r in ws.sync_all()] == ["voided"]
     assert status_of(ws)["waiting"] == []

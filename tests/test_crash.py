@@ -14,7 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Workspace, csv_text, people
+from conftest import people
+
+from listferry.testing import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import crash
@@ -50,11 +52,11 @@ def stop_when_wal_grows(proc: subprocess.Popen, wal: Path, grow_by: int) -> bool
     return False
 
 
-def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Workspace) -> None:
+def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Sandbox) -> None:
     home = ws.add_tenant("acme", strategy="full")
     ws.upload(people(1000), count=1000)
-    assert [r.status for r in ws.sync()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    assert [r.status for r in ws.sync_all()] == ["applied"]
+    db = ws.tenant.database
     last_good = committed_list(db)
 
     rows = people(200_000, start=500, segment="SILVER")
@@ -82,7 +84,7 @@ def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Workspace) 
     )
     assert again.returncode == 0, again.stderr
     assert '"status": "applied"' in again.stdout
-    active = ws.subscribers("acme")
+    active = ws.subscribers("active", tenant="acme")
     assert set(active) == {r[0] for r in rows}
     with ws.store() as store:
         history = store.runs("acme")
@@ -91,19 +93,19 @@ def test_sigkill_mid_apply_keeps_last_good_list_and_file_pending(ws: Workspace) 
     assert not new_file.exists()
 
 
-def test_sigkill_while_reading_leaves_the_old_list_or_the_new_never_a_mix(ws: Workspace) -> None:
+def test_sigkill_while_reading_leaves_the_old_list_or_the_new_never_a_mix(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     ws.upload(people(10), count=10)
     ws.sync()
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     last_good = committed_list(db)
-    path = ws.upload(csv_text(people(100_000, start=10)))
+    path = ws.upload(people(100_000, start=10))
     proc = subprocess.Popen(
         [*listferry_command(), "--config", str(ws.config_path), "sync", "acme"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         if work.exists() and any(work.iterdir()):  # the run has fetched its file
@@ -119,9 +121,9 @@ def test_sigkill_while_reading_leaves_the_old_list_or_the_new_never_a_mix(ws: Wo
     else:
         assert committed_list(db) == last_good
         assert path.exists(), "the list file must still be pending in the home"
-    after = [r.status for r in ws.sync()]  # killed before archiving: the same file is skipped
+    after = [r.status for r in ws.sync_all()]  # killed before archiving: the same file is skipped
     assert after in (["idle"], ["skipped"]) if committed else after == ["applied"]
-    assert len(ws.subscribers()) == 100_010
+    assert len(ws.subscribers("active")) == 100_010
     assert not path.exists()
 
 
@@ -151,15 +153,15 @@ main()
 
 
 def test_a_run_killed_after_archiving_its_copy_owns_that_copy_and_the_next_run_applies(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     home = ws.add_tenant("acme", strategy="full")
     ws.upload(people(10), count=10)
-    assert [r.status for r in ws.sync()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    assert [r.status for r in ws.sync_all()] == ["applied"]
+    db = ws.tenant.database
     last_good = committed_list(db)
     new_file = ws.upload(people(20, start=5), count=20)
-    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    archive = ws.tenant.state_dir / "archive"
     before = set(archive.iterdir())
 
     killed = subprocess.run(
@@ -183,10 +185,10 @@ def test_a_run_killed_after_archiving_its_copy_owns_that_copy_and_the_next_run_a
     copies = sorted(p.name for p in set(archive.iterdir()) - before)
     assert len(copies) == 2 and all(name.startswith("000002-") for name in copies), copies
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "applied" and run.run_id == 3
-    assert set(ws.subscribers()) == {r[0] for r in people(20, start=5)}
+    assert set(ws.subscribers("active")) == {r[0] for r in people(20, start=5)}
     with ws.store() as store:
         runs = {r.run_id: r for r in store.runs("acme")}
     assert runs[2].status == "failed" and "interrupted" in (runs[2].reason or "")

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 
 from listferry import Void
 from listferry.dialect import DEFAULT_ALIASES, Dialect
 from listferry.records import FileInfo, Invalid, Record
+from listferry.testing import Sandbox
 from listferry_plugins.csv_reader import FIELD_LIMIT, LINE_LIMIT, SAMPLE_CHARS, CsvReader
 from listferry_plugins.default_dialect import DEFAULT
 
@@ -56,7 +57,7 @@ def void_reason(path: Path, dialect: Dialect = DEFAULT) -> str:
     return str(caught.value)
 
 
-def check(ws: Workspace, path: Path) -> dict:
+def check(ws: Sandbox, path: Path) -> dict:
     """``check --json`` with no error-rate limit: the verdict is the reader's alone."""
     text = ws.config_path.read_text()
     if "max_invalid_share" not in text:
@@ -84,7 +85,7 @@ def test_utf8_export_reads_accented_names(folder: Path) -> None:
     assert (got.records[0].first_name, got.records[0].last_name) == ("Zoë", "Müller-Łukasz")
 
 
-def test_utf8_bom_is_not_part_of_a_quoted_first_header(folder: Path, ws: Workspace) -> None:
+def test_utf8_bom_is_not_part_of_a_quoted_first_header(folder: Path, ws: Sandbox) -> None:
     path = write(folder, '\ufeff"E-mail","First Name"\r\nada@example.org,Ada\r\n')
     got = read(path)
     assert got.info.encoding == "utf-8"
@@ -100,7 +101,7 @@ def test_utf8_bom_wins_over_a_dialect_that_says_cp1252(folder: Path) -> None:
     assert got.records[0].first_name == "Zoë"
 
 
-def test_cp1252_export_with_euro_sign_reads_as_text(folder: Path, ws: Workspace) -> None:
+def test_cp1252_export_with_euro_sign_reads_as_text(folder: Path, ws: Sandbox) -> None:
     text = (
         "email;first_name;last_name;note\r\n"
         "rene@example.org;René;Müller;“Gold” member, pays 50 € – O’Neil’s club\r\n"
@@ -118,7 +119,7 @@ def test_cp1252_export_with_euro_sign_reads_as_text(folder: Path, ws: Workspace)
     "bom, codec", [(codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
 )
 def test_utf16_unicode_text_from_excel_reads_as_tab_separated(
-    folder: Path, ws: Workspace, bom: bytes, codec: str
+    folder: Path, ws: Sandbox, bom: bytes, codec: str
 ) -> None:
     text = "E-Mail\tVorname\tNachname\tMitglied\r\nzoe@example.org\tZoë\tŁukasz\t€ 5\r\n"
     path = write(folder, bom + text.encode(codec))
@@ -145,7 +146,7 @@ def test_utf8_file_with_one_cp1252_name_voids_naming_its_line_instead_of_garblin
 
 @pytest.mark.parametrize("ascii_rows", [0, 40_000], ids=["near", "past-the-first-megabyte"])
 def test_a_cp1252_line_before_the_utf8_ones_voids_naming_it_for_check_and_sync_alike(
-    ws: Workspace, tmp_path: Path, ascii_rows: int
+    ws: Sandbox, tmp_path: Path, ascii_rows: int
 ) -> None:
     ws.add_tenant("acme")
     stray = "rene@example.org,René,Doe,GOLD\n".encode("cp1252")
@@ -157,7 +158,7 @@ def test_a_cp1252_line_before_the_utf8_ones_voids_naming_it_for_check_and_sync_a
 
     checked = ws.cli("check", str(path), "--tenant", "acme", "--json")
     ws.upload(content, name="list.csv")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     reason = (
         "list.csv line 2: bytes that are not utf-8 text (byte 0xE9), though the file is "
@@ -169,15 +170,15 @@ def test_a_cp1252_line_before_the_utf8_ones_voids_naming_it_for_check_and_sync_a
         reason,
     )
     assert checked.exit_code == 1
-    assert ws.subscribers() == {}  # nothing stored as "Ã„nne"
+    assert ws.subscribers("active") == {}  # nothing stored as "Ã„nne"
 
 
-def test_a_utf8_file_without_a_stray_byte_keeps_its_names(ws: Workspace) -> None:
+def test_a_utf8_file_without_a_stray_byte_keeps_its_names(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload("email,first_name\nada@example.org,Änne\n".encode())
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "applied"
-    assert ws.subscribers()["ada@example.org"]["first_name"] == "Änne"
+    assert ws.subscribers("active")["ada@example.org"]["first_name"] == "Änne"
 
 
 def test_utf16_without_bom_is_still_read_as_utf16(folder: Path) -> None:
@@ -188,7 +189,7 @@ def test_utf16_without_bom_is_still_read_as_utf16(folder: Path) -> None:
         assert (got.records[0].email, got.records[0].first_name) == ("zoe@example.org", "Zoë")
 
 
-def test_byte_undefined_in_cp1252_voids_naming_its_line(folder: Path, ws: Workspace) -> None:
+def test_byte_undefined_in_cp1252_voids_naming_its_line(folder: Path, ws: Sandbox) -> None:
     rows = "".join(f"p{i}@example.org,Ren\xe9,Doe,GOLD\n" for i in range(3000))
     bad = b"bad@example.org,Bad\x81,Doe,GOLD\nlast@example.org,Last,Doe,GOLD\n"
     content = f"{HEADER}\n{rows}".encode("cp1252") + bad
@@ -219,7 +220,7 @@ def test_utf16_file_cut_in_the_middle_of_a_character_voids(folder: Path) -> None
 
 
 @pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
-def test_delimiter_is_sniffed(folder: Path, ws: Workspace, delimiter: str) -> None:
+def test_delimiter_is_sniffed(folder: Path, ws: Sandbox, delimiter: str) -> None:
     others = "".join(d for d in ",;\t|" if d != delimiter)
     rows = [
         ["email", "first name", "last name", "note"],
@@ -289,7 +290,7 @@ def test_quoted_newlines_are_one_record_starting_on_its_first_line(folder: Path)
     assert (got.records[2].first_name, got.records[2].extra) == ('Cy "the" Q', ('said "hi", left',))
 
 
-def test_count_file_counts_records_not_lines(folder: Path, ws: Workspace) -> None:
+def test_count_file_counts_records_not_lines(folder: Path, ws: Sandbox) -> None:
     path = write(folder, QUOTED)
     (folder / "list_count.txt").write_text("4\n")
     report = check(ws, path)
@@ -299,7 +300,7 @@ def test_count_file_counts_records_not_lines(folder: Path, ws: Workspace) -> Non
     ]
 
 
-def test_ragged_rows_are_invalid_naming_both_counts(folder: Path, ws: Workspace) -> None:
+def test_ragged_rows_are_invalid_naming_both_counts(folder: Path, ws: Sandbox) -> None:
     text = (
         f"{HEADER}\n"
         "ada@example.org,Ada,Lovelace\n"
@@ -328,7 +329,7 @@ def test_text_after_a_closing_quote_makes_only_that_row_invalid(folder: Path) ->
     assert got.records_read == 2
 
 
-def test_blank_rows_are_not_records(folder: Path, ws: Workspace) -> None:
+def test_blank_rows_are_not_records(folder: Path, ws: Sandbox) -> None:
     text = (
         f"{HEADER}\r\n\r\n"
         "ada@example.org,Ada,Lovelace,GOLD\r\n"
@@ -349,7 +350,7 @@ def test_blank_rows_are_not_records(folder: Path, ws: Workspace) -> None:
     assert check(ws, path)["records"] == 2
 
 
-def test_row_with_empty_email_is_counted_invalid(folder: Path, ws: Workspace) -> None:
+def test_row_with_empty_email_is_counted_invalid(folder: Path, ws: Sandbox) -> None:
     path = write(folder, f"{HEADER}\nada@example.org,Ada,,\n  ,Nobody,Doe,GOLD\n")
     assert read(path).records[1].email == ""
     report = check(ws, path)
@@ -373,7 +374,7 @@ def test_email_is_trimmed_and_lower_cased(folder: Path) -> None:
     ids=["right-width", "one-line", "no-line-end", "many-lines"],
 )
 def test_quote_never_closed_voids_naming_the_line(
-    folder: Path, ws: Workspace, last_lines: str, line: int
+    folder: Path, ws: Sandbox, last_lines: str, line: int
 ) -> None:
     path = write(folder, f"{HEADER}\nada@example.org,Ada,Lovelace,GOLD\n{last_lines}")
     reason = void_reason(path)
@@ -383,19 +384,19 @@ def test_quote_never_closed_voids_naming_the_line(
 
 
 def test_quote_never_closed_after_many_batches_voids_the_run_and_keeps_the_list(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", strategy="full")
     ws.upload(people(3))
-    assert [run.status for run in ws.sync()] == ["applied"]
+    assert [run.status for run in ws.sync_all()] == ["applied"]
     ws.upload(csv_text(people(12_000)) + 'late@example.org,"Late,Comer,GOLD\r\n')
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "voided"
     assert "subscriber_list.csv line 12002: a quote opened" in run.reason
-    assert sorted(ws.subscribers()) == [f"p{i}@example.org" for i in range(3)]
+    assert sorted(ws.subscribers("active")) == [f"p{i}@example.org" for i in range(3)]
 
 
-def test_field_over_the_size_limit_voids_naming_its_line(folder: Path, ws: Workspace) -> None:
+def test_field_over_the_size_limit_voids_naming_its_line(folder: Path, ws: Sandbox) -> None:
     big = "x" * (FIELD_LIMIT + 1)
     path = write(
         folder, f"{HEADER}\nada@example.org,Ada,Lovelace,GOLD\nbob@example.org,{big},Ray,\n"
@@ -417,7 +418,7 @@ def test_endless_line_voids_without_being_read_whole(folder: Path) -> None:
     assert f"list.csv line 3: longer than {LINE_LIMIT} characters" in void_reason(path)
 
 
-def test_nul_byte_in_a_field_does_not_crash(folder: Path, ws: Workspace) -> None:
+def test_nul_byte_in_a_field_does_not_crash(folder: Path, ws: Sandbox) -> None:
     text = f"{HEADER}\nada@exa\x00mple.org,Ada,Lovelace,GOLD\nbob@example.org,B\x00b,Ray,GOLD\n"
     path = write(folder, text)
     got = read(path)
@@ -466,7 +467,7 @@ def test_header_spellings_map_to_fields(folder: Path, spelling: str, canonical: 
 
 
 def test_header_of_unknown_columns_voids_naming_the_headers_found(
-    folder: Path, ws: Workspace
+    folder: Path, ws: Sandbox
 ) -> None:
     path = write(folder, "Kontakt;Vorname;Nachname\nada@example.org;Ada;Lovelace\n")
     report = check(ws, path)
@@ -485,7 +486,7 @@ def test_duplicate_headers_are_made_unique_and_every_column_kept(folder: Path) -
 
 @pytest.mark.parametrize("header", ["Email,E-Mail Address", "email,email"])
 def test_two_columns_meaning_email_use_the_first_and_say_so(
-    folder: Path, ws: Workspace, header: str
+    folder: Path, ws: Sandbox, header: str
 ) -> None:
     path = write(folder, f"{header},name\nada@example.org,ada@home.example,Ada\n")
     got = read(path)
@@ -497,7 +498,7 @@ def test_two_columns_meaning_email_use_the_first_and_say_so(
     assert repr(first) in note and repr(second) in note and "email" in note
 
 
-def test_trailing_delimiter_on_every_line_adds_no_column(folder: Path, ws: Workspace) -> None:
+def test_trailing_delimiter_on_every_line_adds_no_column(folder: Path, ws: Sandbox) -> None:
     text = f"{HEADER},\r\nada@example.org,Ada,Lovelace,GOLD,\r\nbob@example.org,Bob,Ray,,oops\r\n"
     path = write(folder, text)
     got = read(path)
@@ -514,13 +515,13 @@ def test_trailing_delimiter_on_every_line_adds_no_column(folder: Path, ws: Works
 
 
 @pytest.mark.parametrize("content", [b"", b"\r\n\r\n", codecs.BOM_UTF8, b",,,\n,,\n"])
-def test_empty_file_voids(folder: Path, ws: Workspace, content: bytes) -> None:
+def test_empty_file_voids(folder: Path, ws: Sandbox, content: bytes) -> None:
     path = write(folder, content)
     assert "list.csv: the file is empty (no header line)" in void_reason(path)
     assert check(ws, path)["status"] == "void"
 
 
-def test_header_only_file_voids_with_no_records(folder: Path, ws: Workspace) -> None:
+def test_header_only_file_voids_with_no_records(folder: Path, ws: Sandbox) -> None:
     path = write(folder, f"{HEADER}\r\n,,,\r\n")
     assert read(path).records_read == 0
     report = check(ws, path)
@@ -547,15 +548,15 @@ def test_dialect_that_gives_one_header_two_meanings_is_refused() -> None:
         Dialect(name="bad", aliases={"first_name": ("Name",), "last_name": ("name",)})
 
 
-def test_cp1252_export_reaches_the_subscriber_list_with_every_column(ws: Workspace) -> None:
+def test_cp1252_export_reaches_the_subscriber_list_with_every_column(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     text = (
         "E-Mail;Vorname;Surname;Segment Code;Member Type;Phone;Phone\r\n"
         "  Rene@Example.ORG ;René;Müller;GOLD;“Fellow”;1;2\r\n"
     )
     ws.upload(text.encode("cp1252"), count=1)
-    assert [run.status for run in ws.sync()] == ["applied"]
-    rene = ws.subscribers()["rene@example.org"]
+    assert [run.status for run in ws.sync_all()] == ["applied"]
+    rene = ws.subscribers("active")["rene@example.org"]
     assert (rene["first_name"], rene["last_name"], rene["segment_code"]) == (
         "René",
         "Müller",

@@ -8,16 +8,18 @@ import sqlite3
 import subprocess
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
+
+from listferry.testing import Sandbox
 
 
 def test_the_folder_links_each_store_and_describes_only_real_tables_and_columns(
-    ws: Workspace, tmp_path
+    ws: Sandbox, tmp_path
 ) -> None:
     for name in ("acme", "beta"):
         ws.add_tenant(name)
         ws.upload(people(3), tenant=name)
-        ws.sync(name)
+        ws.sync(tenant=name)
     ws.add_tenant("never")  # no store yet: no link
     folder = tmp_path / "ds"
     result = ws.cli("datasette", str(folder))
@@ -34,7 +36,7 @@ def test_the_folder_links_each_store_and_describes_only_real_tables_and_columns(
 
 
 @pytest.mark.skipif(shutil.which("datasette") is None, reason="datasette is not installed")
-def test_datasette_serves_a_tenants_runs_under_its_name(ws: Workspace, tmp_path) -> None:
+def test_datasette_serves_a_tenants_runs_under_its_name(ws: Sandbox, tmp_path) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
     ws.sync()

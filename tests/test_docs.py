@@ -18,6 +18,7 @@ from cogapp import Cog
 from listferry import hookspecs
 from listferry.cli import cli
 from listferry.config import LISTFERRY_KEYS, SERVER_KEYS, TENANT_KEYS
+from listferry.testing import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -212,6 +213,25 @@ def test_the_generated_pages_are_current() -> None:
     assert Cog().main(["cog", "--check", "--verbosity=0", *pages]) == 0, (
         "docs are stale: run cog -r docs/hooks.md docs/cli.md docs/operator.md"
     )
+
+
+# -- the test kit -----------------------------------------------------------------------
+
+
+def unexplained_sandbox_parts(markdown: str) -> list[str]:
+    """The public methods and properties of ``Sandbox`` that the page does not name."""
+    parts = [name for name in vars(Sandbox) if not name.startswith("_")]
+    return [name for name in parts if not re.search(rf"`(Sandbox\.)?{name}\b", markdown)]
+
+
+def test_the_plugin_tutorial_names_every_part_of_the_sandbox() -> None:
+    text = (DOCS / "writing-a-plugin.md").read_text(encoding="utf-8")
+    assert unexplained_sandbox_parts(text) == []
+
+
+def test_a_sandbox_part_missing_from_the_tutorial_is_caught() -> None:
+    text = (DOCS / "writing-a-plugin.md").read_text(encoding="utf-8")
+    assert unexplained_sandbox_parts(text.replace("`home_of(", "`elsewhere(")) == ["home_of"]
 
 
 # -- security page ----------------------------------------------------------------------

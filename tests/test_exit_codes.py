@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
+
+from listferry.testing import Sandbox
 
 PUBLIC_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f crm@acme\n"
@@ -17,27 +19,27 @@ PUBLIC_KEY = (
 PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nxxx\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
-def file_in(ws: Workspace, name: str, text: str) -> str:
+def file_in(ws: Sandbox, name: str, text: str) -> str:
     path = ws.root / name
     path.write_text(text)
     return str(path)
 
 
-def voided_list(ws: Workspace) -> None:
+def voided_list(ws: Sandbox) -> None:
     ws.upload(people(3), count=4)
 
 
-def config_with_unknown_key(ws: Workspace) -> None:
+def config_with_unknown_key(ws: Sandbox) -> None:
     ws.config_path.write_text(ws.config_path.read_text() + "workers = 2\n")
 
 
-def notify_less(ws: Workspace) -> None:
+def notify_less(ws: Sandbox) -> None:
     assert "\n[notify" not in ws.config_path.read_text()
 
 
 #: (command, situation, set-up, arguments, stdin, exit code, words the error holds).
-#: ``{root}`` in an argument is the workspace folder.
-CASES: list[tuple[str, str, Callable[[Workspace], object] | None, list[str], str | None, int, str]]
+#: ``{root}`` in an argument is the sandbox folder.
+CASES: list[tuple[str, str, Callable[[Sandbox], object] | None, list[str], str | None, int, str]]
 CASES = [
     (
         "tenant add",
@@ -243,7 +245,7 @@ CASES = [
     (
         "status",
         "the last run was voided",
-        lambda ws: (voided_list(ws), ws.sync()),
+        lambda ws: (voided_list(ws), ws.sync_all()),
         ["status"],
         None,
         1,
@@ -422,10 +424,10 @@ CASES = [
     ids=[f"{case[0]}: {case[1]}" for case in CASES],
 )
 def test_each_error_is_one_line_with_the_exit_code_the_rule_gives(
-    ws: Workspace,
+    ws: Sandbox,
     command: str,
     situation: str,
-    setup: Callable[[Workspace], object] | None,
+    setup: Callable[[Sandbox], object] | None,
     args: list[str],
     stdin: str | None,
     code: int,
@@ -470,7 +472,7 @@ NOT_A_FILE = [
     ("args", "name", "said"), NOT_A_FILE, ids=[f"{a[0]} {n or 'empty'}" for a, n, _ in NOT_A_FILE]
 )
 def test_a_file_argument_that_is_no_readable_file_is_one_line_and_exit_2(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch, args: list[str], name: str, said: str
+    ws: Sandbox, monkeypatch: pytest.MonkeyPatch, args: list[str], name: str, said: str
 ) -> None:
     import os
     import subprocess
@@ -488,7 +490,7 @@ def test_a_file_argument_that_is_no_readable_file_is_one_line_and_exit_2(
     assert (done.returncode, done.stderr) == (2, f"Error: {said}\n")
 
 
-def test_a_refused_tenant_add_leaves_the_config_as_it_was(ws: Workspace) -> None:
+def test_a_refused_tenant_add_leaves_the_config_as_it_was(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     before = ws.config_path.read_text()
     for args in (["--dialect", "nope"], ["--allow-ip", "1.2.3.x"], ["--strategy", "x"]):
@@ -496,7 +498,7 @@ def test_a_refused_tenant_add_leaves_the_config_as_it_was(ws: Workspace) -> None
     assert ws.config_path.read_text() == before
 
 
-def test_a_refused_tenant_add_names_no_line_the_file_does_not_have(ws: Workspace) -> None:
+def test_a_refused_tenant_add_names_no_line_the_file_does_not_have(ws: Sandbox) -> None:
     result = ws.cli("tenant", "add", "bob", "--dialect", "nope")
     assert result.exit_code == 2
     assert "is left as it was: [tenants.bob] dialect: unknown dialect 'nope'" in result.stderr
@@ -507,7 +509,7 @@ def test_a_refused_tenant_add_names_no_line_the_file_does_not_have(ws: Workspace
 # -- [defaults] ----------------------------------------------------------------------------
 
 
-def set_default(ws: Workspace, line: str) -> int:
+def set_default(ws: Sandbox, line: str) -> int:
     """Put ``line`` under ``[defaults]``; returns its line number."""
     lines = ws.config_path.read_text().splitlines(keepends=True)
     at = next(i for i, text in enumerate(lines) if text.startswith("[defaults]")) + 1
@@ -527,7 +529,7 @@ def set_default(ws: Workspace, line: str) -> int:
     ],
 )
 def test_a_bad_value_in_defaults_names_defaults_and_its_line(
-    ws: Workspace, line: str, words: str
+    ws: Sandbox, line: str, words: str
 ) -> None:
     ws.add_tenant("acme")
     ws.add_tenant("beta")
@@ -541,7 +543,7 @@ def test_a_bad_value_in_defaults_names_defaults_and_its_line(
     assert "tenants.acme" not in result.stderr
 
 
-def test_a_bad_default_is_blamed_on_defaults_when_one_tenant_overrides_it(ws: Workspace) -> None:
+def test_a_bad_default_is_blamed_on_defaults_when_one_tenant_overrides_it(ws: Sandbox) -> None:
     ws.add_tenant("acme", dialect="default")
     ws.add_tenant("beta")
     text = ws.config_path.read_text().replace(
@@ -554,7 +556,7 @@ def test_a_bad_default_is_blamed_on_defaults_when_one_tenant_overrides_it(ws: Wo
     assert "[defaults] dialect: unknown dialect 'x'" in result.stderr
 
 
-def test_tenant_add_under_a_bad_default_names_defaults(ws: Workspace) -> None:
+def test_tenant_add_under_a_bad_default_names_defaults(ws: Sandbox) -> None:
     set_default(ws, 'export_template = "nope"')
     result = ws.cli("tenant", "add", "acme")
     assert result.exit_code == 2
@@ -578,7 +580,7 @@ def test_tenant_add_under_a_bad_default_names_defaults(ws: Workspace) -> None:
     ],
 )
 def test_a_schedule_that_cannot_be_read_is_said_in_plain_english(
-    ws: Workspace, value: str, message: str
+    ws: Sandbox, value: str, message: str
 ) -> None:
     ws.add_tenant("acme")
     ws.config_path.write_text(ws.config_path.read_text() + f'schedule = "{value}"\n')

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import sqlite_utils
-from conftest import Workspace, csv_text
+from conftest import csv_text
 from remote_servers import Remote
 
 from listferry.config import EXPORT_FIELDS
@@ -28,9 +28,10 @@ from listferry.export.run import ExportResult, export_tenant
 from listferry.fields import Field
 from listferry.ops.tenants import add_tenant
 from listferry.store.database import MIGRATIONS, Store, _migrate_1
-from listferry.store.events import load_events, record_events
+from listferry.store.events import load_events
 from listferry.store.locks import EXPORTS, tenant_lock
 from listferry.templates import TemplateError
+from listferry.testing import Sandbox
 
 HEADER = ("email", "first_name", "last_name", "segment_code", "CRM Id")
 LIST = [
@@ -76,13 +77,13 @@ ALL_FIELDS = [*EXPORT_FIELDS, "fields.CRM Id"]
 # -- helpers ----------------------------------------------------------------------------
 
 
-def export(ws: Workspace, tenant: str = "acme", to: str | None = None) -> ExportResult:
+def export(ws: Sandbox, tenant: str = "acme", to: str | None = None) -> ExportResult:
     app = ws.app()
     return export_tenant(app, app.config.tenant(tenant), to)
 
 
-def outbox(ws: Workspace, tenant: str = "acme") -> Path:
-    return ws.home(tenant) / "outbox"
+def outbox(ws: Sandbox, tenant: str = "acme") -> Path:
+    return ws.home_of(tenant) / "outbox"
 
 
 def listing(folder: Path) -> list[str]:
@@ -103,8 +104,8 @@ def count_in(path: Path) -> int:
     return int(path.read_text())
 
 
-def table(ws: Workspace, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(ws.app().config.tenant("acme").database)
+def table(ws: Sandbox, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(ws.tenant.database)
     try:
         return conn.execute(sql).fetchall()
     finally:
@@ -124,22 +125,21 @@ def engagement(events: set[tuple[str, str, str, str]], email: str) -> dict[str, 
     }
 
 
-def load_scenario(ws: Workspace, **settings: object) -> None:
+def load_scenario(ws: Sandbox, **settings: object) -> None:
     """The tenant's list, synced; then FILE_EVENTS through the CLI, API_EVENTS in Python."""
     ws.add_tenant("acme", **settings)
-    ws.upload(csv_text(LIST, HEADER), count=len(LIST))
-    [run] = ws.sync()
+    ws.upload(LIST, header=HEADER, count=len(LIST))
+    [run] = ws.sync_all()
     assert run.status == "applied", run.reason
     events = ws.root / "events.csv"
     events.write_text(csv_text(FILE_EVENTS, ("email", "type", "at", "topic")), encoding="utf-8")
     loaded = ws.cli("events", "load", "acme", str(events))
     assert loaded.exit_code == 0, loaded.output
-    with ws.store() as store:
-        assert record_events(store, API_EVENTS) == (2, 1)
+    assert ws.record_events(API_EVENTS) == (2, 1)
 
 
 @pytest.fixture
-def plugin(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], object]]:
+def plugin(ws: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], object]]:
     """``plugin(source)`` writes a plugin module, names it in the config, returns it."""
     installed: list[str] = []
 
@@ -242,7 +242,7 @@ PLATFORM = """
 # -- what a return file says ------------------------------------------------------------
 
 
-def test_csv_return_file_holds_every_data_point_of_the_loaded_events(ws: Workspace) -> None:
+def test_csv_return_file_holds_every_data_point_of_the_loaded_events(ws: Sandbox) -> None:
     load_scenario(ws, export_fields=ALL_FIELDS)
     with ws.store() as store:
         assert set(store.conn.execute("SELECT email, type, at, topic FROM events")) == STORED
@@ -273,7 +273,7 @@ def test_csv_return_file_holds_every_data_point_of_the_loaded_events(ws: Workspa
     assert count_in(outbox(ws) / result.count_file) == len(rows) == result.records == 4
 
 
-def test_csv_is_rfc_4180_utf8_with_crlf_and_its_count_file_counts_records(ws: Workspace) -> None:
+def test_csv_is_rfc_4180_utf8_with_crlf_and_its_count_file_counts_records(ws: Sandbox) -> None:
     load_scenario(ws, export_fields=["email", "first_name", "last_name"])
 
     result = export(ws)
@@ -293,7 +293,7 @@ def test_csv_is_rfc_4180_utf8_with_crlf_and_its_count_file_counts_records(ws: Wo
     assert (outbox(ws) / result.count_file).read_text() == "4\n"
 
 
-def test_jsonl_return_file_keeps_lists_booleans_and_empty_values(ws: Workspace) -> None:
+def test_jsonl_return_file_keeps_lists_booleans_and_empty_values(ws: Sandbox) -> None:
     load_scenario(ws, export_template="jsonl", export_fields=ALL_FIELDS)
 
     result = export(ws)
@@ -319,13 +319,13 @@ def test_jsonl_return_file_keeps_lists_booleans_and_empty_values(ws: Workspace) 
 
 
 def test_opt_out_through_a_file_is_exported_with_when_it_was_applied(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     plugin(PACK)
     ws.add_tenant("acme", dialect="optcrm", export_fields=["email", "opted_out", "opted_out_at"])
     before = datetime.now(UTC).replace(microsecond=0)
     ws.upload("email,opted out\nada@example.org,no\nbob@example.org,yes\n")
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     after = datetime.now(UTC)
     assert run.status == "applied", run.reason
 
@@ -339,12 +339,12 @@ def test_opt_out_through_a_file_is_exported_with_when_it_was_applied(
     assert rows["bob@example.org"]["opted_out_at"] == recorded
 
 
-def test_removed_subscribers_are_not_in_the_return_file(ws: Workspace) -> None:
+def test_removed_subscribers_are_not_in_the_return_file(ws: Sandbox) -> None:
     ws.add_tenant("acme", export_fields=["email", "status"])
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    ws.upload(csv_text(LIST[:3], HEADER))
-    [run] = ws.sync()
+    ws.upload(LIST[:3], header=HEADER)
+    [run] = ws.sync_all()
     assert run.removed == 1
 
     rows = read_csv(outbox(ws) / export(ws).file)
@@ -352,7 +352,7 @@ def test_removed_subscribers_are_not_in_the_return_file(ws: Workspace) -> None:
     assert [row["email"] for row in rows] == [email for email, *_ in LIST[:3]]
 
 
-def test_export_name_takes_the_tenant_and_the_utc_date(ws: Workspace) -> None:
+def test_export_name_takes_the_tenant_and_the_utc_date(ws: Sandbox) -> None:
     ws.add_tenant("acme", export_name="{tenant}-engagement-{date}", export_template="jsonl")
     days = {datetime.now(UTC).strftime("%Y%m%d")}
     result = export(ws)
@@ -367,10 +367,10 @@ def test_export_name_takes_the_tenant_and_the_utc_date(ws: Workspace) -> None:
 
 
 def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_changed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", export_subscribers="changed-since-last", export_fields=ALL_FIELDS)
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     first = export(ws)
     assert first.records == 4
@@ -379,15 +379,13 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
     assert read_csv(outbox(ws) / again.file) == []
     assert count_in(outbox(ws) / again.count_file) == 0
 
-    with ws.store() as store:
-        record_events(store, [{"email": "ada@example.org", "type": "open", "at": "2026-03-09"}])
-        record_events(
-            store,
-            [{"email": "cyd@example.org", "type": "unsubscribe", "at": "2026-03-10T10:00:00Z"}],
-        )
+    ws.record_events([{"email": "ada@example.org", "type": "open", "at": "2026-03-09"}])
+    ws.record_events(
+        [{"email": "cyd@example.org", "type": "unsubscribe", "at": "2026-03-10T10:00:00Z"}]
+    )
     renamed = [("bob@example.org", "Robert", *LIST[1][2:]), *LIST[:1], *LIST[2:]]
-    ws.upload(csv_text(renamed, HEADER), name="second.csv")
-    [run] = ws.sync()
+    ws.upload(renamed, header=HEADER, name="second.csv")
+    [run] = ws.sync_all()
     assert (run.status, run.updated) == ("applied", 1)
 
     changed = export(ws)
@@ -401,13 +399,12 @@ def test_changed_since_last_exports_only_those_whose_data_status_or_engagement_c
     assert export(ws).records == 0
 
 
-def test_a_return_file_that_was_not_delivered_does_not_count_as_sent(ws: Workspace) -> None:
+def test_a_return_file_that_was_not_delivered_does_not_count_as_sent(ws: Sandbox) -> None:
     ws.add_tenant("acme", export_subscribers="changed-since-last")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     assert export(ws).records == 4
-    with ws.store() as store:
-        record_events(store, [{"email": "dan@example.org", "type": "click", "at": "2026-03-09"}])
+    ws.record_events([{"email": "dan@example.org", "type": "click", "at": "2026-03-09"}])
 
     with pytest.raises(ListferryError, match="no such folder"):
         export(ws, to=str(ws.root / "missing"))
@@ -434,7 +431,7 @@ def test_a_database_from_before_return_files_is_upgraded_when_opened(tmp_path: P
 
 
 def test_a_pack_template_with_its_own_columns_words_dates_and_field(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     plugin(PACK)
     load_scenario(ws, export_template="crm", export_fields=["email"])
@@ -454,7 +451,7 @@ def test_a_pack_template_with_its_own_columns_words_dates_and_field(
 
 
 def test_a_template_that_fails_mid_render_leaves_nothing_behind(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     plugin(PACK)
     load_scenario(ws)
@@ -471,7 +468,7 @@ def test_a_template_that_fails_mid_render_leaves_nothing_behind(
     )
     assert listing(outbox(ws)) == [good.file, good.count_file]
     assert {name: (outbox(ws) / name).read_bytes() for name in listing(outbox(ws))} == before
-    assert listing(ws.app().config.tenant("acme").state_dir / "exports") == []
+    assert listing(ws.tenant.state_dir / "exports") == []
     assert table(ws, "SELECT count(*) FROM exports") == [(1,)]
 
 
@@ -483,11 +480,11 @@ def test_a_template_that_fails_mid_render_leaves_nothing_behind(
     ],
 )
 def test_a_template_error_names_the_template_and_line_and_writes_nothing(
-    ws: Workspace, plugin: Callable[[str], object], template: str, message: str
+    ws: Sandbox, plugin: Callable[[str], object], template: str, message: str
 ) -> None:
     plugin(PACK)
     ws.add_tenant("acme", export_template=template)
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
 
     result = ws.cli("export", "acme")
@@ -497,7 +494,7 @@ def test_a_template_error_names_the_template_and_line_and_writes_nothing(
     assert listing(outbox(ws)) == []
 
 
-def test_an_unknown_export_field_or_template_is_a_config_error(ws: Workspace) -> None:
+def test_an_unknown_export_field_or_template_is_a_config_error(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     text = ws.config_path.read_text()
     ws.config_path.write_text(text + 'export_fields = ["email", "opens"]\n')
@@ -520,14 +517,14 @@ def test_an_unknown_export_field_or_template_is_a_config_error(ws: Workspace) ->
         ws.add_tenant("globex", export_fields=["opens"])
 
 
-def test_the_fields_family_takes_any_column_name(ws: Workspace) -> None:
+def test_the_fields_family_takes_any_column_name(ws: Sandbox) -> None:
     header = ("email", 'Member\'s "Type"', "Joined.Year")
     ws.add_tenant(
         "acme",
         export_template="jsonl",
         export_fields=["email", 'fields.Member\'s "Type"', "fields.Joined.Year", "fields.Absent"],
     )
-    ws.upload(csv_text([("ada@example.org", "Fellow", "1843")], header))
+    ws.upload([("ada@example.org", "Fellow", "1843")], header=header)
     ws.sync()
 
     [row] = read_jsonl(outbox(ws) / export(ws).file)
@@ -544,11 +541,11 @@ def test_the_fields_family_takes_any_column_name(ws: Workspace) -> None:
 
 
 def test_events_a_plugin_collects_before_each_export_are_stored_once(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     platform = plugin(PLATFORM)
     ws.add_tenant("acme", export_fields=["email", "open_count", "click_count", "topics"])
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
     platform.EVENTS[:] = [
         {
@@ -582,7 +579,7 @@ def test_events_a_plugin_collects_before_each_export_are_stored_once(
 
 
 def test_a_bad_collected_event_stops_the_export_and_stores_nothing(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     platform = plugin(PLATFORM)
     ws.add_tenant("acme")
@@ -602,11 +599,10 @@ def test_a_bad_collected_event_stops_the_export_and_stores_nothing(
     assert listing(outbox(ws)) == []
 
 
-def test_record_events_is_all_or_nothing_and_names_the_bad_event(ws: Workspace) -> None:
+def test_record_events_is_all_or_nothing_and_names_the_bad_event(ws: Sandbox) -> None:
     ws.add_tenant("acme")
-    with ws.store() as store, pytest.raises(ListferryError, match=r"^event 2: at 'soon'"):
-        record_events(
-            store,
+    with pytest.raises(ListferryError, match=r"^event 2: at 'soon'"):
+        ws.record_events(
             [
                 {"email": "ada@example.org", "type": "open", "at": "2026-03-01T00:00:00Z"},
                 {"email": "bob@example.org", "type": "open", "at": "soon"},
@@ -615,7 +611,7 @@ def test_record_events_is_all_or_nothing_and_names_the_bad_event(ws: Workspace) 
     assert table(ws, "SELECT count(*) FROM events") == [(0,)]
 
 
-def test_events_loaded_from_csv_and_jsonl_are_the_same_events(ws: Workspace) -> None:
+def test_events_loaded_from_csv_and_jsonl_are_the_same_events(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     as_csv = ws.root / "events.csv"
     as_csv.write_text(csv_text(FILE_EVENTS, ("email", "type", "at", "topic")))
@@ -633,19 +629,19 @@ def test_events_loaded_from_csv_and_jsonl_are_the_same_events(ws: Workspace) -> 
 
 
 def test_export_after_sync_writes_after_an_applied_run_and_not_after_a_voided_one(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", export_after_sync=True, count_file="required")
-    ws.upload(csv_text(LIST, HEADER), count=4)
-    [run] = ws.sync()
+    ws.upload(LIST, header=HEADER, count=4)
+    [run] = ws.sync_all()
     assert run.status == "applied", run.reason
     [name] = [n for n in listing(outbox(ws)) if n.endswith(".csv")]
     assert len(read_csv(outbox(ws) / name)) == 4
     for path in outbox(ws).iterdir():
         path.unlink()
 
-    ws.upload(csv_text(LIST[:2], HEADER), count=3)
-    [run] = ws.sync()
+    ws.upload(LIST[:2], header=HEADER, count=3)
+    [run] = ws.sync_all()
 
     assert run.status == "voided"
     assert listing(outbox(ws)) == []
@@ -653,16 +649,16 @@ def test_export_after_sync_writes_after_an_applied_run_and_not_after_a_voided_on
 
 
 def test_a_failed_export_after_sync_is_one_log_line_and_the_run_stands(
-    ws: Workspace, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     ws.add_tenant("acme", export_after_sync=True, export_to="no-such-folder")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
 
     with caplog.at_level(logging.ERROR, logger="listferry"):
-        [run] = ws.sync()
+        [run] = ws.sync_all()
 
     assert run.status == "applied", run.reason
-    assert len(ws.subscribers()) == 4
+    assert len(ws.subscribers("active")) == 4
     [record] = [r for r in caplog.records if r.name == "listferry"]
     assert record.getMessage() == (
         f"acme: the return file after the sync was not written: "
@@ -676,7 +672,7 @@ def test_a_failed_export_after_sync_is_one_log_line_and_the_run_stands(
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
 def test_a_home_on_a_customer_server_gets_the_return_file_in_its_outbox(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     monkeypatch.setenv("ACME_PASSWORD", "only-the-server-knows")
     with contextlib.ExitStack() as stack:
@@ -684,7 +680,7 @@ def test_a_home_on_a_customer_server_gets_the_return_file_in_its_outbox(
         add_tenant(ws.app(), "acme", server.tenant_settings())
         (server.folder / "subscriber_list.csv").write_text(csv_text(LIST, HEADER))
         (server.folder / "subscriber_list_count.txt").write_text("4\n")
-        [run] = ws.sync()
+        [run] = ws.sync_all()
         assert run.status == "applied", run.reason
         (server.folder / "outbox").mkdir()
 
@@ -699,7 +695,7 @@ def test_a_home_on_a_customer_server_gets_the_return_file_in_its_outbox(
 # -- the command line -------------------------------------------------------------------
 
 
-def test_cli_export_delivers_to_the_outbox_and_says_so(ws: Workspace) -> None:
+def test_cli_export_delivers_to_the_outbox_and_says_so(ws: Sandbox) -> None:
     load_scenario(ws)
 
     result = ws.cli("export", "acme")
@@ -714,7 +710,7 @@ def test_cli_export_delivers_to_the_outbox_and_says_so(ws: Workspace) -> None:
 
 
 def test_cli_export_to_a_folder_a_file_url_or_a_registered_scheme(
-    ws: Workspace, plugin: Callable[[str], object]
+    ws: Sandbox, plugin: Callable[[str], object]
 ) -> None:
     plugin(PACK)
     load_scenario(ws)
@@ -745,7 +741,7 @@ def test_cli_export_to_a_folder_a_file_url_or_a_registered_scheme(
     ],
 )
 def test_cli_export_errors_are_one_line_with_an_exit_code(
-    ws: Workspace, args: list[str], code: int, message: str
+    ws: Sandbox, args: list[str], code: int, message: str
 ) -> None:
     ws.add_tenant("acme")
 
@@ -847,11 +843,11 @@ def test_a_batch_written_at_once_is_each_row_as_csv_row_writes_it() -> None:
         assert csv_rows(environment, batch, **options) == expected
 
 
-def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Workspace) -> None:
+def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Sandbox) -> None:
     ws.add_tenant("acme")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
 
     with tenant_lock(tenant, EXPORTS) as locked:  # as an export in another process holds it
         assert locked
@@ -867,12 +863,12 @@ def test_a_second_export_while_one_runs_is_refused_and_sends_nothing(ws: Workspa
 
 
 def test_what_a_killed_export_left_in_its_work_folder_is_cleared_by_the_next(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
-    ws.upload(csv_text(LIST, HEADER))
+    ws.upload(LIST, header=HEADER)
     ws.sync()
-    area = ws.app().config.tenant("acme").state_dir / "exports"
+    area = ws.tenant.state_dir / "exports"
     left = area / "export-k1ll3d"
     left.mkdir(parents=True)
     (left / "acme_20261130.csv").write_text("half a file")

@@ -30,12 +30,13 @@ from typing import Any
 
 import pytest
 import remote_servers
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from pyftpdlib.filesystems import AbstractedFS
 from remote_servers import FaultProxy, Remote, starter
 
 from listferry.ops.tenants import add_tenant
 from listferry.store.database import Store
+from listferry.testing import Sandbox
 
 PASSWORD = "Faulty-server-pa55word"
 BIG = 2000  # records: about 80 kB, several packets and blocks
@@ -55,12 +56,12 @@ def integrity(db: Path) -> str:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def listferry(ws: Workspace, *args: str) -> list[str]:
-    """The command line of a real listferry process on the workspace."""
+def listferry(ws: Sandbox, *args: str) -> list[str]:
+    """The command line of a real listferry process on the sandbox."""
     return [sys.executable, "-m", "listferry", "--config", str(ws.config_path), *args]
 
 
-def archived(ws: Workspace, name: str = "acme") -> list[str]:
+def archived(ws: Sandbox, name: str = "acme") -> list[str]:
     folder = ws.app().config.tenant(name).state_dir / "archive"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -84,12 +85,12 @@ def overwrite(db: Path, where: str) -> None:
 
 @pytest.mark.parametrize("where", ["header", "middle pages"])
 def test_a_corrupt_store_fails_its_tenant_at_open_and_every_other_tenant_goes_on(
-    ws: Workspace, where: str
+    ws: Sandbox, where: str
 ) -> None:
     for name in ("acme", "beta", "gamma"):
         ws.add_tenant(name, strategy="full")
         ws.upload(people(3000), tenant=name)
-        assert [r.status for r in ws.sync(name)] == ["applied"]
+        assert [r.status for r in ws.sync_all(tenant=name)] == ["applied"]
         ws.upload(people(3000, start=100), tenant=name)
     db = ws.app().config.tenant("beta").database
     overwrite(db, where)
@@ -107,18 +108,20 @@ def test_a_corrupt_store_fails_its_tenant_at_open_and_every_other_tenant_goes_on
     assert "corrupt" in failed["reason"] or "not a database" in failed["reason"]
     assert "\n" not in failed["reason"]
     assert f"beta: failed: {failed['reason']}" in result.stderr  # the log line
-    assert (ws.home("beta") / "subscriber_list.csv").exists()  # still pending
-    assert ws.subscribers("acme").keys() == {f"p{i}@example.org" for i in range(100, 3100)}
+    assert (ws.home_of("beta") / "subscriber_list.csv").exists()  # still pending
+    assert ws.subscribers("active", tenant="acme").keys() == {
+        f"p{i}@example.org" for i in range(100, 3100)
+    }
 
 
 @pytest.mark.parametrize("where", ["header", "middle pages"])
 def test_a_corrupt_store_is_one_line_saying_to_restore_it_in_check_status_digest_and_runs(
-    ws: Workspace, tmp_path: Path, where: str
+    ws: Sandbox, tmp_path: Path, where: str
 ) -> None:
     for name in ("acme", "beta"):
         ws.add_tenant(name, strategy="full")
         ws.upload(people(3000), tenant=name)
-        assert [r.status for r in ws.sync(name)] == ["applied"]
+        assert [r.status for r in ws.sync_all(tenant=name)] == ["applied"]
     db = ws.app().config.tenant("beta").database
     overwrite(db, where)
     said = re.compile(
@@ -150,12 +153,12 @@ def test_a_corrupt_store_is_one_line_saying_to_restore_it_in_check_status_digest
 
 
 def test_the_check_at_open_runs_again_only_when_the_file_changed_or_a_day_passed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(50))
     ws.sync()
-    db = ws.app().config.tenant("acme").database
+    db = ws.tenant.database
     with Store(db) as store:
         first = store.checked_at
     with Store(db) as store:
@@ -194,7 +197,7 @@ def small_disks_can_be_mounted() -> bool:
     return False
 
 
-def sync_on_a_small_disk(ws: Workspace, volume: str, room: int) -> tuple[dict, str]:
+def sync_on_a_small_disk(ws: Sandbox, volume: str, room: int) -> tuple[dict, str]:
     """``sync acme`` in a process whose state folder has ``room`` bytes to spare.
 
     ``tmpfs``: the tenant's state folder is a tmpfs that size (writes fail with ENOSPC),
@@ -202,9 +205,9 @@ def sync_on_a_small_disk(ws: Workspace, volume: str, room: int) -> tuple[dict, s
     biggest the run needs before it applies (writes fail with EFBIG).
     Returns the run (``--json``) and stderr.
     """
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
     state = tenant.state_dir
-    pending = ws.home() / "subscriber_list.csv"
+    pending = ws.home / "subscriber_list.csv"
     sync = listferry(ws, "-v", "sync", "acme", "--json")
     if volume == "tmpfs":
         used = sum(p.stat().st_size for p in state.rglob("*") if p.is_file())
@@ -248,12 +251,12 @@ VOLUMES = [
 
 @pytest.mark.parametrize("volume", VOLUMES)
 def test_a_disk_that_fills_up_during_apply_fails_the_run_and_keeps_the_last_good_list(
-    ws: Workspace, volume: str
+    ws: Sandbox, volume: str
 ) -> None:
     ws.add_tenant("acme", strategy="full")
     ws.upload(people(1000))
-    assert [r.status for r in ws.sync()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    assert [r.status for r in ws.sync_all()] == ["applied"]
+    db = ws.tenant.database
     last_good = committed(db)
     pending = ws.upload(people(10_000), count=10_000)  # 9000 adds: megabytes of log
 
@@ -274,21 +277,21 @@ def test_a_disk_that_fills_up_during_apply_fails_the_run_and_keeps_the_last_good
     with Store(db) as store:
         assert store.run("acme", run["run_id"]).status == "failed"  # recorded even so
 
-    [retried] = ws.sync()  # room again: the next run finishes the work
+    [retried] = ws.sync_all()  # room again: the next run finishes the work
     assert (retried.status, retried.added) == ("applied", 9000)
     assert not pending.exists()
 
 
 @pytest.mark.parametrize("outcome", ["applied", "voided"])
 def test_a_disk_full_while_archiving_fails_the_run_and_leaves_the_file_pending(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch, outcome: str
+    ws: Sandbox, monkeypatch: pytest.MonkeyPatch, outcome: str
 ) -> None:
     ws.add_tenant("acme", strategy="full")
     ws.upload(people(100))
-    assert [r.status for r in ws.sync()] == ["applied"]
-    db = ws.app().config.tenant("acme").database
+    assert [r.status for r in ws.sync_all()] == ["applied"]
+    db = ws.tenant.database
     last_good = committed(db)
-    archive = ws.app().config.tenant("acme").state_dir / "archive"
+    archive = ws.tenant.state_dir / "archive"
     count = 120 if outcome == "applied" else 999  # a count file that does not match voids
     pending = ws.upload(people(120), count=count)
     content = pending.read_bytes()
@@ -300,7 +303,7 @@ def test_a_disk_full_while_archiving_fails_the_run_and_leaves_the_file_pending(
         replace(source, dest)
 
     monkeypatch.setattr(os, "replace", full)
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     monkeypatch.setattr(os, "replace", replace)
 
     assert run.status == "failed"
@@ -309,11 +312,11 @@ def test_a_disk_full_while_archiving_fails_the_run_and_leaves_the_file_pending(
     assert committed(db) == last_good and integrity(db) == "ok"
     assert pending.read_bytes() == content  # still pending, whole
     assert [n[:7] for n in archived(ws)] == ["000001-"]
-    assert "will be tried again" in (ws.home() / "subscriber_list.result.txt").read_text()
+    assert "will be tried again" in (ws.home / "subscriber_list.result.txt").read_text()
     with Store(db) as store:
         assert store.run("acme", run.run_id).status == "failed"
 
-    [retried] = ws.sync()
+    [retried] = ws.sync_all()
     assert retried.status == outcome
     assert not pending.exists() and len(archived(ws)) == 3  # the first list, this one + count
 
@@ -329,7 +332,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield starter(stack, tmp_path, PASSWORD)
 
 
-def tenant_on(ws: Workspace, server: Remote, **settings: Any) -> None:
+def tenant_on(ws: Sandbox, server: Remote, **settings: Any) -> None:
     add_tenant(ws.app(), "acme", server.tenant_settings(**settings))
 
 
@@ -337,11 +340,11 @@ def put_list(server: Remote, rows: int = BIG) -> None:
     (server.folder / "subscriber_list.csv").write_text(csv_text(people(rows)))
 
 
-def assert_nothing_taken(ws: Workspace, server: Remote) -> None:
-    assert ws.subscribers() == {}
+def assert_nothing_taken(ws: Sandbox, server: Remote) -> None:
+    assert ws.subscribers("active") == {}
     assert archived(ws) == []
     assert "subscriber_list.csv" in server.files()
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]  # no partial download left
 
 
@@ -372,7 +375,7 @@ class ShortHandle(remote_servers._Handle):
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_server_that_sends_less_than_the_size_it_lists_fails_the_run_and_applies_nothing(
-    ws: Workspace, remote: Any, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, remote: Any, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     server = remote(protocol)
     if protocol == "ftp":
@@ -384,7 +387,7 @@ def test_a_server_that_sends_less_than_the_size_it_lists_fails_the_run_and_appli
     put_list(server)
     size = (server.folder / "subscriber_list.csv").stat().st_size
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert run.reason == (
@@ -435,7 +438,7 @@ def behind(server: Remote, proxy: FaultProxy) -> None:
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_connection_reset_mid_download_is_retried_then_fails_and_applies_nothing(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     if protocol == "sftp":  # SFTP: the one connection carries the file; reset it mid-way
@@ -445,7 +448,7 @@ def test_a_connection_reset_mid_download_is_retried_then_fails_and_applies_nothi
     tenant_on(ws, server, remote_retries=2)
     put_list(server)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     # A reset can overtake the bytes before it (the client sees the cut), arrive after
@@ -468,14 +471,14 @@ def test_a_connection_reset_mid_download_is_retried_then_fails_and_applies_nothi
 @pytest.mark.parametrize("fault", ["cut", "stall"])
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_server_that_drops_or_never_answers_the_connection_is_retried_then_fails(
-    ws: Workspace, remote: Any, protocol: str, fault: str
+    ws: Sandbox, remote: Any, protocol: str, fault: str
 ) -> None:
     server = remote(protocol)
     behind(server, FaultProxy(server.port).fault(fault, after=0))  # before the greeting
     tenant_on(ws, server, remote_retries=1, remote_timeout=0.5)
     put_list(server, rows=5)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert run.reason.startswith(f"{server.url}: could not list the folder: ")
@@ -483,4 +486,4 @@ def test_a_server_that_drops_or_never_answers_the_connection_is_retried_then_fai
     if fault == "stall" and protocol == "ftp":
         assert "timed out: no answer from the server for 0.5 s" in run.reason
     assert server.proxy.faults == 2
-    assert ws.subscribers() == {} and archived(ws) == []
+    assert ws.subscribers("active") == {} and archived(ws) == []

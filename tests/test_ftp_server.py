@@ -21,12 +21,12 @@ from queue import Empty, Queue
 from typing import Any
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from test_crash import listferry_command
 
 from listferry.config.passwords import hash_password
 from listferry.serve.jail import is_upload_in_progress
-from listferry.testing import wait_for
+from listferry.testing import Sandbox, wait_for
 
 PASSWORD = "s3cret-Passw0rd"
 LIST = csv_text(people(5)).encode()
@@ -34,7 +34,7 @@ BIG = csv_text(people(4000)).encode()  # sent in two halves, each past the serve
 HALF = len(BIG) // 2
 
 
-def add_tenant(ws: Workspace, name: str = "acme", **settings: Any) -> Path:
+def add_tenant(ws: Sandbox, name: str = "acme", **settings: Any) -> Path:
     return ws.add_tenant(name, password_hash=hash_password(PASSWORD), **settings)
 
 
@@ -95,7 +95,7 @@ def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps"])
 def test_curl_uploads_a_list_and_its_count_file_and_the_sync_applies_it(
-    ws: Workspace, served, tmp_path: Path, protocol: str, events
+    ws: Sandbox, served, tmp_path: Path, protocol: str, events
 ) -> None:
     add_tenant(ws)
     client = tmp_path / "client"
@@ -123,8 +123,8 @@ def test_curl_uploads_a_list_and_its_count_file_and_the_sync_applies_it(
                 check=False,
             )
             assert done.returncode == 0, done.stderr
-    assert [run.status for run in ws.sync()] == ["applied"]
-    assert len(ws.subscribers()) == 5
+    assert [run.status for run in ws.sync_all()] == ["applied"]
+    assert len(ws.subscribers("active")) == 5
     assert any(
         f"protocol={protocol} tenant=acme" in e and "result=ok" in e for e in events("upload")
     )
@@ -136,7 +136,7 @@ def test_curl_uploads_a_list_and_its_count_file_and_the_sync_applies_it(
     ids=["ftp", "ftp+auth-tls", "ftps"],
 )
 def test_ftplib_uploads_and_downloads_over_ftp_and_ftp_tls(
-    ws: Workspace, served, protocol: str, tls: bool, events
+    ws: Sandbox, served, protocol: str, tls: bool, events
 ) -> None:
     add_tenant(ws)
     with served([protocol]) as s:
@@ -148,11 +148,11 @@ def test_ftplib_uploads_and_downloads_over_ftp_and_ftp_tls(
         client.retrbinary("RETR subscriber_list.csv", got.write)
         assert got.getvalue() == LIST
         client.quit()
-    assert [run.status for run in ws.sync()] == ["applied"]
+    assert [run.status for run in ws.sync_all()] == ["applied"]
     assert [e for e in events("download") if "file=subscriber_list.csv result=ok" in e]
 
 
-def test_empty_listings_and_empty_files_come_through_tls(ws: Workspace, served) -> None:
+def test_empty_listings_and_empty_files_come_through_tls(ws: Sandbox, served) -> None:
     home = add_tenant(ws)
     (home / "empty").mkdir()
     (home / "empty.csv").write_bytes(b"")
@@ -171,7 +171,7 @@ def test_empty_listings_and_empty_files_come_through_tls(ws: Workspace, served) 
 
 
 @pytest.fixture
-def two_homes(ws: Workspace) -> tuple[Path, Path]:
+def two_homes(ws: Sandbox) -> tuple[Path, Path]:
     """``acme`` and ``acme2``: a neighbour whose home's path starts with acme's."""
     acme, acme2 = add_tenant(ws, "acme"), add_tenant(ws, "acme2")
     (acme / "mine.csv").write_bytes(LIST)
@@ -209,7 +209,7 @@ def attempt_everything(client: ftplib.FTP, there: str) -> list[str]:
     ["../acme2", "/../acme2", "../../acme2", "..\\acme2", "%2e%2e/acme2", "sub/../../acme2"],
 )
 def test_a_tenant_cannot_reach_a_neighbours_home_by_path(
-    ws: Workspace, served, two_homes: tuple[Path, Path], there: str
+    ws: Sandbox, served, two_homes: tuple[Path, Path], there: str
 ) -> None:
     acme, acme2 = two_homes
     before = tree(acme2)
@@ -226,7 +226,7 @@ def test_a_tenant_cannot_reach_a_neighbours_home_by_path(
 
 
 def test_prefix_confusion_acme_cannot_reach_acme2(
-    ws: Workspace, served, two_homes: tuple[Path, Path], events
+    ws: Sandbox, served, two_homes: tuple[Path, Path], events
 ) -> None:
     acme, acme2 = two_homes
     os.symlink("../acme2", acme / "x")  # resolves to .../acme2, which starts with .../acme
@@ -255,7 +255,7 @@ CONTROL_NAMES = [
 
 
 def test_names_with_control_characters_are_refused_with_553_and_logged_escaped(
-    ws: Workspace, served, events, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, served, events, caplog: pytest.LogCaptureFixture
 ) -> None:
     home = add_tenant(ws)
     (home / "mine.csv").write_bytes(LIST)
@@ -289,7 +289,7 @@ def test_names_with_control_characters_are_refused_with_553_and_logged_escaped(
 
 
 def test_a_symlink_is_never_listed_nor_followed(
-    ws: Workspace, served, two_homes: tuple[Path, Path]
+    ws: Sandbox, served, two_homes: tuple[Path, Path]
 ) -> None:
     acme, acme2 = two_homes
     os.symlink(acme2, acme / "theirs")
@@ -320,7 +320,7 @@ def test_a_symlink_is_never_listed_nor_followed(
     "where", ["tenant require_tls", "server require_tls", "ftps port"], ids=str
 )
 def test_a_plain_text_login_where_tls_is_required_is_refused_at_user(
-    ws: Workspace, served, where: str, events
+    ws: Sandbox, served, where: str, events
 ) -> None:
     add_tenant(ws, require_tls=where == "tenant require_tls")
     protocol = "ftps" if where == "ftps port" else "ftp"
@@ -346,7 +346,7 @@ def test_a_plain_text_login_where_tls_is_required_is_refused_at_user(
 
 
 def test_wrong_passwords_block_the_address_until_block_seconds_have_passed(
-    ws: Workspace, served, events
+    ws: Sandbox, served, events
 ) -> None:
     add_tenant(ws)
     with served(["ftp"], block_after_failures=3, delay_after_failures=10, block_seconds=1) as s:
@@ -373,7 +373,7 @@ def test_wrong_passwords_block_the_address_until_block_seconds_have_passed(
     assert any("result=refused" in e and "address blocked" in e for e in events("login"))
 
 
-def test_a_slow_failed_login_does_not_stall_other_clients(ws: Workspace, served, events) -> None:
+def test_a_slow_failed_login_does_not_stall_other_clients(ws: Sandbox, served, events) -> None:
     add_tenant(ws)
     with served(["ftp"], delay_after_failures=1, block_after_failures=10) as s:
         guesser = ftp(s.ports["ftp"], user=None)
@@ -393,7 +393,7 @@ def test_a_slow_failed_login_does_not_stall_other_clients(ws: Workspace, served,
         guesser.close()
 
 
-def test_too_many_connections_from_one_address_are_refused(ws: Workspace, served) -> None:
+def test_too_many_connections_from_one_address_are_refused(ws: Sandbox, served) -> None:
     add_tenant(ws)
     with served(["ftp"], max_connections_per_ip=2) as s:
         port = s.ports["ftp"]
@@ -411,7 +411,7 @@ def test_too_many_connections_from_one_address_are_refused(ws: Workspace, served
         second.quit()
 
 
-def test_idle_and_never_logged_in_connections_are_closed(ws: Workspace, served) -> None:
+def test_idle_and_never_logged_in_connections_are_closed(ws: Sandbox, served) -> None:
     add_tenant(ws)
     with served(["ftp"], handshake_timeout=0.3, idle_timeout=0.8) as s:
         started = time.monotonic()
@@ -429,7 +429,7 @@ def test_idle_and_never_logged_in_connections_are_closed(ws: Workspace, served) 
 # -- data connections -----------------------------------------------------------------------
 
 
-def test_port_and_eprt_to_a_third_host_are_refused(ws: Workspace, served, events) -> None:
+def test_port_and_eprt_to_a_third_host_are_refused(ws: Sandbox, served, events) -> None:
     add_tenant(ws)
     with (
         socket.create_server(("127.0.0.2", 0)) as third,
@@ -451,7 +451,7 @@ def test_port_and_eprt_to_a_third_host_are_refused(ws: Workspace, served, events
     assert [e for e in events("refused") if "foreign address 127.0.0.2" in e]
 
 
-def test_passive_ports_come_from_the_configured_range(ws: Workspace, served) -> None:
+def test_passive_ports_come_from_the_configured_range(ws: Sandbox, served) -> None:
     add_tenant(ws)
     with socket.create_server(("127.0.0.1", 0)) as probe:
         low = probe.getsockname()[1]
@@ -466,7 +466,7 @@ def test_passive_ports_come_from_the_configured_range(ws: Workspace, served) -> 
 # -- uploads ----------------------------------------------------------------------------------
 
 
-def test_an_upload_in_progress_is_hidden_and_lands_whole(ws: Workspace, served) -> None:
+def test_an_upload_in_progress_is_hidden_and_lands_whole(ws: Sandbox, served) -> None:
     home = add_tenant(ws)
     with served(["ftp"]) as s:
         uploader, other = ftp(s.ports["ftp"]), ftp(s.ports["ftp"])
@@ -485,7 +485,7 @@ def test_an_upload_in_progress_is_hidden_and_lands_whole(ws: Workspace, served) 
             lambda: other.storbinary(f"STOR {temp.name}", io.BytesIO(b"x")),
         ):
             assert refusal(attempt).startswith("550")
-        assert [run.status for run in ws.sync()] == ["idle"]
+        assert [run.status for run in ws.sync_all()] == ["idle"]
         data.sendall(BIG[HALF:])
         data.close()
         assert uploader.voidresp().startswith("226")
@@ -497,7 +497,7 @@ def test_an_upload_in_progress_is_hidden_and_lands_whole(ws: Workspace, served) 
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps"])
 def test_an_upload_cut_off_by_a_reset_leaves_no_list_file(
-    ws: Workspace, served, protocol: str, events
+    ws: Sandbox, served, protocol: str, events
 ) -> None:
     home = add_tenant(ws)
     with served([protocol]) as s:
@@ -512,12 +512,12 @@ def test_an_upload_cut_off_by_a_reset_leaves_no_list_file(
         assert refusal(client.voidresp).startswith("426")
         client.quit()
     assert sorted(p.name for p in home.iterdir()) == []
-    assert [run.status for run in ws.sync()] == ["idle"]
+    assert [run.status for run in ws.sync_all()] == ["idle"]
     assert [e for e in events("upload") if "result=incomplete" in e]
 
 
 def test_a_client_gone_before_the_data_connection_opened_leaves_nothing(
-    ws: Workspace, served
+    ws: Sandbox, served
 ) -> None:
     home = add_tenant(ws)
     with served(["ftp"]) as s:
@@ -530,7 +530,7 @@ def test_a_client_gone_before_the_data_connection_opened_leaves_nothing(
     assert list(home.iterdir()) == []
 
 
-def test_a_killed_curl_upload_leaves_no_list_file(ws: Workspace, served, tmp_path: Path) -> None:
+def test_a_killed_curl_upload_leaves_no_list_file(ws: Sandbox, served, tmp_path: Path) -> None:
     home = add_tenant(ws)
     big = tmp_path / "big.csv"
     big.write_bytes(LIST + b"x@example.org,X,Y,GOLD\r\n" * 400_000)  # 4 s at 2 MB/s
@@ -555,10 +555,10 @@ def test_a_killed_curl_upload_leaves_no_list_file(ws: Workspace, served, tmp_pat
             curl.wait()
         wait_for(lambda: not in_progress(home), "the temporary file to go")
     assert not (home / "subscriber_list.csv").exists()
-    assert [run.status for run in ws.sync()] == ["idle"]
+    assert [run.status for run in ws.sync_all()] == ["idle"]
 
 
-def test_append_resume_stou_and_site_chmod_are_refused(ws: Workspace, served, events) -> None:
+def test_append_resume_stou_and_site_chmod_are_refused(ws: Sandbox, served, events) -> None:
     home = add_tenant(ws)
     (home / "mine.csv").write_bytes(LIST)
     mode = (home / "mine.csv").stat().st_mode
@@ -580,7 +580,7 @@ def test_append_resume_stou_and_site_chmod_are_refused(ws: Workspace, served, ev
 
 
 def test_an_on_upload_tenant_is_synced_once_its_list_and_count_file_are_in(
-    ws: Workspace, served, events
+    ws: Sandbox, served, events
 ) -> None:
     add_tenant(ws, process="on-upload", count_file="required")
     with served(["ftp"]) as s:
@@ -604,7 +604,7 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
-def test_stop_waits_for_an_open_upload_and_refuses_new_connections(ws: Workspace, served) -> None:
+def test_stop_waits_for_an_open_upload_and_refuses_new_connections(ws: Sandbox, served) -> None:
     home = add_tenant(ws)
     with served(["ftp"]) as s:
         client = ftp(s.ports["ftp"])
@@ -624,7 +624,7 @@ def test_stop_waits_for_an_open_upload_and_refuses_new_connections(ws: Workspace
     assert (home / "subscriber_list.csv").read_bytes() == BIG
 
 
-def test_stop_cuts_an_upload_that_outlasts_the_timeout(ws: Workspace, served) -> None:
+def test_stop_cuts_an_upload_that_outlasts_the_timeout(ws: Sandbox, served) -> None:
     home = add_tenant(ws)
     with served(["ftp"]) as s:
         client = ftp(s.ports["ftp"])
@@ -643,7 +643,7 @@ def test_stop_cuts_an_upload_that_outlasts_the_timeout(ws: Workspace, served) ->
 # -- the real command line --------------------------------------------------------------------
 
 
-def test_listferry_serve_listens_serves_and_stops_on_sigterm(ws: Workspace, tmp_path: Path) -> None:
+def test_listferry_serve_listens_serves_and_stops_on_sigterm(ws: Sandbox, tmp_path: Path) -> None:
     base = [*listferry_command(), "--config", str(ws.config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
     home = add_tenant(ws)
@@ -690,7 +690,7 @@ def test_listferry_serve_listens_serves_and_stops_on_sigterm(ws: Workspace, tmp_
 
 
 def test_a_running_server_takes_new_tenants_and_new_passwords_without_a_restart(
-    ws: Workspace, served
+    ws: Sandbox, served
 ) -> None:
     add_tenant(ws)
     with served(["ftp"], block_seconds=1) as s:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import Workspace, csv_text
+from conftest import csv_text
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from listferry.names import count_name
+from listferry.testing import Sandbox
 from listferry_plugins.csv_reader import FIELD_LIMIT
 
 CORPUS = Path(__file__).parent / "data" / "hostile"
@@ -40,7 +41,7 @@ def no_crash(result: Result) -> None:
     assert "internal error" not in result.output
 
 
-def check(ws: Workspace, path: Path, *options: str) -> dict:
+def check(ws: Sandbox, path: Path, *options: str) -> dict:
     result = ws.cli("check", str(path), "--json", *options)
     no_crash(result)
     report = json.loads(result.stdout)
@@ -48,7 +49,7 @@ def check(ws: Workspace, path: Path, *options: str) -> dict:
     return report
 
 
-def sync(ws: Workspace) -> dict:
+def sync(ws: Sandbox) -> dict:
     result = ws.cli("sync", "acme", "--json")
     no_crash(result)
     (run,) = json.loads(result.stdout)
@@ -56,7 +57,7 @@ def sync(ws: Workspace) -> dict:
     return run
 
 
-def sync_twice(ws: Workspace, home: Path, data: bytes, name: str, count: bytes | None) -> dict:
+def sync_twice(ws: Sandbox, home: Path, data: bytes, name: str, count: bytes | None) -> dict:
     """Upload and sync ``data``, then the same bytes again: never applied twice."""
     runs = []
     for _ in range(2):
@@ -87,8 +88,8 @@ def test_corpus_has_fifty_files_each_with_an_outcome() -> None:
     assert files == set(EXPECTED)
 
 
-def corpus_file_ends_as_expected(ws: Workspace, name: str) -> dict:
-    """Check and sync the corpus file ``name`` in a fresh workspace; the first run."""
+def corpus_file_ends_as_expected(ws: Sandbox, name: str) -> dict:
+    """Check and sync the corpus file ``name`` in a fresh sandbox; the first run."""
     want = EXPECTED[name]
     path = CORPUS / name
     count = CORPUS / want["count_file"] if "count_file" in want else None
@@ -111,25 +112,25 @@ def corpus_file_ends_as_expected(ws: Workspace, name: str) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_hostile_file_ends_as_expected(ws: Workspace, name: str) -> None:
+def test_hostile_file_ends_as_expected(ws: Sandbox, name: str) -> None:
     corpus_file_ends_as_expected(ws, name)
 
 
 def test_export_with_a_hundred_columns_keeps_each_and_a_resend_with_one_change_updates_one(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     header = ["email", *(f"Custom {c}" for c in range(99))]
     rows = [[f"p{i}@example.org", *(f"v{i}.{c}" for c in range(99))] for i in range(40)]
     home = ws.add_tenant("acme", strategy="incremental")
     (home / "a.csv").write_bytes(csv_text(rows, header).encode())
     assert sync(ws)["added"] == 40
-    fields = ws.subscribers()["p7@example.org"]["fields"]
+    fields = ws.subscribers("active")["p7@example.org"]["fields"]
     assert fields == {f"Custom {c}": f"v7.{c}" for c in range(99)}
     rows[7][50] = "changed"
     (home / "b.csv").write_bytes(csv_text(rows, header).encode())
     run = sync(ws)
     assert (run["status"], run["updated"], run["unchanged"]) == ("applied", 1, 39)
-    assert ws.subscribers()["p7@example.org"]["fields"]["Custom 49"] == "changed"
+    assert ws.subscribers("active")["p7@example.org"]["fields"]["Custom 49"] == "changed"
 
 
 # Generated files -------------------------------------------------------------------------
@@ -227,21 +228,21 @@ hostile = settings(
 )
 
 
-def workspace_for_generated_files(root: Path) -> tuple[Workspace, Path, Path]:
-    """A workspace in ``root`` with the tenant ``acme``: the workspace, its home, its state."""
-    ws = Workspace(root)
+def sandbox_for_generated_files(root: Path) -> tuple[Sandbox, Path, Path]:
+    """A sandbox in ``root`` with the tenant ``acme``: the sandbox, its home, its state."""
+    ws = Sandbox.from_starter(root)
     home = ws.add_tenant("acme")
-    return ws, home, ws.app().config.tenant("acme").state_dir
+    return ws, home, ws.tenant.state_dir
 
 
 @pytest.fixture(scope="module")
-def tenant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path, Path]:
-    """One workspace for every generated file: each example starts from an empty store."""
-    return workspace_for_generated_files(tmp_path_factory.mktemp("hostile"))
+def tenant(tmp_path_factory: pytest.TempPathFactory) -> tuple[Sandbox, Path, Path]:
+    """One sandbox for every generated file: each example starts from an empty store."""
+    return sandbox_for_generated_files(tmp_path_factory.mktemp("hostile"))
 
 
 def any_bytes_end_in_plain_words(
-    tenant: tuple[Workspace, Path, Path], data: bytes
+    tenant: tuple[Sandbox, Path, Path], data: bytes
 ) -> tuple[dict, dict]:
     """Check ``data``, then sync it twice from an empty store; the report and the first run."""
     ws, home, state = tenant
@@ -268,7 +269,7 @@ def any_bytes_end_in_plain_words(
 @hostile
 @given(data=list_files())
 def test_any_bytes_end_applied_or_voided_in_plain_words_and_a_resend_is_skipped(
-    tenant: tuple[Workspace, Path, Path], data: bytes
+    tenant: tuple[Sandbox, Path, Path], data: bytes
 ) -> None:
     _, run = any_bytes_end_in_plain_words(tenant, data)
     event(f"{run['status']}: {(run['reason'] or '').split(':')[0][:40]}")

@@ -6,16 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
 from notify_servers import SmtpServer, WebhookServer
 
 from listferry.ops.notify import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from listferry.testing import Sandbox
 
 SECRET = "whsec-7d1c0a"
 
 
 def notify_config(
-    ws: Workspace,
+    ws: Sandbox,
     smtp: SmtpServer | None,
     hook: WebhookServer | None,
     on: str = '["voided", "failed"]',
@@ -45,7 +46,7 @@ def secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_voided_run_is_mailed_to_the_operator_and_the_tenants_contact_and_posted_signed(
-    ws: Workspace, tmp_path: Path, secrets: None
+    ws: Sandbox, tmp_path: Path, secrets: None
 ) -> None:
     ws.add_tenant("acme", contact_email="crm-admin@acme.example")
     ws.add_tenant("beta")
@@ -53,8 +54,8 @@ def test_a_voided_run_is_mailed_to_the_operator_and_the_tenants_contact_and_post
         notify_config(ws, smtp, hook)
         ws.upload(people(5), tenant="beta")
         ws.upload("name;phone\nAda;123\n", tenant="acme")  # no e-mail column: voided
-        assert [r.status for r in ws.sync("beta")] == ["applied"]
-        (voided,) = ws.sync("acme")
+        assert [r.status for r in ws.sync_all(tenant="beta")] == ["applied"]
+        (voided,) = ws.sync_all(tenant="acme")
         assert voided.status == "voided"
 
         (rcpts, message), *more = smtp.mailbox.wait(1)
@@ -77,7 +78,7 @@ def test_a_voided_run_is_mailed_to_the_operator_and_the_tenants_contact_and_post
 
 
 def test_a_webhook_that_keeps_failing_is_one_log_line_and_changes_nothing(
-    ws: Workspace, tmp_path: Path, secrets: None, capsys: pytest.CaptureFixture[str]
+    ws: Sandbox, tmp_path: Path, secrets: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ws.add_tenant("acme")
     with WebhookServer(fail_first=100) as hook:
@@ -91,11 +92,11 @@ def test_a_webhook_that_keeps_failing_is_one_log_line_and_changes_nothing(
         result.stderr
     )
     assert "Traceback" not in result.stderr and SECRET not in result.stderr
-    assert len(ws.subscribers()) == 3
+    assert len(ws.subscribers("active")) == 3
 
 
 def test_a_wrong_smtp_password_is_reported_without_the_password(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEST_SMTP_PASSWORD", "not-the-password")
     ws.add_tenant("acme")
@@ -124,7 +125,7 @@ def test_a_wrong_smtp_password_is_reported_without_the_password(
         ('[notify.email]\nsmtp_hots = "x"', "unknown key 'smtp_hots' (did you mean 'smtp_host'?)"),
     ],
 )
-def test_notify_settings_are_checked_with_the_line(ws: Workspace, table: str, message: str) -> None:
+def test_notify_settings_are_checked_with_the_line(ws: Sandbox, table: str, message: str) -> None:
     with open(ws.config_path, "a", encoding="utf-8") as f:
         f.write("\n" + table + "\n")
     result = ws.cli("tenant", "list")

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from test_ftp_server import add_tenant, ftp
 
 from listferry.config.edit import write_atomically
-from listferry.testing import wait_for
+from listferry.testing import Sandbox, wait_for
 
 LIST = csv_text(people(5)).encode()
 
@@ -28,7 +28,7 @@ def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
     return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
-def store_runs(ws: Workspace) -> list[tuple[str, str | None]]:
+def store_runs(ws: Sandbox) -> list[tuple[str, str | None]]:
     """(status, reason) of the tenant's recorded runs, oldest first, read as status does."""
     database = ws.root / "state" / "acme" / "tenant.db"
     if not database.exists():
@@ -40,7 +40,7 @@ def store_runs(ws: Workspace) -> list[tuple[str, str | None]]:
             return []
 
 
-def name_a_plugin(ws: Workspace, module: str) -> None:
+def name_a_plugin(ws: Sandbox, module: str) -> None:
     text = ws.config_path.read_text().replace(
         'homes = "homes"', f'homes = "homes"\nplugins = ["{module}"]'
     )
@@ -56,7 +56,7 @@ def upload(port: int, name: str, data: bytes = LIST) -> None:
 
 
 def test_a_list_whose_count_file_never_comes_is_voided_when_the_wait_is_over(
-    ws: Workspace, served, events
+    ws: Sandbox, served, events
 ) -> None:
     add_tenant(ws, process="on-upload", count_file="required", count_file_wait="1m", schedule="")
     database = ws.root / "state" / "acme" / "tenant.db"
@@ -74,11 +74,11 @@ def test_a_list_whose_count_file_never_comes_is_voided_when_the_wait_is_over(
     assert store_runs(ws) == [
         ("voided", "count file subscriber_list_count.txt is missing, and this tenant requires one")
     ]
-    assert not (ws.home() / "subscriber_list.csv").exists()
+    assert not (ws.home / "subscriber_list.csv").exists()
 
 
 def test_a_sync_that_cannot_run_is_a_failed_run_and_is_tried_again(
-    ws: Workspace, served, events, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, served, events, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_tenant(ws, process="on-upload", schedule="")
     with served(["ftp"]) as s:
@@ -104,7 +104,7 @@ def test_a_sync_that_cannot_run_is_a_failed_run_and_is_tried_again(
 
 
 def test_retries_of_a_sync_that_cannot_run_end_and_leave_it_to_the_schedule(
-    ws: Workspace, served, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, served, caplog: pytest.LogCaptureFixture
 ) -> None:
     add_tenant(ws, process="on-upload")
     with served(["ftp"]) as s:

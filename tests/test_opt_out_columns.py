@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Workspace
 
 from listferry.cli import cli
 from listferry.dialect import Dialect, looks_like_opt_out
 from listferry.errors import ConfigError
+from listferry.testing import Sandbox
 
 #: A full list from a CRM without a pack: its consent column is "Do Not Email".
 CRM_EXPORT = (
@@ -96,11 +96,11 @@ def test_dates_reasons_opt_ins_and_other_columns_are_not(header: str) -> None:
     assert not looks_like_opt_out(header)
 
 
-def result_report(ws: Workspace) -> str:
-    return (ws.home() / "subscriber_list.result.txt").read_text()
+def result_report(ws: Sandbox) -> str:
+    return (ws.home / "subscriber_list.result.txt").read_text()
 
 
-def check_cli(ws: Workspace, path: Path, *args: str):
+def check_cli(ws: Sandbox, path: Path, *args: str):
     return CliRunner().invoke(cli, ["--config", str(ws.config_path), "check", str(path), *args])
 
 
@@ -109,7 +109,7 @@ def opt_out_warnings(data: dict) -> list[str]:
 
 
 def test_a_full_list_with_an_unread_opt_out_column_applies_and_warns_naming_it(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     copy = ws.root / "export.csv"
@@ -125,9 +125,9 @@ def test_a_full_list_with_an_unread_opt_out_column_applies_and_warns_naming_it(
         assert data["notes"] == []
 
     ws.upload(CRM_EXPORT)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "applied" and run.added == 4 and run.unsubscribed == 0
-    assert set(ws.subscribers()) == {
+    assert set(ws.subscribers("active")) == {
         "ada@example.org",
         "bob@example.org",
         "cyd@example.org",
@@ -144,20 +144,20 @@ def test_a_full_list_with_an_unread_opt_out_column_applies_and_warns_naming_it(
 
 
 def test_opt_out_columns_turn_the_column_into_opt_outs_and_silence_the_warning(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", opt_out_columns=["do_not_email"])
     ws.upload(CRM_EXPORT)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "applied"
     assert (run.added, run.unsubscribed) == (2, 2)
-    assert {email: row["status"] for email, row in ws.subscribers(status="all").items()} == {
+    assert {email: row["status"] for email, row in ws.subscribers().items()} == {
         "ada@example.org": "active",
         "bob@example.org": "unsubscribed",
         "cyd@example.org": "active",
         "dan@example.org": "unsubscribed",
     }
-    assert ws.subscribers(status="all")["bob@example.org"]["fields"] == {
+    assert ws.subscribers()["bob@example.org"]["fields"] == {
         "Do Not Email": "yes",
         "Member Type": "Member",
     }
@@ -174,28 +174,28 @@ def test_opt_out_columns_turn_the_column_into_opt_outs_and_silence_the_warning(
 
 
 def test_a_full_list_cannot_resubscribe_who_its_opt_out_column_unsubscribed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", opt_out_columns=["Do Not Email"])
     ws.upload(CRM_EXPORT)
     ws.sync()
     ws.upload(CRM_EXPORT.replace("bob@example.org,Bob,Ray,yes", "bob@example.org,Bob,Ray,no"))
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "applied"
-    assert ws.subscribers(status="all")["bob@example.org"]["status"] == "unsubscribed"
+    assert ws.subscribers()["bob@example.org"]["status"] == "unsubscribed"
 
 
 def test_opt_out_values_name_the_words_of_a_column_that_says_who_is_subscribed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", opt_out_columns=["Newsletter"], opt_out_values=["Nein"])
     ws.upload("E-Mail;Vorname;Newsletter\nada@example.org;Ada;ja\nbob@example.org;Bob;nein\n")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert (run.added, run.unsubscribed) == (1, 1)
-    assert set(ws.subscribers()) == {"ada@example.org"}
+    assert set(ws.subscribers("active")) == {"ada@example.org"}
 
 
-def test_opt_out_columns_in_defaults_apply_to_every_tenant(ws: Workspace) -> None:
+def test_opt_out_columns_in_defaults_apply_to_every_tenant(ws: Sandbox) -> None:
     text = ws.config_path.read_text()
     ws.config_path.write_text(
         text.replace(
@@ -206,7 +206,7 @@ def test_opt_out_columns_in_defaults_apply_to_every_tenant(ws: Workspace) -> Non
     )
     ws.add_tenant("acme")
     ws.upload(CRM_EXPORT)
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.unsubscribed == 2
     copy = ws.root / "export.csv"
     copy.write_text(CRM_EXPORT)
@@ -239,7 +239,7 @@ def test_a_column_the_dialect_reads_is_not_warned_about_and_others_still_are() -
     ],
 )
 def test_opt_out_settings_that_cannot_work_are_refused_naming_the_line(
-    ws: Workspace, line: str, message: str
+    ws: Sandbox, line: str, message: str
 ) -> None:
     ws.add_tenant("acme")
     ws.config_path.write_text(ws.config_path.read_text() + line + "\n")

@@ -8,7 +8,9 @@ import os
 import textwrap
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
+
+from listferry.testing import Sandbox
 
 NAMES = ["delta", "alpha", "echo", "charlie", "bravo", "foxtrot"]
 
@@ -38,14 +40,14 @@ CRASHER = """
 """
 
 
-def set_workers(ws: Workspace, workers: int, plugin: str | None = None) -> None:
+def set_workers(ws: Sandbox, workers: int, plugin: str | None = None) -> None:
     extra = f"workers = {workers}\n" + (f'plugins = ["{plugin}"]\n' if plugin else "")
     text = ws.config_path.read_text().replace("[listferry]\n", f"[listferry]\n{extra}", 1)
     ws.config_path.write_text(text)
 
 
 @pytest.fixture
-def crasher(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> str:
+def crasher(ws: Sandbox, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LF_FINISHED", str(ws.root / "finished.txt"))
     folder = ws.root / "plugin_modules"
     folder.mkdir()
@@ -55,7 +57,7 @@ def crasher(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
-def test_sync_all_prints_one_line_per_run_in_config_order(ws: Workspace, workers: int) -> None:
+def test_sync_all_prints_one_line_per_run_in_config_order(ws: Sandbox, workers: int) -> None:
     for i, name in enumerate(NAMES):
         ws.add_tenant(name)
         ws.upload(people(10 + i), tenant=name)
@@ -66,10 +68,10 @@ def test_sync_all_prints_one_line_per_run_in_config_order(ws: Workspace, workers
     assert [line.split(":")[0] for line in lines] == NAMES
     assert all(": applied subscriber_list.csv" in line for line in lines)
     for i, name in enumerate(NAMES):
-        assert len(ws.subscribers(name)) == 10 + i
+        assert len(ws.subscribers("active", tenant=name)) == 10 + i
 
 
-def test_sync_all_json_is_a_list_in_tenant_order_with_every_count(ws: Workspace) -> None:
+def test_sync_all_json_is_a_list_in_tenant_order_with_every_count(ws: Sandbox) -> None:
     for i, name in enumerate(NAMES):
         ws.add_tenant(name)
         ws.upload(people(5 + i), tenant=name)
@@ -83,7 +85,7 @@ def test_sync_all_json_is_a_list_in_tenant_order_with_every_count(ws: Workspace)
     assert [(run["tenant"], run["status"]) for run in again] == [(n, "idle") for n in NAMES]
 
 
-def test_named_tenants_run_in_the_order_given(ws: Workspace) -> None:
+def test_named_tenants_run_in_the_order_given(ws: Sandbox) -> None:
     for name in NAMES:
         ws.add_tenant(name)
         ws.upload(people(3), tenant=name)
@@ -92,9 +94,7 @@ def test_named_tenants_run_in_the_order_given(ws: Workspace) -> None:
     assert [run["tenant"] for run in json.loads(result.output)] == ["foxtrot", "alpha", "charlie"]
 
 
-def test_a_crashed_worker_fails_its_tenant_and_the_others_apply(
-    ws: Workspace, crasher: str
-) -> None:
+def test_a_crashed_worker_fails_its_tenant_and_the_others_apply(ws: Sandbox, crasher: str) -> None:
     names = ["alpha", "exits", "bravo", "killed", "raises", "charlie"]
     for name in names:
         ws.add_tenant(name)
@@ -109,12 +109,12 @@ def test_a_crashed_worker_fails_its_tenant_and_the_others_apply(
     assert runs["raises"]["status"] == "failed" and "KeyboardInterrupt" in runs["raises"]["reason"]
     for name in ("alpha", "bravo", "charlie"):
         assert runs[name]["status"] == "applied"
-        assert len(ws.subscribers(name)) == 4
-    assert ws.subscribers("exits") == {}
+        assert len(ws.subscribers("active", tenant=name)) == 4
+    assert ws.subscribers("active", tenant="exits") == {}
 
 
 def test_run_finished_hears_of_every_run_a_crashed_worker_included(
-    ws: Workspace, crasher: str
+    ws: Sandbox, crasher: str
 ) -> None:
     for name in ("alpha", "killed", "bravo"):
         ws.add_tenant(name)
@@ -131,7 +131,7 @@ def test_run_finished_hears_of_every_run_a_crashed_worker_included(
     assert by_tenant["killed"] == os.getpid() != by_tenant["alpha"]
 
 
-def test_a_crashed_tenant_can_run_again_once_fixed(ws: Workspace, crasher: str) -> None:
+def test_a_crashed_tenant_can_run_again_once_fixed(ws: Sandbox, crasher: str) -> None:
     ws.add_tenant("exits")
     ws.add_tenant("alpha")
     ws.upload(people(4), tenant="exits")
@@ -141,11 +141,11 @@ def test_a_crashed_tenant_can_run_again_once_fixed(ws: Workspace, crasher: str) 
     ws.config_path.write_text(text)
     result = ws.cli("sync", "--all")
     assert result.exit_code == 0, result.output
-    assert "exits: applied" in result.output and len(ws.subscribers("exits")) == 4
+    assert "exits: applied" in result.output and len(ws.subscribers("active", tenant="exits")) == 4
 
 
 @pytest.mark.parametrize("value", ["0", "-1", '"two"', "true"])
-def test_workers_must_be_a_positive_whole_number(ws: Workspace, value: str) -> None:
+def test_workers_must_be_a_positive_whole_number(ws: Sandbox, value: str) -> None:
     text = ws.config_path.read_text().replace("[listferry]\n", f"[listferry]\nworkers = {value}\n")
     ws.config_path.write_text(text)
     result = ws.cli("sync", "--all")
@@ -153,11 +153,11 @@ def test_workers_must_be_a_positive_whole_number(ws: Workspace, value: str) -> N
     assert "workers must be a whole number, 1 or more" in result.output
 
 
-def test_workers_default_to_the_cpus(ws: Workspace) -> None:
+def test_workers_default_to_the_cpus(ws: Sandbox) -> None:
     assert ws.app().config.workers == len(os.sched_getaffinity(0))
 
 
-def test_a_tenant_locked_by_another_process_is_skipped_not_waited_for(ws: Workspace) -> None:
+def test_a_tenant_locked_by_another_process_is_skipped_not_waited_for(ws: Sandbox) -> None:
     for name in ("alpha", "bravo"):
         ws.add_tenant(name)
         ws.upload(people(2), tenant=name)

@@ -13,7 +13,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
+
+from listferry.testing import Sandbox
 
 gnupg = pytest.importorskip("gnupg")
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs the gpg program")
@@ -75,7 +77,7 @@ def encrypted(keys: dict, data: bytes, to: str = "lists@platform.example") -> by
     return result.data
 
 
-def tenant(ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, **extra) -> None:
+def tenant(ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch, **extra) -> None:
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
     ws.add_tenant(
         "acme",
@@ -86,26 +88,26 @@ def tenant(ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, **extra) 
 
 
 def test_an_encrypted_list_is_decrypted_read_and_no_plaintext_is_left(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant(ws, keys, monkeypatch, count_file="required")
     plain = csv_text(people(250)).encode()
     ws.upload(encrypted(keys, plain), name="members.csv.pgp")
-    (ws.home() / "members_count.txt").write_text("250\n")
-    (run,) = ws.sync()
+    (ws.home / "members_count.txt").write_text("250\n")
+    (run,) = ws.sync_all()
     assert (run.status, run.added, run.file) == ("applied", 250, "members.csv.pgp"), run.reason
-    state = ws.app().config.tenant("acme").state_dir
+    state = ws.tenant.state_dir
     assert not [p for p in state.rglob("*") if p.is_file() and p.read_bytes() == plain]
     archived = [p for p in (state / "archive").iterdir()]
     assert archived and all(b"p1@example.org" not in p.read_bytes() for p in archived)
 
 
 def test_an_encrypted_gzipped_list_is_read_too(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant(ws, keys, monkeypatch)
     ws.upload(encrypted(keys, gzip.compress(csv_text(people(40)).encode())), name="l.csv.gz.gpg")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert (run.status, run.added) == ("applied", 40), run.reason
 
 
@@ -121,31 +123,31 @@ def test_an_encrypted_gzipped_list_is_read_too(
     ],
 )
 def test_a_file_that_does_not_decrypt_is_voided_and_the_list_stands(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, make, reason: str
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch, make, reason: str
 ) -> None:
     tenant(ws, keys, monkeypatch)
     ws.upload(people(3))
     ws.sync()
     ws.upload(make(keys), name="members.csv.asc")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "voided" and reason in run.reason, run.reason
-    assert len(ws.subscribers()) == 3
+    assert len(ws.subscribers("active")) == 3
 
 
 def test_a_wrong_passphrase_fails_the_run_without_showing_it(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tenant(ws, keys, monkeypatch)
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", "not the passphrase")
     ws.upload(encrypted(keys, csv_text(people(5)).encode()), name="members.csv.pgp")
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
     assert run.status == "failed" and "passphrase" in run.reason
     assert "not the passphrase" not in run.reason
-    assert (ws.home() / "members.csv.pgp").exists(), "the file waits for the fixed key"
+    assert (ws.home / "members.csv.pgp").exists(), "the file waits for the fixed key"
 
 
 def test_return_files_are_encrypted_to_the_customers_key(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     tenant(ws, keys, monkeypatch, pgp_recipient_key_file=str(keys["root"] / "customer-public.asc"))
     ws.upload(people(4))
@@ -165,18 +167,18 @@ def test_return_files_are_encrypted_to_the_customers_key(
 
 
 def test_a_key_file_the_platform_cannot_read_fails_the_run_and_the_report_names_no_path(
-    ws: Workspace, keys: dict, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     missing = keys["root"] / "no-such-key.asc"
     ws.add_tenant("acme", pgp_key_file=str(missing))
     ws.upload(encrypted(keys, csv_text(people(5)).encode()), name="members.csv.pgp")
 
-    (run,) = ws.sync()
+    (run,) = ws.sync_all()
 
     assert run.status == "failed"
     assert run.reason.startswith(f"{missing}: cannot read the tenant's pgp_key_file")
-    assert (ws.home() / "members.csv.pgp").exists()
-    report = (ws.home() / "members.csv.result.txt").read_text()
+    assert (ws.home / "members.csv.pgp").exists()
+    report = (ws.home / "members.csv.result.txt").read_text()
     assert str(keys["root"]) not in report and "pgp_key_file" not in report
     assert "the operator has been told" in report
     runs = ws.cli("runs", "acme").output  # the operator keeps the detail
@@ -190,5 +192,5 @@ def test_a_key_file_the_platform_cannot_read_fails_the_run_and_the_report_names_
         "pgp_passphrase_env=ACME_PGP_PASSPHRASE",
     )
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
-    (again,) = ws.sync()
+    (again,) = ws.sync_all()
     assert (again.status, again.added) == ("applied", 5), again.reason

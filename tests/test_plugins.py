@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people, write_module
+from conftest import people, write_module
 
 from listferry.errors import ListferryError
 from listferry.plugins import load_host
+from listferry.testing import Sandbox
 
 BUILT_INS = {
     "file",
@@ -32,7 +33,7 @@ def test_built_ins_are_entry_points_of_the_listferry_distribution() -> None:
     assert host.strategies.names() == ["add-only", "full", "incremental", "opt-out", "update-only"]
 
 
-def test_config_plugin_module_adds_a_dialect(ws: Workspace, plugin_dir: Path) -> None:
+def test_config_plugin_module_adds_a_dialect(ws: Sandbox, plugin_dir: Path) -> None:
     write_module(
         plugin_dir,
         "crm_pack_for_test",
@@ -52,14 +53,14 @@ def test_config_plugin_module_adds_a_dialect(ws: Workspace, plugin_dir: Path) ->
     ws.config_path.write_text(text)
     ws.add_tenant("acme", dialect="tabcrm")
     ws.upload("Mail Address\tNom\nada@example.org\tLovelace\n")
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert run.status == "applied", run.reason
-    assert ws.subscribers()["ada@example.org"]["last_name"] == "Lovelace"
+    assert ws.subscribers("active")["ada@example.org"]["last_name"] == "Lovelace"
     listed = ws.cli("plugins").output
     assert "crm_pack_for_test (config, enabled): register_dialects" in listed
 
 
-def test_a_disabled_built_in_is_listed_but_never_called(ws: Workspace) -> None:
+def test_a_disabled_built_in_is_listed_but_never_called(ws: Sandbox) -> None:
     text = ws.config_path.read_text().replace(
         'homes = "homes"', 'homes = "homes"\ndisable = ["plan-checks"]'
     )
@@ -68,7 +69,7 @@ def test_a_disabled_built_in_is_listed_but_never_called(ws: Workspace) -> None:
     ws.upload(people(10))
     ws.sync()
     ws.upload(people(1))  # would remove 90%: the shrink guard is a plan check
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert run.status == "applied" and run.removed == 9
     assert "plan-checks (built-in, disabled)" in ws.cli("plugins", "--all").output
     assert "plan-checks" not in ws.cli("plugins").output
@@ -129,7 +130,7 @@ def test_two_plugins_registering_one_name_are_both_named(plugin_dir: Path) -> No
 
 
 def test_a_strategy_answering_nonsense_fails_the_run_with_its_name(
-    ws: Workspace, plugin_dir: Path
+    ws: Sandbox, plugin_dir: Path
 ) -> None:
     write_module(
         plugin_dir,
@@ -154,10 +155,10 @@ def test_a_strategy_answering_nonsense_fails_the_run_with_its_name(
     ws.config_path.write_text(text)
     ws.add_tenant("acme", strategy="odd")
     ws.upload(people(2))
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert run.status == "failed"
     assert "strategy 'odd' answered 'delete-everything'" in run.reason
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
 
 
 def test_plugins_can_add_commands(plugin_dir: Path) -> None:
@@ -184,7 +185,7 @@ def test_plugins_can_add_commands(plugin_dir: Path) -> None:
     assert CliRunner().invoke(group, ["hello"]).output == "hello from a plugin\n"
 
 
-def test_trace_logs_every_hook_call(ws: Workspace, monkeypatch, capsys) -> None:
+def test_trace_logs_every_hook_call(ws: Sandbox, monkeypatch, capsys) -> None:
     monkeypatch.setenv("LISTFERRY_TRACE_PLUGINS", "1")
     ws.add_tenant("acme")
     ws.upload(people(2))
@@ -230,7 +231,7 @@ def test_trace_logs_every_hook_call(ws: Workspace, monkeypatch, capsys) -> None:
     ids=["shape", "dialect-type", "template-type", "reader-protocol", "transport-shape"],
 )
 def test_a_wrong_registration_is_refused_when_made_naming_the_plugin(
-    ws: Workspace,
+    ws: Sandbox,
     plugin_dir: Path,
     hook: str,
     body: str,
@@ -266,7 +267,7 @@ def test_a_wrong_registration_is_refused_when_made_naming_the_plugin(
     assert result.stderr.startswith("Error: " + message.format(plugin=plugin)), result.stderr
 
 
-def test_a_reader_can_wrap_another_through_the_public_api(ws: Workspace, plugin_dir: Path) -> None:
+def test_a_reader_can_wrap_another_through_the_public_api(ws: Sandbox, plugin_dir: Path) -> None:
     write_module(
         plugin_dir,
         "upper_pack_for_test",
@@ -302,10 +303,10 @@ def test_a_reader_can_wrap_another_through_the_public_api(ws: Workspace, plugin_
     ws.add_tenant("acme", dialect="upper")
     ws.upload("email,last name\nada@example.org,Lovelace\n", name="list.csv")
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "applied", run.reason
-    assert ws.subscribers()["ada@example.org"]["last_name"] == "LOVELACE"
+    assert ws.subscribers("active")["ada@example.org"]["last_name"] == "LOVELACE"
 
 
 def test_load_plugins_env_keeps_third_party_plugins_out(monkeypatch) -> None:
@@ -315,7 +316,7 @@ def test_load_plugins_env_keeps_third_party_plugins_out(monkeypatch) -> None:
 
 
 def test_run_finished_is_told_every_outcome_and_cannot_break_a_run(
-    ws: Workspace, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = plugin_dir / "runs.log"
     monkeypatch.setenv("RUN_LOG_FOR_TEST", str(log))
@@ -339,14 +340,14 @@ def test_run_finished_is_told_every_outcome_and_cannot_break_a_run(
     ws.config_path.write_text(text)
     ws.add_tenant("acme")
     ws.upload(people(3), count=3)
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
     ws.upload(people(4), count=2)
-    assert [r.status for r in ws.sync()] == ["voided"]
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["voided"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
     assert log.read_text().splitlines() == ["acme applied", "acme voided", "acme idle"]
 
 
-def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Workspace, plugin_dir: Path) -> None:
+def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Sandbox, plugin_dir: Path) -> None:
     import os
     import subprocess
 
@@ -382,7 +383,7 @@ def test_a_failing_plugin_is_one_log_line_not_a_traceback(ws: Workspace, plugin_
     assert "Traceback" not in done.stderr
 
 
-def test_a_record_two_checks_reject_counts_once(ws: Workspace, plugin_dir: Path) -> None:
+def test_a_record_two_checks_reject_counts_once(ws: Sandbox, plugin_dir: Path) -> None:
     write_module(
         plugin_dir,
         "strict_domains",
@@ -402,14 +403,14 @@ def test_a_record_two_checks_reject_counts_once(ws: Workspace, plugin_dir: Path)
     ws.config_path.write_text(text)
     ws.add_tenant("acme", max_invalid_share=0.5)
     ws.upload([*people(4), ("bad@", "B", "C", "D"), ("x@other.net", "X", "Y", "Z")])
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert run.status == "applied"
     assert (run.received, run.invalid, run.added) == (6, 2, 4)
     assert run.report.count("line 6:") == 1
 
 
 def test_a_background_thread_that_raises_is_one_line_not_a_traceback(
-    ws: Workspace, plugin_dir: Path
+    ws: Sandbox, plugin_dir: Path
 ) -> None:
     import os
     import subprocess
@@ -457,7 +458,7 @@ HEAVY = ("paramiko", "pyftpdlib", "OpenSSL")
 
 
 def test_a_sync_of_local_homes_never_imports_the_servers_or_the_ssh_client(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     """Each scheduled job is its own process: what it imports, every tenant pays for."""
     ws.add_tenant("acme")

@@ -8,6 +8,7 @@ hook signature uses is exported; ``import listferry`` stays cheap.
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import listferry
-from listferry import hookspecs
+from listferry import hookspecs, testing
 from listferry.tools.newplugin import write_skeleton
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,20 @@ def test_every_exported_name_resolves() -> None:
     assert set(dir(listferry)) == set(listferry.__all__)
     with pytest.raises(AttributeError):
         _ = listferry.pipeline
+
+
+def test_the_test_kit_exports_what_it_defines_and_says_what_each_part_does() -> None:
+    defined = {
+        name
+        for name, value in vars(testing).items()
+        if (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == testing.__name__
+        and not name.startswith("_")
+    }
+    assert defined == set(testing.__all__) == {"Sandbox", "wait_for"}
+    parts = {name: part for name, part in vars(testing.Sandbox).items() if not name.startswith("_")}
+    assert {"sync", "sync_all", "upload", "add_tenant", "from_starter", "home"} <= set(parts)
+    assert [name for name, part in parts.items() if not (part.__doc__ or "").strip()] == []
 
 
 def test_importing_listferry_loads_only_its_errors() -> None:

@@ -10,12 +10,13 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import Workspace, csv_text, on_a_terminal, people
+from conftest import csv_text, on_a_terminal, people
 from remote_servers import Remote, starter
 
 from listferry.config.passwords import hash_password
 from listferry.ops.tenants import add_tenant
 from listferry.serve.keys import make_ssh_host_key
+from listferry.testing import Sandbox
 
 PASSWORD = "Pa55-w0rd-of-the-customer-server"
 
@@ -56,7 +57,7 @@ def landed(server: Remote) -> list[str]:
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
 def test_push_uploads_the_list_then_its_count_file_each_under_a_temporary_name(
-    ws: Workspace, remote: Any, list_file: Path, protocol: str
+    ws: Sandbox, remote: Any, list_file: Path, protocol: str
 ) -> None:
     server = remote(protocol)
 
@@ -79,7 +80,7 @@ def test_push_uploads_the_list_then_its_count_file_each_under_a_temporary_name(
 
 
 def test_push_without_a_count_file_uploads_the_list_only(
-    ws: Workspace, remote: Any, list_file: Path
+    ws: Sandbox, remote: Any, list_file: Path
 ) -> None:
     server = remote("ftp")
 
@@ -90,7 +91,7 @@ def test_push_without_a_count_file_uploads_the_list_only(
 
 
 def test_push_takes_away_a_count_file_an_earlier_upload_left(
-    ws: Workspace, remote: Any, list_file: Path
+    ws: Sandbox, remote: Any, list_file: Path
 ) -> None:
     server = remote("sftp")
     (server.folder / "subscriber_list_count.txt").write_text("999\n")
@@ -103,7 +104,7 @@ def test_push_takes_away_a_count_file_an_earlier_upload_left(
 
 
 def test_push_reads_the_password_from_stdin(
-    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("ftp")
     monkeypatch.delenv("LISTFERRY_PASSWORD")
@@ -115,7 +116,7 @@ def test_push_reads_the_password_from_stdin(
 
 
 def test_push_logs_in_to_sftp_with_a_key(
-    ws: Workspace, remote: Any, list_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = tmp_path / "crm_key"
     make_ssh_host_key(key)  # any Ed25519 key in OpenSSH format will do
@@ -129,7 +130,7 @@ def test_push_logs_in_to_sftp_with_a_key(
 
 
 def test_push_unlocks_a_key_made_by_ssh_keygen_with_the_password(
-    ws: Workspace, remote: Any, list_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = tmp_path / "id_ed25519"
     subprocess.run(
@@ -153,7 +154,7 @@ def test_push_unlocks_a_key_made_by_ssh_keygen_with_the_password(
 
 
 def test_push_refuses_a_wrong_password_without_showing_it(
-    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("ftp")
     monkeypatch.setenv("LISTFERRY_PASSWORD", "Not-" + PASSWORD)
@@ -167,7 +168,7 @@ def test_push_refuses_a_wrong_password_without_showing_it(
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
 def test_push_without_a_password_or_key_says_how_to_give_one_and_tries_no_login(
-    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     server = remote(protocol)
     monkeypatch.delenv("LISTFERRY_PASSWORD")
@@ -184,7 +185,7 @@ def test_push_without_a_password_or_key_says_how_to_give_one_and_tries_no_login(
 
 
 def test_push_refuses_an_unknown_host_key_and_shows_its_fingerprint(
-    ws: Workspace, remote: Any, list_file: Path, tmp_path: Path
+    ws: Sandbox, remote: Any, list_file: Path, tmp_path: Path
 ) -> None:
     server = remote("sftp")
     empty = tmp_path / "known_hosts"
@@ -202,7 +203,7 @@ def test_push_refuses_an_unknown_host_key_and_shows_its_fingerprint(
     assert server.files() == []
 
 
-def test_push_to_ftps_checks_the_certificate(ws: Workspace, remote: Any, list_file: Path) -> None:
+def test_push_to_ftps_checks_the_certificate(ws: Sandbox, remote: Any, list_file: Path) -> None:
     server = remote("ftps")
 
     refused = ws.cli("push", str(list_file), server.url)
@@ -215,9 +216,7 @@ def test_push_to_ftps_checks_the_certificate(ws: Workspace, remote: Any, list_fi
     assert server.files() == ["subscriber_list.csv", "subscriber_list_count.txt"]
 
 
-def test_a_file_that_cannot_be_read_is_not_pushed(
-    ws: Workspace, remote: Any, tmp_path: Path
-) -> None:
+def test_a_file_that_cannot_be_read_is_not_pushed(ws: Sandbox, remote: Any, tmp_path: Path) -> None:
     server = remote("ftp")
     broken = tmp_path / "broken.csv"
     broken.write_text('email,first_name\r\nada@example.org,"Ada\r\n')
@@ -231,7 +230,7 @@ def test_a_file_that_cannot_be_read_is_not_pushed(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_an_upload_cut_once_is_retried_and_leaves_no_partial_file(
-    ws: Workspace, remote: Any, tmp_path: Path, protocol: str
+    ws: Sandbox, remote: Any, tmp_path: Path, protocol: str
 ) -> None:
     big = tmp_path / "subscriber_list.csv"
     big.write_text(csv_text(people(3000)))
@@ -248,7 +247,7 @@ def test_an_upload_cut_once_is_retried_and_leaves_no_partial_file(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_an_upload_cut_every_time_fails_and_leaves_nothing_behind(
-    ws: Workspace, remote: Any, tmp_path: Path, protocol: str
+    ws: Sandbox, remote: Any, tmp_path: Path, protocol: str
 ) -> None:
     big = tmp_path / "subscriber_list.csv"
     big.write_text(csv_text(people(3000)))
@@ -264,23 +263,23 @@ def test_an_upload_cut_every_time_fails_and_leaves_nothing_behind(
 
 
 def test_a_pushed_list_is_taken_by_the_platform_with_its_count(
-    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("sftp")
     assert ws.cli("push", str(list_file), server.url, *trust(server)).exit_code == 0
     monkeypatch.setenv("ACME_PASSWORD", PASSWORD)
     add_tenant(ws.app(), "acme", server.tenant_settings(count_file="required", stable_seconds=60))
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert (run.status, run.added) == ("applied", 3)
-    assert ws.subscribers()["p1@example.org"]["first_name"] == "First\nSecond"
+    assert ws.subscribers("active")["p1@example.org"]["first_name"] == "First\nSecond"
     assert server.files() == ["subscriber_list.result.txt"]
 
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
 def test_push_to_listferry_own_server_and_the_sync_applies_it(
-    ws: Workspace, served: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, served: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     monkeypatch.setenv("LISTFERRY_PASSWORD", PASSWORD)
     home = ws.add_tenant(
@@ -307,11 +306,11 @@ def test_push_to_listferry_own_server_and_the_sync_applies_it(
         "subscriber_list.csv",
         "subscriber_list_count.txt",
     ]
-    assert [(run.status, run.added) for run in ws.sync()] == [("applied", 3)]
+    assert [(run.status, run.added) for run in ws.sync_all()] == [("applied", 3)]
 
 
 def test_push_into_a_local_folder_uses_the_file_transport(
-    ws: Workspace, list_file: Path, tmp_path: Path
+    ws: Sandbox, list_file: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "home"
     folder.mkdir()
@@ -327,7 +326,7 @@ def test_push_into_a_local_folder_uses_the_file_transport(
 
 @pytest.mark.parametrize("protocol", ["ftps", "sftp"])
 def test_push_draws_a_progress_bar_on_a_terminal_only(
-    ws: Workspace, remote: Any, tmp_path: Path, protocol: str
+    ws: Sandbox, remote: Any, tmp_path: Path, protocol: str
 ) -> None:
     import sys
 

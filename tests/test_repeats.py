@@ -9,24 +9,26 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
+
+from listferry.testing import Sandbox
 
 A = people(3)  # a, b, c
 B = people(2)  # a, b: c left the CRM's list
 
 
-def statuses(ws: Workspace, tenant: str = "acme") -> dict[str, str]:
-    return {row["email"]: row["status"] for row in ws.subscribers(tenant, "all").values()}
+def statuses(ws: Sandbox, tenant: str = "acme") -> dict[str, str]:
+    return {row["email"]: row["status"] for row in ws.subscribers(tenant=tenant).values()}
 
 
-def sync_cli(ws: Workspace, tenant: str = "acme") -> dict:
+def sync_cli(ws: Sandbox, tenant: str = "acme") -> dict:
     result = ws.cli("sync", tenant, "--json")
     (run,) = json.loads(result.stdout)
     assert result.exit_code == (1 if run["status"] in ("voided", "failed") else 0)
     return run
 
 
-def test_a_full_list_sent_again_after_a_different_one_is_applied(ws: Workspace) -> None:
+def test_a_full_list_sent_again_after_a_different_one_is_applied(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
     ws.upload(A)
     assert sync_cli(ws)["status"] == "applied"
@@ -42,7 +44,7 @@ def test_a_full_list_sent_again_after_a_different_one_is_applied(ws: Workspace) 
 
 
 def test_a_list_sent_again_does_not_resubscribe_who_opted_out_on_the_platform(
-    ws: Workspace, tmp_path
+    ws: Sandbox, tmp_path
 ) -> None:
     ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
     ws.upload(A)
@@ -60,25 +62,25 @@ def test_a_list_sent_again_does_not_resubscribe_who_opted_out_on_the_platform(
 
 
 def test_an_incremental_file_sent_again_after_another_has_its_rows_applied_again(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", strategy="incremental")
     first = csv_text([("a@example.org", "Ada", "", "GOLD")])
     ws.upload(first, name="monday.csv")
     sync_cli(ws)
-    ws.upload(csv_text([("a@example.org", "Ada", "", "SILVER")]), name="tuesday.csv")
+    ws.upload([("a@example.org", "Ada", "", "SILVER")], name="tuesday.csv")
     sync_cli(ws)
 
     ws.upload(first, name="wednesday.csv")
     run = sync_cli(ws)
 
     assert (run["status"], run["updated"]) == ("applied", 1)
-    assert ws.subscribers()["a@example.org"]["segment_code"] == "GOLD"
+    assert ws.subscribers("active")["a@example.org"]["segment_code"] == "GOLD"
 
 
 @pytest.mark.parametrize("strategy", ["full", "incremental", "add-only", "update-only"])
 def test_the_last_applied_file_sent_twice_is_skipped_whatever_the_strategy(
-    ws: Workspace, strategy: str
+    ws: Sandbox, strategy: str
 ) -> None:
     ws.add_tenant("acme", strategy=strategy)
     ws.upload(A)
@@ -91,7 +93,7 @@ def test_the_last_applied_file_sent_twice_is_skipped_whatever_the_strategy(
     assert again["reason"] == f"the same content as the last applied file (run {first['run_id']})"
 
 
-def test_after_a_replay_of_an_older_list_the_crms_current_list_is_applied(ws: Workspace) -> None:
+def test_after_a_replay_of_an_older_list_the_crms_current_list_is_applied(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
     ws.upload(A)
     old = sync_cli(ws)
@@ -107,7 +109,7 @@ def test_after_a_replay_of_an_older_list_the_crms_current_list_is_applied(ws: Wo
     assert statuses(ws)["p2@example.org"] == "removed"
 
 
-def test_a_replayed_file_sent_again_is_a_repeat_of_the_last_applied(ws: Workspace) -> None:
+def test_a_replayed_file_sent_again_is_a_repeat_of_the_last_applied(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="full", max_shrink_share=1.0)
     ws.upload(A)
     old = sync_cli(ws)
@@ -139,7 +141,7 @@ CONSENT = "Email,First Name,Do Not Email\r\nada@example.org,Ada,no\r\nbob@exampl
     ],
 )
 def test_the_same_list_after_a_settings_change_is_applied_with_the_new_settings(
-    ws: Workspace, change: str, unsubscribed: int
+    ws: Sandbox, change: str, unsubscribed: int
 ) -> None:
     ws.add_tenant("acme", opt_out_columns=[] if "values" not in change else ["Do Not Email"])
     ws.upload(CONSENT)
@@ -161,9 +163,7 @@ def test_the_same_list_after_a_settings_change_is_applied_with_the_new_settings(
         assert statuses(ws)["ada@example.org"] == "unsubscribed"
 
 
-def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
-    ws: Workspace, tmp_path
-) -> None:
+def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(ws: Sandbox, tmp_path) -> None:
     import hashlib
     import sqlite3
 
@@ -172,7 +172,7 @@ def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
     from listferry.store.database import MIGRATIONS
 
     ws.add_tenant("acme")
-    database = ws.app().config.tenant("acme").database
+    database = ws.tenant.database
     database.parent.mkdir(parents=True, exist_ok=True)
     data = csv_text(A).encode()
     conn = sqlite3.connect(database, isolation_level=None)
@@ -200,7 +200,7 @@ def test_a_store_from_before_settings_were_kept_still_skips_a_repeat(
 
 
 def test_check_of_a_repeat_says_skip_as_the_sync_does_without_reading_it(
-    ws: Workspace, tmp_path
+    ws: Sandbox, tmp_path
 ) -> None:
     ws.add_tenant("acme", count_file="optional")
     ws.upload(A, count=3)
@@ -225,7 +225,7 @@ def test_check_of_a_repeat_says_skip_as_the_sync_does_without_reading_it(
 
 
 def test_check_after_a_settings_change_reads_the_file_as_the_sync_will(
-    ws: Workspace, tmp_path
+    ws: Sandbox, tmp_path
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(CONSENT)
@@ -244,7 +244,7 @@ def test_check_after_a_settings_change_reads_the_file_as_the_sync_will(
     assert verdict["plan"]["unsubscribed"] == 1
 
 
-def test_the_settings_digest_is_the_same_in_every_process(ws: Workspace) -> None:
+def test_the_settings_digest_is_the_same_in_every_process(ws: Sandbox) -> None:
     import os
     import subprocess
     import sys

@@ -15,20 +15,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from remote_servers import starter
+
+from listferry.testing import Sandbox
 
 PASSWORD = "Pa55-w0rd-of-the-customer-server"
 
 
-def report(ws: Workspace, stem: str = "subscriber_list") -> str:
-    return (ws.home() / f"{stem}.result.txt").read_text()
+def report(ws: Sandbox, stem: str = "subscriber_list") -> str:
+    return (ws.home / f"{stem}.result.txt").read_text()
 
 
-def test_a_replay_that_applies_leaves_a_new_report_in_the_home(ws: Workspace) -> None:
+def test_a_replay_that_applies_leaves_a_new_report_in_the_home(ws: Sandbox) -> None:
     ws.add_tenant("acme", max_invalid_share=0.01)
-    ws.upload(csv_text([*people(20), ("not-an-address", "X", "Y", "GOLD")]))
-    (voided,) = ws.sync()
+    ws.upload([*people(20), ("not-an-address", "X", "Y", "GOLD")])
+    (voided,) = ws.sync_all()
     assert "Outcome: voided: too many invalid records" in report(ws)
     text = ws.config_path.read_text().replace("max_invalid_share = 0.01", "max_invalid_share = 0.1")
     ws.config_path.write_text(text)
@@ -41,7 +43,7 @@ def test_a_replay_that_applies_leaves_a_new_report_in_the_home(ws: Workspace) ->
     assert "Nothing was changed" not in now
 
 
-def test_only_the_newest_reports_stay_in_the_home(ws: Workspace) -> None:
+def test_only_the_newest_reports_stay_in_the_home(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental", keep_reports=3)
     names = [f"export_2026-12-0{day}.csv" for day in range(1, 6)]
     for day, name in enumerate(names, start=1):
@@ -49,18 +51,18 @@ def test_only_the_newest_reports_stay_in_the_home(ws: Workspace) -> None:
         os.utime(path, (time.time() - 100 + day, time.time() - 100 + day))
         ws.sync()
 
-    reports = sorted(p.name for p in ws.home().iterdir() if p.name.endswith(".result.txt"))
+    reports = sorted(p.name for p in ws.home.iterdir() if p.name.endswith(".result.txt"))
 
     assert reports == [n.replace(".csv", ".result.txt") for n in names[-3:]]
 
 
-def test_the_default_keeps_five_reports(ws: Workspace) -> None:
+def test_the_default_keeps_five_reports(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     for day in range(1, 8):
         ws.upload(people(1, start=day), name=f"day{day}.csv")
         ws.sync()
 
-    reports = sorted(p.name for p in ws.home().iterdir() if p.name.endswith(".result.txt"))
+    reports = sorted(p.name for p in ws.home.iterdir() if p.name.endswith(".result.txt"))
 
     assert reports == [f"day{day}.result.txt" for day in range(3, 8)]
 
@@ -80,7 +82,7 @@ def list_file(tmp_path: Path) -> Path:
 
 
 def test_push_to_an_untrusted_certificate_names_pushs_own_options(
-    ws: Workspace, remote: Any, list_file: Path
+    ws: Sandbox, remote: Any, list_file: Path
 ) -> None:
     server = remote("ftps")
 
@@ -94,7 +96,7 @@ def test_push_to_an_untrusted_certificate_names_pushs_own_options(
 
 
 def test_push_without_credentials_names_pushs_own_options(
-    ws: Workspace, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, remote: Any, list_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = remote("sftp")
     monkeypatch.delenv("LISTFERRY_PASSWORD")
@@ -109,7 +111,7 @@ def test_push_without_credentials_names_pushs_own_options(
 
 
 def test_push_to_a_url_holding_a_password_names_pushs_own_options(
-    ws: Workspace, list_file: Path
+    ws: Sandbox, list_file: Path
 ) -> None:
     result = ws.cli("push", str(list_file), "sftp://acme:secret@127.0.0.1:1/in")
 
@@ -119,7 +121,7 @@ def test_push_to_a_url_holding_a_password_names_pushs_own_options(
 
 
 def test_an_encrypted_list_for_a_tenant_without_a_key_fails_and_waits_for_the_operator(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(b"-----BEGIN PGP MESSAGE-----\n...\n", name="members.csv.pgp")
@@ -131,7 +133,7 @@ def test_an_encrypted_list_for_a_tenant_without_a_key_fails_and_waits_for_the_op
         "acme: failed members.csv.pgp (run 1): members.csv.pgp: the file is encrypted, and no "
         "pgp_key_file is set for acme\n"
     )
-    assert (ws.home() / "members.csv.pgp").exists(), "the file waits for the operator's fix"
+    assert (ws.home / "members.csv.pgp").exists(), "the file waits for the operator's fix"
     text = report(ws, "members.csv")
     assert text.splitlines()[2:4] == [
         "Outcome: failed: the file could not be processed because of a problem on the "

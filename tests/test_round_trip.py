@@ -17,12 +17,12 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from conftest import Workspace, csv_text
+from conftest import csv_text
 from remote_servers import HOST, Remote
 from test_export import API_EVENTS, FILE_EVENTS, HEADER, LIST, STORED, engagement
 
 from listferry.ops.tenants import add_tenant
-from listferry.store.events import record_events
+from listferry.testing import Sandbox
 
 PASSWORD = "customer-side-secret"
 
@@ -83,7 +83,7 @@ class PlainClient:
 
 @pytest.mark.parametrize("protocol", ["ftp", "ftps", "sftp"])
 def test_pull_apply_export_push_and_read_back_every_data_point(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     monkeypatch.setenv("ACME_PASSWORD", PASSWORD)
     with contextlib.ExitStack() as stack:
@@ -113,15 +113,14 @@ def test_pull_apply_export_push_and_read_back_every_data_point(
         crm.put("subscriber_list.csv", csv_text(LIST, HEADER).encode("utf-8"))
         crm.put("subscriber_list_count.txt", f"{len(LIST)}\n".encode())
 
-        [run] = ws.sync()
+        [run] = ws.sync_all()
         assert (run.status, run.added) == ("applied", 4), run.reason
         assert crm.names("/in") == ["subscriber_list.result.txt"]  # pulled, report left
 
         events = ws.root / "events.csv"
         events.write_text(csv_text(FILE_EVENTS, ("email", "type", "at", "topic")))
         assert ws.cli("events", "load", "acme", str(events)).exit_code == 0
-        with ws.store() as store:
-            record_events(store, API_EVENTS)
+        ws.record_events(API_EVENTS)
         server.folder.joinpath("outbox").mkdir()
 
         exported = ws.cli("export", "acme")

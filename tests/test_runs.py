@@ -10,10 +10,11 @@ import sqlite3
 import time
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
 
 from listferry.runs import RunRecord
 from listferry.store.locks import tenant_lock
+from listferry.testing import Sandbox
 
 RUN_KEYS = {
     "tenant",
@@ -44,73 +45,73 @@ def aged(path: os.PathLike, mtime: int) -> None:
     os.utime(path, (mtime, mtime))
 
 
-def table(ws: Workspace, name: str = "subscribers") -> list[tuple]:
+def table(ws: Sandbox, name: str = "subscribers") -> list[tuple]:
     """Every row and column of a table in the tenant's database file."""
-    conn = sqlite3.connect(ws.app().config.tenant("acme").database)
+    conn = sqlite3.connect(ws.tenant.database)
     try:
         return conn.execute(f"SELECT * FROM {name} ORDER BY 1").fetchall()
     finally:
         conn.close()
 
 
-def home_files(ws: Workspace) -> list[str]:
-    return sorted(p.name for p in ws.home().iterdir())
+def home_files(ws: Sandbox) -> list[str]:
+    return sorted(p.name for p in ws.home.iterdir())
 
 
-def archived(ws: Workspace) -> list[str]:
-    return sorted(p.name for p in (ws.app().config.tenant("acme").state_dir / "archive").iterdir())
+def archived(ws: Sandbox) -> list[str]:
+    return sorted(p.name for p in (ws.tenant.state_dir / "archive").iterdir())
 
 
 # -- what a sync picks up ------------------------------------------------------------
 
 
-def test_sync_is_idle_when_nothing_is_pending(ws: Workspace) -> None:
+def test_sync_is_idle_when_nothing_is_pending(ws: Sandbox) -> None:
     ws.add_tenant("acme")
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.status, run.reason, run.file, run.run_id) == ("idle", None, None, None)
     with ws.store() as store:
         assert store.runs("acme") == []
 
 
-def test_hidden_files_of_uploads_in_progress_are_never_read(ws: Workspace) -> None:
+def test_hidden_files_of_uploads_in_progress_are_never_read(ws: Sandbox) -> None:
     ws.add_tenant("acme")
-    partial = ws.home() / ".subscriber_list.csv"
+    partial = ws.home / ".subscriber_list.csv"
     partial.write_bytes(b"email\r\nhalf@exam")
-    (ws.home() / ".other.csv.part").write_bytes(b"email\r\n")
+    (ws.home / ".other.csv.part").write_bytes(b"email\r\n")
 
-    assert only(ws.sync()).status == "idle"
+    assert only(ws.sync_all()).status == "idle"
 
     assert home_files(ws) == [".other.csv.part", ".subscriber_list.csv"]
     assert partial.read_bytes() == b"email\r\nhalf@exam"
     assert table(ws) == []
-    partial.rename(ws.home() / "subscriber_list.csv")  # the upload completes
-    assert only(ws.sync()).status == "voided"  # and only now is it read
+    partial.rename(ws.home / "subscriber_list.csv")  # the upload completes
+    assert only(ws.sync_all()).status == "voided"  # and only now is it read
 
 
-def test_incremental_runs_pending_files_oldest_first(ws: Workspace) -> None:
+def test_incremental_runs_pending_files_oldest_first(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     aged(ws.upload([("ada@example.org", "Newer", "", "")], name="a.csv"), 1_700_000_000)
     aged(ws.upload([("ada@example.org", "Older", "", "")], name="b.csv"), 1_600_000_000)
 
-    runs = ws.sync()
+    runs = ws.sync_all()
 
     assert [(r.file, r.status) for r in runs] == [("b.csv", "applied"), ("a.csv", "applied")]
     assert [(r.added, r.updated) for r in runs] == [(1, 0), (0, 1)]
-    assert ws.subscribers()["ada@example.org"]["first_name"] == "Newer"
+    assert ws.subscribers("active")["ada@example.org"]["first_name"] == "Newer"
     assert home_files(ws) == ["a.result.txt", "b.result.txt"]
 
 
 def test_full_runs_the_newest_file_and_archives_older_ones_as_superseded(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     aged(ws.upload(people(3), name="monday.csv", count=3), 1_600_000_000)
     aged(ws.upload(people(2, start=10), name="tuesday.csv", count=2), 1_700_000_000)
     aged(ws.upload(people(1, start=20), name="old.csv"), 1_500_000_000)
 
-    runs = ws.sync()
+    runs = ws.sync_all()
 
     assert [(r.file, r.status) for r in runs] == [
         ("old.csv", "skipped"),
@@ -118,7 +119,7 @@ def test_full_runs_the_newest_file_and_archives_older_ones_as_superseded(
         ("tuesday.csv", "applied"),
     ]
     assert runs[1].reason == "superseded by the newer file tuesday.csv"
-    assert sorted(ws.subscribers()) == ["p10@example.org", "p11@example.org"]
+    assert sorted(ws.subscribers("active")) == ["p10@example.org", "p11@example.org"]
     assert home_files(ws) == ["monday.result.txt", "old.result.txt", "tuesday.result.txt"]
     assert [name.split("-", 2)[2] for name in archived(ws)] == [
         "old.csv",
@@ -129,20 +130,20 @@ def test_full_runs_the_newest_file_and_archives_older_ones_as_superseded(
     ]
     assert (
         "Outcome: skipped: superseded by the newer file tuesday.csv"
-        in (ws.home() / "monday.result.txt").read_text()
+        in (ws.home / "monday.result.txt").read_text()
     )
 
 
-def test_a_repeat_of_the_last_applied_file_is_skipped(ws: Workspace) -> None:
+def test_a_repeat_of_the_last_applied_file_is_skipped(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3, segment="SILVER"))
-    assert only(ws.sync()).status == "applied"
+    assert only(ws.sync_all()).status == "applied"
     last = ws.upload(people(3)).read_bytes()
-    assert only(ws.sync()).run_id == 2
+    assert only(ws.sync_all()).run_id == 2
     before = table(ws)
     ws.upload(last, name="again.csv")
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.status, run.reason) == (
         "skipped",
@@ -153,42 +154,42 @@ def test_a_repeat_of_the_last_applied_file_is_skipped(ws: Workspace) -> None:
     assert "again.csv" not in home_files(ws)
 
 
-def test_file_with_a_modification_time_in_the_future_is_taken(ws: Workspace) -> None:
+def test_file_with_a_modification_time_in_the_future_is_taken(ws: Sandbox) -> None:
     ws.add_tenant("acme")  # `sftp put -p` keeps the mtime of a client whose clock runs ahead
     aged(ws.upload(people(3)), int(time.time()) + 3600)
 
-    assert only(ws.sync()).status == "applied"
+    assert only(ws.sync_all()).status == "applied"
 
 
-def test_file_younger_than_settle_seconds_waits_for_the_next_run(ws: Workspace) -> None:
+def test_file_younger_than_settle_seconds_waits_for_the_next_run(ws: Sandbox) -> None:
     ws.add_tenant("acme", settle_seconds=600)
     path = ws.upload(people(3))
     aged(path, int(time.time()) - 60)
 
-    assert only(ws.sync()).status == "idle"
+    assert only(ws.sync_all()).status == "idle"
     aged(path, int(time.time()) - 600)
-    assert only(ws.sync()).status == "applied"
+    assert only(ws.sync_all()).status == "applied"
 
 
-def test_second_sync_of_a_tenant_while_one_runs_is_skipped(ws: Workspace) -> None:
+def test_second_sync_of_a_tenant_while_one_runs_is_skipped(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
-    tenant = ws.app().config.tenant("acme")
+    tenant = ws.tenant
 
     with tenant_lock(tenant) as locked:
         assert locked
-        run = only(ws.sync())
+        run = only(ws.sync_all())
 
     assert (run.status, run.reason) == ("skipped", "another run of this tenant is in progress")
     assert "subscriber_list.csv" in home_files(ws)
-    assert ws.subscribers(status="all") == {}
-    assert only(ws.sync()).status == "applied"  # the lock is free again
+    assert ws.subscribers() == {}
+    assert only(ws.sync_all()).status == "applied"  # the lock is free again
 
 
 # -- what every run leaves behind ----------------------------------------------------
 
 
-def test_every_run_is_recorded_in_the_cli_json_shape(ws: Workspace) -> None:
+def test_every_run_is_recorded_in_the_cli_json_shape(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3), count=3)
     synced = ws.cli("sync", "acme", "--json")
@@ -218,16 +219,16 @@ def test_every_run_is_recorded_in_the_cli_json_shape(ws: Workspace) -> None:
 
 
 def test_applied_file_is_archived_with_run_id_and_hash_and_leaves_the_home(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     content = ws.upload(people(3), count=3).read_bytes()
     digest = hashlib.sha256(content).hexdigest()
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.sha256 == digest
-    state = ws.app().config.tenant("acme").state_dir
+    state = ws.tenant.state_dir
     assert archived(ws) == [
         f"000001-{digest[:12]}-subscriber_list.csv",
         f"000001-{digest[:12]}-subscriber_list_count.txt",
@@ -238,16 +239,16 @@ def test_applied_file_is_archived_with_run_id_and_hash_and_leaves_the_home(
 
 
 def test_result_report_tells_the_customer_what_happened_in_plain_words(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(3))
     ws.sync()
     ws.upload([*people(2), ("p5@example.org", "Five", "", "")])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
-    text = (ws.home() / "subscriber_list.result.txt").read_text()
+    text = (ws.home / "subscriber_list.result.txt").read_text()
     assert text.splitlines()[:8] == [
         "listferry result for subscriber_list.csv",
         f"Tenant: acme   Run: 2   Finished: {run.finished_at}",
@@ -269,16 +270,16 @@ def test_result_report_tells_the_customer_what_happened_in_plain_words(
 @pytest.mark.parametrize(
     ("upload", "reason"),
     [
-        ({"rows": people(5), "count": 6}, "record count mismatch"),
-        ({"rows": [("Ada",)], "header": ("first_name",)}, "missing column: email"),
-        ({"rows": [*people(5), ("bad", "", "", "")]}, "too many invalid records"),
-        ({"rows": people(1)}, "shrink guard"),
-        ({"rows": b"email\r\n"}, "no records"),
-        ({"rows": b'email,name\r\n"p9@example.org,Ada\r\np8@example.org,B\r\n'}, "never closed"),
+        ({"data": people(5), "count": 6}, "record count mismatch"),
+        ({"data": [("Ada",)], "header": ("first_name",)}, "missing column: email"),
+        ({"data": [*people(5), ("bad", "", "", "")]}, "too many invalid records"),
+        ({"data": people(1)}, "shrink guard"),
+        ({"data": b"email\r\n"}, "no records"),
+        ({"data": b'email,name\r\n"p9@example.org,Ada\r\np8@example.org,B\r\n'}, "never closed"),
     ],
     ids=["count", "column", "error-rate", "shrink", "header-only", "broken-quote"],
 )
-def test_voided_run_changes_nothing_in_the_store(ws: Workspace, upload: dict, reason: str) -> None:
+def test_voided_run_changes_nothing_in_the_store(ws: Sandbox, upload: dict, reason: str) -> None:
     ws.add_tenant("acme")
     ws.upload(people(4, segment="SILVER"))
     ws.sync()
@@ -287,23 +288,21 @@ def test_voided_run_changes_nothing_in_the_store(ws: Workspace, upload: dict, re
     before = {name: table(ws, name) for name in ("subscribers", "optouts", "events")}
 
     ws.upload(**upload)
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "voided"
     assert reason in run.reason
     assert {name: table(ws, name) for name in before} == before
-    assert (
-        f"Outcome: voided: {run.reason}" in (ws.home() / "subscriber_list.result.txt").read_text()
-    )
+    assert f"Outcome: voided: {run.reason}" in (ws.home / "subscriber_list.result.txt").read_text()
 
 
 def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(4))
     ws.sync()
-    database = ws.app().config.tenant("acme").database
+    database = ws.tenant.database
     conn = sqlite3.connect(database)
     conn.execute(
         "CREATE TRIGGER disk_full BEFORE UPDATE OF status ON subscribers "
@@ -316,18 +315,18 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
         [("p0@example.org", "Renamed", "", ""), *people(2, start=1), *people(1, start=10)]
     ).read_bytes()
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "failed"
     assert run.reason == f"{database}: the tenant database failed: disk I/O error"
     assert table(ws) == before
-    assert (ws.home() / "subscriber_list.csv").read_bytes() == content
+    assert (ws.home / "subscriber_list.csv").read_bytes() == content
     assert [name[:7] for name in archived(ws)] == ["000001-"]  # the first run's file only
-    assert "The file stays in place" in (ws.home() / "subscriber_list.result.txt").read_text()
+    assert "The file stays in place" in (ws.home / "subscriber_list.result.txt").read_text()
     conn.execute("DROP TRIGGER disk_full")
     conn.commit()
     conn.close()
-    retried = only(ws.sync())
+    retried = only(ws.sync_all())
     assert (retried.status, retried.added, retried.updated, retried.removed) == (
         "applied",
         1,
@@ -336,8 +335,8 @@ def test_failed_run_rolls_back_everything_and_leaves_the_file_in_the_home(
     )
 
 
-def test_pattern_ignores_case_so_a_shouting_file_name_is_taken(ws: Workspace) -> None:
+def test_pattern_ignores_case_so_a_shouting_file_name_is_taken(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(people(2), name="SUBSCRIBERS.CSV", count=2)
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert (run.status, run.file, run.added) == ("applied", "SUBSCRIBERS.CSV", 2)

@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people, write_module
+from conftest import people, write_module
 from notify_servers import WebhookServer
 from test_serve_config import a_pack
 
 from listferry.config.edit import write_atomically
 from listferry.jobs import Job, JobResult
 from listferry.ops.scheduler import Scheduler
+from listferry.testing import Sandbox
 
 
 class Clock:
@@ -32,12 +33,12 @@ def at(text: str) -> datetime:
 
 
 def test_due_syncs_run_as_their_own_processes_and_move_on_to_the_next_day(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme", schedule="02:00", timezone="Europe/Berlin")
     ws.add_tenant("beta", schedule="30 3 * * *", export_schedule="04:00")
     ws.upload(people(5), tenant="acme")
-    os.utime(ws.home("acme") / "subscriber_list.csv", (0, 0))  # long settled
+    os.utime(ws.home / "subscriber_list.csv", (0, 0))  # long settled
     clock = Clock(at("2026-11-30T00:59:00Z"))
     results: list[tuple[Job, JobResult]] = []
     scheduler = Scheduler(ws.config_path, clock, on_result=lambda j, r: results.append((j, r)))
@@ -59,7 +60,7 @@ def test_due_syncs_run_as_their_own_processes_and_move_on_to_the_next_day(
     assert scheduler.next_times()["acme"] == {"sync": "2026-12-01T01:00:00Z"}
 
 
-def test_a_changed_config_is_read_again_without_a_restart(ws: Workspace) -> None:
+def test_a_changed_config_is_read_again_without_a_restart(ws: Sandbox) -> None:
     ws.add_tenant("acme", schedule="02:00")
     clock = Clock(at("2026-11-30T00:00:00Z"))
     scheduler = Scheduler(ws.config_path, clock)
@@ -80,7 +81,7 @@ def test_a_changed_config_is_read_again_without_a_restart(ws: Workspace) -> None
 
 
 def test_a_pack_installed_while_the_schedule_runs_leaves_schedule_changes_working(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws.add_tenant("acme", schedule="02:00")
     pack = a_pack(tmp_path, monkeypatch)
@@ -97,7 +98,7 @@ def test_a_pack_installed_while_the_schedule_runs_leaves_schedule_changes_workin
     scheduler.executor.shutdown()
 
 
-def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -> None:
+def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Sandbox) -> None:
     ws.add_tenant("acme", schedule="02:00")
     ws.upload(people(3))  # just now
     now = datetime.now(UTC)
@@ -108,7 +109,7 @@ def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -
     due.at = now - timedelta(seconds=1)
     assert scheduler.start_due(now) == []
     assert now < due.at <= now + timedelta(seconds=3)  # [server] upload_grace
-    os.utime(ws.home() / "subscriber_list.csv", (0, 0))
+    os.utime(ws.home / "subscriber_list.csv", (0, 0))
     clock.now = due.at
     (job,) = scheduler.start_due(clock())
     assert job.tenant == "acme"
@@ -116,7 +117,7 @@ def test_a_home_still_receiving_files_is_given_the_upload_grace(ws: Workspace) -
 
 
 def test_a_sync_process_that_dies_is_recorded_and_told_as_a_failed_run(
-    ws: Workspace, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_module(
         plugin_dir,
@@ -169,7 +170,7 @@ def test_a_sync_process_that_dies_is_recorded_and_told_as_a_failed_run(
     assert ws.cli("status").stdout.startswith("acme: failed, run 1 ")
 
 
-def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) -> None:
+def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Sandbox) -> None:
     import signal
     import subprocess
     import sys
@@ -190,13 +191,13 @@ def test_schedule_command_prints_the_plan_and_stops_on_sigterm(ws: Workspace) ->
     assert Path(ws.config_path).exists()
 
 
-def test_a_sync_missed_while_no_schedule_ran_runs_at_once_but_only_once(ws: Workspace) -> None:
+def test_a_sync_missed_while_no_schedule_ran_runs_at_once_but_only_once(ws: Sandbox) -> None:
     ws.add_tenant("late", schedule="02:00")
     ws.add_tenant("done", schedule="02:00")
     ws.add_tenant("long", schedule="02:00")
     for name in ("late", "done", "long"):
         ws.upload(people(2), tenant=name)
-        ws.sync(name)
+        ws.sync(tenant=name)
     import sqlite3
 
     def started(name: str, stamp: str) -> None:

@@ -22,11 +22,12 @@ from typing import Any
 import paramiko
 import pytest
 from click.testing import Result
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from remote_servers import Remote
 
 from listferry.errors import ListferryError
 from listferry.ops.tenants import add_tenant
+from listferry.testing import Sandbox
 
 TENANT_PASSWORD = "Tenant-s3cret-for-the-built-in-servers"
 WRONG_TENANT_PASSWORD = "Wr0ng-tenant-s3cret"
@@ -64,7 +65,7 @@ def ftp_login(port: int, password: str) -> None:
 
 
 def test_no_secret_shows_in_logs_runs_reports_json_errors_or_state_files(
-    ws: Workspace,
+    ws: Sandbox,
     served: Any,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,

@@ -20,14 +20,13 @@ from queue import Empty, Queue
 
 import paramiko
 import pytest
-from conftest import Workspace
 from test_crash import listferry_command
 from test_ftp_server import PASSWORD, add_tenant, ftp
 
 from listferry.config.edit import write_atomically
 from listferry.config.passwords import hash_password
 from listferry.serve.live import problem_path
-from listferry.testing import wait_for
+from listferry.testing import Sandbox, wait_for
 
 
 def refused(port: int, user: str = "acme", password: str = PASSWORD) -> bool:
@@ -38,7 +37,7 @@ def refused(port: int, user: str = "acme", password: str = PASSWORD) -> bool:
     return False
 
 
-def edit(ws: Workspace, old: str, new: str) -> None:
+def edit(ws: Sandbox, old: str, new: str) -> None:
     text = ws.config_path.read_text()
     assert old in text
     write_atomically(ws.config_path, text.replace(old, new, 1))
@@ -85,7 +84,7 @@ def a_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pack:
     return pack
 
 
-def test_a_running_serve_takes_set_and_remove_from_the_next_login(ws: Workspace, served) -> None:
+def test_a_running_serve_takes_set_and_remove_from_the_next_login(ws: Sandbox, served) -> None:
     add_tenant(ws, allow_ips=["127.0.0.1"])
     with served(["ftp"]) as s:
         port = s.ports["ftp"]
@@ -99,7 +98,7 @@ def test_a_running_serve_takes_set_and_remove_from_the_next_login(ws: Workspace,
 
 
 def test_a_config_serve_cannot_use_keeps_the_last_good_one_and_is_recorded(
-    ws: Workspace, served
+    ws: Sandbox, served
 ) -> None:
     add_tenant(ws)
     good_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ws.config_path.stat().st_mtime))
@@ -107,7 +106,7 @@ def test_a_config_serve_cannot_use_keeps_the_last_good_one_and_is_recorded(
     with served(["ftp"]) as s:
         port = s.ports["ftp"]
         ftp(port).quit()
-        hashed = ws.app().config.tenant("acme").password_hash
+        hashed = ws.tenant.password_hash
         edit(ws, hashed, f'{hash_password("n3w-Passw0rd")}"\ndialect = "nosuch')
         ftp(port).quit()  # an unknown dialect: the config is not used, the old password holds
         assert refused(port, password="n3w-Passw0rd")
@@ -122,7 +121,7 @@ def test_a_config_serve_cannot_use_keeps_the_last_good_one_and_is_recorded(
 
 
 def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
-    ws: Workspace, served
+    ws: Sandbox, served
 ) -> None:
     """Two quick `tenant set`s can leave a file of the same size within one clock tick."""
     add_tenant(ws)
@@ -130,7 +129,7 @@ def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
         port = s.ports["ftp"]
         ftp(port).quit()
         old = ws.config_path.stat()
-        hashed = ws.app().config.tenant("acme").password_hash
+        hashed = ws.tenant.password_hash
         new = hash_password("n3w-Passw0rd")
         assert len(new) == len(hashed)
         replacement = ws.root / "replacement.toml"
@@ -145,10 +144,10 @@ def test_a_config_put_in_place_with_the_same_size_and_time_is_read_again(
 
 
 def test_a_pack_installed_while_serve_runs_leaves_tenant_changes_working(
-    ws: Workspace, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+    ws: Sandbox, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     add_tenant(ws)
-    hashed = ws.app().config.tenant("acme").password_hash
+    hashed = ws.tenant.password_hash
     record = problem_path(ws.app().config.state_dir)
     pack = a_pack(tmp_path, monkeypatch)
     caplog.set_level(logging.WARNING, logger="listferry.server")
@@ -175,7 +174,7 @@ def test_a_pack_installed_while_serve_runs_leaves_tenant_changes_working(
 
 
 def test_status_says_when_serve_runs_an_older_config(
-    ws: Workspace, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_tenant(ws)
     pack = a_pack(tmp_path, monkeypatch)
@@ -210,7 +209,7 @@ def test_status_says_when_serve_runs_an_older_config(
         sys.modules.pop(pack.module, None)
 
 
-def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
+def test_status_heeds_the_record_of_a_running_serve_only(ws: Sandbox) -> None:
     ws.add_tenant("acme", expect_file_within="")
     record = problem_path(ws.app().config.state_dir)
     record.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +237,7 @@ def test_status_heeds_the_record_of_a_running_serve_only(ws: Workspace) -> None:
 
 
 def test_status_ignores_the_record_of_a_killed_serve_and_of_a_process_with_its_number(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     base = [*listferry_command(), "--config", str(ws.config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
@@ -301,7 +300,7 @@ def sftp_refused(port: int) -> bool:
 
 
 def test_listferry_serve_takes_changes_after_a_pack_install_and_reports_a_config_it_cannot_use(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base = [*listferry_command(), "--config", str(ws.config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)

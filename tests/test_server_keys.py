@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -28,6 +27,7 @@ from test_crash import listferry_command
 
 from listferry.config.passwords import hash_password
 from listferry.serve.keys import make_tls_certificate
+from listferry.testing import Sandbox
 
 PASSWORD = "s3cret-Passw0rd"
 
@@ -35,7 +35,7 @@ needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason
 Issued = tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
 
 
-def run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
+def run(ws: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
     """The real command line, so stdout and stderr are seen apart."""
     return subprocess.run(
         [*listferry_command(), "--config", str(ws.config_path), *args],
@@ -45,7 +45,7 @@ def run(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def init(ws: Workspace, server: str = "") -> None:
+def init(ws: Sandbox, server: str = "") -> None:
     if server:
         ws.config_path.write_text(ws.config_path.read_text() + f"\n[server]\n{server}\n")
     assert run(ws, "init").returncode == 0
@@ -150,7 +150,7 @@ def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
 
 
 @needs_ssh_keygen
-def test_server_keys_prints_the_fingerprints_openssl_and_ssh_keygen_print(ws: Workspace) -> None:
+def test_server_keys_prints_the_fingerprints_openssl_and_ssh_keygen_print(ws: Sandbox) -> None:
     init(ws)
     server = ws.app().config.server
     shown = run(ws, "server", "keys")
@@ -186,7 +186,7 @@ def shape(value: object) -> object:
     return type(value).__name__
 
 
-def test_the_json_the_operator_guide_shows_is_what_server_keys_prints(ws: Workspace) -> None:
+def test_the_json_the_operator_guide_shows_is_what_server_keys_prints(ws: Sandbox) -> None:
     init(ws)
     guide = (Path(__file__).parent.parent / "docs" / "operator.md").read_text()
     shown = re.search(r"as `server keys --json` prints them.*?```json\n(.*?)```", guide, re.S)
@@ -195,7 +195,7 @@ def test_the_json_the_operator_guide_shows_is_what_server_keys_prints(ws: Worksp
     assert shape(json.loads(shown[1])) == shape(printed)
 
 
-def test_serve_show_keys_prints_the_same_and_exits_without_serving(ws: Workspace) -> None:
+def test_serve_show_keys_prints_the_same_and_exits_without_serving(ws: Sandbox) -> None:
     init(ws, 'sftp_port = 22\nhost = "0.0.0.0"')
     shown = run(ws, "serve", "--show-keys", "--host", "files.example.net")
     assert shown.returncode == 0, shown.stderr
@@ -205,7 +205,7 @@ def test_serve_show_keys_prints_the_same_and_exits_without_serving(ws: Workspace
     assert f"  known_hosts: files.example.net ssh-ed25519 {blob}" in shown.stdout  # port 22
 
 
-def test_a_wildcard_host_needs_the_public_name(ws: Workspace) -> None:
+def test_a_wildcard_host_needs_the_public_name(ws: Sandbox) -> None:
     init(ws, 'host = "0.0.0.0"')
     shown = run(ws, "server", "keys")
     assert shown.returncode == 0
@@ -226,7 +226,7 @@ def test_a_wildcard_host_needs_the_public_name(ws: Workspace) -> None:
 
 @pytest.mark.parametrize("command", [("server", "keys"), ("serve", "--show-keys")])
 def test_missing_keys_are_one_line_saying_to_run_init_and_exit_2(
-    ws: Workspace, command: tuple[str, ...]
+    ws: Sandbox, command: tuple[str, ...]
 ) -> None:
     done = run(ws, *command)
     assert done.returncode == 2
@@ -237,7 +237,7 @@ def test_missing_keys_are_one_line_saying_to_run_init_and_exit_2(
 
 
 def test_server_keys_warns_of_a_key_that_is_not_the_certificates_and_an_expired_one(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     cert, _ = issue("files.example.net", days=-1)
     _, other_key = issue("files.example.net")
@@ -271,7 +271,7 @@ def certbot_layout(folder: Path, issuer: Issued, generation: int) -> Issued:
 
 
 def test_a_ca_chain_is_served_whole_and_a_certbot_renewal_is_picked_up_without_a_restart(
-    ws: Workspace, served, tmp_path: Path, events
+    ws: Sandbox, served, tmp_path: Path, events
 ) -> None:
     root = issue("Test Root CA", ca=True, days=3650)
     intermediate = issue("Test Intermediate R1", root, ca=True, days=1000)
@@ -299,7 +299,7 @@ def test_a_ca_chain_is_served_whole_and_a_certbot_renewal_is_picked_up_without_a
 
 
 def test_a_running_ftps_server_serves_a_renewed_certificate_to_new_connections(
-    ws: Workspace, served
+    ws: Sandbox, served
 ) -> None:
     init(ws)
     ws.add_tenant("acme", password_hash=hash_password(PASSWORD))
@@ -325,7 +325,7 @@ def test_a_running_ftps_server_serves_a_renewed_certificate_to_new_connections(
         session.voidresp()
         session.quit()
     assert hashlib.sha256(data_cert).digest().hex(":").upper() == before
-    assert (ws.home() / "subscriber_list.csv").exists()
+    assert (ws.home / "subscriber_list.csv").exists()
 
 
 def cut_the_new_certificate_short(cert: Path, key: Path) -> None:
@@ -367,7 +367,7 @@ def truncate_the_key(cert: Path, key: Path) -> None:
     ],
 )
 def test_a_bad_renewal_keeps_the_last_good_pair_and_is_logged_once(
-    ws: Workspace, served, events, damage: Callable[[Path, Path], None]
+    ws: Sandbox, served, events, damage: Callable[[Path, Path], None]
 ) -> None:
     init(ws)
     server = ws.app().config.server

@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import Workspace
 
 from listferry.config import ServerSettings, Tenant
 from listferry.config.passwords import hash_password
 from listferry.serve.jail import OutsideHome, jail, virtual
 from listferry.serve.logins import Gatekeeper, LoginGuard, ip_in
+from listferry.testing import Sandbox
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_ipv4_mapped_addresses_match_ipv4_networks() -> None:
     assert not ip_in("not-an-ip", ("0.0.0.0/0",))
 
 
-def test_init_makes_the_server_keys_once(ws: Workspace) -> None:
+def test_init_makes_the_server_keys_once(ws: Sandbox) -> None:
     first = ws.cli("init")
     assert first.exit_code == 0, first.output
     server = ws.app().config.server
@@ -163,7 +163,7 @@ def test_init_makes_the_server_keys_once(ws: Workspace) -> None:
     assert server.ssh_host_key.read_bytes() == key
 
 
-def test_serve_without_keys_says_to_run_init(ws: Workspace) -> None:
+def test_serve_without_keys_says_to_run_init(ws: Sandbox) -> None:
     result = ws.cli("serve", "--protocols", "sftp", "--sftp-port", "0")
     assert result.exit_code == 1
     assert "listferry init" in result.output

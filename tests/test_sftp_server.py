@@ -22,14 +22,14 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from test_ftp_server import CONTROL_NAMES
 
 from listferry.app import App
 from listferry.config.passwords import hash_password
 from listferry.ops.tenants import add_tenant
 from listferry.serve.keys import make_ssh_host_key
-from listferry.testing import wait_for
+from listferry.testing import Sandbox, wait_for
 
 PASSWORD = "correct horse battery staple"
 PASSWORD_HASH = hash_password(PASSWORD)
@@ -52,7 +52,7 @@ def public_line(key: Path) -> str:
 
 
 @pytest.fixture
-def homes(ws: Workspace, client_key: Path) -> tuple[Path, Path]:
+def homes(ws: Sandbox, client_key: Path) -> tuple[Path, Path]:
     """Tenants ``acme`` and ``acme2`` (a name that starts with the other's), both local."""
     add_tenants(
         ws,
@@ -69,7 +69,7 @@ def homes(ws: Workspace, client_key: Path) -> tuple[Path, Path]:
     return acme, acme2
 
 
-def add_tenants(ws: Workspace, *names: str, **settings: object) -> None:
+def add_tenants(ws: Sandbox, *names: str, **settings: object) -> None:
     """Like ``ws.add_tenant`` for each name, loading the plugins once."""
     app = ws.app()
     for name in names:
@@ -104,7 +104,7 @@ def session(
 
 
 @pytest.fixture
-def acme_sftp(ws: Workspace, served, homes, client_key: Path) -> Iterator[paramiko.SFTPClient]:
+def acme_sftp(ws: Sandbox, served, homes, client_key: Path) -> Iterator[paramiko.SFTPClient]:
     """An SFTP session logged in as ``acme``, with a check that it really works."""
     with served(["sftp"]) as server, session(server.ports["sftp"], key=client_key) as sftp:
         assert sftp.open("own.txt").read().startswith(b"email")
@@ -124,7 +124,7 @@ def upload_batch(tmp_path: Path, rows: int) -> tuple[Path, Path]:
 
 @needs_openssh
 def test_openssh_sftp_uploads_a_list_and_its_count_then_the_sync_applies_it(
-    ws: Workspace, served, tmp_path: Path
+    ws: Sandbox, served, tmp_path: Path
 ) -> None:
     key = tmp_path / "crm_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -163,29 +163,29 @@ def test_openssh_sftp_uploads_a_list_and_its_count_then_the_sync_applies_it(
         )
     assert done.returncode == 0, done.stderr
     assert "subscriber_list.csv" in done.stdout and ".part" not in done.stdout
-    assert sorted(p.name for p in ws.home().iterdir()) == [
+    assert sorted(p.name for p in ws.home.iterdir()) == [
         "subscriber_list.csv",
         "subscriber_list_count.txt",
     ]
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert (run.status, run.added) == ("applied", 25)
 
 
 @pytest.mark.parametrize("login", ["password", "key"])
 def test_paramiko_uploads_a_list_with_a_password_or_a_key(
-    ws: Workspace, served, homes, client_key: Path, tmp_path: Path, login: str
+    ws: Sandbox, served, homes, client_key: Path, tmp_path: Path, login: str
 ) -> None:
     listing, count = upload_batch(tmp_path, 7)
     credentials = {"password": PASSWORD} if login == "password" else {"key": client_key}
     with served(["sftp"]) as server, session(server.ports["sftp"], **credentials) as sftp:
         sftp.put(str(listing), "subscriber_list.csv")
         sftp.put(str(count), "/subscriber_list_count.txt")
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert (run.status, run.added) == ("applied", 7)
 
 
 def test_every_upload_download_and_login_is_one_log_line(
-    ws: Workspace, served, homes, client_key: Path, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, served, homes, client_key: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="listferry.server")
     with served(["sftp"]) as server, session(server.ports["sftp"], key=client_key) as sftp:
@@ -204,43 +204,43 @@ def test_every_upload_download_and_login_is_one_log_line(
 
 
 def test_an_upload_in_progress_is_hidden_and_never_synced(
-    ws: Workspace, acme_sftp: paramiko.SFTPClient
+    ws: Sandbox, acme_sftp: paramiko.SFTPClient
 ) -> None:
     upload = acme_sftp.open("subscriber_list.csv", "w")
     upload.write(csv_text(people(3)).encode())
     upload.flush()
-    on_disk = [p.name for p in ws.home().iterdir()]
+    on_disk = [p.name for p in ws.home.iterdir()]
     assert "subscriber_list.csv" not in on_disk
     assert any(name.startswith(".subscriber_list.csv.") for name in on_disk)
     assert "subscriber_list.csv" not in acme_sftp.listdir("/")
-    assert [run.status for run in ws.sync()] == ["idle"]
+    assert [run.status for run in ws.sync_all()] == ["idle"]
     upload.close()
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert (run.status, run.added) == ("applied", 3)
 
 
 def test_an_upload_cut_off_halfway_leaves_no_list_and_no_temp(
-    ws: Workspace, served, homes, client_key: Path, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, served, homes, client_key: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="listferry.server")
     with served(["sftp"]) as server, session(server.ports["sftp"], key=client_key) as sftp:
         upload = sftp.open("subscriber_list.csv", "w")
         upload.write(csv_text(people(2000)).encode()[:60_000])
         upload.flush()
-        assert any(p.name.endswith(".part") for p in ws.home().iterdir())
+        assert any(p.name.endswith(".part") for p in ws.home.iterdir())
         sftp.get_channel().get_transport().close()  # the connection drops, file still open
-        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()), timeout=5)
-        assert not (ws.home() / "subscriber_list.csv").exists()
+        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home.iterdir()), timeout=5)
+        assert not (ws.home / "subscriber_list.csv").exists()
     assert any(
         "event=upload" in r.getMessage() and "result=aborted" in r.getMessage()
         for r in caplog.records
     )
-    assert [run.status for run in ws.sync()] == ["idle"]
+    assert [run.status for run in ws.sync_all()] == ["idle"]
 
 
 @needs_openssh
 def test_killing_openssh_sftp_mid_put_leaves_no_list_and_no_temp(
-    ws: Workspace, served, homes, client_key: Path, tmp_path: Path
+    ws: Sandbox, served, homes, client_key: Path, tmp_path: Path
 ) -> None:
     big = tmp_path / "subscriber_list.csv"
     with big.open("wb") as f:
@@ -272,17 +272,17 @@ def test_killing_openssh_sftp_mid_put_leaves_no_list_and_no_temp(
             start_new_session=True,
         )
         try:
-            wait_for(lambda: upload_size(ws.home()) > 1 << 20, timeout=30)
+            wait_for(lambda: upload_size(ws.home) > 1 << 20, timeout=30)
         finally:
             os.killpg(client.pid, signal.SIGKILL)
             client.wait()
-        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home().iterdir()), timeout=5)
-    assert not (ws.home() / "subscriber_list.csv").exists()
-    assert [run.status for run in ws.sync()] == ["idle"]
+        wait_for(lambda: not any(p.name.endswith(".part") for p in ws.home.iterdir()), timeout=5)
+    assert not (ws.home / "subscriber_list.csv").exists()
+    assert [run.status for run in ws.sync_all()] == ["idle"]
 
 
 def test_stop_lets_an_open_upload_finish_and_refuses_new_files(
-    ws: Workspace, served, homes, client_key: Path
+    ws: Sandbox, served, homes, client_key: Path
 ) -> None:
     with served(["sftp"]) as server, session(server.ports["sftp"], key=client_key) as sftp:
         upload = sftp.open("late.csv", "w")
@@ -298,7 +298,7 @@ def test_stop_lets_an_open_upload_finish_and_refuses_new_files(
         assert not stopper.is_alive()
         transport = sftp.get_channel().get_transport()
         wait_for(lambda: not transport.is_active(), timeout=5)  # the client notices the close
-    assert (ws.home() / "late.csv").read_bytes() == b"email\na@example.org\n"
+    assert (ws.home / "late.csv").read_bytes() == b"email\na@example.org\n"
 
 
 # -- each tenant sees only its own home ----------------------------------------------------
@@ -560,7 +560,7 @@ def login_refused(port: int, **credentials: object) -> None:
 
 
 def test_a_login_from_outside_the_allow_list_is_refused_even_with_the_right_password(
-    ws: Workspace, served, client_key: Path, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, served, client_key: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="listferry.server")
     ws.add_tenant(
@@ -577,7 +577,7 @@ def test_a_login_from_outside_the_allow_list_is_refused_even_with_the_right_pass
     assert all("result=refused" in line and "allow list" in line for line in refusals)
 
 
-def test_a_tenant_without_an_allow_list_cannot_log_in_over_sftp(ws: Workspace, served) -> None:
+def test_a_tenant_without_an_allow_list_cannot_log_in_over_sftp(ws: Sandbox, served) -> None:
     ws.add_tenant("acme", password_hash=PASSWORD_HASH)
     with served(["sftp"]) as server:
         login_refused(server.ports["sftp"], password=PASSWORD)
@@ -754,7 +754,7 @@ def read_line(stream, deadline: float) -> str:
 
 
 def test_serve_runs_sftp_until_sigterm_and_stops_cleanly(
-    ws: Workspace, client_key: Path, tmp_path: Path
+    ws: Sandbox, client_key: Path, tmp_path: Path
 ) -> None:
     command = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
     subprocess.run([*command, "init"], check=True, capture_output=True)
@@ -783,4 +783,4 @@ def test_serve_runs_sftp_until_sigterm_and_stops_cleanly(
     assert out.rstrip().endswith("stopped")
     assert "Traceback" not in err
     assert "event=upload protocol=sftp tenant=acme" in err
-    assert (ws.home() / "subscriber_list.csv").exists()
+    assert (ws.home / "subscriber_list.csv").exists()

@@ -7,26 +7,28 @@ import os
 import sqlite3
 import time
 
-from conftest import Workspace, people
+from conftest import people
+
+from listferry.testing import Sandbox
 
 
-def age_runs(ws: Workspace, tenant: str, days: float) -> None:
+def age_runs(ws: Sandbox, tenant: str, days: float) -> None:
     """Make a tenant's runs look ``days`` old."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - days * 86400))
     with sqlite3.connect(ws.app().config.tenant(tenant).database) as conn:
         conn.execute("UPDATE runs SET started_at = ?, finished_at = ?", (stamp, stamp))
 
 
-def test_status_shows_each_tenant_and_flags_voided_and_silent_ones(ws: Workspace) -> None:
+def test_status_shows_each_tenant_and_flags_voided_and_silent_ones(ws: Sandbox) -> None:
     ws.add_tenant("acme", schedule="02:00")
     ws.add_tenant("beta", schedule="")
     ws.add_tenant("gamma", expect_file_within="3d")
     ws.upload(people(7), tenant="acme")
-    ws.sync("acme")
+    ws.sync(tenant="acme")
     ws.upload("name\nno address\n", tenant="beta")
-    ws.sync("beta")
+    ws.sync(tenant="beta")
     ws.upload(people(2), tenant="gamma")
-    ws.sync("gamma")
+    ws.sync(tenant="gamma")
     age_runs(ws, "gamma", 4)
     ws.upload(people(1), tenant="acme", name="waiting.csv")
 
@@ -48,7 +50,7 @@ def test_status_shows_each_tenant_and_flags_voided_and_silent_ones(ws: Workspace
 
 
 def test_a_tenant_that_never_sent_a_file_is_silent_once_its_interval_has_passed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     home = ws.add_tenant("new", expect_file_within="36h")
     assert json.loads(ws.cli("status", "--json").stdout)[0]["silent"] is False
@@ -58,16 +60,16 @@ def test_a_tenant_that_never_sent_a_file_is_silent_once_its_interval_has_passed(
     assert item["silent"] and item["last_status"] is None
 
 
-def test_the_digest_groups_the_days_runs_and_names_the_silent(ws: Workspace) -> None:
+def test_the_digest_groups_the_days_runs_and_names_the_silent(ws: Sandbox) -> None:
     for name in ("acme", "beta", "gamma"):
         ws.add_tenant(name)
     ws.upload(people(3), tenant="acme")
-    ws.sync("acme")
+    ws.sync(tenant="acme")
     for _ in range(2):
         ws.upload("name\nx\n", tenant="beta")
-        ws.sync("beta")
+        ws.sync(tenant="beta")
     ws.upload(people(3), tenant="gamma")
-    ws.sync("gamma")
+    ws.sync(tenant="gamma")
     age_runs(ws, "gamma", 3)
 
     digest = json.loads(ws.cli("digest", "--json").stdout)

@@ -7,9 +7,9 @@ import textwrap
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import Workspace
 
 from listferry.runs import RunRecord
+from listferry.testing import Sandbox
 
 COUNTS = ("received", "added", "updated", "removed", "unsubscribed", "unchanged", "ignored")
 
@@ -42,25 +42,25 @@ def counts(run: RunRecord) -> dict[str, int]:
     return {name: getattr(run, name) for name in COUNTS}
 
 
-def statuses(ws: Workspace) -> dict[str, str]:
-    return {email: row["status"] for email, row in ws.subscribers(status="all").items()}
+def statuses(ws: Sandbox) -> dict[str, str]:
+    return {email: row["status"] for email, row in ws.subscribers().items()}
 
 
-def use_strategy(ws: Workspace, strategy: str) -> None:
+def use_strategy(ws: Sandbox, strategy: str) -> None:
     """Switch the config's default strategy (the tenant table does not set its own)."""
     text = ws.config_path.read_text()
     assert '\nstrategy = "full"\n' in text
     ws.config_path.write_text(text.replace('\nstrategy = "full"\n', f'\nstrategy = "{strategy}"\n'))
 
 
-def seeded(ws: Workspace, strategy: str) -> None:
+def seeded(ws: Sandbox, strategy: str) -> None:
     """A tenant whose list holds keep, change and gone (active), back (removed by a
     full list that left it out) and optout (unsubscribed on the platform)."""
     ws.add_tenant("acme")
     ws.upload(SEED)
-    assert only(ws.sync()).status == "applied"
+    assert only(ws.sync_all()).status == "applied"
     ws.upload(SEED[:4])
-    assert only(ws.sync()).removed == 1
+    assert only(ws.sync_all()).removed == 1
     with ws.store() as store:
         store.add_events([PLATFORM_OPT_OUT])
     use_strategy(ws, strategy)
@@ -74,8 +74,8 @@ def seeded(ws: Workspace, strategy: str) -> None:
 
 
 @pytest.fixture
-def plugin(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
-    """Write a plugin module into the workspace and name it in the config's plugins list."""
+def plugin(ws: Sandbox, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """Write a plugin module into the sandbox and name it in the config's plugins list."""
     installed: list[str] = []
 
     def install(name: str, source: str) -> None:
@@ -109,11 +109,11 @@ OPT_OUT_DIALECT = """
 # -- the five strategies -------------------------------------------------------------
 
 
-def test_full_replaces_the_list_and_marks_absent_subscribers_removed(ws: Workspace) -> None:
+def test_full_replaces_the_list_and_marks_absent_subscribers_removed(ws: Sandbox) -> None:
     seeded(ws, "full")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
@@ -133,11 +133,11 @@ def test_full_replaces_the_list_and_marks_absent_subscribers_removed(ws: Workspa
         "gone@example.org": "removed",
         "optout@example.org": "unsubscribed",
     }
-    assert ws.subscribers()["change@example.org"]["first_name"] == "New"
-    assert ws.subscribers()["new@example.org"]["segment_code"] == "SILVER"
+    assert ws.subscribers("active")["change@example.org"]["first_name"] == "New"
+    assert ws.subscribers("active")["new@example.org"]["segment_code"] == "SILVER"
 
 
-def test_full_keeps_the_history_of_a_removed_subscriber(ws: Workspace) -> None:
+def test_full_keeps_the_history_of_a_removed_subscriber(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(
         [
@@ -149,9 +149,9 @@ def test_full_keeps_the_history_of_a_removed_subscriber(ws: Workspace) -> None:
     ws.sync()
     ws.upload([("bob@example.org", "Bob", "B", "")])
 
-    assert only(ws.sync()).removed == 1
+    assert only(ws.sync_all()).removed == 1
 
-    assert ws.subscribers(status="removed") == {
+    assert ws.subscribers("removed") == {
         "ada@example.org": {
             "email": "ada@example.org",
             "first_name": "Ada",
@@ -163,7 +163,7 @@ def test_full_keeps_the_history_of_a_removed_subscriber(ws: Workspace) -> None:
     }
 
 
-def test_removed_subscriber_who_reappears_in_a_full_list_is_active_again(ws: Workspace) -> None:
+def test_removed_subscriber_who_reappears_in_a_full_list_is_active_again(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload([("ada@example.org", "Ada", "L", "GOLD"), ("bob@example.org", "Bob", "B", "GOLD")])
     ws.sync()
@@ -172,18 +172,18 @@ def test_removed_subscriber_who_reappears_in_a_full_list_is_active_again(ws: Wor
     assert statuses(ws)["ada@example.org"] == "removed"
     ws.upload([("ada@example.org", "Ada", "L", "SILVER"), ("bob@example.org", "Bob", "B", "GOLD")])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.added, run.unchanged, run.removed) == (1, 1, 0)
-    assert ws.subscribers()["ada@example.org"]["status"] == "active"
-    assert ws.subscribers()["ada@example.org"]["segment_code"] == "SILVER"
+    assert ws.subscribers("active")["ada@example.org"]["status"] == "active"
+    assert ws.subscribers("active")["ada@example.org"]["segment_code"] == "SILVER"
 
 
-def test_incremental_adds_and_updates_and_removes_nobody(ws: Workspace) -> None:
+def test_incremental_adds_and_updates_and_removes_nobody(ws: Sandbox) -> None:
     seeded(ws, "incremental")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
@@ -203,14 +203,14 @@ def test_incremental_adds_and_updates_and_removes_nobody(ws: Workspace) -> None:
         "back@example.org": "active",
         "optout@example.org": "unsubscribed",
     }
-    assert ws.subscribers()["change@example.org"]["first_name"] == "New"
+    assert ws.subscribers("active")["change@example.org"]["first_name"] == "New"
 
 
-def test_add_only_adds_new_addresses_and_ignores_known_ones(ws: Workspace) -> None:
+def test_add_only_adds_new_addresses_and_ignores_known_ones(ws: Sandbox) -> None:
     seeded(ws, "add-only")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
@@ -230,14 +230,14 @@ def test_add_only_adds_new_addresses_and_ignores_known_ones(ws: Workspace) -> No
         "back@example.org": "active",
         "optout@example.org": "unsubscribed",
     }
-    assert ws.subscribers()["change@example.org"]["first_name"] == "Old"
+    assert ws.subscribers("active")["change@example.org"]["first_name"] == "Old"
 
 
-def test_update_only_updates_known_addresses_and_ignores_new_ones(ws: Workspace) -> None:
+def test_update_only_updates_known_addresses_and_ignores_new_ones(ws: Sandbox) -> None:
     seeded(ws, "update-only")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
@@ -256,14 +256,14 @@ def test_update_only_updates_known_addresses_and_ignores_new_ones(ws: Workspace)
         "back@example.org": "removed",
         "optout@example.org": "unsubscribed",
     }
-    assert ws.subscribers()["change@example.org"]["first_name"] == "New"
+    assert ws.subscribers("active")["change@example.org"]["first_name"] == "New"
 
 
-def test_opt_out_file_unsubscribes_every_address_in_it(ws: Workspace) -> None:
+def test_opt_out_file_unsubscribes_every_address_in_it(ws: Sandbox) -> None:
     seeded(ws, "opt-out")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert counts(run) == {
@@ -286,15 +286,15 @@ def test_opt_out_file_unsubscribes_every_address_in_it(ws: Workspace) -> None:
 
 
 def test_opt_out_file_naming_someone_already_unsubscribed_only_updates_their_values(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     seeded(ws, "opt-out")
     ws.upload([("optout@example.org", "Ola", "Renamed", "GOLD")])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.unsubscribed, run.updated, run.unchanged) == (0, 1, 0)
-    assert ws.subscribers(status="unsubscribed")["optout@example.org"]["last_name"] == "Renamed"
+    assert ws.subscribers("unsubscribed")["optout@example.org"]["last_name"] == "Renamed"
 
 
 PLUGIN_STRATEGIES = """
@@ -330,27 +330,27 @@ PLUGIN_STRATEGIES = """
 
 
 def test_plugin_strategy_removing_listed_addresses_counts_them_and_meets_the_shrink_guard(
-    ws: Workspace, plugin
+    ws: Sandbox, plugin
 ) -> None:
     plugin("lf_plugin_strategies", PLUGIN_STRATEGIES)
     seeded(ws, "remove-listed")
     ws.upload([("keep@example.org",), ("gone@example.org",)], header=("email",))
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "voided"
     assert run.reason.startswith("shrink guard: the file would remove 2 of 3 active")
-    run = only(ws.sync(force=True))
+    run = only(ws.sync_all(force=True))
     assert (run.status, run.removed, run.unchanged) == ("applied", 2, 0)
     assert statuses(ws)["keep@example.org"] == statuses(ws)["gone@example.org"] == "removed"
 
 
-def test_host_rules_of_meaning_hold_for_a_careless_plugin_strategy(ws: Workspace, plugin) -> None:
+def test_host_rules_of_meaning_hold_for_a_careless_plugin_strategy(ws: Sandbox, plugin) -> None:
     plugin("lf_plugin_strategies", PLUGIN_STRATEGIES)
     seeded(ws, "add-everyone")
     ws.upload(NEXT_FILE)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert counts(run) == {
         "received": 5,
@@ -368,7 +368,7 @@ def test_host_rules_of_meaning_hold_for_a_careless_plugin_strategy(ws: Workspace
 # -- columns -------------------------------------------------------------------------
 
 
-def test_columns_the_file_lacks_leave_stored_values_alone(ws: Workspace) -> None:
+def test_columns_the_file_lacks_leave_stored_values_alone(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     ws.upload(
         [("ada@example.org", "Ada", "Lovelace", "GOLD", "Fellow")],
@@ -377,10 +377,10 @@ def test_columns_the_file_lacks_leave_stored_values_alone(ws: Workspace) -> None
     ws.sync()
     ws.upload([("ADA@example.org ", "Augusta")], header=("E-mail", "First Name"))
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.updated, run.unchanged) == (1, 0)
-    assert ws.subscribers()["ada@example.org"] == {
+    assert ws.subscribers("active")["ada@example.org"] == {
         "email": "ada@example.org",
         "first_name": "Augusta",
         "last_name": "Lovelace",
@@ -390,38 +390,41 @@ def test_columns_the_file_lacks_leave_stored_values_alone(ws: Workspace) -> None
     }
 
 
-def test_extra_columns_go_to_fields(ws: Workspace) -> None:
+def test_extra_columns_go_to_fields(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     ws.upload(
         [("ada@example.org", "Ada", "Fellow", "North")],
         header=("email", "first_name", "member_type", "Region"),
     )
 
-    assert only(ws.sync()).added == 1
+    assert only(ws.sync_all()).added == 1
 
-    ada = ws.subscribers()["ada@example.org"]
+    ada = ws.subscribers("active")["ada@example.org"]
     assert ada["fields"] == {"member_type": "Fellow", "Region": "North"}
     assert ada["last_name"] is None
 
 
-def test_an_extra_column_the_file_lacks_keeps_its_stored_field(ws: Workspace) -> None:
+def test_an_extra_column_the_file_lacks_keeps_its_stored_field(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     ws.upload([("ada@example.org", "Fellow")], header=("email", "member_type"))
     ws.sync()
     ws.upload([("ada@example.org", "North")], header=("email", "region"))
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.updated, run.unchanged) == (1, 0)
-    fields = ws.subscribers()["ada@example.org"]["fields"]
+    fields = ws.subscribers("active")["ada@example.org"]["fields"]
     assert fields == {"member_type": "Fellow", "region": "North"}
     ws.upload(
         [("ada@example.org", "Fellow"), ("bob@example.org", "M")], header=("email", "member_type")
     )
-    assert (only(ws.sync()).unchanged, ws.subscribers()["ada@example.org"]["fields"]) == (1, fields)
+    assert (
+        only(ws.sync_all()).unchanged,
+        ws.subscribers("active")["ada@example.org"]["fields"],
+    ) == (1, fields)
 
 
-def test_same_extra_values_count_unchanged_and_a_new_value_counts_updated(ws: Workspace) -> None:
+def test_same_extra_values_count_unchanged_and_a_new_value_counts_updated(ws: Sandbox) -> None:
     ws.add_tenant("acme", strategy="incremental")
     header = ("email", "member_type", "region")
     ws.upload(
@@ -432,10 +435,13 @@ def test_same_extra_values_count_unchanged_and_a_new_value_counts_updated(ws: Wo
         [("ada@example.org", "Fellow", "North"), ("bob@example.org", "M", "East")], header=header
     )
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.updated, run.unchanged) == (1, 1)
-    assert ws.subscribers()["bob@example.org"]["fields"] == {"member_type": "M", "region": "East"}
+    assert ws.subscribers("active")["bob@example.org"]["fields"] == {
+        "member_type": "M",
+        "region": "East",
+    }
 
 
 # -- opt-outs ------------------------------------------------------------------------
@@ -443,32 +449,32 @@ def test_same_extra_values_count_unchanged_and_a_new_value_counts_updated(ws: Wo
 
 @pytest.mark.parametrize("strategy", ["full", "incremental", "add-only", "update-only"])
 def test_platform_opt_out_is_never_undone_by_an_import_that_lists_the_address(
-    ws: Workspace, strategy: str
+    ws: Sandbox, strategy: str
 ) -> None:
     seeded(ws, strategy)
     ws.upload([("optout@example.org", "Ola", "Renamed", "GOLD"), *NEXT_FILE[:2]])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     assert run.added == 0
     assert statuses(ws)["optout@example.org"] == "unsubscribed"
-    assert "optout@example.org" not in ws.subscribers()
+    assert "optout@example.org" not in ws.subscribers("active")
 
 
 def test_full_list_leaving_out_an_unsubscribed_address_keeps_it_unsubscribed(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     seeded(ws, "full")
     ws.upload(NEXT_FILE[:4])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.removed, statuses(ws)["optout@example.org"]) == (1, "unsubscribed")
 
 
 def test_address_unsubscribed_on_the_platform_before_any_import_is_not_added(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     events = ws.root / "events.csv"
@@ -477,14 +483,14 @@ def test_address_unsubscribed_on_the_platform_before_any_import_is_not_added(
     assert loaded.exit_code == 0, loaded.output
     ws.upload([("ada@example.org", "Ada", "L", ""), ("nia@example.org", "Nia", "New", "")])
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.added == 1
-    assert list(ws.subscribers()) == ["ada@example.org"]
-    assert ws.subscribers(status="unsubscribed")["nia@example.org"]["first_name"] == "Nia"
+    assert list(ws.subscribers("active")) == ["ada@example.org"]
+    assert ws.subscribers("unsubscribed")["nia@example.org"]["first_name"] == "Nia"
 
 
-def test_opt_out_column_unsubscribes_the_rows_that_say_yes(ws: Workspace, plugin) -> None:
+def test_opt_out_column_unsubscribes_the_rows_that_say_yes(ws: Sandbox, plugin) -> None:
     plugin("lf_optout_dialect", OPT_OUT_DIALECT)
     ws.add_tenant("acme", dialect="optcrm", strategy="incremental")
     ws.upload(
@@ -497,7 +503,7 @@ def test_opt_out_column_unsubscribes_the_rows_that_say_yes(ws: Workspace, plugin
         header=("email", "first_name", "Unsubscribed"),
     )
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.added, run.unsubscribed, run.invalid) == (2, 2, 0)
     assert statuses(ws) == {
@@ -506,26 +512,24 @@ def test_opt_out_column_unsubscribes_the_rows_that_say_yes(ws: Workspace, plugin
         "blank@example.org": "active",
         "word@example.org": "unsubscribed",
     }
-    assert ws.subscribers()["no@example.org"]["fields"] == {}
+    assert ws.subscribers("active")["no@example.org"]["fields"] == {}
 
 
-def test_opt_out_column_saying_no_does_not_resubscribe(ws: Workspace, plugin) -> None:
+def test_opt_out_column_saying_no_does_not_resubscribe(ws: Sandbox, plugin) -> None:
     plugin("lf_optout_dialect", OPT_OUT_DIALECT)
     ws.add_tenant("acme", dialect="optcrm")
     header = ("email", "first_name", "unsubscribed")
     ws.upload([("ada@example.org", "Ada", "yes"), ("bob@example.org", "Bob", "")], header=header)
-    assert only(ws.sync()).unsubscribed == 1
+    assert only(ws.sync_all()).unsubscribed == 1
     ws.upload([("ada@example.org", "Ada", "no"), ("bob@example.org", "Bob", "")], header=header)
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.added, run.unsubscribed, run.unchanged) == (0, 0, 2)
     assert statuses(ws) == {"ada@example.org": "unsubscribed", "bob@example.org": "active"}
 
 
-def test_opt_out_value_the_dialect_does_not_know_makes_the_row_invalid(
-    ws: Workspace, plugin
-) -> None:
+def test_opt_out_value_the_dialect_does_not_know_makes_the_row_invalid(ws: Sandbox, plugin) -> None:
     plugin("lf_optout_dialect", OPT_OUT_DIALECT)
     ws.add_tenant("acme", dialect="optcrm", max_invalid_share=0.5)
     ws.upload(
@@ -533,11 +537,11 @@ def test_opt_out_value_the_dialect_does_not_know_makes_the_row_invalid(
         header=("email", "first_name", "unsubscribed"),
     )
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert (run.status, run.invalid, run.added) == ("applied", 1, 1)
     assert statuses(ws) == {"bob@example.org": "active"}
-    assert "line 2: opt-out value 'maybe'" in (ws.home() / "subscriber_list.result.txt").read_text()
+    assert "line 2: opt-out value 'maybe'" in (ws.home / "subscriber_list.result.txt").read_text()
 
 
 OPT_OUT_DURING_RUN = """
@@ -558,12 +562,12 @@ OPT_OUT_DURING_RUN = """
 """
 
 
-def test_platform_opt_out_recorded_while_a_run_plans_is_not_undone(ws: Workspace, plugin) -> None:
+def test_platform_opt_out_recorded_while_a_run_plans_is_not_undone(ws: Sandbox, plugin) -> None:
     seeded(ws, "full")
     plugin("lf_opt_out_during_run", OPT_OUT_DURING_RUN)
     ws.upload(NEXT_FILE)  # plans: add new, add back (removed), remove gone
 
-    run = only(ws.sync())
+    run = only(ws.sync_all())
 
     assert run.status == "applied", run.reason
     after = statuses(ws)

@@ -9,12 +9,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, people
+from conftest import people
 from test_crash import listferry_command
 
 from listferry.config import TENANT_KEYS
 from listferry.config.passwords import hash_password, verify_password
 from listferry.store.locks import EXPORTS, RUNS, tenant_lock
+from listferry.testing import Sandbox
 
 HAND_WRITTEN = """\
 # listferry for the newsletter platform
@@ -45,7 +46,7 @@ strategy = "incremental"
 
 
 @pytest.fixture
-def hand_written(ws: Workspace) -> str:
+def hand_written(ws: Sandbox) -> str:
     """A config an operator wrote by hand: comments, aligned keys, a multi-line list."""
     text = HAND_WRITTEN.replace("{hash}", hash_password("acme-Passw0rd"))
     ws.config_path.write_text(text)
@@ -54,7 +55,7 @@ def hand_written(ws: Workspace) -> str:
     return text
 
 
-def unchanged(ws: Workspace, before: bytes, inode: int) -> bool:
+def unchanged(ws: Sandbox, before: bytes, inode: int) -> bool:
     return ws.config_path.read_bytes() == before and ws.config_path.stat().st_ino == inode
 
 
@@ -62,7 +63,7 @@ def unchanged(ws: Workspace, before: bytes, inode: int) -> bool:
 
 
 def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     result = ws.cli(
         "tenant",
@@ -88,7 +89,7 @@ def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
         .replace("\n\n# Beta Ltd", "\nmax_invalid_share = 0.1\nrequire_tls = true\n\n# Beta Ltd")
     )
     assert ws.config_path.read_text() == expected
-    acme = ws.app().config.tenant("acme")
+    acme = ws.tenant
     assert (acme.strategy, acme.count_file, acme.require_tls) == ("incremental", "optional", True)
     assert acme.allow_ips == ("203.0.113.0/24", "127.0.0.1")
     assert acme.max_invalid_share == 0.1
@@ -97,7 +98,7 @@ def test_set_changes_only_what_it_names_and_keeps_every_comment_and_line(
 
 
 def test_set_takes_any_tenant_key_as_toml_when_the_key_takes_that_else_as_text(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     result = ws.cli(
         "tenant",
@@ -133,7 +134,7 @@ def test_set_takes_any_tenant_key_as_toml_when_the_key_takes_that_else_as_text(
     ],
 )
 def test_a_refused_change_is_one_line_exit_2_and_leaves_the_file_byte_for_byte(
-    ws: Workspace, hand_written: str, args: list[str], message: str
+    ws: Sandbox, hand_written: str, args: list[str], message: str
 ) -> None:
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
     result = ws.cli("tenant", "set", "acme", *args)
@@ -144,7 +145,7 @@ def test_a_refused_change_is_one_line_exit_2_and_leaves_the_file_byte_for_byte(
 
 
 def test_set_refuses_a_key_given_twice_or_a_list_given_whole_and_in_parts(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
     for args, message in (
@@ -160,7 +161,7 @@ def test_set_refuses_a_key_given_twice_or_a_list_given_whole_and_in_parts(
     assert unchanged(ws, before, inode)
 
 
-def test_set_never_prints_a_secret_and_stores_only_a_hash(ws: Workspace, hand_written) -> None:
+def test_set_never_prints_a_secret_and_stores_only_a_hash(ws: Sandbox, hand_written) -> None:
     result = ws.cli(
         "tenant",
         "set",
@@ -176,10 +177,10 @@ def test_set_never_prints_a_secret_and_stores_only_a_hash(ws: Workspace, hand_wr
     assert "remote_password_env" in result.stderr  # a word on passwords in a command line
     text = ws.config_path.read_text()
     assert "n3w-Passw0rd" not in text
-    assert verify_password("n3w-Passw0rd", ws.app().config.tenant("acme").password_hash)
+    assert verify_password("n3w-Passw0rd", ws.tenant.password_hash)
 
 
-def test_set_with_what_the_file_says_already_changes_nothing(ws: Workspace, hand_written) -> None:
+def test_set_with_what_the_file_says_already_changes_nothing(ws: Sandbox, hand_written) -> None:
     inode = ws.config_path.stat().st_ino
     result = ws.cli("tenant", "set", "beta", "--strategy", "incremental")
     assert result.exit_code == 0
@@ -187,7 +188,7 @@ def test_set_with_what_the_file_says_already_changes_nothing(ws: Workspace, hand
     assert ws.config_path.stat().st_ino == inode
 
 
-def test_a_change_keeps_the_files_mode_and_owner(ws: Workspace, hand_written: str) -> None:
+def test_a_change_keeps_the_files_mode_and_owner(ws: Sandbox, hand_written: str) -> None:
     os.chmod(ws.config_path, 0o640)
     owner = (4321, 4321) if os.geteuid() == 0 else (os.getuid(), os.getgid())
     os.chown(ws.config_path, *owner)  # as root: the service user's file, changed by root
@@ -196,7 +197,7 @@ def test_a_change_keeps_the_files_mode_and_owner(ws: Workspace, hand_written: st
     assert (after.st_mode & 0o777, (after.st_uid, after.st_gid)) == (0o640, owner)
 
 
-def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
+def test_set_edits_a_tenant_written_as_an_inline_table(ws: Sandbox) -> None:
     ws.config_path.write_text(
         '[listferry]\nstate = "state"\n\n[tenants]\n'
         'acme = { strategy = "full" }  # one line per tenant\nbeta = {}\n'
@@ -208,7 +209,7 @@ def test_set_edits_a_tenant_written_as_an_inline_table(ws: Workspace) -> None:
     assert ws.app().config.tenant("beta").count_file == "off"
 
 
-def test_keys_added_to_and_taken_from_an_inline_table_keep_its_layout(ws: Workspace) -> None:
+def test_keys_added_to_and_taken_from_an_inline_table_keep_its_layout(ws: Sandbox) -> None:
     ws.config_path.write_text(
         '[listferry]\nstate = "state"\n\n[tenants]\n'
         'acme = { strategy = "incremental", count_file = "off" }  # spaced\n'
@@ -230,7 +231,7 @@ def test_keys_added_to_and_taken_from_an_inline_table_keep_its_layout(ws: Worksp
 
 
 def test_tenants_written_inline_are_removed_and_a_table_among_them_is_refused(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.config_path.write_text('[tenants]\nacme = { strategy = "full" }\nbeta = {}\n')
     assert ws.cli("tenant", "remove", "acme").exit_code == 0
@@ -245,7 +246,7 @@ def test_tenants_written_inline_are_removed_and_a_table_among_them_is_refused(
     assert unchanged(ws, before, inode)
 
 
-def test_a_tenant_in_dotted_keys_that_tomlkit_would_drop_is_refused(ws: Workspace) -> None:
+def test_a_tenant_in_dotted_keys_that_tomlkit_would_drop_is_refused(ws: Sandbox) -> None:
     ws.config_path.write_text('tenants.acme.strategy = "full"\n\n[listferry]\nstate = "state"\n')
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
     result = ws.cli("tenant", "set", "acme", "--unset", "strategy")
@@ -253,10 +254,10 @@ def test_a_tenant_in_dotted_keys_that_tomlkit_would_drop_is_refused(ws: Workspac
     assert "cannot change safely" in result.stderr and "edit the file by hand" in result.stderr
     assert unchanged(ws, before, inode)
     assert ws.cli("tenant", "set", "acme", "--count-file", "off").exit_code == 0
-    assert ws.app().config.tenant("acme").count_file == "off"
+    assert ws.tenant.count_file == "off"
 
 
-def test_parallel_changes_all_land(ws: Workspace, hand_written: str) -> None:
+def test_parallel_changes_all_land(ws: Sandbox, hand_written: str) -> None:
     """Each change reads the file under a lock, so none is lost to another's write."""
     base = [*listferry_command(), "--config", str(ws.config_path), "tenant", "set"]
     changes = [
@@ -274,7 +275,7 @@ def test_parallel_changes_all_land(ws: Workspace, hand_written: str) -> None:
     assert "# ACME Corp: full lists from Salesforce, nightly" in config.text
 
 
-def test_password_and_ssh_keys_go_the_same_way_as_set(ws: Workspace, hand_written, tmp_path):
+def test_password_and_ssh_keys_go_the_same_way_as_set(ws: Sandbox, hand_written, tmp_path):
     keys = tmp_path / "crm.pub"
     keys.write_text(
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f crm\n"
@@ -293,7 +294,7 @@ def test_password_and_ssh_keys_go_the_same_way_as_set(ws: Workspace, hand_writte
 
 
 def test_add_puts_the_table_after_the_last_tenant_and_above_the_comments_after_it(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     result = ws.cli("tenant", "add", "gamma", "--strategy", "add-only", "--allow-ip", "192.0.2.9")
     assert result.exit_code == 0, result.output
@@ -309,7 +310,7 @@ def test_add_puts_the_table_after_the_last_tenant_and_above_the_comments_after_i
 
 
 def test_show_gives_the_settings_that_apply_and_where_each_comes_from(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     assert ws.cli("tenant", "set", "acme", "remote_password=hunter2-Secret").exit_code == 0
     result = ws.cli("tenant", "show", "acme", "--json")
@@ -340,10 +341,10 @@ def test_show_gives_the_settings_that_apply_and_where_each_comes_from(
 
 
 def test_remove_keeps_store_archive_and_home_aside_and_every_other_line(
-    ws: Workspace, hand_written: str
+    ws: Sandbox, hand_written: str
 ) -> None:
     ws.upload(people(3), tenant="acme", count=3)
-    assert [run.status for run in ws.sync("acme")] == ["applied"]
+    assert [run.status for run in ws.sync_all(tenant="acme")] == ["applied"]
     state, home = ws.root / "state" / "acme", ws.root / "homes" / "acme"
     (home / "waiting.csv").write_text("email\nlate@example.org\n")
 
@@ -367,11 +368,11 @@ def test_remove_keeps_store_archive_and_home_aside_and_every_other_line(
 
 
 def test_remove_purge_deletes_the_folders_and_never_touches_a_customer_hosted_home(
-    ws: Workspace,
+    ws: Sandbox,
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(2), tenant="acme")
-    ws.sync("acme")
+    ws.sync(tenant="acme")
     crm = "sftp://listferry@crm.example.net:22/exports"
     assert ws.cli("tenant", "add", "beta", "--home", crm).exit_code == 0
     result = ws.cli("tenant", "remove", "acme", "--purge")
@@ -385,7 +386,7 @@ def test_remove_purge_deletes_the_folders_and_never_touches_a_customer_hosted_ho
     assert ws.app().config.tenants == {}
 
 
-def test_remove_leaves_a_home_that_is_not_the_tenants_alone(ws: Workspace) -> None:
+def test_remove_leaves_a_home_that_is_not_the_tenants_alone(ws: Sandbox) -> None:
     ws.add_tenant("acme", home="shared")
     ws.add_tenant("beta", home="shared/beta")
     result = ws.cli("tenant", "remove", "acme", "--purge")
@@ -396,13 +397,13 @@ def test_remove_leaves_a_home_that_is_not_the_tenants_alone(ws: Workspace) -> No
 
 @pytest.mark.parametrize(("lock", "what"), [(RUNS, "a run"), (EXPORTS, "an export")])
 def test_remove_is_refused_while_a_run_or_an_export_holds_the_tenant(
-    ws: Workspace, lock: str, what: str
+    ws: Sandbox, lock: str, what: str
 ) -> None:
     ws.add_tenant("acme")
     ws.upload(people(2), tenant="acme")
-    ws.sync("acme")
+    ws.sync(tenant="acme")
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
-    with tenant_lock(ws.app().config.tenant("acme"), lock) as held:
+    with tenant_lock(ws.tenant, lock) as held:
         assert held
         result = ws.cli("tenant", "remove", "acme", "--purge")
     assert result.exit_code == 1
@@ -428,7 +429,7 @@ CANNOT_WORK = [
 
 @pytest.mark.parametrize(("setting", "said"), CANNOT_WORK, ids=[s for s, _ in CANNOT_WORK])
 def test_set_refuses_a_value_that_cannot_work_and_leaves_the_file(
-    ws: Workspace, hand_written: str, setting: str, said: str
+    ws: Sandbox, hand_written: str, setting: str, said: str
 ) -> None:
     before, inode = ws.config_path.read_bytes(), ws.config_path.stat().st_ino
 
@@ -442,7 +443,7 @@ def test_set_refuses_a_value_that_cannot_work_and_leaves_the_file(
 
 @pytest.mark.parametrize(("setting", "said"), CANNOT_WORK, ids=[s for s, _ in CANNOT_WORK])
 def test_a_hand_edited_config_with_a_value_that_cannot_work_names_its_line(
-    ws: Workspace, hand_written: str, setting: str, said: str
+    ws: Sandbox, hand_written: str, setting: str, said: str
 ) -> None:
     key, value = setting.split("=", 1)
     value = value if value.startswith("[") else f'"{value}"'
@@ -460,7 +461,7 @@ def test_a_hand_edited_config_with_a_value_that_cannot_work_names_its_line(
     assert len(result.stderr.splitlines()) == 1
 
 
-def test_add_refuses_a_home_url_without_its_user(ws: Workspace) -> None:
+def test_add_refuses_a_home_url_without_its_user(ws: Sandbox) -> None:
     result = ws.cli("tenant", "add", "acme", "--home", "sftp://files.example.net/out")
     assert result.exit_code == 2
     assert "home 'sftp://files.example.net/out' names no user" in result.stderr
@@ -468,7 +469,7 @@ def test_add_refuses_a_home_url_without_its_user(ws: Workspace) -> None:
 
 
 def test_a_home_under_tilde_is_the_home_folder_of_the_user_not_a_folder_named_tilde(
-    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ws: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "operator"))
     monkeypatch.chdir(tmp_path)
@@ -477,15 +478,15 @@ def test_a_home_under_tilde_is_the_home_folder_of_the_user_not_a_folder_named_ti
     result = ws.cli("tenant", "set", "acme", "home=~/lists/acme")
 
     assert result.exit_code == 0, result.output
-    assert ws.app().config.tenant("acme").home == str(tmp_path / "operator" / "lists" / "acme")
+    assert ws.tenant.home == str(tmp_path / "operator" / "lists" / "acme")
     assert (tmp_path / "operator" / "lists" / "acme").is_dir()
     assert not any(p.name == "~" for p in ws.root.rglob("*"))
 
 
-def test_remote_retries_zero_means_no_retry(ws: Workspace) -> None:
+def test_remote_retries_zero_means_no_retry(ws: Sandbox) -> None:
     ws.add_tenant("acme")
     assert ws.cli("tenant", "set", "acme", "remote_retries=0").exit_code == 0
-    assert ws.app().config.tenant("acme").remote_retries == 0
+    assert ws.tenant.remote_retries == 0
     refused = ws.cli("tenant", "set", "acme", "remote_retries=-1")
     assert refused.exit_code == 2 and "remote_retries must be a whole number, 0 or more" in (
         refused.stderr
@@ -493,7 +494,7 @@ def test_remote_retries_zero_means_no_retry(ws: Workspace) -> None:
 
 
 def test_a_hash_the_tenant_password_command_wrote_and_a_real_key_are_taken(
-    ws: Workspace, tmp_path: Path
+    ws: Sandbox, tmp_path: Path
 ) -> None:
     import subprocess
 
@@ -503,14 +504,12 @@ def test_a_hash_the_tenant_password_command_wrote_and_a_real_key_are_taken(
     assert ws.cli("tenant", "ssh-keys", "acme", f"{key}.pub").exit_code == 0
     done = ws.cli("tenant", "password", "acme", "--password-stdin", input="s3cret-enough\n")
     assert done.exit_code == 0
-    again = ws.cli(
-        "tenant", "set", "acme", f"password_hash={ws.app().config.tenant('acme').password_hash}"
-    )
+    again = ws.cli("tenant", "set", "acme", f"password_hash={ws.tenant.password_hash}")
     assert again.exit_code == 0, again.output
 
 
 def test_show_gives_the_return_file_template_that_applies_not_null(
-    ws: Workspace, plugin_dir: Path
+    ws: Sandbox, plugin_dir: Path
 ) -> None:
     from conftest import write_module
 

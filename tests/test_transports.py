@@ -19,7 +19,7 @@ from typing import Any
 
 import paramiko
 import pytest
-from conftest import Workspace, csv_text, people
+from conftest import csv_text, people
 from remote_servers import Remote, starter
 
 from listferry.app import endpoint_of
@@ -27,6 +27,7 @@ from listferry.config.passwords import hash_password
 from listferry.errors import ConfigError
 from listferry.ops.tenants import add_tenant
 from listferry.serve.keys import make_ssh_host_key
+from listferry.testing import Sandbox
 from listferry_plugins.sftp.transport import sftp_home
 
 PASSWORD = "Pa55-w0rd-only-the-server-knows"
@@ -43,7 +44,7 @@ def remote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         yield starter(stack, tmp_path, PASSWORD)
 
 
-def tenant_on(ws: Workspace, server: Remote, name: str = "acme", **settings: Any) -> None:
+def tenant_on(ws: Sandbox, server: Remote, name: str = "acme", **settings: Any) -> None:
     add_tenant(ws.app(), name, server.tenant_settings(**settings))
 
 
@@ -53,7 +54,7 @@ def upload(server: Remote, rows: int = 50, count: bool = False, name: str = "sub
         (server.folder / name.replace(".csv", "_count.txt")).write_text(f"{rows}\n")
 
 
-def archived(ws: Workspace, name: str = "acme") -> list[str]:
+def archived(ws: Sandbox, name: str = "acme") -> list[str]:
     folder = ws.app().config.tenant(name).state_dir / "archive"
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
@@ -63,16 +64,16 @@ def archived(ws: Workspace, name: str = "acme") -> list[str]:
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_list_on_a_customer_server_is_applied_archived_removed_and_reported(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     tenant_on(ws, server)
     upload(server, rows=50)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert (run.status, run.added, run.reason) == ("applied", 50, None)
-    assert len(ws.subscribers()) == 50
+    assert len(ws.subscribers("active")) == 50
     assert [name.split("-", 2)[2] for name in archived(ws)] == ["subscriber_list.csv"]
     assert server.files() == ["subscriber_list.result.txt"]
     assert "The list was updated." in (server.folder / "subscriber_list.result.txt").read_text()
@@ -80,64 +81,60 @@ def test_a_list_on_a_customer_server_is_applied_archived_removed_and_reported(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_the_count_file_is_fetched_checked_and_removed_with_its_list(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     tenant_on(ws, server, count_file="required")
     (server.folder / "subscriber_list.csv").write_text(csv_text(people(30)))
     (server.folder / "subscriber_list_count.txt").write_text("31\n")
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "voided"
     assert run.reason == "record count mismatch: count file says 31, file has 30 records"
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
     assert server.files() == ["subscriber_list.result.txt"]
     assert len(archived(ws)) == 2  # the list and its count file
 
 
 def test_a_later_report_replaces_the_earlier_one_without_posix_rename(
-    ws: Workspace, remote: Any
+    ws: Sandbox, remote: Any
 ) -> None:
     server = remote("sftp", posix_rename=False)
     tenant_on(ws, server)
     upload(server, rows=10)
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
     (server.folder / "subscriber_list.csv").write_text("email\r\nnot-an-address\r\n")
 
-    assert [r.status for r in ws.sync()] == ["voided"]
+    assert [r.status for r in ws.sync_all()] == ["voided"]
     assert server.files() == ["subscriber_list.result.txt"]
     assert "Nothing was changed" in (server.folder / "subscriber_list.result.txt").read_text()
 
 
-def test_a_server_without_mlsd_is_listed_with_nlst_size_and_mdtm(
-    ws: Workspace, remote: Any
-) -> None:
+def test_a_server_without_mlsd_is_listed_with_nlst_size_and_mdtm(ws: Sandbox, remote: Any) -> None:
     server = remote("ftp", mlsd=False)
     tenant_on(ws, server)
     upload(server, rows=20)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert (run.status, run.added) == ("applied", 20)
     assert server.files() == ["subscriber_list.result.txt"]
 
 
-def test_hidden_and_partial_uploads_on_the_server_are_never_taken(
-    ws: Workspace, remote: Any
-) -> None:
+def test_hidden_and_partial_uploads_on_the_server_are_never_taken(ws: Sandbox, remote: Any) -> None:
     server = remote("sftp")
     tenant_on(ws, server)
     (server.folder / ".subscriber_list.csv.1a2b.part").write_text(csv_text(people(5)))
     (server.folder / "subscriber_list.csv.filepart").write_text(csv_text(people(5)))
 
-    assert [r.status for r in ws.sync()] == ["idle"]
+    assert [r.status for r in ws.sync_all()] == ["idle"]
     assert len(server.files()) == 2
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_listferry_pulls_from_listferry_its_own_servers_as_the_customer_server(
-    ws: Workspace, served: Any, monkeypatch: pytest.MonkeyPatch, protocol: str
+    ws: Sandbox, served: Any, monkeypatch: pytest.MonkeyPatch, protocol: str
 ) -> None:
     """The built-in servers (``listferry serve``) hold tenant crm's home; acme pulls from it."""
     monkeypatch.setenv("CRM_PASSWORD", PASSWORD)
@@ -160,7 +157,7 @@ def test_listferry_pulls_from_listferry_its_own_servers_as_the_customer_server(
             settings["ca_file"] = str(s.settings.tls_cert)
         add_tenant(ws.app(), "acme", settings)
 
-        [run] = ws.sync("acme")
+        [run] = ws.sync_all(tenant="acme")
 
     assert (run.status, run.added) == ("applied", 40)
     assert sorted(p.name for p in crm.iterdir()) == ["subscriber_list.result.txt"]
@@ -171,7 +168,7 @@ def test_listferry_pulls_from_listferry_its_own_servers_as_the_customer_server(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_file_still_growing_between_listings_is_left_for_the_next_run(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     growing = {"rows": 10}
 
@@ -185,25 +182,25 @@ def test_a_file_still_growing_between_listings_is_left_for_the_next_run(
     tenant_on(ws, server, stable_seconds=0.1)
     upload(server, rows=10)
 
-    assert [r.status for r in ws.sync()] == ["idle"]
-    assert ws.subscribers() == {}
+    assert [r.status for r in ws.sync_all()] == ["idle"]
+    assert ws.subscribers("active") == {}
     assert server.files() == ["subscriber_list.csv"]
 
     rows = growing["rows"]
     growing["rows"] = 0  # the upload is done
-    [run] = ws.sync()
+    [run] = ws.sync_all()
     assert (run.status, run.added) == ("applied", 10 + rows - 10)
 
 
 def test_a_list_with_its_count_file_is_taken_without_a_second_look(
-    ws: Workspace, remote: Any
+    ws: Sandbox, remote: Any
 ) -> None:
     server = remote("sftp")
     tenant_on(ws, server, stable_seconds=60)
     upload(server, rows=10, count=True)
 
     started = time.monotonic()
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "applied"
     assert time.monotonic() - started < 30
@@ -220,29 +217,29 @@ def fingerprint(public_key: Path) -> str:
 
 
 def test_an_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_add_it(
-    ws: Workspace, remote: Any, tmp_path: Path
+    ws: Sandbox, remote: Any, tmp_path: Path
 ) -> None:
     server = remote("sftp")
     tenant_on(ws, server, known_hosts=None)  # the default: state/acme/known_hosts
     upload(server, rows=5)
-    known_hosts = ws.app().config.tenant("acme").state_dir / "known_hosts"
+    known_hosts = ws.tenant.state_dir / "known_hosts"
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "host key is not known: ssh-ed25519 " in run.reason
     assert fingerprint(tmp_path / "remote-0" / "ssh_host_key.pub") in run.reason
     assert str(known_hosts) in run.reason
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
     assert server.files() == ["subscriber_list.csv"]
 
     # doing what the message says (after checking the fingerprint) lets the next run in
     known_hosts.write_text(run.reason.rsplit(f"{known_hosts}: ", 1)[1] + "\n")
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
 
 
 def test_a_changed_host_key_is_refused_naming_both_keys(
-    ws: Workspace, remote: Any, tmp_path: Path
+    ws: Sandbox, remote: Any, tmp_path: Path
 ) -> None:
     server = remote("sftp")
     impostor = tmp_path / "old_host_key"
@@ -252,7 +249,7 @@ def test_a_changed_host_key_is_refused_naming_both_keys(
     tenant_on(ws, server)
     upload(server, rows=5)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "host key has CHANGED" in run.reason
@@ -262,7 +259,7 @@ def test_a_changed_host_key_is_refused_naming_both_keys(
 
 
 def test_a_known_hosts_file_hashed_by_ssh_keygen_with_lines_paramiko_cannot_read_works(
-    ws: Workspace, remote: Any
+    ws: Sandbox, remote: Any
 ) -> None:
     server = remote("sftp")
     line = server.known_hosts.read_text()
@@ -279,16 +276,16 @@ def test_a_known_hosts_file_hashed_by_ssh_keygen_with_lines_paramiko_cannot_read
     tenant_on(ws, server)
     upload(server, rows=5)
 
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
 
 
-def test_a_host_key_marked_revoked_is_refused(ws: Workspace, remote: Any) -> None:
+def test_a_host_key_marked_revoked_is_refused(ws: Sandbox, remote: Any) -> None:
     server = remote("sftp")
     line = server.known_hosts.read_text()
     server.known_hosts.write_text(line + f"@revoked * {line.split(' ', 1)[1]}")
     tenant_on(ws, server)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "is marked @revoked in" in run.reason
@@ -304,13 +301,13 @@ def test_a_host_key_marked_revoked_is_refused(ws: Workspace, remote: Any) -> Non
     ids=["system-store", "ca_file", "tls_verify-false"],
 )
 def test_ftps_refuses_a_self_signed_certificate_unless_told_to_trust_it(
-    ws: Workspace, remote: Any, settings: dict, status: str
+    ws: Sandbox, remote: Any, settings: dict, status: str
 ) -> None:
     server = remote("ftps")
     tenant_on(ws, server, **settings)
     upload(server, rows=5)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == status
     if status == "failed":
@@ -324,14 +321,14 @@ def test_ftps_refuses_a_self_signed_certificate_unless_told_to_trust_it(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_download_cut_once_is_retried_and_the_list_applied(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol, proxy=True)
     server.proxy.fault("cut", after=30_000, direction="down", times=1)
     tenant_on(ws, server)
     upload(server, rows=BIG)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert (run.status, run.added) == ("applied", BIG)
     assert server.proxy.faults == 1
@@ -339,40 +336,40 @@ def test_a_download_cut_once_is_retried_and_the_list_applied(
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_download_cut_every_time_fails_the_run_and_applies_nothing(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol, proxy=True)
     server.proxy.fault("cut", after=30_000, direction="down")
     tenant_on(ws, server)
     upload(server, rows=BIG)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "could not fetch subscriber_list.csv: " in run.reason
     assert "(gave up after 3 tries)" in run.reason
     assert server.proxy.faults == 3
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
     assert archived(ws) == []
     assert server.files() == ["subscriber_list.csv", "subscriber_list.result.txt"]
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]  # no partial download left
 
 
 @pytest.mark.parametrize("protocol", ["ftp", "sftp"])
 def test_a_stalled_download_times_out_and_fails_the_run(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol, proxy=True)
     server.proxy.fault("stall", after=30_000, direction="down")
     tenant_on(ws, server, remote_retries=1, remote_timeout=0.5)
     upload(server, rows=BIG)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "timed out: no answer from the server for 0.5 s (gave up after 2 tries)" in run.reason
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
 
 
 @pytest.fixture
@@ -384,7 +381,7 @@ def thread_failures(monkeypatch: pytest.MonkeyPatch) -> list[threading.ExceptHoo
 
 
 def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and_no_traceback(
-    ws: Workspace, remote: Any, capfd: pytest.CaptureFixture[str], thread_failures: list
+    ws: Sandbox, remote: Any, capfd: pytest.CaptureFixture[str], thread_failures: list
 ) -> None:
     server = remote("sftp", proxy=True)
     server.proxy.fault("cut", after=LARGE // 2, direction="down")
@@ -392,16 +389,16 @@ def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and
     upload(server, rows=LARGE // 45)  # about 45 bytes a record
     assert (server.folder / "subscriber_list.csv").stat().st_size > LARGE
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert "could not fetch subscriber_list.csv: " in run.reason
     assert "\n" not in run.reason
     assert "(gave up after 3 tries)" in run.reason
     assert server.proxy.faults == 3
-    assert ws.subscribers() == {}
+    assert ws.subscribers("active") == {}
     assert archived(ws) == []
-    work = ws.app().config.tenant("acme").state_dir / "work"
+    work = ws.tenant.state_dir / "work"
     assert not [p for p in work.rglob("*") if p.is_file()]
     assert thread_failures == []
     assert "Traceback" not in capfd.readouterr().err
@@ -409,7 +406,7 @@ def test_a_large_sftp_download_cut_midway_fails_cleanly_with_no_partial_file_and
 
 @pytest.mark.parametrize("read_limit", [None, 10_000], ids=["full-reads", "short-reads"])
 def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
-    ws: Workspace,
+    ws: Sandbox,
     remote: Any,
     tmp_path: Path,
     capfd: pytest.CaptureFixture[str],
@@ -421,7 +418,7 @@ def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
     tenant_on(ws, server)
     sent = random.Random(7).randbytes(LARGE)
     (server.folder / "export.bin").write_bytes(sent)
-    transport = sftp_home(endpoint_of(ws.app().config.tenant("acme"), server.url))
+    transport = sftp_home(endpoint_of(ws.tenant, server.url))
 
     try:
         got = transport.fetch("export.bin", tmp_path / "export.bin")
@@ -438,13 +435,13 @@ def test_a_large_sftp_download_cut_once_arrives_byte_for_byte_on_the_retry(
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_refused_connection_is_retried_then_fails_in_plain_words(
-    ws: Workspace, remote: Any, protocol: str
+    ws: Sandbox, remote: Any, protocol: str
 ) -> None:
     server = remote(protocol)
     server.server.__exit__()  # the server is down
     tenant_on(ws, server, remote_retries=1)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert run.reason == (
@@ -477,7 +474,7 @@ def silent_server(connections: int | None = None) -> Iterator[int]:
             conn.close()
 
 
-def sftp_tenant_at(ws: Workspace, port: int) -> str:
+def sftp_tenant_at(ws: Sandbox, port: int) -> str:
     url = f"sftp://acme@127.0.0.1:{port}/in"
     add_tenant(
         ws.app(),
@@ -492,10 +489,10 @@ def sftp_tenant_at(ws: Workspace, port: int) -> str:
     return url
 
 
-def test_an_sftp_home_that_never_answers_ssh_fails_saying_so(ws: Workspace, remote: Any) -> None:
+def test_an_sftp_home_that_never_answers_ssh_fails_saying_so(ws: Sandbox, remote: Any) -> None:
     with silent_server() as port:
         url = sftp_tenant_at(ws, port)
-        [run] = ws.sync()
+        [run] = ws.sync_all()
 
     assert (run.status, run.reason) == (
         "failed",
@@ -505,11 +502,11 @@ def test_an_sftp_home_that_never_answers_ssh_fails_saying_so(ws: Workspace, remo
 
 
 def test_retries_that_fail_otherwise_keep_the_first_reason(
-    ws: Workspace, remote: Any, caplog: pytest.LogCaptureFixture
+    ws: Sandbox, remote: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     with silent_server(connections=1) as port:  # then the port is closed
         url = sftp_tenant_at(ws, port)
-        [run] = ws.sync()
+        [run] = ws.sync_all()
 
     assert run.reason == (
         f"{url}: could not list the folder: error reading SSH protocol banner "
@@ -522,7 +519,7 @@ def test_retries_that_fail_otherwise_keep_the_first_reason(
 
 
 def test_a_tenant_logs_in_to_sftp_with_its_key_file(
-    ws: Workspace, remote: Any, tmp_path: Path
+    ws: Sandbox, remote: Any, tmp_path: Path
 ) -> None:
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
@@ -530,28 +527,28 @@ def test_a_tenant_logs_in_to_sftp_with_its_key_file(
     tenant_on(ws, server, remote_key_file=str(key), remote_password_env=None)
     upload(server, rows=5)
 
-    assert [r.status for r in ws.sync()] == ["applied"]
+    assert [r.status for r in ws.sync_all()] == ["applied"]
 
 
-def test_a_wrong_password_is_refused_at_once(ws: Workspace, remote: Any, monkeypatch) -> None:
+def test_a_wrong_password_is_refused_at_once(ws: Sandbox, remote: Any, monkeypatch) -> None:
     server = remote("sftp")
     monkeypatch.setenv("ACME_PASSWORD", "not-the-password")
     tenant_on(ws, server)
 
     started = time.monotonic()
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.status == "failed"
     assert run.reason == f"{server.url}: login refused for user acme (wrong password?)"
     assert time.monotonic() - started < 5  # not retried
 
 
-def test_a_missing_password_variable_is_named(ws: Workspace, remote: Any, monkeypatch) -> None:
+def test_a_missing_password_variable_is_named(ws: Sandbox, remote: Any, monkeypatch) -> None:
     server = remote("ftp")
     monkeypatch.delenv("ACME_PASSWORD")
     tenant_on(ws, server)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert run.reason == "the environment variable ACME_PASSWORD (remote_password_env) is not set"
 
@@ -564,18 +561,18 @@ def test_a_missing_password_variable_is_named(ws: Workspace, remote: Any, monkey
     ],
 )
 def test_a_home_without_credentials_is_a_failed_run_saying_what_to_set(
-    ws: Workspace, remote: Any, protocol: str, settings: str
+    ws: Sandbox, remote: Any, protocol: str, settings: str
 ) -> None:
     server = remote(protocol)
     tenant_on(ws, server, remote_password_env=None)
 
-    [run] = ws.sync()
+    [run] = ws.sync_all()
 
     assert (run.status, run.reason) == ("failed", f"{server.url}: no credentials: set {settings}")
     assert server.server.events == []  # no login was tried
 
 
-def test_a_home_url_with_a_password_in_it_is_refused(ws: Workspace, remote: Any) -> None:
+def test_a_home_url_with_a_password_in_it_is_refused(ws: Sandbox, remote: Any) -> None:
     server = remote("ftp")
     with pytest.raises(ConfigError) as refused:
         tenant_on(ws, server, home=server.url.replace("acme@", f"acme:{PASSWORD}@"))
@@ -586,7 +583,7 @@ def test_a_home_url_with_a_password_in_it_is_refused(ws: Workspace, remote: Any)
 
 
 def test_the_password_never_shows_after_failures(
-    ws: Workspace, remote: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    ws: Sandbox, remote: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """Wrong passwords, cut transfers and refused connections: logs, runs, reports, CLI."""
     caplog.set_level(logging.DEBUG)

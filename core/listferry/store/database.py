@@ -415,10 +415,16 @@ class Store:
         return last_applied(self.conn)
 
     def record_attempt(self, run: RunRecord) -> None:
-        """Record a run that ended before it reached a file (an unreachable home)."""
-        self.begin_run(run)
+        """Record a run that ended before it reached a file (an unreachable home), whole,
+        in one transaction: no reader sees it half written."""
+        columns = ", ".join(RUN_COLUMNS)
+        marks = ", ".join(f":{c}" for c in RUN_COLUMNS)
         with self.transaction():
-            self.save_run(run)
+            cursor = self.conn.execute(
+                f"INSERT INTO runs ({columns}) VALUES ({marks})",
+                {c: getattr(run, c) for c in RUN_COLUMNS},
+            )
+        run.run_id = cursor.lastrowid
 
     # -- facts ---------------------------------------------------------------------------
 
