@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -27,6 +27,16 @@ from listferry.errors import ConfigError, ListferryError
 from listferry.fields import Field, FieldFamily
 from listferry.registry import Kind, Registry, has, instance_of, is_callable
 from listferry.templates import Template
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from listferry.config import Config
+    from listferry.jobs import Executor
+    from listferry.reader import ListReader
+    from listferry.serve.runtime import Server, ServerRuntime
+    from listferry.strategy import Strategy
+    from listferry.transport import TransportFactory
 
 GROUP = "listferry"
 HOST_DISTRIBUTION = "listferry"
@@ -96,19 +106,19 @@ class Host:
         return self._registry("register_dialects")
 
     @cached_property
-    def readers(self) -> Registry[Any]:
+    def readers(self) -> Registry[ListReader]:
         return self._registry("register_readers")
 
     @cached_property
-    def strategies(self) -> Registry[Any]:
+    def strategies(self) -> Registry[Strategy]:
         return self._registry("register_strategies")
 
     @cached_property
-    def transports(self) -> Registry[Any]:
+    def transports(self) -> Registry[TransportFactory]:
         return self._registry("register_transports")
 
     @cached_property
-    def servers(self) -> Registry[Any]:
+    def servers(self) -> Registry[Callable[[ServerRuntime], Server]]:
         return self._registry("register_servers")
 
     @cached_property
@@ -120,7 +130,7 @@ class Host:
         return self._registry("register_fields")
 
     @cached_property
-    def executors(self) -> Registry[Any]:
+    def executors(self) -> Registry[Callable[[Config], Executor]]:
         return self._registry("register_executors")
 
 

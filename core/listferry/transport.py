@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 from urllib.parse import urlsplit
 
 from listferry.errors import ConfigError, ListferryError, secret_from_env
+from listferry.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Endpoint:
         return secret_from_env(self.password_env, "remote_password_env")
 
 
-def open_transport(transports: Any, endpoint: Endpoint) -> Transport:
+def open_transport(transports: Registry[TransportFactory], endpoint: Endpoint) -> Transport:
     """A connection to ``endpoint`` through the transport registered for its scheme;
     a scheme no plugin serves is a :class:`ConfigError`."""
     if endpoint.scheme not in transports:
@@ -127,3 +128,7 @@ def plain_name(name: str) -> str:
     ):
         raise ListferryError(f"{name!r} is not a plain file name")
     return name
+
+
+#: What ``register_transports`` registers: a factory from an endpoint to a transport.
+TransportFactory = Callable[[Endpoint], Transport]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from listferry.cli.root import State, cli, emit_json, pass_state
 from listferry.errors import ConfigError
 from listferry.runs import PROBLEMS, RunStatus
+
+if TYPE_CHECKING:
+    from listferry.ops.status import TenantStatus
 
 log = logging.getLogger("listferry")
 
@@ -52,7 +55,7 @@ def status(state: State, json_: bool) -> None:
 _COLOURS = {"applied": "green", "voided": "yellow", "failed": "red", "skipped": "cyan"}
 
 
-def _status_line(item: Any, colour: bool) -> str:
+def _status_line(item: TenantStatus, colour: bool) -> str:
     outcome = item.last_status or (
         "error" if item.error else "no file yet" if item.looked_at else "never run"
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -22,6 +22,9 @@ from listferry.cli.root import (
 )
 from listferry.config import Tenant
 from listferry.errors import ListferryError
+
+if TYPE_CHECKING:
+    from listferry.runs import RunRecord
 
 log = logging.getLogger("listferry")
 
@@ -97,7 +100,7 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
         sys.exit(1)
 
 
-def log_run(run: Any) -> None:
+def log_run(run: RunRecord) -> None:
     """A JSON log line for each run (seen with -v), its record in the ``run`` field."""
     log.info("%s", run.describe(), extra={"tenant": run.tenant, "run": run.to_json()})
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from listferry.config.notify import EmailSettings, WebhookSettings
 from listferry.errors import ListferryError
-from listferry.runs import RunStatus
+from listferry.runs import RunRecord, RunStatus
 from listferry.text import redact_url
 
 log = logging.getLogger("listferry")
@@ -40,12 +40,12 @@ class NotifyError(ListferryError):
 # -- messages ---------------------------------------------------------------------------
 
 
-def run_subject(run: Any) -> str:
+def run_subject(run: RunRecord) -> str:
     what = f" {run.file}" if run.file else ""
     return f"listferry: {run.tenant} {run.status}{what}"
 
 
-def run_text(run: Any) -> str:
+def run_text(run: RunRecord) -> str:
     """The mail body for one run: what happened, why, and what to do."""
     lines = [f"Tenant:  {run.tenant}", f"Outcome: {run.status}"]
     if run.file:

@@ -29,12 +29,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from listferry.app import App, ConfigReload, open_app
 from listferry.config import Tenant
 from listferry.config.schedule import Schedule
-from listferry.jobs import Job, JobResult
+from listferry.jobs import Executor, Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
 from listferry.times import iso
@@ -82,7 +81,7 @@ class Scheduler:
         self.reloading: ConfigReload | None = None
         self.due: dict[tuple[str, str | None], Due] = {}
         self.running: dict[tuple[str, str | None], Future[JobResult]] = {}
-        self.executor: Any = None
+        self.executor: Executor | None = None
 
     # -- the plan -----------------------------------------------------------------
 
