@@ -36,6 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
@@ -105,7 +106,7 @@ class ListStream:
 # -- the clients ---------------------------------------------------------------------------
 
 
-def upload_sftp(port: int, tenant: str, name: str, stream: ListStream) -> None:
+def upload_sftp(port: int, tenant: str, name: str, stream: ListStream | IO[bytes]) -> None:
     """Upload ``stream`` as ``name`` with paramiko; returns once the server confirmed it."""
     transport = paramiko.Transport(("127.0.0.1", port))
     try:
@@ -115,9 +116,15 @@ def upload_sftp(port: int, tenant: str, name: str, stream: ListStream) -> None:
         sftp.get_channel().settimeout(60)
         target = sftp.open(name, "wb")
         target.set_pipelined(True)
+        sent = 0
         for data in iter(lambda: stream.read(32768), b""):
             target.write(data)
+            sent += len(data)
         target.close()  # the server renames the file into place before it answers
+        # paramiko's close() swallows a lost connection and a refused close alike, so
+        # only a live server that shows the file under its name confirms the upload.
+        if sftp.stat(name).st_size != sent:
+            raise OSError(f"{name}: the server holds another size than was sent")
     finally:
         transport.close()
 
