@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from listferry.app import open_app
-from listferry.config import load_config, parse_config
+from listferry.config import checks, load_config, parse_config
 from listferry.errors import ConfigError
 
 
@@ -128,3 +128,17 @@ def test_key_and_ca_paths_are_relative_to_the_config_file(tmp_path: Path) -> Non
     assert tenant.known_hosts == str(tmp_path / "keys" / "known_hosts")
     assert tenant.ca_file == str(tmp_path / "ca.pem")
     assert tenant.remote_key_file == "/abs/key"
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [(0, 0), (4096, 4096), ("500 MB", 500_000_000), ("2 GiB", 2 << 30), ("1.5kb", 1500)],
+)
+def test_a_size_is_bytes_or_a_number_and_a_unit(value: object, size: int) -> None:
+    assert checks.byte_size(value) is None
+    assert checks.bytes_of(value) == size
+
+
+@pytest.mark.parametrize("value", [-1, "x", "5 XB", "MB", True, 1.5, "1e9"])
+def test_a_size_without_a_known_unit_is_refused(value: object) -> None:
+    assert "must be a size" in checks.byte_size(value)

@@ -97,6 +97,38 @@ def seconds_above_zero(value: Any) -> str | None:
     return None if ok else f"must be a number of seconds above 0, at most {MAX_SECONDS}"
 
 
+#: Units of :func:`byte_size`: decimal (``KB`` is 1000 bytes) and binary (``KiB`` is 1024).
+BYTE_UNITS = {
+    "": 1,
+    "B": 1,
+    **{f"{p}B": 1000 ** (i + 1) for i, p in enumerate("KMGTP")},
+    **{f"{p}iB": 1024 ** (i + 1) for i, p in enumerate("KMGTP")},
+}
+_BYTE_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]i?B|B)?\s*", re.IGNORECASE)
+
+
+def bytes_of(value: int | str) -> int:
+    """The number of bytes a good :func:`byte_size` value stands for."""
+    if _is_int(value):
+        return int(value)
+    match = _BYTE_SIZE.fullmatch(str(value))
+    if match is None:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit = match.groups()
+    factor = {u.upper(): f for u, f in BYTE_UNITS.items()}[(unit or "").upper()]
+    return int(float(number) * factor)
+
+
+def byte_size(value: Any) -> str | None:
+    """A size: a whole number of bytes, or a number and a unit (``"500 MB"``, ``"2 GiB"``)."""
+    problem = 'must be a size: a whole number of bytes or a number and a unit ("500 MB", "2 GiB")'
+    if _is_int(value):
+        return None if value >= 0 else problem
+    if isinstance(value, str) and _BYTE_SIZE.fullmatch(value):
+        return None
+    return problem
+
+
 # -- lists ------------------------------------------------------------------------------
 
 
