@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from listferry.app import App
 from listferry.config import ServerSettings, Tenant
 from listferry.serve.jail import remove_stale_uploads
+from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import event
 from listferry.serve.logins import Gatekeeper, LoginGuard
@@ -32,6 +33,7 @@ class ServerRuntime:
     gatekeeper: Gatekeeper
     uploads: UploadDispatcher
     live: LiveConfig
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
