@@ -48,6 +48,8 @@ WEAK_ALGORITHMS = {
         "diffie-hellman-group-exchange-sha1",
     ],
 }
+#: What the server says it is: no library, no version (paramiko would send its own).
+SSH_VERSION = "SSH-2.0-listferry"
 #: paramiko's own log, silent unless LISTFERRY_DEBUG is set: our events say what happened.
 SSH_LOG = "listferry.server.ssh"
 
@@ -173,7 +175,7 @@ class SftpServer:
                     self.runtime.guard.release(ip)
 
     def _serve(self, sock: socket.socket, ip: str) -> None:
-        transport = None
+        transport = connection = None
         try:
             with self._lock:  # stop() sees this transport, or this thread sees stop()
                 if self.stopping.is_set():
@@ -184,9 +186,13 @@ class SftpServer:
                     default_max_packet_size=MAX_PACKET_SIZE,
                     disabled_algorithms=WEAK_ALGORITHMS,
                 )
+                transport.local_version = SSH_VERSION
                 self._transports.add(transport)
-            self._converse(transport, Connection(self, transport, ip))
+            connection = Connection(self, transport, ip)
+            self._converse(transport, connection)
         finally:
+            if connection is not None:
+                connection.logged_out()
             if transport is None:
                 sock.close()
             else:
@@ -288,6 +294,11 @@ class Connection(paramiko.ServerInterface):
     def _log_in(self, tenant: Tenant | None) -> int:
         if tenant is None:
             return paramiko.AUTH_FAILED
+        if self.tenant is None:
+            refusal = self.runtime.limits.log_in(tenant)
+            if refusal:
+                event("refused", protocol=PROTOCOL, tenant=tenant.name, ip=self.ip, reason=refusal)
+                return paramiko.AUTH_FAILED
         self.tenant = tenant
         self.logged_in.set()
         return paramiko.AUTH_SUCCESSFUL
@@ -312,6 +323,11 @@ class Connection(paramiko.ServerInterface):
 
     def session_ended(self) -> None:
         self._sessions.release()
+
+    def logged_out(self) -> None:
+        """The connection is over: the tenant's session no longer counts."""
+        if self.tenant is not None:
+            self.runtime.limits.log_out(self.tenant)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.refuse("exec")
