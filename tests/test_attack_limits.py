@@ -180,9 +180,13 @@ def test_folders_past_max_depth_are_refused_over_sftp_and_ftp(served, tenants) -
         client.mkd("f/g/h")
         with pytest.raises(ftplib.error_perm, match=r"552 .*folders may nest at most 3 deep"):
             client.mkd("f/g/h/i")
+        client.mkd("y")
+        with pytest.raises(ftplib.error_perm, match=r"552 .*folders may nest at most 3 deep"):
+            client.rename("f", "y/f")
         client.quit()
     assert not (home / "a/b/c/d").exists() and not (home / "f/g/h/i").exists()
     assert (home / "a/b/c").is_dir() and not (home / "x/a").exists()
+    assert (home / "f/g/h").is_dir() and not (home / "y/f").exists()
 
 
 def test_logins_past_max_sessions_are_refused_on_every_protocol_until_one_ends(

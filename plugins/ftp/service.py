@@ -427,6 +427,17 @@ class TenantSession(TLS_FTPHandler):
             return None
         return super().ftp_MKD(path)
 
+    def ftp_RNTO(self, path: str) -> tuple[str, str] | None:
+        source = self._rnfr
+        if self.tenant is not None and source and os.path.isdir(source):
+            try:
+                self.limits().may_move(self.tenant, Path(source), Path(path))
+            except LimitReached as exc:
+                self._rnfr = None
+                self._refuse("RNTO", str(exc), f"552 Refused: {exc}.", path=self.fs.fs2ftp(path))
+                return None
+        return super().ftp_RNTO(path)
+
     def limits(self) -> Home:
         assert self.tenant is not None
         return self.runtime.limits.home(self.tenant)
