@@ -79,6 +79,9 @@ def test_a_session_opening_handles_in_a_loop_is_refused_at_the_limit_while_other
             assert len(opened) == 16
             with pytest.raises(OSError, match="at most 16"):
                 flood.listdir("/")
+            second_channel = paramiko.SFTPClient.from_transport(flood.get_channel().get_transport())
+            with second_channel, pytest.raises(OSError, match="at most 16"):
+                second_channel.open("own.txt")  # the connection's other channels count too
             with session(port, user="other", password=PASSWORD) as other:
                 put(other, "subscriber_list.csv", b"email\r\n")
             opened.pop().close()
@@ -205,7 +208,8 @@ def test_logins_past_max_sessions_are_refused_on_every_protocol_until_one_ends(
             with session(port, user="other", password=PASSWORD) as other:  # others unaffected
                 other.listdir("/")
         first.quit()
-        wait_for(lambda: not server.runtime.limits._sessions.get("acme"), "acme's sessions to end")
+        acme = server.runtime.app.config.tenant("acme")
+        wait_for(lambda: server.runtime.limits.sessions(acme) == 0, "acme's sessions to end")
         with session(port, password=PASSWORD) as again:
             again.listdir("/")
     assert sum("limit of 2 sessions" in line for line in events("refused")) == 2

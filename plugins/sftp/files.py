@@ -30,7 +30,6 @@ from listferry_plugins.sftp.session import TRANSFER_SIZE, Refusal
 
 if TYPE_CHECKING:
     from listferry_plugins.sftp.service import Connection
-    from listferry_plugins.sftp.session import SftpSession
 
 PROTOCOL = "sftp"
 
@@ -77,12 +76,12 @@ class TenantFiles(SFTPServerInterface):
         self.umask = connection.runtime.settings.umask
         self.handles: set[Transfer] = set()
         self.closed = 0  # transfers closed since the server was last told
-        self.session: SftpSession | None = None  # set by the session that serves these files
 
     def may_open(self) -> None:
-        """Raise :class:`LimitReached` when the session holds its most open handles."""
+        """Raise :class:`LimitReached` when the connection, all its SFTP channels together,
+        holds its most open handles."""
         most = self.server.runtime.settings.max_handles_per_session
-        if self.session is not None and self.session.open_handles() >= most:
+        if sum(channel.open_handles() for channel in list(self.connection.channels)) >= most:
             raise LimitReached(f"at most {most} files and folders may be open at once")
 
     def report_closed(self) -> None:

@@ -253,6 +253,7 @@ class Connection(paramiko.ServerInterface):
         self.logged_in = threading.Event()
         self.last_request = time.monotonic()
         self._sessions = threading.Semaphore(MAX_SESSIONS)
+        self.channels: set[SftpSession] = set()  # its SFTP sessions, open files and all
 
     @property
     def tenant_name(self) -> str | None:

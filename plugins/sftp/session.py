@@ -71,7 +71,8 @@ class SftpSession(paramiko.SFTPServer):
         self.name = f"sftp-session-{server.ip}"
         self.owner = server.server
         self.owner.track(self)
-        self.server.session = self
+        self.connection = server
+        server.channels.add(self)
         self._outbox: list[bytes] = []
         self._waiting = 0
 
@@ -91,6 +92,7 @@ class SftpSession(paramiko.SFTPServer):
                 super().finish_subsystem()
             finally:
                 self.server.report_closed()
+                self.connection.channels.discard(self)
                 self.owner.untrack(self)
 
     def start_subsystem(self, name: str, transport: paramiko.Transport, channel: Any) -> None:

@@ -570,7 +570,7 @@ class ServerSettings:
     max_handles_per_session: int = setting(
         64,
         checks.whole_number(1),
-        "Files and folders one SFTP session may hold open at once.",
+        "Files and folders one SFTP connection may hold open at once, all its channels together.",
     )
     umask: int = setting(
         "027",

@@ -160,6 +160,11 @@ class Limits:
             self._sessions[tenant.name] += 1
             return None
 
+    def sessions(self, tenant: Tenant) -> int:
+        """The sessions ``tenant`` has open now."""
+        with self._lock:
+            return self._sessions[tenant.name]
+
     def log_out(self, tenant: Tenant) -> None:
         with self._lock:
             self._sessions[tenant.name] -= 1
