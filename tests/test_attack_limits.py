@@ -105,6 +105,11 @@ def test_growing_an_upload_to_1_gib_sparse_is_refused_and_never_copied(
             with pytest.raises(OSError, match="Upload refused: a file may hold at most 64 KB"):
                 patch.write(b"x")
         assert sftp.stat("big.csv").st_size == 7
+        appending = sftp.open("appended.csv", "a")  # O_APPEND: the offsets are not where it lands
+        with appending, pytest.raises(OSError, match="a file may hold at most 64 KB"):
+            for _ in range(3):
+                appending.seek(0)
+                appending.write(b"x" * 30 * KB)
     assert leftovers(home) == ["big.csv"]
     assert any("result=refused" in line for line in events("upload"))
 
@@ -125,6 +130,24 @@ def test_an_sftp_upload_past_max_file_size_or_the_quota_is_refused_and_leaves_no
     assert leftovers(home) == ["second.csv"]
     refused = [line for line in events("upload") if "result=refused" in line]
     assert len(refused) == 2 and "file=too_big.csv" in refused[0]
+
+
+def test_what_a_home_already_holds_counts_against_the_quota(served, tenants) -> None:
+    """Finding 6: a home's files count at their apparent size, sparse ones in full."""
+    home = tenants(quota="100 KB")
+    with open(home / "old.csv", "wb") as sparse:  # 90 KB apparent, next to nothing on disk
+        sparse.truncate(90 * KB)
+    (home / "list.csv").write_bytes(b"email\r\n")
+    with served(["sftp", "ftp"]) as server:
+        with session(server.ports["sftp"], password=PASSWORD) as sftp:
+            with pytest.raises(OSError, match="the home's quota of 100 KB is used up"):
+                put(sftp, "list.csv", b"x" * 20 * KB)  # replacing a file counts too
+            put(sftp, "list.csv", b"x" * 5 * KB)
+        client = ftp(server.ports["ftp"])
+        with pytest.raises(ftplib.error_perm, match=r"552 .*quota of 100 KB is used up"):
+            client.storbinary("STOR list.csv", io.BytesIO(b"x" * 20 * KB))
+        client.quit()
+    assert (home / "list.csv").stat().st_size == 5 * KB
 
 
 def test_an_ftp_upload_past_max_file_size_or_the_quota_is_refused_with_552_and_leaves_nothing(

@@ -160,7 +160,7 @@ class CappedUpload(io.FileIO):
         view = memoryview(data)
         while view:
             view = view[super().write(view) :]
-        return self.size
+        return len(data)
 
 
 class Permissions:
@@ -444,10 +444,13 @@ class TenantSession(TLS_FTPHandler):
 
     def _refused_by_limits(self, command: str, path: str, folder: bool) -> bool:
         """Whether the tenant's limits refuse a new file (or folder) ``path``: then 552."""
-        if self.tenant is None or (not folder and os.path.lexists(path)):
+        if self.tenant is None:
             return False
         try:
-            self.limits().may_add(self.tenant, Path(path), folder)
+            if folder:
+                self.limits().may_add(self.tenant, Path(path), folder=True)
+            else:
+                self.limits().may_upload(self.tenant, Path(path))
         except LimitReached as exc:
             self._refuse(command, str(exc), f"552 Refused: {exc}.", path=self.fs.fs2ftp(path))
             return True

@@ -149,8 +149,7 @@ class TenantFiles(SFTPServerInterface):
             return SFTP_FAILURE
         if not exists and not flags & os.O_CREAT:
             return SFTP_NO_SUCH_FILE
-        if not exists:
-            self.limits.may_add(self.tenant, target, folder=False)
+        self.limits.may_upload(self.tenant, target)
         temp = target.with_name(upload_temp_name(target.name))
         mode = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(temp, mode | (flags & os.O_APPEND), 0o600)
@@ -166,7 +165,7 @@ class TenantFiles(SFTPServerInterface):
             os.close(fd)
             temp.unlink()
             raise
-        return Upload(self, fd, target, temp, size)
+        return Upload(self, fd, target, temp, size, bool(flags & os.O_APPEND))
 
     @confined
     def list_folder(self, path: str) -> list[SFTPAttributes] | int:
@@ -350,10 +349,13 @@ class Upload(Transfer):
 
     kind = "upload"
 
-    def __init__(self, files: TenantFiles, fd: int, target: Path, temp: Path, size: int) -> None:
+    def __init__(
+        self, files: TenantFiles, fd: int, target: Path, temp: Path, size: int, append: bool
+    ) -> None:
         super().__init__(files, fd, target)
         self.temp = temp
         self.size = size  # the file's apparent size, as counted against the home's limits
+        self.append = append  # every write lands at the end, whatever its offset
         self.refused: str | None = None
 
     def resize(self, size: int) -> None:
@@ -378,7 +380,8 @@ class Upload(Transfer):
         if self.refused is not None:
             return self.refuse(self.refused)
         try:
-            self.resize(max(self.size, offset + len(data)))
+            end = self.size if self.append else offset
+            self.resize(max(self.size, end + len(data)))
         except LimitReached as exc:
             return self.refuse(str(exc))
         view = memoryview(data)

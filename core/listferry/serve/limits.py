@@ -114,6 +114,14 @@ class Home:
         if self.measure(tenant).entries >= tenant.max_files:
             raise LimitReached(f"the home holds its limit of {tenant.max_files} files and folders")
 
+    def may_upload(self, tenant: Tenant, path: Path) -> None:
+        """Measure the home for an upload to ``path``; raise :class:`LimitReached` when it
+        would be a new file past ``max_files``."""
+        if os.path.lexists(path):
+            self.measure(tenant)
+        else:
+            self.may_add(tenant, path, folder=False)
+
     def may_move(self, tenant: Tenant, folder: Path, to: Path) -> None:
         """Raise :class:`LimitReached` unless the folder ``folder`` may move to ``to``."""
         levels = height(folder, tenant.max_depth + 1)
