@@ -18,6 +18,7 @@ data connections to any address but the client's own (FTP bounce) are refused.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import select
@@ -51,6 +52,7 @@ from listferry.serve.jail import (
     upload_temp_name,
     virtual,
 )
+from listferry.serve.limits import Home, LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
 from listferry.serve.runtime import ServerRuntime
 from listferry_plugins.ftp.tls_files import TLSFiles, watched
@@ -120,13 +122,45 @@ class TenantFS(AbstractedFS):
     listdirinfo = listdir
 
     def open(self, filename: str, mode: str) -> Any:
-        if mode not in ("rb", "wb"):
+        if mode == "wb":
+            session = self.cmd_channel
+            umask = session.runtime.settings.umask
+            return CappedUpload(filename, session.limits(), session.tenant, file_mode(umask))
+        if mode != "rb":
             raise PermissionError(13, "Permission denied")
-        extra = os.O_NOFOLLOW | (os.O_EXCL if mode == "wb" else 0)
-        return open(filename, mode, opener=lambda path, flags: os.open(path, flags | extra, 0o600))
+        return open(filename, mode, opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW))
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o700)
+        os.chmod(path, folder_mode(self.cmd_channel.runtime.settings.umask))
 
     def chmod(self, path: str, mode: int) -> None:
         raise PermissionError(13, "Permission denied")
+
+
+class CappedUpload(io.FileIO):
+    """An upload's temporary file, made new with ``mode``, that refuses to grow past the
+    tenant's limits: the write raises :class:`LimitReached` and ``refused`` says why."""
+
+    def __init__(self, name: str, home: Home, tenant: Tenant, mode: int) -> None:
+        flags = os.O_NOFOLLOW | os.O_EXCL
+        super().__init__(name, "wb", opener=lambda path, f: os.open(path, f | flags, 0o600))
+        os.fchmod(self.fileno(), mode)
+        self.home, self.tenant = home, tenant
+        self.size = 0
+        self.refused: str | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            self.home.grow(self.tenant, len(data), self.size + len(data))
+        except LimitReached as exc:
+            self.refused = str(exc)
+            raise
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[super().write(view) :]
+        return len(data)
 
 
 class Permissions:
@@ -187,11 +221,24 @@ class DataConnection(TLS_DTPHandler):
         else:
             self.push_with_producer(Nothing())
 
+    def handle_error(self) -> None:
+        # A write past the tenant's limits is a refusal, not an error: close() answers it
+        # (pyftpdlib's TLS handler would close without calling close() here).
+        if self.receive and getattr(self.file_obj, "refused", None):
+            self.close()
+        else:
+            super().handle_error()
+
     def close(self) -> None:
         # Decide an upload's fate before the "226 Transfer complete" reply goes out, so a
         # client that got the reply finds its file.
         upload = self.receive and self.file_obj is not None and not self.file_obj.closed
-        if upload and self.transfer_finished:
+        refused = getattr(self.file_obj, "refused", None) if upload else None
+        if refused:
+            self.file_obj.close()
+            self.cmd_channel.refuse_upload(self.file_obj.name, refused)
+            self._resp = (f"552 Upload refused: {refused}.", pyftpdlib_log.info)
+        elif upload and self.transfer_finished:
             self.file_obj.close()
             if was_reset(self.socket):
                 problem = "the data connection was reset"
@@ -233,6 +280,7 @@ class TenantSession(TLS_FTPHandler):
         self.home = Path("/nonexistent")  # set at login
         self._admitted: str | None = server.admitting  # the address the guard counted
         self._uploads: dict[str, str] = {}  # temporary name -> real name
+        self._counted: Tenant | None = None  # the tenant whose session this one counts as
         super().__init__(conn, server, ioloop)
 
     # -- connection lifetime
@@ -264,6 +312,9 @@ class TenantSession(TLS_FTPHandler):
             )
 
     def close(self) -> None:
+        if self._counted is not None:
+            self.runtime.limits.log_out(self._counted)
+            self._counted = None
         if self._admitted is not None:
             self.runtime.guard.release(self._admitted, self.protocol, self.authenticated)
             self._admitted = None
@@ -332,6 +383,12 @@ class TenantSession(TLS_FTPHandler):
         if tenant is None:
             self.handle_auth_failed("Login incorrect.", "")
             return
+        refusal = self.runtime.limits.log_in(tenant)
+        if refusal:
+            self._refuse("PASS", refusal, f"421 Refused: {refusal}; try again later.")
+            self.close_when_done()
+            return
+        self._counted = tenant
         self.runtime.guard.logged_in(self.remote_ip, self.protocol)
         self.tenant, self.home = tenant, self.runtime.home(tenant)
         self.home.mkdir(parents=True, exist_ok=True)
@@ -356,6 +413,8 @@ class TenantSession(TLS_FTPHandler):
         if os.path.isdir(file):
             self.respond("550 That name is a folder.")
             return None
+        if self._refused_by_limits("STOR", file, folder=False):
+            return None
         folder, name = os.path.split(file)
         temp = os.path.join(folder, upload_temp_name(name))
         self._uploads[temp] = file
@@ -364,7 +423,58 @@ class TenantSession(TLS_FTPHandler):
             self._uploads.pop(temp, None)
         return started
 
+    def ftp_MKD(self, path: str) -> str | None:
+        if self._refused_by_limits("MKD", path, folder=True):
+            return None
+        return super().ftp_MKD(path)
+
+    def ftp_RNTO(self, path: str) -> tuple[str, str] | None:
+        source = self._rnfr
+        if self.tenant is not None and source and os.path.isdir(source):
+            try:
+                self.limits().may_move(self.tenant, Path(source), Path(path))
+            except LimitReached as exc:
+                self._rnfr = None
+                self._refuse("RNTO", str(exc), f"552 Refused: {exc}.", path=self.fs.fs2ftp(path))
+                return None
+        return super().ftp_RNTO(path)
+
+    def limits(self) -> Home:
+        assert self.tenant is not None
+        return self.runtime.limits.home(self.tenant)
+
+    def _refused_by_limits(self, command: str, path: str, folder: bool) -> bool:
+        """Whether the tenant's limits refuse a new file (or folder) ``path``: then 552."""
+        if self.tenant is None:
+            return False
+        try:
+            if folder:
+                self.limits().may_add(self.tenant, Path(path), folder=True)
+            else:
+                self.limits().may_upload(self.tenant, Path(path))
+        except LimitReached as exc:
+            self._refuse(command, str(exc), f"552 Refused: {exc}.", path=self.fs.fs2ftp(path))
+            return True
+        return False
+
     # -- transfers
+
+    def refuse_upload(self, temp: str, reason: str) -> None:
+        """An upload passed a limit: the part received is removed, and the refusal logged."""
+        final = self._uploads.pop(temp, None)
+        self._forget(temp)
+        if final is not None:
+            self._upload_event(self._name(final), "refused", reason)
+
+    def _forget(self, temp: str) -> None:
+        """Remove an upload's temporary file, and its bytes from the home's usage."""
+        try:
+            size = os.lstat(temp).st_size
+        except FileNotFoundError:
+            return
+        Path(temp).unlink(missing_ok=True)
+        if self.tenant is not None:
+            self.limits().shrink(size)
 
     def finish_upload(self, temp: str) -> str | None:
         """Give a completed upload its real name; return why it was not kept, or None."""
@@ -375,13 +485,16 @@ class TenantSession(TLS_FTPHandler):
         problem = "the client disconnected before the upload ended" if self._client_gone() else None
         if problem is None:
             try:
+                replaced = os.lstat(final).st_size if os.path.lexists(final) else 0
                 os.replace(temp, final)
             except OSError as exc:
                 problem = f"cannot store the file: {exc.strerror}"
         if problem:
-            Path(temp).unlink(missing_ok=True)
+            self._forget(temp)
             self._upload_event(name, "incomplete", problem)
             return problem
+        if self.tenant is not None:
+            self.limits().shrink(replaced)
         self._upload_event(name, "ok", None, os.path.getsize(final))
         if self.tenant is not None:
             self.runtime.uploads.received(self.tenant, name)
@@ -393,7 +506,7 @@ class TenantSession(TLS_FTPHandler):
     def on_incomplete_file_received(self, file: str) -> None:
         final = self._uploads.pop(file, None)
         if final is not None:
-            Path(file).unlink(missing_ok=True)
+            self._forget(file)
             self._upload_event(self._name(final), "incomplete", "the transfer was cut off")
 
     def _name(self, real: str) -> str:

@@ -24,8 +24,9 @@ from paramiko.sftp import SFTP_FAILURE, SFTP_NO_SUCH_FILE, SFTP_OK, SFTP_PERMISS
 
 from listferry.config import Tenant
 from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
+from listferry.serve.limits import LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
-from listferry_plugins.sftp.session import TRANSFER_SIZE
+from listferry_plugins.sftp.session import TRANSFER_SIZE, Refusal
 
 if TYPE_CHECKING:
     from listferry_plugins.sftp.service import Connection
@@ -50,6 +51,9 @@ def confined(method: Callable[..., Result]) -> Callable[..., Result | int]:
         except OutsideHome as exc:
             self.connection.refuse(f"{method.__name__}: {exc}")
             return SFTP_PERMISSION_DENIED
+        except LimitReached as exc:
+            self.connection.refuse(f"{method.__name__}: {exc}")
+            return Refusal(SFTP_FAILURE, f"Refused: {exc}")
         except OSError as exc:
             return os_error(exc)
 
@@ -68,8 +72,17 @@ class TenantFiles(SFTPServerInterface):
         self.tenant: Tenant = connection.tenant
         self.home = connection.runtime.home(connection.tenant)
         self.root = jail(self.home, "/")
+        self.limits = connection.runtime.limits.home(connection.tenant)
+        self.umask = connection.runtime.settings.umask
         self.handles: set[Transfer] = set()
         self.closed = 0  # transfers closed since the server was last told
+
+    def may_open(self) -> None:
+        """Raise :class:`LimitReached` when the connection, all its SFTP channels together,
+        holds its most open handles."""
+        most = self.server.runtime.settings.max_handles_per_session
+        if sum(channel.open_handles() for channel in list(self.connection.channels)) >= most:
+            raise LimitReached(f"at most {most} files and folders may be open at once")
 
     def report_closed(self) -> None:
         """Tell the server how many transfers ended, once the client has its answers."""
@@ -120,6 +133,7 @@ class TenantFiles(SFTPServerInterface):
         if self.server.stopping.is_set():
             self.connection.refuse("the server is stopping")
             return SFTP_FAILURE
+        self.may_open()
         target = self.real(path)
         if flags & (os.O_WRONLY | os.O_RDWR):
             return self._open_upload(target, flags)
@@ -135,21 +149,27 @@ class TenantFiles(SFTPServerInterface):
             return SFTP_FAILURE
         if not exists and not flags & os.O_CREAT:
             return SFTP_NO_SUCH_FILE
+        self.limits.may_upload(self.tenant, target)
         temp = target.with_name(upload_temp_name(target.name))
         mode = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, mode | (flags & os.O_APPEND), 0o644)
+        fd = os.open(temp, mode | (flags & os.O_APPEND), 0o600)
+        size = 0
         try:
+            os.fchmod(fd, file_mode(self.umask))
             if exists and not flags & os.O_TRUNC:  # resuming or patching: start from the file
+                size = os.stat(target).st_size
+                self.limits.grow(self.tenant, size, size)
                 with open(target, "rb") as old, open(fd, "wb", closefd=False) as new:
                     shutil.copyfileobj(old, new)
         except OSError:
             os.close(fd)
             temp.unlink()
             raise
-        return Upload(self, fd, target, temp)
+        return Upload(self, fd, target, temp, size, bool(flags & os.O_APPEND))
 
     @confined
     def list_folder(self, path: str) -> list[SFTPAttributes] | int:
+        self.may_open()
         listing = []
         with os.scandir(self.real(path)) as entries:
             for entry in entries:
@@ -173,7 +193,9 @@ class TenantFiles(SFTPServerInterface):
     @confined
     def remove(self, path: str) -> int:
         entry = self.movable(path)
+        size = os.lstat(entry).st_size
         os.remove(entry)
+        self.limits.shrink(size)
         event("remove", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(entry))
         return SFTP_OK
 
@@ -189,6 +211,8 @@ class TenantFiles(SFTPServerInterface):
         return self._move(self.movable(oldpath), self.movable(newpath))
 
     def _move(self, old: Path, new: Path) -> int:
+        if old.is_dir() and not old.is_symlink():
+            self.limits.may_move(self.tenant, old, new)
         os.replace(old, new)
         name = self.name_of(new)
         event("rename", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(old), to=name)
@@ -198,7 +222,12 @@ class TenantFiles(SFTPServerInterface):
 
     @confined
     def mkdir(self, path: str, attr: SFTPAttributes) -> int:
-        os.mkdir(self.entry(path), 0o755)
+        entry = self.entry(path)
+        if os.path.lexists(entry):
+            return SFTP_FAILURE
+        self.limits.may_add(self.tenant, entry, folder=True)
+        os.mkdir(entry, 0o700)
+        os.chmod(entry, folder_mode(self.umask))
         return SFTP_OK
 
     @confined
@@ -297,7 +326,7 @@ class Transfer(SFTPHandle):
     def finish(self) -> None:
         self.log("aborted" if self.aborted else "ok")
 
-    def log(self, result: str) -> None:
+    def log(self, result: str, reason: str | None = None) -> None:
         files = self.files
         event(
             self.kind,
@@ -307,6 +336,7 @@ class Transfer(SFTPHandle):
             file=files.name_of(self.target),
             bytes=self.bytes,
             result=result,
+            reason=reason,
         )
 
 
@@ -319,12 +349,41 @@ class Upload(Transfer):
 
     kind = "upload"
 
-    def __init__(self, files: TenantFiles, fd: int, target: Path, temp: Path) -> None:
+    def __init__(
+        self, files: TenantFiles, fd: int, target: Path, temp: Path, size: int, append: bool
+    ) -> None:
         super().__init__(files, fd, target)
         self.temp = temp
+        self.size = size  # the file's apparent size, as counted against the home's limits
+        self.append = append  # every write lands at the end, whatever its offset
+        self.refused: str | None = None
+
+    def resize(self, size: int) -> None:
+        """Count the file at ``size`` bytes; raise :class:`LimitReached` past a limit."""
+        files = self.files
+        if size > self.size:
+            files.limits.grow(files.tenant, size - self.size, size)
+        else:
+            files.limits.shrink(self.size - size)
+        self.size = size
+
+    def refuse(self, reason: str) -> Refusal:
+        """The upload passed a limit: it is over, and the part written is removed now."""
+        if self.refused is None:
+            self.refused = reason
+            self.temp.unlink(missing_ok=True)
+            self.files.connection.refuse(f"upload of {self.files.name_of(self.target)}: {reason}")
+        return Refusal(SFTP_FAILURE, f"Upload refused: {self.refused}")
 
     def write(self, offset: int, data: bytes | memoryview) -> int:
         self.files.connection.touch()
+        if self.refused is not None:
+            return self.refuse(self.refused)
+        try:
+            end = self.size if self.append else offset
+            self.resize(max(self.size, end + len(data)))
+        except LimitReached as exc:
+            return self.refuse(str(exc))
         view = memoryview(data)
         try:
             while view:
@@ -338,23 +397,35 @@ class Upload(Transfer):
     def chattr(self, attr: SFTPAttributes) -> int:
         if attr.st_size is not None:
             try:
+                if self.refused is not None:
+                    return self.refuse(self.refused)
+                self.resize(attr.st_size)
                 os.ftruncate(self.fd, attr.st_size)
+            except LimitReached as exc:
+                self.files.connection.refuse(f"setstat: {exc}")
+                return Refusal(SFTP_FAILURE, f"Refused: {exc}")
             except OSError as exc:
                 return os_error(exc)
             attr.st_size = None
         return super().chattr(attr)
 
     def finish(self) -> None:
-        if self.aborted:
+        if self.refused is not None or self.aborted:
             self.temp.unlink(missing_ok=True)
-            self.log("aborted")
+            self.files.limits.shrink(self.size)
+            self.log("refused" if self.refused else "aborted", self.refused)
             return
+        try:
+            replaced = os.lstat(self.target).st_size
+        except FileNotFoundError:
+            replaced = 0
         try:
             os.replace(self.temp, self.target)
         except OSError:
             self.temp.unlink(missing_ok=True)
             self.log("failed")
             raise
+        self.files.limits.shrink(replaced)
         self.log("ok")
         files = self.files
         files.connection.runtime.uploads.received(files.tenant, files.name_of(self.target))

@@ -48,6 +48,8 @@ WEAK_ALGORITHMS = {
         "diffie-hellman-group-exchange-sha1",
     ],
 }
+#: What the server says it is: no library, no version (paramiko would send its own).
+SSH_VERSION = "SSH-2.0-listferry"
 #: paramiko's own log, silent unless LISTFERRY_DEBUG is set: our events say what happened.
 SSH_LOG = "listferry.server.ssh"
 
@@ -184,10 +186,13 @@ class SftpServer:
                     default_max_packet_size=MAX_PACKET_SIZE,
                     disabled_algorithms=WEAK_ALGORITHMS,
                 )
+                transport.local_version = SSH_VERSION
                 self._transports.add(transport)
             connection = Connection(self, transport, ip)
             self._converse(transport, connection)
         finally:
+            if connection is not None:
+                connection.logged_out()
             if transport is None:
                 sock.close()
             else:
@@ -249,6 +254,7 @@ class Connection(paramiko.ServerInterface):
         self.logged_in = threading.Event()
         self.last_request = time.monotonic()
         self._sessions = threading.Semaphore(MAX_SESSIONS)
+        self.channels: set[SftpSession] = set()  # its SFTP sessions, open files and all
 
     @property
     def tenant_name(self) -> str | None:
@@ -290,6 +296,11 @@ class Connection(paramiko.ServerInterface):
     def _log_in(self, tenant: Tenant | None) -> int:
         if tenant is None:
             return paramiko.AUTH_FAILED
+        if self.tenant is None:
+            refusal = self.runtime.limits.log_in(tenant)
+            if refusal:
+                event("refused", protocol=PROTOCOL, tenant=tenant.name, ip=self.ip, reason=refusal)
+                return paramiko.AUTH_FAILED
         self.tenant = tenant
         if not self.logged_in.is_set():
             self.runtime.guard.logged_in(self.ip, PROTOCOL)
@@ -316,6 +327,11 @@ class Connection(paramiko.ServerInterface):
 
     def session_ended(self) -> None:
         self._sessions.release()
+
+    def logged_out(self) -> None:
+        """The connection is over: the tenant's session no longer counts."""
+        if self.tenant is not None:
+            self.runtime.limits.log_out(self.tenant)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.refuse("exec")

@@ -45,6 +45,23 @@ FLUSH_AT = 2**20
 EXTENSIONS = (("posix-rename@openssh.com", "1"), ("limits@openssh.com", "1"))
 
 
+class Refusal(int):
+    """An SFTP status code with the message the client is sent instead of the usual one."""
+
+    message: str
+
+    def __new__(cls, code: int, message: str) -> Refusal:
+        refusal = super().__new__(cls, code)
+        refusal.message = message
+        return refusal
+
+
+def status_text(code: int) -> str:
+    if isinstance(code, Refusal):
+        return code.message
+    return SFTP_DESC[code] if 0 <= code < len(SFTP_DESC) else "Unknown"
+
+
 class SftpSession(paramiko.SFTPServer):
     """One SFTP session, on its own thread, which the server's stop waits for."""
 
@@ -54,6 +71,8 @@ class SftpSession(paramiko.SFTPServer):
         self.name = f"sftp-session-{server.ip}"
         self.owner = server.server
         self.owner.track(self)
+        self.connection = server
+        server.channels.add(self)
         self._outbox: list[bytes] = []
         self._waiting = 0
 
@@ -73,6 +92,7 @@ class SftpSession(paramiko.SFTPServer):
                 super().finish_subsystem()
             finally:
                 self.server.report_closed()
+                self.connection.channels.discard(self)
                 self.owner.untrack(self)
 
     def start_subsystem(self, name: str, transport: paramiko.Transport, channel: Any) -> None:
@@ -160,8 +180,16 @@ class SftpSession(paramiko.SFTPServer):
             msg.add_string(version)
         self._send_packet(CMD_VERSION, msg)
 
+    def open_handles(self) -> int:
+        """The files and folders the client holds open."""
+        return len(self.file_table) + len(self.folder_table)
+
+    def _send_status(self, request_number: int, code: int, desc: str | None = None) -> None:
+        """Where paramiko's own handlers answer with a status: a refusal's message too."""
+        super()._send_status(request_number, code, status_text(code) if desc is None else desc)
+
     def _status(self, number: int, code: int) -> None:
-        text = SFTP_DESC[code].encode() if 0 <= code < len(SFTP_DESC) else b"Unknown"
+        text = status_text(code).encode()
         self._queue(CMD_STATUS, struct.pack(">III", number, code, len(text)), text, b"\0\0\0\0")
 
     def _send_packet(self, t: int, packet: Message) -> None:

@@ -129,6 +129,13 @@ def byte_size(value: Any) -> str | None:
     return problem
 
 
+def octal_mask(value: Any) -> str | None:
+    """A file mode mask as a string of octal digits (``"027"``), owner bits left alone."""
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{1,3}", value):
+        return 'must be a string of octal digits, such as "027"'
+    return None if int(value, 8) & 0o700 == 0 else "must leave the owner's bits alone (0xx)"
+
+
 # -- lists ------------------------------------------------------------------------------
 
 

@@ -402,6 +402,35 @@ class Tenant:
         'dialect\'s yes words unless set (`["yes"]`; for a column that says who *is* subscribed, '
         'such as `Newsletter`, `["no", "nein"]`).',
     )
+    quota: int = setting(
+        "10 GB",
+        checks.byte_size,
+        "The most the tenant's home may hold, on the built-in servers (files at their apparent "
+        'size: a sparse file counts in full; `"500 MB"`, `"2 GiB"`). An upload that would pass it '
+        "is refused and removed.",
+        convert=checks.bytes_of,
+    )
+    max_file_size: int = setting(
+        "2 GB",
+        checks.byte_size,
+        "The largest file the tenant may upload to the built-in servers.",
+        convert=checks.bytes_of,
+    )
+    max_files: int = setting(
+        1000,
+        checks.whole_number(1),
+        "Files and folders the tenant's home may hold, on the built-in servers.",
+    )
+    max_depth: int = setting(
+        8,
+        checks.whole_number(1),
+        "How deep folders may nest in the tenant's home (`1`: folders only in the home itself).",
+    )
+    max_sessions: int = setting(
+        8,
+        checks.whole_number(1),
+        "Logged-in sessions the tenant may have open at once, FTP, FTPS and SFTP together.",
+    )
 
     @property
     def is_local(self) -> bool:
@@ -559,6 +588,18 @@ class ServerSettings:
         checks.whole_number(1),
         "Connections not yet logged in from one address (an IPv6 address's /64), all "
         "protocols together.",
+    )
+    max_handles_per_session: int = setting(
+        64,
+        checks.whole_number(1),
+        "Files and folders one SFTP connection may hold open at once, all its channels together.",
+    )
+    umask: int = setting(
+        "027",
+        checks.octal_mask,
+        'Permission bits uploads and folders made over any protocol do not get: `"027"` makes '
+        "files `0640` and folders `0750`.",
+        convert=lambda value: int(value, 8),
     )
 
 

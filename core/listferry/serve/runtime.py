@@ -11,7 +11,7 @@ import resource
 import threading
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +21,7 @@ from listferry.config import ServerSettings, Tenant
 from listferry.config.edit import TenantTables, config_locked, write_atomically
 from listferry.serve.blocks import blocks_path
 from listferry.serve.jail import remove_stale_uploads
+from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import event
 from listferry.serve.logins import Gatekeeper, LoginGuard
@@ -37,6 +38,7 @@ class ServerRuntime:
     gatekeeper: Gatekeeper
     uploads: UploadDispatcher
     live: LiveConfig
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
