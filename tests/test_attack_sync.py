@@ -5,13 +5,17 @@ files, real stores and a real server on 127.0.0.1, and checks the outcome."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
+import json
+import logging
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -123,3 +127,126 @@ def test_folders_nested_thousands_deep_do_not_stop_serve_nor_another_tenants_syn
         unnest(home)
     assert runs_of(ws, "beta") == [("applied", None)]
     assert (home / "subscriber_list.csv").exists()
+
+
+GIB = 1 << 30
+
+#: Runs a command and prints, after what it printed, its peak resident memory in KiB.
+PEAK_MEMORY = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr)
+print(done.stdout)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def sync_measured(ws: Sandbox, tenant: str) -> tuple[list[dict], int]:
+    """``listferry sync TENANT --json`` as its own process: its runs and its peak memory
+    in bytes."""
+    argv = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_MEMORY, *argv, "sync", tenant, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output, _, peak = done.stdout.rstrip().rpartition("\n")
+    return json.loads(output), int(peak) * 1024
+
+
+def test_a_count_file_of_gigabytes_is_voided_without_being_read_into_memory(ws: Sandbox) -> None:
+    """Finding 7: a 2 GiB sparse ``_count.txt`` made a sync use 2.1 GB of memory
+    (``read_bytes()[:200]``); a count file is read only as far as a number can go."""
+    home = add_tenant(ws, "acme", schedule="")
+    (home / "subscriber_list.csv").write_bytes(LIST)
+    with (home / "subscriber_list_count.txt").open("wb") as f:
+        f.write(b"5")
+        f.truncate(2 * GIB)
+
+    (run,), peak = sync_measured(ws, "acme")
+    assert peak < 300 * (1 << 20), f"the sync used {peak} bytes of memory"
+    assert (run["status"], run["reason"]) == (
+        "voided",
+        "count file subscriber_list_count.txt is not a number: it is longer than 4096 bytes",
+    )
+
+
+def gzipped(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=9)
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
+
+
+def test_a_list_past_max_list_size_is_voided_before_it_is_read_and_a_bomb_as_it_unpacks(
+    ws: Sandbox,
+) -> None:
+    """Findings 7 and 8 (``max_list_size``): a list larger than the limit is voided before
+    it is hashed or read; a gzip or zip list counts as what it unpacks to, so a few KB
+    that unpack to 64 MiB are voided once 1 MiB has come out."""
+    home = add_tenant(ws, "acme", schedule="", max_list_size="1 MiB")
+    with (home / "subscriber_list.csv").open("wb") as f:
+        f.write(LIST)
+        f.truncate(3 * GIB)
+    run = ws.sync()
+    assert (run.status, run.sha256, run.received) == ("voided", None, 0)
+    assert run.reason == (
+        "subscriber_list.csv is 3 GiB; a list may be at most 1 MiB (max_list_size), "
+        "so it was not taken"
+    )
+
+    bomb = LIST + b"x" * (64 << 20)
+    for name, data in [
+        ("subscriber_list.csv.gz", gzipped(bomb)),
+        ("subscriber_list.csv.zip", zipped("subscriber_list.csv", bomb)),
+    ]:
+        assert len(data) < 100_000
+        (home / name).write_bytes(data)
+        run = ws.sync()
+        assert (run.status, run.file) == ("voided", name)
+        assert f"{name} unpacks to" in run.reason and "at most 1 MiB (max_list_size)" in run.reason
+
+    ws.upload(LIST)
+    assert ws.sync().status == "applied"
+
+
+@pytest.fixture
+def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """``events("run")``: the structured server log lines of that kind so far."""
+    caplog.set_level(logging.INFO, logger="listferry.server")
+    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
+
+
+def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(
+    ws: Sandbox, served, events
+) -> None:
+    """Finding 8: one worker ran every tenant's on-upload sync, with no time limit, so
+    an 8 GiB sparse list from one tenant held up another's sync. Now ``sync_workers``
+    run them side by side, and ``sync_timeout`` stops the long one; its tenant keeps its
+    last good list."""
+    big = add_tenant(
+        ws, "big", process="on-upload", schedule="", max_list_size="1 TiB", sync_timeout=10
+    )
+    add_tenant(ws, "small", process="on-upload", schedule="")
+    ws.upload(LIST, tenant="big")
+    assert ws.sync(tenant="big").status == "applied"
+    with (big / "subscriber_list.csv").open("wb") as f:
+        f.write(LIST)
+        f.truncate(64 * GIB)  # hashing it alone takes far longer than 10 s
+
+    with served(["ftp"], sync_workers=2) as s:
+        upload(s.ports["ftp"], "note.txt", b"a visit: big's sync starts", user="big")
+        upload(s.ports["ftp"], "subscriber_list.csv", user="small")
+        wait_for(lambda: len(events("run")) == 2, "both tenants' runs", timeout=120)
+    first, second = events("run")
+    assert "tenant=small" in first and "status=applied" in first
+    assert "tenant=big" in second and "status=failed" in second
+    reason = "took longer than sync_timeout (10 s) and was stopped; nothing of it was applied"
+    assert runs_of(ws, "big") == [("applied", None), ("failed", reason)]
+    assert len(ws.subscribers(tenant="big")) == 5
+    assert (big / "subscriber_list.csv").stat().st_size == 64 * GIB  # left for the operator

@@ -402,6 +402,21 @@ class Tenant:
         'dialect\'s yes words unless set (`["yes"]`; for a column that says who *is* subscribed, '
         'such as `Newsletter`, `["no", "nein"]`).',
     )
+    max_list_size: int = setting(
+        "2 GiB",
+        checks.byte_size,
+        'The largest list file a run reads (`"500 MB"`, `"2 GiB"`, or bytes); a gzip or zip list '
+        "counts as the bytes it unpacks to. A larger one is voided before it is read or hashed, "
+        "and an archive as soon as it unpacks past it.",
+        convert=checks.bytes_of,
+    )
+    sync_timeout: float = setting(
+        3600,
+        checks.seconds_above_zero,
+        "Seconds a sync of this tenant may take. A run still going then is stopped at its next "
+        "batch and ends `failed`, took longer than sync_timeout; nothing of it is applied and "
+        "the last good list stands.",
+    )
 
     @property
     def is_local(self) -> bool:
@@ -537,6 +552,12 @@ class ServerSettings:
         checks.seconds,
         'For `process = "on-upload"` tenants: seconds to wait after the last upload before '
         "syncing, so a list and its count file are taken together.",
+    )
+    sync_workers: int = setting(
+        4,
+        checks.whole_number(1),
+        "How many on-upload syncs `serve` runs at once, each tenant's in turn: one tenant's long "
+        "sync holds up no other while a worker is free, and no tenant runs twice at once.",
     )
 
 
