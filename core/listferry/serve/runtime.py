@@ -42,7 +42,9 @@ class ServerRuntime:
             settings=settings,
             guard=guard,
             gatekeeper=Gatekeeper(live.tenants, guard),
-            uploads=UploadDispatcher(app, settings.upload_grace, live.tenants),
+            uploads=UploadDispatcher(
+                app, settings.upload_grace, live.tenants, workers=settings.sync_workers
+            ),
             live=live,
         )
 
