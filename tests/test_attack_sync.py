@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import csv_text, people
+from conftest import csv_text, people, write_module
 from test_ftp_server import add_tenant, ftp
+from test_on_upload import name_a_plugin
 
 from listferry.serve.keys import ensure_server_keys
 from listferry.testing import Sandbox, wait_for
@@ -250,3 +251,37 @@ def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(
     assert runs_of(ws, "big") == [("applied", None), ("failed", reason)]
     assert len(ws.subscribers(tenant="big")) == 5
     assert (big / "subscriber_list.csv").stat().st_size == 64 * GIB  # left for the operator
+
+
+def test_a_sync_whose_time_runs_out_while_it_applies_rolls_back_and_keeps_the_last_list(
+    ws: Sandbox, plugin_dir: Path
+) -> None:
+    """Finding 8 (``sync_timeout``): the deadline is looked at last inside the apply's
+    transaction, so a run whose time is up when its writes are done applies none of
+    them. A plan check that takes 2.5 s stands for a slow plan."""
+    write_module(
+        plugin_dir,
+        "lf_slow_check",
+        """
+        import time
+
+        from listferry import hookimpl
+
+        @hookimpl
+        def check_plan(plan, tenant, force):
+            time.sleep(2.5)
+        """,
+    )
+    add_tenant(ws, "acme", schedule="", sync_timeout=2)
+    ws.upload(LIST)
+    assert ws.sync().status == "applied"
+    name_a_plugin(ws, "lf_slow_check")
+
+    ws.upload(csv_text(people(7)))  # two more
+    run = ws.sync()
+    assert (run.status, run.reason) == (
+        "failed",
+        "took longer than sync_timeout (2 s) and was stopped; nothing of it was applied",
+    )
+    assert sorted(ws.subscribers()) == sorted(p[0] for p in people(5))
+    assert (ws.home / "subscriber_list.csv").exists()  # it waits for the next run
