@@ -228,8 +228,8 @@ def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(
 ) -> None:
     """Finding 8: one worker ran every tenant's on-upload sync, with no time limit, so
     an 8 GiB sparse list from one tenant held up another's sync. Now ``sync_workers``
-    run them side by side, and ``sync_timeout`` stops the long one; its tenant keeps its
-    last good list."""
+    run them side by side, never one tenant twice at once, and ``sync_timeout`` stops
+    the long one; its tenant keeps its last good list."""
     big = add_tenant(
         ws, "big", process="on-upload", schedule="", max_list_size="1 TiB", sync_timeout=10
     )
@@ -243,12 +243,15 @@ def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(
     with served(["ftp"], sync_workers=2) as s:
         upload(s.ports["ftp"], "note.txt", b"a visit: big's sync starts", user="big")
         upload(s.ports["ftp"], "subscriber_list.csv", user="small")
-        wait_for(lambda: len(events("run")) == 2, "both tenants' runs", timeout=120)
-    first, second = events("run")
+        upload(s.ports["ftp"], "note2.txt", b"a second visit, while it runs", user="big")
+        wait_for(lambda: len(events("run")) == 3, "the runs", timeout=120)
+    first, second, third = events("run")
     assert "tenant=small" in first and "status=applied" in first
+    # big's second sync waited for its first: a free worker never ran it alongside
     assert "tenant=big" in second and "status=failed" in second
+    assert "tenant=big" in third and "status=failed" in third
     reason = "took longer than sync_timeout (10 s) and was stopped; nothing of it was applied"
-    assert runs_of(ws, "big") == [("applied", None), ("failed", reason)]
+    assert runs_of(ws, "big") == [("applied", None), ("failed", reason), ("failed", reason)]
     assert len(ws.subscribers(tenant="big")) == 5
     assert (big / "subscriber_list.csv").stat().st_size == 64 * GIB  # left for the operator
 
