@@ -240,7 +240,13 @@ class TenantSync:
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
-                update = self.progress(source.stat().st_size) if self.progress else None
+                bar = self.progress(source.stat().st_size) if self.progress else None
+
+                def update(done: int) -> None:  # after each batch, whatever the reader
+                    self.deadline.check()
+                    if bar is not None:
+                        bar(done)
+
                 with read_limits(ReadLimits(limit, self.deadline.check)):
                     info, staged = read_list(
                         self.app.host, tenant, self.store.conn, source, name, count, update
