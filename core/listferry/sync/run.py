@@ -240,7 +240,9 @@ class TenantSync:
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
-                bar = self.progress(source.stat().st_size) if self.progress else None
+                if (plain := source.stat().st_size) > limit:  # an encrypted list, decrypted
+                    raise too_large(run.file, limit, plain, unpacks=True)
+                bar = self.progress(plain) if self.progress else None
 
                 def update(done: int) -> None:  # after each batch, whatever the reader
                     self.deadline.check()
