@@ -194,3 +194,17 @@ def test_a_key_file_the_platform_cannot_read_fails_the_run_and_the_report_names_
     monkeypatch.setenv("ACME_PGP_PASSPHRASE", PASSPHRASE)
     (again,) = ws.sync_all()
     assert (again.status, again.added) == ("applied", 5), again.reason
+
+
+def test_an_encrypted_list_that_decrypts_past_max_list_size_is_voided_unread(
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant(ws, keys, monkeypatch, max_list_size="1 MiB")
+    plain = csv_text(people(40)).encode() + b"\n" * (2 << 20)
+    ws.upload(encrypted(keys, plain), name="members.csv.pgp")
+    (run,) = ws.sync_all()
+    assert (run.status, run.received) == ("voided", 0)
+    assert run.reason == (
+        "members.csv.pgp unpacks to 2 MiB; a list may be at most 1 MiB (max_list_size), "
+        "so it was not taken"
+    )

@@ -616,3 +616,24 @@ def test_the_password_never_shows_after_failures(
         for path in tmp_path.rglob("*"):
             if path.is_file() and path != ws.config_path:
                 assert secret.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("protocol", ["sftp", "ftp"])
+def test_a_list_on_a_customer_server_past_max_list_size_is_voided_without_downloading_it(
+    ws: Sandbox, remote: Any, protocol: str
+) -> None:
+    server = remote(protocol)
+    tenant_on(ws, server, max_list_size="1 MiB")
+    with (server.folder / "subscriber_list.csv").open("wb") as f:
+        f.write(csv_text(people(5)).encode())
+        f.truncate(3 << 30)
+
+    [run] = ws.sync_all()
+
+    assert (run.status, run.sha256) == ("voided", None)
+    assert run.reason == (
+        "subscriber_list.csv is 3 GiB; a list may be at most 1 MiB (max_list_size), "
+        "so it was not taken"
+    )
+    assert archived(ws) == []  # never fetched; it waits on the customer's server
+    assert "subscriber_list.csv" in server.files()

@@ -6,9 +6,10 @@ import gzip
 import io
 import zipfile
 import zlib
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -108,22 +109,77 @@ def open_list(readers: Any, path: Path, name: str, dialect: Dialect) -> Any:
         raise
 
 
+# -- limits ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What a run lets a list cost: ``max_bytes`` of it read (a compressed list's bytes as
+    they unpack), and ``check``, called as the bytes are read, which raises to stop the
+    run (its deadline)."""
+
+    max_bytes: int | None = None
+    check: Callable[[], None] | None = None
+
+
+NO_LIMITS = ReadLimits()
+_LIMITS: ContextVar[ReadLimits | None] = ContextVar("listferry_read_limits", default=None)
+
+
+@contextmanager
+def read_limits(limits: ReadLimits) -> Iterator[None]:
+    """Every list opened with :func:`open_list_bytes` in this block keeps to ``limits``."""
+    token = _LIMITS.set(limits)
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
+
+
+def size_text(size: int) -> str:
+    """``2147483648`` as ``2 GiB``, ``1536`` as ``1.5 KiB``: one decimal at most."""
+    if size < 1024:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+
+
+def too_large(name: str, limit: int, size: int | None = None, unpacks: bool = False) -> Void:
+    """The void of a list past ``max_list_size`` (``size`` bytes, when known)."""
+    amount = size_text(size) if size is not None else f"more than {size_text(limit)}"
+    return Void(
+        f"{name} {'unpacks to' if unpacks else 'is'} {amount}; a list may be at most "
+        f"{size_text(limit)} (max_list_size), so it was not taken"
+    )
+
+
 # -- compressed lists ------------------------------------------------------------------
 
 
 class _Counting(io.RawIOBase):
     """A binary file that counts the bytes read from it (the compressed ones, for a .gz)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, name: str = "", limits: ReadLimits = NO_LIMITS) -> None:
         self._f = f
         self.count = 0
+        self._name = name
+        self._limit = limits.max_bytes
+        self._check = limits.check
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._check is not None:
+            self._check()
         n = self._f.readinto(buffer)  # type: ignore[attr-defined]
         self.count += n or 0
+        if self._limit is not None and self.count > self._limit:
+            raise too_large(self._name, self._limit)
         return n or 0
 
     def seekable(self) -> bool:
@@ -143,8 +199,12 @@ class _Counting(io.RawIOBase):
 class _Unpacked(io.RawIOBase):
     """The decompressed bytes; a damaged archive is a :class:`Void` naming the file."""
 
-    def __init__(self, f: BinaryIO, name: str, kind: str, also: Any = None) -> None:
+    def __init__(
+        self, f: BinaryIO, name: str, kind: str, also: Any = None, limit: int | None = None
+    ) -> None:
         self._f, self._name, self._kind, self._also = f, name, kind, also
+        self._limit = limit
+        self.count = 0
 
     def readable(self) -> bool:
         return True
@@ -154,6 +214,9 @@ class _Unpacked(io.RawIOBase):
             data = self._f.read(len(buffer))
         except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
             raise Void(f"{self._name}: the {self._kind} data is damaged: {exc}") from None
+        self.count += len(data)
+        if self._limit is not None and self.count > self._limit:
+            raise too_large(self._name, self._limit, unpacks=True)
         buffer[: len(data)] = data
         return len(data)
 
@@ -169,8 +232,10 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
 
     ``name.gz`` is decompressed as it is read; ``name.zip`` must hold one file (folders
     and macOS resource forks aside), read the same way. Anything else is read as it is.
+    Both keep to the :class:`ReadLimits` of the :func:`read_limits` block they are in.
     """
-    raw = _Counting(path.open("rb"))
+    limits = _LIMITS.get() or NO_LIMITS
+    raw = _Counting(path.open("rb"), name, limits)
     lowered = name.lower()
     try:
         if lowered.endswith(".gz"):
@@ -178,7 +243,8 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
             if head and head != b"\x1f\x8b":
                 raise Void(f"{name}: not a gzip file (it does not start as one)")
             stream = gzip.GzipFile(fileobj=io.BufferedReader(raw), mode="rb")
-            return io.BufferedReader(_Unpacked(stream, name, "gzip")), raw
+            unpacked = _Unpacked(stream, name, "gzip", limit=limits.max_bytes)
+            return io.BufferedReader(unpacked), raw
         if lowered.endswith(".zip"):
             try:
                 archive = zipfile.ZipFile(io.BufferedReader(raw))
@@ -197,6 +263,9 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
                     f"{name}: a zipped list must hold exactly one file; this one holds "
                     f"{len(members)}"
                 )
+            if limits.max_bytes is not None and members[0].file_size > limits.max_bytes:
+                archive.close()
+                raise too_large(name, limits.max_bytes, members[0].file_size, unpacks=True)
             if members[0].flag_bits & 0x1:
                 archive.close()
                 raise Void(f"{name}: the zip is password-protected")
@@ -205,7 +274,8 @@ def open_list_bytes(path: Path, name: str) -> tuple[BinaryIO, _Counting]:
             except (zipfile.BadZipFile, NotImplementedError, OSError) as exc:
                 archive.close()
                 raise Void(f"{name}: cannot read {members[0].filename} in the zip: {exc}") from None
-            return io.BufferedReader(_Unpacked(member, name, "zip", archive)), raw
+            unpacked = _Unpacked(member, name, "zip", archive, limits.max_bytes)
+            return io.BufferedReader(unpacked), raw
     except BaseException:
         raw.close()
         raise

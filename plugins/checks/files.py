@@ -12,11 +12,18 @@ from listferry import hookimpl
 from listferry.names import count_name
 from listferry.records import FileInfo
 
+#: The most a count file is read of: a number, a BOM and line breaks fit many times over.
+COUNT_FILE_BYTES = 4096
+
 
 def read_count(path: Path) -> int | str:
     """The number in a count file, or the reason it is not one whole number."""
+    with path.open("rb") as f:
+        data = f.read(COUNT_FILE_BYTES + 1)
+    if len(data) > COUNT_FILE_BYTES:
+        return f"count file {path.name} is not a number: it is longer than {COUNT_FILE_BYTES} bytes"
     try:
-        text = path.read_bytes()[:200].decode("utf-8-sig").strip()
+        text = data.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
         return f"count file {path.name} is not text"
     if not text.isdecimal() or not text.isascii():

@@ -431,6 +431,21 @@ class Tenant:
         checks.whole_number(1),
         "Logged-in sessions the tenant may have open at once, FTP, FTPS and SFTP together.",
     )
+    max_list_size: int = setting(
+        "2 GiB",
+        checks.byte_size,
+        'The largest list file a run reads (`"500 MB"`, `"2 GiB"`, or bytes); a gzip or zip list '
+        "counts as the bytes it unpacks to. A larger one is voided before it is read or hashed, "
+        "and an archive as soon as it unpacks past it.",
+        convert=checks.bytes_of,
+    )
+    sync_timeout: float = setting(
+        3600,
+        checks.seconds_above_zero,
+        "Seconds a sync of this tenant may take. A run still going then is stopped at its next "
+        "batch and ends `failed`, took longer than sync_timeout; nothing of it is applied and "
+        "the last good list stands.",
+    )
 
     @property
     def is_local(self) -> bool:
@@ -600,6 +615,12 @@ class ServerSettings:
         'Permission bits uploads and folders made over any protocol do not get: `"027"` makes '
         "files `0640` and folders `0750`.",
         convert=lambda value: int(value, 8),
+    )
+    sync_workers: int = setting(
+        4,
+        checks.whole_number(1),
+        "How many on-upload syncs `serve` runs at once, each tenant's in turn: one tenant's long "
+        "sync holds up no other while a worker is free, and no tenant runs twice at once.",
     )
 
 

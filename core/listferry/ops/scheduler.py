@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import sys
 import threading
@@ -274,15 +275,17 @@ class Scheduler:
 
 
 def _newest_change(home: Path) -> datetime | None:
-    """The latest modification time among the files at the top of ``home``."""
+    """The latest modification time among the files at the top of ``home`` (symbolic
+    links are not followed)."""
     newest = None
     try:
-        for entry in home.iterdir():
-            try:
-                if entry.is_file():
-                    newest = max(newest or 0.0, entry.stat().st_mtime)
-            except OSError:
-                continue
+        with os.scandir(home) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        newest = max(newest or 0.0, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
     except OSError:
         return None
     return datetime.fromtimestamp(newest, UTC) if newest is not None else None

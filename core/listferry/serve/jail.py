@@ -13,10 +13,17 @@ import posixpath
 import re
 import secrets
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 
 from listferry.config import Tenant
-from listferry.serve.log import event
+from listferry.serve.log import event, log
+
+#: How deep below a home, and over how many entries in all, a walk of the home goes:
+#: nothing a tenant makes in its home (folders nested thousands deep, millions of
+#: files) can stop ``serve`` from starting or keep it walking.
+WALK_DEPTH = 64
+WALK_ENTRIES = 100_000
 
 
 class OutsideHome(PermissionError):
@@ -70,24 +77,65 @@ def is_upload_in_progress(name: str) -> bool:
     return name.startswith(".") and name.endswith(".part")
 
 
+def walk_files(
+    home: Path, depth: int = WALK_DEPTH, entries: int = WALK_ENTRIES
+) -> Iterator[os.DirEntry[str]]:
+    """The files under ``home``, found with a stack of folders, never by recursion.
+
+    Symbolic links are never followed (nor given); folders more than ``depth`` below
+    the home are not entered, and the walk ends after ``entries`` entries; each is logged
+    once. A folder that cannot be read is logged and skipped.
+    """
+    stack = [(str(home), 0)]
+    seen = 0
+    deep = False
+    while stack:
+        folder, level = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    seen += 1
+                    if seen > entries:
+                        log.warning(
+                            "%s: walked %d entries and stopped; the rest is not looked at",
+                            home,
+                            entries,
+                        )
+                        return
+                    if entry.is_dir(follow_symlinks=False):
+                        if level < depth:
+                            stack.append((entry.path, level + 1))
+                        elif not deep:
+                            deep = True
+                            log.warning(
+                                "%s: folders more than %d deep are not looked at", home, depth
+                            )
+                    elif entry.is_file(follow_symlinks=False):
+                        yield entry
+        except OSError as exc:
+            where = os.path.relpath(folder, home)
+            log.warning("%s: cannot read the folder %r, skipped: %s", home, where, exc.strerror)
+
+
 def remove_stale_uploads(tenants: dict[str, Tenant]) -> None:
     """Remove what uploads cut off by a killed server left under their temp names.
 
     Called before the servers start, when no upload of this process is under way: a
-    temp name then holds only part of a file that no client saw completed.
+    temp name then holds only part of a file that no client saw completed. The walk is
+    bounded (:func:`walk_files`), so a home full of folders cannot stop the start.
     """
     for tenant in tenants.values():
         if not tenant.is_local:
             continue
         home = Path(tenant.home)
-        for folder, _folders, names in os.walk(home):
-            for path in (Path(folder, n) for n in names if _TEMP_NAME.fullmatch(n)):
-                if path.is_file() and not path.is_symlink():
-                    path.unlink(missing_ok=True)
-                    event(
-                        "upload",
-                        tenant=tenant.name,
-                        file=str(path.relative_to(home)),
-                        result="removed",
-                        reason="cut off when the server stopped",
-                    )
+        for entry in walk_files(home):
+            if _TEMP_NAME.fullmatch(entry.name):
+                path = Path(entry.path)
+                path.unlink(missing_ok=True)
+                event(
+                    "upload",
+                    tenant=tenant.name,
+                    file=str(path.relative_to(home)),
+                    result="removed",
+                    reason="cut off when the server stopped",
+                )

@@ -49,7 +49,9 @@ class ServerRuntime:
             settings=settings,
             guard=guard,
             gatekeeper=Gatekeeper(live.tenants, guard, partial(keep_rehashed, app.config.path)),
-            uploads=UploadDispatcher(app, settings.upload_grace, live.tenants),
+            uploads=UploadDispatcher(
+                app, settings.upload_grace, live.tenants, workers=settings.sync_workers
+            ),
             live=live,
         )
 

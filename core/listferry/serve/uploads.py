@@ -19,6 +19,9 @@ from listferry.sync.select import select
 #: it crashed), the tenant is synced again after these many seconds while its files are
 #: still there; then its schedule (or the next upload) takes over.
 RETRY_SECONDS = (300.0, 900.0, 2700.0)
+#: A sync process still running this long after its tenant's ``sync_timeout`` (which the
+#: run itself keeps, at its next batch) is killed.
+KILL_AFTER = 60.0
 
 
 class UploadDispatcher:
@@ -28,10 +31,11 @@ class UploadDispatcher:
     that follow each other within ``upload_grace`` seconds are taken together (a list,
     then its count file). A list whose required count file has not come yet is held by
     that sync (its ``count_file_wait`` starts), and the tenant is synced again when the
-    count file comes or when the wait is over, which voids the list. One worker thread
-    runs the syncs, one tenant at a time, each as its own ``listferry sync`` process; one
-    that prints no runs is recorded as a ``failed`` run and tried again after
-    :data:`RETRY_SECONDS`.
+    count file comes or when the wait is over, which voids the list. ``workers`` threads
+    run the syncs, each as its own ``listferry sync`` process, the tenant due first
+    first, and never one tenant twice at once: a tenant's long sync holds up the others
+    only when every worker is busy. One that prints no runs is recorded as a ``failed``
+    run and tried again after :data:`RETRY_SECONDS`.
     """
 
     def __init__(
@@ -40,6 +44,7 @@ class UploadDispatcher:
         grace: float,
         tenants: Callable[[], dict[str, Tenant]] | None = None,
         retry_seconds: tuple[float, ...] = RETRY_SECONDS,
+        workers: int = 1,
     ) -> None:
         self.app = app
         self.grace = grace
@@ -47,10 +52,15 @@ class UploadDispatcher:
         self.retry_seconds = retry_seconds
         self._due: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._running: set[str] = set()
         self._cond = threading.Condition()
         self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="on-upload", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"on-upload-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def received(self, tenant: Tenant, name: str) -> None:
         """A completed upload of ``name`` (relative to the home) for ``tenant``."""
@@ -84,13 +94,14 @@ class UploadDispatcher:
     def _work(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._next_due():
-                    timeout = min(self._due.values(), default=time.monotonic() + 60)
+                while not self._stopping and not (name := self._next_due()):
+                    waiting = [at for n, at in self._due.items() if n not in self._running]
+                    timeout = min(waiting, default=time.monotonic() + 60)
                     self._cond.wait(max(0.0, timeout - time.monotonic()))
                 if self._stopping:
                     return
-                name = self._next_due()
                 del self._due[name]
+                self._running.add(name)
             try:
                 self._visit(name)
             except Exception as exc:  # the worker goes on for every other tenant
@@ -100,6 +111,10 @@ class UploadDispatcher:
                     type(exc).__name__,
                     exc,
                 )
+            finally:
+                with self._cond:
+                    self._running.discard(name)
+                    self._cond.notify_all()  # the tenant may be due again meanwhile
 
     def _visit(self, name: str) -> None:
         """Sync tenant ``name`` if it is still an on-upload tenant with a list waiting."""
@@ -143,7 +158,18 @@ class UploadDispatcher:
             tenant.name,
             "--json",
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        limit = tenant.sync_timeout
+        try:
+            done = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                timeout=limit + KILL_AFTER,
+            )
+        except subprocess.TimeoutExpired:
+            took = f"took longer than sync_timeout ({limit:g} s) and was killed"
+            return [], f"the on-upload sync process {took}"
         try:
             return list(json.loads(done.stdout)), None
         except (ValueError, TypeError):
@@ -182,11 +208,15 @@ class UploadDispatcher:
             self._come_back(tenant.name, min(ends) - now + 1, sooner=True)
 
     def _next_due(self) -> str | None:
+        """The tenant due first that no worker is syncing, if its time has come."""
         now = time.monotonic()
-        return next((name for name, at in self._due.items() if at <= now), None)
+        ready = [(at, n) for n, at in self._due.items() if at <= now and n not in self._running]
+        return min(ready)[1] if ready else None
 
     def stop(self, timeout: float) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        self._worker.join(timeout)
+            self._cond.notify_all()
+        ends = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(0.0, ends - time.monotonic()))

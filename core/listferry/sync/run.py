@@ -25,11 +25,13 @@ from listferry.names import (
     is_report,
     report_name,
 )
+from listferry.reader import ReadLimits, read_limits, too_large
 from listferry.records import FileInfo
 from listferry.runs import RunRecord, RunStatus, utcnow
 from listferry.store.database import Store, StoreError
 from listferry.store.locks import tenant_lock
 from listferry.sync.apply import apply
+from listferry.sync.deadline import Deadline
 from listferry.sync.plan import Overrulable, checked_plan, overrule_hint
 from listferry.sync.report import customer_notes, render
 from listferry.sync.select import Pending, Selection, complete, repeat_reason, select, sha256_of
@@ -102,6 +104,8 @@ class TenantSync:
         self.work = tenant.state_dir / "work"
         self.waiting: str | None = None  # the list held for its count file, for the operator
         self.archive = tenant.state_dir / "archive"
+        #: ``sync_timeout`` from now: hashing, reading and applying stop once it passed.
+        self.deadline = Deadline(tenant.sync_timeout)
 
     def run_all(self) -> list[RunRecord]:
         """A run for each file to take now; ``idle`` when there is none.
@@ -190,7 +194,7 @@ class TenantSync:
         local: Path | None = None
         try:
             local = self.fetch(run, old)
-            run.sha256 = sha256_of(local)
+            run.sha256 = sha256_of(local, self.deadline.check)
             run.end(RunStatus.SKIPPED, f"superseded by the newer file {new.list_file.name}")
         except (ListferryError, OSError) as exc:
             run.end(RunStatus.FAILED, reason_of(exc))
@@ -219,9 +223,15 @@ class TenantSync:
         staged: Staged | None = None
         info: FileInfo | None = None
         keep = False
+        limit = tenant.max_list_size
+        self.deadline.watch(self.store.conn)
         try:
+            if not tenant.is_local and pending.list_file.size > limit:  # not even fetched
+                raise too_large(run.file, limit, pending.list_file.size)
             local = self.fetch(run, pending)
-            run.sha256 = sha256_of(local)
+            if (size := local.stat().st_size) > limit:  # neither hashed nor read
+                raise too_large(run.file, limit, size)
+            run.sha256 = sha256_of(local, self.deadline.check)
             run.settings_digest = settings_digest(self.app.host, tenant)
             last = None if self.replay_of else self.store.last_applied()
             repeat = repeat_reason(last, run.sha256, run.settings_digest)
@@ -230,10 +240,19 @@ class TenantSync:
             else:
                 count = local.parent / pending.count_file.name if pending.count_file else None
                 source, name = unpacked(tenant, local, run.file)
-                update = self.progress(source.stat().st_size) if self.progress else None
-                info, staged = read_list(
-                    self.app.host, tenant, self.store.conn, source, name, count, update
-                )
+                if (plain := source.stat().st_size) > limit:  # an encrypted list, decrypted
+                    raise too_large(run.file, limit, plain, unpacks=True)
+                bar = self.progress(plain) if self.progress else None
+
+                def update(done: int) -> None:  # after each batch, whatever the reader
+                    self.deadline.check()
+                    if bar is not None:
+                        bar(done)
+
+                with read_limits(ReadLimits(limit, self.deadline.check)):
+                    info, staged = read_list(
+                        self.app.host, tenant, self.store.conn, source, name, count, update
+                    )
                 run.received, run.invalid = staged.received, staged.invalid
                 run.duplicates = staged.duplicates
                 check_file_whole(self.app.host, info)
@@ -251,12 +270,16 @@ class TenantSync:
         except OSError as exc:
             run.end(RunStatus.FAILED, reason_of(exc))
         except sqlite3.Error as exc:
-            run.end(RunStatus.FAILED, store_failure(self.store.path, exc))
+            if self.deadline.passed():  # the statement was interrupted: the time is up
+                run.end(RunStatus.FAILED, self.deadline.reason)
+            else:
+                run.end(RunStatus.FAILED, store_failure(self.store.path, exc))
             log.error("%s: run %s failed: %s", tenant.name, run.run_id, run.reason)
         except Exception as exc:
             log_failure(f"run {run.run_id} of {tenant.name} failed")
             run.end(RunStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         finally:
+            self.store.conn.set_progress_handler(None, 0)
             self.store.conn.execute("DROP TABLE IF EXISTS temp.incoming")
             self.store.conn.execute("DROP TABLE IF EXISTS temp.plan")
         self.finish(run, pending, local, staged, info, keep or run.status == RunStatus.FAILED)
@@ -264,6 +287,7 @@ class TenantSync:
 
     def plan_and_apply(self, run: RunRecord, staged: Staged, pending: Pending, local: Path) -> None:
         """Plan, check the plan, and apply it; the file is archived as part of the commit."""
+        self.deadline.check()
         active = self.store.count("active")
         plan = checked_plan(self.app.host, self.tenant, self.store.conn, staged, active, self.force)
         planned = {name: value for name, value in plan.counts().items() if hasattr(run, name)}
@@ -272,7 +296,8 @@ class TenantSync:
         moved: list[tuple[Path, Path]] = []
 
         def archive() -> None:  # inside the transaction: a file that cannot be archived
-            try:  # is not applied
+            self.deadline.check()  # is not applied, nor one whose time is up
+            try:
                 run.archive = self.archive_local(run, pending, local, moved)
             except OSError as exc:
                 raise ListferryError(f"could not archive {run.file}: {reason_of(exc)}") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,18 @@ def complete(selection: Selection) -> bool:
     return all(p.count_file for p in selection.runs + selection.superseded)
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: Path, check: Callable[[], None] | None = None) -> str:
+    """The file's SHA-256, read 1 MiB at a time; ``check`` (a deadline) is called before
+    each read and may raise to stop."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
+        while True:
+            if check is not None:
+                check()
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return digest.hexdigest()
             digest.update(chunk)
-    return digest.hexdigest()
 
 
 def repeat_reason(last: LastApplied | None, sha256: str, digest: str) -> str | None:
