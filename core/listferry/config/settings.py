@@ -402,6 +402,21 @@ class Tenant:
         'dialect\'s yes words unless set (`["yes"]`; for a column that says who *is* subscribed, '
         'such as `Newsletter`, `["no", "nein"]`).',
     )
+    archive_keep_runs: int = setting(
+        100,
+        checks.whole_number(0),
+        "How many runs' archived list files (in `state/NAME/archive`) stay: after each sync, "
+        "the files of older runs are removed (the last applied run's always stay; the run "
+        "records stay in the store). A file goes when this or `archive_keep_days` says so; "
+        "`0`: no limit by count.",
+    )
+    archive_keep_days: int = setting(
+        90,
+        checks.whole_number(0),
+        "How many days archived list files stay: after each sync, older ones are removed "
+        "(the last applied run's always stay). A file goes when this or `archive_keep_runs` "
+        "says so; `0`: no limit by age.",
+    )
 
     @property
     def is_local(self) -> bool:

@@ -55,7 +55,14 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                 if old is None:
                     raise ListferryError(f"{tenant.name} has no run {run_id}")
                 archived = Path(old.archive) if old.archive else None
-                if archived is None or not archived.is_file() or not old.file:
+                if archived is not None and old.file and not archived.is_file():
+                    raise ListferryError(
+                        f"run {run_id} of {tenant.name} has no archived file to replay: it was "
+                        f"trimmed from the archive (archive_keep_runs = "
+                        f"{tenant.archive_keep_runs}, archive_keep_days = "
+                        f"{tenant.archive_keep_days})"
+                    )
+                if archived is None or not old.file:
                     raise ListferryError(
                         f"run {run_id} of {tenant.name} has no archived file to replay "
                         f"(it ended {old.status} before its file was archived)"
