@@ -4,8 +4,10 @@ a mail raw (issue #14, finding 11). JSON keeps the true value, escaped."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,59 @@ def test_ftp_and_sftp_log_control_paths_and_user_names_escaped_exactly_once(
     for shown in ("red\\x1b[31m", "blue\\x1b[34m", "evil\\x1b[2J\\x07\\rname"):
         assert [line for line in lines if shown in line], (shown, lines)
     assert [line for line in lines if "\\\\x1b" in line] == []
+
+
+def unsupported_method(data: bytes) -> bytes:
+    """A zip whose one member says it is packed with PPMd (98), which Python cannot read."""
+    local, central = data.index(b"PK\x03\x04") + 8, data.index(b"PK\x01\x02") + 10
+    for at in (local, central):
+        data = data[:at] + (98).to_bytes(2, "little") + data[at + 2 :]
+    return data
+
+
+def test_a_zip_member_name_with_controls_shows_escaped_in_runs_and_the_report(
+    ws: Sandbox,
+) -> None:
+    """Finding 11: a zipped list whose member is named with an OSC sequence, and cannot be
+    read, is voided with a reason naming the member: `runs` and the report show it
+    escaped, `runs --json` keeps the true name."""
+    ws.add_tenant(count_file="optional")
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("m\x1b]0;owned\x07.csv", "email\r\nada@example.org\r\n")
+    ws.upload(unsupported_method(out.getvalue()), name="members.csv.zip")
+    (run,) = ws.sync_all()
+    assert run.status == "voided" and "m\x1b]0;owned\x07.csv" in run.reason
+    listed, report = ws.cli("runs", "acme").output, ws.cli("runs", "acme", "1").output
+    home_report = (ws.home / "members.csv.result.txt").read_text()
+    for text in (listed, report, home_report):
+        assert raw_controls(text) == [] and "m\\x1b]0;owned\\x07.csv" in text, text
+    (as_json,) = json.loads(ws.cli("runs", "acme", "--json").output)
+    assert as_json["reason"] == run.reason
+
+
+def test_subscribers_check_and_status_show_customer_values_with_controls_escaped(
+    ws: Sandbox, tmp_path: Path
+) -> None:
+    """Finding 11: a CSV value (a first name with an OSC sequence) and a header (with a
+    CSI) show escaped in `subscribers` and `check`; a file no pattern takes, named with
+    an OSC sequence, shows escaped in `status`; each `--json` keeps the true value."""
+    ws.add_tenant(count_file="optional")
+    header = ("email", "first_name", "last_name", "segment_code", "Notes\x1b[31m")
+    rows = [("ada@example.org", "Ada\x1b]0;owned\x07", "L", "G", "x\ry")]
+    listed = ws.upload(rows, header=header)
+    checked = ws.cli("check", str(listed), "--tenant", "acme")
+    assert checked.exit_code == 0, checked.output
+    assert raw_controls(checked.output) == [] and "Notes\\x1b[31m" in checked.output
+    assert ws.sync().status == "applied"
+    (ws.home / "notes\x1b]0;owned\x07.txt").write_text("not a list")
+
+    shown = ws.cli("subscribers", "acme").output
+    assert raw_controls(shown) == [] and "Ada\\x1b]0;owned\\x07 L" in shown, shown
+    (row,) = json.loads(ws.cli("subscribers", "acme", "--json").output)
+    assert row["first_name"] == "Ada\x1b]0;owned\x07"
+
+    status = ws.cli("status").output
+    assert raw_controls(status) == [] and "notes\\x1b]0;owned\\x07.txt" in status, status
+    (item,) = json.loads(ws.cli("status", "--json").output)
+    assert item["ignored"] == ["notes\x1b]0;owned\x07.txt"]

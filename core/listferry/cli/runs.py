@@ -162,7 +162,8 @@ def subscribers(state: State, tenant: str, status: str, json_: bool) -> None:
             return
         for row in rows:
             name = " ".join(filter(None, (row["first_name"], row["last_name"])))
-            click.echo(f"{row['email']}\t{name}\t{row['segment_code'] or ''}\t{row['status']}")
+            values = (row["email"], name, row["segment_code"] or "", row["status"])
+            click.echo("\t".join(map(visible, values)))
 
 
 @cli.group()
@@ -249,6 +250,6 @@ def check(
         emit_json(result.to_json())
     else:
         for line in result.lines():
-            click.echo(line)
+            click.echo(visible(line))
     if result.status == "void":
         sys.exit(1)
