@@ -56,7 +56,8 @@ def test_archive_keep_runs_keeps_the_newest_files_and_every_run_record(
     assert replayed.output.count("\n") == 1, replayed.output
     assert "run 3 of acme has no archived file to replay" in replayed.output
     assert "trimmed" in replayed.output and "Traceback" not in replayed.output
-    assert ws.cli("replay", "acme", "30").exit_code == 0  # a kept one replays
+    assert ws.cli("replay", "acme", "30").exit_code == 0  # a kept one replays, as run 31
+    assert [n[:6] for n in archived(ws)] == ["000027", "000028", "000029", "000030", "000031"]
 
 
 def test_archive_keep_days_trims_older_files_but_never_the_last_applied_one(

@@ -15,6 +15,7 @@ from listferry.names import find_count
 from listferry.runs import RunRecord, RunStatus
 from listferry.store.database import Store
 from listferry.store.locks import tenant_lock
+from listferry.sync.retention import trim_archive
 from listferry.sync.run import TenantSync, reason_of, tell_finished
 from listferry.times import utcnow
 from listferry.transport import Endpoint, Transport, open_transport
@@ -96,5 +97,6 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                             home.close()
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
+                trim_archive(tenant, store)
     tell_finished(app, tenant, runs)
     return runs[-1]

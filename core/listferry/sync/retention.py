@@ -1,4 +1,4 @@
-"""Retention: the archive of a tenant's list files is trimmed after each sync.
+"""Retention: the archive of a tenant's list files is trimmed after each sync and replay.
 
 Each run that archived a file has one or two files in ``state/NAME/archive`` (the list
 and its count file), named ``<run id, 6 digits>-<sha256, 12>-<name>``. A run's files
