@@ -10,6 +10,7 @@ import logging
 import zipfile
 from pathlib import Path
 
+import paramiko
 import pytest
 from notify_servers import SmtpServer
 from test_ftp_server import PASSWORD, add_tenant, ftp
@@ -112,9 +113,9 @@ def test_a_mail_about_a_run_shows_a_control_file_name_escaped_in_subject_and_bod
 def test_ftp_and_sftp_log_control_paths_and_user_names_escaped_exactly_once(
     ws: Sandbox, served, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Finding 11: a path with ESC refused over FTP and over SFTP, and a user name with ESC
-    and a CR typed at an FTP login, are logged escaped once (`\\x1b`, never `\\\\x1b`), on
-    lines with no raw control character."""
+    """Finding 11: a path with ESC refused over FTP and over SFTP, and user names with ESC,
+    BEL and a CR typed at an FTP and an SFTP login, are logged escaped once (`\\x1b`,
+    never `\\\\x1b`), on lines with no raw control character."""
     caplog.set_level(logging.INFO, logger="listferry.server")
     add_tenant(ws, allow_ips=LOCAL)
     with served(["ftp", "sftp"]) as s:
@@ -130,9 +131,20 @@ def test_ftp_and_sftp_log_control_paths_and_user_names_escaped_exactly_once(
         stranger.sock.sendall(b"PASS guess\r\n")
         stranger.getmultiline()
         stranger.close()
+        mallory = "mallory\x1b]0;owned\x07"
+        with (
+            pytest.raises(paramiko.AuthenticationException),
+            session(s.ports["sftp"], user=mallory, password="guess"),
+        ):
+            pass
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("listferry")]
     assert [line for line in lines if raw_controls(line)] == []
-    for shown in ("red\\x1b[31m", "blue\\x1b[34m", "evil\\x1b[2J\\x07\\rname"):
+    for shown in (
+        "red\\x1b[31m",
+        "blue\\x1b[34m",
+        "evil\\x1b[2J\\x07\\rname",
+        "mallory\\x1b]0;owned\\x07",
+    ):
         assert [line for line in lines if shown in line], (shown, lines)
     assert [line for line in lines if "\\\\x1b" in line] == []
 
