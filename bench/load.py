@@ -19,14 +19,17 @@ exits non-zero when anything failed. The same checks run small in ``tests/test_l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ftplib
 import hashlib
 import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import IO
 
 import paramiko
+from common import Figure, table
 
 HEADER = b"email,first_name,last_name,segment_code,notes\r\n"
 NOTES = "x" * 300  # a CRM export's wide rows: about 370 bytes a row
@@ -152,6 +156,8 @@ class Upload:
     stream: ListStream
     error: str | None = None
     done: bool = False
+    #: When the client saw the upload confirmed (``time.perf_counter()``).
+    ended: float | None = None
 
     def run(self, site: Site) -> None:
         try:
@@ -160,6 +166,7 @@ class Upload:
             else:
                 upload_ftps(site.ports["ftps"], site.cert, self.tenant, self.name, self.stream)
             self.done = True
+            self.ended = time.perf_counter()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 
@@ -202,13 +209,24 @@ class Site:
         )
 
     @classmethod
-    def create(cls, root: Path, tenants: list[str], strategy: str = "full") -> Site:
-        """``listferry init``, room for many connections from 127.0.0.1, and the tenants."""
+    def create(
+        cls,
+        root: Path,
+        tenants: list[str],
+        strategy: str = "full",
+        server: str = "",
+        settings: tuple[str, ...] = (),
+    ) -> Site:
+        """``listferry init``, room for many connections from 127.0.0.1, and the tenants.
+
+        ``server``: more ``[server]`` lines; ``settings``: ``KEY=VALUE`` for every tenant.
+        """
         site = cls(root)
         root.mkdir(parents=True, exist_ok=True)
         site.must(site.cli("init"))
         with site.config.open("a") as f:
             f.write("\n[server]\nmax_connections = 1024\nmax_connections_per_ip = 1024\n")
+            f.write(server)
         for tenant in tenants:
             added = site.cli(
                 "tenant",
@@ -222,6 +240,8 @@ class Site:
                 input=password_of(tenant) + "\n",
             )
             site.must(added)
+            if settings:
+                site.must(site.cli("tenant", "set", tenant, *settings))
         return site
 
     @staticmethod
@@ -421,6 +441,195 @@ def load(root: Path, tenants: int, uploaders: int, size_mb: float, rounds: int =
     }
 
 
+# -- under attack --------------------------------------------------------------------------
+
+#: The hostile tenant, and its own source address (Linux routes all of 127/8 to loopback).
+ATTACKER, ATTACKER_IP = "mallory", "127.0.0.66"
+
+
+class Attacker:
+    """A paying customer turned hostile: floods SFTP handles and bare connections.
+
+    One thread logs in as :data:`ATTACKER` over SFTP, again and again, and opens its one
+    file as many times as the server lets it, keeping every handle; another holds as
+    many bare TCP connections to every port as the server takes, opening new ones as it
+    closes them. It counts what it got and what was refused.
+    """
+
+    def __init__(self, site: Site, sockets: int = 300) -> None:
+        self.site = site
+        self.sockets = sockets
+        self.stopping = threading.Event()
+        self.counts = {"handles": 0, "handles_refused": 0, "sockets": 0, "sockets_refused": 0}
+        self._threads = [
+            threading.Thread(target=self._flood_handles, name="attack-handles", daemon=True),
+            threading.Thread(target=self._flood_sockets, name="attack-sockets", daemon=True),
+        ]
+
+    def __enter__(self) -> Attacker:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def _connect(self, port: int) -> socket.socket:
+        sock = socket.socket()
+        sock.settimeout(5)
+        sock.bind((ATTACKER_IP, 0))
+        sock.connect(("127.0.0.1", port))
+        return sock
+
+    def _flood_handles(self) -> None:
+        sessions: list[paramiko.Transport] = []
+        while not self.stopping.is_set():
+            try:
+                transport = paramiko.Transport(self._connect(self.site.ports["sftp"]))
+                sessions.append(transport)
+                transport.connect(username=ATTACKER, password=password_of(ATTACKER))
+                sftp = paramiko.SFTPClient.from_transport(transport)
+                with sftp.open("bait.csv", "wb") as f:
+                    f.write(HEADER)
+                while not self.stopping.is_set():
+                    sftp.open("bait.csv", "rb")  # kept open: the handle is never closed
+                    self.counts["handles"] += 1
+            except (OSError, EOFError, paramiko.SSHException):
+                self.counts["handles_refused"] += 1
+                self.stopping.wait(0.05)
+        for transport in sessions:
+            transport.close()
+
+    def _flood_sockets(self) -> None:
+        held: list[socket.socket] = []
+        ports = list(self.site.ports.values())
+        while not self.stopping.is_set():
+            for sock in [s for s in held if _closed(s)]:
+                held.remove(sock)
+                sock.close()
+                self.counts["sockets_refused"] += 1
+            if len(held) >= self.sockets:
+                self.stopping.wait(0.05)
+                continue
+            try:
+                held.append(self._connect(ports[len(held) % len(ports)]))
+                self.counts["sockets"] += 1
+            except OSError:
+                self.counts["sockets_refused"] += 1
+                self.stopping.wait(0.01)
+        for sock in held:
+            sock.close()
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server has closed ``sock`` (what it sent before is read and dropped)."""
+    try:
+        sock.setblocking(False)
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def applied_after(site: Site, uploads: list[Upload], until: float) -> list[float]:
+    """Seconds from each upload's confirmation to its run applied (``serve`` syncs on upload)."""
+    waiting = {u.stream.sha256: u for u in uploads if u.done}
+    seconds: list[float] = []
+    while waiting and time.perf_counter() < until:
+        for tenant in sorted({u.tenant for u in waiting.values()}):
+            try:
+                runs = site.runs(tenant)
+            except sqlite3.OperationalError:
+                continue  # its first sync has not made its database yet
+            for run in runs:
+                upload = waiting.get(run["sha256"])
+                if upload is not None and run["status"] == "applied":
+                    seconds.append(time.perf_counter() - upload.ended)
+                    del waiting[run["sha256"]]
+        time.sleep(0.05)
+    if waiting:
+        raise RuntimeError(f"{len(waiting)} uploads were not applied in time")
+    return seconds
+
+
+def one_night(root: Path, tenants: int, size_mb: float, attacked: bool) -> dict:
+    """Every tenant uploads one list at once to on-upload tenants, with or without attacker."""
+    names = [f"tenant{t:02d}" for t in range(tenants)]
+    site = Site.create(
+        root, [*names, ATTACKER], server="upload_grace = 0.5\n", settings=("process=on-upload",)
+    )
+    site.must(site.cli("tenant", "set", ATTACKER, "--allow-ip", f"{ATTACKER_IP}/32"))
+    size = int(size_mb * (1 << 20))
+    uploads = [
+        Upload(name, ("sftp", "ftps")[t % 2], "list.csv", ListStream(name, "night", size))
+        for t, name in enumerate(names)
+    ]
+    site.start()
+    try:
+        with Attacker(site) if attacked else contextlib.nullcontext() as attacker:
+            if attacker:
+                attacker.stopping.wait(2)  # let it take what it can first
+            started = time.perf_counter()
+            with ThreadPoolExecutor(len(uploads)) as pool:
+                list(pool.map(lambda u: u.run(site), uploads))
+            seconds = time.perf_counter() - started
+            waits = applied_after(site, uploads, until=time.perf_counter() + 600)
+    finally:
+        site.stop()
+    failed = [f"{u.tenant}: {u.error}" for u in uploads if u.error]
+    if failed:
+        when = "under attack" if attacked else "with no attacker"
+        raise RuntimeError(f"{len(failed)} uploads failed {when}: {failed[:3]}")
+    return {
+        "rate": sum(u.stream.sent for u in uploads) / (1 << 20) / seconds,
+        "wait": statistics.median(waits),
+        "longest": max(waits),
+        "attacker": attacker.counts if attacked else None,
+    }
+
+
+def under_attack(work: Path, tenants: int, size_mb: float, rounds: int) -> list[Figure]:
+    """Quiet nights and attacked nights in turn; the medians of each as ratio figures."""
+    quiet: list[dict] = []
+    attacked: list[dict] = []
+    for r in range(rounds):
+        quiet.append(one_night(work / f"quiet{r}", tenants, size_mb, attacked=False))
+        attacked.append(one_night(work / f"attacked{r}", tenants, size_mb, attacked=True))
+        print(f"round {r + 1}: quiet {quiet[-1]}, attacked {attacked[-1]}", file=sys.stderr)
+
+    def median(nights: list[dict], key: str) -> float:
+        return statistics.median(n[key] for n in nights)
+
+    what = f"{tenants} tenants x {size_mb:g} MB"
+    return [
+        Figure(
+            f"upload rate, one tenant attacking ({what})",
+            median(attacked, "rate"),
+            median(quiet, "rate"),
+            "no attacker",
+            ">= 0.67x",
+            "MB/s",
+        ),
+        Figure(
+            f"upload to applied, median, under attack ({what})",
+            median(attacked, "wait"),
+            median(quiet, "wait"),
+            "no attacker",
+            "<= 1.5x",
+        ),
+        Figure(
+            f"upload to applied, longest, under attack ({what})",
+            median(attacked, "longest"),
+            median(quiet, "longest"),
+            "no attacker",
+            "<= 1.5x",
+        ),
+    ]
+
+
 def report(figures: dict, args: argparse.Namespace) -> str:
     mb = figures["bytes"] / (1 << 20)
     rate = mb / figures["seconds"]
@@ -448,9 +657,20 @@ def main(argv: list[str] | None = None) -> list:
     parser.add_argument("--size-mb", type=float, default=20, help="each list file's size")
     parser.add_argument("--rounds", type=int, default=1, help="files each uploader sends")
     parser.add_argument("--work", type=Path, help="the folder to work in (kept)")
+    parser.add_argument(
+        "--attack",
+        action="store_true",
+        help="instead: one upload per tenant, quiet nights against nights with a hostile "
+        "tenant flooding handles and connections, --rounds of each",
+    )
     args = parser.parse_args(argv)
     os.environ["LISTFERRY_LOAD_PLUGINS"] = ""
     work = args.work or Path(tempfile.mkdtemp(prefix="listferry-bench-load-"))
+    if args.attack:
+        figures = under_attack(work, args.tenants, args.size_mb, args.rounds)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return figures
     figures = load(work / "site", args.tenants, args.uploaders, args.size_mb, args.rounds)
     print(report(figures, args))
     failures = len(figures["problems"])
@@ -466,6 +686,7 @@ def main(argv: list[str] | None = None) -> list:
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        main(sys.argv[1:])
+        if figures := main(sys.argv[1:]):
+            print(table(figures))
     except RuntimeError as exc:
         raise SystemExit(str(exc)) from None

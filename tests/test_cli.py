@@ -134,7 +134,15 @@ def test_tenant_add_takes_a_public_key_and_refuses_a_private_one(ws: Sandbox, tm
 
 
 def test_tenant_list_json_has_the_contract_fields_and_no_secret(ws: Sandbox) -> None:
-    ws.cli("tenant", "add", "acme", "--password-stdin", "--allow-ip", "198.51.100.7", input="pw\n")
+    ws.cli(
+        "tenant",
+        "add",
+        "acme",
+        "--password-stdin",
+        "--allow-ip",
+        "198.51.100.7",
+        input="pw-long-enough\n",
+    )
     result = ws.cli("tenant", "list", "--json")
     assert result.exit_code == 0
     [tenant] = json.loads(result.output)

@@ -700,11 +700,11 @@ def test_a_running_server_takes_new_tenants_and_new_passwords_without_a_restart(
         assert added.exit_code == 0, added.output
         ftp(port, "beta", "beta-Passw0rd").quit()  # a tenant added after the start
 
-        changed = ws.cli("tenant", "password", "acme", "--password-stdin", input="n3w-Pass\n")
+        changed = ws.cli("tenant", "password", "acme", "--password-stdin", input="n3w-Passw0rd-2\n")
         assert changed.exit_code == 0, changed.output
         with pytest.raises(ftplib.error_perm):
             ftp(port)  # the old password no longer logs in
-        ftp(port, "acme", "n3w-Pass").quit()
+        ftp(port, "acme", "n3w-Passw0rd-2").quit()
 
         ws.config_path.write_text(ws.config_path.read_text() + "\n[tenants.broken\n")
-        ftp(port, "acme", "n3w-Pass").quit()  # a broken config keeps the last good one
+        ftp(port, "acme", "n3w-Passw0rd-2").quit()  # a broken config keeps the last good one

@@ -107,6 +107,74 @@ def test_connection_limits_per_address_and_in_all() -> None:
     assert guard.admit("127.0.0.3") is None
 
 
+def test_a_good_login_forgets_only_that_accounts_failures_from_that_address() -> None:
+    guard = LoginGuard(settings(delay_after_failures=10), Clock())
+    for _ in range(3):
+        guard.failed("127.0.0.9", "beta")  # guessing another tenant's password
+        guard.succeeded("127.0.0.9", "acme")  # between good logins to its own account
+    assert guard.failures("127.0.0.9") == 3 and not guard.blocked("127.0.0.9")
+    guard.failed("127.0.0.9", "acme")
+    guard.succeeded("127.0.0.9", "acme")  # forgets acme's failure, not beta's three
+    assert guard.failures("127.0.0.9") == 3
+    guard.failed("127.0.0.9", "beta")
+    assert guard.blocked("127.0.0.9")
+
+
+def test_the_addresses_of_one_ipv6_64_count_as_one_source() -> None:
+    guard = LoginGuard(settings(delay_after_failures=10), Clock())
+    for host in range(1, 5):
+        guard.failed(f"2001:db8:1:2::{host:x}", "acme")
+    assert guard.blocked("2001:db8:1:2:ffff::1")  # anywhere in the /64
+    assert not guard.blocked("2001:db8:1:3::1")
+    assert [b.source for b in guard.blocks()] == ["2001:db8:1:2::/64"]
+    guard.failed("::ffff:127.0.0.5", "acme")
+    assert guard.failures("127.0.0.5") == 1  # an IPv4-mapped address is its IPv4 address
+
+
+def test_failures_on_one_account_from_many_addresses_delay_it_but_never_block_it() -> None:
+    clock = Clock()
+    guard = LoginGuard(settings(account_delay_after_failures=3, block_seconds=60), clock)
+    delays = [guard.failed(f"127.0.1.{n}", "acme") for n in range(6)]
+    assert delays == [0.0, 0.0, 0.5, 1.0, 2.0, 4.0]  # each source failed once only
+    assert guard.account_failures("acme") == 6 and not guard.blocked("127.0.1.0")
+    assert guard.failed("127.0.2.1", "beta") == 0.0  # other accounts are not slowed
+    guard.succeeded("127.0.0.1", "acme")  # the customer's own good login, from elsewhere
+    assert guard.account_failures("acme") == 6  # forgets none of the others'
+    clock.now += 601  # failures are remembered for at least 10 minutes
+    assert guard.account_failures("acme") == 0
+    assert guard.failed("127.0.1.0", "acme") == 0.0
+
+
+def test_connections_waiting_to_log_in_have_a_pool_per_protocol_and_per_address() -> None:
+    guard = LoginGuard(settings(max_prelogin_connections=2, max_prelogin_per_ip=2))
+    assert guard.admit("127.0.0.2", "sftp") is None and guard.admit("127.0.0.2", "sftp") is None
+    assert guard.admit("127.0.0.2", "ftp") == (
+        "too many connections waiting to log in from this address"
+    )
+    assert guard.admit("127.0.0.3", "sftp") == "too many connections waiting to log in"
+    assert guard.admit("127.0.0.3", "ftp") is None  # FTP's pool is its own
+    guard.logged_in("127.0.0.2", "sftp")  # a login leaves the pool
+    assert guard.admit("127.0.0.3", "sftp") is None
+    guard.release("127.0.0.2", "sftp", logged_in=True)
+    guard.release("127.0.0.2", "sftp")
+    assert guard.admit("127.0.0.2", "ftp") is None
+
+
+def test_blocks_are_kept_in_a_file_that_outlasts_the_guard_and_lifts_them(tmp_path: Path) -> None:
+    from listferry.serve.blocks import BlockFile
+
+    path = tmp_path / "blocked.db"
+    first = LoginGuard(settings(block_seconds=60), blocks=path)
+    for _ in range(4):
+        first.failed("127.0.0.9", "acme")
+    again = LoginGuard(settings(block_seconds=60), blocks=path)  # serve started again
+    assert again.blocked("127.0.0.9")
+    [block] = again.blocks()
+    assert (block.source, block.failures, block.accounts) == ("127.0.0.9", 4, ("acme",))
+    assert BlockFile(path).remove("127.0.0.9", block.until - 30)  # `server unblock`
+    assert not again.blocked("127.0.0.9") and again.failures("127.0.0.9") == 0
+
+
 def tenant(tmp_path: Path, **values: object) -> Tenant:
     return Tenant(name="acme", home=str(tmp_path), state_dir=tmp_path / "s", **values)
 

@@ -265,7 +265,7 @@ class TenantSession(TLS_FTPHandler):
 
     def close(self) -> None:
         if self._admitted is not None:
-            self.runtime.guard.release(self._admitted)
+            self.runtime.guard.release(self._admitted, self.protocol, self.authenticated)
             self._admitted = None
             self.server.untrack(self)
         super().close()
@@ -332,6 +332,7 @@ class TenantSession(TLS_FTPHandler):
         if tenant is None:
             self.handle_auth_failed("Login incorrect.", "")
             return
+        self.runtime.guard.logged_in(self.remote_ip, self.protocol)
         self.tenant, self.home = tenant, self.runtime.home(tenant)
         self.home.mkdir(parents=True, exist_ok=True)
         self.handle_auth_success(str(self.home), "", "Logged in: your home is /.")
@@ -487,7 +488,7 @@ class Listener(ThreadedFTPServer):
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         ip = addr[0]
-        refusal = self.handler.runtime.guard.admit(ip)
+        refusal = self.handler.runtime.guard.admit(ip, self.handler.protocol)
         if refusal is None:
             self.admitting = ip
             super().handle_accepted(sock, addr)

@@ -160,7 +160,7 @@ class SftpServer:
                     self.stopping.wait(0.5)
                     continue
                 ip = address[0]
-                refusal = self.runtime.guard.admit(ip)
+                refusal = self.runtime.guard.admit(ip, PROTOCOL)
                 if refusal:
                     event("refused", protocol=PROTOCOL, ip=ip, reason=refusal)
                     sock.close()
@@ -170,10 +170,10 @@ class SftpServer:
                 except RuntimeError as exc:
                     event("refused", protocol=PROTOCOL, ip=ip, reason=str(exc))
                     sock.close()
-                    self.runtime.guard.release(ip)
+                    self.runtime.guard.release(ip, PROTOCOL)
 
     def _serve(self, sock: socket.socket, ip: str) -> None:
-        transport = None
+        transport = connection = None
         try:
             with self._lock:  # stop() sees this transport, or this thread sees stop()
                 if self.stopping.is_set():
@@ -185,7 +185,8 @@ class SftpServer:
                     disabled_algorithms=WEAK_ALGORITHMS,
                 )
                 self._transports.add(transport)
-            self._converse(transport, Connection(self, transport, ip))
+            connection = Connection(self, transport, ip)
+            self._converse(transport, connection)
         finally:
             if transport is None:
                 sock.close()
@@ -193,7 +194,8 @@ class SftpServer:
                 transport.close()
                 with self._lock:
                     self._transports.discard(transport)
-            self.runtime.guard.release(ip)
+            logged_in = connection is not None and connection.logged_in.is_set()
+            self.runtime.guard.release(ip, PROTOCOL, logged_in)
 
     def _converse(self, transport: paramiko.Transport, connection: Connection) -> None:
         """Run the SSH session; close it at the login deadline or when idle."""
@@ -289,6 +291,8 @@ class Connection(paramiko.ServerInterface):
         if tenant is None:
             return paramiko.AUTH_FAILED
         self.tenant = tenant
+        if not self.logged_in.is_set():
+            self.runtime.guard.logged_in(self.ip, PROTOCOL)
         self.logged_in.set()
         return paramiko.AUTH_SUCCESSFUL
 

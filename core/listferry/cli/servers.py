@@ -118,6 +118,55 @@ def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) 
     _show_keys(keys, known_hosts, json_)
 
 
+@server.command("blocked")
+@click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
+@pass_state
+def server_blocked(state: State, json_: bool) -> None:
+    """Addresses blocked after repeated failed logins, as the running `serve` keeps them.
+
+    One line each: the address (an IPv6 address's /64), until when (UTC), how many
+    failed logins and the accounts they tried. JSON: a list of `{"source", "until",
+    "failures", "accounts"}`.
+    """
+    import time
+
+    from listferry.serve.blocks import BlockFile, blocks_path
+
+    path = blocks_path(load_config(state.config_path).state_dir)
+    found = BlockFile(path).active(time.time()) if path.exists() else []
+    if json_:
+        emit_json([block.to_json() for block in found])
+        return
+    for block in found:
+        click.echo(block.line())
+
+
+@server.command("unblock")
+@click.argument("address")
+@pass_state
+def server_unblock(state: State, address: str) -> None:
+    """Lift the block of ADDRESS (an IPv4 or IPv6 address, or an IPv6 /64), at once, also
+    for a running `serve`. Exit 2 when it is not an address or not blocked."""
+    import ipaddress
+    import time
+
+    from listferry.errors import UsageError
+    from listferry.serve.blocks import BlockFile, blocks_path, source_of
+
+    try:
+        given = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        raise UsageError(f"{address!r} is not an IP address") from None
+    single = given.num_addresses == 1 or (given.version == 6 and given.prefixlen == 64)
+    if not single:
+        raise UsageError(f"{address}: give one address, or an IPv6 /64")
+    source = source_of(str(given.network_address))
+    path = blocks_path(load_config(state.config_path).state_dir)
+    if not path.exists() or not BlockFile(path).remove(source, time.time()):
+        raise UsageError(f"{source} is not blocked")
+    click.echo(f"{source}: unblocked")
+
+
 def _show_keys(keys: dict[str, Any], known_hosts: bool, json_: bool) -> None:
     from listferry.serve.fingerprints import describe
 

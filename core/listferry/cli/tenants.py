@@ -12,6 +12,7 @@ import click
 from listferry.cli.root import State, cli, emit_json, pass_state, password_from_stdin
 from listferry.config import COUNT_POLICIES, load_config
 from listferry.config.starter import STARTER_CONFIG
+from listferry.errors import UsageError
 
 log = logging.getLogger("listferry")
 
@@ -75,7 +76,6 @@ def tenant_add(
     home: str | None,
 ) -> None:
     """Add a tenant to the config and create its home."""
-    from listferry.config.passwords import hash_password
     from listferry.ops.tenants import add_tenant, check_name, read_ssh_keys
 
     check_name(name)
@@ -88,7 +88,7 @@ def tenant_add(
         "allow_ips": list(allow_ips) or None,
     }
     if password_stdin:
-        settings["password_hash"] = hash_password(password_from_stdin())
+        settings["password_hash"] = new_password_hash()
     if ssh_key:
         settings["ssh_keys"] = read_ssh_keys(Path(ssh_key))
     config = add_tenant(app, name, settings)
@@ -162,7 +162,6 @@ def tenant_set(
     from the next login; secrets are never printed.
     """
     from listferry.config.edit import UNSET
-    from listferry.config.passwords import hash_password
     from listferry.ops.tenants import (
         SECRET_KEYS,
         parse_setting,
@@ -196,7 +195,7 @@ def tenant_set(
     if not values and not add_ips and not remove_ips and not password_stdin:
         raise click.UsageError("nothing to change: give an option or KEY=VALUE")
     if password_stdin:
-        put("password_hash", hash_password(password_from_stdin()))
+        put("password_hash", new_password_hash())
     app = state.app()
     before = app.config.tenant(name)
     config, changed = set_tenant(app, name, values, add_ips, remove_ips)
@@ -265,6 +264,17 @@ def tenant_remove(state: State, name: str, purge: bool) -> None:
         click.echo(line)
 
 
+def new_password_hash() -> str:
+    """The hash of a new password read from stdin; one line and exit 2 when it is too short."""
+    from listferry.config.passwords import hash_password, password_problem
+
+    password = password_from_stdin()
+    problem = password_problem(password)
+    if problem:
+        raise UsageError(f"--password-stdin: {problem}")
+    return hash_password(password)
+
+
 @tenant.command("password")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, required=True, help="Read it from stdin.")
@@ -275,11 +285,11 @@ def tenant_password(state: State, name: str, password_stdin: bool) -> None:
     The config file is changed in place: only the tenant's password_hash line. A running
     `serve` takes the new password for the next login.
     """
-    from listferry.config.passwords import hash_password
     from listferry.ops.tenants import set_tenant
 
-    password = password_from_stdin()
-    set_tenant(state.app(), name, {"password_hash": hash_password(password)})
+    app = state.app()
+    app.config.tenant(name)  # an unknown tenant is said before the password is judged
+    set_tenant(app, name, {"password_hash": new_password_hash()})
     click.echo(f"{name}: new password set")
 
 

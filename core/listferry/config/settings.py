@@ -519,18 +519,22 @@ class ServerSettings:
     delay_after_failures: int = setting(
         3,
         checks.whole_number(1),
-        "Failed logins from one address after which each answer is delayed (0.5 s, doubling, at "
-        "most 5 s).",
+        "Failed logins from one address (an IPv6 address's /64), to any account, after which "
+        "each answer is delayed (0.5 s, doubling, at most 5 s).",
     )
     block_after_failures: int = setting(
         10,
         checks.whole_number(1),
-        "Failed logins from one address after which it is blocked, on every protocol.",
+        "Failed logins from one address (an IPv6 address's /64), to any account, after which "
+        "it is blocked, on every protocol. A good login forgets only "
+        "that account's failures from that address.",
     )
     block_seconds: float = setting(
         900,
         checks.seconds,
-        "How long a blocked address stays blocked.",
+        "How long a blocked address stays blocked (also across a restart), and how long a "
+        "failed login is remembered (at least 10 minutes). `listferry server unblock` lifts a "
+        "block sooner.",
     )
     idle_timeout: float = setting(
         300,
@@ -552,6 +556,24 @@ class ServerSettings:
         checks.seconds,
         'For `process = "on-upload"` tenants: seconds to wait after the last upload before '
         "syncing, so a list and its count file are taken together.",
+    )
+    account_delay_after_failures: int = setting(
+        5,
+        checks.whole_number(1),
+        "Failed logins to one account, from all addresses, after which "
+        "each further failed answer on it is delayed (0.5 s, doubling, at most 5 s). An account "
+        "is never blocked: its customer can still log in.",
+    )
+    max_prelogin_connections: int = setting(
+        64,
+        checks.whole_number(1),
+        "Connections not yet logged in, per protocol (FTP, FTPS and SFTP each have their own).",
+    )
+    max_prelogin_per_ip: int = setting(
+        8,
+        checks.whole_number(1),
+        "Connections not yet logged in from one address (an IPv6 address's /64), all "
+        "protocols together.",
     )
 
 

@@ -7,14 +7,19 @@ in the process. :func:`serve` runs the servers until SIGTERM or SIGINT.
 
 from __future__ import annotations
 
+import resource
 import threading
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 from listferry.app import App
 from listferry.config import ServerSettings, Tenant
+from listferry.config.edit import TenantTables, config_locked, write_atomically
+from listferry.serve.blocks import blocks_path
 from listferry.serve.jail import remove_stale_uploads
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import event
@@ -35,13 +40,13 @@ class ServerRuntime:
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
-        guard = LoginGuard(settings)
+        guard = LoginGuard(settings, blocks=blocks_path(app.config.state_dir))
         live = LiveConfig(app)
         return cls(
             app=app,
             settings=settings,
             guard=guard,
-            gatekeeper=Gatekeeper(live.tenants, guard),
+            gatekeeper=Gatekeeper(live.tenants, guard, partial(keep_rehashed, app.config.path)),
             uploads=UploadDispatcher(app, settings.upload_grace, live.tenants),
             live=live,
         )
@@ -49,6 +54,34 @@ class ServerRuntime:
     def home(self, tenant: Tenant) -> Path:
         """The tenant's home folder; built-in servers serve local homes only."""
         return Path(tenant.home)
+
+
+def keep_rehashed(config: Path, tenant: str, old: str, new: str) -> None:
+    """Put ``new`` in place of ``tenant``'s ``password_hash = old`` in the config file, the
+    way ``listferry tenant password`` changes it (comments and layout kept); nothing when
+    the file no longer holds ``old`` there (changed meanwhile)."""
+    with config_locked(config):
+        text = config.read_text(encoding="utf-8")
+        table = tomllib.loads(text).get("tenants", {}).get(tenant, {})
+        if table.get("password_hash") != old:
+            return
+        tables = TenantTables(text, config)
+        tables.set(tenant, {"password_hash": new})
+        write_atomically(config, tables.render())
+    event("rehash", tenant=tenant, result="ok")
+
+
+def raise_file_limit() -> None:
+    """Let this process open as many files as the system allows it (the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        event("open_files", limit=soft, result="kept", reason=str(exc))
+        return
+    event("open_files", limit=hard, was=soft)
 
 
 class Server(Protocol):
@@ -88,6 +121,7 @@ def serve(
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
+    raise_file_limit()
     remove_stale_uploads(app.config.tenants)
     runtime = ServerRuntime.create(app, settings)
     watcher = threading.Thread(target=runtime.live.watch, args=(stop,), name="config-watch")

@@ -1,0 +1,104 @@
+"""Blocked login sources, kept in ``state/server/blocked.db`` (SQLite).
+
+A running ``serve`` writes a row when it blocks a source (an IPv4 address, or an IPv6
+address's /64); ``listferry server blocked`` reads them and ``listferry server unblock``
+deletes one, which the running ``serve`` notices at the next connection from that source.
+A ``serve`` that starts again takes up the blocks that have not expired.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from listferry.times import iso
+
+FILE = "blocked.db"
+
+
+def blocks_path(state_dir: Path) -> Path:
+    return state_dir / "server" / FILE
+
+
+def source_of(ip: str) -> str:
+    """What failures count against: an IPv4 address (also when mapped into IPv6), or an
+    IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return ip
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.version == 4:
+        return str(address)
+    return str(ipaddress.ip_network(f"{address}/64", strict=False))
+
+
+@dataclass(frozen=True)
+class Block:
+    source: str
+    until: float  # seconds since the epoch
+    failures: int
+    accounts: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "until": iso(self.until),
+            "failures": self.failures,
+            "accounts": list(self.accounts),
+        }
+
+    def line(self) -> str:
+        tried = ", ".join(self.accounts) or "-"
+        return f"{self.source}  until {iso(self.until)}  {self.failures} failures  tried: {tried}"
+
+
+class BlockFile:
+    """The blocks on disk. Not thread-safe: the guard calls it under its own lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._db = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS blocks (source TEXT PRIMARY KEY, until REAL NOT NULL, "
+            "failures INTEGER NOT NULL, accounts TEXT NOT NULL)"
+        )
+        self._seen = self.version()
+
+    def version(self) -> int:
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
+
+    def changed(self) -> bool:
+        """Whether another process changed the file since this one last looked."""
+        now = self.version()
+        changed, self._seen = now != self._seen, now
+        return changed
+
+    def active(self, now: float) -> list[Block]:
+        rows = self._db.execute(
+            "SELECT source, until, failures, accounts FROM blocks WHERE until > ? ORDER BY until",
+            (now,),
+        )
+        return [Block(s, u, f, tuple(json.loads(a))) for s, u, f, a in rows]
+
+    def put(self, block: Block) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
+            (block.source, block.until, block.failures, json.dumps(list(block.accounts))),
+        )
+        self._seen = self.version()
+
+    def remove(self, source: str, now: float) -> bool:
+        """Lift the block of ``source``; False when it is not blocked."""
+        gone = self._db.execute("DELETE FROM blocks WHERE source = ? AND until > ?", (source, now))
+        self._db.execute("DELETE FROM blocks WHERE until <= ?", (now,))
+        return gone.rowcount > 0
+
+    def close(self) -> None:
+        self._db.close()
