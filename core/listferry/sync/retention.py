@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def archived_runs(archive: Path) -> dict[int, list[Path]]:
         entries = list(os.scandir(archive))
     except FileNotFoundError:
         return runs
+    except OSError as exc:
+        log.warning("%s: the archive was not trimmed: %s", archive, exc.strerror or exc)
+        return runs
     for entry in entries:
         found = _ARCHIVED.match(entry.name)
         if found and entry.is_file(follow_symlinks=False):
@@ -44,7 +48,7 @@ def archived_runs(archive: Path) -> dict[int, list[Path]]:
     return runs
 
 
-def trim_archive(tenant: Tenant, store: Store, now: float | None = None) -> tuple[int, list[int]]:
+def trim_archive(tenant: Tenant, store: Store) -> tuple[int, list[int]]:
     """Remove the archived files past the tenant's limits; (files removed, their runs).
     One log line says what was trimmed."""
     keep_runs, keep_days = tenant.archive_keep_runs, tenant.archive_keep_days
@@ -53,11 +57,20 @@ def trim_archive(tenant: Tenant, store: Store, now: float | None = None) -> tupl
     runs = archived_runs(tenant.state_dir / "archive")
     if not runs:
         return 0, []
-    last = store.last_applied()
-    last_applied = last.run_id if last else None
-    ended = {run.run_id: run.finished_at or run.started_at for run in store.runs(tenant.name)}
+    try:  # housekeeping: a store that cannot say leaves the archive as it is
+        last = store.last_applied()
+        last_applied = last.run_id if last else None
+        ended = dict(
+            store.conn.execute(
+                "SELECT id, COALESCE(finished_at, started_at) FROM runs WHERE id >= ?",
+                (min(runs),),
+            ).fetchall()
+        )
+    except sqlite3.Error as exc:
+        log.warning("%s: the archive was not trimmed: %s", tenant.name, exc)
+        return 0, []
     newest_first = sorted(runs, reverse=True)
-    cutoff = (time.time() if now is None else now) - keep_days * DAY
+    cutoff = time.time() - keep_days * DAY
     trimmed: list[int] = []
     removed = 0
     for place, run_id in enumerate(newest_first):
