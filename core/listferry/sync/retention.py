@@ -2,10 +2,10 @@
 
 Each run that archived a file has one or two files in ``state/NAME/archive`` (the list
 and its count file), named ``<run id, 6 digits>-<sha256, 12>-<name>``. A run's files
-go when *either* limit says so: they are among the newest ``archive_keep_runs`` runs
-that archived a file, *and* their run ended no more than ``archive_keep_days`` days ago
-(the store's time: a file's own time may be the customer's), or they are trimmed; 0
-turns a limit off. The last applied run's files always stay (the list the
+stay while both limits keep them: the run is among the newest ``archive_keep_runs`` runs
+that archived a file, and it ended no more than ``archive_keep_days`` days ago (by the
+store's clock: a file's own time may be the customer's). When either says no, they are
+trimmed; 0 turns a limit off. The last applied run's files always stay (the list the
 tenant's subscribers come from). The store's run records stay whole, reports included:
 ``runs`` lists every run, and ``replay`` of a trimmed run says its file was trimmed.
 The result reports in the home are kept to ``keep_reports`` as each is written.
@@ -26,7 +26,7 @@ from listferry.times import parse_iso
 
 log = logging.getLogger("listferry")
 
-_ARCHIVED = re.compile(r"(\d{6,})-[0-9a-f]{12}-|(\d{6,})-unread-")
+_ARCHIVED = re.compile(r"(\d{6,})-(?:[0-9a-f]{12}|unread)-")
 DAY = 86400.0
 
 
@@ -43,7 +43,7 @@ def archived_runs(archive: Path) -> dict[int, list[Path]]:
     for entry in entries:
         found = _ARCHIVED.match(entry.name)
         if found and entry.is_file(follow_symlinks=False):
-            run_id = int(found.group(1) or found.group(2))
+            run_id = int(found.group(1))
             runs.setdefault(run_id, []).append(Path(entry.path))
     return runs
 
