@@ -4,15 +4,20 @@
 line and the final error of a command as JSON: ``time`` (UTC, ISO 8601), ``level``,
 ``logger``, ``message``, and the fields a caller passed in ``extra`` (``tenant``,
 ``run_id``, ``status`` ...), for log shippers that index fields.
+
+Either way no control character reaches the log raw: a text line shows it escaped
+(:func:`listferry.text.visible`), so a file name cannot forge a second line or steer the
+terminal; JSON escapes it and keeps the true value.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from listferry.text import json_text, visible
 
 FORMATS = ("text", "json")
 
@@ -40,7 +45,21 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info and record.exc_info[1] is not None:
             data["error"] = f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return json_text(data, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """``listferry: message``, the message's control characters escaped; a traceback keeps
+    its line breaks."""
+
+    def __init__(self) -> None:
+        super().__init__("listferry: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return "\n".join(visible(line) for line in super().formatException(ei).split("\n"))
 
 
 def setup_logging(verbose: bool, log_format: str) -> None:
@@ -49,7 +68,7 @@ def setup_logging(verbose: bool, log_format: str) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("listferry: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_listferry", False):
@@ -62,6 +81,6 @@ def setup_logging(verbose: bool, log_format: str) -> None:
 def error_line(message: str, log_format: str) -> str:
     """A command's final error, as the log format writes it."""
     if log_format != "json":
-        return f"Error: {message}"
+        return f"Error: {visible(message)}"
     record = logging.LogRecord("listferry", logging.ERROR, "", 0, message, (), None)
     return JsonFormatter().format(record)

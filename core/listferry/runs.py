@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import asdict, dataclass, field
 
+from listferry.text import visible
 from listferry.times import utcnow
 
 
@@ -68,7 +69,8 @@ class RunRecord:
         return data
 
     def describe(self) -> str:
-        """The run in one line, as ``sync`` and ``runs`` print it for the operator."""
+        """The run in one line, as ``sync`` and ``runs`` print it for the operator; the
+        file's name and the reason with their control characters escaped."""
         head = f"{self.tenant}: {self.status}"
         if self.file:
             head += f" {self.file}"
@@ -88,7 +90,7 @@ class RunRecord:
             head += f": {self.reason}"
         if self.hint:
             head += f" ({self.hint})"
-        return head
+        return visible(head)
 
     def end(self, status: str, reason: str | None = None) -> RunRecord:
         self.status = status

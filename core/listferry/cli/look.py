@@ -11,6 +11,7 @@ import click
 from listferry.cli.root import State, cli, emit_json, pass_state
 from listferry.errors import ConfigError
 from listferry.runs import PROBLEMS, RunStatus
+from listferry.text import visible
 
 if TYPE_CHECKING:
     from listferry.ops.status import TenantStatus
@@ -81,9 +82,9 @@ def _status_line(item: TenantStatus, colour: bool) -> str:
     for waiting in item.waiting:
         when = f"until {waiting['until']}" if waiting["until"] else "(not yet looked at)"
         seen = f" (seen {waiting['as_of']})" if waiting["as_of"] else ""
-        parts.append(f"{waiting['file']} waiting for its count file {when}{seen}")
+        parts.append(f"{visible(waiting['file'])} waiting for its count file {when}{seen}")
     if item.ignored:
-        shown = ", ".join(item.ignored[:3])
+        shown = ", ".join(map(visible, item.ignored[:3]))
         if len(item.ignored) > 3:
             shown += f" and {len(item.ignored) - 3} more"
         parts.append(f"{len(item.ignored)} file(s) ignored (no list pattern takes them): {shown}")
@@ -96,9 +97,9 @@ def _status_line(item: TenantStatus, colour: bool) -> str:
         warning = "no file for longer than expected"
         line += "; " + (click.style(warning, fg="red") if colour else warning)
     if item.error:
-        line += f"; {item.error}"
+        line += f"; {visible(item.error)}"
     elif item.last_status in PROBLEMS and item.last_reason:
-        line += f": {item.last_reason}"
+        line += f": {visible(item.last_reason)}"
     return line
 
 

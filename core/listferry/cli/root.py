@@ -3,7 +3,6 @@ exit code, the config and plugins opened once, JSON output, progress bars."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import stat
@@ -21,6 +20,7 @@ from listferry.config import find_config
 from listferry.errors import ConfigError, ListferryError, UsageError
 from listferry.logs import FORMATS, error_line, setup_logging
 from listferry.plugins import Host, load_host
+from listferry.text import json_text
 
 log = logging.getLogger("listferry")
 
@@ -100,7 +100,7 @@ pass_state = click.make_pass_decorator(State)
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(json_text(data, indent=2))
 
 
 def emit_json_list(items: Iterable[Any]) -> None:
@@ -108,7 +108,7 @@ def emit_json_list(items: Iterable[Any]) -> None:
     first = True
     click.echo("[", nl=False)
     for item in items:
-        click.echo(("\n  " if first else ",\n  ") + json.dumps(item, ensure_ascii=False), nl=False)
+        click.echo(("\n  " if first else ",\n  ") + json_text(item), nl=False)
         first = False
     click.echo("\n]" if not first else "]")
 

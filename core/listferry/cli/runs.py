@@ -22,6 +22,7 @@ from listferry.cli.root import (
 )
 from listferry.config import Tenant
 from listferry.errors import ListferryError
+from listferry.text import visible
 
 if TYPE_CHECKING:
     from listferry.runs import RunRecord
@@ -128,7 +129,8 @@ def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool)
         if json_:
             emit_json({**run.to_json(), "report": run.report})
         else:
-            click.echo(run.report or run.describe(), nl=not (run.report or "").endswith("\n"))
+            text = "\n".join(map(visible, run.report.split("\n"))) if run.report else None
+            click.echo(text or run.describe(), nl=not (text or "").endswith("\n"))
         return
     if json_:
         emit_json([run.to_json() for run in history])
@@ -160,7 +162,8 @@ def subscribers(state: State, tenant: str, status: str, json_: bool) -> None:
             return
         for row in rows:
             name = " ".join(filter(None, (row["first_name"], row["last_name"])))
-            click.echo(f"{row['email']}\t{name}\t{row['segment_code'] or ''}\t{row['status']}")
+            values = (row["email"], name, row["segment_code"] or "", row["status"])
+            click.echo("\t".join(map(visible, values)))
 
 
 @cli.group()
@@ -247,6 +250,6 @@ def check(
         emit_json(result.to_json())
     else:
         for line in result.lines():
-            click.echo(line)
+            click.echo(visible(line))
     if result.status == "void":
         sys.exit(1)

@@ -446,6 +446,21 @@ class Tenant:
         "batch and ends `failed`, took longer than sync_timeout; nothing of it is applied and "
         "the last good list stands.",
     )
+    archive_keep_runs: int = setting(
+        100,
+        checks.whole_number(0),
+        "How many runs' archived list files (in `state/NAME/archive`) stay: after each sync, "
+        "the files of older runs are removed (the last applied run's always stay; the run "
+        "records stay in the store). A file goes when this or `archive_keep_days` says so; "
+        "`0`: no limit by count.",
+    )
+    archive_keep_days: int = setting(
+        90,
+        checks.whole_number(0),
+        "How many days archived list files stay: after each sync, older ones are removed "
+        "(the last applied run's always stay). A file goes when this or `archive_keep_runs` "
+        "says so; `0`: no limit by age.",
+    )
 
     @property
     def is_local(self) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from listferry.config import Config
 from listferry.ops.status import TenantStatus, open_read_only, tenant_status
 from listferry.runs import PROBLEMS
+from listferry.text import visible
 from listferry.times import iso
 
 
@@ -87,7 +88,7 @@ class Digest:
                 f"No file in this window, within their interval: "
                 f"{', '.join(d.status.tenant for d in quiet)}"
             )
-        return "\n".join(lines).rstrip() + "\n"
+        return "\n".join(map(visible, lines)).rstrip() + "\n"
 
 
 def _detail(title: str, day: TenantDay) -> str:

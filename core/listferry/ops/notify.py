@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import smtplib
 import ssl
@@ -25,7 +24,7 @@ from typing import Any
 from listferry.config.notify import EmailSettings, WebhookSettings
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord, RunStatus
-from listferry.text import redact_url
+from listferry.text import json_text, redact_url, visible
 
 log = logging.getLogger("listferry")
 
@@ -41,12 +40,14 @@ class NotifyError(ListferryError):
 
 
 def run_subject(run: RunRecord) -> str:
+    """The mail's subject: one line, whatever the file's name holds."""
     what = f" {run.file}" if run.file else ""
-    return f"listferry: {run.tenant} {run.status}{what}"
+    return visible(f"listferry: {run.tenant} {run.status}{what}")
 
 
 def run_text(run: RunRecord) -> str:
-    """The mail body for one run: what happened, why, and what to do."""
+    """The mail body for one run: what happened, why, and what to do; the file's name and
+    the reason with their control characters escaped."""
     lines = [f"Tenant:  {run.tenant}", f"Outcome: {run.status}"]
     if run.file:
         lines.append(f"File:    {run.file}")
@@ -70,7 +71,7 @@ def run_text(run: RunRecord) -> str:
         ]
     elif run.status == RunStatus.FAILED:
         lines += ["", "Nothing was changed. The file, if any, stays pending for the next run."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(visible, lines)) + "\n"
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -142,7 +143,7 @@ def post_json(
     settings: WebhookSettings, payload: dict[str, Any], sleep: Callable[[float], None] = time.sleep
 ) -> int:
     """POST ``payload`` as JSON, signed; retried with doubling waits. The final status."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = json_text(payload, separators=(",", ":")).encode("utf-8")
     secret = settings.secret()
     context = ssl.create_default_context(cafile=settings.ca_file)
     last = ""

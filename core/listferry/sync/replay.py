@@ -15,6 +15,7 @@ from listferry.names import find_count
 from listferry.runs import RunRecord, RunStatus
 from listferry.store.database import Store
 from listferry.store.locks import tenant_lock
+from listferry.sync.retention import trim_archive
 from listferry.sync.run import TenantSync, reason_of, tell_finished
 from listferry.times import utcnow
 from listferry.transport import Endpoint, Transport, open_transport
@@ -55,7 +56,14 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                 if old is None:
                     raise ListferryError(f"{tenant.name} has no run {run_id}")
                 archived = Path(old.archive) if old.archive else None
-                if archived is None or not archived.is_file() or not old.file:
+                if archived is not None and old.file and not archived.is_file():
+                    raise ListferryError(
+                        f"run {run_id} of {tenant.name} has no archived file to replay: it was "
+                        f"trimmed from the archive (archive_keep_runs = "
+                        f"{tenant.archive_keep_runs}, archive_keep_days = "
+                        f"{tenant.archive_keep_days})"
+                    )
+                if archived is None or not old.file:
                     raise ListferryError(
                         f"run {run_id} of {tenant.name} has no archived file to replay "
                         f"(it ended {old.status} before its file was archived)"
@@ -89,5 +97,6 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
                             home.close()
                 finally:
                     shutil.rmtree(folder, ignore_errors=True)
+                trim_archive(tenant, store)
     tell_finished(app, tenant, runs)
     return runs[-1]

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from listferry.records import FileInfo, Invalid
 from listferry.runs import RunRecord, RunStatus
+from listferry.text import visible
 
 OUTCOME_WORDS = {
     RunStatus.APPLIED: "The list was updated.",
@@ -52,6 +53,8 @@ def render(
     ``held``: the voided file stays in the home for the operator to apply with
     ``sync --force`` (a guard the operator may overrule voided it). ``read``: whether
     the file's records were read (not for a repeat, nor a file voided at its header).
+    What the file brought (its name, values quoted in reasons) has its control characters
+    escaped: the customer may read the report in a terminal.
     """
     words = OUTCOME_WORDS.get(run.status, "")
     reason = FAILED_REASON if run.status == RunStatus.FAILED else run.reason
@@ -90,4 +93,4 @@ def render(
         lines += ["", "Notes:"] + [f"  {note}" for note in notes]
     if run.sha256:
         lines += ["", f"File SHA-256: {run.sha256}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(visible(line) for line in lines) + "\n"

@@ -34,6 +34,7 @@ from listferry.sync.apply import apply
 from listferry.sync.deadline import Deadline
 from listferry.sync.plan import Overrulable, checked_plan, overrule_hint
 from listferry.sync.report import customer_notes, render
+from listferry.sync.retention import trim_archive
 from listferry.sync.select import Pending, Selection, complete, repeat_reason, select, sha256_of
 from listferry.sync.stage import Staged, check_file_whole, read_list, unpacked
 from listferry.transport import Transport
@@ -468,7 +469,8 @@ def tell_finished(app: App, tenant: Tenant, runs: list[RunRecord]) -> None:
 def sync_tenant(
     app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
 ) -> list[RunRecord]:
-    """Run every pending list file of ``tenant``; one record per run (``idle`` if none)."""
+    """Run every pending list file of ``tenant``; one record per run (``idle`` if none).
+    Then the tenant's archive is trimmed to its ``archive_keep_runs``/``archive_keep_days``."""
     with tenant_lock(tenant) as locked:
         if not locked:
             run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
@@ -487,6 +489,7 @@ def sync_tenant(
                         runs = TenantSync(app, tenant, store, transport, force, progress).run_all()
                     finally:
                         transport.close()
+                trim_archive(tenant, store)
         except (StoreError, sqlite3.Error) as exc:  # no run can be recorded in the store
             db = tenant.database
             reason = str(exc) if isinstance(exc, StoreError) else store_failure(db, exc)
