@@ -236,6 +236,10 @@ def test_logins_past_max_sessions_are_refused_on_every_protocol_until_one_ends(
         with session(port, password=PASSWORD) as again:
             again.listdir("/")
     assert sum("limit of 2 sessions" in line for line in events("refused")) == 2
+    # Refused before the password check: a full tenant's logins, right password or not,
+    # cost no scrypt, so they cannot keep the password-check threads from other tenants.
+    good = [line for line in events("login") if "tenant=acme" in line and "result=ok" in line]
+    assert len(good) == 3
 
 
 def test_uploads_and_folders_get_the_same_mode_over_sftp_and_ftp(served, tenants) -> None:

@@ -377,6 +377,11 @@ class TenantSession(TLS_FTPHandler):
         if not self.username:
             self.respond("503 Send USER first.")
             return
+        full = self.runtime.limits.full(self.username, self.runtime.gatekeeper.tenants)
+        if full:
+            self._refuse("PASS", full, f"421 Refused: {full}; try again later.")
+            self.close_when_done()
+            return
         tenant = self.runtime.gatekeeper.password(
             self.username, line, self.remote_ip, self.protocol
         )

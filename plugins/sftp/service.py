@@ -272,6 +272,10 @@ class Connection(paramiko.ServerInterface):
     def check_auth_password(self, username: str, password: str | bytes) -> int:
         if isinstance(password, bytes):
             password = password.decode("utf-8", "replace")
+        full = self.runtime.limits.full(username, self.runtime.gatekeeper.tenants)
+        if full and self.tenant is None:
+            event("refused", protocol=PROTOCOL, tenant=username, ip=self.ip, reason=full)
+            return paramiko.AUTH_FAILED
         tenant = self.runtime.gatekeeper.password(username, password, self.ip, PROTOCOL)
         return self._log_in(tenant)
 

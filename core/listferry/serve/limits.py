@@ -168,6 +168,20 @@ class Limits:
             self._sessions[tenant.name] += 1
             return None
 
+    def full(self, name: str, tenants: dict[str, Tenant]) -> str | None:
+        """Why a login to ``name`` would be refused for its sessions, or None; counts nothing.
+
+        Asked before the password is checked: a tenant at ``max_sessions`` that logs in
+        again and again with its right password would otherwise keep the few
+        password-check threads (scrypt, a CPU each) busy, and every other tenant's
+        login would wait behind it.
+        """
+        tenant = tenants.get(name)
+        with self._lock:
+            if tenant is not None and self._sessions[tenant.name] >= tenant.max_sessions:
+                return f"the tenant has its limit of {tenant.max_sessions} sessions open"
+            return None
+
     def sessions(self, tenant: Tenant) -> int:
         """The sessions ``tenant`` has open now."""
         with self._lock:
