@@ -498,6 +498,7 @@ class Attacker:
 
     def _flood_handles(self) -> None:
         sessions: list[paramiko.Transport] = []
+        handles: list[paramiko.SFTPFile] = []  # held: a collected file closes its handle
         while not self.stopping.is_set():
             try:
                 transport = paramiko.Transport(self._connect(self.site.ports["sftp"]))
@@ -507,7 +508,7 @@ class Attacker:
                 with sftp.open("bait.csv", "wb") as f:
                     f.write(HEADER)
                 while not self.stopping.is_set():
-                    sftp.open("bait.csv", "rb")  # kept open: the handle is never closed
+                    handles.append(sftp.open("bait.csv", "rb"))
                     self.counts["handles"] += 1
             except (OSError, EOFError, paramiko.SSHException):
                 self.counts["handles_refused"] += 1
