@@ -347,6 +347,7 @@ class TenantSession(TLS_FTPHandler):
         self._counted: Tenant | None = None  # the tenant whose session this one counts as
         self._login_deadline: Any = None
         self._data_prot = False  # PROT when the pending data connection was set up
+        self._greeted = False  # implicit FTPS: the 220 waits for the TLS handshake
         super().__init__(conn, server, ioloop)
         self.tls_data_required = self.tls_always or self.runtime.settings.require_tls
 
@@ -362,8 +363,14 @@ class TenantSession(TLS_FTPHandler):
     def handle(self) -> None:
         self.server.track(self)
         if self.implicit:
-            self.secure_connection(self.ssl_context)  # TLS from the first byte
-        super().handle()
+            self.secure_connection(self.ssl_context)  # TLS from the first byte; 220 after it
+        else:
+            super().handle()
+
+    def handle_ssl_established(self) -> None:
+        if self.implicit and not self._greeted:
+            self._greeted = True
+            super().handle()
 
     def add_channel(self, map: Any = None, events: Any = None) -> None:
         super().add_channel(map, events)
