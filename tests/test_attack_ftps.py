@@ -275,7 +275,10 @@ def test_the_ftp_listener_survives_running_out_of_file_descriptors(
     base = [*listferry_command(), "--config", str(ws.config_path)]
     subprocess.run([*base, "init"], check=True, capture_output=True, timeout=60)
     text = ws.config_path.read_text()
-    limits = "max_connections = 500\nmax_connections_per_ip = 500\nimplicit_ftps_port = 0\n"
+    limits = (
+        "max_connections = 500\nmax_connections_per_ip = 500\nmax_prelogin_connections = 500\n"
+        "max_prelogin_per_ip = 500\nimplicit_ftps_port = 0\n"
+    )
     ws.config_path.write_text(f"{text}\n[server]\n{limits}")
     home = add_tenant(ws)
     log = tmp_path / "serve.log"
