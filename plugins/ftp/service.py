@@ -227,6 +227,15 @@ class DataConnection(TLS_DTPHandler):
         self.timeout = cmd_channel.idle_timeout
         super().__init__(sock, cmd_channel)
 
+    session_checked = False  # see send
+
+    def send(self, data: bytes) -> int:
+        # With TLS 1.3, OpenSSL would send data right after its own Finished, before the
+        # client's, that is before handle_ssl_established could check the session.
+        if self._ssl_requested and not self.session_checked:
+            return 0  # kept, and sent once the check passed
+        return super().send(data)
+
     def handle_ssl_established(self) -> None:
         # Before any data moves: a data connection whose TLS session is not its control
         # connection's may be another client that took the passive port.
@@ -236,6 +245,8 @@ class DataConnection(TLS_DTPHandler):
             session.refuse_data(reason, f"522 Data connection refused: {reason}.")
             self._error = True  # no TLS goodbye: close now
             self.close()
+            return
+        self.session_checked = True
 
     def push(self, data: bytes) -> None:
         # Pushing nothing (an empty NLST) would reach TLS as a zero-byte write, which
