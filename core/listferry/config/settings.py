@@ -601,7 +601,8 @@ class ServerSettings:
     handshake_timeout: float = setting(
         30,
         checks.seconds,
-        "Seconds a client has to finish its TLS or SSH handshake and log in.",
+        "Seconds a client has to finish its TLS or SSH handshake and log in, counted from "
+        "connect: commands before the login (`NOOP`) do not extend it.",
     )
     stop_timeout: float = setting(
         60,
