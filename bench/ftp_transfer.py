@@ -28,6 +28,8 @@ from pathlib import Path
 from common import Figure, alternate, free_port, table
 from sftp_upload import make_file, wait_for_port
 
+from listferry_plugins.ftp.transport import TlsFtp
+
 USER, PASSWORD = "bench", "bench-password-1234"
 BLOCK = 1 << 20  # ftplib's default of 8 KiB would measure the client's loop
 
@@ -94,7 +96,7 @@ def connect(port: int, tls: bool) -> ftplib.FTP:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # listferry's self-signed certificate
-        ftp: ftplib.FTP = ftplib.FTP_TLS(context=context)
+        ftp: ftplib.FTP = TlsFtp(context=context)  # resumes its TLS session for data
     else:
         ftp = ftplib.FTP()
     ftp.connect("127.0.0.1", port, timeout=60)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ftplib
 import hashlib
 import json
 import os
@@ -44,6 +43,8 @@ from typing import IO
 
 import paramiko
 from common import Figure, table
+
+from listferry_plugins.ftp.transport import TlsFtp
 
 HEADER = b"email,first_name,last_name,segment_code,notes\r\n"
 NOTES = "x" * 300  # a CRM export's wide rows: about 370 bytes a row
@@ -147,7 +148,8 @@ def upload_sftp(port: int, tenant: str, name: str, stream: ListStream | IO[bytes
 
 def upload_ftps(port: int, cert: Path, tenant: str, name: str, stream: ListStream) -> None:
     """Upload ``stream`` as ``name`` with ftplib over explicit TLS; returns after ``226``."""
-    client = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(cert)), timeout=60)
+    # resumes its TLS session for data, as curl does and the server requires
+    client = TlsFtp(context=ssl.create_default_context(cafile=str(cert)), timeout=60)
     try:
         client.connect("127.0.0.1", port, source_address=(address_of(tenant), 0))
         client.login(tenant, password_of(tenant))

@@ -27,6 +27,7 @@ from test_crash import listferry_command
 from listferry.config.passwords import hash_password
 from listferry.serve.jail import is_upload_in_progress
 from listferry.testing import Sandbox, wait_for
+from listferry_plugins.ftp.transport import TlsFtp
 
 PASSWORD = "s3cret-Passw0rd"
 LIST = csv_text(people(5)).encode()
@@ -51,7 +52,8 @@ def ftp(port: int, user: str | None = "acme", password: str = PASSWORD) -> ftpli
 
 
 def ftp_tls(port: int, cert: Path, user: str = "acme") -> ftplib.FTP_TLS:
-    client = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=str(cert)), timeout=10)
+    """A logged-in FTPS client whose data connections resume its TLS session (as curl's)."""
+    client = TlsFtp(context=ssl.create_default_context(cafile=str(cert)), timeout=10)
     client.connect("127.0.0.1", port)
     client.login(user, PASSWORD)
     client.prot_p()
@@ -336,8 +338,7 @@ def test_a_plain_text_login_where_tls_is_required_is_refused_at_user(
             raw.sendall(b"PASS nothing-secret\r\n")  # a client that sends it anyway: ignored
             assert replies.readline().startswith(b"503")
         secure = ftp_tls(s.ports[protocol], s.settings.tls_cert)  # with AUTH TLS it works
-        secure.prot_c()
-        assert refusal(secure.nlst).startswith("521 Data connections must be protected")
+        assert refusal(secure.prot_c).startswith("536 Data connections must be protected")
         secure.prot_p()
         assert secure.nlst() == []
         secure.quit()

@@ -28,6 +28,7 @@ from test_crash import listferry_command
 from listferry.config.passwords import hash_password
 from listferry.serve.keys import make_tls_certificate
 from listferry.testing import Sandbox
+from listferry_plugins.ftp.transport import TlsFtp
 
 PASSWORD = "s3cret-Passw0rd"
 
@@ -308,7 +309,7 @@ def test_a_running_ftps_server_serves_a_renewed_certificate_to_new_connections(
     with served(["ftps"]) as s:
         port = s.ports["ftps"]
         assert served_fingerprint(port, server.tls_cert) == before
-        session = ftplib.FTP_TLS(context=unverified(), timeout=10)
+        session = TlsFtp(context=unverified(), timeout=10)  # resumes its session for data
         session.connect("127.0.0.1", port)
         session.login("acme", PASSWORD)
         session.prot_p()

@@ -3,7 +3,13 @@
 (The ``ftp-server`` plugin, :mod:`ftp_server`, builds them when ``serve`` starts one.)
 
 ``ftp`` speaks plain FTP and allows explicit TLS (``AUTH TLS``); ``ftps`` requires
-explicit TLS on the control connection before the login and on every data connection.
+explicit TLS on the control connection before the login and on every data connection,
+and, when ``implicit_ftps_port`` is set, also listens there for implicit FTPS (TLS from
+the first byte). Where TLS is required, ``PROT C`` is refused and a data connection
+without TLS is closed before any data moves; a TLS data connection must resume its
+control connection's TLS session (unless the tenant's ``tls_session_reuse`` is off), so
+no other client can take over a passive port. Passive ports come only from
+``passive_ports`` when it is set, and the login deadline runs from the connection's start.
 Both run on pyftpdlib with one thread per connection, so a slow login or transfer
 stalls no one else, and both use the process's :class:`~listferry.serve.runtime.ServerRuntime`:
 connections are admitted by its guard, logins checked by its gatekeeper. Their TLS
@@ -18,7 +24,9 @@ data connections to any address but the client's own (FTP bounce) are refused.
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
 import os
 import posixpath
 import select
@@ -38,6 +46,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     from pyftpdlib.filesystems import AbstractedFS
     from pyftpdlib.handlers import TLS_DTPHandler, TLS_FTPHandler
+    from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.log import logger as pyftpdlib_log
     from pyftpdlib.servers import ThreadedFTPServer
@@ -55,7 +64,7 @@ from listferry.serve.jail import (
 from listferry.serve.limits import Home, LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
 from listferry.serve.runtime import ServerRuntime
-from listferry_plugins.ftp.tls_files import TLSFiles, watched
+from listferry_plugins.ftp.tls_files import TLSFiles, resumed, watched
 
 #: What a logged-in tenant may do, in pyftpdlib's letters: change folder, list, read,
 #: delete, rename, make folders, store, set a file's time.
@@ -69,7 +78,12 @@ UNSUPPORTED = {
 }
 #: Commands that open a data connection; refused once the server is stopping.
 PASSIVE_OR_ACTIVE = frozenset({"PASV", "EPSV", "PORT", "EPRT"})
-DATA_COMMANDS = PASSIVE_OR_ACTIVE | {"LIST", "NLST", "MLSD", "RETR", "STOR"}
+TRANSFERS = frozenset({"LIST", "NLST", "MLSD", "RETR", "STOR"})
+DATA_COMMANDS = PASSIVE_OR_ACTIVE | TRANSFERS
+#: accept() errors that mean the process (or system) is out of file descriptors or memory:
+#: the listener backs off and tries again rather than closing.
+SHORT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_BACKOFF = (0.05, 1.0)  # seconds: the first pause, the longest
 TCP_CLOSE = 7  # Linux's TCP state after a reset (an orderly close leaves CLOSE_WAIT)
 
 
@@ -213,6 +227,27 @@ class DataConnection(TLS_DTPHandler):
         self.timeout = cmd_channel.idle_timeout
         super().__init__(sock, cmd_channel)
 
+    session_checked = False  # see send
+
+    def send(self, data: bytes) -> int:
+        # With TLS 1.3, OpenSSL would send data right after its own Finished, before the
+        # client's, that is before handle_ssl_established could check the session.
+        if self._ssl_requested and not self.session_checked:
+            return 0  # kept, and sent once the check passed
+        return super().send(data)
+
+    def handle_ssl_established(self) -> None:
+        # Before any data moves: a data connection whose TLS session is not its control
+        # connection's may be another client that took the passive port.
+        session = self.cmd_channel
+        if session.tls_session_reuse_required() and not resumed(self.socket):
+            reason = "the data connection did not resume the control connection's TLS session"
+            session.refuse_data(reason, f"522 Data connection refused: {reason}.")
+            self._error = True  # no TLS goodbye: close now
+            self.close()
+            return
+        self.session_checked = True
+
     def push(self, data: bytes) -> None:
         # Pushing nothing (an empty NLST) would reach TLS as a zero-byte write, which
         # pyOpenSSL reports as the client's EOF: the listing would end before it began.
@@ -250,6 +285,45 @@ class DataConnection(TLS_DTPHandler):
         super().close()
 
 
+class PassivePortsExhausted(OSError):
+    """Every port of ``passive_ports`` is in use."""
+
+
+class PassiveListener(PassiveDTP):
+    """A passive data port: from ``passive_ports`` only, and taking a connection only when
+    the data protection (``PROT``) is still what it was at ``PASV``/``EPSV`` and TLS is
+    there where it is required."""
+
+    def listen(self, num: int) -> None:
+        ports = self.cmd_channel.passive_ports
+        if ports and self.socket.getsockname()[1] not in ports:
+            # pyftpdlib falls back to a random port when the range is in use
+            self.close()
+            raise PassivePortsExhausted(errno.EADDRINUSE, "no free port in passive_ports")
+        super().listen(num)
+
+    def handle_accept(self) -> None:
+        try:
+            super().handle_accept()
+        except OSError as exc:
+            if exc.errno not in SHORT_OF_RESOURCES:
+                raise
+            self.close()
+            self.cmd_channel.refuse_data(
+                f"cannot open a data connection: {exc.strerror}",
+                "425 Cannot open a data connection now; try again shortly.",
+            )
+
+    def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        problem = self.cmd_channel.data_protection_problem()
+        if problem is None:
+            super().handle_accepted(sock, addr)
+            return
+        sock.close()
+        self.close()
+        self.cmd_channel.refuse_data(problem, f"522 Data connection refused: {problem}.")
+
+
 class TenantSession(TLS_FTPHandler):
     """One client's control connection. A subclass per server sets the class settings."""
 
@@ -257,7 +331,7 @@ class TenantSession(TLS_FTPHandler):
     protocol: str
     tls_always: bool
     tls: TLSFiles
-    tls_session_id: bytes
+    implicit: bool
     idle_timeout: float
     login_timeout: float
     upload_settle = 0.2  # seconds: see _client_gone
@@ -265,6 +339,7 @@ class TenantSession(TLS_FTPHandler):
     authorizer = Permissions()
     abstracted_fs = TenantFS
     dtp_handler = DataConnection
+    passive_dtp = PassiveListener
     banner = "listferry ready."
     timeout = 0  # the idle timer starts in the connection's own thread: see add_channel
     auth_failed_timeout = 0  # the gatekeeper delays failed logins
@@ -281,26 +356,60 @@ class TenantSession(TLS_FTPHandler):
         self._admitted: str | None = server.admitting  # the address the guard counted
         self._uploads: dict[str, str] = {}  # temporary name -> real name
         self._counted: Tenant | None = None  # the tenant whose session this one counts as
+        self._login_deadline: Any = None
+        self._data_prot = False  # PROT when the pending data connection was set up
+        self._greeted = False  # implicit FTPS: the 220 waits for the TLS handshake
         super().__init__(conn, server, ioloop)
+        self.tls_data_required = self.tls_always or self.runtime.settings.require_tls
 
     # -- connection lifetime
 
     @classmethod
     def get_ssl_context(cls) -> SSL.Context:
         # pyftpdlib asks once per connection, which keeps it for its data connections:
-        # a renewed certificate is served from the next connection on.
-        return cls.tls.context(cls.tls_session_id)
+        # a renewed certificate is served from the next connection on. Each connection
+        # gets a context of its own, so only its data connections can resume its session.
+        return cls.tls.context()
 
     def handle(self) -> None:
         self.server.track(self)
-        super().handle()
+        if self.implicit:
+            self.secure_connection(self.ssl_context)  # TLS from the first byte; 220 after it
+        else:
+            super().handle()
+
+    def handle_ssl_established(self) -> None:
+        if self.implicit and not self._greeted:
+            self._greeted = True
+            super().handle()
 
     def add_channel(self, map: Any = None, events: Any = None) -> None:
         super().add_channel(map, events)
         # pyftpdlib starts the idle timer in the accepting thread's loop; start it in the
-        # connection's own loop instead, with the shorter time allowed to log in.
+        # connection's own loop instead, with the login deadline: it runs from now, however
+        # busy the client keeps the connection (NOOP does not move it).
         if self._idler is None and self.ioloop is not self.server.ioloop and not self._closed:
-            self._restart_idle_timer(self.login_timeout)
+            self._restart_idle_timer(self.idle_timeout)
+            if self.login_timeout:
+                self._login_deadline = self.ioloop.call_later(
+                    self.login_timeout, self._login_time_over, _errback=self.handle_error
+                )
+
+    def _login_time_over(self) -> None:
+        self._login_deadline = None
+        if not self.authenticated:
+            event(
+                "refused",
+                protocol=self.protocol,
+                ip=self.remote_ip,
+                reason=f"no login within {self.login_timeout:g} s",
+            )
+            self.handle_timeout()
+
+    def _cancel_login_deadline(self) -> None:
+        if self._login_deadline is not None and not self._login_deadline.cancelled:
+            self._login_deadline.cancel()
+        self._login_deadline = None
 
     def _restart_idle_timer(self, seconds: float) -> None:
         if self._idler is not None and not self._idler.cancelled:
@@ -315,6 +424,7 @@ class TenantSession(TLS_FTPHandler):
         if self._counted is not None:
             self.runtime.limits.log_out(self._counted)
             self._counted = None
+        self._cancel_login_deadline()
         if self._admitted is not None:
             self.runtime.guard.release(self._admitted, self.protocol, self.authenticated)
             self._admitted = None
@@ -350,8 +460,65 @@ class TenantSession(TLS_FTPHandler):
         elif cmd in DATA_COMMANDS and self.server.stopping.is_set():
             self.respond("421 The server is shutting down; try again shortly.")
             self.close_when_done()
+        elif cmd in TRANSFERS and not self._data_connection_set_up():
+            self.respond("425 Open a data connection first: send PASV, EPSV, PORT or EPRT.")
         else:
             super().process_command(cmd, *args, **kwargs)
+
+    def _data_connection_set_up(self) -> bool:
+        return any(
+            getattr(self, name, None) is not None
+            for name in ("data_channel", "_dtp_acceptor", "_dtp_connector")
+        )
+
+    # -- data connections
+
+    def ftp_PROT(self, line: str) -> None:
+        if line.upper() == "C" and self.tls_data_required and self._ssl_established:
+            reply = "536 Data connections must be protected by TLS here: PROT C is not allowed."
+            self._refuse("PROT", "PROT C where TLS is required", reply)
+            return
+        was = self._prot
+        super().ftp_PROT(line)
+        if self._prot != was and self._data_connection_set_up():
+            # a data connection set up under the other protection level is not used
+            self._shutdown_connecting_dtp()
+            if self.data_channel is not None:
+                self.data_channel.close()
+
+    def _make_epasv(self, extmode: bool = False) -> None:
+        self._data_prot = self._prot
+        try:
+            super()._make_epasv(extmode)
+        except PassivePortsExhausted:
+            self._dtp_acceptor = None
+            self._refuse(
+                "PASV/EPSV",
+                "every passive port is in use",
+                "425 No data port is free now; try again shortly.",
+            )
+
+    def data_protection_problem(self) -> str | None:
+        """Why a data connection arriving now may not carry data, or None."""
+        if self.tls_data_required and not self._prot:
+            return "data connections must be protected by TLS"
+        if self._prot != self._data_prot:
+            return "the data protection (PROT) changed after PASV/EPSV"
+        return None
+
+    def tls_session_reuse_required(self) -> bool:
+        return self.tenant is None or self.tenant.tls_session_reuse
+
+    def refuse_data(self, reason: str, reply: str) -> None:
+        """Refuse a data connection: log it, reply, drop the transfer that waited for it."""
+        waiting, self._in_dtp_queue = self._in_dtp_queue, None
+        if waiting is not None:
+            waiting[0].close()
+            self.on_incomplete_file_received(waiting[0].name)
+        sending, self._out_dtp_queue = self._out_dtp_queue, None
+        if sending is not None and sending[2] is not None:
+            sending[2].close()
+        self._refuse("data connection", reason, reply)
 
     def ftp_USER(self, line: str) -> None:
         if self.authenticated:
@@ -397,6 +564,7 @@ class TenantSession(TLS_FTPHandler):
         self.runtime.guard.logged_in(self.remote_ip, self.protocol)
         self.tenant, self.home = tenant, self.runtime.home(tenant)
         self.home.mkdir(parents=True, exist_ok=True)
+        self._cancel_login_deadline()
         self.handle_auth_success(str(self.home), "", "Logged in: your home is /.")
         self._restart_idle_timer(self.idle_timeout)
 
@@ -406,6 +574,7 @@ class TenantSession(TLS_FTPHandler):
             reply = f"501 Data connections go only to your own address ({client}), not {ip}."
             self._refuse("PORT/EPRT", f"data connection to a foreign address {ip}", reply)
             return
+        self._data_prot = self._prot
         super()._make_eport(ip, port)
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
@@ -602,7 +771,41 @@ class Listener(ThreadedFTPServer):
         self.stopping = threading.Event()
         self.sessions: set[TenantSession] = set()
         self.changed = threading.Condition()
+        self._backoff = 0.0  # seconds to pause after accept() found no file descriptor
         super().__init__(address, handler, ioloop=IOLoop())
+
+    def handle_accept(self) -> None:
+        try:
+            super().handle_accept()
+        except OSError as exc:
+            if exc.errno not in SHORT_OF_RESOURCES:
+                raise
+            # Out of file descriptors: the connection waits in the backlog. Pause this
+            # accepting thread (longer each time), then try again; never close the port.
+            first, longest = ACCEPT_BACKOFF
+            if not self._backoff:
+                event(
+                    "refused",
+                    level=logging.WARNING,
+                    protocol=self.handler.protocol,
+                    reason=f"cannot accept connections: {exc.strerror}; retrying",
+                )
+            self._backoff = min(longest, self._backoff * 2) if self._backoff else first
+            self.stopping.wait(self._backoff)
+        else:
+            self._backoff = 0.0
+
+    def _loop(self, handler: TenantSession) -> None:
+        try:
+            super()._loop(handler)
+        except OSError as exc:
+            if exc.errno not in SHORT_OF_RESOURCES:
+                raise
+            # no file descriptor for the connection's own poller: drop the connection
+            event(
+                "refused", protocol=self.handler.protocol, ip=handler.remote_ip, reason=exc.strerror
+            )
+            handler.close()
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> None:
         ip = addr[0]
@@ -641,55 +844,66 @@ class Listener(ThreadedFTPServer):
             return list(self._active_tasks)
 
 
-def session_class(runtime: ServerRuntime, protocol: str) -> type[TenantSession]:
+def session_class(
+    runtime: ServerRuntime, protocol: str, implicit: bool = False
+) -> type[TenantSession]:
     """A :class:`TenantSession` subclass holding one server's settings and TLS files."""
     settings = runtime.settings
     tls = watched(settings.tls_cert, settings.tls_key)
-    session_id = b"listferry-" + protocol.encode()
-    tls.context(session_id)  # a pair that was never usable stops the server here
+    tls.context()  # a pair that was never usable stops the server here
     ports = settings.passive_ports
     attributes = {
         "runtime": runtime,
         "protocol": protocol,
         "tls_always": protocol == "ftps",
         "tls": tls,
-        "tls_session_id": session_id,
-        "passive_ports": list(range(ports[0], ports[1] + 1)) if ports else None,
+        "implicit": implicit,
+        "passive_ports": range(ports[0], ports[1] + 1) if ports else None,
         "idle_timeout": settings.idle_timeout,
         "login_timeout": settings.handshake_timeout or settings.idle_timeout,
     }
-    return type(f"{protocol.upper()}Session", (TenantSession,), attributes)
+    name = f"{protocol.upper()}{'Implicit' if implicit else ''}Session"
+    return type(name, (TenantSession,), attributes)
 
 
 class FTPServer:
-    """One protocol (``ftp`` or ``ftps``): a listener, a thread accepting connections on
-    it, and a thread per connection."""
+    """One protocol (``ftp`` or ``ftps``): a listener (for ``ftps``, a second one for
+    implicit FTPS when ``implicit_ftps_port`` is set), a thread accepting connections on
+    each, and a thread per connection."""
 
     ACCEPT_POLL = 0.1  # how soon the accepting thread sees the stop signal
 
     def __init__(self, runtime: ServerRuntime, protocol: str) -> None:
         self.runtime = runtime
         self.protocol = protocol
-        self._listener: Listener | None = None
-        self._acceptor: threading.Thread | None = None
+        self._listeners: list[tuple[Listener, threading.Thread]] = []
 
     def start(self) -> list[tuple[str, str, int]]:
         settings = self.runtime.settings
-        port = settings.ftps_port if self.protocol == "ftps" else settings.ftp_port
         if pyftpdlib_log.level == 0:
             pyftpdlib_log.setLevel("ERROR")  # listferry logs its own events
-        session = session_class(self.runtime, self.protocol)
-        try:
-            self._listener = Listener((settings.host, port), session)
-        except OSError as exc:
-            where = f"{settings.host}:{port}"
-            raise ListferryError(f"{self.protocol}: cannot listen on {where}: {exc}") from None
-        self._acceptor = threading.Thread(
-            target=self._accept, args=(self._listener,), name=f"{self.protocol}-accept"
-        )
-        self._acceptor.start()
-        host, bound = self._listener.address
-        return [(self.protocol, host, bound)]
+        ports = [
+            (self.protocol, settings.ftps_port if self.protocol == "ftps" else settings.ftp_port)
+        ]
+        if self.protocol == "ftps" and settings.implicit_ftps_port is not None:
+            ports.append(("ftps-implicit", settings.implicit_ftps_port))
+        started = []
+        for name, port in ports:
+            session = session_class(self.runtime, self.protocol, implicit=name == "ftps-implicit")
+            try:
+                listener = Listener((settings.host, port), session)
+            except OSError as exc:
+                self.stop(0)
+                where = f"{settings.host}:{port}"
+                raise ListferryError(f"{name}: cannot listen on {where}: {exc}") from None
+            acceptor = threading.Thread(
+                target=self._accept, args=(listener,), name=f"{name}-accept"
+            )
+            acceptor.start()
+            self._listeners.append((listener, acceptor))
+            host, bound = listener.address
+            started.append((name, host, bound))
+        return started
 
     def _accept(self, listener: Listener) -> None:
         loop = listener.ioloop
@@ -701,15 +915,15 @@ class FTPServer:
     def stop(self, timeout: float) -> None:
         """Stop accepting, let open transfers finish for up to ``timeout`` seconds, then
         close every connection (cutting unfinished uploads) and join the threads."""
-        listener, self._listener = self._listener, None
-        if listener is None:
-            return
+        listeners, self._listeners = self._listeners, []
         deadline = time.monotonic() + timeout
-        listener.stopping.set()
-        if self._acceptor is not None:
-            self._acceptor.join()
-        listener.wait_for_transfers(max(0.0, deadline - time.monotonic()))
-        listener._exit.set()
-        for thread in listener.threads():
-            thread.join(max(deadline - time.monotonic(), 2 * listener.poll_timeout))
-        listener.ioloop.close()
+        for listener, acceptor in listeners:
+            listener.stopping.set()
+            acceptor.join()
+        for listener, _acceptor in listeners:
+            listener.wait_for_transfers(max(0.0, deadline - time.monotonic()))
+        for listener, _acceptor in listeners:
+            listener._exit.set()
+            for thread in listener.threads():
+                thread.join(max(deadline - time.monotonic(), 2 * listener.poll_timeout))
+            listener.ioloop.close()

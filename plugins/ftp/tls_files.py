@@ -7,14 +7,16 @@ when that changed, read once and checked: a certificate (its chain may follow it
 Let's Encrypt's ``fullchain.pem``) and the unencrypted private key that belongs to it.
 A pair that cannot be used (a half-written or missing file, a key that is not the
 certificate's) is logged once, in one line, and the last good pair stays until the files
-change again. A session keeps the context it started with, so its data connections can
-resume its TLS session.
+change again. Each control connection gets a context of its own (its own session cache,
+ticket keys and session id context), kept for its data connections: a data connection
+can resume that connection's TLS session and no other (:func:`resumed` tells).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from OpenSSL import SSL
+from OpenSSL._util import lib as openssl
 
 from listferry import ListferryError
 from listferry.serve.fingerprints import tls_fingerprint
@@ -86,12 +89,14 @@ def read_pair(cert: Path, key: Path) -> Pair:
     return Pair(chain, private)
 
 
-def make_context(pair: Pair, session_id: bytes) -> SSL.Context:
-    """A server context for ``pair``: TLS 1.2 or newer, no compression."""
+def make_context(pair: Pair) -> SSL.Context:
+    """A server context for ``pair``: TLS 1.2 or newer, no compression, a session cache,
+    and session tickets and a session id context that no other context shares."""
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION)
-    context.set_session_id(session_id)
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    context.set_session_id(secrets.token_bytes(16))
     try:
         context.use_certificate(pair.chain[0])
         for issuer in pair.chain[1:]:
@@ -103,9 +108,15 @@ def make_context(pair: Pair, session_id: bytes) -> SSL.Context:
     return context
 
 
+def resumed(connection: SSL.Connection) -> bool:
+    """Whether ``connection``'s handshake resumed a session rather than making a new one
+    (pyOpenSSL does not wrap OpenSSL's ``SSL_session_reused``)."""
+    return bool(openssl.SSL_session_reused(connection._ssl))
+
+
 class TLSFiles:
-    """One certificate and key pair, watched; a context per TLS session id, made from the
-    last good pair. Thread-safe: connections are accepted in more than one thread."""
+    """One certificate and key pair, watched; a new context per control connection, made
+    from the last good pair. Thread-safe: connections are accepted in more than one thread."""
 
     def __init__(self, cert: Path, key: Path) -> None:
         self.cert, self.key = cert, key
@@ -113,30 +124,28 @@ class TLSFiles:
         self._seen: Signature | None = None
         self._pair: Pair | None = None
         self._problem = ""
-        self._contexts: dict[bytes, SSL.Context] = {}
 
-    def context(self, session_id: bytes) -> SSL.Context:
-        """The context for a new connection. Raises :class:`ListferryError` only while no
-        pair has ever been good (at the start of the server)."""
+    def context(self) -> SSL.Context:
+        """A new context for a new control connection. Raises :class:`ListferryError` only
+        while no pair has ever been good (at the start of the server)."""
         with self._lock:
-            self._refresh(session_id)
+            self._refresh()
             if self._pair is None:
                 raise ListferryError(
                     f"{self.cert}, {self.key}: not a usable TLS certificate and key "
                     f"({self._problem})"
                 )
-            if session_id not in self._contexts:  # a server that started after a bad renewal
-                self._contexts[session_id] = make_context(self._pair, session_id)
-            return self._contexts[session_id]
+            pair = self._pair
+        return make_context(pair)
 
-    def _refresh(self, session_id: bytes) -> None:
+    def _refresh(self) -> None:
         now = signature(self.cert, self.key)
         if now == self._seen:
             return
         self._seen = now
         try:
             pair = read_pair(self.cert, self.key)
-            contexts = {sid: make_context(pair, sid) for sid in {*self._contexts, session_id}}
+            make_context(pair)  # OpenSSL takes it
         except Unusable as exc:
             self._problem = str(exc)
             if self._pair is not None:
@@ -149,7 +158,7 @@ class TLSFiles:
                     serving=self._pair.sha256,
                 )
             return
-        self._pair, self._contexts = pair, contexts
+        self._pair = pair
         event(
             "certificate",
             result="loaded",

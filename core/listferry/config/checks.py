@@ -198,6 +198,13 @@ def port_or_any(value: Any) -> str | None:
     return None if ok else "must be a port number from 0 to 65535 (0: any free port)"
 
 
+def port_any_or_off(value: Any) -> str | None:
+    """A port to listen on, ``0`` for any free port, or ``"off"``."""
+    if value == "off" or (_is_int(value) and 0 <= value <= 65535):
+        return None
+    return 'must be a port number from 0 to 65535 (0: any free port), or "off"'
+
+
 def port_range_or_empty(value: Any) -> str | None:
     """A range of ports from 1024 up, ``"60000-60099"``, or ``""`` for any."""
     match = re.fullmatch(r"(\d+)-(\d+)", value) if isinstance(value, str) else None

@@ -56,6 +56,11 @@ def _port_pair(value: str) -> tuple[int, int] | None:
     return (int(low), int(high)) if high else None
 
 
+def _port_or_off(value: int | str) -> int | None:
+    """A port as written; ``"off"`` as ``None``."""
+    return None if value == "off" else int(value)
+
+
 def _server_file(name: str) -> Callable[[str], Path]:
     """A key path of ``[server]`` as written, or, when empty, ``name``: the file of that
     name ``listferry init`` makes in the state folder's ``server/``."""
@@ -461,6 +466,14 @@ class Tenant:
         "(the last applied run's always stay). A file goes when this or `archive_keep_runs` "
         "says so; `0`: no limit by age.",
     )
+    tls_session_reuse: bool = setting(
+        True,
+        checks.boolean,
+        "FTPS data connections must resume the TLS session of their control connection (as "
+        "vsftpd's `require_ssl_reuse`), so no other client can take over a passive port. curl, "
+        "lftp and FileZilla do; set `false` only for a client that cannot (Python's stock "
+        "`ftplib.FTP_TLS`, .NET's `FtpWebRequest`).",
+    )
 
     @property
     def is_local(self) -> bool:
@@ -588,7 +601,8 @@ class ServerSettings:
     handshake_timeout: float = setting(
         30,
         checks.seconds,
-        "Seconds a client has to finish its TLS or SSH handshake and log in.",
+        "Seconds a client has to finish its TLS or SSH handshake and log in, counted from "
+        "connect: commands before the login (`NOOP`) do not extend it.",
     )
     stop_timeout: float = setting(
         60,
@@ -636,6 +650,14 @@ class ServerSettings:
         checks.whole_number(1),
         "How many on-upload syncs `serve` runs at once, each tenant's in turn: one tenant's long "
         "sync holds up no other while a worker is free, and no tenant runs twice at once.",
+    )
+    implicit_ftps_port: int | None = setting(
+        "off",
+        checks.port_any_or_off,
+        "Implicit FTPS (TLS from the first byte, as some CRMs need on port 990): a port, `0` for "
+        'any free port, or `"off"`. Served with the `ftps` protocol, with its tenants, limits '
+        "and login guard.",
+        convert=_port_or_off,
     )
 
 
