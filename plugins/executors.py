@@ -41,7 +41,11 @@ class LocalExecutor:
         with self._lock:
             self._children.add(child)
         try:
+            stdout, stderr = child.communicate(timeout=job.timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
             stdout, stderr = child.communicate()
+            stderr += f"\nstopped: still running after {job.timeout:g} s"
         finally:
             with self._lock:
                 self._children.discard(child)

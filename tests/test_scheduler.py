@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,3 +219,21 @@ def test_a_sync_missed_while_no_schedule_ran_runs_at_once_but_only_once(ws: Sand
     assert later.next_times()["long"]["sync"] == "2026-12-01T02:00:00Z"
     scheduler.executor.shutdown()
     later.executor.shutdown()
+
+
+def test_a_scheduled_sync_that_hangs_past_its_sync_timeout_is_stopped(ws: Sandbox) -> None:
+    """Issue #14, finding 8: a sync keeps its tenant's ``sync_timeout`` at its next batch;
+    a process that hangs anyway (stuck in a system call, a plugin that never returns) was
+    waited for without end, holding one of the executor's workers for good."""
+    ws.add_tenant("acme", schedule="02:00", sync_timeout=30)
+    clock = Clock(at("2026-11-30T00:59:00Z"))
+    scheduler = Scheduler(ws.config_path, clock)
+    scheduler.reload()
+    job = scheduler._job(scheduler.due[("sync", "acme")])
+    assert (job.kind, job.timeout) == ("sync", 30 + 60)
+
+    hangs = Job("sync", "acme", [sys.executable, "-c", "import time; time.sleep(600)"], 0.5)
+    result = scheduler.executor.submit(hangs).result(timeout=60)
+    scheduler.executor.shutdown()
+    assert result.returncode == -9
+    assert result.last_line() == "stopped: still running after 0.5 s"

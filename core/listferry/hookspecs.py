@@ -237,7 +237,8 @@ def register_executors(register: Callable[[str, Callable[[Config], Executor]], N
     and output. The config picks one with ``[listferry] executor``; the built-in
     ``local`` runs each job as a child process, ``workers`` at a time. An executor that
     sends jobs elsewhere (a batch system, Kubernetes Jobs) must run the same command
-    with the same config and state folder.
+    with the same config and state folder, and stop it once ``job.timeout`` seconds
+    have passed (when not ``None``), as ``local`` does.
     """
 
 

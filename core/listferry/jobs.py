@@ -24,6 +24,14 @@ class Job:
     kind: str
     tenant: str | None
     argv: list[str]
+    #: Seconds after which the executor stops the job's process (``None``: no limit). A
+    #: sync keeps its tenant's ``sync_timeout`` itself; this stops one that hangs anyway.
+    timeout: float | None = None
+
+
+#: A sync process still running this long after its tenant's ``sync_timeout`` (which the
+#: run itself keeps, at its next batch) is killed.
+KILL_AFTER = 60.0
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from listferry.app import App, ConfigReload, open_app
 from listferry.config import Tenant
 from listferry.config.schedule import Schedule
-from listferry.jobs import Executor, Job, JobResult
+from listferry.jobs import KILL_AFTER, Executor, Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
 from listferry.times import iso
@@ -234,6 +234,10 @@ class Scheduler:
             argv = listferry_argv(self.config_path, "export", due.tenant or "", "--json")
         else:
             argv = listferry_argv(self.config_path, "sync", due.tenant or "", "--json")
+            tenant = self.app.config.tenants.get(due.tenant or "") if self.app else None
+            if tenant is not None:
+                timeout = tenant.sync_timeout + KILL_AFTER
+                return Job(kind=due.kind, tenant=due.tenant, argv=argv, timeout=timeout)
         return Job(kind=due.kind, tenant=due.tenant, argv=argv)
 
     def _finished(self, job: Job, future: Future[JobResult]) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from listferry.app import App
 from listferry.config import Tenant, duration_seconds
-from listferry.jobs import JobResult
+from listferry.jobs import KILL_AFTER, JobResult
 from listferry.serve.log import event, log
 from listferry.store.database import waiting_lists
 from listferry.sync.run import record_failure
@@ -19,9 +19,6 @@ from listferry.sync.select import select
 #: it crashed), the tenant is synced again after these many seconds while its files are
 #: still there; then its schedule (or the next upload) takes over.
 RETRY_SECONDS = (300.0, 900.0, 2700.0)
-#: A sync process still running this long after its tenant's ``sync_timeout`` (which the
-#: run itself keeps, at its next batch) is killed.
-KILL_AFTER = 60.0
 
 
 class UploadDispatcher:
