@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,10 @@ def served(ws: Sandbox):
         return Served(ws, protocols, **settings)
 
     return start
+
+
+@pytest.fixture
+def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
+    """``events("upload")``: the structured server log lines of that kind so far."""
+    caplog.set_level(logging.INFO, logger="listferry.server")
+    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from test_crash import listferry_command
-from test_ftp_server import LIST, PASSWORD, add_tenant, events, ftp, ftp_tls, refusal
+from test_ftp_server import LIST, PASSWORD, add_tenant, ftp, ftp_tls, refusal
 
 from listferry.testing import Sandbox, wait_for
 from listferry_plugins.ftp.transport import TlsFtp

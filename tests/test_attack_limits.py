@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ftplib
 import io
-import logging
 import os
 import socket
 import stat
@@ -43,13 +42,6 @@ def tenants(ws: Sandbox) -> Callable[..., Path]:
         return ws.root / "homes" / "acme"
 
     return make
-
-
-@pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """``events("upload")``: the structured server log lines of that kind so far."""
-    caplog.set_level(logging.INFO, logger="listferry.server")
-    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 def put(sftp: paramiko.SFTPClient, name: str, data: bytes) -> None:

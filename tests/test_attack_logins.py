@@ -22,6 +22,7 @@ import pytest
 from test_ftp_server import PASSWORD, add_tenant, ftp, refusal
 
 from listferry.config.passwords import hash_password
+from listferry.serve.log import Budget
 from listferry.testing import Sandbox, wait_for
 
 
@@ -152,6 +153,45 @@ def test_bare_connections_to_one_protocol_leave_the_others_and_other_addresses_a
         finally:
             for sock in opened:
                 sock.close()
+
+
+def test_a_flood_of_refused_connections_writes_a_bounded_number_of_log_lines(
+    ws: Sandbox, served, events
+) -> None:
+    """Finding 9, the operator's disk: each connection refused before login wrote a log
+    line, so a client reconnecting as fast as it could wrote tens of thousands a minute
+    (70,000 lines in 30 s under bench/load.py --attack). Now 20 a minute per address and
+    reason; other addresses are still logged."""
+    add_tenant(ws, "acme", allow_ips=["127.0.0.0/8"])
+    with served(["sftp"], max_prelogin_per_ip=1) as s:
+        port = s.ports["sftp"]
+        held = bare("127.0.0.7", port)
+        try:
+            assert admitted_over_ssh(held)
+            for _ in range(60):
+                sock = bare("127.0.0.7", port)
+                assert not admitted_over_ssh(sock)
+                sock.close()
+            other = bare("127.0.0.8", port)
+            other_held = bare("127.0.0.8", port)  # the second from .8 is refused, and logged
+            assert not admitted_over_ssh(other_held)
+            other.close()
+            other_held.close()
+        finally:
+            held.close()
+    lines = [e for e in events("refused") if "waiting to log in" in e]
+    assert sum("ip=127.0.0.7" in e for e in lines) == 20
+    assert sum("ip=127.0.0.8" in e for e in lines) == 1
+
+
+def test_a_log_budget_tells_how_many_lines_it_kept_back() -> None:
+    now = [0.0]
+    budget = Budget(lines=20, seconds=60, clock=lambda: now[0])
+    told = [budget.allow(("127.0.0.7", "full")) for _ in range(25)]
+    assert told == [0] * 20 + [None] * 5
+    assert budget.allow(("127.0.0.8", "full")) == 0  # each address has its own
+    now[0] = 60.0
+    assert budget.allow(("127.0.0.7", "full")) == 5
 
 
 def test_serve_raises_its_open_files_limit_to_the_hard_limit(ws: Sandbox) -> None:

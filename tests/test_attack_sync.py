@@ -8,14 +8,13 @@ import contextlib
 import gzip
 import io
 import json
-import logging
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -216,13 +215,6 @@ def test_a_list_past_max_list_size_is_voided_before_it_is_read_and_a_bomb_as_it_
 
     ws.upload(LIST)
     assert ws.sync().status == "applied"
-
-
-@pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """``events("run")``: the structured server log lines of that kind so far."""
-    caplog.set_level(logging.INFO, logger="listferry.server")
-    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ftplib
 import io
-import logging
 import os
 import re
 import select
@@ -83,13 +82,6 @@ def refusal(action: Callable[[], Any]) -> str:
 
 def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-@pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """``events("upload")``: the structured server log lines of that kind so far."""
-    caplog.set_level(logging.INFO, logger="listferry.server")
-    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 # -- interop ------------------------------------------------------------------------------

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,13 +17,6 @@ from listferry.config.edit import write_atomically
 from listferry.testing import Sandbox, wait_for
 
 LIST = csv_text(people(5)).encode()
-
-
-@pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """``events("run")``: the structured server log lines of that kind so far."""
-    caplog.set_level(logging.INFO, logger="listferry.server")
-    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 def store_runs(ws: Sandbox) -> list[tuple[str, str | None]]:

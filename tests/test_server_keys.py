@@ -8,7 +8,6 @@ import ftplib
 import hashlib
 import ipaddress
 import json
-import logging
 import os
 import re
 import shutil
@@ -138,13 +137,6 @@ def replace_pair(cert: Path, key: Path) -> str:
     os.replace(fresh / "key.pem", key)
     os.replace(fresh / "cert.pem", cert)
     return openssl_fingerprint(cert)
-
-
-@pytest.fixture
-def events(caplog: pytest.LogCaptureFixture) -> Callable[[str], list[str]]:
-    """``events("certificate")``: the structured server log lines of that kind so far."""
-    caplog.set_level(logging.INFO, logger="listferry.server")
-    return lambda kind: [m for m in caplog.messages if m.startswith(f"event={kind} ")]
 
 
 # -- listferry server keys ---------------------------------------------------------------

@@ -814,7 +814,7 @@ class Listener(ThreadedFTPServer):
             self.admitting = ip
             super().handle_accepted(sock, addr)
             return
-        event("refused", protocol=self.handler.protocol, ip=ip, reason=refusal)
+        self.handler.runtime.refused(self.handler.protocol, ip, refusal)
         try:
             sock.setblocking(False)
             sock.send(f"421 Connection refused: {refusal}.\r\n".encode())

@@ -164,7 +164,7 @@ class SftpServer:
                 ip = address[0]
                 refusal = self.runtime.guard.admit(ip, PROTOCOL)
                 if refusal:
-                    event("refused", protocol=PROTOCOL, ip=ip, reason=refusal)
+                    self.runtime.refused(PROTOCOL, ip, refusal)
                     sock.close()
                     continue
                 try:

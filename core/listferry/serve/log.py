@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 
 from listferry.text import visible
 
@@ -27,3 +30,40 @@ def event(kind: str, *, level: int = logging.INFO, **fields: object) -> None:
     """One structured log line: ``event=login protocol=sftp tenant=acme ip=… result=ok``."""
     parts = [f"event={kind}"] + [f"{k}={shown(v)}" for k, v in fields.items() if v is not None]
     log.log(level, " ".join(parts))
+
+
+class Budget:
+    """At most ``lines`` log lines of one kind per ``seconds`` for each key; the rest are
+    counted, and told in one line when the key next logs (``suppressed=N``).
+
+    A client that opens connections as fast as it can, only to be refused, would
+    otherwise write a line for each: tens of thousands a minute, on the operator's disk.
+    Thread-safe; keys not seen for a whole window are forgotten.
+    """
+
+    def __init__(
+        self, lines: int = 20, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.lines, self.seconds, self.clock = lines, seconds, clock
+        self._lock = threading.Lock()
+        #: key -> [window start, lines logged in it, lines suppressed since the last one]
+        self._windows: dict[tuple[str, ...], list[float]] = {}
+
+    def allow(self, key: tuple[str, ...]) -> int | None:
+        """The lines suppressed before this one (to be told with it), or None to
+        suppress this one too."""
+        with self._lock:
+            now = self.clock()
+            if len(self._windows) > 10_000:
+                self._windows = {
+                    k: w for k, w in self._windows.items() if now - w[0] < self.seconds
+                }
+            window = self._windows.setdefault(key, [now, 0, 0])
+            if now - window[0] >= self.seconds:
+                window[0], window[1] = now, 0
+            if window[1] >= self.lines:
+                window[2] += 1
+                return None
+            window[1] += 1
+            suppressed, window[2] = int(window[2]), 0
+            return suppressed

@@ -23,7 +23,7 @@ from listferry.serve.blocks import blocks_path
 from listferry.serve.jail import remove_stale_uploads
 from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
-from listferry.serve.log import event
+from listferry.serve.log import Budget, event
 from listferry.serve.logins import Gatekeeper, LoginGuard
 from listferry.serve.uploads import UploadDispatcher
 
@@ -39,6 +39,8 @@ class ServerRuntime:
     uploads: UploadDispatcher
     live: LiveConfig
     limits: Limits = field(default_factory=Limits)
+    #: How many ``refused`` lines connections turned away before login may write.
+    refusals: Budget = field(default_factory=Budget)
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
@@ -54,6 +56,14 @@ class ServerRuntime:
             ),
             live=live,
         )
+
+    def refused(self, protocol: str, ip: str, reason: str) -> None:
+        """Log a connection refused before login, within :attr:`refusals`: the first 20 a
+        minute for one address and reason; the next line logged for them, in a later
+        minute, says how many were not (``suppressed=N``)."""
+        suppressed = self.refusals.allow((ip, reason))
+        if suppressed is not None:
+            event("refused", protocol=protocol, ip=ip, reason=reason, suppressed=suppressed or None)
 
     def home(self, tenant: Tenant) -> Path:
         """The tenant's home folder; built-in servers serve local homes only."""
