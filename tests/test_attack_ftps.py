@@ -22,8 +22,6 @@ from test_ftp_server import LIST, PASSWORD, add_tenant, ftp, ftp_tls, refusal
 from listferry.testing import Sandbox, wait_for
 from listferry_plugins.ftp.transport import TlsFtp
 
-__all__ = ["events"]  # the fixture, shared with test_ftp_server
-
 SECRET = b"email\r\nsecret@example.org\r\n"
 
 

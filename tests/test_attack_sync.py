@@ -10,7 +10,6 @@ import io
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import zipfile
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import csv_text, people, write_module
 from test_ftp_server import add_tenant, ftp
-from test_on_upload import name_a_plugin
+from test_on_upload import name_a_plugin, store_runs
 
 from listferry.serve.keys import ensure_server_keys
 from listferry.testing import Sandbox, wait_for
@@ -54,18 +53,6 @@ def unnest(home: Path) -> None:
     finally:
         for fd in fds:
             os.close(fd)
-
-
-def runs_of(ws: Sandbox, tenant: str) -> list[tuple[str, str | None]]:
-    """(status, reason) of the tenant's recorded runs, oldest first."""
-    database = ws.root / "state" / tenant / "tenant.db"
-    if not database.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
-        try:
-            return conn.execute("SELECT status, reason FROM runs ORDER BY id").fetchall()
-        except sqlite3.OperationalError:  # being made by the first run
-            return []
 
 
 def upload(port: int, name: str, data: bytes = LIST, user: str = "acme") -> None:
@@ -122,11 +109,11 @@ def test_folders_nested_thousands_deep_do_not_stop_serve_nor_another_tenants_syn
         with serving(ws) as port:
             assert not any(path.exists() for path in stale)
             upload(port, "subscriber_list.csv", user="beta")
-            wait_for(lambda: runs_of(ws, "beta"), "beta's on-upload sync", timeout=60)
+            wait_for(lambda: store_runs(ws, "beta"), "beta's on-upload sync", timeout=60)
             upload(port, "subscriber_list.csv", user="acme")
     finally:
         unnest(home)
-    assert runs_of(ws, "beta") == [("applied", None)]
+    assert store_runs(ws, "beta") == [("applied", None)]
     assert (home / "subscriber_list.csv").exists()
 
 
@@ -251,7 +238,7 @@ def test_a_huge_list_holds_up_no_other_tenant_and_is_stopped_at_sync_timeout(
     assert "tenant=big" in second and "status=failed" in second
     assert "tenant=big" in third and "status=failed" in third
     reason = "took longer than sync_timeout (10 s) and was stopped; nothing of it was applied"
-    assert runs_of(ws, "big") == [("applied", None), ("failed", reason), ("failed", reason)]
+    assert store_runs(ws, "big") == [("applied", None), ("failed", reason), ("failed", reason)]
     assert len(ws.subscribers(tenant="big")) == 5
     assert (big / "subscriber_list.csv").stat().st_size == 64 * GIB  # left for the operator
 

@@ -19,9 +19,9 @@ from listferry.testing import Sandbox, wait_for
 LIST = csv_text(people(5)).encode()
 
 
-def store_runs(ws: Sandbox) -> list[tuple[str, str | None]]:
+def store_runs(ws: Sandbox, tenant: str = "acme") -> list[tuple[str, str | None]]:
     """(status, reason) of the tenant's recorded runs, oldest first, read as status does."""
-    database = ws.root / "state" / "acme" / "tenant.db"
+    database = ws.root / "state" / tenant / "tenant.db"
     if not database.exists():
         return []
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:

@@ -24,15 +24,24 @@ def blocks_path(state_dir: Path) -> Path:
     return state_dir / "server" / FILE
 
 
-def source_of(ip: str) -> str:
-    """What failures count against: an IPv4 address (also when mapped into IPv6), or an
-    IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+def address_of(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a peer's ``ip`` names (an IPv4 address mapped into IPv6 as IPv4, a
+    zone dropped), or None when it names none."""
     try:
         address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
-        return ip
+        return None
     if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
+        return address.ipv4_mapped
+    return address
+
+
+def source_of(ip: str) -> str:
+    """What failures count against: an IPv4 address (also when mapped into IPv6), or an
+    IPv6 address's /64 (``2001:db8:1:2::/64``); anything else as it is."""
+    address = address_of(ip)
+    if address is None:
+        return ip
     if address.version == 4:
         return str(address)
     return str(ipaddress.ip_network(f"{address}/64", strict=False))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from listferry.config import ServerSettings, Tenant
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
-from listferry.serve.blocks import Block, BlockFile, source_of
+from listferry.serve.blocks import Block, BlockFile, address_of, source_of
 from listferry.serve.log import event
 
 #: The least time a failed login is remembered (``block_seconds`` when that is longer).
@@ -211,12 +211,9 @@ def _delay(over: int) -> float:
 
 
 def ip_in(ip: str, networks: tuple[str, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
+    address = address_of(ip)
+    if address is None:
         return False
-    if address.version == 6 and address.ipv4_mapped:
-        address = address.ipv4_mapped
     return any(address in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
