@@ -131,7 +131,7 @@ def test_another_client_on_the_same_address_gets_nothing_from_a_passive_port(
 
 
 def test_a_client_that_cannot_resume_its_tls_session_needs_tls_session_reuse_off(
-    ws: Sandbox, served
+    ws: Sandbox, served, events
 ) -> None:
     """Issue #14, finding 5: Python's stock ``ftplib.FTP_TLS`` does not resume the
     control connection's session for data: refused, unless its tenant says
@@ -153,6 +153,11 @@ def test_a_client_that_cannot_resume_its_tls_session_needs_tls_session_reuse_off
             client.close()
     assert not (ws.home_of("acme") / "subscriber_list.csv").exists()
     assert (ws.home_of("beta") / "subscriber_list.csv").read_bytes() == LIST
+    # The operator's log says what to do; the upload was refused, not cut off.
+    (refused,) = [e for e in events("refused") if "tenant=acme" in e]
+    assert "tls_session_reuse = false" in refused
+    (upload,) = [e for e in events("upload") if "tenant=acme" in e]
+    assert "result=refused" in upload
 
 
 # -- finding 12: passive ports only from the range -------------------------------------------
@@ -234,10 +239,11 @@ def test_noop_never_stretches_the_login_deadline(ws: Sandbox, served) -> None:
     import paramiko
 
     add_tenant(ws)
-    with served(["ftp", "sftp"], handshake_timeout=1, idle_timeout=30) as s:
+    # 3 s: time enough for an SSH key exchange on a busy machine, not for 60 x 0.2 s.
+    with served(["ftp", "sftp"], handshake_timeout=3, idle_timeout=30) as s:
         client = ftp(s.ports["ftp"], user=None)
         closed = threading.Event()
-        for _ in range(40):  # 40 x 0.2 s: far past the 1 s deadline
+        for _ in range(60):  # 60 x 0.2 s: far past the 3 s deadline
             try:
                 client.voidcmd("NOOP")
             except (ftplib.error_temp, EOFError, OSError):
@@ -249,7 +255,7 @@ def test_noop_never_stretches_the_login_deadline(ws: Sandbox, served) -> None:
 
         transport = paramiko.Transport(("127.0.0.1", s.ports["sftp"]))
         transport.start_client(timeout=10)
-        for _ in range(40):
+        for _ in range(60):
             if not transport.is_active():
                 break
             transport.send_ignore()

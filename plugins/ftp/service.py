@@ -241,8 +241,16 @@ class DataConnection(TLS_DTPHandler):
         # connection's may be another client that took the passive port.
         session = self.cmd_channel
         if session.tls_session_reuse_required() and not resumed(self.socket):
-            reason = "the data connection did not resume the control connection's TLS session"
-            session.refuse_data(reason, f"522 Data connection refused: {reason}.")
+            reason = (
+                "the data connection did not resume the control connection's TLS session "
+                "(a client that cannot needs the tenant's tls_session_reuse = false)"
+            )
+            reply = (
+                "522 Data connection refused: your FTPS client must reuse this connection's "
+                "TLS session for data (TLS session resumption); if it cannot, ask your "
+                "provider to turn the check off for you."
+            )
+            session.refuse_data(reason, reply)
             self._error = True  # no TLS goodbye: close now
             self.close()
             return
@@ -335,6 +343,7 @@ class TenantSession(TLS_FTPHandler):
     idle_timeout: float
     login_timeout: float
     upload_settle = 0.2  # seconds: see _client_gone
+    _data_refused: str | None = None  # why the last data connection was refused
 
     authorizer = Permissions()
     abstracted_fs = TenantFS
@@ -511,6 +520,7 @@ class TenantSession(TLS_FTPHandler):
 
     def refuse_data(self, reason: str, reply: str) -> None:
         """Refuse a data connection: log it, reply, drop the transfer that waited for it."""
+        self._data_refused = reason  # an upload this cuts was refused, not cut off
         waiting, self._in_dtp_queue = self._in_dtp_queue, None
         if waiting is not None:
             waiting[0].close()
@@ -679,9 +689,13 @@ class TenantSession(TLS_FTPHandler):
 
     def on_incomplete_file_received(self, file: str) -> None:
         final = self._uploads.pop(file, None)
+        refused, self._data_refused = self._data_refused, None
         if final is not None:
             self._forget(file)
-            self._upload_event(self._name(final), "incomplete", "the transfer was cut off")
+            if refused:
+                self._upload_event(self._name(final), "refused", refused)
+            else:
+                self._upload_event(self._name(final), "incomplete", "the transfer was cut off")
 
     def _name(self, real: str) -> str:
         """``real``'s name relative to the tenant's home, as file_received takes it."""
