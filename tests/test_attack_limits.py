@@ -8,11 +8,13 @@ sessions per tenant, the mode of uploaded files, the SSH banner.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import io
 import os
 import socket
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -265,3 +267,89 @@ def test_the_ssh_banner_names_no_library_and_no_version(served, tenants) -> None
     assert banner == b"SSH-2.0-listferry\r\n"
     assert seen == "SSH-2.0-listferry"
     assert "paramiko" not in os.fsdecode(banner).lower()
+
+
+def home_bytes(home: Path) -> int:
+    return sum(p.stat().st_size for p in home.rglob("*") if p.is_file())
+
+
+def test_refused_uploads_are_counted_off_once_so_the_quota_holds(served, tenants) -> None:
+    """Finding 6, found again by a red team: an upload refused for its size had its part
+    removed at once but counted off only at close; a count of the home in between (any
+    new upload makes one) dropped those bytes, and the close counted them off again, so
+    handles opened before wrote 37% past the quota."""
+    home = tenants(quota=f"{100 * KB}", max_file_size=f"{30 * KB}")
+    with served(["sftp"]) as server, session(server.ports["sftp"], password=PASSWORD) as sftp:
+        for i in range(2):
+            put(sftp, f"base{i}.csv", b"a" * 25 * KB)
+        waiting = [sftp.open(f"later{i}.csv", "w") for i in range(3)]
+        cut = [sftp.open(f"cut{i}.csv", "w") for i in range(2)]
+        for upload in cut:
+            upload.set_pipelined(False)
+            upload.write(b"x" * 25 * KB)
+            upload.flush()
+            upload.seek(40 * KB)  # past max_file_size: refused, its part removed
+            with pytest.raises(OSError):
+                upload.write(b"y")
+                upload.flush()
+        put(sftp, "count_the_home_again.csv", b"")
+        sftp.remove("count_the_home_again.csv")
+        for upload in cut:
+            with contextlib.suppress(OSError):  # paramiko may raise the refusal again
+                upload.close()
+        refused = 0
+        for upload in waiting:
+            upload.set_pipelined(False)
+            try:
+                upload.write(b"z" * 29 * KB)
+                upload.close()
+            except OSError:
+                refused += 1
+    assert refused >= 1
+    assert home_bytes(home) <= 100 * KB
+
+
+def test_uploads_starting_at_once_cannot_pass_max_files_together(served, tenants) -> None:
+    """Finding 6, found again by a red team: the count of a home's files and the making of
+    a new one were two steps, so uploads started at once from several connections all
+    passed a count of 18 and left 23 files where 20 were allowed."""
+    home = tenants(max_files=20)
+    for i in range(18):
+        (home / f"old{i}.csv").write_bytes(b"email\r\n")
+    start = threading.Barrier(6)
+    refused: list[str] = []
+
+    def uploads(sftp: paramiko.SFTPClient, thread: int) -> None:
+        start.wait(timeout=30)
+        for i in range(3):
+            try:
+                put(sftp, f"new{thread}_{i}.csv", b"email\r\n")
+            except OSError as exc:
+                refused.append(str(exc))
+
+    with served(["sftp"]) as server, contextlib.ExitStack() as stack:
+        clients = [
+            stack.enter_context(session(server.ports["sftp"], password=PASSWORD)) for _ in range(6)
+        ]
+        threads = [threading.Thread(target=uploads, args=(c, t)) for t, c in enumerate(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(refused) == 6 * 3 - 2
+    assert len(list(home.rglob("*"))) == 20
+
+
+def test_a_refused_path_of_any_length_makes_a_short_log_line(served, tenants, events) -> None:
+    """Finding 11's other side, found by a red team: each refused SFTP operation logged
+    the client's whole path, so 700 pipelined STATs of a 200 KB name wrote 140 MB of log
+    in 3 s. Every field of a log line now shows at most 300 characters."""
+    tenants()
+    name = "/\x1b" + "D" * 200_000
+    with served(["sftp"]) as server, session(server.ports["sftp"], password=PASSWORD) as sftp:
+        for _ in range(3):
+            with pytest.raises(OSError):
+                sftp.stat(name)
+    lines = [e for e in events("refused") if "DDDD" in e]
+    assert len(lines) == 3
+    assert all(len(line) < 1000 and "more characters" in line for line in lines)

@@ -24,6 +24,7 @@ data connections to any address but the client's own (FTP bounce) are refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
@@ -597,20 +598,26 @@ class TenantSession(TLS_FTPHandler):
         if os.path.isdir(file):
             self.respond("550 That name is a folder.")
             return None
-        if self._refused_by_limits("STOR", file, folder=False):
-            return None
-        folder, name = os.path.split(file)
-        temp = os.path.join(folder, upload_temp_name(name))
-        self._uploads[temp] = file
-        started = super().ftp_STOR(temp, mode)
+        with self._adding():
+            if self._refused_by_limits("STOR", file, folder=False):
+                return None
+            folder, name = os.path.split(file)
+            temp = os.path.join(folder, upload_temp_name(name))
+            self._uploads[temp] = file
+            started = super().ftp_STOR(temp, mode)  # makes the temp file
         if started is None:
             self._uploads.pop(temp, None)
         return started
 
     def ftp_MKD(self, path: str) -> str | None:
-        if self._refused_by_limits("MKD", path, folder=True):
-            return None
-        return super().ftp_MKD(path)
+        with self._adding():
+            if self._refused_by_limits("MKD", path, folder=True):
+                return None
+            return super().ftp_MKD(path)
+
+    def _adding(self) -> contextlib.AbstractContextManager[object]:
+        """The home's lock from the check of a new file or folder until it is made."""
+        return self.limits().adding if self.tenant is not None else contextlib.nullcontext()
 
     def ftp_RNTO(self, path: str) -> tuple[str, str] | None:
         source = self._rnfr
@@ -656,9 +663,9 @@ class TenantSession(TLS_FTPHandler):
             size = os.lstat(temp).st_size
         except FileNotFoundError:
             return
-        Path(temp).unlink(missing_ok=True)
-        if self.tenant is not None:
+        if self.tenant is not None:  # first: a count of the home in between errs on the safe side
             self.limits().shrink(size)
+        Path(temp).unlink(missing_ok=True)
 
     def finish_upload(self, temp: str) -> str | None:
         """Give a completed upload its real name; return why it was not kept, or None."""
@@ -670,7 +677,8 @@ class TenantSession(TLS_FTPHandler):
         if problem is None:
             try:
                 replaced = os.lstat(final).st_size if os.path.lexists(final) else 0
-                os.replace(temp, final)
+                with self._adding():  # a count of the home never sees neither name
+                    os.replace(temp, final)
             except OSError as exc:
                 problem = f"cannot store the file: {exc.strerror}"
         if problem:

@@ -149,10 +149,11 @@ class TenantFiles(SFTPServerInterface):
             return SFTP_FAILURE
         if not exists and not flags & os.O_CREAT:
             return SFTP_NO_SUCH_FILE
-        self.limits.may_upload(self.tenant, target)
         temp = target.with_name(upload_temp_name(target.name))
         mode = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(temp, mode | (flags & os.O_APPEND), 0o600)
+        with self.limits.adding:
+            self.limits.may_upload(self.tenant, target)
+            fd = os.open(temp, mode | (flags & os.O_APPEND), 0o600)
         size = 0
         try:
             os.fchmod(fd, file_mode(self.umask))
@@ -213,7 +214,8 @@ class TenantFiles(SFTPServerInterface):
     def _move(self, old: Path, new: Path) -> int:
         if old.is_dir() and not old.is_symlink():
             self.limits.may_move(self.tenant, old, new)
-        os.replace(old, new)
+        with self.limits.adding:  # a count of the home never sees neither name
+            os.replace(old, new)
         name = self.name_of(new)
         event("rename", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(old), to=name)
         if new.is_file():  # uploaded under one name, then renamed into place
@@ -225,8 +227,9 @@ class TenantFiles(SFTPServerInterface):
         entry = self.entry(path)
         if os.path.lexists(entry):
             return SFTP_FAILURE
-        self.limits.may_add(self.tenant, entry, folder=True)
-        os.mkdir(entry, 0o700)
+        with self.limits.adding:
+            self.limits.may_add(self.tenant, entry, folder=True)
+            os.mkdir(entry, 0o700)
         os.chmod(entry, folder_mode(self.umask))
         return SFTP_OK
 
@@ -371,6 +374,10 @@ class Upload(Transfer):
         """The upload passed a limit: it is over, and the part written is removed now."""
         if self.refused is None:
             self.refused = reason
+            # Counted off as the part goes (first, so a count of the home in between
+            # errs on the side of refusing), not again at close.
+            self.files.limits.shrink(self.size)
+            self.size = 0
             self.temp.unlink(missing_ok=True)
             self.files.connection.refuse(f"upload of {self.files.name_of(self.target)}: {reason}")
         return Refusal(SFTP_FAILURE, f"Upload refused: {self.refused}")
@@ -411,8 +418,9 @@ class Upload(Transfer):
 
     def finish(self) -> None:
         if self.refused is not None or self.aborted:
-            self.temp.unlink(missing_ok=True)
             self.files.limits.shrink(self.size)
+            self.size = 0
+            self.temp.unlink(missing_ok=True)
             self.log("refused" if self.refused else "aborted", self.refused)
             return
         try:
@@ -420,7 +428,8 @@ class Upload(Transfer):
         except FileNotFoundError:
             replaced = 0
         try:
-            os.replace(self.temp, self.target)
+            with self.files.limits.adding:  # a count of the home never sees neither name
+                os.replace(self.temp, self.target)
         except OSError:
             self.temp.unlink(missing_ok=True)
             self.log("failed")

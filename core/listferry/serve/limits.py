@@ -100,6 +100,10 @@ class Home:
         self.path = path
         self.usage = Usage()
         self._lock = threading.Lock()
+        #: Held from the check of a new file or folder until it is made (its temp file,
+        #: for an upload), so that uploads starting at once cannot all pass ``max_files``
+        #: on the same count.
+        self.adding = threading.RLock()
 
     def measure(self, tenant: Tenant) -> Usage:
         found = measure(self.path, tenant.max_files + 1)

@@ -12,11 +12,17 @@ from listferry.text import visible
 log = logging.getLogger("listferry.server")
 
 
+#: The most characters of one field a log line shows.
+MAX_FIELD = 300
+
+
 def shown(value: object) -> str:
     """A field's value in a log line: control characters escaped (once: a reason that
     holds an escaped name is not escaped again), quoted when it has a space, ``=`` or a
     quote, or is empty."""
     text = visible(value)
+    if len(text) > MAX_FIELD:  # a client's path may be 200 KB; the log line is not
+        text = f"{text[:MAX_FIELD]}...({len(text) - MAX_FIELD} more characters)"
     if text and text.isprintable() and not any(c in text for c in " =\"'"):
         return text
     if "'" not in text:
