@@ -62,6 +62,11 @@ def test_unknown_dialect_is_refused(tmp_path: Path) -> None:
         ('[listferry]\ndisable = ["no-such-plugin"]\n', "unknown plugin(s): no-such-plugin"),
         ('[listferry]\nplugins = ["no_such_module_here"]\n', "cannot be imported"),
         ('[tenants.acme]\nhome = "gopher://x/y"\n', "no transport for gopher://"),
+        (
+            "[server]\nftp_port = 3321\nsftp_port = 3321\n",
+            "line 3: [server] sftp_port is 3321, as ftp_port is: each protocol needs a port",
+        ),
+        ("[server]\nftps_port = 990\nimplicit_ftps_port = 990\n", "as ftps_port is"),
     ],
 )
 def test_bad_values_are_refused_with_the_key(tmp_path: Path, text: str, words: str) -> None:

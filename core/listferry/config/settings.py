@@ -671,6 +671,24 @@ SERVER_KEYS: dict[str, tuple[Any, Check]] = key_table(keys_of(ServerSettings))
 PATH_KEYS = tuple(key.name for key in keys_of(Tenant).values() if key.path)
 
 
+#: The ``[server]`` keys that each name a port a protocol listens on.
+PORT_KEYS = ("ftp_port", "ftps_port", "sftp_port", "implicit_ftps_port")
+
+
+def _ports_apart(path: Path, text: str, given: dict[str, Any]) -> None:
+    """Two of the ports ``[server]`` sets may not be the same (``serve`` would find the
+    second taken only when it binds); ``0`` (any free port) may repeat."""
+    seen: dict[int, str] = {}
+    for key in PORT_KEYS:
+        port = given.get(key)
+        if not isinstance(port, int) or isinstance(port, bool) or port == 0:
+            continue
+        if port in seen:
+            problem = f"is {port}, as {seen[port]} is: each protocol needs a port of its own"
+            raise key_error(path, text, "server", key, problem)
+        seen[port] = key
+
+
 def _server_settings(given: dict[str, Any], root: Path, state_dir: Path) -> ServerSettings:
     """``[server]`` from its checked values ``given``, key paths made absolute: relative to
     the config file's folder, or, when empty, in the state folder's ``server/``."""
@@ -812,6 +830,7 @@ def parse_config(text: str, path: Path) -> Config:
     state_dir = (root / settings.state).resolve()
     homes_dir = (root / settings.homes).resolve()
     server = checked(text, path, "server", data.get("server", {}), keys_of(ServerSettings))
+    _ports_apart(path, text, server)
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.fullmatch(name):
