@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 
+import pytest
 from conftest import people
 
 from listferry.testing import Sandbox
@@ -72,3 +74,21 @@ def test_runs_says_which_run_a_replay_replayed(ws: Sandbox) -> None:
     )
     assert "replay of run" not in text[1] + text[2]
     assert [run["replay_of"] for run in listed] == [first.run_id, None, None]
+
+
+def test_a_replay_the_shrink_guard_holds_says_the_file_is_in_the_archive(
+    ws: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replay that a guard holds back did not put anything into the home: the log said
+    "held in the home" all the same."""
+    ws.add_tenant("acme", strategy="full", max_shrink_share=0.5)
+    ws.upload(people(4))
+    (small,) = ws.sync_all()
+    ws.upload(people(10))
+    ws.sync()
+    with caplog.at_level(logging.WARNING, logger="listferry"):
+        result = ws.cli("replay", "acme", str(small.run_id))
+    assert result.exit_code == 1, result.output
+    held = [m for m in caplog.messages if "held" in m]
+    assert held and all("held in the archive" in m for m in held), held
+    assert not (ws.home / "subscriber_list.csv").exists()

@@ -263,8 +263,9 @@ class TenantSync:
             keep = isinstance(exc, Overrulable)
             if keep:
                 run.hint = overrule_hint(tenant, self.replay_of)
+                where = "in the home" if self.replay_of is None else "in the archive"
                 log.warning(
-                    "%s: %s held in the home: %s; %s", tenant.name, run.file, run.reason, run.hint
+                    "%s: %s held %s: %s; %s", tenant.name, run.file, where, run.reason, run.hint
                 )
         except ListferryError as exc:
             run.end(RunStatus.FAILED, str(exc))
