@@ -21,6 +21,7 @@ from conftest import csv_text
 from remote_servers import HOST, Remote
 from test_export import API_EVENTS, FILE_EVENTS, HEADER, LIST, STORED, engagement
 
+from listferry.config.settings import EXPORT_FIELDS
 from listferry.ops.tenants import add_tenant
 from listferry.testing import Sandbox
 
@@ -92,23 +93,7 @@ def test_pull_apply_export_push_and_read_back_every_data_point(
         add_tenant(
             ws.app(),
             "acme",
-            server.tenant_settings(
-                export_fields=[
-                    "email",
-                    "first_name",
-                    "last_name",
-                    "segment_code",
-                    "status",
-                    "opted_out",
-                    "opted_out_at",
-                    "open_count",
-                    "click_count",
-                    "last_open",
-                    "last_click",
-                    "topics",
-                    "fields.CRM Id",
-                ]
-            ),
+            server.tenant_settings(export_fields=[*EXPORT_FIELDS, "fields.CRM Id"]),
         )
         crm.put("subscriber_list.csv", csv_text(LIST, HEADER).encode("utf-8"))
         crm.put("subscriber_list_count.txt", f"{len(LIST)}\n".encode())
