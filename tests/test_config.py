@@ -9,6 +9,7 @@ import pytest
 from listferry.app import open_app
 from listferry.config import checks, load_config, parse_config
 from listferry.errors import ConfigError
+from listferry.text import size_text
 
 
 def config_error(text: str, tmp_path: Path) -> str:
@@ -147,3 +148,9 @@ def test_a_size_is_bytes_or_a_number_and_a_unit(value: object, size: int) -> Non
 @pytest.mark.parametrize("value", [-1, "x", "5 XB", "MB", True, 1.5, "1e9"])
 def test_a_size_without_a_known_unit_is_refused(value: object) -> None:
     assert "must be a size" in checks.byte_size(value)
+
+
+@pytest.mark.parametrize("value", ["10 GB", "2 GiB", "300 KB", "1 MiB", "1 TiB", "64 KB"])
+def test_a_size_is_shown_as_the_operator_wrote_it(value: str) -> None:
+    """Limit messages name sizes one way, the way the config wrote them."""
+    assert size_text(checks.bytes_of(value)) == value

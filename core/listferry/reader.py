@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, Protocol
 from listferry.dialect import Dialect
 from listferry.errors import Void
 from listferry.records import FileInfo, Invalid, Record
+from listferry.text import size_text
 
 BATCH_SIZE = 5000
 
@@ -134,18 +135,6 @@ def read_limits(limits: ReadLimits) -> Iterator[None]:
         yield
     finally:
         _LIMITS.reset(token)
-
-
-def size_text(size: int) -> str:
-    """``2147483648`` as ``2 GiB``, ``1536`` as ``1.5 KiB``: one decimal at most."""
-    if size < 1024:
-        return f"{size} bytes"
-    value, unit = size / 1024, "KiB"
-    for bigger in ("MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
 def too_large(name: str, limit: int, size: int | None = None, unpacks: bool = False) -> Void:

@@ -70,3 +70,23 @@ def how_ended(returncode: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-returncode}"
     return f"exited with code {returncode}"
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes as an operator would write them: the largest unit that holds it
+    whole, decimal or binary (``10 GB``, ``2 GiB``, ``300 KB``), else one decimal of a
+    binary unit (``66.9 MiB``); under 1 KB, ``100 bytes``."""
+    units = [(f"{p}B", 1000 ** (i + 1)) for i, p in enumerate("KMGT")]
+    units += [(f"{p}iB", 1024 ** (i + 1)) for i, p in enumerate("KMGT")]
+    whole = [(factor, unit) for unit, factor in units if size >= factor and size % factor == 0]
+    if whole:
+        factor, unit = max(whole)
+        return f"{size // factor} {unit}"
+    if size < 1000:
+        return f"{size} bytes"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"

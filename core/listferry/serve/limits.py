@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from listferry.config import Tenant
+from listferry.text import size_text
 
 
 class LimitReached(OSError):
@@ -83,14 +84,6 @@ def height(folder: Path, stop_after: int) -> int:
         except OSError:
             continue
     return tallest
-
-
-def size_text(size: int) -> str:
-    """``size`` bytes as an operator wrote it, roughly: ``10 GB``, ``512 KB``, ``100 bytes``."""
-    for unit, factor in (("TB", 1000**4), ("GB", 1000**3), ("MB", 1000**2), ("KB", 1000)):
-        if size >= factor:
-            return f"{size / factor:g} {unit}"
-    return f"{size} bytes"
 
 
 class Home:
