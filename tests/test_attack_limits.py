@@ -353,3 +353,18 @@ def test_a_refused_path_of_any_length_makes_a_short_log_line(served, tenants, ev
     lines = [e for e in events("refused") if "DDDD" in e]
     assert len(lines) == 3
     assert all(len(line) < 1000 and "more characters" in line for line in lines)
+
+
+def test_refused_requests_in_a_session_write_a_bounded_number_of_log_lines(
+    served, tenants, events
+) -> None:
+    """Finding 11's other side, found by a red team: every refused request of a logged-in
+    tenant was one log line, so a tenant sending them as fast as it could wrote log as
+    fast. Now 200 a minute for one tenant from one address, and the rest are counted."""
+    tenants()
+    with served(["sftp"]) as server, session(server.ports["sftp"], password=PASSWORD) as sftp:
+        for i in range(250):
+            with pytest.raises(OSError):
+                sftp.stat(f"bad\x1b{i}.csv")  # a control character: refused
+    lines = [e for e in events("refused") if "tenant=acme" in e]
+    assert len(lines) == 200

@@ -740,14 +740,13 @@ class TenantSession(TLS_FTPHandler):
     # -- logs
 
     def _refuse(self, command: str, reason: str, reply: str, **fields: str) -> None:
-        event(
-            "refused",
-            protocol=self.protocol,
-            tenant=self.tenant and self.tenant.name,
-            ip=self.remote_ip,
+        self.runtime.refused_in_session(
+            self.protocol,
+            self.tenant and self.tenant.name,
+            self.remote_ip,
             command=command,
             reason=reason,
-            **{k: v[:200] for k, v in fields.items()},
+            **fields,
         )
         self.respond(reply)
 

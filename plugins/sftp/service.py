@@ -264,7 +264,7 @@ class Connection(paramiko.ServerInterface):
         self.last_request = time.monotonic()
 
     def refuse(self, reason: str) -> None:
-        event("refused", protocol=PROTOCOL, tenant=self.tenant_name, ip=self.ip, reason=reason)
+        self.runtime.refused_in_session(PROTOCOL, self.tenant_name, self.ip, reason=reason)
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey,password"

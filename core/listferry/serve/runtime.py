@@ -41,6 +41,8 @@ class ServerRuntime:
     limits: Limits = field(default_factory=Limits)
     #: How many ``refused`` lines connections turned away before login may write.
     refusals: Budget = field(default_factory=Budget)
+    #: How many ``refused`` lines one tenant's sessions from one address may write.
+    session_refusals: Budget = field(default_factory=lambda: Budget(lines=200))
 
     @classmethod
     def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
@@ -64,6 +66,17 @@ class ServerRuntime:
         suppressed = self.refusals.allow((ip, reason))
         if suppressed is not None:
             event("refused", protocol=protocol, ip=ip, reason=reason, suppressed=suppressed or None)
+
+    def refused_in_session(
+        self, protocol: str, tenant: str | None, ip: str, **fields: object
+    ) -> None:
+        """Log an operation refused in a session (a path outside the home, a limit), within
+        :attr:`session_refusals`: 200 a minute for one tenant from one address, so a
+        tenant sending refused requests as fast as it can does not fill the disk."""
+        suppressed = self.session_refusals.allow((tenant or "", ip))
+        if suppressed is not None:
+            fields["suppressed"] = suppressed or None
+            event("refused", protocol=protocol, tenant=tenant, ip=ip, **fields)
 
     def home(self, tenant: Tenant) -> Path:
         """The tenant's home folder; built-in servers serve local homes only."""
