@@ -20,6 +20,12 @@ from urllib.parse import urlsplit
 
 from listferry.config import checks
 from listferry.config.checks import Check
+from listferry.config.cluster import (
+    CLUSTER_TABLES,
+    ClusterSettings,
+    StorageSettings,
+    parse_cluster,
+)
 from listferry.config.keys import attributes, checked, key_table, keys_of, setting
 from listferry.config.notify import NotifySettings, parse_notify
 from listferry.config.where import key_error, line_of, not_a_table, place, where
@@ -720,6 +726,9 @@ class Config:
     executor: str = "local"
     notify: NotifySettings = field(default_factory=NotifySettings)
     defaults: dict[str, Any] = field(default_factory=dict)
+    #: ``[cluster]`` and ``[storage]``: ``None`` on one machine (see docs/cluster.md).
+    cluster: ClusterSettings | None = None
+    storage: StorageSettings | None = None
 
     def tenant(self, name: str) -> Tenant:
         try:
@@ -811,12 +820,13 @@ def parse_config(text: str, path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = path.parent.resolve()
-    unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify"}
+    unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify", *CLUSTER_TABLES}
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(
             f"{place(path, line_of(text, name))}: unknown table [{name}] "
-            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify])"
+            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify], [cluster], "
+            "[storage])"
         )
     for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
@@ -831,6 +841,7 @@ def parse_config(text: str, path: Path) -> Config:
     homes_dir = (root / settings.homes).resolve()
     server = checked(text, path, "server", data.get("server", {}), keys_of(ServerSettings))
     _ports_apart(path, text, server)
+    cluster, storage = parse_cluster(text, path, data)
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.fullmatch(name):
@@ -844,7 +855,7 @@ def parse_config(text: str, path: Path) -> Config:
         home = given.pop("home", None)
         problem = home_problem(home) if home is not None else None
         if home is None:
-            home = str(homes_dir / name)
+            home = storage.home_of(name) if storage else str(homes_dir / name)
         elif "://" not in home and not problem:
             home = str((root / Path(home).expanduser()).resolve())
         if problem:
@@ -873,6 +884,8 @@ def parse_config(text: str, path: Path) -> Config:
         executor=settings.executor,
         notify=parse_notify(text, path, data.get("notify")),
         defaults=defaults,
+        cluster=cluster,
+        storage=storage,
     )
 
 
