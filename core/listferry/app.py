@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,8 +28,13 @@ class App:
 
     def transport(self, tenant: Tenant, location: str | None = None) -> Transport:
         """A connection to the tenant's home (or to ``location``, reached with the
-        tenant's settings) through the transport for its scheme."""
-        return open_transport(self.host.transports, endpoint_of(tenant, location))
+        tenant's settings) through the transport for its scheme. An ``s3://`` place in
+        the cluster's bucket is reached through ``[storage]``'s server."""
+        endpoint = endpoint_of(tenant, location)
+        storage = self.config.storage
+        if storage and endpoint.scheme == "s3" and endpoint.location.startswith(storage.url):
+            endpoint = replace(endpoint, endpoint_url=storage.endpoint_url)
+        return open_transport(self.host.transports, endpoint)
 
 
 def endpoint_of(tenant: Tenant, location: str | None = None) -> Endpoint:

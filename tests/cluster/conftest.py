@@ -8,6 +8,7 @@ one is not installed the tests skip and say what to install, except under
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -58,7 +59,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
 
 @dataclass(frozen=True)
 class Bucket:
-    """A new, empty bucket: ``url`` (``s3://NAME/prefix``) and its server's endpoint."""
+    """An empty place in a bucket: ``url`` (``s3://NAME/prefix``), its server's endpoint."""
 
     name: str
     url: str
@@ -66,11 +67,19 @@ class Bucket:
     server: Seaweed
 
 
+@pytest.fixture(scope="session")
+def shared_bucket(seaweed: Seaweed) -> str:
+    """One bucket for the session: each test has a prefix of its own in it (a bucket
+    each would cost SeaweedFS volumes of their own)."""
+    return seaweed.create_bucket()
+
+
 @pytest.fixture
-def bucket(seaweed: Seaweed, monkeypatch: pytest.MonkeyPatch) -> Bucket:
-    """A bucket of its own, with the credentials in the usual AWS variables."""
+def bucket(seaweed: Seaweed, shared_bucket: str, monkeypatch: pytest.MonkeyPatch) -> Bucket:
+    """A prefix of its own in the session's bucket, with the credentials in the usual
+    AWS variables."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    name = seaweed.create_bucket()
-    return Bucket(name, f"s3://{name}/listferry", seaweed.endpoint_url, seaweed)
+    prefix = "t-" + secrets.token_hex(6)
+    return Bucket(shared_bucket, f"s3://{shared_bucket}/{prefix}", seaweed.endpoint_url, seaweed)

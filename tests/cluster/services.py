@@ -221,7 +221,10 @@ def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
         "-s3",
         f"-s3.port={s3}",
         f"-s3.config={config}",
+        "-s3.port.iceberg=0",  # the catalogs' fixed default ports would clash between servers
+        "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
+        "-volume.max=200",
     ]
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(

@@ -35,8 +35,11 @@ log = logging.getLogger("listferry")
 @click.option("--all", "all_", is_flag=True, help="Every tenant in the config.")
 @click.option("--force", is_flag=True, help="Apply even past the shrink guard (this run only).")
 @click.option("--json", "json_", is_flag=True, help="Print the runs as JSON.")
+@click.option("--here", is_flag=True, hidden=True, help="Run in this process (a worker's job).")
 @pass_state
-def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool) -> None:
+def sync(
+    state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool, here: bool
+) -> None:
     """Run each tenant's pending list files now. Exit 1 if any run is voided or failed.
 
     Tenants run in parallel, up to [listferry] workers at a time; their runs are printed
@@ -71,6 +74,11 @@ def sync(state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_:
                 log_run(run)
     if json_:
         emit_json([run.to_json() for run in runs])
+    if app.config.cluster is not None:
+        from listferry.cluster.sync import RETRY, RETRY_EXIT
+
+        if RETRY:
+            sys.exit(RETRY_EXIT)
     if any(run.status in ("voided", "failed") for run in runs):
         sys.exit(1)
 

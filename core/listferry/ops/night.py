@@ -20,7 +20,12 @@ def sync_and_export(
     """The tenant's runs (:func:`~listferry.sync.run.sync_tenant`), and with
     ``export_after_sync`` the return file after an applied one; an export that fails is
     one log line and the runs stand as they ended."""
-    runs = sync_tenant(app, tenant, force, progress)
+    if app.config.cluster is not None:
+        from listferry.cluster.sync import sync_in_cluster
+
+        runs = sync_in_cluster(app, tenant, force, progress)
+    else:
+        runs = sync_tenant(app, tenant, force, progress)
     if tenant.export_after_sync and any(run.status == RunStatus.APPLIED for run in runs):
         export_after_sync(app, tenant)
     return runs

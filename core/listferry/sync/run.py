@@ -122,7 +122,7 @@ class TenantSync:
             selection = self.select_files()
         except (ListferryError, OSError) as exc:
             return [self.unreachable(reason_of(exc))]
-        self.store.set_meta("looked_at", utcnow())
+        self.looked_at()
         selection = self.hold_for_count_files(selection)
         runs = [self.supersede(p, selection.runs[-1]) for p in selection.superseded]
         runs += [self.run_file(p) for p in selection.runs]
@@ -130,6 +130,10 @@ class TenantSync:
             self.tenant.name, status=RunStatus.IDLE, finished_at=utcnow(), hint=self.waiting
         )
         return runs or [idle]
+
+    def looked_at(self) -> None:
+        """Remember that the home was listed now (``status`` shows it)."""
+        self.store.set_meta("looked_at", utcnow())
 
     def unreachable(self, reason: str) -> RunRecord:
         """The attempt of a run whose home could not be listed: ``failed``, recorded."""
@@ -322,16 +326,17 @@ class TenantSync:
         info: FileInfo | None = None,
         keep: bool = False,
     ) -> None:
-        """Archive the file (unless ``keep``: it stays in the home), save the run, report.
+        """Archive the file (unless ``keep``: it stays in the home), settle the run, report.
 
         An applied file was archived when it was applied; a file that cannot be archived
         (a full disk) stays in the home and its run ends ``failed``.
         """
+        archived = False
         if not keep and local is not None:
             try:
                 if run.status != RunStatus.APPLIED:
                     run.archive = self.archive_local(run, pending, local, [])
-                self.remove_from_home(pending)
+                archived = True
             except OSError as exc:
                 run.end(RunStatus.FAILED, f"could not archive {run.file}: {reason_of(exc)}")
         notes = customer_notes(info) if info else []
@@ -345,6 +350,22 @@ class TenantSync:
             held=keep and run.status == RunStatus.VOIDED,
             read=staged is not None,
         )
+        if self.settle(run, pending if archived else None):
+            self.write_report(run)
+        if local is not None:
+            shutil.rmtree(local.parent, ignore_errors=True)
+
+    def settle(self, run: RunRecord, taken: Pending | None) -> bool:
+        """Make the run's end last: take its archived file (``taken``) out of the home and
+        record the run. True when the run's report should go to the customer."""
+        if taken is not None:
+            self.remove_from_home(taken)
+        self.record(run)
+        return True
+
+    def record(self, run: RunRecord) -> None:
+        """Save the run's outcome in the store (an applied run's was saved as it applied:
+        only its archive and report are added)."""
         try:
             if run.status != RunStatus.APPLIED:
                 with self.store.transaction():
@@ -362,9 +383,6 @@ class TenantSync:
                 run.status,
                 store_failure(self.store.path, exc),
             )
-        self.write_report(run)
-        if local is not None:
-            shutil.rmtree(local.parent, ignore_errors=True)
 
     def archive_local(
         self, run: RunRecord, pending: Pending, local: Path, moved: list[tuple[Path, Path]]

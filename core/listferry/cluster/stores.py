@@ -1,0 +1,230 @@
+"""Tenant stores in cluster mode: SQLite files kept as immutable versions in storage.
+
+A run takes the tenant's current version (the copy this worker already has when it is
+that version, else a download), applies on local disk as on one machine, uploads the
+result as a new object and then moves the tenant's pointer in PostgreSQL with a
+compare-and-swap on the version it started from. That last step is the fence: a worker
+that was paused or cut off while another ran the tenant finds the pointer moved, its
+write is refused and nothing it did becomes visible. Old versions stay in storage until
+an operator removes them, so any earlier state can be restored.
+
+Objects: ``stores/NAME/VERSION-RANDOM.db`` below the storage prefix; the random part
+keeps two workers that wrote the same version number from writing the same object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from listferry.cluster.database import connect
+from listferry.cluster.storage import Storage
+from listferry.errors import ListferryError
+from listferry.runs import RunRecord
+from listferry.store.database import stamp_path
+
+log = logging.getLogger("listferry")
+
+
+class Fenced(ListferryError):
+    """The tenant's store moved on while this run worked: its write was refused."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """Where a tenant's current store version is: its number, object key and content."""
+
+    version: int
+    key: str
+    size: int
+    sha256: str
+
+
+def node_name() -> str:
+    """This process as the runs index and logs name it: ``host:pid``."""
+    return f"{socket.gethostname() or 'localhost'}:{os.getpid()}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    """Where the local copy says which published version it is."""
+    return path.with_name(path.name + ".version")
+
+
+def _main_stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def discard_unpublished(path: Path) -> None:
+    """Drop the WAL and its index beside the local copy: what they hold was never
+    published (a publish checkpoints everything into the file first)."""
+    for suffix in ("-wal", "-shm"):
+        path.with_name(path.name + suffix).unlink(missing_ok=True)
+
+
+class StoreVersions:
+    """The versions of the tenants' stores: read the pointer, check out, publish."""
+
+    def __init__(self, database_url: str, storage: Storage, node: str | None = None) -> None:
+        self.database_url = database_url
+        self.storage = storage
+        self.node = node or node_name()
+        self._conn: Any = None
+
+    @property
+    def conn(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.database_url)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def pointer(self, tenant: str) -> Pointer | None:
+        """The tenant's current version, or ``None`` before its first run."""
+        row = self.conn.execute(
+            "SELECT version, key, size, sha256 FROM listferry_stores WHERE tenant = %s",
+            (tenant,),
+        ).fetchone()
+        return Pointer(*row) if row else None
+
+    def checkout(self, tenant: str, path: Path) -> int:
+        """Make ``path`` the tenant's current version; return its number (0: none yet).
+
+        The local copy is used when it is that version as published (its sidecar says
+        so and the file is as this node left it after publishing), else downloaded and
+        checked against the pointer's SHA-256. Anything unpublished is dropped.
+        """
+        pointer = self.pointer(tenant)
+        discard_unpublished(path)
+        sidecar = _sidecar(path)
+        if pointer is None:
+            for stale in (path, sidecar, stamp_path(path)):
+                stale.unlink(missing_ok=True)
+            return 0
+        try:
+            known = json.loads(sidecar.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if known.get("sha256") == pointer.sha256 and known.get("stamp") == _main_stamp(path):
+            return pointer.version
+        sidecar.unlink(missing_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.download")
+        try:
+            self.storage.get(pointer.key, temp)
+            if sha256_file(temp) != pointer.sha256:
+                raise ListferryError(
+                    f"{self.storage.url_of(pointer.key)}: the store version {pointer.version} "
+                    "does not match its SHA-256 in the database; restore it from an earlier "
+                    "version (docs/cluster.md)"
+                )
+            stamp_path(path).unlink(missing_ok=True)  # checked again when it is opened
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        self._remember(path, pointer.sha256)
+        return pointer.version
+
+    def _remember(self, path: Path, sha256: str) -> None:
+        _sidecar(path).write_text(json.dumps({"sha256": sha256, "stamp": _main_stamp(path)}))
+
+    def publish(
+        self,
+        tenant: str,
+        conn: sqlite3.Connection,
+        path: Path,
+        base: int,
+        runs: list[RunRecord],
+        job_id: int | None = None,
+    ) -> int:
+        """Upload the store at ``path`` (open on ``conn``) as the version after ``base``,
+        move the pointer there if it still is ``base``, and index ``runs`` with it, in
+        one transaction; return the new version. A pointer that moved raises
+        :class:`Fenced` and nothing becomes visible (the uploaded object is removed)."""
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sha256, size = sha256_file(path), path.stat().st_size
+        version = base + 1
+        key = f"stores/{tenant}/{version:012d}-{secrets.token_hex(6)}.db"
+        self.storage.put(path, key, if_absent=True)
+        try:
+            with self.conn.transaction():
+                if base == 0:
+                    moved = self.conn.execute(
+                        "INSERT INTO listferry_stores (tenant, version, key, size, sha256, "
+                        "written_by) VALUES (%s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT (tenant) DO NOTHING",
+                        (tenant, version, key, size, sha256, self.node),
+                    )
+                else:
+                    moved = self.conn.execute(
+                        "UPDATE listferry_stores SET version = %s, key = %s, size = %s, "
+                        "sha256 = %s, written_by = %s, written_at = now() "
+                        "WHERE tenant = %s AND version = %s",
+                        (version, key, size, sha256, self.node, tenant, base),
+                    )
+                if moved.rowcount != 1:
+                    raise Fenced(
+                        f"the store moved on from version {base} while this run "
+                        "worked (another worker ran the tenant); nothing of this run was kept"
+                    )
+                self.index(tenant, runs, version, job_id)
+        except BaseException:
+            with contextlib.suppress(ListferryError):
+                self.storage.delete(key)
+            raise
+        self._remember(path, sha256)
+        return version
+
+    def index(
+        self, tenant: str, runs: list[RunRecord], version: int | None, job_id: int | None
+    ) -> None:
+        """Add ``runs`` to the runs index (``version``: the store version that holds them,
+        ``None`` for runs no store holds)."""
+        for run in runs:
+            self.conn.execute(
+                "INSERT INTO listferry_runs (tenant, run_id, store_version, job_id, node, "
+                "status, file, sha256, reason, started_at, finished_at, record) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    tenant,
+                    run.run_id,
+                    version,
+                    job_id,
+                    self.node,
+                    str(run.status),
+                    run.file,
+                    run.sha256,
+                    run.reason,
+                    run.started_at,
+                    run.finished_at,
+                    json.dumps(run.to_json()),
+                ),
+            )
+
+    def index_refused(self, tenant: str, runs: list[RunRecord], job_id: int | None) -> None:
+        """Index runs whose store write was refused, as the ``failed`` runs they are."""
+        with self.conn.transaction():
+            self.index(tenant, runs, None, job_id)

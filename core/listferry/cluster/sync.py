@@ -1,0 +1,242 @@
+"""A tenant's sync in cluster mode: the same run, over a store version and a storage home.
+
+:class:`ClusterSync` is the one-machine :class:`~listferry.sync.run.TenantSync` with
+three changes. Its store is the tenant's current version, checked out to local disk.
+Each run's archived file goes to storage (``archive/NAME/``) and the store is published
+as a new version (the fence) before the file leaves the home, so a worker killed at
+any moment leaves either the old version and the file in the home, or the new version
+with the run in it. And a run whose store write the fence refuses ends ``failed`` in
+the runs index, touches nothing in the home and stops the tenant's other runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+from listferry.app import App
+from listferry.cluster.storage import Storage
+from listferry.cluster.stores import Fenced, StoreVersions
+from listferry.config import Tenant
+from listferry.errors import ListferryError
+from listferry.runs import RunRecord, RunStatus, utcnow
+from listferry.store.database import Store, StoreError
+from listferry.store.locks import tenant_lock
+from listferry.sync.run import Progress, TenantSync, reason_of, store_failure, tell_finished
+from listferry.sync.select import Pending
+
+log = logging.getLogger("listferry")
+
+
+#: Tenants whose runs failed because the cluster's database or storage did not answer:
+#: their job is tried again later (``sync --here`` exits :data:`RETRY_EXIT`).
+RETRY: set[str] = set()
+#: The exit code of ``sync --here`` when a job should be tried again (EX_TEMPFAIL).
+RETRY_EXIT = 75
+
+
+class Stop(Exception):
+    """The tenant's runs stop here: the store cannot be published."""
+
+
+def storage_of(app: App) -> Storage:
+    """The cluster's storage, as ``[storage]`` describes it."""
+    settings = app.config.storage
+    if settings is None:
+        raise ListferryError(f"{app.config.path}: no [storage] table")
+    return Storage(settings.url, settings.endpoint_url, settings.region)
+
+
+def job_id() -> int | None:
+    """The queue's job this process runs, if a worker started it."""
+    value = os.environ.get("LISTFERRY_JOB_ID", "")
+    return int(value) if value.isdigit() else None
+
+
+class ClusterSync(TenantSync):
+    """The runs of one tenant over a checked-out store version (see the module)."""
+
+    def __init__(
+        self,
+        app: App,
+        tenant: Tenant,
+        store: Store,
+        versions: StoreVersions,
+        base: int,
+        force: bool = False,
+        progress: Progress | None = None,
+    ) -> None:
+        super().__init__(app, tenant, store, app.transport(tenant), force, progress)
+        self.versions = versions
+        self.storage = versions.storage
+        self.base = base
+        self.job = job_id()
+        self.settled: list[RunRecord] = []
+        self.published_changes = 0
+        self.swept = False
+        #: run id -> the local archived files of the run, to be put in storage
+        self.uploads: dict[int, list[Path]] = {}
+
+    # -- where a run's pieces go ---------------------------------------------------------
+
+    def archive_key(self, name: str) -> str:
+        return f"archive/{self.tenant.name}/{name}"
+
+    def archive_local(
+        self, run: RunRecord, pending: Pending, local: Path, moved: list[tuple[Path, Path]]
+    ) -> str:
+        """Archive on local disk as on one machine; the run's archive is where the file
+        will be in storage once the run is published."""
+        target = Path(super().archive_local(run, pending, local, moved))
+        prefix = target.name.split("-", 2)
+        self.uploads[run.run_id or 0] = sorted(self.archive.glob(f"{prefix[0]}-{prefix[1]}-*"))
+        return self.storage.url_of(self.archive_key(target.name))
+
+    def looked_at(self) -> None:
+        """Not kept in the store: a look that changes nothing publishes no new version."""
+
+    # -- making a run last ---------------------------------------------------------------
+
+    def settle(self, run: RunRecord, taken: Pending | None) -> bool:
+        """Record the run, put its archived file in storage, publish the store, and only
+        then take the file out of the home."""
+        self.record(run)
+        try:
+            for path in self.uploads.pop(run.run_id or 0, []):
+                self.storage.put(path, self.archive_key(path.name))
+            self.publish([run])
+        except (ListferryError, OSError, sqlite3.Error) as exc:
+            self.refused(run, exc)
+            raise Stop from None
+        for path in self.archive.glob(f"{run.run_id or 0:06d}-*"):
+            path.unlink(missing_ok=True)  # kept in storage now
+        if taken is not None:
+            self.remove_from_home(taken)
+        return True
+
+    def publish(self, runs: list[RunRecord]) -> None:
+        """Publish the store as the next version, with ``runs`` in the runs index."""
+        self.base = self.versions.publish(
+            self.tenant.name, self.store.conn, self.store.path, self.base, runs, self.job
+        )
+        self.published_changes = self.store.conn.total_changes
+        self.settled.extend(runs)
+        if not self.swept:
+            self.swept = True
+            self.sweep_archive()
+
+    def refused(self, run: RunRecord, exc: BaseException) -> None:
+        """The run could not be published: it ends ``failed`` (indexed as such when the
+        database answers), and nothing of it is kept."""
+        if isinstance(exc, sqlite3.Error):
+            reason = store_failure(self.store.path, exc)
+        elif isinstance(exc, Fenced):
+            reason = str(exc)
+        else:
+            RETRY.add(self.tenant.name)
+            reason = f"the run could not be saved to the cluster: {reason_of(exc)}"
+        for name in ("added", "updated", "removed", "unsubscribed", "unchanged", "ignored"):
+            setattr(run, name, 0)
+        run.archive = None
+        run.end(RunStatus.FAILED, reason)
+        log.error("%s: run %s failed: %s", self.tenant.name, run.run_id, reason)
+        try:
+            self.versions.index_refused(self.tenant.name, [run], self.job)
+        except ListferryError as index_exc:
+            log.error("%s: the failed run could not be indexed: %s", self.tenant.name, index_exc)
+        self.settled.append(run)
+
+    # -- the tenant's runs ---------------------------------------------------------------
+
+    def run_all(self) -> list[RunRecord]:
+        """The runs as on one machine; what changed the store besides them (an attempt
+        that could not list the home, a list waiting for its count file) is published
+        at the end. A run that cannot be published ends the tenant's runs."""
+        try:
+            runs = super().run_all()
+        except Stop:
+            return self.settled
+        if self.store.conn.total_changes != self.published_changes:
+            unindexed = [r for r in runs if r.run_id is not None and r not in self.settled]
+            try:
+                self.publish(unindexed)
+            except (ListferryError, OSError, sqlite3.Error) as exc:
+                for run in unindexed:
+                    self.refused(run, exc)
+        return runs
+
+    def sweep_archive(self) -> None:
+        """Remove archived files of runs the version just published does not hold: those
+        of a worker that died (or was fenced) between putting them and publishing. Only
+        a worker whose publish the fence let through sweeps, so a stale one never removes
+        a newer version's files."""
+        rows = self.store.conn.execute("SELECT archive FROM runs WHERE archive IS NOT NULL")
+        kept = {"-".join(Path(a).name.split("-", 2)[:2]) for (a,) in rows}
+        try:
+            stored = self.storage.list(f"archive/{self.tenant.name}")
+        except ListferryError as exc:
+            log.warning("%s: the archive was not swept: %s", self.tenant.name, exc)
+            return
+        orphans = [
+            item.key
+            for item in stored
+            if "-".join(item.key.rsplit("/", 1)[-1].split("-", 2)[:2]) not in kept
+        ]
+        if orphans:
+            self.storage.delete_many(orphans)
+            log.info(
+                "%s: removed %d archived files of unfinished runs", self.tenant.name, len(orphans)
+            )
+
+
+def failed(tenant: Tenant, reason: str, versions: StoreVersions | None) -> list[RunRecord]:
+    """The one ``failed`` run of a sync that could not start its runs, indexed when the
+    database answers; a cluster that did not answer makes the job try again later."""
+    log.error("%s: failed: %s", tenant.name, reason)
+    run = RunRecord(tenant.name, status=RunStatus.FAILED, finished_at=utcnow(), reason=reason)
+    try:
+        if versions is None:
+            raise ListferryError("the cluster's database or storage is not reachable")
+        versions.index_refused(tenant.name, [run], job_id())
+    except ListferryError as exc:
+        RETRY.add(tenant.name)
+        log.error("%s: the failed run could not be indexed: %s", tenant.name, exc)
+    return [run]
+
+
+def sync_in_cluster(
+    app: App, tenant: Tenant, force: bool = False, progress: Progress | None = None
+) -> list[RunRecord]:
+    """Run every pending list file of ``tenant`` over its current store version; what
+    :func:`~listferry.sync.run.sync_tenant` is on one machine."""
+    cluster = app.config.cluster
+    assert cluster is not None
+    with tenant_lock(tenant) as locked:
+        if not locked:
+            run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
+            run.reason = "another run of this tenant is in progress on this node"
+            return [run]
+        versions: StoreVersions | None = None
+        try:
+            versions = StoreVersions(cluster.database, storage_of(app))
+            try:
+                base = versions.checkout(tenant.name, tenant.database)
+                with Store(tenant.database) as store:
+                    sync = ClusterSync(app, tenant, store, versions, base, force, progress)
+                    try:
+                        runs = sync.run_all()
+                    finally:
+                        sync.transport.close()
+            except StoreError as exc:
+                runs = failed(tenant, str(exc), versions)
+            except sqlite3.Error as exc:
+                runs = failed(tenant, store_failure(tenant.database, exc), versions)
+            finally:
+                versions.close()
+        except (ListferryError, OSError) as exc:  # the database or storage did not answer
+            RETRY.add(tenant.name)
+            runs = failed(tenant, reason_of(exc), versions)
+    tell_finished(app, tenant, runs)
+    return runs

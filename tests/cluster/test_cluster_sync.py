@@ -1,0 +1,214 @@
+"""A tenant's sync in cluster mode, with real PostgreSQL and a real S3 server.
+
+Each node is its own state folder (its own local store copies) over the same database
+and bucket, as two machines would be; ``listferry sync --here`` is what a worker's job
+runs, started here as its own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from listferry.cluster.database import connect, create_schema
+
+
+def people(n: int, segment: str = "GOLD") -> list[tuple[str, ...]]:
+    return [(f"p{i}@example.org", f"First{i}", f"Last{i}", segment) for i in range(n)]
+
+
+def csv_text(rows: list[tuple[str, ...]]) -> str:
+    lines = ["email,first_name,last_name,segment_code", *(",".join(row) for row in rows)]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def write_config(root: Path, database_url: str, bucket, extra: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "listferry.toml"
+    path.write_text(
+        f"""\
+[listferry]
+state = "state"
+workers = 1
+
+[cluster]
+database = "{database_url}"
+
+[storage]
+url = "{bucket.url}"
+endpoint_url = "{bucket.endpoint_url}"
+
+[defaults]
+count_file = "optional"
+strategy = "full"
+{extra}
+[tenants.acme]
+"""
+    )
+    return path
+
+
+@pytest.fixture
+def nodes(tmp_path: Path, database_url: str, bucket):
+    """``nodes(name)``: the config of a node of its own over the shared database and bucket."""
+    with connect(database_url) as conn:
+        create_schema(conn)
+
+    def node(name: str, extra: str = "") -> Path:
+        return write_config(tmp_path / name, database_url, bucket, extra)
+
+    node.bucket = bucket
+    node.database_url = database_url
+    return node
+
+
+def listferry(config: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "listferry", "--config", str(config), *args]
+    env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, **kwargs)
+
+
+def sync_here(config: Path) -> list[dict]:
+    done = listferry(config, "sync", "--here", "acme", "--json")
+    assert done.returncode in (0, 1), done.stderr
+    runs = json.loads(done.stdout)
+    for run in runs:
+        print(run["status"], run["reason"], done.stderr)
+    return runs
+
+
+def upload(bucket, name: str, text: str) -> None:
+    key = bucket.url.split("/", 3)[3] + f"/homes/acme/{name}"
+    bucket.server.client().put_object(Bucket=bucket.name, Key=key, Body=text.encode())
+
+
+def keys(bucket, below: str) -> list[str]:
+    prefix = bucket.url.split("/", 3)[3] + "/" + below
+    pages = bucket.server.client().get_paginator("list_objects_v2")
+    found = []
+    for page in pages.paginate(Bucket=bucket.name, Prefix=prefix):
+        found += [item["Key"][len(prefix) :] for item in page.get("Contents", [])]
+    return sorted(found)
+
+
+def rows(database_url: str, sql: str, *args) -> list[tuple]:
+    with connect(database_url) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+def current_store(nodes, tmp_path: Path) -> sqlite3.Connection:
+    """The tenant's current version, downloaded by hand."""
+    ((key,),) = rows(nodes.database_url, "SELECT key FROM listferry_stores WHERE tenant = 'acme'")
+    full = nodes.bucket.url.split("/", 3)[3] + "/" + key
+    dest = tmp_path / f"current-{time.monotonic_ns()}.db"
+    nodes.bucket.server.client().download_file(nodes.bucket.name, full, str(dest))
+    return sqlite3.connect(dest)
+
+
+def test_an_upload_in_storage_is_applied_published_archived_and_reported(
+    nodes, tmp_path: Path
+) -> None:
+    config = nodes("a")
+    upload(nodes.bucket, "list.csv", csv_text(people(50)))
+    (run,) = sync_here(config)
+    assert run["status"] == "applied" and run["added"] == 50
+    assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(1,)]
+    assert rows(nodes.database_url, "SELECT run_id, status, store_version FROM listferry_runs") == [
+        (run["run_id"], "applied", 1)
+    ]
+    assert keys(nodes.bucket, "homes/acme/") == ["list.result.txt"]
+    (archived,) = keys(nodes.bucket, "archive/acme/")
+    assert archived.endswith("-list.csv") and run["archive"].endswith(archived)
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM subscribers").fetchone() == (50,)
+
+
+def test_a_second_node_takes_the_newest_version_and_builds_on_it(nodes, tmp_path: Path) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(50)))
+    assert sync_here(nodes("a"))[0]["status"] == "applied"
+    upload(nodes.bucket, "list.csv", csv_text(people(60)))
+    (run,) = sync_here(nodes("b"))
+    assert (run["status"], run["added"], run["unchanged"]) == ("applied", 10, 50)
+    upload(nodes.bucket, "list.csv", csv_text(people(40)))
+    (run,) = sync_here(nodes("a"))  # its own copy is version 1: it must take version 2
+    assert (run["status"], run["removed"], run["run_id"]) == ("applied", 20, 3)
+    assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(3,)]
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM runs WHERE status = 'applied'").fetchone() == (3,)
+
+
+def test_an_idle_sync_publishes_nothing(nodes) -> None:
+    config = nodes("a")
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    sync_here(config)
+    (run,) = sync_here(config)
+    assert run["status"] == "idle"
+    assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(1,)]
+    assert len(keys(nodes.bucket, "stores/acme/")) == 1
+
+
+def test_a_stale_worker_is_fenced_and_its_run_recorded_failed(nodes, tmp_path: Path) -> None:
+    """Node a is paused (SIGSTOP) after it fetched the file; node b applies the same file;
+    a continues: its write is refused, nothing of it is kept, its run is indexed failed."""
+    upload(nodes.bucket, "list.csv", csv_text(people(10)))
+    assert sync_here(nodes("a"))[0]["status"] == "applied"  # version 1 on both nodes' reach
+    big = csv_text(people(60_000, segment="SILVER"))
+    upload(nodes.bucket, "list.csv", big)
+    stale = nodes("a")
+    work = stale.parent / "state" / "acme" / "work"
+    command = [sys.executable, "-m", "listferry", "--config", str(stale), "sync", "--here"]
+    env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+    proc = subprocess.Popen(
+        [*command, "acme", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(work.glob("run-*/list.csv")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGSTOP)
+        (run,) = sync_here(nodes("b"))
+        assert run["status"] == "applied" and run["updated"] == 10
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=120)
+    (stale_run,) = json.loads(out)
+    assert stale_run["status"] == "failed", err
+    assert stale_run["reason"].startswith("the store moved on from version 1 ")
+    assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(2,)]
+    indexed = rows(
+        nodes.database_url, "SELECT status, store_version FROM listferry_runs ORDER BY id"
+    )
+    assert indexed == [("applied", 1), ("applied", 2), ("failed", None)]
+    assert len(keys(nodes.bucket, "stores/acme/")) == 2  # the refused version was removed
+    store = current_store(nodes, tmp_path)
+    assert store.execute(
+        "SELECT count(*) FROM subscribers WHERE segment_code = 'SILVER'"
+    ).fetchone() == (60_000,)
+
+
+def test_the_database_down_fails_the_run_with_a_clear_reason_and_keeps_the_file(
+    nodes, tmp_path: Path
+) -> None:
+    from services import free_port
+
+    config = nodes("a")
+    text = config.read_text().replace(
+        nodes.database_url, f"postgresql://postgres@127.0.0.1:{free_port()}/x"
+    )
+    config.write_text(text)
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    done = listferry(config, "sync", "--here", "acme", "--json")
+    (run,) = json.loads(done.stdout)
+    assert run["status"] == "failed" and "could not connect" in run["reason"]
+    assert "Traceback" not in done.stderr
+    assert keys(nodes.bucket, "homes/acme/") == ["list.csv"]
