@@ -222,6 +222,9 @@ def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
         f"-s3.port={s3}",
         f"-s3.config={config}",
         "-master.volumeSizeLimitMB=64",
+        "-volume.max=0",  # as many volumes as the disk holds: each bucket takes several
+        "-s3.port.iceberg=0",  # no Iceberg or Lance listeners: their fixed ports would
+        "-s3.port.lance=0",  # clash between servers running side by side
     ]
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(
