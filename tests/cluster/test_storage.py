@@ -13,6 +13,9 @@ from services import free_port
 
 from listferry.cluster.storage import AlreadyExists, Storage
 from listferry.errors import ListferryError
+from listferry.ops.tenants import add_tenant
+from listferry.plugins import load_host
+from listferry.transport import Endpoint, RemoteFile
 
 BINARY = bytes(range(256)) * 64 + b"\r\n\0\xff"
 
@@ -224,3 +227,96 @@ def test_without_boto3_the_message_says_what_to_install() -> None:
 def test_a_url_that_is_not_s3_is_refused() -> None:
     with pytest.raises(ListferryError, match="not an s3://bucket/prefix URL"):
         Storage("https://bucket/prefix")
+
+
+# -- the s3 transport ----------------------------------------------------------------------
+
+
+def home_of(bucket, name: str = "acme"):
+    """The ``s3`` transport the plugin registers, on tenant ``name``'s home."""
+    url = f"{bucket.url}/homes/{name}/"
+    return load_host().transports.get("s3")(Endpoint(url, endpoint_url=bucket.endpoint_url))
+
+
+def test_the_home_lists_complete_files_only_not_hidden_temporary_or_in_subfolders(
+    bucket,
+) -> None:
+    storage = storage_of(bucket)
+    for key in (
+        "homes/acme/subscriber_list.csv",
+        "homes/acme/.subscriber_list.csv.1a2b.part",
+        "homes/acme/subscriber_list.csv.filepart",
+        "homes/acme/outbox/list.result.txt",
+        "homes/acme2/other.csv",
+    ):
+        storage.put_bytes(b"email\r\n", key)
+    for marker in ("listferry/homes/acme/", "listferry/homes/acme/outbox/"):  # folder markers
+        bucket.server.client().put_object(Bucket=bucket.name, Key=marker, Body=b"")
+
+    home = home_of(bucket)
+
+    assert [f.name for f in home.list()] == ["subscriber_list.csv"]
+    home.close()
+
+
+def test_the_home_puts_fetches_and_removes_a_file(bucket, tmp_path: Path) -> None:
+    home = home_of(bucket)
+    source = tmp_path / "subscriber_list.csv"
+    source.write_bytes(BINARY)
+    sent: list[int] = []
+
+    home.put(source, "subscriber_list.csv", progress=sent.append)
+    [listed] = home.list()
+    fetched = home.fetch("subscriber_list.csv", tmp_path / "work.csv")
+
+    assert sent[-1] == len(BINARY)
+    assert listed == fetched == RemoteFile("subscriber_list.csv", len(BINARY), listed.mtime)
+    assert (tmp_path / "work.csv").read_bytes() == BINARY
+    assert home.remove("subscriber_list.csv", listed) is True
+    assert home.list() == []
+    assert home.remove("subscriber_list.csv", listed) is False
+
+
+def test_remove_leaves_a_file_replaced_since_it_was_listed(bucket, tmp_path: Path) -> None:
+    home = home_of(bucket)
+    source = tmp_path / "subscriber_list.csv"
+    source.write_text("email\r\nada@example.org\r\n")
+    home.put(source, "subscriber_list.csv")
+    [listed] = home.list()
+    source.write_text("email\r\nada@example.org\r\nbob@example.org\r\n")
+    home.put(source, "subscriber_list.csv")  # the CRM's newer upload
+
+    assert home.remove("subscriber_list.csv", listed) is False
+    assert [f.size for f in home.list()] == [source.stat().st_size]
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", ""])
+def test_a_name_that_is_not_plain_is_refused(bucket, tmp_path: Path, name: str) -> None:
+    home = home_of(bucket)
+    source = tmp_path / "x"
+    source.write_text("x")
+    with pytest.raises(ListferryError, match="is not a plain file name"):
+        home.put(source, name)
+    with pytest.raises(ListferryError, match="is not a plain file name"):
+        home.fetch(name, tmp_path / "y")
+    with pytest.raises(ListferryError, match="is not a plain file name"):
+        home.remove(name, RemoteFile(name, 1, 0.0))
+    assert storage_of(bucket).list() == []
+
+
+def test_a_list_in_an_s3_home_is_applied_removed_and_reported_by_a_sync(
+    bucket, ws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole sync through the transport; the server comes from boto3's own
+    ``AWS_ENDPOINT_URL_S3`` until the tenant settings name one."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", bucket.endpoint_url)
+    home = f"{bucket.url}/homes/acme/"
+    add_tenant(ws.app(), "acme", {"home": home, "stable_seconds": 0.1})
+    storage = storage_of(bucket)
+    rows = "".join(f"p{i}@example.org\r\n" for i in range(30))
+    storage.put_bytes(f"email\r\n{rows}".encode(), "homes/acme/subscriber_list.csv")
+
+    [run] = ws.sync_all()
+
+    assert (run.status, run.added, run.reason) == ("applied", 30, None)
+    assert [o.key for o in storage.list("homes/acme")] == ["homes/acme/subscriber_list.result.txt"]
