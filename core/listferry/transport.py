@@ -22,7 +22,8 @@ class Endpoint:
     retries and the stall timeout. ``state_dir`` is the tenant's private folder (its
     default known-hosts file lives there). ``words`` names the settings in messages the
     way the caller's user sets them (``listferry push`` has options, a tenant has keys);
-    ``None`` for a tenant's keys.
+    ``None`` for a tenant's keys. ``endpoint_url`` is the S3-compatible server's URL
+    for an ``s3://`` home (``http://127.0.0.1:8333``); ``None`` is AWS's own.
     """
 
     location: str
@@ -36,6 +37,7 @@ class Endpoint:
     timeout: float | None = 30
     state_dir: Path | None = None
     words: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    endpoint_url: str | None = None
 
     @property
     def scheme(self) -> str:

@@ -224,7 +224,7 @@ def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
         "-s3.port.iceberg=0",  # the catalogs' fixed default ports would clash between servers
         "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
-        "-volume.max=200",
+        "-volume.max=200",  # each bucket takes volumes of its own
     ]
     log = (folder / "weed.log").open("wb")
     process = subprocess.Popen(
