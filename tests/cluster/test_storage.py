@@ -50,7 +50,7 @@ def test_a_binary_object_goes_up_is_listed_comes_back_byte_for_byte_and_is_delet
     assert got == put == storage.head("stores/acme/1.sqlite")
     assert (put.key, put.size) == ("stores/acme/1.sqlite", len(BINARY))
     assert storage.list("stores") == [put]
-    assert storage.url_of(put.key) == f"s3://{bucket.name}/listferry/stores/acme/1.sqlite"
+    assert storage.url_of(put.key) == f"{bucket.url}/stores/acme/1.sqlite"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back.sqlite", "store.sqlite"]
 
     storage.delete("stores/acme/1.sqlite")
@@ -60,14 +60,15 @@ def test_a_binary_object_goes_up_is_listed_comes_back_byte_for_byte_and_is_delet
 
 def test_a_listing_of_more_than_a_thousand_objects_takes_every_page(bucket) -> None:
     client = bucket.server.client()
-    keys = [f"listferry/many/{i:05d}" for i in range(1100)]
+    prefix = bucket.url.split("/", 3)[3]
+    keys = [f"{prefix}/many/{i:05d}" for i in range(1100)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: client.put_object(Bucket=bucket.name, Key=k, Body=b"x"), keys))
     storage = storage_of(bucket)
 
     listed = storage.list("many")
 
-    assert sorted(o.key for o in listed) == [k.removeprefix("listferry/") for k in keys]
+    assert sorted(o.key for o in listed) == [k.removeprefix(prefix + "/") for k in keys]
     storage.delete_many(o.key for o in listed)
     assert storage.list("many") == []
 
@@ -165,7 +166,7 @@ def test_a_wrong_secret_key_is_named_as_such(bucket, monkeypatch: pytest.MonkeyP
     with pytest.raises(ListferryError) as raised:
         storage_of(bucket).put_bytes(b"x", "a.csv")
     assert plain_error(raised) == (
-        f"s3://{bucket.name}/listferry/a.csv: signature does not match: wrong secret key "
+        f"{bucket.url}/a.csv: signature does not match: wrong secret key "
         "(check AWS_SECRET_ACCESS_KEY)"
     )
 
@@ -201,7 +202,7 @@ def test_no_credentials_says_what_to_set(
         storage_of(bucket).head("a.csv")
 
     assert plain_error(raised) == (
-        f"s3://{bucket.name}/listferry/a.csv: no credentials: set AWS_ACCESS_KEY_ID and "
+        f"{bucket.url}/a.csv: no credentials: set AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY (or another AWS credential source)"
     )
 
@@ -250,7 +251,8 @@ def test_the_home_lists_complete_files_only_not_hidden_temporary_or_in_subfolder
         "homes/acme2/other.csv",
     ):
         storage.put_bytes(b"email\r\n", key)
-    for marker in ("listferry/homes/acme/", "listferry/homes/acme/outbox/"):  # folder markers
+    prefix = bucket.url.split("/", 3)[3]
+    for marker in (f"{prefix}/homes/acme/", f"{prefix}/homes/acme/outbox/"):  # folder markers
         bucket.server.client().put_object(Bucket=bucket.name, Key=marker, Body=b"")
 
     home = home_of(bucket)
