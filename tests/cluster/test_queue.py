@@ -78,17 +78,22 @@ class Cluster:
 
     def worker(self, concurrency: int = 2) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "listferry", "--config", str(self.config), "worker"]
-        process = subprocess.Popen(
-            [*command, "--concurrency", str(concurrency)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
+        log = self.root / f"worker-{len(self.workers)}.log"
+        with log.open("w") as stderr:
+            process = subprocess.Popen(
+                [*command, "--concurrency", str(concurrency)],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=self.env,
+            )
         self.workers.append(process)
         line = process.stdout.readline()
-        assert line.startswith("worker "), process.stderr.read()
+        assert line.startswith("worker "), log.read_text()
         return process
+
+    def worker_logs(self) -> str:
+        return "".join(log.read_text() for log in sorted(self.root.glob("worker-*.log")))
 
     def sql(self, query: str, *params: object) -> list[tuple]:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -257,6 +262,7 @@ def test_a_crashed_sync_process_is_recorded_and_tried_again(cluster: Cluster) ->
         "acme: failed: the sync process was killed by SIGKILL; tried again in 2 s"
     ), result.stdout
     assert lines[1].startswith("acme: applied subscriber_list.csv")
+    assert "acme: job" in cluster.worker_logs() and "Traceback" not in cluster.worker_logs()
     # Procrastinate counts the retry and the end of the second attempt
     assert cluster.sql("SELECT attempts FROM procrastinate_jobs WHERE id = %s", job) == [(2,)]
 
