@@ -18,7 +18,15 @@ import os
 import sys
 import threading
 
-from listferry.cli import exports, look, runs, servers, tenants, tools  # noqa: F401  (commands)
+from listferry.cli import (  # noqa: F401  (commands)
+    cluster,
+    exports,
+    look,
+    runs,
+    servers,
+    tenants,
+    tools,
+)
 from listferry.cli.root import Preloaded, cli
 from listferry.config import find_config, load_config
 from listferry.errors import ListferryError

@@ -35,15 +35,31 @@ log = logging.getLogger("listferry")
 @click.option("--all", "all_", is_flag=True, help="Every tenant in the config.")
 @click.option("--force", is_flag=True, help="Apply even past the shrink guard (this run only).")
 @click.option("--json", "json_", is_flag=True, help="Print the runs as JSON.")
-@click.option("--here", is_flag=True, hidden=True, help="Run in this process (a worker's job).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="In cluster mode: wait for the queued jobs and print their runs (without "
+    "[cluster], sync always waits).",
+)
+@click.option("--here", is_flag=True, hidden=True, help="Run in this process even in cluster mode.")
 @pass_state
 def sync(
-    state: State, tenants: tuple[str, ...], all_: bool, force: bool, json_: bool, here: bool
+    state: State,
+    tenants: tuple[str, ...],
+    all_: bool,
+    force: bool,
+    json_: bool,
+    wait: bool,
+    here: bool,
 ) -> None:
     """Run each tenant's pending list files now. Exit 1 if any run is voided or failed.
 
     Tenants run in parallel, up to [listferry] workers at a time; their runs are printed
     in the order the tenants were named (or appear in the config, with --all).
+
+    In cluster mode ([cluster] in the config) each tenant's sync is queued as a job for
+    the workers and its job id printed (exit 0); with --wait, sync waits for those jobs
+    and prints their runs as above.
     """
     from listferry.ops.night import sync_and_export
     from listferry.ops.parallel import run_tenants
@@ -54,6 +70,13 @@ def sync(
         raise click.UsageError("name one or more tenants, or give --all")
     names = list(app.config.tenants) if all_ else list(tenants)
     chosen = [app.config.tenant(name) for name in names]
+    if app.config.cluster is not None and not here:
+        from listferry.cli.cluster import queue_syncs
+
+        queued_runs = queue_syncs(state, names, force, wait, json_)
+        if queued_runs is not None:
+            show_runs(state, queued_runs, json_)
+        return
     workers = min(app.config.workers, len(chosen))
 
     def run_one(tenant: Tenant) -> list[Any]:
@@ -75,10 +98,24 @@ def sync(
     if json_:
         emit_json([run.to_json() for run in runs])
     if app.config.cluster is not None:
-        from listferry.cluster.sync import RETRY, RETRY_EXIT
+        from listferry.cluster import RETRY_EXIT
+        from listferry.cluster.sync import RETRY
 
-        if RETRY:
+        if RETRY:  # the cluster's database or storage did not answer: try the job again
             sys.exit(RETRY_EXIT)
+    if any(run.status in ("voided", "failed") for run in runs):
+        sys.exit(1)
+
+
+def show_runs(state: State, runs: list[RunRecord], json_: bool) -> None:
+    """Print runs as ``sync`` does; exit 1 if any is voided or failed."""
+    for run in runs:
+        if not json_:
+            click.echo(run.describe())
+        if state.log_format == "json":
+            log_run(run)
+    if json_:
+        emit_json([run.to_json() for run in runs])
     if any(run.status in ("voided", "failed") for run in runs):
         sys.exit(1)
 

@@ -3,3 +3,7 @@
 Imported only when the config has a ``[cluster]`` table; its packages come with
 ``pip install 'listferry[cluster]'``. See docs/cluster.md.
 """
+
+#: The exit code of a job's ``listferry sync --here`` when the cluster's database or
+#: storage did not answer: the worker tries the job again later (EX_TEMPFAIL).
+RETRY_EXIT = 75

@@ -31,10 +31,9 @@ log = logging.getLogger("listferry")
 
 
 #: Tenants whose runs failed because the cluster's database or storage did not answer:
-#: their job is tried again later (``sync --here`` exits :data:`RETRY_EXIT`).
+#: their job is tried again later (``sync --here`` exits
+#: :data:`~listferry.cluster.RETRY_EXIT`).
 RETRY: set[str] = set()
-#: The exit code of ``sync --here`` when a job should be tried again (EX_TEMPFAIL).
-RETRY_EXIT = 75
 
 
 class Stop(Exception):

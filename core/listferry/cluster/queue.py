@@ -1,0 +1,500 @@
+"""The job queue of cluster mode: Procrastinate on the cluster's PostgreSQL database.
+
+Each tenant's sync is a job of the ``listferry.sync`` task, queued with the lock
+``tenant:NAME`` (one running job per tenant across all workers) and the queueing lock
+``sync:NAME`` (a tenant queued twice runs once). A worker runs a job as its own child
+process, ``listferry sync --here NAME``, as the local executor does, so one tenant's
+crash cannot touch another; the child dies with its worker (``PR_SET_PDEATHSIG``).
+
+A child that dies without its runs (a signal, an exit code other than 0 or 1, its time
+limit) leaves one ``failed`` run in ``listferry_runs``; a crash is tried again a few
+times, with backoff. A worker that stops sending heartbeats for ``stalled_after``
+seconds counts as dead: the other workers put its jobs back in the queue.
+
+Procrastinate's own retry cannot move a job back to the queue while another job with
+the same queueing lock waits there (procrastinate#1446, #1543): the unique index on
+waiting jobs refuses it and the job would stay ``doing``. So a job is retried only when
+no other job of its tenant waits; when one does, the job ends ``failed`` and the waiting
+job runs the tenant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+from listferry.cluster import RETRY_EXIT
+from listferry.cluster.database import shown
+from listferry.config import Config, load_config
+from listferry.errors import ListferryError
+from listferry.jobs import KILL_AFTER
+from listferry.runs import RunRecord, RunStatus
+from listferry.text import how_ended
+
+log = logging.getLogger("listferry")
+
+#: The task that syncs one tenant.
+SYNC_TASK = "listferry.sync"
+#: A crashed sync process is run at most this many times for one job.
+MAX_ATTEMPTS = 3
+#: Seconds before the retry of a crash: this to the power of the attempt (2, 4 ...).
+BACKOFF = 2
+#: The job statuses that end a job.
+FINISHED = ("succeeded", "failed", "cancelled", "aborted")
+#: How the first line of a schema we made says which Procrastinate migration it is at.
+SCHEMA_MARK = "listferry: procrastinate schema "
+INSTALL = "cluster mode needs: pip install 'listferry[cluster]'"
+
+
+class Crashed(ListferryError):
+    """The sync process died without its runs; the job may be tried again."""
+
+
+def procrastinate() -> Any:
+    """The procrastinate package, or one clear error saying how to install it."""
+    try:
+        return importlib.import_module("procrastinate")
+    except ImportError:
+        raise ListferryError(INSTALL) from None
+
+
+def node_name() -> str:
+    """This process as the runs index names it: ``host:pid``."""
+    return f"{socket.gethostname() or 'localhost'}:{os.getpid()}"
+
+
+def lock_of(tenant: str) -> str:
+    return f"tenant:{tenant}"
+
+
+def queueing_lock_of(tenant: str) -> str:
+    return f"sync:{tenant}"
+
+
+def database_of(config: Config) -> str:
+    """The cluster's database URL; one clear error when the config has no ``[cluster]``."""
+    if config.cluster is None:
+        from listferry.errors import ConfigError
+
+        raise ConfigError(
+            f"no [cluster] table in {config.path}: cluster mode is off (see docs/cluster.md)"
+        )
+    return config.cluster.database
+
+
+def build_app(config: Config, pool_size: int = 2) -> Any:
+    """A Procrastinate ``App`` over the cluster's database, with the ``listferry.sync``
+    task. Open it with ``app.open()`` (the CLI) or ``app.open_async()`` (a worker)."""
+    pc = procrastinate()
+    url = database_of(config)
+    connector = pc.PsycopgConnector(
+        conninfo=url, min_size=1, max_size=pool_size, kwargs={"connect_timeout": 10}
+    )
+    app = pc.App(connector=connector)
+    strategy = pc.RetryStrategy(
+        max_attempts=MAX_ATTEMPTS - 1, exponential_wait=BACKOFF, retry_exceptions=[Crashed]
+    )
+
+    @app.task(name=SYNC_TASK, pass_context=True, retry=strategy)
+    async def sync(context: Any, tenant: str, force: bool = False) -> str:
+        return await run_sync_job(app, config.path, context.job, tenant, force)
+
+    return app
+
+
+# --- queueing -------------------------------------------------------------------------
+
+
+def queue_sync(app: Any, tenant: str, force: bool = False) -> tuple[int, bool]:
+    """Queue a sync of ``tenant``: ``(job id, True)``, or ``(id, False)`` when one waits
+    in the queue already (that job runs the tenant; nothing new is queued)."""
+    pc = procrastinate()
+    task = app.tasks[SYNC_TASK].configure(
+        lock=lock_of(tenant), queueing_lock=queueing_lock_of(tenant)
+    )
+    for _ in range(20):
+        try:
+            return task.defer(tenant=tenant, force=force), True
+        except pc.exceptions.AlreadyEnqueued:
+            row = app.connector.get_sync_connector().execute_query_one(
+                query="SELECT coalesce(max(id), 0) AS id FROM procrastinate_jobs "
+                "WHERE queueing_lock = %(lock)s AND status = 'todo'",
+                lock=queueing_lock_of(tenant),
+            )
+            if row["id"]:
+                return row["id"], False
+            # the waiting job started between the two statements: queue again
+    raise ListferryError(f"{tenant}: could not queue a sync (the queue kept changing)")
+
+
+def job_statuses(conn: Any, job_ids: list[int]) -> dict[int, str]:
+    """The status of each of ``job_ids`` (``todo``, ``doing``, ``succeeded`` ...)."""
+    rows = conn.execute(
+        "SELECT id, status::text FROM procrastinate_jobs WHERE id = ANY(%s)", (job_ids,)
+    ).fetchall()
+    return dict(rows)
+
+
+def wait_for_jobs(conn: Any, job_ids: list[int], interval: float = 0.2) -> dict[int, str]:
+    """Block until every job of ``job_ids`` has ended; their last statuses."""
+    import time
+
+    while True:
+        statuses = job_statuses(conn, job_ids)
+        if all(statuses.get(job, "gone") in (*FINISHED, "gone") for job in job_ids):
+            return statuses
+        time.sleep(interval)
+
+
+def runs_of_jobs(conn: Any, job_ids: list[int]) -> list[RunRecord]:
+    """The runs the jobs recorded in ``listferry_runs``, in the order they were made."""
+    rows = conn.execute(
+        "SELECT record FROM listferry_runs WHERE job_id = ANY(%s) ORDER BY id", (job_ids,)
+    ).fetchall()
+    return [RunRecord(**record) for (record,) in rows]
+
+
+def alive_workers(conn: Any, stalled_after: float) -> int:
+    (count,) = conn.execute(
+        "SELECT count(*) FROM procrastinate_workers "
+        "WHERE last_heartbeat >= now() - make_interval(secs => %s)",
+        (stalled_after,),
+    ).fetchone()
+    return count
+
+
+# --- running a job --------------------------------------------------------------------
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """For ``preexec_fn``: the child gets SIGKILL when the worker's thread that started
+    it ends (the event loop's, so the worker), and ends at once if that has happened."""
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def sync_argv(config_path: Path, tenant: str, force: bool) -> list[str]:
+    """The command a job runs: this listferry, in a process of its own."""
+    argv = [sys.executable, "-m", "listferry", "--config", str(config_path)]
+    argv += ["sync", "--here", tenant, "--json"]
+    return [*argv, "--force"] if force else argv
+
+
+def time_limit(config_path: Path, tenant: str) -> float | None:
+    """The tenant's ``sync_timeout`` and :data:`KILL_AFTER`, from the config as it is
+    now; ``None`` when it does not read or name the tenant (the child then says why)."""
+    try:
+        return load_config(config_path).tenant(tenant).sync_timeout + KILL_AFTER
+    except ListferryError:
+        return None
+
+
+async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force: bool) -> str:
+    """Run one sync job: the child process, then what its end means for the job."""
+    attempt = RunRecord(tenant)
+    limit = time_limit(config_path, tenant)
+    env = {**os.environ, "LISTFERRY_JOB_ID": str(job.id)}
+    child = await asyncio.create_subprocess_exec(
+        *sync_argv(config_path, tenant, force),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with(os.getpid()),
+    )
+    try:
+        _, stderr = await asyncio.wait_for(child.communicate(), limit)
+    except TimeoutError:
+        _kill(child.pid)
+        await child.wait()
+        reason = f"the sync process was still running {limit:g} s after it started: killed"
+        await record_failed(app, tenant, job.id, attempt, reason)
+        raise ListferryError(f"{tenant}: {reason}") from None
+    except asyncio.CancelledError:
+        _kill(child.pid)
+        await child.wait()
+        raise
+    code = child.returncode
+    if code in (0, 1):
+        return f"{tenant}: the sync process {how_ended(code)}"
+    if code == RETRY_EXIT:  # its failed run says why; the database or storage was away
+        log.warning("%s: job %s: the cluster did not answer; tried again", tenant, job.id)
+        raise Crashed(f"{tenant}: the cluster's database or storage did not answer")
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    reason = f"the sync process {how_ended(code)}"
+    if code is not None and code > 0 and lines:
+        reason += f": {lines[-1].removeprefix('Error: ')}"
+    waiting = await _waiting_job(app, tenant)
+    if waiting:
+        reason += f"; job {waiting}, queued since, runs the tenant"
+    elif code == 2:
+        reason += " (a config or usage error: not tried again)"
+    elif job.attempts + 1 < MAX_ATTEMPTS:
+        reason += f"; tried again in {BACKOFF ** (job.attempts + 1)} s"
+    await record_failed(app, tenant, job.id, attempt, reason)
+    log.warning("%s: job %s: %s", tenant, job.id, reason)
+    if waiting or code == 2:
+        raise ListferryError(f"{tenant}: {reason}")
+    raise Crashed(f"{tenant}: {reason}")
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+async def _waiting_job(app: Any, tenant: str) -> int | None:
+    row = await app.connector.execute_query_one_async(
+        query="SELECT min(id) AS id FROM procrastinate_jobs "
+        "WHERE queueing_lock = %(lock)s AND status = 'todo'",
+        lock=queueing_lock_of(tenant),
+    )
+    return row["id"]
+
+
+FAILED_ROW = (
+    "INSERT INTO listferry_runs (tenant, job_id, node, status, reason, started_at, "
+    "finished_at, record) VALUES (%(tenant)s, %(job_id)s, %(node)s, 'failed', %(reason)s, "
+    "%(started_at)s, %(finished_at)s, %(record)s)"
+)
+
+
+def failed_row(tenant: str, job_id: int, attempt: RunRecord, reason: str) -> dict[str, Any]:
+    run = attempt.end(RunStatus.FAILED, reason)
+    return {
+        "tenant": tenant,
+        "job_id": job_id,
+        "node": node_name(),
+        "reason": reason,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "record": json.dumps(run.to_json()),
+    }
+
+
+async def record_failed(
+    app: Any, tenant: str, job_id: int, attempt: RunRecord, reason: str
+) -> None:
+    """One ``failed`` run in the runs index for a job whose sync process left none."""
+    await app.connector.execute_query_async(
+        query=FAILED_ROW, **failed_row(tenant, job_id, attempt, reason)
+    )
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+async def requeue_stalled(app: Any, stalled_after: float) -> list[int]:
+    """Put back in the queue the sync jobs of workers silent for ``stalled_after``
+    seconds (each with a ``failed`` run for the attempt that was cut off); a job tried
+    :data:`MAX_ATTEMPTS` times, or whose tenant has another job waiting, ends
+    ``failed`` instead. Safe on any number of workers at once. The ids it moved."""
+    import psycopg
+
+    stalled = await app.job_manager.get_stalled_jobs(
+        task_name=SYNC_TASK, seconds_since_heartbeat=stalled_after
+    )
+    moved = []
+    for job in stalled:
+        tenant = job.task_kwargs.get("tenant", "?")
+        reason = f"the worker running it stopped answering (no heartbeat for {stalled_after:g} s)"
+        try:
+            async with app.connector.pool.connection() as conn, conn.transaction():
+                mine = await conn.execute(
+                    "SELECT attempts FROM procrastinate_jobs WHERE id = %s AND status = 'doing' "
+                    "FOR UPDATE SKIP LOCKED",
+                    (job.id,),
+                )
+                row = await mine.fetchone()
+                if row is None:
+                    continue
+                waiting = await conn.execute(
+                    "SELECT min(id) FROM procrastinate_jobs "
+                    "WHERE queueing_lock = %s AND status = 'todo'",
+                    (queueing_lock_of(tenant),),
+                )
+                (other,) = await waiting.fetchone()
+                if other or row[0] + 1 >= MAX_ATTEMPTS:
+                    reason += f"; job {other} runs the tenant" if other else "; tried too often"
+                    finish = "SELECT procrastinate_finish_job_v1(%s, 'failed', false)"
+                else:
+                    reason += "; queued again"
+                    finish = "SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)"
+                await conn.execute(finish, (job.id,))
+                params = failed_row(tenant, job.id, RunRecord(tenant), reason)
+                await conn.execute(FAILED_ROW, params)
+        except psycopg.errors.UniqueViolation:
+            continue  # a job of the tenant was queued meanwhile: the next round ends it
+        log.warning("%s: job %s: %s", tenant, job.id, reason)
+        moved.append(job.id)
+    return moved
+
+
+async def _requeue_forever(app: Any, stalled_after: float) -> None:
+    while True:
+        try:
+            await requeue_stalled(app, stalled_after)
+        except Exception as exc:  # the database away for a moment: try again next round
+            log.warning("could not look for stalled jobs: %s", exc)
+        await asyncio.sleep(stalled_after / 2)
+
+
+def run_worker(config: Config, concurrency: int, name: str | None = None) -> None:
+    """Run jobs until SIGTERM or SIGINT, then finish the jobs held and return."""
+    stalled_after = config.cluster.stalled_after if config.cluster else 60.0
+    app = build_app(config, pool_size=concurrency + 4)
+
+    async def main() -> None:
+        async with app.open_async():
+            worker = importlib.import_module("procrastinate.worker").Worker(
+                app,
+                name=name or node_name(),
+                concurrency=concurrency,
+                update_heartbeat_interval=max(stalled_after / 4, 0.2),
+                stalled_worker_timeout=stalled_after,
+                fetch_job_polling_interval=min(5.0, max(stalled_after / 2, 0.5)),
+                shutdown_graceful_timeout=None,
+            )
+            requeue = asyncio.create_task(_requeue_forever(app, stalled_after))
+            try:
+                await worker.run()
+            finally:
+                requeue.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await requeue
+
+    asyncio.run(main())
+
+
+# --- schema ---------------------------------------------------------------------------
+
+
+def _schema_manager() -> Any:
+    procrastinate()
+    return importlib.import_module("procrastinate.schema").SchemaManager
+
+
+def schema_version() -> str:
+    """The newest Procrastinate migration this Procrastinate's schema includes."""
+    path = Path(_schema_manager().get_migrations_path())
+    return max(p.name.split("_", 1)[0] for p in path.glob("*.sql"))
+
+
+def pending_migrations(since: str) -> list[Path]:
+    path = Path(_schema_manager().get_migrations_path())
+    return sorted(p for p in path.glob("*.sql") if p.name.split("_", 1)[0] > since)
+
+
+def install_schema(conn: Any) -> str:
+    """Make Procrastinate's tables, or bring them to this Procrastinate's version; what
+    was done, in words. Safe to run twice, and on several nodes at once."""
+    import re
+
+    schema = _schema_manager().get_schema()
+    current = schema_version()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('listferry cluster init'))")
+        (exists,) = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+        if exists is None:
+            conn.execute(schema)
+            _mark(conn, current)
+            return f"Procrastinate's tables made (schema {current})"
+        (note,) = conn.execute(
+            "SELECT obj_description('procrastinate_jobs'::regclass, 'pg_class')"
+        ).fetchone()
+        if note and note.startswith(SCHEMA_MARK):
+            was = note.removeprefix(SCHEMA_MARK)
+            pending = pending_migrations(was)
+            if not pending:
+                return f"Procrastinate's tables are current (schema {was})"
+            for migration in pending:
+                conn.execute(migration.read_text())
+            _mark(conn, current)
+            return f"Procrastinate's tables migrated from schema {was} to {current}"
+        wanted = set(re.findall(r"CREATE FUNCTION (\w+)", schema))
+        found = {
+            name
+            for (name,) in conn.execute(
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'procrastinate%%'"
+            ).fetchall()
+        }
+        if wanted - found:
+            raise ListferryError(
+                f"Procrastinate's tables exist but are older than this Procrastinate's "
+                f"(schema {current}) and were not made by listferry: apply Procrastinate's "
+                f"migrations from {pending_migrations('')[0].parent}, then run this again"
+            )
+        _mark(conn, current)
+        return f"Procrastinate's tables are current (schema {current})"
+
+
+def _mark(conn: Any, version: str) -> None:
+    conn.execute(f"COMMENT ON TABLE procrastinate_jobs IS '{SCHEMA_MARK}{version}'")
+
+
+# --- status ---------------------------------------------------------------------------
+
+
+def _when(moment: Any) -> str | None:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def cluster_status(conn: Any, url: str, stalled_after: float) -> dict[str, Any]:
+    """What ``cluster status`` shows: workers, queue depth, running and stalled jobs."""
+    workers = [
+        {"id": wid, "last_heartbeat": _when(beat), "alive": alive}
+        for wid, beat, alive in conn.execute(
+            "SELECT id, last_heartbeat, last_heartbeat >= now() - make_interval(secs => %s) "
+            "FROM procrastinate_workers ORDER BY id",
+            (stalled_after,),
+        ).fetchall()
+    ]
+    (queued,) = conn.execute(
+        "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'"
+    ).fetchone()
+    running, stalled = [], []
+    for job_id, task, args, worker_id, since, alive in conn.execute(
+        "SELECT j.id, j.task_name, j.args, j.worker_id, "
+        "(SELECT max(at) FROM procrastinate_events e "
+        " WHERE e.job_id = j.id AND e.type = 'started'), "
+        "w.last_heartbeat >= now() - make_interval(secs => %s) "
+        "FROM procrastinate_jobs j LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
+        "WHERE j.status = 'doing' ORDER BY j.id",
+        (stalled_after,),
+    ).fetchall():
+        job = {
+            "job_id": job_id,
+            "task": task.removeprefix("listferry."),
+            "tenant": args.get("tenant"),
+            "worker": worker_id,
+            "since": _when(since),
+        }
+        (running if alive else stalled).append(job)
+    return {
+        "database": shown(url),
+        "workers": workers,
+        "queued": queued,
+        "running": running,
+        "stalled": stalled,
+        "leader": None,
+    }
