@@ -31,6 +31,9 @@ class S3Transport:
     without a temporary name.
     """
 
+    #: An object is listed only once its upload completed: no second look is needed.
+    atomic = True
+
     def __init__(self, endpoint: Endpoint) -> None:
         from listferry.cluster.storage import Storage
 

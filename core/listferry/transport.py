@@ -80,8 +80,11 @@ class Transport(Protocol):
     A transport need not tell a file still being written in place from a finished one:
     the host lists a home that is not a local folder twice, the tenant's
     ``stable_seconds`` apart, and takes only files that did not change in between (see
-    :func:`listferry.sync.select.select`). Network faults are the transport's to retry; what
-    it cannot do it raises as a :class:`listferry.ListferryError` in plain words.
+    :func:`listferry.sync.select.select`). A transport whose files appear only whole
+    (object storage: an object is visible once its upload completed) says so with a
+    class attribute ``atomic = True``, and its homes are listed once. Network faults are
+    the transport's to retry; what it cannot do it raises as a
+    :class:`listferry.ListferryError` in plain words.
 
     The export opens one the same way on the folder a return file goes to (the home's
     ``outbox/``, or the tenant's ``export_to``), passing that folder or URL as the home,

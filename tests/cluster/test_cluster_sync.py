@@ -212,3 +212,49 @@ def test_the_database_down_fails_the_run_with_a_clear_reason_and_keeps_the_file(
     assert run["status"] == "failed" and "could not connect" in run["reason"]
     assert "Traceback" not in done.stderr
     assert keys(nodes.bucket, "homes/acme/") == ["list.csv"]
+
+
+def test_sigkills_spread_across_runs_lose_nothing_and_apply_each_file_once(
+    nodes, tmp_path: Path
+) -> None:
+    """Each list is synced by a process SIGKILLed at a point spread across an
+    uninterrupted run's time (start-up, checkout, reading, applying, publishing, taking
+    the file out), then by the other node to the end: each file is applied exactly once,
+    no run is left running, every archived file belongs to a run."""
+    import hashlib
+
+    node = {"a": nodes("a"), "b": nodes("b")}
+    lists = [csv_text(people(10_000, segment=f"S{k}")) for k in range(7)]
+    upload(nodes.bucket, "list.csv", lists[0])
+    started = time.monotonic()
+    assert sync_here(node["a"])[0]["status"] == "applied"
+    took = time.monotonic() - started
+    env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+    for k, text in enumerate(lists[1:], start=1):
+        killed, finisher = ("a", "b") if k % 2 else ("b", "a")
+        upload(nodes.bucket, "list.csv", text)
+        command = [sys.executable, "-m", "listferry", "--config", str(node[killed])]
+        proc = subprocess.Popen(
+            [*command, "sync", "--here", "acme"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        time.sleep(took * k / len(lists))
+        proc.kill()
+        proc.wait()
+        finished = sync_here(node[finisher])
+        assert {run["status"] for run in finished} <= {"applied", "skipped", "idle"}
+    store = current_store(nodes, tmp_path)
+    applied = [sha for (sha,) in store.execute("SELECT sha256 FROM runs WHERE status = 'applied'")]
+    for text in lists:
+        assert applied.count(hashlib.sha256(text.encode()).hexdigest()) == 1
+    assert store.execute("SELECT count(*) FROM runs WHERE status = 'running'").fetchone() == (0,)
+    assert store.execute("SELECT DISTINCT segment_code FROM subscribers").fetchall() == [("S6",)]
+    archived = {
+        Path(a).name.split("-", 2)[0]
+        for (a,) in store.execute("SELECT archive FROM runs WHERE archive IS NOT NULL")
+    }
+    for key in keys(nodes.bucket, "archive/acme/"):
+        assert key.split("-", 2)[0] in archived, key
+    assert keys(nodes.bucket, "homes/acme/") == ["list.result.txt"]

@@ -41,7 +41,7 @@ def check_plan(plan, tenant, force):
 class Cluster:
     """A config with ``[cluster]`` over a fresh database, its tenants' homes local."""
 
-    def __init__(self, root: Path, database_url: str) -> None:
+    def __init__(self, root: Path, database_url: str, bucket) -> None:
         self.root = root
         self.database_url = database_url
         self.config = root / "listferry.toml"
@@ -60,7 +60,7 @@ class Cluster:
         self.config.write_text(
             '[listferry]\nstate = "state"\nplugins = ["slow_check"]\n\n'
             f'[cluster]\ndatabase = "{database_url}"\nstalled_after = 3\n\n'
-            '[storage]\nurl = "s3://lists-bucket/nightly"\n\n'
+            f'[storage]\nurl = "{bucket.url}"\nendpoint_url = "{bucket.endpoint_url}"\n\n'
             '[defaults]\ncount_file = "off"\n' + tenants
         )
         self.workers: list[subprocess.Popen[str]] = []
@@ -112,8 +112,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, database_url: str) -> Iterator[Cluster]:
-    made = Cluster(tmp_path, database_url)
+def cluster(tmp_path: Path, database_url: str, bucket) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, database_url, bucket)
     done = made.run("cluster", "init")
     assert done.returncode == 0, done.stderr
     try:
@@ -282,13 +282,13 @@ def test_cluster_init_twice_and_status(cluster: Cluster) -> None:
 
 
 def test_a_schema_made_by_procrastinate_itself_is_taken_as_current(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, bucket
 ) -> None:
     from procrastinate.schema import SchemaManager
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(SchemaManager.get_schema())
-    made = Cluster(tmp_path, database_url)
+    made = Cluster(tmp_path, database_url, bucket)
     result = made.run("cluster", "init")
     assert result.returncode == 0, result.stderr
     assert "Procrastinate's tables are current" in result.stdout
@@ -311,7 +311,9 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
 
     config = tmp_path / "listferry.toml"
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    config.write_text(f'[cluster]\ndatabase = "{url}"\n[storage]\nurl = "s3://lists-bucket/x"\n')
+    config.write_text(
+        f'[cluster]\ndatabase = "{url}"\n[storage]\nurl = "s3://lists-bucket/x"\nendpoint_url = "http://127.0.0.1:9"\n'
+    )
     command = [sys.executable, "-m", "listferry", "--config", str(config), "worker"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1

@@ -226,5 +226,11 @@ class StoreVersions:
 
     def index_refused(self, tenant: str, runs: list[RunRecord], job_id: int | None) -> None:
         """Index runs whose store write was refused, as the ``failed`` runs they are."""
+        self.index_apart(tenant, runs, None, job_id)
+
+    def index_apart(
+        self, tenant: str, runs: list[RunRecord], version: int | None, job_id: int | None
+    ) -> None:
+        """Index ``runs`` that wrote no store version (refused, or ``idle``) on their own."""
         with self.conn.transaction():
-            self.index(tenant, runs, None, job_id)
+            self.index(tenant, runs, version, job_id)

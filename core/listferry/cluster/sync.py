@@ -164,6 +164,12 @@ class ClusterSync(TenantSync):
             except (ListferryError, OSError, sqlite3.Error) as exc:
                 for run in unindexed:
                     self.refused(run, exc)
+        idle = [run for run in runs if run.status == RunStatus.IDLE]
+        if idle:  # the job's answer, for ``sync --wait``: no store holds it
+            try:
+                self.versions.index_apart(self.tenant.name, idle, self.base or None, self.job)
+            except ListferryError as exc:
+                log.warning("%s: the idle run could not be indexed: %s", self.tenant.name, exc)
         return runs
 
     def sweep_archive(self) -> None:

@@ -179,11 +179,13 @@ class TenantSync:
         A home on another server may be written to in place, so it is listed twice,
         ``stable_seconds`` apart, and a file still changing is left for the next run;
         no second look is needed when every list file has its count file. Local homes
-        are written atomically by the built-in servers and need no wait.
+        are written atomically by the built-in servers and need no wait, nor do homes
+        whose transport says every file it lists is whole (``atomic``: object storage).
         """
         files = self.transport.list()
         selection = select(files, self.tenant)
-        if self.tenant.is_local or not self.tenant.stable_seconds or complete(selection):
+        atomic = self.tenant.is_local or getattr(self.transport, "atomic", False)
+        if atomic or not self.tenant.stable_seconds or complete(selection):
             return selection
         time.sleep(self.tenant.stable_seconds)
         return select(self.transport.list(), self.tenant, earlier=files)
