@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from listferry import hookspecs
 from listferry.cli import cli
 from listferry.config import ServerSettings, Tenant
+from listferry.config.cluster import ClusterSettings, StorageSettings
 from listferry.config.keys import Key, keys_of
 from listferry.config.notify import EmailSettings, NotifySettings, WebhookSettings
 from listferry.config.settings import ListferrySettings
@@ -106,6 +107,8 @@ CONFIG_TABLES: dict[str, list[tuple[str, type]]] = {
     "tenants": [("", Tenant)],
     "server": [("", ServerSettings)],
     "notify": [("", NotifySettings), ("email.", EmailSettings), ("webhook.", WebhookSettings)],
+    "cluster": [("", ClusterSettings)],
+    "storage": [("", StorageSettings)],
 }
 
 

@@ -7,11 +7,15 @@ knows nothing of return files, nor the export of syncs.
 
 from __future__ import annotations
 
+import logging
+
 from listferry.app import App
 from listferry.config import Tenant
 from listferry.export.run import export_after_sync
 from listferry.runs import RunRecord, RunStatus
 from listferry.sync.run import Progress, sync_tenant
+
+log = logging.getLogger("listferry")
 
 
 def sync_and_export(
@@ -24,8 +28,13 @@ def sync_and_export(
         from listferry.cluster.sync import sync_in_cluster
 
         runs = sync_in_cluster(app, tenant, force, progress)
-    else:
-        runs = sync_tenant(app, tenant, force, progress)
+        if tenant.export_after_sync:  # its delta would be lost with the local copy
+            log.warning(
+                "%s: export_after_sync is not done in cluster mode yet (docs/cluster.md)",
+                tenant.name,
+            )
+        return runs
+    runs = sync_tenant(app, tenant, force, progress)
     if tenant.export_after_sync and any(run.status == RunStatus.APPLIED for run in runs):
         export_after_sync(app, tenant)
     return runs
