@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from services import ACCESS_KEY, REGION, SECRET_KEY, Missing, Postgres, Seaweed
+
+from .services import ACCESS_KEY, REGION, SECRET_KEY, Missing, Postgres, Seaweed
 
 pytest.importorskip("psycopg", reason="cluster mode needs: pip install 'listferry[cluster]'")
 pytest.importorskip("boto3", reason="cluster mode needs: pip install 'listferry[cluster]'")
@@ -27,7 +28,7 @@ def _missing(exc: Missing) -> None:
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
-    from services import find_postgres
+    from .services import find_postgres
 
     try:
         server = find_postgres(tmp_path_factory.mktemp("postgres"))
@@ -47,7 +48,7 @@ def database_url(postgres: Postgres) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    from services import start_seaweed
+    from .services import start_seaweed
 
     try:
         server = start_seaweed(tmp_path_factory.mktemp("seaweed"))

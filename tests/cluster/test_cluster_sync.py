@@ -199,7 +199,7 @@ def test_a_stale_worker_is_fenced_and_its_run_recorded_failed(nodes, tmp_path: P
 def test_the_database_down_fails_the_run_with_a_clear_reason_and_keeps_the_file(
     nodes, tmp_path: Path
 ) -> None:
-    from services import free_port
+    from .services import free_port
 
     config = nodes("a")
     text = config.read_text().replace(

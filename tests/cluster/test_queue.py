@@ -307,7 +307,7 @@ def test_cluster_commands_without_cluster_exit_2(tmp_path: Path, args: list[str]
 
 
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
-    from services import free_port
+    from .services import free_port
 
     config = tmp_path / "listferry.toml"
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"

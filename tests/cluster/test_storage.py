@@ -9,13 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from services import free_port
 
 from listferry.cluster.storage import AlreadyExists, Storage
 from listferry.errors import ListferryError
 from listferry.ops.tenants import add_tenant
 from listferry.plugins import load_host
 from listferry.transport import Endpoint, RemoteFile
+
+from .services import free_port
 
 BINARY = bytes(range(256)) * 64 + b"\r\n\0\xff"
 
