@@ -66,14 +66,16 @@ def shown(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
-def connect(url: str, autocommit: bool = True) -> Any:
-    """A psycopg connection to the cluster's database, or one clear error naming it."""
+def connect(url: str, autocommit: bool = True, name: str | None = None) -> Any:
+    """A psycopg connection to the cluster's database, or one clear error naming it;
+    ``name`` is the session's ``application_name`` (``cluster status`` shows it)."""
     try:
         import psycopg
     except ImportError:
         raise ListferryError("cluster mode needs: pip install 'listferry[cluster]'") from None
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10)
+        extra = {"application_name": name[:63]} if name else {}
+        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **extra)
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ListferryError(f"database {shown(url)}: could not connect: {first}") from None

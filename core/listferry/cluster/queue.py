@@ -38,6 +38,7 @@ from typing import Any
 
 from listferry.cluster import RETRY_EXIT
 from listferry.cluster.database import shown
+from listferry.cluster.leader import leader
 from listferry.config import Config, load_config
 from listferry.errors import ListferryError
 from listferry.jobs import KILL_AFTER
@@ -496,5 +497,5 @@ def cluster_status(conn: Any, url: str, stalled_after: float) -> dict[str, Any]:
         "queued": queued,
         "running": running,
         "stalled": stalled,
-        "leader": None,
+        "leader": leader(conn),
     }

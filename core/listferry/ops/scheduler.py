@@ -30,14 +30,19 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from listferry.app import App, ConfigReload, open_app
 from listferry.config import Tenant
 from listferry.config.schedule import Schedule
+from listferry.errors import ListferryError
 from listferry.jobs import KILL_AFTER, Executor, Job, JobResult
 from listferry.ops.status import open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
 from listferry.times import iso
+
+if TYPE_CHECKING:
+    from listferry.cluster.leader import Leadership
 
 log = logging.getLogger("listferry")
 
@@ -45,6 +50,8 @@ log = logging.getLogger("listferry")
 MAX_GRACE = timedelta(seconds=60)
 #: How often the loop looks at the clock when nothing is due sooner.
 TICK = 30.0
+#: How often a node that does not lead the schedule (cluster mode) tries to take the lead.
+LEADER_LOOK = 3.0
 #: A sync or export that fell due this long before the schedule started, and did not
 #: run, runs at once (a server rebooted at 02:00 still syncs that night).
 CATCH_UP = timedelta(hours=6)
@@ -83,6 +90,8 @@ class Scheduler:
         self.due: dict[tuple[str, str | None], Due] = {}
         self.running: dict[tuple[str, str | None], Future[JobResult]] = {}
         self.executor: Executor | None = None
+        #: In cluster mode, whether this node leads the schedule (only the leader queues).
+        self.leadership: Leadership | None = None
 
     # -- the plan -----------------------------------------------------------------
 
@@ -102,7 +111,7 @@ class Scheduler:
             return
         self.app = app
         if self.executor is None:
-            self.executor = app.host.executors.get(app.config.executor)(app.config)
+            self.executor = self._executor(app)
         now = self.clock()
         wanted: dict[tuple[str, str | None], Schedule] = {}
         for tenant in app.config.tenants.values():
@@ -115,6 +124,15 @@ class Scheduler:
         notify = app.config.notify
         if notify.digest_at and notify.email is not None:
             wanted[("digest", None)] = Schedule.parse(notify.digest_at, notify.digest_timezone)
+        if app.config.cluster is not None:
+            for kind, name in [key for key in wanted if key[0] != "sync"]:
+                del wanted[(kind, name)]
+                if first:
+                    log.warning(
+                        "%s: the scheduled %s is not run in cluster mode yet (docs/cluster.md)",
+                        name or "-",
+                        kind,
+                    )
         for key, schedule in wanted.items():
             old = self.due.get(key)
             if (
@@ -130,6 +148,36 @@ class Scheduler:
         if not first:
             log.info("config re-read: %d scheduled job(s)", len(self.due))
 
+    def _executor(self, app: App) -> Executor:
+        """The config's executor; in cluster mode the queue, with this node's leadership."""
+        if app.config.cluster is None:
+            return app.host.executors.get(app.config.executor)(app.config)
+        from listferry.cluster.executor import QueueExecutor
+        from listferry.cluster.leader import Leadership
+
+        self.leadership = Leadership(app.config.cluster.database)
+        return QueueExecutor(app.config)
+
+    def _last_started(self, tenant: Tenant, kind: str) -> str | None:
+        """When the tenant's last sync (or export) started, as its records say."""
+        if self.app is not None and self.app.config.cluster is not None:
+            from listferry.cluster.database import connect
+
+            with connect(self.app.config.cluster.database) as conn:
+                row = conn.execute(
+                    "SELECT max(started_at) FROM listferry_runs WHERE tenant = %s",
+                    (tenant.name,),
+                ).fetchone()
+            return row[0]
+        table = "runs" if kind == "sync" else "exports"
+        conn = open_read_only(tenant.database)
+        if conn is None:
+            return None
+        try:
+            return conn.execute(f"SELECT max(started_at) FROM {table}").fetchone()[0]
+        finally:
+            conn.close()
+
     def _missed(self, key: tuple[str, str | None], schedule: Schedule, now: datetime) -> bool:
         """A sync or export that fell due in the last ``CATCH_UP`` while no schedule ran
         (a reboot at 02:00) and did not happen: run it at once."""
@@ -140,16 +188,9 @@ class Scheduler:
         if missed is None:
             return False
         tenant = self.app.config.tenants[name]
-        table = "runs" if kind == "sync" else "exports"
         try:
-            conn = open_read_only(tenant.database)
-            if conn is None:
-                return True
-            try:
-                last = conn.execute(f"SELECT max(started_at) FROM {table}").fetchone()[0]
-            finally:
-                conn.close()
-        except sqlite3.Error:
+            last = self._last_started(tenant, kind)
+        except (sqlite3.Error, ListferryError):
             return True  # the run itself will say what is wrong with the store
         done = parse_time(last)
         if done is not None and done >= missed:
@@ -178,18 +219,28 @@ class Scheduler:
                 wait = TICK
                 if soonest is not None:
                     wait = max(0.05, min(TICK, (soonest - self.clock()).total_seconds()))
+                if self.leadership is not None and not self.leadership.leading:
+                    wait = min(wait, LEADER_LOOK)  # a leader that died is replaced soon
                 stop.wait(wait)
         finally:
             if self.executor is not None:
                 self.executor.shutdown(wait=True)
+            if self.leadership is not None:
+                self.leadership.release()
 
     def _soonest(self) -> datetime | None:
         return min((due.at for due in self.due.values()), default=None)
 
     def start_due(self, now: datetime) -> list[Job]:
-        """Submit every job whose time has come; their next times move on."""
+        """Submit every job whose time has come; their next times move on. In cluster
+        mode only the node that leads submits; the others move their times on alike."""
         assert self.app is not None
-        started = []
+        started: list[Job] = []
+        if self.leadership is not None and not self.leadership.held():
+            for due in self.due.values():
+                if due.at <= now:
+                    due.at = due.schedule.next_after(now)
+            return started
         for key, due in sorted(self.due.items(), key=lambda item: item[1].at):
             if due.at > now:
                 continue
@@ -273,6 +324,8 @@ class Scheduler:
                 pass
         if self.app is None or job.tenant not in self.app.config.tenants:
             return
+        if self.app.config.cluster is not None:
+            return  # nothing was queued, so no run began: the line logged says why
         tenant: Tenant = self.app.config.tenants[job.tenant]
         reason = f"the scheduled sync process {result.how()}: {result.last_line()}"
         tell_finished(self.app, tenant, [record_failure(tenant, reason)])

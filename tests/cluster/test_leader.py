@@ -1,0 +1,76 @@
+"""The schedule on several nodes: one leader queues, another takes over when it dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from listferry.cluster.database import connect
+
+from .test_cluster_sync import nodes  # noqa: F401  (the fixture)
+
+
+def start_schedule(config: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+    command = [sys.executable, "-m", "listferry", "-v", "--config", str(config), "schedule"]
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_for(predicate, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.1)
+
+
+def status(config: Path) -> dict:
+    command = [sys.executable, "-m", "listferry", "--config", str(config), "cluster"]
+    done = subprocess.run([*command, "status", "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Path) -> None:  # noqa: F811
+    extra = 'schedule = "*/5 * * * *"\n'
+    a, b = nodes("a", extra), nodes("b", extra)
+    done = subprocess.run(
+        [sys.executable, "-m", "listferry", "--config", str(a), "cluster", "init"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
+    first = start_schedule(a, log_a)
+    second = None
+    try:
+        wait_for(lambda: "this node leads" in log_a.read_text(), "a to lead")
+        # the sync that fell due before the schedule started is queued once, by a
+        wait_for(lambda: "acme: queued as job" in log_a.read_text(), "a to queue acme")
+        second = start_schedule(b, log_b)
+        wait_for(lambda: "schedule:" in log_b.read_text(), "b to start")
+        assert status(b)["leader"] == f"{os.uname().nodename}:{first.pid}"
+        time.sleep(4)  # b looks for the lead every few seconds meanwhile
+        assert "this node leads" not in log_b.read_text()
+        assert "queued" not in log_b.read_text()
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        wait_for(lambda: "this node leads" in log_b.read_text(), "b to take over")
+        assert status(b)["leader"] == f"{os.uname().nodename}:{second.pid}"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    # however often it fell due and whoever led, acme waits in the queue once
+    with connect(nodes.database_url) as conn:
+        jobs = conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone()
+    assert jobs == (1,)
