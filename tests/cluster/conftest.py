@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from listferry.cluster import INSTALL
+
 from .services import ACCESS_KEY, REGION, SECRET_KEY, Missing, Postgres, Seaweed
 
-pytest.importorskip("psycopg", reason="cluster mode needs: pip install 'listferry[cluster]'")
-pytest.importorskip("boto3", reason="cluster mode needs: pip install 'listferry[cluster]'")
+pytest.importorskip("psycopg", reason=INSTALL)
+pytest.importorskip("boto3", reason=INSTALL)
 
 
 def _missing(exc: Missing) -> None:

@@ -143,6 +143,16 @@ def test_a_second_node_takes_the_newest_version_and_builds_on_it(nodes, tmp_path
     assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(3,)]
     store = current_store(nodes, tmp_path)
     assert store.execute("SELECT count(*) FROM runs WHERE status = 'applied'").fetchone() == (3,)
+    # a node that never ran the tenant answers `runs` from the runs index
+    done = listferry(nodes("c"), "runs", "acme", "--json")
+    assert [(r["run_id"], r["status"]) for r in json.loads(done.stdout)] == [
+        (3, "applied"),
+        (2, "applied"),
+        (1, "applied"),
+    ]
+    report = listferry(nodes("c"), "runs", "acme", "2")
+    assert report.returncode == 0, report.stderr
+    assert "Tenant: acme   Run: 2" in report.stdout and "Outcome: applied" in report.stdout
 
 
 def test_an_idle_sync_publishes_nothing(nodes) -> None:

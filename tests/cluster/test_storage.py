@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from listferry.cluster import INSTALL
 from listferry.cluster.storage import AlreadyExists, Storage
 from listferry.errors import ListferryError
 from listferry.ops.tenants import add_tenant
@@ -221,9 +222,7 @@ def test_without_boto3_the_message_says_what_to_install() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     last = done.stderr.strip().splitlines()[-1]
-    assert last == (
-        "listferry.errors.ListferryError: cluster mode needs: pip install 'listferry[cluster]'"
-    )
+    assert last == (f"listferry.errors.ListferryError: {INSTALL}")
 
 
 def test_a_url_that_is_not_s3_is_refused() -> None:

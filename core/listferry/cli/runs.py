@@ -163,14 +163,26 @@ def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool)
     """A tenant's run history, newest first; with RUN_ID, that run's full report."""
     from listferry.store.database import Store
 
-    chosen = state.app().config.tenant(tenant)
-    with Store(chosen.database) as store:
-        history = store.runs(chosen.name, None if run_id else limit)
+    config = state.app().config
+    chosen = config.tenant(tenant)
+    if config.cluster is not None:  # the runs index answers on any node
+        from listferry.cluster.database import connect
+        from listferry.cluster.runs import tenant_run, tenant_runs
+
+        with connect(config.cluster.database) as conn:
+            if run_id is not None:
+                found = tenant_run(conn, chosen.name, run_id)
+                history = [found] if found else []
+            else:
+                history = tenant_runs(conn, chosen.name, limit)
+    else:
+        with Store(chosen.database) as store:
+            history = store.runs(chosen.name, None if run_id else limit)
     if run_id is not None:
-        found = [run for run in history if run.run_id == run_id]
-        if not found:
+        found_runs = [run for run in history if run.run_id == run_id]
+        if not found_runs:
             raise ListferryError(f"{chosen.name} has no run {run_id} (`listferry runs {tenant}`)")
-        (run,) = found
+        (run,) = found_runs
         if json_:
             emit_json({**run.to_json(), "report": run.report})
         else:

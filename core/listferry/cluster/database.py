@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from listferry.cluster import INSTALL
 from listferry.errors import ListferryError
 
 #: Our tables, made by ``listferry cluster init``; each statement is safe to run twice.
@@ -72,7 +73,7 @@ def connect(url: str, autocommit: bool = True, name: str | None = None) -> Any:
     try:
         import psycopg
     except ImportError:
-        raise ListferryError("cluster mode needs: pip install 'listferry[cluster]'") from None
+        raise ListferryError(INSTALL) from None
     try:
         extra = {"application_name": name[:63]} if name else {}
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **extra)

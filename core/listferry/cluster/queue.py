@@ -36,7 +36,7 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-from listferry.cluster import RETRY_EXIT
+from listferry.cluster import INSTALL, RETRY_EXIT
 from listferry.cluster.database import shown
 from listferry.cluster.leader import leader
 from listferry.config import Config, load_config
@@ -57,7 +57,6 @@ BACKOFF = 2
 FINISHED = ("succeeded", "failed", "cancelled", "aborted")
 #: How the first line of a schema we made says which Procrastinate migration it is at.
 SCHEMA_MARK = "listferry: procrastinate schema "
-INSTALL = "cluster mode needs: pip install 'listferry[cluster]'"
 
 
 class Crashed(ListferryError):

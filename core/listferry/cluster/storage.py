@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from listferry.cluster import INSTALL
 from listferry.errors import ListferryError
 
 #: Files past this size go up in parts, several at a time.
@@ -91,7 +92,7 @@ def _client(endpoint_url: str | None, region: str | None) -> Any:
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise ListferryError("cluster mode needs: pip install 'listferry[cluster]'") from None
+        raise ListferryError(INSTALL) from None
     config = Config(
         connect_timeout=5,
         read_timeout=60,

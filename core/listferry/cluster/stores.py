@@ -220,7 +220,7 @@ class StoreVersions:
                     run.reason,
                     run.started_at,
                     run.finished_at,
-                    json.dumps(run.to_json()),
+                    json.dumps({**run.to_json(), "report": run.report}),
                 ),
             )
 
