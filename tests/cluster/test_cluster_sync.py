@@ -268,3 +268,16 @@ def test_sigkills_spread_across_runs_lose_nothing_and_apply_each_file_once(
     for key in keys(nodes.bucket, "archive/acme/"):
         assert key.split("-", 2)[0] in archived, key
     assert keys(nodes.bucket, "homes/acme/") == ["list.result.txt"]
+
+
+def test_status_answers_on_any_node_from_the_database_and_the_bucket(nodes) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(30)))
+    assert sync_here(nodes("a"))[0]["status"] == "applied"
+    upload(nodes.bucket, "list.csv", csv_text(people(30) + [("bad-address", "", "", "X")] * 9))
+    upload(nodes.bucket, "notes.txt", "not a list")
+    done = listferry(nodes("b"), "status", "--json")
+    assert done.returncode == 0, done.stderr
+    (acme,) = json.loads(done.stdout)
+    assert (acme["tenant"], acme["last_status"], acme["subscribers"]) == ("acme", "applied", 30)
+    assert (acme["pending"], acme["ignored"]) == (1, ["notes.txt"])
+    assert acme["last_applied_run"] == 1 and acme["failing_since"] is None

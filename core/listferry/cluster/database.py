@@ -45,6 +45,9 @@ SCHEMA = (
         record jsonb NOT NULL
     )
     """,
+    # what status shows of a store without it: counted as each version is published
+    "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS subscribers bigint",
+    "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS unsubscribed bigint",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_job ON listferry_runs (job_id)",
     """

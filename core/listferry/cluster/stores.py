@@ -166,6 +166,8 @@ class StoreVersions:
         :class:`Fenced` and nothing becomes visible (the uploaded object is removed)."""
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sha256, size = sha256_file(path), path.stat().st_size
+        counts = dict(conn.execute("SELECT status, count(*) FROM subscribers GROUP BY status"))
+        active, unsubscribed = counts.get("active", 0), counts.get("unsubscribed", 0)
         version = base + 1
         key = f"stores/{tenant}/{version:012d}-{secrets.token_hex(6)}.db"
         self.storage.put(path, key, if_absent=True)
@@ -174,16 +176,29 @@ class StoreVersions:
                 if base == 0:
                     moved = self.conn.execute(
                         "INSERT INTO listferry_stores (tenant, version, key, size, sha256, "
-                        "written_by) VALUES (%s, %s, %s, %s, %s, %s) "
+                        "written_by, subscribers, unsubscribed) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (tenant) DO NOTHING",
-                        (tenant, version, key, size, sha256, self.node),
+                        (tenant, version, key, size, sha256, self.node, active, unsubscribed),
                     )
                 else:
                     moved = self.conn.execute(
-                        "UPDATE listferry_stores SET version = %s, key = %s, size = %s, "
-                        "sha256 = %s, written_by = %s, written_at = now() "
-                        "WHERE tenant = %s AND version = %s",
-                        (version, key, size, sha256, self.node, tenant, base),
+                        "UPDATE listferry_stores SET version = %(version)s, key = %(key)s, "
+                        "size = %(size)s, sha256 = %(sha256)s, written_by = %(node)s, "
+                        "written_at = now(), subscribers = %(active)s, "
+                        "unsubscribed = %(unsubscribed)s "
+                        "WHERE tenant = %(tenant)s AND version = %(base)s",
+                        {
+                            "version": version,
+                            "key": key,
+                            "size": size,
+                            "sha256": sha256,
+                            "node": self.node,
+                            "active": active,
+                            "unsubscribed": unsubscribed,
+                            "tenant": tenant,
+                            "base": base,
+                        },
                     )
                 if moved.rowcount != 1:
                     raise Fenced(

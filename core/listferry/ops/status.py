@@ -15,6 +15,7 @@ from typing import Any
 
 from listferry.config import Config, Tenant, duration_seconds
 from listferry.config.schedule import Schedule, ScheduleError
+from listferry.errors import ListferryError
 from listferry.names import COUNT, LIST, OTHER, count_name, kind_of
 from listferry.runs import PROBLEMS
 from listferry.store.database import (
@@ -265,4 +266,81 @@ def _silent(tenant: Tenant, since: datetime | None, now: datetime) -> bool:
 
 def statuses(config: Config, now: datetime | None = None) -> list[TenantStatus]:
     moment = now or datetime.now(UTC)
+    if config.cluster is not None:
+        return cluster_statuses(config, moment)
     return [tenant_status(tenant, moment) for tenant in config.tenants.values()]
+
+
+def _next_times(status: TenantStatus, tenant: Tenant, now: datetime) -> None:
+    for kind, text in (("next_sync", tenant.schedule), ("next_export", tenant.export_schedule)):
+        if text:
+            try:
+                due = Schedule.parse(text, tenant.timezone).next_after(now)
+                setattr(status, kind, due.strftime(ISO))
+            except ScheduleError:
+                pass
+
+
+def _from_index(status: TenantStatus, runs: list[Any], now: datetime) -> None:
+    """Fill ``status``'s run facts from the tenant's indexed runs, newest first."""
+    if not runs:
+        return
+    last = runs[0]
+    status.last_run, status.last_status, status.last_file = last.run_id, last.status, last.file
+    status.last_run_at, status.last_reason = last.started_at, last.reason
+    applied = next((run for run in runs if run.status == "applied"), None)
+    if applied is not None:
+        status.last_applied_run, status.last_applied_file = applied.run_id, applied.file
+        status.last_applied_at = applied.started_at
+        age = now - parse_time(applied.started_at)  # type: ignore[operator]
+        status.days_since_applied = round(age.total_seconds() / 86400, 1)
+    if status.last_status in PROBLEMS:
+        after = runs[: runs.index(applied)] if applied is not None else runs
+        status.failing_since = min(
+            (run.started_at for run in after if run.status in PROBLEMS), default=None
+        )
+    status.last_file_at = max((run.started_at for run in runs if run.file), default=None)
+
+
+def cluster_statuses(config: Config, now: datetime) -> list[TenantStatus]:
+    """The facts of every tenant in cluster mode, from the cluster's database (the runs
+    index, the store pointers' counts) and one listing of the homes in storage: no store
+    is downloaded. Return files, count-file waits and ``looked_at`` are not kept there
+    yet (docs/cluster.md)."""
+    from listferry.cluster.database import connect
+    from listferry.cluster.runs import tenant_runs
+    from listferry.cluster.storage import Storage
+
+    assert config.cluster is not None and config.storage is not None
+    out = [TenantStatus(name) for name in config.tenants]
+    homes: dict[str, list[str]] | None = None
+    storage = Storage(config.storage.url, config.storage.endpoint_url, config.storage.region)
+    try:
+        homes = {}
+        for item in storage.list("homes"):
+            name, _, rest = item.key.removeprefix("homes/").partition("/")
+            if rest and "/" not in rest:
+                homes.setdefault(name, []).append(rest)
+    except ListferryError as exc:
+        for status in out:
+            status.error = str(exc)
+    with connect(config.cluster.database) as conn:
+        counts = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT tenant, subscribers, unsubscribed FROM listferry_stores"
+            ).fetchall()
+        }
+        for status in out:
+            tenant = config.tenants[status.tenant]
+            _next_times(status, tenant, now)
+            _from_index(status, tenant_runs(conn, tenant.name, 500), now)
+            status.subscribers, status.unsubscribed = counts.get(tenant.name, (None, None))
+            if homes is not None:
+                files = homes.get(tenant.name, [])
+                kinds = [(name, kind_of(name, tenant.pattern)) for name in files]
+                status.pending = sum(1 for _, kind in kinds if kind == LIST)
+                status.ignored = sorted(name for name, kind in kinds if kind == OTHER)
+            since = parse_time(status.last_file_at)
+            status.silent = _silent(tenant, since, now)
+    return out
