@@ -37,7 +37,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
     except Missing as exc:
         _missing(exc)
     yield server
-    server.stop()
+    server.stop(remove=True)
 
 
 @pytest.fixture

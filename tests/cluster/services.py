@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +99,20 @@ class Postgres:
         with psycopg.connect(self.url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def stop(self) -> None:
+    def start(self) -> None:
+        """Start a server this class started and stopped, again, on the same port."""
+        assert self.process_dir is not None
+        pg_ctl = _postgres_binary("pg_ctl")
+        data, log = self.process_dir / "data", self.process_dir / "log"
+        subprocess.run(
+            [*self.run_as, pg_ctl, "-D", str(data), "-l", str(log), "-w", "start"],
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self, remove: bool = False) -> None:
+        """Stop a server we started (at once, as a crash would); with ``remove``, its
+        folder goes too."""
         if self.process_dir is None:
             return
         pg_ctl = _postgres_binary("pg_ctl")
@@ -107,6 +121,8 @@ class Postgres:
             capture_output=True,
             check=False,
         )
+        if remove:
+            shutil.rmtree(self.process_dir, ignore_errors=True)
 
 
 def _postgres_binary(name: str) -> str:
@@ -139,6 +155,8 @@ def start_postgres(folder: Path) -> Postgres:
     folder.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root
         run_as = ["runuser", "-u", "postgres", "--"]
+        # a folder the postgres user can reach (pytest's own are root's alone)
+        folder = Path(tempfile.mkdtemp(prefix="listferry-pg-"))
         shutil.chown(folder, "postgres")
     data, port = folder / "data", free_port()
     subprocess.run(
@@ -146,9 +164,12 @@ def start_postgres(folder: Path) -> Postgres:
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+    settings = f"port = {port}\nunix_socket_directories = '{folder}'\n"
+    settings += "listen_addresses = '127.0.0.1'\nfsync = off\n"
+    with (data / "postgresql.conf").open("a") as conf:  # kept for a start again
+        conf.write(settings)
     subprocess.run(
-        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start"],
+        [*run_as, pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "start"],
         check=True,
         capture_output=True,
     )
@@ -162,6 +183,7 @@ class Seaweed:
     endpoint_url: str
     process: subprocess.Popen[bytes]
     folder: Path
+    ports: tuple[int, int, int, int]
 
     def client(self):  # a boto3 S3 client
         import boto3
@@ -180,6 +202,11 @@ class Seaweed:
         self.client().create_bucket(Bucket=name)
         return name
 
+    def restart(self) -> Seaweed:
+        """The same server started again on its folder (and ports): what it held is kept."""
+        self.stop()
+        return start_seaweed(self.folder, ports=self.ports)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -197,7 +224,9 @@ def weed_binary() -> str:
     return found
 
 
-def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
+def start_seaweed(
+    folder: Path, timeout: float = 60, ports: tuple[int, int, int, int] | None = None
+) -> Seaweed:
     """SeaweedFS in ``folder`` (master, volume, filer and S3 on free loopback ports)."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "s3.json"
@@ -208,7 +237,8 @@ def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
     }
     config.write_text(json.dumps({"identities": [identity]}))
     # master, volume, filer and s3 each also listen on their port + 10000 (gRPC)
-    master, volume, filer, s3 = (free_port(spare=10000) for _ in range(4))
+    ports = ports or tuple(free_port(spare=10000) for _ in range(4))  # type: ignore[assignment]
+    master, volume, filer, s3 = ports
     command = [
         weed_binary(),
         "server",
@@ -230,7 +260,7 @@ def start_seaweed(folder: Path, timeout: float = 60) -> Seaweed:
     process = subprocess.Popen(
         command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
-    server = Seaweed(f"http://127.0.0.1:{s3}", process, folder)
+    server = Seaweed(f"http://127.0.0.1:{s3}", process, folder, ports)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -281,3 +281,98 @@ def test_status_answers_on_any_node_from_the_database_and_the_bucket(nodes) -> N
     assert (acme["tenant"], acme["last_status"], acme["subscribers"]) == ("acme", "applied", 30)
     assert (acme["pending"], acme["ignored"]) == (1, ["notes.txt"])
     assert acme["last_applied_run"] == 1 and acme["failing_since"] is None
+
+
+def start_sync(config: Path) -> subprocess.Popen:
+    env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+    command = [sys.executable, "-m", "listferry", "--config", str(config), "sync", "--here"]
+    return subprocess.Popen(
+        [*command, "acme", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def when_fetched(config: Path, proc: subprocess.Popen) -> None:
+    """Wait until the sync at ``config`` has fetched its list (it is reading it now)."""
+    work = config.parent / "state" / "acme" / "work"
+    deadline = time.monotonic() + 60
+    while not any(work.glob("run-*/list.csv")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
+    tmp_path: Path, bucket
+) -> None:
+    """A database of its own, stopped while a run reads its file: the run ends failed
+    with the reason, exit 75 (try the job again), nothing visible changed; once the
+    database is back the same file is applied."""
+    from .services import start_postgres
+
+    server = start_postgres(tmp_path / "pg")
+    try:
+        url = server.create_database()
+        with connect(url) as conn:
+            create_schema(conn)
+        config = write_config(tmp_path / "a", url, bucket)
+        upload(bucket, "list.csv", csv_text(people(5)))
+        assert sync_here(config)[0]["status"] == "applied"
+        upload(bucket, "list.csv", csv_text(people(80_000, segment="NEW")))
+        proc = start_sync(config)
+        when_fetched(config, proc)
+        server.stop()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 75, err
+        (run,) = json.loads(out)
+        assert run["status"] == "failed"
+        assert run["reason"].startswith("the run could not be saved to the cluster: database ")
+        assert "Traceback" not in err
+        assert keys(bucket, "homes/acme/") == ["list.csv", "list.result.txt"]
+        server.start()
+        assert rows(url, "SELECT version FROM listferry_stores") == [(1,)]
+        (run,) = sync_here(config)
+        assert (run["status"], run["added"]) == ("applied", 79_995)
+    finally:
+        server.stop(remove=True)
+
+
+def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: Path, nodes) -> None:
+    """Storage that stops answering while a run reads its file (a server of its own,
+    killed, then started again on the same folder): the run ends failed with the reason,
+    exit 75, the pointer did not move; once storage is back the file is applied."""
+    from .services import start_seaweed
+
+    own = start_seaweed(tmp_path / "weed")
+    try:
+        bucket_name = own.create_bucket()
+
+        class Own:
+            name = bucket_name
+            url = f"s3://{bucket_name}/lf"
+            endpoint_url = own.endpoint_url
+            server = own
+
+        config = write_config(tmp_path / "a", nodes.database_url, Own)
+        upload(Own, "list.csv", csv_text(people(5)))
+        assert sync_here(config)[0]["status"] == "applied"
+        upload(Own, "list.csv", csv_text(people(80_000, segment="NEW")))
+        proc = start_sync(config)
+        when_fetched(config, proc)
+        own.stop()
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 75, err
+        (run,) = json.loads(out)
+        assert run["status"] == "failed"
+        assert run["reason"].startswith("the run could not be saved to the cluster: ")
+        assert "storage" in run["reason"], run["reason"]  # unreachable, or failing as it went
+        assert "Traceback" not in err
+        assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(1,)]
+        own = own.restart()
+        (run,) = sync_here(config)
+        assert (run["status"], run["added"]) == ("applied", 79_995)
+    finally:
+        own.stop()

@@ -22,11 +22,12 @@ import os
 import secrets
 import socket
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from listferry.cluster.database import connect
+from listferry.cluster.database import connect, shown
 from listferry.cluster.storage import Storage
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord
@@ -89,25 +90,33 @@ class StoreVersions:
         self.database_url = database_url
         self.storage = storage
         self.node = node or node_name()
-        self._conn: Any = None
 
-    @property
-    def conn(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._conn = connect(self.database_url)
-        return self._conn
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        """A connection of its own for one step (a database restarted between two steps
+        costs nothing); its errors as one :class:`ListferryError` naming the database."""
+        conn = connect(self.database_url)
+        try:
+            yield conn
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise ListferryError(f"database {shown(self.database_url)}: {first}") from None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Nothing to release: each step had its own connection."""
 
     def pointer(self, tenant: str) -> Pointer | None:
         """The tenant's current version, or ``None`` before its first run."""
-        row = self.conn.execute(
-            "SELECT version, key, size, sha256 FROM listferry_stores WHERE tenant = %s",
-            (tenant,),
-        ).fetchone()
+        with self.session() as conn:
+            row = conn.execute(
+                "SELECT version, key, size, sha256 FROM listferry_stores WHERE tenant = %s",
+                (tenant,),
+            ).fetchone()
         return Pointer(*row) if row else None
 
     def checkout(self, tenant: str, path: Path) -> int:
@@ -172,9 +181,9 @@ class StoreVersions:
         key = f"stores/{tenant}/{version:012d}-{secrets.token_hex(6)}.db"
         self.storage.put(path, key, if_absent=True)
         try:
-            with self.conn.transaction():
+            with self.session() as db, db.transaction():
                 if base == 0:
-                    moved = self.conn.execute(
+                    moved = db.execute(
                         "INSERT INTO listferry_stores (tenant, version, key, size, sha256, "
                         "written_by, subscribers, unsubscribed) "
                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
@@ -182,7 +191,7 @@ class StoreVersions:
                         (tenant, version, key, size, sha256, self.node, active, unsubscribed),
                     )
                 else:
-                    moved = self.conn.execute(
+                    moved = db.execute(
                         "UPDATE listferry_stores SET version = %(version)s, key = %(key)s, "
                         "size = %(size)s, sha256 = %(sha256)s, written_by = %(node)s, "
                         "written_at = now(), subscribers = %(active)s, "
@@ -205,21 +214,37 @@ class StoreVersions:
                         f"the store moved on from version {base} while this run "
                         "worked (another worker ran the tenant); nothing of this run was kept"
                     )
-                self.index(tenant, runs, version, job_id)
-        except BaseException:
+                self.index(db, tenant, runs, version, job_id)
+        except Fenced:
             with contextlib.suppress(ListferryError):
-                self.storage.delete(key)
+                self.storage.delete(key)  # no pointer will ever name it
             raise
+        except ListferryError:
+            # The connection broke, perhaps during the commit: the pointer says whether
+            # the version was taken. Unknown (the database still away): the object stays.
+            try:
+                taken = self.pointer(tenant)
+            except ListferryError:
+                raise
+            if taken is None or taken.key != key:
+                with contextlib.suppress(ListferryError):
+                    self.storage.delete(key)
+                raise
         self._remember(path, sha256)
         return version
 
     def index(
-        self, tenant: str, runs: list[RunRecord], version: int | None, job_id: int | None
+        self,
+        conn: Any,
+        tenant: str,
+        runs: list[RunRecord],
+        version: int | None,
+        job_id: int | None,
     ) -> None:
         """Add ``runs`` to the runs index (``version``: the store version that holds them,
         ``None`` for runs no store holds)."""
         for run in runs:
-            self.conn.execute(
+            conn.execute(
                 "INSERT INTO listferry_runs (tenant, run_id, store_version, job_id, node, "
                 "status, file, sha256, reason, started_at, finished_at, record) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
@@ -247,5 +272,5 @@ class StoreVersions:
         self, tenant: str, runs: list[RunRecord], version: int | None, job_id: int | None
     ) -> None:
         """Index ``runs`` that wrote no store version (refused, or ``idle``) on their own."""
-        with self.conn.transaction():
-            self.index(tenant, runs, version, job_id)
+        with self.session() as conn, conn.transaction():
+            self.index(conn, tenant, runs, version, job_id)
