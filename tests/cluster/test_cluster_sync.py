@@ -376,3 +376,39 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: P
         assert (run["status"], run["added"]) == ("applied", 79_995)
     finally:
         own.stop()
+
+
+def test_subscribers_and_events_load_work_on_any_node_over_the_current_version(
+    nodes, tmp_path: Path
+) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(3)))
+    assert sync_here(nodes("a"))[0]["status"] == "applied"
+    listed = listferry(nodes("b"), "subscribers", "acme", "--json")
+    assert [row["email"] for row in json.loads(listed.stdout)] == [
+        "p0@example.org",
+        "p1@example.org",
+        "p2@example.org",
+    ]
+    events = tmp_path / "events.csv"
+    events.write_text("email,type,at\np1@example.org,open,2026-12-01T10:00:00Z\n")
+    loaded = listferry(nodes("b"), "events", "load", "acme", str(events))
+    assert loaded.returncode == 0, loaded.stderr
+    assert "1 events stored" in loaded.stdout
+    assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(2,)]
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM events").fetchone() == (1,)
+    upload(nodes.bucket, "list.csv", csv_text(people(4)))
+    (run,) = sync_here(nodes("a"))  # a's copy is version 1: it takes version 2 first
+    assert (run["status"], run["added"]) == ("applied", 1)
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+def test_what_cluster_mode_cannot_do_yet_is_refused_in_one_line(nodes) -> None:
+    for command in (["export", "acme"], ["replay", "acme", "1"]):
+        done = listferry(nodes("a"), *command)
+        assert done.returncode == 1
+        assert done.stderr.endswith("not available in cluster mode yet (docs/cluster.md)\n") or (
+            "not made in cluster mode yet" in done.stderr
+        ), done.stderr
+        assert len(done.stderr.splitlines()) == 1

@@ -7,7 +7,7 @@ import logging
 import click
 
 from listferry.cli.root import State, cli, emit_json, pass_state
-from listferry.errors import UsageError
+from listferry.errors import ListferryError, UsageError
 
 log = logging.getLogger("listferry")
 
@@ -33,6 +33,10 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
 
     app = state.app()
     chosen = app.config.tenant(tenant)
+    if app.config.cluster is not None:
+        raise ListferryError(
+            f"{tenant}: return files are not made in cluster mode yet (docs/cluster.md)"
+        )
     scheme = urlsplit(to).scheme.lower() if to and "://" in to else "file"
     if scheme not in app.host.transports:
         known = ", ".join(app.host.transports.names())

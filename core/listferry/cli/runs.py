@@ -134,6 +134,10 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     last applied one, and its report goes to the customer's home. Exit 1 when the new
     run is voided or failed.
     """
+    if state.app().config.cluster is not None:
+        raise ListferryError(
+            f"{tenant}: replay is not available in cluster mode yet (docs/cluster.md)"
+        )
     from listferry.sync.replay import replay_run
 
     app = state.app()
@@ -211,8 +215,15 @@ def subscribers(state: State, tenant: str, status: str, json_: bool) -> None:
     """A tenant's subscribers."""
     from listferry.store.database import Store
 
-    chosen = state.app().config.tenant(tenant)
-    with Store(chosen.database) as store:
+    config = state.app().config
+    chosen = config.tenant(tenant)
+    if config.cluster is not None:
+        from listferry.cluster.access import current_store
+
+        opened = current_store(config, chosen)
+    else:
+        opened = Store(chosen.database)
+    with opened as store:
         rows = store.subscribers(status)
         if json_:
             emit_json_list(rows)
@@ -242,9 +253,15 @@ def events_load(state: State, tenant: str, file: str) -> None:
     from listferry.store.events import load_events
 
     path = readable_file(file, state.log_format)
-    chosen = state.app().config.tenant(tenant)
-    with Store(chosen.database) as store:
-        loaded = load_events(store, path)
+    config = state.app().config
+    chosen = config.tenant(tenant)
+    if config.cluster is not None:
+        from listferry.cluster.access import change_store
+
+        loaded = change_store(config, chosen, lambda store: load_events(store, path))
+    else:
+        with Store(chosen.database) as store:
+            loaded = load_events(store, path)
     click.echo(
         f"{tenant}: {loaded.stored} events stored, {loaded.duplicates} already known; "
         f"events for addresses not on the list: {loaded.not_on_list}"
