@@ -694,9 +694,10 @@ class TenantSession(TLS_FTPHandler):
             try:
                 replaced = os.lstat(final).st_size if os.path.lexists(final) else 0
                 size = os.path.getsize(temp)
-                with self._adding():  # a count of the home never sees neither name
-                    assert self.tenant is not None
-                    self.runtime.homes.keep(self.tenant, Path(temp), Path(final))
+                assert self.tenant is not None
+                homes = self.runtime.homes
+                with homes.keeping(self.limits().adding):  # a count never sees neither name
+                    homes.keep(self.tenant, Path(temp), Path(final))
             except NotKept as exc:
                 problem = exc
                 self.limits().shrink(size)  # its temp file is gone already

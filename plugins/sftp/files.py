@@ -218,8 +218,9 @@ class TenantFiles(SFTPServerInterface):
     def _move(self, old: Path, new: Path) -> int:
         if old.is_dir() and not old.is_symlink():
             self.limits.may_move(self.tenant, old, new)
-        with self.limits.adding:  # a count of the home never sees neither name
-            stored = self.connection.runtime.homes.rename(self.tenant, old, new)
+        homes = self.connection.runtime.homes
+        with homes.keeping(self.limits.adding):  # a count of the home never sees neither name
+            stored = homes.rename(self.tenant, old, new)
         name = self.name_of(new)
         event("rename", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(old), to=name)
         if stored or new.is_file():  # uploaded under one name, then renamed into place
@@ -433,8 +434,9 @@ class Upload(Transfer):
             replaced = 0
         files = self.files
         try:
-            with files.limits.adding:  # a count of the home never sees neither name
-                files.connection.runtime.homes.keep(files.tenant, self.temp, self.target)
+            homes = files.connection.runtime.homes
+            with homes.keeping(files.limits.adding):  # a count never sees neither name
+                homes.keep(files.tenant, self.temp, self.target)
         except OSError as exc:
             self.temp.unlink(missing_ok=True)
             files.limits.shrink(self.size)

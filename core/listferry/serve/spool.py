@@ -12,6 +12,7 @@ knows it (``listferry.cluster.serving``): the servers never import the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -51,6 +52,11 @@ class LocalHomes:
 
     def folder(self, tenant: Tenant) -> Path:
         return Path(tenant.home)
+
+    def keeping(self, lock: threading.RLock) -> contextlib.AbstractContextManager[object]:
+        """What to hold around :meth:`keep` and :meth:`rename`: the home's ``lock``, so a
+        count of the home never sees neither name."""
+        return lock
 
     def keep(self, tenant: Tenant, temp: Path, target: Path) -> bool:
         """Give the completed upload ``temp`` its name ``target``; True: it is received."""
@@ -95,6 +101,12 @@ class SpooledHomes:
         folder = self.spool / tenant.name
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         return folder
+
+    def keeping(self, lock: threading.RLock) -> contextlib.AbstractContextManager[object]:
+        """Nothing: a put takes as long as the network does, and the home's lock would
+        hold up the tenant's other uploads meanwhile; the file is counted in the spool
+        until it is removed, and in storage from the next count on."""
+        return contextlib.nullcontext()
 
     def keep(self, tenant: Tenant, temp: Path, target: Path) -> bool:
         """Put the completed upload ``temp`` into storage as ``target``'s name and remove
