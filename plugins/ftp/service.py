@@ -19,7 +19,9 @@ A tenant sees its home as ``/``: every path goes through :func:`~listferry.serve
 symbolic links are not served, and uploads still in progress are neither listed nor
 reachable. An upload lands under a hidden temporary name and is renamed only when the
 transfer ended cleanly. Appending, resuming an upload, ``STOU``, ``SITE CHMOD`` and
-data connections to any address but the client's own (FTP bounce) are refused.
+data connections to any address but the client's own (FTP bounce) are refused. In
+cluster mode the folder here is a spool (:mod:`listferry.serve.spool`): a completed
+upload is put into storage before the reply, and a put that fails answers ``451``.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from listferry.serve.jail import (
 from listferry.serve.limits import Home, LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
 from listferry.serve.runtime import ServerRuntime
+from listferry.serve.spool import NotKept
 from listferry_plugins.ftp.tls_files import TLSFiles, resumed, watched
 
 #: What a logged-in tenant may do, in pyftpdlib's letters: change folder, list, read,
@@ -151,6 +154,12 @@ class TenantFS(AbstractedFS):
 
     def chmod(self, path: str, mode: int) -> None:
         raise PermissionError(13, "Permission denied")
+
+    def rename(self, src: str, dst: str) -> None:
+        session = self.cmd_channel
+        stored = session.runtime.homes.rename(session.tenant, Path(src), Path(dst))
+        if stored:  # cluster mode: uploaded under a temporary name, renamed into place
+            session.runtime.uploads.received(session.tenant, session._name(dst))
 
 
 class CappedUpload(io.FileIO):
@@ -284,13 +293,16 @@ class DataConnection(TLS_DTPHandler):
             self._resp = (f"552 Upload refused: {refused}.", pyftpdlib_log.info)
         elif upload and self.transfer_finished:
             self.file_obj.close()
+            code = "426"
             if was_reset(self.socket):
                 problem = "the data connection was reset"
             else:
                 problem = self.cmd_channel.finish_upload(self.file_obj.name)
+                if isinstance(problem, NotKept):
+                    code = "451"
             if problem:
                 self.transfer_finished = False
-                self._resp = (f"426 Upload not kept: {problem}.", pyftpdlib_log.info)
+                self._resp = (f"{code} Upload not kept: {problem}.", pyftpdlib_log.info)
         super().close()
 
 
@@ -667,27 +679,39 @@ class TenantSession(TLS_FTPHandler):
             self.limits().shrink(size)
         Path(temp).unlink(missing_ok=True)
 
-    def finish_upload(self, temp: str) -> str | None:
-        """Give a completed upload its real name; return why it was not kept, or None."""
+    def finish_upload(self, temp: str) -> str | NotKept | None:
+        """Give a completed upload its real name (in cluster mode: put it into storage);
+        return why it was not kept (a :class:`NotKept` when storage did not take it), or
+        None."""
         final = self._uploads.pop(temp, None)
         if final is None:
             return None
         name = self._name(final)
-        problem = "the client disconnected before the upload ended" if self._client_gone() else None
-        if problem is None:
+        problem: str | NotKept | None = None
+        if self._client_gone():
+            problem = "the client disconnected before the upload ended"
+        else:
             try:
                 replaced = os.lstat(final).st_size if os.path.lexists(final) else 0
-                with self._adding():  # a count of the home never sees neither name
-                    os.replace(temp, final)
+                size = os.path.getsize(temp)
+                assert self.tenant is not None
+                homes = self.runtime.homes
+                with homes.keeping(self.limits().adding):  # a count never sees neither name
+                    homes.keep(self.tenant, Path(temp), Path(final))
+            except NotKept as exc:
+                problem = exc
+                self.limits().shrink(size)  # its temp file is gone already
             except OSError as exc:
                 problem = f"cannot store the file: {exc.strerror}"
         if problem:
             self._forget(temp)
-            self._upload_event(name, "incomplete", problem)
+            self._upload_event(
+                name, "failed" if isinstance(problem, NotKept) else "incomplete", str(problem)
+            )
             return problem
         if self.tenant is not None:
             self.limits().shrink(replaced)
-        self._upload_event(name, "ok", None, os.path.getsize(final))
+        self._upload_event(name, "ok", None, size)
         if self.tenant is not None:
             self.runtime.uploads.received(self.tenant, name)
         return None

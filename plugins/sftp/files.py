@@ -26,6 +26,7 @@ from listferry.config import Tenant
 from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
 from listferry.serve.limits import LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
+from listferry.serve.spool import NotKept
 from listferry_plugins.sftp.session import TRANSFER_SIZE, Refusal
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ def confined(method: Callable[..., Result]) -> Callable[..., Result | int]:
         except LimitReached as exc:
             self.connection.refuse(f"{method.__name__}: {exc}")
             return Refusal(SFTP_FAILURE, f"Refused: {exc}")
+        except NotKept as exc:
+            self.connection.refuse(f"{method.__name__}: {exc}")
+            return Refusal(SFTP_FAILURE, f"Not kept: {exc}")
         except OSError as exc:
             return os_error(exc)
 
@@ -214,11 +218,12 @@ class TenantFiles(SFTPServerInterface):
     def _move(self, old: Path, new: Path) -> int:
         if old.is_dir() and not old.is_symlink():
             self.limits.may_move(self.tenant, old, new)
-        with self.limits.adding:  # a count of the home never sees neither name
-            os.replace(old, new)
+        homes = self.connection.runtime.homes
+        with homes.keeping(self.limits.adding):  # a count of the home never sees neither name
+            stored = homes.rename(self.tenant, old, new)
         name = self.name_of(new)
         event("rename", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(old), to=name)
-        if new.is_file():  # uploaded under one name, then renamed into place
+        if stored or new.is_file():  # uploaded under one name, then renamed into place
             self.connection.runtime.uploads.received(self.tenant, name)
         return SFTP_OK
 
@@ -427,14 +432,16 @@ class Upload(Transfer):
             replaced = os.lstat(self.target).st_size
         except FileNotFoundError:
             replaced = 0
-        try:
-            with self.files.limits.adding:  # a count of the home never sees neither name
-                os.replace(self.temp, self.target)
-        except OSError:
-            self.temp.unlink(missing_ok=True)
-            self.log("failed")
-            raise
-        self.files.limits.shrink(replaced)
-        self.log("ok")
         files = self.files
+        try:
+            homes = files.connection.runtime.homes
+            with homes.keeping(files.limits.adding):  # a count never sees neither name
+                homes.keep(files.tenant, self.temp, self.target)
+        except OSError as exc:
+            self.temp.unlink(missing_ok=True)
+            files.limits.shrink(self.size)
+            self.log("failed", str(exc) if isinstance(exc, NotKept) else exc.strerror)
+            raise
+        files.limits.shrink(replaced)
+        self.log("ok")
         files.connection.runtime.uploads.received(files.tenant, files.name_of(self.target))

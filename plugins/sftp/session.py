@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import paramiko
 from paramiko import Message
 from paramiko.sftp import (
+    CMD_CLOSE,
     CMD_DATA,
     CMD_EXTENDED,
     CMD_EXTENDED_REPLY,
@@ -31,7 +32,10 @@ from paramiko.sftp import (
     SFTP_DESC,
     SFTP_EOF,
     SFTP_FAILURE,
+    SFTP_OK,
 )
+
+from listferry.serve.spool import NotKept
 
 if TYPE_CHECKING:
     from listferry_plugins.sftp.service import Connection
@@ -132,6 +136,8 @@ class SftpSession(paramiko.SFTPServer):
                 self._write(number, request)
             elif kind == CMD_READ:
                 self._read(number, request)
+            elif kind == CMD_CLOSE:
+                self._close(number, request)
             else:
                 msg = Message(request[5:])
                 if kind == CMD_EXTENDED and msg.get_text() == "limits@openssh.com":
@@ -165,6 +171,19 @@ class SftpSession(paramiko.SFTPServer):
             self._status(number, SFTP_EOF)
         else:
             self._queue(CMD_DATA, struct.pack(">II", number, len(data)), data)
+
+    def _close(self, number: int, request: bytes) -> None:
+        """Close a handle; a file whose upload could not be kept answers with why."""
+        handle = Message(request[5:]).get_binary()
+        if handle not in self.file_table:
+            self._process(CMD_CLOSE, number, Message(request[5:]))
+            return
+        try:
+            self.file_table.pop(handle).close()
+        except NotKept as exc:
+            self._status(number, Refusal(SFTP_FAILURE, f"Upload not kept: {exc}"))
+            return
+        self._status(number, SFTP_OK)
 
     def _limits(self, number: int) -> None:
         self._queue(

@@ -46,7 +46,8 @@ def serve(
 
     Each tenant's sync runs at its `schedule` (in its `timezone`), its return file at
     its `export_schedule`, the digest at [notify] digest_at; --no-schedule leaves that
-    to `listferry schedule` or cron.
+    to `listferry schedule` or cron. In cluster mode each completed upload is put into
+    the tenant's home in storage, and an on-upload tenant's sync is queued for a worker.
     """
     from dataclasses import replace
 
@@ -79,7 +80,24 @@ def serve(
         scheduler.reload()
         _say_plan(scheduler)
         beside = scheduler.run
-    run_servers(app, settings, [n.strip() for n in chosen], lambda text: click.echo(text), beside)
+    homes = queue = None
+    if app.config.cluster is not None:
+        from listferry.cluster.serving import SyncQueue, cluster_homes
+
+        homes, queue = cluster_homes(app.config), SyncQueue(app.config)
+    try:
+        run_servers(
+            app,
+            settings,
+            [n.strip() for n in chosen],
+            lambda text: click.echo(text),
+            beside,
+            homes=homes,
+            queue=queue,
+        )
+    finally:
+        if queue is not None:
+            queue.close()
 
 
 @cli.group()

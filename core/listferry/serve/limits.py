@@ -8,6 +8,8 @@ grow a file, or let a login in, and tell it when a session ends.
 A home's usage is measured by a walk that never recurses and stops early, files counted
 at their apparent size (``st_size``: a sparse 1 GiB file counts 1 GiB). It is measured
 again before each new file or folder, and kept up to date as uploads grow in between.
+In cluster mode the local folder is a spool, and what the home holds in storage is
+added to it (``stored``, counted at most every few seconds).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import stat
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +92,11 @@ def height(folder: Path, stop_after: int) -> int:
 class Home:
     """One tenant's home: its usage, measured and then kept up to date."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, stored: Callable[[Tenant], tuple[int, int] | None] | None = None
+    ) -> None:
         self.path = path
+        self.stored = stored
         self.usage = Usage()
         self._lock = threading.Lock()
         #: Held from the check of a new file or folder until it is made (its temp file,
@@ -100,6 +106,10 @@ class Home:
 
     def measure(self, tenant: Tenant) -> Usage:
         found = measure(self.path, tenant.max_files + 1)
+        elsewhere = self.stored(tenant) if self.stored is not None else None
+        if elsewhere is not None:
+            found.entries += elsewhere[0]
+            found.bytes += elsewhere[1]
         with self._lock:
             self.usage = found
         return found
@@ -142,19 +152,29 @@ class Home:
 
 
 class Limits:
-    """Every tenant's home and open sessions, for all the servers of one process."""
+    """Every tenant's home and open sessions, for all the servers of one process.
 
-    def __init__(self) -> None:
+    ``folder(tenant)`` is the local folder the servers write in (default: its ``home``),
+    ``stored(tenant)`` what the home holds elsewhere (objects, bytes), or None.
+    """
+
+    def __init__(
+        self,
+        folder: Callable[[Tenant], Path] | None = None,
+        stored: Callable[[Tenant], tuple[int, int] | None] | None = None,
+    ) -> None:
+        self._folder = folder or (lambda tenant: Path(tenant.home))
+        self._stored = stored
         self._lock = threading.Lock()
         self._homes: dict[str, Home] = {}
         self._sessions: Counter[str] = Counter()
 
     def home(self, tenant: Tenant) -> Home:
-        path = Path(os.path.realpath(tenant.home))
+        path = Path(os.path.realpath(self._folder(tenant)))
         with self._lock:
             home = self._homes.get(tenant.name)
             if home is None or home.path != path:
-                home = self._homes[tenant.name] = Home(path)
+                home = self._homes[tenant.name] = Home(path, self._stored)
             return home
 
     def log_in(self, tenant: Tenant) -> str | None:

@@ -240,10 +240,13 @@ class Gatekeeper:
         tenants: dict[str, Tenant] | Callable[[], dict[str, Tenant]],
         guard: LoginGuard,
         rehashed: Callable[[str, str, str], None] | None = None,
+        serves: Callable[[Tenant], bool] | None = None,
     ) -> None:
         """``rehashed(tenant, old_hash, new_hash)`` keeps the new hash made for a tenant
-        whose hash was made with less than today's scrypt cost, at its good login."""
+        whose hash was made with less than today's scrypt cost, at its good login;
+        ``serves(tenant)`` says whether these servers hold its home (default: a local one)."""
         self._tenants = tenants if callable(tenants) else (lambda: tenants)
+        self._serves = serves or (lambda tenant: tenant.is_local)
         self.guard = guard
         self._rehashed = rehashed
         self._upgraded: set[str] = set()
@@ -266,7 +269,7 @@ class Gatekeeper:
         tenant = self.tenants.get(username)
         if self.guard.blocked(ip):
             return "address blocked after repeated failed logins"
-        if tenant is not None and not tenant.is_local:
+        if tenant is not None and not self._serves(tenant):
             return "the tenant's home is not on this server"
         if tenant is not None and not self.address_allowed(tenant, ip, protocol):
             return "address not in the tenant's allow list"

@@ -1,8 +1,9 @@
 """What every built-in server shares, whatever its protocol: one :class:`ServerRuntime`.
 
-It holds the settings, the login :mod:`~listferry.serve.logins` (gatekeeper and guard)
-and the upload dispatcher (:mod:`~listferry.serve.uploads`), shared by every protocol
-in the process. :func:`serve` runs the servers until SIGTERM or SIGINT.
+It holds the settings, the login :mod:`~listferry.serve.logins` (gatekeeper and guard),
+where completed uploads go (:mod:`~listferry.serve.spool`: the local homes, or storage
+in cluster mode) and the upload dispatcher (:mod:`~listferry.serve.uploads`), shared by
+every protocol in the process. :func:`serve` runs the servers until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from listferry.app import App
 from listferry.config import ServerSettings, Tenant
 from listferry.config.edit import TenantTables, config_locked, write_atomically
 from listferry.serve.blocks import blocks_path
-from listferry.serve.jail import remove_stale_uploads
 from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import Budget, event
 from listferry.serve.logins import Gatekeeper, LoginGuard
+from listferry.serve.spool import LocalHomes, SpooledHomes
 from listferry.serve.uploads import UploadDispatcher
+
+Homes = LocalHomes | SpooledHomes
 
 
 @dataclass
@@ -38,6 +41,7 @@ class ServerRuntime:
     gatekeeper: Gatekeeper
     uploads: UploadDispatcher
     live: LiveConfig
+    homes: Homes = field(default_factory=LocalHomes)
     limits: Limits = field(default_factory=Limits)
     #: How many ``refused`` lines connections turned away before login may write.
     refusals: Budget = field(default_factory=Budget)
@@ -45,18 +49,31 @@ class ServerRuntime:
     session_refusals: Budget = field(default_factory=lambda: Budget(lines=200))
 
     @classmethod
-    def create(cls, app: App, settings: ServerSettings) -> ServerRuntime:
+    def create(
+        cls,
+        app: App,
+        settings: ServerSettings,
+        homes: Homes | None = None,
+        queue: Callable[[str], str] | None = None,
+    ) -> ServerRuntime:
+        """The runtime; ``homes`` says where completed uploads go (default: the local
+        homes), ``queue(tenant)`` queues an on-upload tenant's sync elsewhere instead of
+        running it here (cluster mode)."""
+        homes = homes or LocalHomes()
         guard = LoginGuard(settings, blocks=blocks_path(app.config.state_dir))
         live = LiveConfig(app)
+        rehashed = partial(keep_rehashed, app.config.path)
         return cls(
             app=app,
             settings=settings,
             guard=guard,
-            gatekeeper=Gatekeeper(live.tenants, guard, partial(keep_rehashed, app.config.path)),
+            gatekeeper=Gatekeeper(live.tenants, guard, rehashed, serves=homes.serves),
             uploads=UploadDispatcher(
-                app, settings.upload_grace, live.tenants, workers=settings.sync_workers
+                app, settings.upload_grace, live.tenants, workers=settings.sync_workers, queue=queue
             ),
             live=live,
+            homes=homes,
+            limits=Limits(folder=homes.folder, stored=homes.stored),
         )
 
     def refused(self, protocol: str, ip: str, reason: str) -> None:
@@ -79,8 +96,8 @@ class ServerRuntime:
             event("refused", protocol=protocol, tenant=tenant, ip=ip, **fields)
 
     def home(self, tenant: Tenant) -> Path:
-        """The tenant's home folder; built-in servers serve local homes only."""
-        return Path(tenant.home)
+        """The tenant's folder here: its home, or in cluster mode its spool."""
+        return self.homes.folder(tenant)
 
 
 def keep_rehashed(config: Path, tenant: str, old: str, new: str) -> None:
@@ -130,11 +147,14 @@ def serve(
     protocols: list[str],
     say,
     beside: Callable[[threading.Event], None] | None = None,
+    homes: Homes | None = None,
+    queue: Callable[[str], str] | None = None,
 ) -> None:
     """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly.
 
     ``beside(stop)`` (the schedule) runs in a thread of its own meanwhile and is waited
-    for when the servers have stopped.
+    for when the servers have stopped. ``homes`` and ``queue``: as for
+    :meth:`ServerRuntime.create`.
     """
     import signal
 
@@ -149,8 +169,8 @@ def serve(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     raise_file_limit()
-    remove_stale_uploads(app.config.tenants)
-    runtime = ServerRuntime.create(app, settings)
+    runtime = ServerRuntime.create(app, settings, homes, queue)
+    runtime.homes.remove_stale_uploads(app.config.tenants)
     watcher = threading.Thread(target=runtime.live.watch, args=(stop,), name="config-watch")
     watcher.start()
     servers: list[Server] = []

@@ -33,6 +33,10 @@ class UploadDispatcher:
     first, and never one tenant twice at once: a tenant's long sync holds up the others
     only when every worker is busy. One that prints no runs is recorded as a ``failed``
     run and tried again after :data:`RETRY_SECONDS`.
+
+    In cluster mode ``queue(tenant)`` is given: a due tenant's sync is queued for any
+    worker instead (a tenant queued twice runs once), and it returns what to log (the
+    job); one that cannot be queued is tried again after :data:`RETRY_SECONDS`.
     """
 
     def __init__(
@@ -42,8 +46,10 @@ class UploadDispatcher:
         tenants: Callable[[], dict[str, Tenant]] | None = None,
         retry_seconds: tuple[float, ...] = RETRY_SECONDS,
         workers: int = 1,
+        queue: Callable[[str], str] | None = None,
     ) -> None:
         self.app = app
+        self.queue = queue
         self.grace = grace
         self.tenants = tenants or (lambda: app.config.tenants)
         self.retry_seconds = retry_seconds
@@ -116,6 +122,9 @@ class UploadDispatcher:
     def _visit(self, name: str) -> None:
         """Sync tenant ``name`` if it is still an on-upload tenant with a list waiting."""
         tenant = self.tenants().get(name)
+        if self.queue is not None and tenant is not None and tenant.process == "on-upload":
+            self._queue(tenant)
+            return
         if tenant is None or tenant.process != "on-upload" or not self._pending(tenant):
             self._failures.pop(name, None)
             return
@@ -136,6 +145,19 @@ class UploadDispatcher:
         else:
             self._failures.pop(name, None)
             self._until_the_wait_is_over(tenant)
+
+    def _queue(self, tenant: Tenant) -> None:
+        """Queue the tenant's sync for a worker of the cluster; the worker looks at its
+        home, so nothing is read here."""
+        assert self.queue is not None
+        try:
+            job = self.queue(tenant.name)
+        except Exception as exc:
+            log.error("%s: the on-upload sync could not be queued: %s", tenant.name, exc)
+            self._retry(tenant)
+            return
+        self._failures.pop(tenant.name, None)
+        event("queued", tenant=tenant.name, job=job)
 
     def _sync(self, tenant: Tenant) -> tuple[list[dict], str | None]:
         """``listferry sync NAME`` in a process of its own: a crash or a memory blow-up in
