@@ -49,9 +49,7 @@ endpoint_url = "{bucket.endpoint_url}"
 [defaults]
 count_file = "optional"
 strategy = "full"
-{extra}
-[tenants.acme]
-"""
+{extra}"""
     )
     return path
 
@@ -61,6 +59,7 @@ def nodes(tmp_path: Path, database_url: str, bucket):
     """``nodes(name)``: the config of a node of its own over the shared database and bucket."""
     with connect(database_url) as conn:
         create_schema(conn)
+        conn.execute("INSERT INTO listferry_tenants (name, settings) VALUES ('acme', '{}')")
 
     def node(name: str, extra: str = "") -> Path:
         return write_config(tmp_path / name, database_url, bucket, extra)
