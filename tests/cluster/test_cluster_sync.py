@@ -317,6 +317,7 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         url = server.create_database()
         with connect(url) as conn:
             create_schema(conn)
+            conn.execute("INSERT INTO listferry_tenants (name, settings) VALUES ('acme', '{}')")
         config = write_config(tmp_path / "a", url, bucket)
         upload(bucket, "list.csv", csv_text(people(5)))
         assert sync_here(config)[0]["status"] == "applied"

@@ -36,7 +36,7 @@ from listferry.cluster.stores import Pointer, StoreVersions, sha256_file
 from listferry.cluster.tenants import checked_tenant
 from listferry.config import Config, Tenant, load_config
 from listferry.config.settings import PATH_KEYS
-from listferry.config.shared import database_error
+from listferry.config.shared import connect, database_error
 from listferry.errors import ConfigError, ListferryError
 from listferry.store.database import Store
 from listferry.store.locks import RUNS, tenant_lock
@@ -55,16 +55,17 @@ def import_site(app: App, source_path: Path, replace: bool) -> Iterator[tuple[bo
     storage = Storage(settings.url, settings.endpoint_url, settings.region)
     versions = StoreVersions(app.config.cluster.database, storage)
     tables = tomllib.loads(source.text).get("tenants", {})
+    conn = connect(versions.database_url)
     try:
         for name, tenant in source.tenants.items():
             try:
-                yield True, _import_one(app, source, tables[name], tenant, versions, replace)
+                yield True, _import_one(app, source, tables[name], tenant, versions, conn, replace)
             except ListferryError as exc:
                 yield False, f"{name}: not imported: {exc}"
             except sqlite3.Error as exc:
                 yield False, f"{name}: not imported: its store {tenant.database}: {exc}"
     finally:
-        versions.close()
+        conn.close()
 
 
 def row_settings(app: App, source: Config, table: dict[str, Any], tenant: Tenant) -> dict[str, Any]:
@@ -87,6 +88,7 @@ def _import_one(
     table: dict[str, Any],
     tenant: Tenant,
     versions: StoreVersions,
+    conn: Any,
     replace: bool,
 ) -> str:
     name = tenant.name
@@ -95,7 +97,6 @@ def _import_one(
         checked_tenant(app, name, own)
     except ConfigError as exc:
         raise ConfigError(str(exc).replace(" is left as it was", "", 1)) from None
-    conn = versions.conn
     url = versions.database_url
     try:
         there = conn.execute("SELECT 1 FROM listferry_tenants WHERE name = %s", (name,)).fetchone()
@@ -117,7 +118,7 @@ def _import_one(
             key = f"stores/{name}/{version:012d}-{secrets.token_hex(6)}.db"
             storage.put(copy, key, if_absent=True)
         try:
-            version = _publish(versions, name, own, copy, key, base, runs or [], replace)
+            version = _publish(versions, conn, name, own, copy, key, base, runs or [], replace)
         except BaseException:
             if key is not None:
                 storage.delete(key)
@@ -166,6 +167,7 @@ def _put_files(storage: Storage, folder: Path, prefix: str) -> int:
 
 def _publish(
     versions: StoreVersions,
+    conn: Any,
     name: str,
     own: dict[str, Any],
     copy: Path,
@@ -177,7 +179,6 @@ def _publish(
     """The last step, in one transaction: the store pointer moved from ``base`` to the
     next version (refused if it moved meanwhile), the runs in the runs index, the
     settings row. Returns the store version (``None``: no store)."""
-    conn = versions.conn
     version = None
     try:
         with conn.transaction():
@@ -201,7 +202,7 @@ def _publish(
                     raise ListferryError("its store in the cluster moved on meanwhile; try again")
                 if replace:
                     conn.execute("DELETE FROM listferry_runs WHERE tenant = %s", (name,))
-                versions.index(name, runs, version, None)
+                versions.index(conn, name, runs, version, None)
             upsert = (
                 "ON CONFLICT (name) DO UPDATE SET settings = EXCLUDED.settings, "
                 "version = nextval('listferry_tenant_changes'), updated_at = now(), "
