@@ -105,10 +105,17 @@ class ClusterSetup:
             config.write_text(
                 f'[listferry]\nstate = "state"\n\n[cluster]\ndatabase = "{database}"\n\n'
                 f'[storage]\nurl = "s3://{self.bucket}/{self.prefix}"\n'
-                f'endpoint_url = "{seaweed.endpoint_url}"\n\n' + DEFAULTS + night.tenants_toml()
+                f'endpoint_url = "{seaweed.endpoint_url}"\n\n' + DEFAULTS
             )
             self.configs.append(config)
         listferry(self.configs[0], "cluster", "init")
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:  # the tenants every node shares
+            conn.cursor().executemany(
+                "INSERT INTO listferry_tenants (name, settings) VALUES (%s, '{}')",
+                [(name,) for name in night.names],
+            )
         self.workers: list[subprocess.Popen] = []
         self.count = workers
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from listferry.config import load_config
+from listferry.config import parse_config
+from listferry.config.shared import tenant_of_row
 from listferry.errors import ConfigError
 
 CLUSTER = """\
@@ -19,22 +20,36 @@ database = "postgresql://listferry@127.0.0.1:5432/listferry"
 [storage]
 url = "s3://lists-bucket/nightly"
 endpoint_url = "http://127.0.0.1:8333"
-
-[tenants.acme]
 """
 
 
 def load(tmp_path: Path, text: str) -> object:
-    path = tmp_path / "listferry.toml"
-    path.write_text(text)
-    return load_config(path)
+    """The config ``text`` means, as a node reads it before it asks its database for
+    the tenants (tests/cluster/test_tenants.py has those)."""
+    return parse_config(text, tmp_path / "listferry.toml")
 
 
 def test_a_cluster_config_reads_and_homes_are_in_storage(tmp_path: Path) -> None:
     config = load(tmp_path, CLUSTER)
     assert config.cluster.database == "postgresql://listferry@127.0.0.1:5432/listferry"
     assert config.storage.endpoint_url == "http://127.0.0.1:8333"
-    assert config.tenants["acme"].home == "s3://lists-bucket/nightly/homes/acme/"
+    assert tenant_of_row(config, "acme", {}).home == "s3://lists-bucket/nightly/homes/acme/"
+
+
+def test_tenant_tables_in_a_cluster_config_are_refused_with_their_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, CLUSTER + "\n[tenants.acme]\nstrategy = 'full'\n")
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'listferry.toml'} line 11: [tenants.acme]: ")
+    assert "listferry cluster import --from" in message and "\n" not in message
+
+
+def test_a_database_row_is_checked_as_a_tenant_table_would_be(tmp_path: Path) -> None:
+    config = load(tmp_path, CLUSTER)
+    with pytest.raises(ConfigError, match=r"^database tenant acme: key max_invalid_share: "):
+        tenant_of_row(config, "acme", {"max_invalid_share": 2})
+    with pytest.raises(ConfigError, match=r"^database tenant acme: unknown key 'stratgy' "):
+        tenant_of_row(config, "acme", {"stratgy": "full"})
 
 
 def test_without_cluster_nothing_changes(tmp_path: Path) -> None:
@@ -98,7 +113,7 @@ def test_bad_cluster_settings_are_named_with_their_line(
 
 
 def test_cluster_needs_storage_and_storage_needs_cluster(tmp_path: Path) -> None:
-    without_storage = CLUSTER.split("[storage]")[0] + "[tenants.acme]\n"
+    without_storage = CLUSTER.split("[storage]")[0]
     with pytest.raises(ConfigError, match=r"\[cluster\] needs a \[storage\] table"):
         load(tmp_path, without_storage)
     without_cluster = CLUSTER.replace(

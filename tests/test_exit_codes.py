@@ -242,6 +242,16 @@ CASES = [
         "no [cluster] table in",
     ),
     (
+        "cluster import",
+        "no [cluster] table",
+        None,
+        ["cluster", "import", "--from", "{root}/listferry.toml"],
+        None,
+        2,
+        "no [cluster] table in",
+    ),
+    ("cluster import", "no --from", None, ["cluster", "import"], None, 2, "'--from'"),
+    (
         "cluster status",
         "no [cluster] table",
         None,

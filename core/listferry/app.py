@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from listferry.fields import resolve_fields
 from listferry.plugins import Host, load_host
 from listferry.templates import as_template
 from listferry.transport import Endpoint, Transport, open_transport
+
+log = logging.getLogger("listferry")
 
 
 @dataclass
@@ -152,9 +155,28 @@ def check_names(config: Config, host: Host) -> None:
             raise ConfigError(f"{config.where_tenant(tenant.name, problem[0])}: {problem[1]}")
 
 
+def shared_names_checked(config: Config, host: Host) -> Config:
+    """In cluster mode, ``config`` with each tenant of the database whose settings name
+    something the plugins do not have moved to its ``tenant_problems`` (one line naming
+    the tenant and key), so the other tenants stay usable; on one machine, ``config``."""
+    if config.cluster is None:
+        return config
+    from listferry.config.shared import problem_line
+
+    tenants, problems = {}, dict(config.tenant_problems)
+    for name, tenant in config.tenants.items():
+        problem = tenant_problem(host, tenant)
+        if problem:
+            problems[name] = problem_line(name, *problem)
+        else:
+            tenants[name] = tenant
+    return replace(config, tenants=tenants, tenant_problems=dict(sorted(problems.items())))
+
+
 def open_app(path: Path, host: Host | None = None) -> App:
     """Read the config, load the plugins it allows (unless ``host`` holds them already),
-    and check the names it uses."""
+    and check the names it uses. In cluster mode each tenant of the database that cannot
+    be used is logged as a warning of one line; the others are there."""
     config = load_config(path)
     try:
         host = host or load_host(disabled=config.disable, modules=config.plugins)
@@ -162,6 +184,9 @@ def open_app(path: Path, host: Host | None = None) -> App:
         if exc.key is None:
             raise
         raise ConfigError(f"{config.where('listferry', exc.key)}: {exc}") from None
+    config = shared_names_checked(config, host)
+    for problem in config.tenant_problems.values():
+        log.warning("%s (the other tenants are used)", problem)
     check_names(config, host)
     return App(config, host)
 
@@ -178,12 +203,28 @@ def file_stamp(path: Path) -> tuple[int, int, int, int] | None:
 
 class ConfigReload:
     """A long-running process's config: read again when the file changes (another file
-    put in its place, or its time or size), and checked whole against the plugins the
-    process has, which are never loaded again."""
+    put in its place, or its time or size) or, in cluster mode, when any tenant changed
+    in the database (asked at most once a second), and checked whole against the plugins
+    the process has, which are never loaded again."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.stamp = file_stamp(app.config.path)
+        self.tenants: Any = None
+        self._watch(app.config)
+
+    def _watch(self, config: Config) -> None:
+        """Follow the tenants of ``config``'s cluster database (none on one machine)."""
+        url = config.cluster.database if config.cluster else None
+        if self.tenants is not None and self.tenants.url == url:
+            return
+        if self.tenants is not None:
+            self.tenants.close()
+            self.tenants = None
+        if url is not None:
+            from listferry.config.shared import TenantChanges
+
+            self.tenants = TenantChanges(url)
 
     def changed(self, read: Callable[[Config], None] | None = None) -> App | None:
         """The config as the file says now, when it changed and checks; ``None`` when it
@@ -192,12 +233,17 @@ class ConfigReload:
         :class:`ListferryError` (or whatever a plugin raised) once, and the last good
         app stays."""
         stamp = file_stamp(self.app.config.path)
-        if stamp is None or stamp == self.stamp:
+        file_changed = stamp is not None and stamp != self.stamp
+        if not file_changed and not (self.tenants is not None and self.tenants.changed()):
             return None
-        self.stamp = stamp
+        self.stamp = stamp or self.stamp
         config = load_config(self.app.config.path)
         if read is not None:
             read(config)
+        config = shared_names_checked(config, self.app.host)
+        for problem in config.tenant_problems.values():
+            log.warning("%s (the other tenants are used)", problem)
         check_names(config, self.app.host)
         self.app = App(config, self.app.host)
+        self._watch(config)
         return self.app

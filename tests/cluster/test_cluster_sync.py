@@ -49,9 +49,7 @@ endpoint_url = "{bucket.endpoint_url}"
 [defaults]
 count_file = "optional"
 strategy = "full"
-{extra}
-[tenants.acme]
-"""
+{extra}"""
     )
     return path
 
@@ -61,6 +59,7 @@ def nodes(tmp_path: Path, database_url: str, bucket):
     """``nodes(name)``: the config of a node of its own over the shared database and bucket."""
     with connect(database_url) as conn:
         create_schema(conn)
+        conn.execute("INSERT INTO listferry_tenants (name, settings) VALUES ('acme', '{}')")
 
     def node(name: str, extra: str = "") -> Path:
         return write_config(tmp_path / name, database_url, bucket, extra)
@@ -318,6 +317,7 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         url = server.create_database()
         with connect(url) as conn:
             create_schema(conn)
+            conn.execute("INSERT INTO listferry_tenants (name, settings) VALUES ('acme', '{}')")
         config = write_config(tmp_path / "a", url, bucket)
         upload(bucket, "list.csv", csv_text(people(5)))
         assert sync_here(config)[0]["status"] == "applied"

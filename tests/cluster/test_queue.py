@@ -53,15 +53,13 @@ class Cluster:
             "PYTHONPATH": str(root / "plugin"),
             "SLOW_MARKER": str(self.marker),
         }
-        tenants = ""
         for name in ("acme", "bob"):
             (root / "homes" / name).mkdir(parents=True)
-            tenants += f'\n[tenants.{name}]\nhome = "{root / "homes" / name}"\n'
         self.config.write_text(
             '[listferry]\nstate = "state"\nplugins = ["slow_check"]\n\n'
             f'[cluster]\ndatabase = "{database_url}"\nstalled_after = 3\n\n'
             f'[storage]\nurl = "{bucket.url}"\nendpoint_url = "{bucket.endpoint_url}"\n\n'
-            '[defaults]\ncount_file = "off"\n' + tenants
+            '[defaults]\ncount_file = "off"\n'
         )
         self.workers: list[subprocess.Popen[str]] = []
 
@@ -116,6 +114,9 @@ def cluster(tmp_path: Path, database_url: str, bucket) -> Iterator[Cluster]:
     made = Cluster(tmp_path, database_url, bucket)
     done = made.run("cluster", "init")
     assert done.returncode == 0, done.stderr
+    for name in ("acme", "bob"):  # the tenants live in the cluster's database
+        done = made.run("tenant", "add", name, "--home", str(tmp_path / "homes" / name))
+        assert done.returncode == 0, done.stderr
     try:
         yield made
     finally:

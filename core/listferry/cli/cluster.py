@@ -62,6 +62,40 @@ def _check_storage(config: Config) -> str:
     return f"storage {storage.url}: the bucket answers"
 
 
+@cluster.command("import")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The single machine's listferry.toml.",
+)
+@click.option("--replace", is_flag=True, help="Import a tenant already in the cluster over it.")
+@pass_state
+def cluster_import(state: State, source: str, replace: bool) -> None:
+    """Move the tenants of a single machine's config into the cluster.
+
+    Per tenant: its settings into the database, its store as a new version in storage,
+    its archived files into archive/NAME/ (its runs pointing there), the files waiting
+    in its home into homes/NAME/; the settings row last, with the store pointer, so no
+    node ever sees half a tenant. A tenant already in the cluster is skipped unless
+    --replace. Nothing on the single machine changes: stop its serve and cron first.
+    One line per tenant; exit 1 if any was not imported.
+    """
+    from pathlib import Path
+
+    from listferry.cluster.importing import import_site
+
+    app = state.app()
+    _database(app.config)
+    failed = 0
+    for ok, line in import_site(app, Path(source), replace):
+        click.echo(line, err=not ok)
+        failed += not ok
+    if failed:
+        raise SystemExit(1)
+
+
 @cluster.command("status")
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state

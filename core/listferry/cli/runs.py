@@ -65,7 +65,12 @@ def sync(
     from listferry.ops.parallel import run_tenants
     from listferry.sync.run import tell_finished
 
-    app = state.app()
+    try:
+        app = state.app()
+    except ListferryError as exc:
+        if here:  # a worker's job: the cluster's database did not answer, try it again
+            unreachable(state, tenants, exc, json_)
+        raise
     if not tenants and not all_:
         raise click.UsageError("name one or more tenants, or give --all")
     names = list(app.config.tenants) if all_ else list(tenants)
@@ -105,6 +110,22 @@ def sync(
             sys.exit(RETRY_EXIT)
     if any(run.status in ("voided", "failed") for run in runs):
         sys.exit(1)
+
+
+def unreachable(state: State, names: tuple[str, ...], exc: ListferryError, json_: bool) -> None:
+    """``sync --here`` when the cluster's database did not answer while the tenants were
+    read: a ``failed`` run per tenant, and the exit that has the worker try again."""
+    from listferry.cluster import RETRY_EXIT
+    from listferry.config.shared import Unreachable
+    from listferry.runs import RunRecord, RunStatus
+
+    if not isinstance(exc, Unreachable):
+        return
+    runs = [RunRecord(name).end(RunStatus.FAILED, str(exc)) for name in names]
+    try:
+        show_runs(state, runs, json_)
+    finally:
+        sys.exit(RETRY_EXIT)
 
 
 def show_runs(state: State, runs: list[RunRecord], json_: bool) -> None:

@@ -197,7 +197,9 @@ def tenant_set(
     if password_stdin:
         put("password_hash", new_password_hash())
     app = state.app()
-    before = app.config.tenant(name)
+    before = app.config.tenants.get(name)
+    if before is None and name not in app.config.tenant_problems:
+        app.config.tenant(name)  # no such tenant: said as every command says it
     config, changed = set_tenant(app, name, values, add_ips, remove_ips)
     after = config.tenant(name)
     if not changed:
@@ -219,7 +221,7 @@ def tenant_set(
             "history; remote_password_env keeps it out of both",
             err=True,
         )
-    if after.home != before.home and after.is_local:
+    if before is not None and after.home != before.home and after.is_local:
         Path(after.home).mkdir(parents=True, exist_ok=True)
         if before.is_local and Path(before.home).exists():
             click.echo(f"{name}: the files in the old home {before.home} stay there")
@@ -288,7 +290,8 @@ def tenant_password(state: State, name: str, password_stdin: bool) -> None:
     from listferry.ops.tenants import set_tenant
 
     app = state.app()
-    app.config.tenant(name)  # an unknown tenant is said before the password is judged
+    if name not in app.config.tenant_problems:  # a row that does not check can be mended
+        app.config.tenant(name)  # an unknown tenant is said before the password is judged
     set_tenant(app, name, {"password_hash": new_password_hash()})
     click.echo(f"{name}: new password set")
 

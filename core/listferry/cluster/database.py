@@ -4,16 +4,17 @@
 version is taken only over the one its run started from); ``listferry_runs`` indexes
 every run of every tenant, with the store version that holds it (``NULL`` for a run
 whose store write the fence refused), so any node can answer ``runs`` and ``status``
-without a store; ``listferry_tenants`` holds the tenants every node shares.
+without a store; ``listferry_tenants`` holds the tenants every node shares, each change
+numbered from ``listferry_tenant_changes`` (:mod:`listferry.config.shared`).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from listferry.cluster import INSTALL
-from listferry.errors import ListferryError
+from listferry.config.shared import connect, shown
+
+__all__ = ["SCHEMA", "connect", "create_schema", "shown"]
 
 #: Our tables, made by ``listferry cluster init``; each statement is safe to run twice.
 SCHEMA = (
@@ -50,39 +51,23 @@ SCHEMA = (
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS unsubscribed bigint",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_job ON listferry_runs (job_id)",
+    "CREATE SEQUENCE IF NOT EXISTS listferry_tenant_changes",
     """
     CREATE TABLE IF NOT EXISTS listferry_tenants (
         name text PRIMARY KEY,
         settings jsonb NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
+        version bigint NOT NULL DEFAULT nextval('listferry_tenant_changes'),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        updated_by text
     )
     """,
+    """
+    ALTER TABLE listferry_tenants
+        ADD COLUMN IF NOT EXISTS version bigint NOT NULL
+            DEFAULT nextval('listferry_tenant_changes'),
+        ADD COLUMN IF NOT EXISTS updated_by text
+    """,
 )
-
-
-def shown(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}@" if parts.username else ""
-    return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def connect(url: str, autocommit: bool = True, name: str | None = None) -> Any:
-    """A psycopg connection to the cluster's database, or one clear error naming it;
-    ``name`` is the session's ``application_name`` (``cluster status`` shows it)."""
-    try:
-        import psycopg
-    except ImportError:
-        raise ListferryError(INSTALL) from None
-    try:
-        extra = {"application_name": name[:63]} if name else {}
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=10, **extra)
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ListferryError(f"database {shown(url)}: could not connect: {first}") from None
 
 
 def create_schema(conn: Any) -> None:

@@ -729,11 +729,16 @@ class Config:
     #: ``[cluster]`` and ``[storage]``: ``None`` on one machine (see docs/cluster.md).
     cluster: ClusterSettings | None = None
     storage: StorageSettings | None = None
+    #: In cluster mode, the tenants of the database that cannot be used, by name: one
+    #: line each, naming the key (``database tenant NAME: key KEY: problem``).
+    tenant_problems: dict[str, str] = field(default_factory=dict)
 
     def tenant(self, name: str) -> Tenant:
         try:
             return self.tenants[name]
         except KeyError:
+            if name in self.tenant_problems:
+                raise ConfigError(self.tenant_problems[name]) from None
             known = ", ".join(sorted(self.tenants)) or "none yet"
             raise ConfigError(f"{self.path}: no tenant {name!r} (tenants: {known})") from None
 
@@ -769,6 +774,42 @@ def defaults_tenant(defaults: dict[str, Any], root: Path, state_dir: Path) -> Te
             given[key] = str((root / Path(given[key]).expanduser()).resolve())
     folder = state_dir / DEFAULTS_NAME
     return _tenant(DEFAULTS_NAME, str(folder), folder, given)
+
+
+def build_tenant(
+    name: str,
+    own: dict[str, Any],
+    defaults: dict[str, Any],
+    root: Path,
+    state_dir: Path,
+    homes_dir: Path,
+    storage: StorageSettings | None,
+    fail: Callable[[str, str, str], ConfigError],
+) -> Tenant:
+    """The tenant whose own checked values are ``own``, over ``defaults``: its home (by
+    default ``homes_dir/NAME``, or its folder in ``storage`` in cluster mode) and path
+    keys made absolute against ``root``. ``fail(table, key, problem)`` is the error for a
+    value that does not work, ``table`` being ``tenants.NAME`` or ``defaults``."""
+    given = {**defaults, **own}
+    home = given.pop("home", None)
+    problem = home_problem(home) if home is not None else None
+    if home is None:
+        home = storage.home_of(name) if storage else str(homes_dir / name)
+    elif "://" not in home and not problem:
+        home = str((root / Path(home).expanduser()).resolve())
+    if problem:
+        raise fail(f"tenants.{name}", "home", problem)
+    for key in PATH_KEYS:
+        value = given.get(key)
+        try:
+            if value and "://" in value:
+                _ = urlsplit(value).port  # raises on a bracket left open, a bad port
+            elif value:
+                given[key] = str((root / Path(value).expanduser()).resolve())
+        except (ValueError, RuntimeError) as exc:
+            source = "defaults" if key in defaults and key not in own else f"tenants.{name}"
+            raise fail(source, key, f"{value!r}: {exc}") from None
+    return _tenant(name, home, state_dir / name, given)
 
 
 def find_config(option: str | None) -> Path:
@@ -842,6 +883,18 @@ def parse_config(text: str, path: Path) -> Config:
     server = checked(text, path, "server", data.get("server", {}), keys_of(ServerSettings))
     _ports_apart(path, text, server)
     cluster, storage = parse_cluster(text, path, data)
+    if cluster is not None and data.get("tenants"):
+        first = next(iter(data["tenants"]))
+        raise ConfigError(
+            f"{place(path, line_of(text, f'tenants.{first}'))}: [tenants.{first}]: in cluster "
+            "mode the tenants live in the cluster's database, not in listferry.toml: move them "
+            "there with 'listferry cluster import --from SINGLE_MACHINE.toml', then take the "
+            "[tenants.NAME] tables out of this file"
+        )
+
+    def fail(table: str, key: str, problem: str) -> ConfigError:
+        return key_error(path, text, table, key, problem)
+
     tenants = {}
     for name, table in data.get("tenants", {}).items():
         if not TENANT_NAME.fullmatch(name):
@@ -851,26 +904,8 @@ def parse_config(text: str, path: Path) -> Config:
             )
         if not isinstance(table, dict):
             raise not_a_table(path, f"tenants.{name}", line_of(text, "tenants", name))
-        given = {**defaults, **checked(text, path, f"tenants.{name}", table, tenant_keys)}
-        home = given.pop("home", None)
-        problem = home_problem(home) if home is not None else None
-        if home is None:
-            home = storage.home_of(name) if storage else str(homes_dir / name)
-        elif "://" not in home and not problem:
-            home = str((root / Path(home).expanduser()).resolve())
-        if problem:
-            raise key_error(path, text, f"tenants.{name}", "home", problem)
-        for key in PATH_KEYS:
-            value = given.get(key)
-            try:
-                if value and "://" in value:
-                    _ = urlsplit(value).port  # raises on a bracket left open, a bad port
-                elif value:
-                    given[key] = str((root / Path(value).expanduser()).resolve())
-            except (ValueError, RuntimeError) as exc:
-                source = "defaults" if key in defaults and key not in table else f"tenants.{name}"
-                raise key_error(path, text, source, key, f"{value!r}: {exc}") from None
-        tenants[name] = _tenant(name, home, state_dir / name, given)
+        own = checked(text, path, f"tenants.{name}", table, tenant_keys)
+        tenants[name] = build_tenant(name, own, defaults, root, state_dir, homes_dir, None, fail)
     return Config(
         path=path,
         state_dir=state_dir,
@@ -904,4 +939,9 @@ def load_config(path: Path) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{place(path, line)}: not UTF-8 text (byte {exc.start})") from None
-    return parse_config(text, path)
+    config = parse_config(text, path)
+    if config.cluster is not None:  # the tenants every node shares, from the database
+        from listferry.config.shared import with_shared_tenants
+
+        config = with_shared_tenants(config)
+    return config

@@ -19,7 +19,7 @@ from typing import Any
 
 from listferry.app import App, check_names, open_app, template_name
 from listferry.config import TENANT_KEYS, TENANT_NAME, Config, Tenant, parse_config
-from listferry.config.edit import TenantTables, config_locked, write_atomically
+from listferry.config.edit import UNSET, TenantTables, config_locked, write_atomically
 from listferry.config.public_keys import public_key_problem
 from listferry.config.where import did_you_mean, without_place
 from listferry.errors import ConfigError, ListferryError, UsageError
@@ -84,6 +84,8 @@ def add_tenant(app: App, name: str, settings: dict[str, Any]) -> Config:
     Returns the checked new config; a refused tenant leaves the file as it was.
     """
     check_name(name)
+    if app.config.cluster is not None:
+        return _add_shared(app, name, {k: _plain(v) for k, v in settings.items() if v is not None})
     path = app.config.path
     with config_locked(path):
         app = _current(app)
@@ -106,6 +108,8 @@ def set_tenant(
 
     Returns the checked new config and whether the file changed.
     """
+    if app.config.cluster is not None:
+        return _set_shared(app, name, values, list(add_ips), list(remove_ips))
     path = app.config.path
     with config_locked(path):
         app = _current(app)
@@ -122,6 +126,10 @@ def set_tenant(
 
 def changed_allow_list(tenant: Tenant, add: list[str], remove: list[str]) -> list[str]:
     """The tenant's allow list with ``add`` added (once) and ``remove`` taken out."""
+    return _changed_list(tenant.name, list(tenant.allow_ips), add, remove)
+
+
+def _changed_list(name: str, current: list[str], add: list[str], remove: list[str]) -> list[str]:
 
     def network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         try:
@@ -129,12 +137,12 @@ def changed_allow_list(tenant: Tenant, add: list[str], remove: list[str]) -> lis
         except ValueError:
             raise ConfigError(f"{text!r} is not an IP address or CIDR network") from None
 
-    result = list(tenant.allow_ips)
+    result = list(current)
     for text in remove:
         gone = [item for item in result if network(item) == network(text)]
         if not gone:
             shown = ", ".join(result) or "empty"
-            raise ConfigError(f"{text} is not in {tenant.name}'s allow list ({shown})")
+            raise ConfigError(f"{text} is not in {name}'s allow list ({shown})")
         result = [item for item in result if item not in gone]
     for text in add:
         if not any(network(item) == network(text) for item in result):
@@ -177,6 +185,86 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return key, value
 
 
+# -- in cluster mode: the tenant's row in the cluster's database ---------------------------
+
+
+def _no_tenant(config: Config, name: str) -> ConfigError:
+    known = ", ".join(sorted([*config.tenants, *config.tenant_problems])) or "none yet"
+    return ConfigError(f"no tenant {name!r} in the cluster's database (tenants: {known})")
+
+
+def _add_shared(app: App, name: str, settings: dict[str, Any]) -> Config:
+    from listferry.cluster.tenants import change_tenant
+
+    def add(old: dict[str, Any] | None) -> dict[str, Any]:
+        if old is not None:
+            raise ListferryError(f"tenant {name!r} exists already in the cluster's database")
+        return settings
+
+    return change_tenant(app, name, add)[0]
+
+
+def _set_shared(
+    app: App, name: str, values: dict[str, Any], add_ips: list[str], remove_ips: list[str]
+) -> tuple[Config, bool]:
+    from listferry.cluster.tenants import change_tenant
+
+    def change(old: dict[str, Any] | None) -> dict[str, Any]:
+        if old is None:
+            raise _no_tenant(app.config, name)
+        new = dict(old)
+        for key, value in values.items():
+            if value is UNSET:
+                new.pop(key, None)
+            else:
+                new[key] = _plain(value)
+        if add_ips or remove_ips:
+            current = new.get("allow_ips", app.config.defaults.get("allow_ips", []))
+            new["allow_ips"] = _changed_list(name, list(current), add_ips, remove_ips)
+        return new
+
+    return change_tenant(app, name, change)
+
+
+def _remove_shared(app: App, name: str, purge: bool) -> list[str]:
+    """``tenant remove`` in cluster mode: the row and the store pointer go in one
+    transaction; the store versions, archive and home stay in storage unless ``purge``."""
+    from listferry.cluster.storage import Storage
+    from listferry.cluster.tenants import change_tenant, forget_store, running_job
+
+    config = app.config
+    if name not in config.tenants and name not in config.tenant_problems:
+        raise _no_tenant(config, name)
+    job = running_job(config, name)
+    if job is not None:
+        raise ListferryError(f"{name} has a run in progress (job {job}); try again when it ends")
+    last: list[str | None] = []
+
+    def remove(old: dict[str, Any] | None) -> None:
+        if old is None:
+            raise _no_tenant(config, name)
+
+    change_tenant(app, name, remove, lambda conn: last.append(forget_store(conn, name, purge)))
+    said = [f"removed tenant {name} from the cluster's database"]
+    assert config.storage is not None
+    storage = Storage(config.storage.url, config.storage.endpoint_url, config.storage.region)
+    places = [f"stores/{name}/", f"archive/{name}/", f"homes/{name}/"]
+    if purge:
+        for place in places:
+            storage.delete_many(item.key for item in storage.list(place))
+        said.append(f"its store versions, archive and home in {config.storage.url}: deleted")
+    else:
+        where = ", ".join(storage.url_of(place) for place in places)
+        said.append(f"its store versions, archive and home stay in storage: {where}")
+        if last and last[0]:
+            said.append(f"its last store version: {storage.url_of(last[0])}")
+    folder = config.state_dir / name
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+        said.append(f"this node's copy of its store ({folder}): deleted")
+    return said
+
+
 # -- how a tenant reads -------------------------------------------------------------------
 
 
@@ -188,7 +276,12 @@ def describe(app: App, name: str) -> dict[str, Any]:
     config = app.config
     tenant = config.tenant(name)
     data = tomllib.loads(config.text)
-    own = data.get("tenants", {}).get(name, {})
+    if config.cluster is not None:
+        from listferry.cluster.tenants import own_settings
+
+        own = own_settings(config, name)
+    else:
+        own = data.get("tenants", {}).get(name, {})
     defaults = data.get("defaults", {})
     settings: dict[str, Any] = {"name": name}
     sources = {}
@@ -241,6 +334,8 @@ def remove_tenant(app: App, name: str, purge: bool) -> list[str]:
     A home on a customer's server (a URL) is never touched, nor a folder that is not the
     tenant's alone. Returns what happened, a line each.
     """
+    if app.config.cluster is not None:
+        return _remove_shared(app, name, purge)
     path = app.config.path
     with config_locked(path):
         app = _current(app)
