@@ -205,7 +205,26 @@ class Seaweed:
     def restart(self) -> Seaweed:
         """The same server started again on its folder (and ports): what it held is kept."""
         self.stop()
-        return start_seaweed(self.folder, ports=self.ports)
+        server = start_seaweed(self.folder, ports=self.ports)
+        server.wait_readable()
+        return server
+
+    def wait_readable(self, timeout: float = 60) -> None:
+        """Wait until the objects it held can be read again (its S3 gateway answers
+        before its volumes are back)."""
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                for bucket in client.list_buckets()["Buckets"]:
+                    listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)
+                    for item in listed.get("Contents", []):
+                        client.get_object(Bucket=bucket["Name"], Key=item["Key"])["Body"].read()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -9,6 +9,7 @@ and a worker applies it; a cut upload and a storage that does not answer leave n
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -89,17 +90,14 @@ endpoint_url = "{endpoint_url}"
 [defaults]
 count_file = "optional"
 strategy = "full"
-
-[tenants.acme]
-process = "on-upload"
-password_hash = "{hash_password(PASSWORD)}"
-ssh_keys = ["{key.with_name(key.name + ".pub").read_text().strip()}"]
-allow_ips = ["127.0.0.1"]
 """
         )
         self.env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
         self.processes: list[subprocess.Popen[str]] = []
-        self.server = load_config(self.config).server
+
+    @property
+    def server(self):  # the [server] settings, once the cluster's tables exist
+        return load_config(self.config).server
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, "-m", "listferry", "--config", str(self.config), *args]
@@ -180,6 +178,17 @@ class Cluster:
         self.back = Node(tmp_path / "back", database_url, bucket, bucket.endpoint_url, self.key)
         init = self.back.run("cluster", "init")
         assert init.returncode == 0, init.stderr
+        settings = {  # the tenant every node shares, as `tenant add` would keep it
+            "process": "on-upload",
+            "password_hash": hash_password(PASSWORD),
+            "ssh_keys": [self.key.with_name(self.key.name + ".pub").read_text().strip()],
+            "allow_ips": ["127.0.0.1"],
+        }
+        with connect(database_url) as conn:
+            conn.execute(
+                "INSERT INTO listferry_tenants (name, settings) VALUES ('acme', %s)",
+                (json.dumps(settings),),
+            )
 
     def home(self) -> dict[str, bytes]:
         """The objects of acme's home in storage, by name below it, and their bytes."""
