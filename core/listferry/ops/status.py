@@ -223,13 +223,7 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
     found = home_files(tenant)
     status = TenantStatus(tenant.name, pending=None if found is None else len(found.lists))
     status.ignored = found.ignored if found else []
-    for kind, text in (("next_sync", tenant.schedule), ("next_export", tenant.export_schedule)):
-        if text:
-            try:
-                due = Schedule.parse(text, tenant.timezone).next_after(now)
-                setattr(status, kind, due.strftime(ISO))
-            except ScheduleError:
-                pass
+    _next_times(status, tenant, now)
     seen: dict[str, tuple[int, float, float]] = {}
     try:
         conn = open_read_only(tenant.database)
