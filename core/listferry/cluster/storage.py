@@ -85,7 +85,29 @@ def split_url(url: str) -> tuple[str, str]:
     return parts.netloc, parts.path.strip("/")
 
 
+#: The environment that decides a client's credentials: a client is shared while it holds.
+_CREDENTIAL_VARIABLES = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "AWS_DEFAULT_REGION",
+)
+_clients: dict[tuple[str | None, ...], Any] = {}
+
+
 def _client(endpoint_url: str | None, region: str | None) -> Any:
+    """The process's boto3 S3 client for this server, region and credentials: making one
+    costs a tenth of a second or more, and one is safe to share between threads."""
+    key = (endpoint_url, region, *(os.environ.get(name) for name in _CREDENTIAL_VARIABLES))
+    if key not in _clients:
+        _clients[key] = _new_client(endpoint_url, region)
+    return _clients[key]
+
+
+def _new_client(endpoint_url: str | None, region: str | None) -> Any:
     """One boto3 S3 client: short connect timeout, a few standard retries, and path-style
     addresses on an S3-compatible server (``bucket.host`` rarely resolves there)."""
     try:
