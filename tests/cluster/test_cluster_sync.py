@@ -41,6 +41,7 @@ workers = 1
 
 [cluster]
 database = "{database_url}"
+stalled_after = 3
 
 [storage]
 url = "{bucket.url}"
@@ -165,8 +166,8 @@ def test_an_idle_sync_publishes_nothing(nodes) -> None:
 
 
 def test_a_stale_worker_is_fenced_and_its_run_recorded_failed(nodes, tmp_path: Path) -> None:
-    """Node a is paused (SIGSTOP) after it fetched the file; node b applies the same file;
-    a continues: its write is refused, nothing of it is kept, its run is indexed failed."""
+    """Node a is paused (SIGSTOP) after it fetched the file, past its lease; node b applies
+    the same file; a continues: it keeps nothing, and its run is indexed failed."""
     upload(nodes.bucket, "list.csv", csv_text(people(10)))
     assert sync_here(nodes("a"))[0]["status"] == "applied"  # version 1 on both nodes' reach
     big = csv_text(people(60_000, segment="SILVER"))
@@ -185,6 +186,7 @@ def test_a_stale_worker_is_fenced_and_its_run_recorded_failed(nodes, tmp_path: P
             assert time.monotonic() < deadline
             time.sleep(0.01)
         proc.send_signal(signal.SIGSTOP)
+        time.sleep(4.5)  # past its 3 s lease: the database ends its session
         (run,) = sync_here(nodes("b"))
         assert run["status"] == "applied" and run["updated"] == 10
     finally:
@@ -192,7 +194,11 @@ def test_a_stale_worker_is_fenced_and_its_run_recorded_failed(nodes, tmp_path: P
     out, err = proc.communicate(timeout=120)
     (stale_run,) = json.loads(out)
     assert stale_run["status"] == "failed", err
-    assert stale_run["reason"].startswith("the store moved on from version 1 ")
+    assert stale_run["reason"] == (
+        "the run could not be saved to the cluster: the run lost its lease, held while it "
+        "answers at least every 3 s (the database ended its session: terminating "
+        "connection due to idle-session timeout); nothing of it was kept"
+    )
     assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(2,)]
     indexed = rows(
         nodes.database_url, "SELECT status, store_version FROM listferry_runs ORDER BY id"
@@ -329,7 +335,10 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         assert proc.returncode == 75, err
         (run,) = json.loads(out)
         assert run["status"] == "failed"
-        assert run["reason"].startswith("the run could not be saved to the cluster: database ")
+        assert run["reason"].startswith(
+            "the run could not be saved to the cluster: the run lost its lease, held while it "
+            "answers at least every 3 s (the database ended its session: "
+        )
         assert "Traceback" not in err
         assert keys(bucket, "homes/acme/") == ["list.csv", "list.result.txt"]
         server.start()
@@ -412,3 +421,21 @@ def test_what_cluster_mode_cannot_do_yet_is_refused_in_one_line(nodes) -> None:
             "not made in cluster mode yet" in done.stderr
         ), done.stderr
         assert len(done.stderr.splitlines()) == 1
+
+
+def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path: Path) -> None:
+    """While node a's run holds the tenant's lease, node b's run of it is skipped (and
+    says why); a's run applies the file."""
+    upload(nodes.bucket, "list.csv", csv_text(people(40_000)))
+    first = start_sync(nodes("a"))
+    when_fetched(nodes("a"), first)
+    (second,) = sync_here(nodes("b"))
+    assert second["status"] == "skipped"
+    assert second["reason"] == "another run of this tenant is in progress on another node"
+    out, err = first.communicate(timeout=120)
+    (run,) = json.loads(out)
+    assert (run["status"], run["added"]) == ("applied", 40_000), err
+    assert rows(nodes.database_url, "SELECT status FROM listferry_runs ORDER BY id") == [
+        ("skipped",),
+        ("applied",),
+    ]

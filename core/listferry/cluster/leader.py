@@ -70,7 +70,8 @@ def leader(conn: Any) -> str | None:
     """The node that leads the schedule (``host:pid``), if any (for ``cluster status``)."""
     row = conn.execute(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
         "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s",
         (LEADER_LOCK,),
     ).fetchone()

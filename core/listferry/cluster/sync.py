@@ -17,8 +17,9 @@ import sqlite3
 from pathlib import Path
 
 from listferry.app import App
+from listferry.cluster.lease import TenantLease
 from listferry.cluster.storage import Storage
-from listferry.cluster.stores import Fenced, StoreVersions
+from listferry.cluster.stores import Fenced, StoreVersions, node_name
 from listferry.config import Tenant
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord, RunStatus, utcnow
@@ -66,8 +67,10 @@ class ClusterSync(TenantSync):
         base: int,
         force: bool = False,
         progress: Progress | None = None,
+        lease: TenantLease | None = None,
     ) -> None:
         super().__init__(app, tenant, store, app.transport(tenant), force, progress)
+        self.lease = lease
         self.versions = versions
         self.storage = versions.storage
         self.base = base
@@ -116,7 +119,13 @@ class ClusterSync(TenantSync):
         return True
 
     def publish(self, runs: list[RunRecord]) -> None:
-        """Publish the store as the next version, with ``runs`` in the runs index."""
+        """Publish the store as the next version, with ``runs`` in the runs index; not
+        when the run's lease went (it was paused, or lost the database, for too long)."""
+        if self.lease is not None and not self.lease.held():
+            raise ListferryError(
+                f"the run lost its lease, held while it answers at least every "
+                f"{self.lease.seconds:g} s ({self.lease.why}); nothing of it was kept"
+            )
         self.base = self.versions.publish(
             self.tenant.name, self.store.conn, self.store.path, self.base, runs, self.job
         )
@@ -224,12 +233,23 @@ def sync_in_cluster(
             run.reason = "another run of this tenant is in progress on this node"
             return [run]
         versions: StoreVersions | None = None
+        lease: TenantLease | None = None
         try:
             versions = StoreVersions(cluster.database, storage_of(app))
+            lease = TenantLease(cluster.database, tenant.name, cluster.stalled_after, node_name())
+            if not lease.acquire():
+                lease = None
+                run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
+                run.reason = "another run of this tenant is in progress on another node"
+                versions.index_apart(tenant.name, [run], None, job_id())
+                tell_finished(app, tenant, [run])
+                return [run]
             try:
                 base = versions.checkout(tenant.name, tenant.database)
                 with Store(tenant.database) as store:
-                    sync = ClusterSync(app, tenant, store, versions, base, force, progress)
+                    sync = ClusterSync(
+                        app, tenant, store, versions, base, force, progress, lease=lease
+                    )
                     try:
                         runs = sync.run_all()
                     finally:
@@ -240,6 +260,7 @@ def sync_in_cluster(
                 runs = failed(tenant, store_failure(tenant.database, exc), versions)
             finally:
                 versions.close()
+                lease.release()
         except (ListferryError, OSError) as exc:  # the database or storage did not answer
             RETRY.add(tenant.name)
             runs = failed(tenant, reason_of(exc), versions)
