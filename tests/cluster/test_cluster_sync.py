@@ -335,10 +335,8 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         assert proc.returncode == 75, err
         (run,) = json.loads(out)
         assert run["status"] == "failed"
-        assert run["reason"].startswith(
-            "the run could not be saved to the cluster: the run lost its lease, held while it "
-            "answers at least every 3 s (the database ended its session: "
-        )
+        assert run["reason"].startswith("the run could not be saved to the cluster: ")
+        assert "database" in run["reason"], run["reason"]  # refused, or its lease ended
         assert "Traceback" not in err
         assert keys(bucket, "homes/acme/") == ["list.csv", "list.result.txt"]
         server.start()

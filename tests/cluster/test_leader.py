@@ -36,7 +36,7 @@ def status(config: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Path) -> None:  # noqa: F811
+def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Path) -> None:
     extra = 'schedule = "*/5 * * * *"\n'
     a, b = nodes("a", extra), nodes("b", extra)
     done = subprocess.run(

@@ -50,6 +50,16 @@ SCHEMA = (
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS subscribers bigint",
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS unsubscribed bigint",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
+    # archived files put in storage by runs not yet published (the store version they
+    # started from): what the next publish of the tenant may remove if no run holds it
+    """
+    CREATE TABLE IF NOT EXISTS listferry_archive_puts (
+        tenant text NOT NULL,
+        key text NOT NULL,
+        base bigint NOT NULL,
+        PRIMARY KEY (tenant, key)
+    )
+    """,
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_job ON listferry_runs (job_id)",
     "CREATE SEQUENCE IF NOT EXISTS listferry_tenant_changes",
     """

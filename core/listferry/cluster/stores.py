@@ -22,7 +22,7 @@ import os
 import secrets
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,6 +168,7 @@ class StoreVersions:
         base: int,
         runs: list[RunRecord],
         job_id: int | None = None,
+        archived: Sequence[str] = (),
     ) -> int:
         """Upload the store at ``path`` (open on ``conn``) as the version after ``base``,
         move the pointer there if it still is ``base``, and index ``runs`` with it, in
@@ -215,6 +216,11 @@ class StoreVersions:
                         "worked (another worker ran the tenant); nothing of this run was kept"
                     )
                 self.index(db, tenant, runs, version, job_id)
+                if archived:  # the version holds them now
+                    db.execute(
+                        "DELETE FROM listferry_archive_puts WHERE tenant = %s AND key = ANY(%s)",
+                        (tenant, list(archived)),
+                    )
         except Fenced:
             with contextlib.suppress(ListferryError):
                 self.storage.delete(key)  # no pointer will ever name it
@@ -222,16 +228,46 @@ class StoreVersions:
         except ListferryError:
             # The connection broke, perhaps during the commit: the pointer says whether
             # the version was taken. Unknown (the database still away): the object stays.
-            try:
-                taken = self.pointer(tenant)
-            except ListferryError:
-                raise
+            taken = self.pointer(tenant)  # still away: this raises, and the object stays
             if taken is None or taken.key != key:
-                with contextlib.suppress(ListferryError):
-                    self.storage.delete(key)
-                raise
+                raise  # not taken (or taken and replaced since): the object stays, unnamed
         self._remember(path, sha256)
         return version
+
+    def will_put(self, tenant: str, keys: list[str], base: int) -> None:
+        """Say that a run from version ``base`` is putting ``keys`` in storage (before it
+        does): if it never publishes them, a later publish of the tenant removes them."""
+        with self.session() as db, db.transaction():
+            for key in keys:
+                db.execute(
+                    "INSERT INTO listferry_archive_puts (tenant, key, base) "
+                    "VALUES (%s, %s, %s) ON CONFLICT (tenant, key) DO UPDATE SET base = "
+                    "excluded.base",
+                    (tenant, key, base),
+                )
+
+    def sweep(self, tenant: str, base: int) -> int:
+        """Remove what runs from version ``base`` or before put in storage and never
+        published (a worker that died, or was refused, between the two); the number of
+        files removed. Called after a publish the fence let through: what a run from a
+        newer version puts stays."""
+        with self.session() as db:
+            keys = [
+                key
+                for (key,) in db.execute(
+                    "SELECT key FROM listferry_archive_puts WHERE tenant = %s AND base <= %s",
+                    (tenant, base),
+                ).fetchall()
+            ]
+        if not keys:
+            return 0
+        self.storage.delete_many(keys)
+        with self.session() as db:
+            db.execute(
+                "DELETE FROM listferry_archive_puts WHERE tenant = %s AND key = ANY(%s)",
+                (tenant, keys),
+            )
+        return len(keys)
 
     def index(
         self,

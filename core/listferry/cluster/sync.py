@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from listferry.app import App
@@ -106,9 +107,13 @@ class ClusterSync(TenantSync):
         then take the file out of the home."""
         self.record(run)
         try:
-            for path in self.uploads.pop(run.run_id or 0, []):
-                self.storage.put(path, self.archive_key(path.name))
-            self.publish([run])
+            paths = self.uploads.pop(run.run_id or 0, [])
+            keys = [self.archive_key(path.name) for path in paths]
+            if keys:
+                self.versions.will_put(self.tenant.name, keys, self.base)
+            for path, key in zip(paths, keys, strict=True):
+                self.storage.put(path, key)
+            self.publish([run], keys)
         except (ListferryError, OSError, sqlite3.Error) as exc:
             self.refused(run, exc)
             raise Stop from None
@@ -118,7 +123,7 @@ class ClusterSync(TenantSync):
             self.remove_from_home(taken)
         return True
 
-    def publish(self, runs: list[RunRecord]) -> None:
+    def publish(self, runs: list[RunRecord], archived: Sequence[str] = ()) -> None:
         """Publish the store as the next version, with ``runs`` in the runs index; not
         when the run's lease went (it was paused, or lost the database, for too long)."""
         if self.lease is not None and not self.lease.held():
@@ -126,14 +131,21 @@ class ClusterSync(TenantSync):
                 f"the run lost its lease, held while it answers at least every "
                 f"{self.lease.seconds:g} s ({self.lease.why}); nothing of it was kept"
             )
+        base = self.base
         self.base = self.versions.publish(
-            self.tenant.name, self.store.conn, self.store.path, self.base, runs, self.job
+            self.tenant.name,
+            self.store.conn,
+            self.store.path,
+            base,
+            runs,
+            self.job,
+            archived=list(archived),
         )
         self.published_changes = self.store.conn.total_changes
         self.settled.extend(runs)
         if not self.swept:
             self.swept = True
-            self.sweep_archive()
+            self.sweep_archive(base)
 
     def refused(self, run: RunRecord, exc: BaseException) -> None:
         """The run could not be published: it ends ``failed`` (indexed as such when the
@@ -181,28 +193,17 @@ class ClusterSync(TenantSync):
                 log.warning("%s: the idle run could not be indexed: %s", self.tenant.name, exc)
         return runs
 
-    def sweep_archive(self) -> None:
-        """Remove archived files of runs the version just published does not hold: those
-        of a worker that died (or was fenced) between putting them and publishing. Only
-        a worker whose publish the fence let through sweeps, so a stale one never removes
-        a newer version's files."""
-        rows = self.store.conn.execute("SELECT archive FROM runs WHERE archive IS NOT NULL")
-        kept = {"-".join(Path(a).name.split("-", 2)[:2]) for (a,) in rows}
+    def sweep_archive(self, base: int) -> None:
+        """After this run's first publish: remove the archived files that runs from
+        ``base`` or before put in storage and never published. A failure here is one
+        log line: the run stands as published."""
         try:
-            stored = self.storage.list(f"archive/{self.tenant.name}")
-        except ListferryError as exc:
-            log.warning("%s: the archive was not swept: %s", self.tenant.name, exc)
+            removed = self.versions.sweep(self.tenant.name, base)
+        except (ListferryError, OSError) as exc:
+            log.warning("%s: archived files of unfinished runs stay: %s", self.tenant.name, exc)
             return
-        orphans = [
-            item.key
-            for item in stored
-            if "-".join(item.key.rsplit("/", 1)[-1].split("-", 2)[:2]) not in kept
-        ]
-        if orphans:
-            self.storage.delete_many(orphans)
-            log.info(
-                "%s: removed %d archived files of unfinished runs", self.tenant.name, len(orphans)
-            )
+        if removed:
+            log.info("%s: removed %d archived files of unfinished runs", self.tenant.name, removed)
 
 
 def failed(tenant: Tenant, reason: str, versions: StoreVersions | None) -> list[RunRecord]:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from listferry.config import checks
 from listferry.config.keys import REQUIRED, attributes, checked, keys_of, setting
@@ -39,7 +39,8 @@ def database_url(value: Any, password: bool = False) -> str | None:
         return f"{value!r}: {exc}"
     if url.scheme not in ("postgresql", "postgres"):
         return f"{value!r} must be a postgresql:// URL"
-    if url.password and not password:
+    secret = {name.lower() for name in parse_qs(url.query)} & {"password", "sslpassword"}
+    if (url.password or secret) and not password:
         return f"must not hold a password; use ${DATABASE_ENV}, PGPASSWORD or ~/.pgpass"
     return None
 

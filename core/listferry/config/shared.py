@@ -16,6 +16,7 @@ Imported only in cluster mode; psycopg is imported only when a database is opene
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -37,11 +38,21 @@ class Unreachable(ListferryError):
     """The cluster's database did not answer (a job meeting it is tried again later)."""
 
 
+#: Connection parameters that hold a secret, in a URL's query or a ``key=value`` string.
+SECRET_PARAMETERS = ("password", "sslpassword")
+_SECRET_PAIR = re.compile(rf"\b({'|'.join(SECRET_PARAMETERS)})\s*=\s*('[^']*'|[^\s&]*)", re.I)
+
+
 def shown(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+    """``url`` without its secrets (a password before the ``@``, ``password=`` and
+    ``sslpassword=`` parameters), for messages and logs."""
+    masked = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", url)
+    try:
+        parts = urlsplit(masked)
+        if parts.password is None:
+            return masked
+    except ValueError:
+        return masked
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}@" if parts.username else ""
     return urlunsplit(parts._replace(netloc=user + netloc))
