@@ -437,3 +437,31 @@ def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path
         ("skipped",),
         ("applied",),
     ]
+
+
+def test_digest_and_check_answer_from_the_cluster_on_any_node(nodes, tmp_path: Path) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(4)))
+    assert sync_here(nodes("a"))[0]["status"] == "applied"
+    upload(nodes.bucket, "list.csv", csv_text(people(1)))  # would remove 3 of 4
+    assert sync_here(nodes("a"))[0]["status"] == "voided"
+    digest = listferry(nodes("b"), "digest", "--json")
+    assert digest.returncode == 0, digest.stderr
+    (day,) = json.loads(digest.stdout)["tenants"]
+    assert day["runs"] == {"applied": 1, "voided": 1}
+    small = tmp_path / "small.csv"
+    small.write_text(csv_text(people(1)))
+    check = listferry(nodes("b"), "check", str(small), "--tenant", "acme", "--json")
+    assert check.returncode == 1 and json.loads(check.stdout)["status"] == "void"
+    missing = listferry(nodes("b"), "runs", "nobody")
+    assert missing.stderr.startswith("Error: the cluster's database: no tenant 'nobody'")
+
+
+def test_a_database_without_listferry_tables_says_to_run_cluster_init(
+    tmp_path: Path, database_url: str, bucket
+) -> None:
+    config = write_config(tmp_path / "a", database_url, bucket)
+    for command in (["status"], ["cluster", "status"]):
+        done = listferry(config, *command)
+        assert done.returncode == 1
+        assert "no listferry tables yet: run 'listferry cluster init'" in done.stderr
+        assert len(done.stderr.splitlines()) == 1

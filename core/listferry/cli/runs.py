@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -340,7 +342,14 @@ def check(
         chosen = replace(chosen, dialect=dialect)
     dialect = chosen.dialect
     count = Path(count_file) if count_file else None
-    result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
+    with contextlib.ExitStack() as stack:
+        if tenant_name and config.cluster is not None:  # the tenant's current version
+            from listferry.cluster.access import versions_of
+
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lf-check-")))
+            versions_of(config).checkout(chosen.name, folder / chosen.database.name)
+            chosen = replace(chosen, state_dir=folder)
+        result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
     if json_:
         emit_json(result.to_json())
     else:

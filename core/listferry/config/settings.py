@@ -740,7 +740,8 @@ class Config:
             if name in self.tenant_problems:
                 raise ConfigError(self.tenant_problems[name]) from None
             known = ", ".join(sorted(self.tenants)) or "none yet"
-            raise ConfigError(f"{self.path}: no tenant {name!r} (tenants: {known})") from None
+            where = "the cluster's database" if self.cluster else str(self.path)
+            raise ConfigError(f"{where}: no tenant {name!r} (tenants: {known})") from None
 
     def defaults_tenant(self) -> Tenant:
         """A tenant with the ``[defaults]`` settings alone (``listferry check`` without

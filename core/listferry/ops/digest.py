@@ -102,9 +102,41 @@ def _detail(title: str, day: TenantDay) -> str:
     return "; ".join(day.problems) or (status.last_reason or "")
 
 
+def _count(day: TenantDay, rows: list[tuple[str, str | None, str | None]]) -> None:
+    """Count the runs ``rows`` (status, file, reason) into ``day``, problems once each."""
+    seen: dict[str, int] = {}
+    for outcome, file, reason in rows:
+        day.runs[outcome] = day.runs.get(outcome, 0) + 1
+        if outcome in PROBLEMS:
+            problem = f"{outcome} {file or ''}: {reason}".replace(" :", ":")
+            seen[problem] = seen.get(problem, 0) + 1
+    day.problems += [p if n == 1 else f"{p} ({n} runs)" for p, n in seen.items()]
+
+
+def _cluster_digest(config: Config, since: datetime, until: datetime) -> Digest:
+    """The digest in cluster mode: the tenants' status and runs from the cluster's
+    database, the same on every node."""
+    from listferry.cluster.database import connect
+    from listferry.ops.status import cluster_statuses
+
+    assert config.cluster is not None
+    days = [TenantDay(status) for status in cluster_statuses(config, until)]
+    with connect(config.cluster.database) as conn:
+        rows = conn.execute(
+            "SELECT tenant, status, file, reason FROM listferry_runs "
+            "WHERE started_at >= %s AND status <> 'idle' ORDER BY id",
+            (iso(since),),
+        ).fetchall()
+    for day in days:
+        _count(day, [(s, f, r) for t, s, f, r in rows if t == day.status.tenant])
+    return Digest(since, until, days)
+
+
 def make_digest(config: Config, hours: float = 24, now: datetime | None = None) -> Digest:
     until = now or datetime.now(UTC)
     since = until - timedelta(hours=hours)
+    if config.cluster is not None:
+        return _cluster_digest(config, since, until)
     days = []
     for tenant in config.tenants.values():
         day = TenantDay(tenant_status(tenant, until))
@@ -128,11 +160,5 @@ def make_digest(config: Config, hours: float = 24, now: datetime | None = None) 
                 day.problems.append(str(exc))
             finally:
                 conn.close()
-            seen: dict[str, int] = {}
-            for outcome, file, reason in rows:
-                day.runs[outcome] = day.runs.get(outcome, 0) + 1
-                if outcome in PROBLEMS:
-                    problem = f"{outcome} {file or ''}: {reason}".replace(" :", ":")
-                    seen[problem] = seen.get(problem, 0) + 1
-            day.problems += [p if n == 1 else f"{p} ({n} runs)" for p, n in seen.items()]
+            _count(day, rows)
     return Digest(since, until, days)
