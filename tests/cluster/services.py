@@ -226,9 +226,11 @@ class Seaweed:
                     raise
                 time.sleep(0.3)
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server: asked to (SIGTERM, then SIGKILL after 2 s), or with ``kill``
+        at once, as a crash would."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
             try:
                 self.process.wait(timeout=2)
             except subprocess.TimeoutExpired:

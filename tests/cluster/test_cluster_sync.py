@@ -366,10 +366,10 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: P
         config = write_config(tmp_path / "a", nodes.database_url, Own)
         upload(Own, "list.csv", csv_text(people(5)))
         assert sync_here(config)[0]["status"] == "applied"
-        upload(Own, "list.csv", csv_text(people(80_000, segment="NEW")))
+        upload(Own, "list.csv", csv_text(people(30_000, segment="NEW")))
         proc = start_sync(config)
         when_fetched(config, proc)
-        own.stop()
+        own.stop(kill=True)
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 75, err
         (run,) = json.loads(out)
@@ -380,7 +380,7 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: P
         assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(1,)]
         own = own.restart()
         (run,) = sync_here(config)
-        assert (run["status"], run["added"]) == ("applied", 79_995)
+        assert (run["status"], run["added"]) == ("applied", 29_995)
     finally:
         own.stop()
 
@@ -433,10 +433,8 @@ def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path
     out, err = first.communicate(timeout=120)
     (run,) = json.loads(out)
     assert (run["status"], run["added"]) == ("applied", 40_000), err
-    assert rows(nodes.database_url, "SELECT status FROM listferry_runs ORDER BY id") == [
-        ("skipped",),
-        ("applied",),
-    ]
+    indexed = rows(nodes.database_url, "SELECT status FROM listferry_runs")
+    assert sorted(indexed) == [("applied",), ("skipped",)]
 
 
 def test_digest_and_check_answer_from_the_cluster_on_any_node(nodes, tmp_path: Path) -> None:
