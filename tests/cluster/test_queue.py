@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ class Cluster:
 
     def __init__(self, root: Path, database_url: str, bucket) -> None:
         self.root = root
+        self.bucket_url = bucket.url
         self.database_url = database_url
         self.config = root / "listferry.toml"
         (root / "plugin").mkdir()
@@ -276,10 +278,30 @@ def test_cluster_init_twice_and_status(cluster: Cluster) -> None:
     cluster.run("sync", "acme", "bob")  # no slow check runs: the homes are empty
     status = json.loads(cluster.run("cluster", "status", "--json").stdout)
     assert len(status["workers"]) == 1 and status["workers"][0]["alive"] is True
-    assert set(status) == {"database", "workers", "queued", "running", "stalled", "leader"}
+    assert set(status) == {
+        "database",
+        "storage",
+        "workers",
+        "queued",
+        "running",
+        "stalled",
+        "leader",
+    }
     assert status["leader"] is None
+    assert status["storage"]["error"] is None
     text = cluster.run("cluster", "status").stdout
-    assert "workers: 1 alive" in text
+    assert "workers: 1 alive" in text and f"storage {cluster.bucket_url}: answers" in text
+    # storage that does not answer is said, in one line, and the rest still shows
+    cluster.config.write_text(
+        re.sub(
+            r'endpoint_url = "[^"]*"',
+            'endpoint_url = "http://127.0.0.1:9"',
+            cluster.config.read_text(),
+        )
+    )
+    down = cluster.run("cluster", "status")
+    assert down.returncode == 0 and "workers: 1 alive" in down.stdout
+    assert "storage: storage http://127.0.0.1:9 unreachable" in down.stdout
 
 
 def test_a_schema_made_by_procrastinate_itself_is_taken_as_current(

@@ -12,6 +12,7 @@ import click
 
 from listferry.cli.root import State, cli, emit_json, pass_state
 from listferry.config import Config
+from listferry.errors import ListferryError
 
 log = logging.getLogger("listferry")
 
@@ -100,24 +101,33 @@ def cluster_import(state: State, source: str, replace: bool) -> None:
 @click.option("--json", "json_", is_flag=True, help="Print JSON.")
 @pass_state
 def cluster_status(state: State, json_: bool) -> None:
-    """Workers and their last heartbeat, queue depth, running and stalled jobs, the leader.
+    """Workers and their last heartbeat, queue depth, running and stalled jobs, the
+    leader, and whether storage answers.
 
     A worker is alive while it sends heartbeats ([cluster] stalled_after); a running job
     whose worker stopped sending them is stalled, and is queued again by the others.
     """
+    from listferry.cluster.access import versions_of
     from listferry.cluster.database import connect
     from listferry.cluster.queue import cluster_status as status_of
 
     config = state.app().config
     url = _database(config)
-    assert config.cluster is not None
+    assert config.cluster is not None and config.storage is not None
     with connect(url) as conn:
         status = status_of(conn, url, config.cluster.stalled_after)
+    try:  # one request that touches no data: does the bucket answer?
+        versions_of(config).storage.head("stores/")
+        status["storage"] = {"url": config.storage.url, "error": None}
+    except ListferryError as exc:
+        status["storage"] = {"url": config.storage.url, "error": str(exc)}
     if json_:
         emit_json(status)
         return
     alive = sum(worker["alive"] for worker in status["workers"])
     click.echo(f"database {status['database']}")
+    problem = status["storage"]["error"]
+    click.echo(f"storage: {problem}" if problem else f"storage {config.storage.url}: answers")
     click.echo(f"workers: {alive} alive")
     for worker in status["workers"]:
         word = "alive" if worker["alive"] else "silent"
