@@ -30,7 +30,7 @@ def csv_text(rows: list[tuple[str, ...]]) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
-def write_config(root: Path, database_url: str, bucket, extra: str = "") -> Path:
+def write_config(root: Path, database_url: str, bucket, extra: str = "", lease: float = 3) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "listferry.toml"
     path.write_text(
@@ -41,7 +41,7 @@ workers = 1
 
 [cluster]
 database = "{database_url}"
-stalled_after = 3
+stalled_after = {lease}
 
 [storage]
 url = "{bucket.url}"
@@ -62,8 +62,8 @@ def nodes(tmp_path: Path, database_url: str, bucket):
         create_schema(conn)
         conn.execute("INSERT INTO listferry_tenants (name, settings) VALUES ('acme', '{}')")
 
-    def node(name: str, extra: str = "") -> Path:
-        return write_config(tmp_path / name, database_url, bucket, extra)
+    def node(name: str, extra: str = "", lease: float = 3) -> Path:
+        return write_config(tmp_path / name, database_url, bucket, extra, lease)
 
     node.bucket = bucket
     node.database_url = database_url
@@ -425,9 +425,13 @@ def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path
     """While node a's run holds the tenant's lease, node b's run of it is skipped (and
     says why); a's run applies the file."""
     upload(nodes.bucket, "list.csv", csv_text(people(40_000)))
-    first = start_sync(nodes("a"))
-    when_fetched(nodes("a"), first)
-    (second,) = sync_here(nodes("b"))
+    first = start_sync(nodes("a", lease=60))
+    when_fetched(nodes("a", lease=60), first)
+    first.send_signal(signal.SIGSTOP)  # a holds its lease (60 s) while b tries
+    try:
+        (second,) = sync_here(nodes("b", lease=60))
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert second["status"] == "skipped"
     assert second["reason"] == "another run of this tenant is in progress on another node"
     out, err = first.communicate(timeout=120)
