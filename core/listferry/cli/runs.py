@@ -97,48 +97,50 @@ def sync(
     runs = []
     for tenant_runs in run_tenants(run_one, chosen, workers, crashed):
         runs.extend(tenant_runs)
-        for run in tenant_runs:
-            if not json_:
-                click.echo(run.describe())
-            if state.log_format == "json":
-                log_run(run)
-    if json_:
-        emit_json([run.to_json() for run in runs])
+        echo_runs(state, tenant_runs, json_)  # each tenant's as soon as it is done
+    retry = False
     if app.config.cluster is not None:
-        from listferry.cluster import RETRY_EXIT
         from listferry.cluster.sync import RETRY
 
-        if RETRY:  # the cluster's database or storage did not answer: try the job again
-            sys.exit(RETRY_EXIT)
-    if any(run.status in ("voided", "failed") for run in runs):
-        sys.exit(1)
+        retry = bool(RETRY)  # the cluster's database or storage did not answer
+    show_runs(state, runs, json_, echoed=True, retry=retry)
 
 
 def unreachable(state: State, names: tuple[str, ...], exc: ListferryError, json_: bool) -> None:
     """``sync --here`` when the cluster's database did not answer while the tenants were
     read: a ``failed`` run per tenant, and the exit that has the worker try again."""
-    from listferry.cluster import RETRY_EXIT
     from listferry.config.shared import Unreachable
     from listferry.runs import RunRecord, RunStatus
 
     if not isinstance(exc, Unreachable):
         return
     runs = [RunRecord(name).end(RunStatus.FAILED, str(exc)) for name in names]
-    try:
-        show_runs(state, runs, json_)
-    finally:
-        sys.exit(RETRY_EXIT)
+    show_runs(state, runs, json_, retry=True)
 
 
-def show_runs(state: State, runs: list[RunRecord], json_: bool) -> None:
-    """Print runs as ``sync`` does; exit 1 if any is voided or failed."""
+def echo_runs(state: State, runs: list[RunRecord], json_: bool) -> None:
+    """A line per run (none with ``--json``), and a log record each with JSON logs."""
     for run in runs:
         if not json_:
             click.echo(run.describe())
         if state.log_format == "json":
             log_run(run)
+
+
+def show_runs(
+    state: State, runs: list[RunRecord], json_: bool, echoed: bool = False, retry: bool = False
+) -> None:
+    """Print runs as ``sync`` does (``echoed``: their lines are out already); exit
+    :data:`~listferry.cluster.RETRY_EXIT` with ``retry`` (a worker's job to try again),
+    else 1 if any is voided or failed."""
+    if not echoed:
+        echo_runs(state, runs, json_)
     if json_:
         emit_json([run.to_json() for run in runs])
+    if retry:
+        from listferry.cluster import RETRY_EXIT
+
+        sys.exit(RETRY_EXIT)
     if any(run.status in ("voided", "failed") for run in runs):
         sys.exit(1)
 
