@@ -27,11 +27,13 @@ def keypair(home: Path, email: str, passphrase: str | None) -> tuple[object, str
     """A fresh key in its own keyring: (gpg, armored public key, armored secret key)."""
     home.mkdir(mode=0o700)
     gpg = gnupg.GPG(gnupghome=str(home))
+    # RSA, not Curve25519: GnuPG 2.2 now and then fails to export a fresh cv25519 secret
+    # subkey ("Corrupted protection"), which left a key file without its decryption key.
     spec = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        subkey_type="ECDH",
-        subkey_curve="cv25519",
+        key_type="RSA",
+        key_length=2048,
+        subkey_type="RSA",
+        subkey_length=2048,
         name_email=email,
         passphrase=passphrase,
         no_protection=passphrase is None,
@@ -42,6 +44,7 @@ def keypair(home: Path, email: str, passphrase: str | None) -> tuple[object, str
     secret = gpg.export_keys(
         key.fingerprint, secret=True, passphrase=passphrase, expect_passphrase=bool(passphrase)
     )
+    assert "PRIVATE KEY BLOCK" in secret, f"gpg exported no secret key for {email}"
     return gpg, public, secret
 
 
