@@ -411,16 +411,6 @@ def test_subscribers_and_events_load_work_on_any_node_over_the_current_version(
     assert store.execute("SELECT count(*) FROM events").fetchone() == (1,)
 
 
-def test_what_cluster_mode_cannot_do_yet_is_refused_in_one_line(nodes) -> None:
-    for command in (["export", "acme"], ["replay", "acme", "1"]):
-        done = listferry(nodes("a"), *command)
-        assert done.returncode == 1
-        assert done.stderr.endswith("not available in cluster mode yet (docs/cluster.md)\n") or (
-            "not made in cluster mode yet" in done.stderr
-        ), done.stderr
-        assert len(done.stderr.splitlines()) == 1
-
-
 def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path: Path) -> None:
     """While node a's run holds the tenant's lease, node b's run of it is skipped (and
     says why); a's run applies the file."""

@@ -37,7 +37,7 @@ def status(config: Path) -> dict:
 
 
 def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Path) -> None:
-    extra = 'schedule = "*/5 * * * *"\n'
+    extra = 'schedule = "*/5 * * * *"\nexport_schedule = "*/5 * * * *"\n'
     a, b = nodes("a", extra), nodes("b", extra)
     done = subprocess.run(
         [sys.executable, "-m", "listferry", "--config", str(a), "cluster", "init"],
@@ -50,8 +50,10 @@ def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Pat
     second = None
     try:
         wait_for(lambda: "this node leads" in log_a.read_text(), "a to lead")
-        # the sync that fell due before the schedule started is queued once, by a
-        wait_for(lambda: "acme: queued as job" in log_a.read_text(), "a to queue acme")
+        # the sync and export that fell due before the schedule started are queued once,
+        # by a
+        wait_for(lambda: "acme: sync queued as job" in log_a.read_text(), "a to queue acme")
+        wait_for(lambda: "acme: export queued as job" in log_a.read_text(), "a to queue it")
         second = start_schedule(b, log_b)
         wait_for(lambda: "schedule:" in log_b.read_text(), "b to start")
         assert status(b)["leader"] == f"{os.uname().nodename}:{first.pid}"
@@ -70,7 +72,7 @@ def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Pat
                     process.wait(timeout=30)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    # however often it fell due and whoever led, acme waits in the queue once
+    # however often they fell due and whoever led, acme's sync and export wait once each
     with connect(nodes.database_url) as conn:
-        jobs = conn.execute("SELECT count(*) FROM procrastinate_jobs").fetchone()
-    assert jobs == (1,)
+        jobs = conn.execute("SELECT task_name FROM procrastinate_jobs ORDER BY id").fetchall()
+    assert jobs == [("listferry.sync",), ("listferry.export",)]

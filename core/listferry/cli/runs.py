@@ -159,13 +159,12 @@ def replay(state: State, tenant: str, run_id: int, force: bool, json_: bool) -> 
     last applied one, and its report goes to the customer's home. Exit 1 when the new
     run is voided or failed.
     """
-    if state.app().config.cluster is not None:
-        raise ListferryError(
-            f"{tenant}: replay is not available in cluster mode yet (docs/cluster.md)"
-        )
-    from listferry.sync.replay import replay_run
-
     app = state.app()
+    if app.config.cluster is not None:  # the archived file comes from storage
+        from listferry.cluster.replay import replay_in_cluster as replay_run
+    else:
+        from listferry.sync.replay import replay_run
+
     run = replay_run(app, app.config.tenant(tenant), run_id, force)
     if json_:
         emit_json(run.to_json())

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from listferry.config.shared import connect, shown
+from listferry.config.shared import connect, database_error, shown
 
-__all__ = ["SCHEMA", "connect", "create_schema", "shown"]
+__all__ = ["SCHEMA", "connect", "create_schema", "database_error", "shown"]
 
 #: Our tables, made by ``listferry cluster init``; each statement is safe to run twice.
 SCHEMA = (
@@ -50,6 +50,8 @@ SCHEMA = (
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS subscribers bigint",
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS unsubscribed bigint",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
+    # the last return file the version holds (its ``exports`` row): the schedule's catch-up
+    "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS last_export jsonb",
     # archived files put in storage by runs not yet published (the store version they
     # started from): what the next publish of the tenant may remove if no run holds it
     """

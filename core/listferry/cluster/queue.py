@@ -49,6 +49,8 @@ log = logging.getLogger("listferry")
 
 #: The task that syncs one tenant.
 SYNC_TASK = "listferry.sync"
+#: The task that makes one tenant's return file (its ``export_schedule``).
+EXPORT_TASK = "listferry.export"
 #: A crashed sync process is run at most this many times for one job.
 MAX_ATTEMPTS = 3
 #: Seconds before the retry of a crash: this to the power of the attempt (2, 4 ...).
@@ -112,6 +114,10 @@ def build_app(config: Config, pool_size: int = 2) -> Any:
     async def sync(context: Any, tenant: str, force: bool = False) -> str:
         return await run_sync_job(app, config.path, context.job, tenant, force)
 
+    @app.task(name=EXPORT_TASK, pass_context=True, retry=strategy)
+    async def export(context: Any, tenant: str) -> str:
+        return await run_export_job(config.path, context.job, tenant)
+
     return app
 
 
@@ -138,6 +144,26 @@ def queue_sync(app: Any, tenant: str, force: bool = False) -> tuple[int, bool]:
                 return row["id"], False
             # the waiting job started between the two statements: queue again
     raise ListferryError(f"{tenant}: could not queue a sync (the queue kept changing)")
+
+
+def queue_export(app: Any, tenant: str) -> tuple[int, bool]:
+    """Queue an export of ``tenant`` (it waits for the tenant's running job, as a sync
+    does): ``(job id, True)``, or ``(id, False)`` when one waits in the queue already."""
+    pc = procrastinate()
+    waiting = f"export:{tenant}"
+    task = app.tasks[EXPORT_TASK].configure(lock=lock_of(tenant), queueing_lock=waiting)
+    for _ in range(20):
+        try:
+            return task.defer(tenant=tenant), True
+        except pc.exceptions.AlreadyEnqueued:
+            row = app.connector.get_sync_connector().execute_query_one(
+                query="SELECT coalesce(max(id), 0) AS id FROM procrastinate_jobs "
+                "WHERE queueing_lock = %(lock)s AND status = 'todo'",
+                lock=waiting,
+            )
+            if row["id"]:
+                return row["id"], False
+    raise ListferryError(f"{tenant}: could not queue an export (the queue kept changing)")
 
 
 def job_statuses(conn: Any, job_ids: list[int]) -> dict[int, str]:
@@ -212,29 +238,12 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
     """Run one sync job: the child process, then what its end means for the job."""
     attempt = RunRecord(tenant)
     limit = time_limit(config_path, tenant)
-    env = {**os.environ, "LISTFERRY_JOB_ID": str(job.id)}
-    child = await asyncio.create_subprocess_exec(
-        *sync_argv(config_path, tenant, force),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with(os.getpid()),
-    )
     try:
-        _, stderr = await asyncio.wait_for(child.communicate(), limit)
+        code, stderr = await run_child(sync_argv(config_path, tenant, force), job.id, limit)
     except TimeoutError:
-        _kill(child.pid)
-        await child.wait()
         reason = f"the sync process was still running {limit:g} s after it started: killed"
         await record_failed(app, tenant, job.id, attempt, reason)
         raise ListferryError(f"{tenant}: {reason}") from None
-    except asyncio.CancelledError:
-        _kill(child.pid)
-        await child.wait()
-        raise
-    code = child.returncode
     if code in (0, 1):
         return f"{tenant}: the sync process {how_ended(code)}"
     if code == RETRY_EXIT:  # its failed run says why; the database or storage was away
@@ -256,6 +265,54 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
     if waiting or code == 2:
         raise ListferryError(f"{tenant}: {reason}")
     raise Crashed(f"{tenant}: {reason}")
+
+
+async def run_child(argv: list[str], job_id: int, limit: float | None) -> tuple[int, bytes]:
+    """Run a job's command as a child process that dies with this worker; its exit code
+    and stderr. Killed (and :class:`TimeoutError`) past ``limit`` seconds, and when the
+    job is cancelled."""
+    env = {**os.environ, "LISTFERRY_JOB_ID": str(job_id)}
+    child = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with(os.getpid()),
+    )
+    try:
+        _, stderr = await asyncio.wait_for(child.communicate(), limit)
+    except (TimeoutError, asyncio.CancelledError):
+        _kill(child.pid)
+        await child.wait()
+        raise
+    assert child.returncode is not None
+    return child.returncode, stderr
+
+
+async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
+    """Run one export job: ``listferry export NAME`` in a child process. A cluster that
+    did not answer, or a process that died, is tried again; an export that failed (it
+    says why in the worker's log) is not."""
+    argv = [sys.executable, "-m", "listferry", "--config", str(config_path)]
+    argv += ["export", tenant, "--json"]
+    limit = time_limit(config_path, tenant)
+    try:
+        code, stderr = await run_child(argv, job.id, limit)
+    except TimeoutError:
+        raise ListferryError(
+            f"{tenant}: the export was still running {limit:g} s after it started: killed"
+        ) from None
+    lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    said = lines[-1].removeprefix("Error: ") if lines else how_ended(code)
+    if code == 0:
+        return f"{tenant}: the export process {how_ended(code)}"
+    if code == RETRY_EXIT or code < 0:
+        log.warning("%s: job %s: export: %s; tried again", tenant, job.id, said)
+        raise Crashed(f"{tenant}: the export process {how_ended(code)}: {said}")
+    log.error("%s: job %s: the export failed: %s", tenant, job.id, said)
+    raise ListferryError(f"{tenant}: the export failed: {said}")
 
 
 def _kill(pid: int) -> None:

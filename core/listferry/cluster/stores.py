@@ -169,11 +169,13 @@ class StoreVersions:
         runs: list[RunRecord],
         job_id: int | None = None,
         archived: Sequence[str] = (),
+        exported: dict[str, Any] | None = None,
     ) -> int:
         """Upload the store at ``path`` (open on ``conn``) as the version after ``base``,
         move the pointer there if it still is ``base``, and index ``runs`` with it, in
         one transaction; return the new version. A pointer that moved raises
-        :class:`Fenced` and nothing becomes visible (the uploaded object is removed)."""
+        :class:`Fenced` and nothing becomes visible (the uploaded object is removed).
+        ``exported`` is the return file the version adds (its ``exports`` row)."""
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sha256, size = sha256_file(path), path.stat().st_size
         counts = dict(conn.execute("SELECT status, count(*) FROM subscribers GROUP BY status"))
@@ -186,17 +188,28 @@ class StoreVersions:
                 if base == 0:
                     moved = db.execute(
                         "INSERT INTO listferry_stores (tenant, version, key, size, sha256, "
-                        "written_by, subscribers, unsubscribed) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "written_by, subscribers, unsubscribed, last_export) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                         "ON CONFLICT (tenant) DO NOTHING",
-                        (tenant, version, key, size, sha256, self.node, active, unsubscribed),
+                        (
+                            tenant,
+                            version,
+                            key,
+                            size,
+                            sha256,
+                            self.node,
+                            active,
+                            unsubscribed,
+                            json.dumps(exported) if exported else None,
+                        ),
                     )
                 else:
                     moved = db.execute(
                         "UPDATE listferry_stores SET version = %(version)s, key = %(key)s, "
                         "size = %(size)s, sha256 = %(sha256)s, written_by = %(node)s, "
                         "written_at = now(), subscribers = %(active)s, "
-                        "unsubscribed = %(unsubscribed)s "
+                        "unsubscribed = %(unsubscribed)s, "
+                        "last_export = coalesce(%(exported)s::jsonb, last_export) "
                         "WHERE tenant = %(tenant)s AND version = %(base)s",
                         {
                             "version": version,
@@ -206,6 +219,7 @@ class StoreVersions:
                             "node": self.node,
                             "active": active,
                             "unsubscribed": unsubscribed,
+                            "exported": json.dumps(exported) if exported else None,
                             "tenant": tenant,
                             "base": base,
                         },

@@ -28,6 +28,7 @@ from listferry.store.database import Store, StoreError
 from listferry.store.locks import tenant_lock
 from listferry.sync.run import Progress, TenantSync, reason_of, store_failure, tell_finished
 from listferry.sync.select import Pending
+from listferry.transport import Transport
 
 log = logging.getLogger("listferry")
 
@@ -69,8 +70,15 @@ class ClusterSync(TenantSync):
         force: bool = False,
         progress: Progress | None = None,
         lease: TenantLease | None = None,
+        replay: tuple[int, Transport, Transport | None] | None = None,
     ) -> None:
-        super().__init__(app, tenant, store, app.transport(tenant), force, progress)
+        """``replay``: (the run replayed, a transport on the folder its archived file was
+        fetched into, the tenant's home for the report)."""
+        if replay is None:
+            super().__init__(app, tenant, store, app.transport(tenant), force, progress)
+        else:
+            run_id, folder, home = replay
+            super().__init__(app, tenant, store, folder, force, progress, run_id, home)
         self.lease = lease
         self.versions = versions
         self.storage = versions.storage
@@ -255,6 +263,10 @@ def sync_in_cluster(
                         runs = sync.run_all()
                     finally:
                         sync.transport.close()
+                if tenant.export_after_sync and any(r.status == RunStatus.APPLIED for r in runs):
+                    from listferry.cluster.exporting import Turn, export_after_runs
+
+                    export_after_runs(app, Turn(tenant, versions, lease, sync.base))
             except StoreError as exc:
                 runs = failed(tenant, str(exc), versions)
             except sqlite3.Error as exc:

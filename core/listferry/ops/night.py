@@ -27,13 +27,7 @@ def sync_and_export(
     if app.config.cluster is not None:
         from listferry.cluster.sync import sync_in_cluster
 
-        runs = sync_in_cluster(app, tenant, force, progress)
-        if tenant.export_after_sync:  # its delta would be lost with the local copy
-            log.warning(
-                "%s: export_after_sync is not done in cluster mode yet (docs/cluster.md)",
-                tenant.name,
-            )
-        return runs
+        return sync_in_cluster(app, tenant, force, progress)  # exports in its turn
     runs = sync_tenant(app, tenant, force, progress)
     if tenant.export_after_sync and any(run.status == RunStatus.APPLIED for run in runs):
         export_after_sync(app, tenant)

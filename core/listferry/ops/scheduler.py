@@ -124,15 +124,6 @@ class Scheduler:
         notify = app.config.notify
         if notify.digest_at and notify.email is not None:
             wanted[("digest", None)] = Schedule.parse(notify.digest_at, notify.digest_timezone)
-        if app.config.cluster is not None:
-            for kind, name in [key for key in wanted if key[0] != "sync"]:
-                del wanted[(kind, name)]
-                if first:
-                    log.warning(
-                        "%s: the scheduled %s is not run in cluster mode yet (docs/cluster.md)",
-                        name or "-",
-                        kind,
-                    )
         for key, schedule in wanted.items():
             old = self.due.get(key)
             if (
@@ -149,25 +140,30 @@ class Scheduler:
             log.info("config re-read: %d scheduled job(s)", len(self.due))
 
     def _executor(self, app: App) -> Executor:
-        """The config's executor; in cluster mode the queue, with this node's leadership."""
+        """The config's executor; in cluster mode the queue (the digest still runs on this
+        node's executor, when it leads), with this node's leadership."""
         if app.config.cluster is None:
             return app.host.executors.get(app.config.executor)(app.config)
         from listferry.cluster.executor import QueueExecutor
         from listferry.cluster.leader import Leadership
 
         self.leadership = Leadership(app.config.cluster.database)
-        return QueueExecutor(app.config)
+        here = app.host.executors.get(app.config.executor)(app.config)  # for the digest
+        return QueueExecutor(app.config, here)
 
     def _last_started(self, tenant: Tenant, kind: str) -> str | None:
         """When the tenant's last sync (or export) started, as its records say."""
         if self.app is not None and self.app.config.cluster is not None:
             from listferry.cluster.database import connect
 
+            query = (
+                "SELECT max(started_at) FROM listferry_runs WHERE tenant = %s"
+                if kind == "sync"
+                else "SELECT max(last_export->>'started_at') FROM listferry_stores "
+                "WHERE tenant = %s"
+            )
             with connect(self.app.config.cluster.database) as conn:
-                row = conn.execute(
-                    "SELECT max(started_at) FROM listferry_runs WHERE tenant = %s",
-                    (tenant.name,),
-                ).fetchone()
+                row = conn.execute(query, (tenant.name,)).fetchone()
             return row[0]
         table = "runs" if kind == "sync" else "exports"
         conn = open_read_only(tenant.database)

@@ -34,6 +34,20 @@ def report_home(app: App, tenant: Tenant) -> Transport | None:
         return None
 
 
+def archived_run(store: Store, tenant: Tenant, run_id: int) -> RunRecord:
+    """Run ``run_id`` of ``tenant``, which archived a file; one clear error when there is
+    no such run, or it ended before its file was archived."""
+    old = next((r for r in store.runs(tenant.name) if r.run_id == run_id), None)
+    if old is None:
+        raise ListferryError(f"{tenant.name} has no run {run_id}")
+    if not old.archive or not old.file:
+        raise ListferryError(
+            f"run {run_id} of {tenant.name} has no archived file to replay "
+            f"(it ended {old.status} before its file was archived)"
+        )
+    return old
+
+
 def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> RunRecord:
     """Apply the file that run ``run_id`` archived once more, as a new run.
 
@@ -52,21 +66,14 @@ def replay_run(app: App, tenant: Tenant, run_id: int, force: bool = False) -> Ru
             runs = [run]
         else:
             with Store(tenant.database) as store:
-                old = next((r for r in store.runs(tenant.name) if r.run_id == run_id), None)
-                if old is None:
-                    raise ListferryError(f"{tenant.name} has no run {run_id}")
-                archived = Path(old.archive) if old.archive else None
-                if archived is not None and old.file and not archived.is_file():
+                old = archived_run(store, tenant, run_id)
+                archived = Path(old.archive or "")
+                if not archived.is_file():
                     raise ListferryError(
                         f"run {run_id} of {tenant.name} has no archived file to replay: it was "
                         f"trimmed from the archive (archive_keep_runs = "
                         f"{tenant.archive_keep_runs}, archive_keep_days = "
                         f"{tenant.archive_keep_days})"
-                    )
-                if archived is None or not old.file:
-                    raise ListferryError(
-                        f"run {run_id} of {tenant.name} has no archived file to replay "
-                        f"(it ended {old.status} before its file was archived)"
                     )
                 folder = tenant.state_dir / "replay"
                 shutil.rmtree(folder, ignore_errors=True)

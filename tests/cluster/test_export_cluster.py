@@ -1,0 +1,167 @@
+"""Return files and replays in cluster mode, with real PostgreSQL, a real S3 server and
+real `listferry` processes: ``export`` on any node, ``export_after_sync`` in the sync's
+turn, the scheduled export as a worker's job, never beside a run of the tenant; and
+``replay`` of a run whose archived file is in storage, from another node."""
+
+from __future__ import annotations
+
+import json
+import socket
+from types import SimpleNamespace
+
+import psycopg
+
+from listferry.cluster.lease import lock_key
+from listferry.testing import wait_for
+
+from .test_cluster_sync import (  # noqa: F401  (nodes: the fixture)
+    csv_text,
+    current_store,
+    keys,
+    listferry,
+    nodes,
+    people,
+    rows,
+    sync_here,
+    upload,
+    write_config,
+)
+from .test_queue import Cluster, cluster, queued_job  # noqa: F401  (cluster: the fixture)
+
+
+def outbox(bucket) -> list[str]:
+    return [key for key in keys(bucket, "homes/acme/") if key.startswith("outbox/")]
+
+
+def set_tenant(database_url: str, **settings: object) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE listferry_tenants SET settings = settings || %s::jsonb WHERE name = 'acme'",
+            (json.dumps(settings),),
+        )
+
+
+def test_export_on_another_node_delivers_to_the_outbox_and_is_recorded(nodes, tmp_path) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(30)))
+    (run,) = sync_here(nodes("a"))
+    assert run["status"] == "applied"
+
+    done = listferry(nodes("b"), "export", "acme", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["records"] == 30
+    assert (
+        result["target"].startswith(nodes.bucket.url) and "/homes/acme/outbox" in result["target"]
+    )
+    assert outbox(nodes.bucket) == sorted(
+        [f"outbox/{result['file']}", f"outbox/{result['count_file']}"]
+    )
+    store = current_store(nodes, tmp_path)  # the export is in the published version
+    assert store.execute("SELECT file, records FROM exports").fetchall() == [(result["file"], 30)]
+    ((last,),) = rows(nodes.database_url, "SELECT last_export FROM listferry_stores")
+    assert last["file"] == result["file"]
+
+    again = listferry(nodes("a"), "export", "acme", "--json")  # node a's copy is old now
+    assert again.returncode == 0, again.stderr
+    assert current_store(nodes, tmp_path).execute("SELECT count(*) FROM exports").fetchone() == (2,)
+
+
+def test_export_after_sync_is_made_in_the_syncs_turn(nodes, tmp_path) -> None:
+    set_tenant(nodes.database_url, export_after_sync=True)
+    upload(nodes.bucket, "list.csv", csv_text(people(12)))
+    (run,) = sync_here(nodes("a"))
+    assert run["status"] == "applied"
+    files = outbox(nodes.bucket)
+    assert len(files) == 2 and any(name.endswith("_count.txt") for name in files), files
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT records FROM exports").fetchall() == [(12,)]
+    assert store.execute("SELECT count(*) FROM runs WHERE status = 'applied'").fetchone() == (1,)
+
+
+def test_export_while_a_run_holds_the_tenant_elsewhere_is_refused_and_delivers_nothing(
+    nodes,
+) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    sync_here(nodes("a"))
+    with psycopg.connect(nodes.database_url, autocommit=True) as other:  # another node's run
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key("acme"),))
+        done = listferry(nodes("b"), "export", "acme")
+    assert done.returncode == 1
+    assert "in progress on another node" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert outbox(nodes.bucket) == []
+    ((last,),) = rows(nodes.database_url, "SELECT last_export FROM listferry_stores")
+    assert last is None
+
+
+def test_a_scheduled_export_is_a_workers_job(cluster: Cluster) -> None:
+    cluster.marker.with_suffix(".seen").touch()  # the slow plugin lets it through
+    cluster.upload("acme", 8)
+    cluster.worker()
+    assert cluster.run("sync", "acme", "--wait").returncode == 0
+    cluster.stop()  # no worker while the export is queued twice
+    from listferry.cluster.queue import build_app, queue_export
+    from listferry.config import load_config
+
+    app = build_app(load_config(cluster.config))
+    with app.open():
+        job, new = queue_export(app, "acme")
+        again, new_again = queue_export(app, "acme")
+    assert new and (again, new_again) == (job, False)  # queued twice, waits once
+    cluster.worker()
+    wait_for(
+        lambda: (
+            cluster.sql("SELECT status::text FROM procrastinate_jobs WHERE id = %s", job)
+            == [("succeeded",)]
+        ),
+        timeout=60,
+        what="the export job",
+    )
+    delivered = sorted(p.name for p in (cluster.root / "homes" / "acme" / "outbox").iterdir())
+    assert len(delivered) == 2, delivered
+    ((last,),) = cluster.sql("SELECT last_export FROM listferry_stores WHERE tenant = 'acme'")
+    assert last["records"] == 8
+
+
+def test_export_exits_75_when_storage_is_away_before_anything_was_delivered(
+    nodes, tmp_path
+) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    sync_here(nodes("a"))
+    with socket.socket() as closed:  # a port nothing answers on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    away = SimpleNamespace(url=nodes.bucket.url, endpoint_url=f"http://127.0.0.1:{port}")
+    config = write_config(tmp_path / "b", nodes.database_url, away)
+    done = listferry(config, "export", "acme")
+    assert done.returncode == 75, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert outbox(nodes.bucket) == []
+
+
+def test_replay_on_another_node_applies_the_archived_file_from_storage(nodes, tmp_path) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(20)))
+    (first,) = sync_here(nodes("a"))
+    upload(nodes.bucket, "list.csv", csv_text(people(15)))
+    (second,) = sync_here(nodes("a"))
+    assert (first["status"], second["status"]) == ("applied", "applied")
+    assert second["removed"] == 5
+
+    done = listferry(nodes("b"), "replay", "acme", str(first["run_id"]), "--json")
+    assert done.returncode == 0, done.stderr
+    run = json.loads(done.stdout)
+    assert (run["status"], run["added"], run["replay_of"]) == ("applied", 5, first["run_id"])
+    assert run["archive"].startswith(nodes.bucket.url + "/archive/acme/")
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM subscribers WHERE status = 'active'").fetchone() == (
+        20,
+    )
+    indexed = rows(nodes.database_url, "SELECT record->>'replay_of' FROM listferry_runs")
+    assert (str(first["run_id"]),) in indexed
+    assert keys(nodes.bucket, "homes/acme/") == [
+        name for name in keys(nodes.bucket, "homes/acme/") if name.endswith(".result.txt")
+    ]  # the home holds reports only: the replayed file never went there
+
+    missing = listferry(nodes("b"), "replay", "acme", "99")
+    assert missing.returncode == 1 and missing.stderr.strip() == "Error: acme has no run 99"
