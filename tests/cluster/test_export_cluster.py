@@ -165,3 +165,62 @@ def test_replay_on_another_node_applies_the_archived_file_from_storage(nodes, tm
 
     missing = listferry(nodes("b"), "replay", "acme", "99")
     assert missing.returncode == 1 and missing.stderr.strip() == "Error: acme has no run 99"
+
+
+def test_restore_lists_the_versions_and_brings_one_back_as_a_new_one(nodes, tmp_path) -> None:
+    config = nodes("a")
+    for count in (10, 9, 8):  # three applied runs: versions 1, 2, 3
+        upload(nodes.bucket, "list.csv", csv_text(people(count)))
+        (run,) = sync_here(config)
+        assert run["status"] == "applied"
+
+    listed = listferry(nodes("b"), "cluster", "restore", "acme")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["3", "2", "1"]
+    assert lines[0].endswith("(current)") and "1 run(s)" in lines[0]
+
+    done = listferry(nodes("b"), "cluster", "restore", "acme", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"tenant": "acme", "restored": 1, "was": 3, "version": 4}
+    store = current_store(nodes, tmp_path)
+    assert store.execute("SELECT count(*) FROM subscribers WHERE status = 'active'").fetchone() == (
+        10,
+    )
+    history = json.loads(listferry(config, "cluster", "restore", "acme", "--json").stdout)
+    assert [(entry["version"], entry["restored_from"]) for entry in history] == [
+        (4, 1),
+        (3, None),
+        (2, None),
+        (1, None),
+    ]
+
+    upload(nodes.bucket, "list.csv", csv_text(people(11)))  # node a's copy is version 3
+    (after,) = sync_here(config)
+    assert (after["status"], after["added"], after["unchanged"]) == ("applied", 1, 10)
+
+    with psycopg.connect(nodes.database_url, autocommit=True) as other:  # a run elsewhere
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key("acme"),))
+        refused = listferry(nodes("b"), "cluster", "restore", "acme", "2")
+    assert refused.returncode == 1 and "in progress on another node" in refused.stderr
+    missing = listferry(nodes("b"), "cluster", "restore", "acme", "99")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "Error: acme has no store version 99 in storage (kept: 1 to 5)"
+
+
+def test_old_store_versions_and_archived_files_are_trimmed_in_storage(nodes) -> None:
+    set_tenant(nodes.database_url, archive_keep_runs=1)
+    config = nodes("a")
+    config.write_text(config.read_text().replace("[storage]\n", "[storage]\nkeep_versions = 2\n"))
+    for count in (10, 9, 8):
+        upload(nodes.bucket, "list.csv", csv_text(people(count)))
+        (run,) = sync_here(config)
+        assert run["status"] == "applied"
+    stores = keys(nodes.bucket, "stores/acme/")
+    assert [key.split("-")[0] for key in stores] == ["000000000002", "000000000003"]
+    assert rows(nodes.database_url, "SELECT version FROM listferry_store_versions") == [(2,), (3,)]
+    archived = keys(nodes.bucket, "archive/acme/")
+    assert archived and all(key.startswith(f"{run['run_id']:06d}-") for key in archived)
+    gone = listferry(config, "cluster", "restore", "acme", "1")
+    assert gone.returncode == 1
+    assert gone.stderr.strip() == "Error: acme has no store version 1 in storage (kept: 2 to 3)"

@@ -1,5 +1,5 @@
-"""Cluster mode: ``cluster init``, ``cluster status``, ``worker``, and ``sync`` queueing
-its tenants' jobs (see docs/cluster.md)."""
+"""Cluster mode: ``cluster init``, ``cluster status``, ``cluster restore``, ``worker``,
+and ``sync`` queueing its tenants' jobs (see docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -141,6 +141,62 @@ def cluster_status(state: State, json_: bool) -> None:
                 f"{job['worker']} since {job['since']}"
             )
     click.echo(f"leader: {status['leader'] or 'none'}")
+
+
+@cluster.command("restore")
+@click.argument("tenant")
+@click.argument("version", required=False, type=click.IntRange(min=1))
+@click.option("--json", "json_", is_flag=True, help="Print JSON.")
+@pass_state
+def cluster_restore(state: State, tenant: str, version: int | None, json_: bool) -> None:
+    """The tenant's store versions kept in storage, newest first; with VERSION, make
+    that version the tenant's store again.
+
+    The restored version is published as a new one over the current, through the same
+    fence as a run, so nothing is lost: the versions in between stay (as many as
+    [storage] keep_versions keeps) and can be restored in turn. It waits for no run:
+    while a run of the tenant holds it, the restore is refused in one line.
+    """
+    from listferry.cluster.access import versions_of
+    from listferry.cluster.turn import tenant_turn
+    from listferry.text import size_text
+
+    app = state.app()
+    chosen = app.config.tenant(tenant)
+    _database(app.config)
+    if version is not None:
+        with tenant_turn(app, chosen, "the restore") as turn:
+            was = turn.base
+            now = turn.versions.restore(chosen.name, version, chosen.database, turn.base)
+        if json_:
+            emit_json({"tenant": chosen.name, "restored": version, "was": was, "version": now})
+        else:
+            click.echo(
+                f"{chosen.name}: store version {version} restored as version {now} "
+                f"(version {was} stays in storage)"
+            )
+        return
+    history = versions_of(app.config).history(chosen.name)
+    if json_:
+        emit_json([{**entry, "written_at": _utc(entry["written_at"])} for entry in history])
+        return
+    if not history:
+        click.echo(f"{chosen.name}: no store version yet (the tenant never ran)")
+    for place, entry in enumerate(history):
+        notes = ["current"] if place == 0 else []
+        if entry["restored_from"]:
+            notes.append(f"restored from version {entry['restored_from']}")
+        click.echo(
+            f"version {entry['version']}  {_utc(entry['written_at'])}  "
+            f"{size_text(entry['size'])}  {entry['runs']} run(s)  by {entry['written_by']}"
+            + (f"  ({', '.join(notes)})" if notes else "")
+        )
+
+
+def _utc(moment: Any) -> str:
+    from datetime import UTC
+
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 @cli.command()

@@ -27,10 +27,11 @@ ATTEMPTS = 5
 
 
 def versions_of(config: Config) -> StoreVersions:
+    """The versions of the tenants' stores, as ``[cluster]`` and ``[storage]`` say."""
     assert config.cluster is not None and config.storage is not None
     settings = config.storage
     storage = Storage(settings.url, settings.endpoint_url, settings.region)
-    return StoreVersions(config.cluster.database, storage)
+    return StoreVersions(config.cluster.database, storage, keep=settings.keep_versions)
 
 
 @contextlib.contextmanager

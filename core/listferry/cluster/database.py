@@ -79,6 +79,27 @@ SCHEMA = (
             DEFAULT nextval('listferry_tenant_changes'),
         ADD COLUMN IF NOT EXISTS updated_by text
     """,
+    # every store version kept in storage, for `cluster restore` and the trimming of old
+    # ones ([storage] keep_versions); the current ones of a cluster made before it first
+    """
+    CREATE TABLE IF NOT EXISTS listferry_store_versions (
+        tenant text NOT NULL,
+        version bigint NOT NULL,
+        key text NOT NULL,
+        size bigint NOT NULL,
+        sha256 text NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT now(),
+        written_by text NOT NULL,
+        restored_from bigint,
+        PRIMARY KEY (tenant, version)
+    )
+    """,
+    """
+    INSERT INTO listferry_store_versions (tenant, version, key, size, sha256, written_at,
+        written_by)
+    SELECT tenant, version, key, size, sha256, written_at, written_by FROM listferry_stores
+    ON CONFLICT (tenant, version) DO NOTHING
+    """,
 )
 
 

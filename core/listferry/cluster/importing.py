@@ -200,6 +200,7 @@ def _publish(
                     )
                 if moved.rowcount != 1:
                     raise ListferryError("its store in the cluster moved on meanwhile; try again")
+                versions.remember(conn, name, version, key, *values[2:4])  # keeps all
                 if replace:
                     conn.execute("DELETE FROM listferry_runs WHERE tenant = %s", (name,))
                 versions.index(conn, name, runs, version, None)

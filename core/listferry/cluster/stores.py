@@ -31,7 +31,7 @@ from listferry.cluster.database import connect, shown
 from listferry.cluster.storage import Storage
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord
-from listferry.store.database import stamp_path
+from listferry.store.database import Store, stamp_path
 
 log = logging.getLogger("listferry")
 
@@ -86,10 +86,14 @@ def discard_unpublished(path: Path) -> None:
 class StoreVersions:
     """The versions of the tenants' stores: read the pointer, check out, publish."""
 
-    def __init__(self, database_url: str, storage: Storage, node: str | None = None) -> None:
+    def __init__(
+        self, database_url: str, storage: Storage, node: str | None = None, keep: int = 0
+    ) -> None:
         self.database_url = database_url
         self.storage = storage
         self.node = node or node_name()
+        #: How many versions of a store stay in storage (0: all of them).
+        self.keep = keep
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Any]:
@@ -139,7 +143,14 @@ class StoreVersions:
             known = {}
         if known.get("sha256") == pointer.sha256 and known.get("stamp") == _main_stamp(path):
             return pointer.version
-        sidecar.unlink(missing_ok=True)
+        self.fetch(pointer, path)
+        return pointer.version
+
+    def fetch(self, pointer: Pointer, path: Path) -> None:
+        """Download the version ``pointer`` names to ``path`` (in place of what is there,
+        unpublished changes included), checked against its SHA-256."""
+        discard_unpublished(path)
+        _sidecar(path).unlink(missing_ok=True)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.download")
         try:
@@ -147,15 +158,14 @@ class StoreVersions:
             if sha256_file(temp) != pointer.sha256:
                 raise ListferryError(
                     f"{self.storage.url_of(pointer.key)}: the store version {pointer.version} "
-                    "does not match its SHA-256 in the database; restore it from an earlier "
-                    "version (docs/cluster.md)"
+                    "does not match its SHA-256 in the database; restore an earlier version "
+                    "(listferry cluster restore, docs/cluster.md)"
                 )
             stamp_path(path).unlink(missing_ok=True)  # checked again when it is opened
             os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
         self._remember(path, pointer.sha256)
-        return pointer.version
 
     def _remember(self, path: Path, sha256: str) -> None:
         _sidecar(path).write_text(json.dumps({"sha256": sha256, "stamp": _main_stamp(path)}))
@@ -170,12 +180,15 @@ class StoreVersions:
         job_id: int | None = None,
         archived: Sequence[str] = (),
         exported: dict[str, Any] | None = None,
+        restored_from: int | None = None,
     ) -> int:
         """Upload the store at ``path`` (open on ``conn``) as the version after ``base``,
         move the pointer there if it still is ``base``, and index ``runs`` with it, in
         one transaction; return the new version. A pointer that moved raises
         :class:`Fenced` and nothing becomes visible (the uploaded object is removed).
-        ``exported`` is the return file the version adds (its ``exports`` row)."""
+        ``exported`` is the return file the version adds (its ``exports`` row);
+        ``restored_from`` the earlier version it restores. Versions past the newest
+        :attr:`keep` are removed from storage once the new one holds."""
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sha256, size = sha256_file(path), path.stat().st_size
         counts = dict(conn.execute("SELECT status, count(*) FROM subscribers GROUP BY status"))
@@ -230,6 +243,7 @@ class StoreVersions:
                         "worked (another worker ran the tenant); nothing of this run was kept"
                     )
                 self.index(db, tenant, runs, version, job_id)
+                stale = self.remember(db, tenant, version, key, size, sha256, restored_from)
                 if archived:  # the version holds them now
                     db.execute(
                         "DELETE FROM listferry_archive_puts WHERE tenant = %s AND key = ANY(%s)",
@@ -245,8 +259,84 @@ class StoreVersions:
             taken = self.pointer(tenant)  # still away: this raises, and the object stays
             if taken is None or taken.key != key:
                 raise  # not taken (or taken and replaced since): the object stays, unnamed
+        else:
+            self.forget(tenant, stale)
         self._remember(path, sha256)
         return version
+
+    def remember(
+        self,
+        db: Any,
+        tenant: str,
+        version: int,
+        key: str,
+        size: int,
+        sha256: str,
+        restored_from: int | None = None,
+    ) -> list[str]:
+        """Add ``version`` to the tenant's versions (in the transaction open on ``db``),
+        and take out those past the newest :attr:`keep`: their keys, for :meth:`forget`
+        to remove once the transaction holds."""
+        db.execute(
+            "INSERT INTO listferry_store_versions (tenant, version, key, size, sha256, "
+            "written_by, restored_from) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (tenant, version) DO UPDATE SET key = excluded.key, "
+            "size = excluded.size, sha256 = excluded.sha256, written_at = now(), "
+            "written_by = excluded.written_by, restored_from = excluded.restored_from",
+            (tenant, version, key, size, sha256, self.node, restored_from),
+        )
+        if not self.keep:
+            return []
+        rows = db.execute(
+            "DELETE FROM listferry_store_versions WHERE tenant = %s AND version <= %s "
+            "RETURNING key",
+            (tenant, version - self.keep),
+        ).fetchall()
+        return [stale for (stale,) in rows]
+
+    def forget(self, tenant: str, keys: list[str]) -> None:
+        """Remove old versions' objects from storage; one log line when storage does not
+        take it (the objects stay, named by no version)."""
+        if not keys:
+            return
+        try:
+            self.storage.delete_many(keys)
+        except (ListferryError, OSError) as exc:
+            log.warning("%s: %d old store version(s) stay in storage: %s", tenant, len(keys), exc)
+
+    def restore(self, tenant: str, version: int, path: Path, base: int) -> int:
+        """Publish version ``version`` of the tenant's store again, as the version after
+        ``base`` (the current one, which the caller holds the lease over), through
+        ``path`` (the local copy); the new version's number. Nothing is lost: the
+        versions in between stay in storage, as long as ``keep`` keeps them."""
+        kept = {entry["version"]: entry for entry in self.history(tenant)}
+        if version not in kept:
+            have = f"{min(kept)} to {max(kept)}" if kept else "none"
+            raise ListferryError(
+                f"{tenant} has no store version {version} in storage (kept: {have})"
+            )
+        if version == base:
+            raise ListferryError(f"{tenant}: version {version} is the current store already")
+        entry = kept[version]
+        self.fetch(Pointer(version, entry["key"], entry["size"], entry["sha256"]), path)
+        with Store(path) as store:  # brought to this listferry's schema, and checked
+            return self.publish(tenant, store.conn, path, base, [], restored_from=version)
+
+    def history(self, tenant: str) -> list[dict[str, Any]]:
+        """The tenant's store versions kept in storage, newest first."""
+        with self.session() as db:
+            rows = db.execute(
+                "SELECT v.version, v.key, v.size, v.sha256, v.written_at, v.written_by, "
+                "v.restored_from, (SELECT count(*) FROM listferry_runs r WHERE r.tenant = "
+                "v.tenant AND r.store_version = v.version) FROM listferry_store_versions v "
+                "WHERE v.tenant = %s ORDER BY v.version DESC",
+                (tenant,),
+            ).fetchall()
+        names = ("version", "key", "size", "sha256", "written_at", "written_by")
+        return [
+            {**dict(zip(names, row[:6], strict=True)), "restored_from": row[6], "runs": row[7]}
+            for row in rows
+        ]
 
     def will_put(self, tenant: str, keys: list[str], base: int) -> None:
         """Say that a run from version ``base`` is putting ``keys`` in storage (before it

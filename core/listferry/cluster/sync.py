@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from listferry.app import App
+from listferry.cluster.access import versions_of
 from listferry.cluster.lease import TenantLease
 from listferry.cluster.storage import Storage
 from listferry.cluster.stores import Fenced, StoreVersions, node_name
@@ -26,6 +27,7 @@ from listferry.errors import ListferryError
 from listferry.runs import RunRecord, RunStatus, utcnow
 from listferry.store.database import Store, StoreError
 from listferry.store.locks import tenant_lock
+from listferry.sync.retention import run_of, runs_to_trim, said_trimmed
 from listferry.sync.run import Progress, TenantSync, reason_of, store_failure, tell_finished
 from listferry.sync.select import Pending
 from listferry.transport import Transport
@@ -193,6 +195,8 @@ class ClusterSync(TenantSync):
             except (ListferryError, OSError, sqlite3.Error) as exc:
                 for run in unindexed:
                     self.refused(run, exc)
+        if any(run.archive for run in self.settled):
+            self.trim_archive()
         idle = [run for run in runs if run.status == RunStatus.IDLE]
         if idle:  # the job's answer, for ``sync --wait``: no store holds it
             try:
@@ -200,6 +204,30 @@ class ClusterSync(TenantSync):
             except ListferryError as exc:
                 log.warning("%s: the idle run could not be indexed: %s", self.tenant.name, exc)
         return runs
+
+    def trim_archive(self) -> None:
+        """The tenant's archive in storage kept to ``archive_keep_runs`` and
+        ``archive_keep_days``, as on one machine, after runs that archived a file; a
+        fault here is one log line."""
+        if not self.tenant.archive_keep_runs and not self.tenant.archive_keep_days:
+            return
+        folder = f"archive/{self.tenant.name}"
+        try:
+            keys: dict[int, list[str]] = {}
+            written: dict[int, float] = {}
+            for item in self.storage.list(folder):
+                run_id = run_of(item.key.rsplit("/", 1)[-1])
+                if run_id is not None:
+                    keys.setdefault(run_id, []).append(item.key)
+                    written[run_id] = max(written.get(run_id, 0.0), item.mtime)
+            trimmed = runs_to_trim(self.tenant, self.store, written)
+            gone = [key for run_id in trimmed for key in keys[run_id]]
+            if gone:
+                self.storage.delete_many(gone)
+        except (ListferryError, OSError) as exc:
+            log.warning("%s: the archive in storage was not trimmed: %s", self.tenant.name, exc)
+            return
+        said_trimmed(self.tenant, len(gone), trimmed)
 
     def sweep_archive(self, base: int) -> None:
         """After this run's first publish: remove the archived files that runs from
@@ -244,7 +272,7 @@ def sync_in_cluster(
         versions: StoreVersions | None = None
         lease: TenantLease | None = None
         try:
-            versions = StoreVersions(cluster.database, storage_of(app))
+            versions = versions_of(app.config)
             lease = TenantLease(cluster.database, tenant.name, cluster.stalled_after, node_name())
             if not lease.acquire():
                 lease = None

@@ -148,6 +148,7 @@ def forget_store(conn: Any, name: str, purge: bool) -> str | None:
     row = conn.execute(
         "DELETE FROM listferry_stores WHERE tenant = %s RETURNING key", (name,)
     ).fetchone()
+    conn.execute("DELETE FROM listferry_store_versions WHERE tenant = %s", (name,))
     if purge:
         conn.execute("DELETE FROM listferry_runs WHERE tenant = %s", (name,))
     return row[0] if row else None

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from listferry.app import App
+from listferry.cluster.access import versions_of
 from listferry.cluster.database import database_error
 from listferry.cluster.lease import TenantLease
 from listferry.cluster.stores import StoreVersions, node_name
-from listferry.cluster.sync import RETRY, job_id, storage_of
+from listferry.cluster.sync import RETRY, job_id
 from listferry.config import Tenant
 from listferry.errors import ListferryError
 from listferry.store.database import Store
@@ -66,7 +67,7 @@ def tenant_turn(app: App, tenant: Tenant, doing: str) -> Iterator[Turn]:
                 f"{tenant.name}: a run of this tenant is in progress on this node; "
                 f"{doing} can be tried again when it ends"
             )
-        versions = StoreVersions(cluster.database, storage_of(app))
+        versions = versions_of(app.config)
         lease = TenantLease(cluster.database, tenant.name, cluster.stalled_after, node_name())
         try:
             acquired = lease.acquire()

@@ -100,6 +100,13 @@ class StorageSettings:
         "Credentials come from the usual AWS chain (`AWS_ACCESS_KEY_ID`, `~/.aws`, roles).",
     )
     region: str | None = setting(None, checks.non_empty_string, "The bucket's region.")
+    keep_versions: int = setting(
+        30,
+        checks.whole_number(0),
+        "How many versions of each tenant's store stay in storage for `cluster restore` "
+        "(each run, export or change makes one); older ones are removed as new ones are "
+        "published. 0 keeps every version.",
+    )
 
     def home_of(self, tenant: str) -> str:
         """The URL of ``tenant``'s home: ``s3://BUCKET/PREFIX/homes/NAME/``."""

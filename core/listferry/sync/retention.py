@@ -51,35 +51,10 @@ def archived_runs(archive: Path) -> dict[int, list[Path]]:
 def trim_archive(tenant: Tenant, store: Store) -> tuple[int, list[int]]:
     """Remove the archived files past the tenant's limits; (files removed, their runs).
     One log line says what was trimmed."""
-    keep_runs, keep_days = tenant.archive_keep_runs, tenant.archive_keep_days
-    if not keep_runs and not keep_days:
-        return 0, []
     runs = archived_runs(tenant.state_dir / "archive")
-    if not runs:
-        return 0, []
-    try:  # housekeeping: a store that cannot say leaves the archive as it is
-        last = store.last_applied()
-        last_applied = last.run_id if last else None
-        ended = dict(
-            store.conn.execute(
-                "SELECT id, COALESCE(finished_at, started_at) FROM runs WHERE id >= ?",
-                (min(runs),),
-            ).fetchall()
-        )
-    except sqlite3.Error as exc:
-        log.warning("%s: the archive was not trimmed: %s", tenant.name, exc)
-        return 0, []
-    newest_first = sorted(runs, reverse=True)
-    cutoff = time.time() - keep_days * DAY
-    trimmed: list[int] = []
+    trimmed = runs_to_trim(tenant, store, {run: _mtime(files) for run, files in runs.items()})
     removed = 0
-    for place, run_id in enumerate(newest_first):
-        if run_id == last_applied:
-            continue
-        too_many = bool(keep_runs) and place >= keep_runs
-        too_old = bool(keep_days) and _ended(ended.get(run_id), runs[run_id]) < cutoff
-        if not (too_many or too_old):
-            continue
+    for run_id in trimmed:
         for path in runs[run_id]:
             try:
                 path.unlink()
@@ -88,31 +63,74 @@ def trim_archive(tenant: Tenant, store: Store) -> tuple[int, list[int]]:
                 pass
             except OSError as exc:
                 log.warning("%s: could not trim %s: %s", tenant.name, path.name, exc.strerror)
-        trimmed.append(run_id)
+    said_trimmed(tenant, removed, trimmed)
+    return removed, trimmed
+
+
+def runs_to_trim(tenant: Tenant, store: Store, archived: dict[int, float]) -> list[int]:
+    """Which of the runs in ``archived`` (run id: when its files were written, for a run
+    the store does not know) are past the tenant's limits, in order."""
+    keep_runs, keep_days = tenant.archive_keep_runs, tenant.archive_keep_days
+    if not archived or (not keep_runs and not keep_days):
+        return []
+    try:  # housekeeping: a store that cannot say leaves the archive as it is
+        last = store.last_applied()
+        last_applied = last.run_id if last else None
+        ended = dict(
+            store.conn.execute(
+                "SELECT id, COALESCE(finished_at, started_at) FROM runs WHERE id >= ?",
+                (min(archived),),
+            ).fetchall()
+        )
+    except sqlite3.Error as exc:
+        log.warning("%s: the archive was not trimmed: %s", tenant.name, exc)
+        return []
+    cutoff = time.time() - keep_days * DAY
+    trimmed: list[int] = []
+    for place, run_id in enumerate(sorted(archived, reverse=True)):
+        if run_id == last_applied:
+            continue
+        too_many = bool(keep_runs) and place >= keep_runs
+        too_old = bool(keep_days) and _ended(ended.get(run_id), archived[run_id]) < cutoff
+        if too_many or too_old:
+            trimmed.append(run_id)
+    return sorted(trimmed)
+
+
+def said_trimmed(tenant: Tenant, removed: int, trimmed: list[int]) -> None:
+    """The one log line of a trim."""
     if trimmed:
         log.info(
             "%s: archive trimmed: %d file(s) of %d run(s) (runs %s), keeping %s",
             tenant.name,
             removed,
             len(trimmed),
-            _ranges(sorted(trimmed)),
-            _limits(keep_runs, keep_days),
+            _ranges(trimmed),
+            _limits(tenant.archive_keep_runs, tenant.archive_keep_days),
         )
-    return removed, sorted(trimmed)
 
 
-def _ended(when: str | None, files: list[Path]) -> float:
-    """When a run ended, by the store; by its files' time for a run it does not know."""
-    try:
-        moment = parse_iso(when)
-    except ValueError:
-        moment = None
-    if moment is not None:
-        return moment.timestamp()
+def run_of(name: str) -> int | None:
+    """The run that archived a file, by its archived name; ``None`` for another file."""
+    found = _ARCHIVED.match(name)
+    return int(found.group(1)) if found else None
+
+
+def _mtime(files: list[Path]) -> float:
     try:
         return max(path.stat().st_mtime for path in files)
     except OSError:
         return 0.0
+
+
+def _ended(when: str | None, written: float) -> float:
+    """When a run ended, by the store; by when its files were written for a run it does
+    not know."""
+    try:
+        moment = parse_iso(when)
+    except ValueError:
+        moment = None
+    return moment.timestamp() if moment is not None else written
 
 
 def _limits(keep_runs: int, keep_days: int) -> str:
