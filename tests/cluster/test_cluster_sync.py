@@ -347,13 +347,19 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         server.stop(remove=True)
 
 
-def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: Path, nodes) -> None:
-    """Storage that stops answering while a run reads its file (a server of its own,
-    killed, then started again on the same folder): the run ends failed with the reason,
-    exit 75, the pointer did not move; once storage is back the file is applied."""
+def test_storage_gone_mid_run_fails_it_plainly_and_the_worker_applies_it_once_back(
+    tmp_path: Path, nodes
+) -> None:
+    """Storage that stops answering while a worker's job reads its file (a server of its
+    own, killed, then started again on the same folder): the attempt ends failed with
+    the reason and the pointer does not move; the worker tries the job again, waiting
+    longer each time, and once storage is back the file is applied, once."""
+    from listferry.testing import wait_for
+
     from .services import start_seaweed
 
     own = start_seaweed(tmp_path / "weed")
+    worker = None
     try:
         bucket_name = own.create_bucket()
 
@@ -367,21 +373,42 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_retry_applies(tmp_path: P
         upload(Own, "list.csv", csv_text(people(5)))
         assert sync_here(config)[0]["status"] == "applied"
         upload(Own, "list.csv", csv_text(people(30_000, segment="NEW")))
-        proc = start_sync(config)
-        when_fetched(config, proc)
+        assert listferry(config, "cluster", "init").returncode == 0  # the queue's tables
+        env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "listferry", "--config", str(config), "worker"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        assert worker.stdout.readline().startswith("worker ")
+        queued = listferry(config, "sync", "acme", "--json")
+        assert queued.returncode == 0, queued.stderr
+        ((job,),) = [[entry["job_id"] for entry in json.loads(queued.stdout)]]
+        when_fetched(config, worker)
         own.stop(kill=True)
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 75, err
-        (run,) = json.loads(out)
-        assert run["status"] == "failed"
-        assert run["reason"].startswith("the run could not be saved to the cluster: ")
-        assert "storage" in run["reason"], run["reason"]  # unreachable, or failing as it went
-        assert "Traceback" not in err
+        index = "SELECT status, reason, record->>'added' FROM listferry_runs WHERE job_id = %s"
+        slowly = lambda query: time.sleep(0.2) or rows(nodes.database_url, query, job)  # noqa: E731
+        wait_for(lambda: slowly(index), timeout=120, what="the first attempt")
+        ((status, reason, _),) = rows(nodes.database_url, index, job)
+        assert status == "failed" and "storage" in reason, reason
         assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(1,)]
         own = own.restart()
-        (run,) = sync_here(config)
-        assert (run["status"], run["added"]) == ("applied", 29_995)
+        done = "SELECT status::text FROM procrastinate_jobs WHERE id = %s"
+        wait_for(
+            lambda: slowly(done) == [("succeeded",)],
+            timeout=180,
+            what="the job tried again",
+        )
+        attempts = rows(nodes.database_url, index + " ORDER BY id", job)
+        assert attempts[-1][::2] == ("applied", "29995"), attempts
+        assert all(status == "failed" for status, _, _ in attempts[:-1]), attempts
+        assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(2,)]
     finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=60)
         own.stop()
 
 
@@ -457,3 +484,10 @@ def test_a_database_without_listferry_tables_says_to_run_cluster_init(
         assert done.returncode == 1
         assert "no listferry tables yet: run 'listferry cluster init'" in done.stderr
         assert len(done.stderr.splitlines()) == 1
+
+
+def test_queueing_before_cluster_init_says_to_run_it_in_one_line(nodes) -> None:
+    done = listferry(nodes("a"), "sync", "acme")  # our tables are there, the queue's not
+    assert done.returncode == 1
+    assert "run 'listferry cluster init'" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "internal error" not in done.stderr

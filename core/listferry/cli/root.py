@@ -56,8 +56,9 @@ class Group(click.Group):
         except Exception as exc:
             if os.environ.get("LISTFERRY_DEBUG"):
                 raise
-            if type(exc).__module__.startswith("psycopg"):  # the cluster's database
-                raise Failed(_database_failed(exc), 1, log_format) from None
+            cause = exc.__cause__ if type(exc).__module__.startswith("procrastinate") else exc
+            if type(cause).__module__.startswith("psycopg"):  # the cluster's database
+                raise Failed(_database_failed(cause), 1, log_format) from None
             message = (
                 f"internal error: {type(exc).__name__}: {exc} (set LISTFERRY_DEBUG=1 to see where)"
             )
@@ -67,7 +68,7 @@ class Group(click.Group):
 def _database_failed(exc: Exception) -> str:
     """A database error no command caught, in one line: most often tables not made yet."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if type(exc).__name__ == "UndefinedTable":
+    if type(exc).__name__ in ("UndefinedTable", "UndefinedObject", "UndefinedFunction"):
         return (
             "the cluster's database has no listferry tables yet: run 'listferry cluster "
             f"init' ({first})"

@@ -65,6 +65,28 @@ class Crashed(ListferryError):
     """The sync process died without its runs; the job may be tried again."""
 
 
+class Away(Crashed):
+    """The cluster's database or storage did not answer the job's process; the job is
+    tried again for longer (:data:`AWAY_ATTEMPTS`), for an outage to end."""
+
+
+#: A job whose cluster did not answer is tried this many times, waiting twice as long
+#: each time up to :data:`AWAY_WAIT` seconds: about 25 minutes in all.
+AWAY_ATTEMPTS = 12
+AWAY_WAIT = 300
+
+
+def retry_in(error: BaseException, attempts: int) -> int | None:
+    """Seconds until a job that ended with ``error`` after ``attempts`` earlier attempts
+    is tried again; ``None``: it is not."""
+    wait = BACKOFF ** (attempts + 1)
+    if isinstance(error, Away) and attempts + 1 < AWAY_ATTEMPTS:
+        return min(wait, AWAY_WAIT)
+    if isinstance(error, Crashed) and attempts + 1 < MAX_ATTEMPTS:
+        return wait
+    return None
+
+
 def procrastinate() -> Any:
     """The procrastinate package, or one clear error saying how to install it."""
     try:
@@ -106,9 +128,13 @@ def build_app(config: Config, pool_size: int = 2) -> Any:
         conninfo=url, min_size=1, max_size=pool_size, kwargs={"connect_timeout": 10}
     )
     app = pc.App(connector=connector)
-    strategy = pc.RetryStrategy(
-        max_attempts=MAX_ATTEMPTS - 1, exponential_wait=BACKOFF, retry_exceptions=[Crashed]
-    )
+
+    class Strategy(pc.BaseRetryStrategy):  # type: ignore[misc,name-defined]
+        def get_retry_decision(self, *, exception: BaseException, job: Any) -> Any:
+            seconds = retry_in(exception, job.attempts)
+            return None if seconds is None else pc.RetryDecision(retry_in={"seconds": seconds})
+
+    strategy = Strategy()
 
     @app.task(name=SYNC_TASK, pass_context=True, retry=strategy)
     async def sync(context: Any, tenant: str, force: bool = False) -> str:
@@ -247,8 +273,17 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
     if code in (0, 1):
         return f"{tenant}: the sync process {how_ended(code)}"
     if code == RETRY_EXIT:  # its failed run says why; the database or storage was away
-        log.warning("%s: job %s: the cluster did not answer; tried again", tenant, job.id)
-        raise Crashed(f"{tenant}: the cluster's database or storage did not answer")
+        waiting = await _waiting_job(app, tenant)
+        if waiting:  # that job runs the tenant (and waits for the cluster itself)
+            raise ListferryError(f"{tenant}: the cluster did not answer; job {waiting} runs it")
+        seconds = retry_in(Away(""), job.attempts)
+        log.warning(
+            "%s: job %s: the cluster did not answer; %s",
+            tenant,
+            job.id,
+            f"tried again in {seconds} s" if seconds else "tried too often: given up",
+        )
+        raise Away(f"{tenant}: the cluster's database or storage did not answer")
     lines = [line for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     reason = f"the sync process {how_ended(code)}"
     if code is not None and code > 0 and lines:
@@ -308,7 +343,10 @@ async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
     said = lines[-1].removeprefix("Error: ") if lines else how_ended(code)
     if code == 0:
         return f"{tenant}: the export process {how_ended(code)}"
-    if code == RETRY_EXIT or code < 0:
+    if code == RETRY_EXIT:
+        log.warning("%s: job %s: export: %s; tried again later", tenant, job.id, said)
+        raise Away(f"{tenant}: the export process {how_ended(code)}: {said}")
+    if code < 0:
         log.warning("%s: job %s: export: %s; tried again", tenant, job.id, said)
         raise Crashed(f"{tenant}: the export process {how_ended(code)}: {said}")
     log.error("%s: job %s: the export failed: %s", tenant, job.id, said)
