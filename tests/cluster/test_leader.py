@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import pytest
 
 from listferry.cluster.database import connect
 
@@ -76,3 +79,37 @@ def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Pat
     with connect(nodes.database_url) as conn:
         jobs = conn.execute("SELECT task_name FROM procrastinate_jobs ORDER BY id").fetchall()
     assert jobs == [("listferry.sync",), ("listferry.export",)]
+
+
+def test_the_digest_is_mailed_once_by_the_leader(
+    nodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two nodes run the schedule with the same digest_at: the one that leads sends it."""
+    from notify_servers import SmtpServer
+
+    monkeypatch.setenv("DIGEST_SMTP_PASSWORD", "s3cret-smtp")
+    due = (datetime.now(UTC) + timedelta(seconds=8)).replace(microsecond=0)
+    with SmtpServer(tmp_path) as smtp:
+        extra = (
+            f'\n[notify]\ndigest_at = "{due:%H:%M:%S}"\ndigest_timezone = "UTC"\n'
+            "\n[notify.email]\n"
+            f'smtp_host = "127.0.0.1"\nsmtp_port = {smtp.port}\nca_file = "{smtp.ca_file}"\n'
+            'username = "mailer"\npassword_env = "DIGEST_SMTP_PASSWORD"\n'
+            'from = "listferry@platform.example"\nto = ["night-ops@platform.example"]\n'
+        )
+        both = []
+        try:
+            for name in ("a", "b"):
+                config = nodes(name)
+                config.write_text(config.read_text() + extra)
+                both.append(start_schedule(config, tmp_path / f"{name}.log"))
+            mails = smtp.mailbox.wait(1, timeout=60)
+            time.sleep(3)  # the due time has passed on both nodes
+            assert len(smtp.mailbox.messages) == len(mails) == 1, smtp.mailbox.messages
+        finally:
+            for process in both:
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=30)
+    ((recipients, message),) = mails
+    assert recipients == ["night-ops@platform.example"]
+    assert "digest" in message["Subject"].lower(), message["Subject"]
