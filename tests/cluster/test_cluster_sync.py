@@ -375,18 +375,24 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_worker_applies_it_once_ba
         upload(Own, "list.csv", csv_text(people(30_000, segment="NEW")))
         assert listferry(config, "cluster", "init").returncode == 0  # the queue's tables
         env = {**os.environ, "LISTFERRY_LOAD_PLUGINS": ""}
+        command = [sys.executable, "-m", "listferry", "--config", str(config)]
         worker = subprocess.Popen(
-            [sys.executable, "-m", "listferry", "--config", str(config), "worker"],
+            [*command, "worker"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
             env=env,
         )
         assert worker.stdout.readline().startswith("worker ")
-        queued = listferry(config, "sync", "acme", "--json")
-        assert queued.returncode == 0, queued.stderr
-        ((job,),) = [[entry["job_id"] for entry in json.loads(queued.stdout)]]
+        waiting = subprocess.Popen(  # the operator's `sync --wait`, across the outage
+            [*command, "sync", "acme", "--wait", "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         when_fetched(config, worker)
+        ((job,),) = rows(nodes.database_url, "SELECT max(id) FROM procrastinate_jobs")
         own.stop(kill=True)
         index = "SELECT status, reason, record->>'added' FROM listferry_runs WHERE job_id = %s"
         slowly = lambda query: time.sleep(0.2) or rows(nodes.database_url, query, job)  # noqa: E731
@@ -405,6 +411,10 @@ def test_storage_gone_mid_run_fails_it_plainly_and_the_worker_applies_it_once_ba
         assert attempts[-1][::2] == ("applied", "29995"), attempts
         assert all(status == "failed" for status, _, _ in attempts[:-1]), attempts
         assert rows(nodes.database_url, "SELECT version FROM listferry_stores") == [(2,)]
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err  # the last attempt's runs count
+        assert [(run["status"], run["added"]) for run in json.loads(out)] == [("applied", 29_995)]
+        assert err.count("(the job tried again)") == len(attempts) - 1, err
     finally:
         if worker is not None:
             worker.terminate()

@@ -245,7 +245,8 @@ def queue_syncs(
     state: State, names: list[str], force: bool, wait: bool, json_: bool
 ) -> list[Any] | None:
     """``sync`` in cluster mode: one job per tenant. Without ``wait`` the job ids are
-    printed and ``None`` returned; with it, the runs of those jobs, once they ended."""
+    printed and ``None`` returned; with it, the runs of those jobs' last attempts, once
+    they ended (an attempt that was tried again is one warning line each)."""
     from listferry.cluster.database import connect
     from listferry.cluster.queue import (
         alive_workers,
@@ -277,7 +278,9 @@ def queue_syncs(
         if not alive_workers(conn, config.cluster.stalled_after):
             log.warning("no worker is running: the jobs wait for `listferry worker`")
         statuses = wait_for_jobs(conn, job_ids)
-        runs = runs_of_jobs(conn, job_ids)
+        runs, retried = runs_of_jobs(conn, job_ids)
+    for run in retried:  # shown, as each attempt is in `runs`; the last attempt's count
+        log.warning("%s (the job tried again)", run.describe())
     order = {name: i for i, name in enumerate(names)}
     runs.sort(key=lambda run: order.get(run.tenant, len(order)))
     seen = {run.tenant for run in runs}

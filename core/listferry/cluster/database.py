@@ -50,6 +50,8 @@ SCHEMA = (
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS subscribers bigint",
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS unsubscribed bigint",
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
+    # which attempt of its job made a run (0 the first): `sync --wait` tells the retried
+    "ALTER TABLE listferry_runs ADD COLUMN IF NOT EXISTS attempt integer",
     # the last return file the version holds (its ``exports`` row): the schedule's catch-up
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS last_export jsonb",
     # archived files put in storage by runs not yet published (the store version they

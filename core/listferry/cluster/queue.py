@@ -211,12 +211,18 @@ def wait_for_jobs(conn: Any, job_ids: list[int], interval: float = 0.2) -> dict[
         time.sleep(interval)
 
 
-def runs_of_jobs(conn: Any, job_ids: list[int]) -> list[RunRecord]:
-    """The runs the jobs recorded in ``listferry_runs``, in the order they were made."""
+def runs_of_jobs(conn: Any, job_ids: list[int]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """The runs the jobs recorded in ``listferry_runs``, in the order they were made:
+    those of each job's last attempt, and those of its attempts that were tried again."""
     rows = conn.execute(
-        "SELECT record FROM listferry_runs WHERE job_id = ANY(%s) ORDER BY id", (job_ids,)
+        "SELECT record, attempt, max(attempt) OVER (PARTITION BY job_id) "
+        "FROM listferry_runs WHERE job_id = ANY(%s) ORDER BY id",
+        (job_ids,),
     ).fetchall()
-    return [RunRecord(**record) for (record,) in rows]
+    last, retried = [], []
+    for record, attempt, final in rows:
+        (retried if attempt is not None and attempt < final else last).append(RunRecord(**record))
+    return last, retried
 
 
 def alive_workers(conn: Any, stalled_after: float) -> int:
@@ -265,10 +271,11 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
     attempt = RunRecord(tenant)
     limit = time_limit(config_path, tenant)
     try:
-        code, stderr = await run_child(sync_argv(config_path, tenant, force), job.id, limit)
+        argv = sync_argv(config_path, tenant, force)
+        code, stderr = await run_child(argv, job.id, limit, job.attempts)
     except TimeoutError:
         reason = f"the sync process was still running {limit:g} s after it started: killed"
-        await record_failed(app, tenant, job.id, attempt, reason)
+        await record_failed(app, tenant, job, attempt, reason)
         raise ListferryError(f"{tenant}: {reason}") from None
     if code in (0, 1):
         return f"{tenant}: the sync process {how_ended(code)}"
@@ -295,18 +302,20 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
         reason += " (a config or usage error: not tried again)"
     elif job.attempts + 1 < MAX_ATTEMPTS:
         reason += f"; tried again in {BACKOFF ** (job.attempts + 1)} s"
-    await record_failed(app, tenant, job.id, attempt, reason)
+    await record_failed(app, tenant, job, attempt, reason)
     log.warning("%s: job %s: %s", tenant, job.id, reason)
     if waiting or code == 2:
         raise ListferryError(f"{tenant}: {reason}")
     raise Crashed(f"{tenant}: {reason}")
 
 
-async def run_child(argv: list[str], job_id: int, limit: float | None) -> tuple[int, bytes]:
+async def run_child(
+    argv: list[str], job_id: int, limit: float | None, attempt: int = 0
+) -> tuple[int, bytes]:
     """Run a job's command as a child process that dies with this worker; its exit code
     and stderr. Killed (and :class:`TimeoutError`) past ``limit`` seconds, and when the
     job is cancelled."""
-    env = {**os.environ, "LISTFERRY_JOB_ID": str(job_id)}
+    env = {**os.environ, "LISTFERRY_JOB_ID": str(job_id), "LISTFERRY_JOB_ATTEMPT": str(attempt)}
     child = await asyncio.create_subprocess_exec(
         *argv,
         stdin=subprocess.DEVNULL,
@@ -334,7 +343,7 @@ async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
     argv += ["export", tenant, "--json"]
     limit = time_limit(config_path, tenant)
     try:
-        code, stderr = await run_child(argv, job.id, limit)
+        code, stderr = await run_child(argv, job.id, limit, job.attempts)
     except TimeoutError:
         raise ListferryError(
             f"{tenant}: the export was still running {limit:g} s after it started: killed"
@@ -368,17 +377,21 @@ async def _waiting_job(app: Any, tenant: str) -> int | None:
 
 
 FAILED_ROW = (
-    "INSERT INTO listferry_runs (tenant, job_id, node, status, reason, started_at, "
-    "finished_at, record) VALUES (%(tenant)s, %(job_id)s, %(node)s, 'failed', %(reason)s, "
-    "%(started_at)s, %(finished_at)s, %(record)s)"
+    "INSERT INTO listferry_runs (tenant, job_id, attempt, node, status, reason, started_at, "
+    "finished_at, record) VALUES (%(tenant)s, %(job_id)s, %(attempt)s, %(node)s, 'failed', "
+    "%(reason)s, %(started_at)s, %(finished_at)s, %(record)s)"
 )
 
 
-def failed_row(tenant: str, job_id: int, attempt: RunRecord, reason: str) -> dict[str, Any]:
+def failed_row(
+    tenant: str, job_id: int, attempt: RunRecord, reason: str, number: int | None = None
+) -> dict[str, Any]:
+    """The index row of a job's attempt (``number``, 0 the first) that left no run."""
     run = attempt.end(RunStatus.FAILED, reason)
     return {
         "tenant": tenant,
         "job_id": job_id,
+        "attempt": number,
         "node": node_name(),
         "reason": reason,
         "started_at": run.started_at,
@@ -387,12 +400,10 @@ def failed_row(tenant: str, job_id: int, attempt: RunRecord, reason: str) -> dic
     }
 
 
-async def record_failed(
-    app: Any, tenant: str, job_id: int, attempt: RunRecord, reason: str
-) -> None:
+async def record_failed(app: Any, tenant: str, job: Any, attempt: RunRecord, reason: str) -> None:
     """One ``failed`` run in the runs index for a job whose sync process left none."""
     await app.connector.execute_query_async(
-        query=FAILED_ROW, **failed_row(tenant, job_id, attempt, reason)
+        query=FAILED_ROW, **failed_row(tenant, job.id, attempt, reason, job.attempts)
     )
 
 
@@ -436,7 +447,7 @@ async def requeue_stalled(app: Any, stalled_after: float) -> list[int]:
                     reason += "; queued again"
                     finish = "SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)"
                 await conn.execute(finish, (job.id,))
-                params = failed_row(tenant, job.id, RunRecord(tenant), reason)
+                params = failed_row(tenant, job.id, RunRecord(tenant), reason, row[0])
                 await conn.execute(FAILED_ROW, params)
         except psycopg.errors.UniqueViolation:
             continue  # a job of the tenant was queued meanwhile: the next round ends it

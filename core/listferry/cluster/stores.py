@@ -55,6 +55,13 @@ def node_name() -> str:
     return f"{socket.gethostname() or 'localhost'}:{os.getpid()}"
 
 
+def job_attempt() -> int | None:
+    """Which attempt of its queue job this process is (0 the first), if a worker
+    started it."""
+    value = os.environ.get("LISTFERRY_JOB_ATTEMPT", "")
+    return int(value) if value.isdigit() else None
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -385,14 +392,15 @@ class StoreVersions:
         ``None`` for runs no store holds)."""
         for run in runs:
             conn.execute(
-                "INSERT INTO listferry_runs (tenant, run_id, store_version, job_id, node, "
-                "status, file, sha256, reason, started_at, finished_at, record) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO listferry_runs (tenant, run_id, store_version, job_id, attempt, "
+                "node, status, file, sha256, reason, started_at, finished_at, record) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     tenant,
                     run.run_id,
                     version,
                     job_id,
+                    job_attempt() if job_id is not None else None,
                     self.node,
                     str(run.status),
                     run.file,
