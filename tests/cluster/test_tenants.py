@@ -220,7 +220,12 @@ def test_cluster_import_moves_settings_store_archive_and_home_and_runs_twice(
     assert tenants["bob"]["allow_ips"] == ["198.51.100.7"]
     # the single machine's [defaults] this node does not share came along in the row
     assert json.loads(ok(b, "tenant", "show", "acme", "--json"))["max_shrink_share"] == 0.9
-    assert rows(database_url, "SELECT tenant, version FROM listferry_stores") == [("acme", 1)]
+    assert rows(database_url, "SELECT tenant, version, subscribers FROM listferry_stores") == [
+        ("acme", 1, 40)
+    ]  # counted, as a publish does: status shows them at once
+    assert rows(database_url, "SELECT tenant, version FROM listferry_store_versions") == [
+        ("acme", 1)
+    ]
     assert rows(database_url, "SELECT count(*) FROM listferry_runs WHERE tenant = 'acme'") == [(2,)]
     archived = keys(bucket, "archive/acme/")
     assert len(archived) == 2 and all(key.endswith("-list.csv") for key in archived)

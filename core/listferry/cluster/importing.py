@@ -165,6 +165,17 @@ def _put_files(storage: Storage, folder: Path, prefix: str) -> int:
     return count
 
 
+def _counts(copy: Path) -> tuple[int, int]:
+    """The store's active and unsubscribed subscribers, as a publish counts them (what
+    ``status`` shows without downloading it)."""
+    conn = sqlite3.connect(copy)
+    try:
+        counts = dict(conn.execute("SELECT status, count(*) FROM subscribers GROUP BY status"))
+    finally:
+        conn.close()
+    return counts.get("active", 0), counts.get("unsubscribed", 0)
+
+
 def _publish(
     versions: StoreVersions,
     conn: Any,
@@ -184,18 +195,26 @@ def _publish(
         with conn.transaction():
             if key is not None:
                 version = (base.version if base else 0) + 1
-                values = (version, key, copy.stat().st_size, sha256_file(copy), versions.node)
+                values = (
+                    version,
+                    key,
+                    copy.stat().st_size,
+                    sha256_file(copy),
+                    versions.node,
+                    *_counts(copy),
+                )
                 if base is not None:
                     moved = conn.execute(
                         "UPDATE listferry_stores SET version = %s, key = %s, size = %s, "
-                        "sha256 = %s, written_by = %s, written_at = now() "
-                        "WHERE tenant = %s AND version = %s",
+                        "sha256 = %s, written_by = %s, subscribers = %s, unsubscribed = %s, "
+                        "written_at = now() WHERE tenant = %s AND version = %s",
                         (*values, name, base.version),
                     )
                 else:
                     moved = conn.execute(
                         "INSERT INTO listferry_stores (version, key, size, sha256, written_by, "
-                        "tenant) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (tenant) DO NOTHING",
+                        "subscribers, unsubscribed, tenant) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+                        "%s) ON CONFLICT (tenant) DO NOTHING",
                         (*values, name),
                     )
                 if moved.rowcount != 1:
