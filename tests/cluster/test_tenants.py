@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from listferry.cluster.database import connect, create_schema
+from listferry.cluster.lease import lock_key
 
 from .test_cluster_sync import csv_text, keys, people, rows
 
@@ -77,6 +78,12 @@ def test_a_tenant_added_on_one_node_is_seen_changed_and_removed_on_another(
     assert shown["from"]["count_file"] == "defaults"
     ((settings,),) = rows(database_url, "SELECT settings FROM listferry_tenants")
     assert settings["password_hash"].startswith("scrypt$") and "a-long" not in json.dumps(settings)
+    with connect(database_url) as other:  # a run of acme holds its lease on another node
+        other.execute("SELECT pg_advisory_lock(%s)", (lock_key("acme"),))
+        refused = run(a, "tenant", "remove", "acme")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == "Error: acme has a run in progress; try again when it ends"
+    assert "acme" in listed(b)
     assert ok(a, "tenant", "remove", "acme").startswith("removed tenant acme from the cluster")
     assert listed(b) == {}
     done = run(b, "tenant", "show", "acme")

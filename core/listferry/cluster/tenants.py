@@ -144,7 +144,14 @@ def running_job(config: Config, name: str) -> int | None:
 def forget_store(conn: Any, name: str, purge: bool) -> str | None:
     """Take tenant ``name``'s store pointer out of the database (and, with ``purge``, its
     runs index), in the transaction open on ``conn``; return the key of the last store
-    version, which stays in storage."""
+    version, which stays in storage. Refused while a run of the tenant holds its lease
+    (the check holds the lease's lock until the transaction ends, so none starts meanwhile).
+    """
+    from listferry.cluster.lease import lock_key
+
+    (free,) = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_key(name),)).fetchone()
+    if not free:
+        raise ListferryError(f"{name} has a run in progress; try again when it ends")
     row = conn.execute(
         "DELETE FROM listferry_stores WHERE tenant = %s RETURNING key", (name,)
     ).fetchone()
