@@ -90,8 +90,8 @@ class StorageSettings:
     url: str = setting(
         REQUIRED,
         storage_url,
-        "The bucket and prefix: `s3://BUCKET/PREFIX`; `homes/`, `stores/`, `archive/` and "
-        "`outbox/` are kept below it.",
+        "The bucket and prefix: `s3://BUCKET/PREFIX`; `homes/` (each with its `outbox/`), "
+        "`stores/` and `archive/` are kept below it.",
     )
     endpoint_url: str | None = setting(
         None,
