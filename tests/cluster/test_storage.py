@@ -151,6 +151,53 @@ def test_a_delete_on_condition_leaves_an_object_whose_etag_changed(bucket) -> No
     assert storage.head("homes/acme/list.csv") is None
 
 
+def test_a_folder_shows_its_objects_and_subfolders_and_holds_says_whether_it_is_there(
+    bucket,
+) -> None:
+    storage = storage_of(bucket)
+    for key in ("homes/acme/a.csv", "homes/acme/outbox/r.csv", "homes/acme/x/y/z", "homes/acme2/c"):
+        storage.put_bytes(b"1", key)
+
+    objects, folders = storage.folder("homes/acme")
+
+    assert [o.key for o in objects] == ["homes/acme/a.csv"]
+    assert folders == ["homes/acme/outbox", "homes/acme/x"]
+    assert storage.holds("homes/acme/x") and storage.holds("homes/acme/outbox")
+    assert not storage.holds("homes/acme/a.csv") and not storage.holds("homes/acme/out")
+    assert storage.folder("homes/nobody") == ([], [])
+
+
+def test_a_stream_reads_from_an_offset_and_never_from_a_replaced_object(bucket) -> None:
+    storage = storage_of(bucket)
+    first = storage.put_bytes(BINARY, "homes/acme/outbox/r.bin")
+
+    body = storage.stream("homes/acme/outbox/r.bin", 1000, first.etag)
+    assert body.read(10) == BINARY[1000:1010]
+    assert body.read() == BINARY[1010:]
+    storage.put_bytes(b"replaced", "homes/acme/outbox/r.bin")
+    with pytest.raises(ListferryError) as raised:
+        storage.stream("homes/acme/outbox/r.bin", 0, first.etag)
+
+    where = storage.url_of("homes/acme/outbox/r.bin")
+    assert plain_error(raised) == f"{where}: replaced while it was read; read it again"
+    assert storage.stream("homes/acme/outbox/r.bin").read() == b"replaced"
+
+
+def test_a_copy_is_whole_and_refused_when_its_source_was_replaced(bucket) -> None:
+    storage = storage_of(bucket)
+    first = storage.put_bytes(BINARY, "homes/acme/a.bin")
+
+    copied = storage.copy("homes/acme/a.bin", "homes/acme/done/a.bin", etag=first.etag)
+    storage.put_bytes(b"replaced", "homes/acme/a.bin")
+    with pytest.raises(ListferryError) as raised:
+        storage.copy("homes/acme/a.bin", "homes/acme/done/b.bin", etag=first.etag)
+
+    assert (copied.key, copied.size) == ("homes/acme/done/a.bin", len(BINARY))
+    assert storage.stream("homes/acme/done/a.bin").read() == BINARY
+    assert plain_error(raised).endswith(": replaced while it was copied; copy it again")
+    assert storage.head("homes/acme/done/b.bin") is None
+
+
 # -- faults, each one plain line -----------------------------------------------------------
 
 

@@ -31,6 +31,9 @@ PART_SIZE = 8 << 20
 MAX_PARTS = 10_000
 #: Keys one DeleteObjects request may name.
 DELETE_BATCH = 1000
+#: Connections one client keeps open to the storage: each download a server streams
+#: holds one while it lasts (beyond this many, extra ones are made and not kept).
+MAX_CONNECTIONS = 64
 
 #: What an AWS error code means, in words a user can act on.
 REASONS = {
@@ -119,6 +122,7 @@ def _new_client(endpoint_url: str | None, region: str | None) -> Any:
         connect_timeout=5,
         read_timeout=60,
         retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=MAX_CONNECTIONS,
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
     from botocore.exceptions import BotoCoreError
@@ -178,6 +182,27 @@ class Storage:
                 found += [self._listed(item) for item in page.get("Contents", ())]
         return found
 
+    def folder(self, prefix: str) -> tuple[list[StoredObject], list[str]]:
+        """What the folder ``prefix`` holds directly: its objects, and its subfolders as
+        relative keys without the trailing ``/`` (a subfolder is there while any object
+        is below it), page after page."""
+        request = {"Bucket": self.bucket, "Prefix": self._folder(prefix), "Delimiter": "/"}
+        objects, folders = [], []
+        with self._plain(prefix):
+            for page in self._pages(request):
+                objects += [self._listed(item) for item in page.get("Contents", ())]
+                folders += [
+                    self._relative(item["Prefix"]).removesuffix("/")
+                    for item in page.get("CommonPrefixes", ())
+                ]
+        return objects, folders
+
+    def holds(self, prefix: str) -> bool:
+        """Whether any object is below the folder ``prefix``."""
+        request = {"Bucket": self.bucket, "Prefix": self._folder(prefix), "MaxKeys": 1}
+        with self._plain(prefix):
+            return bool(self.client.list_objects_v2(**request).get("Contents"))
+
     def _pages(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
         while True:
             page = self.client.list_objects_v2(**request)
@@ -232,6 +257,26 @@ class Storage:
             Path(temp).unlink(missing_ok=True)
             raise
         return _stored(key, answer)
+
+    def stream(self, key: str, start: int = 0, etag: str | None = None) -> Any:
+        """The bytes of ``key`` from ``start`` on, as a body to read in parts (botocore's
+        ``StreamingBody``: ``read(n)``, ``close()``); nothing is read before it is asked
+        for. With ``etag``, only that version of the object: one replaced since raises,
+        saying so, rather than give part of another file."""
+        from botocore.exceptions import ClientError
+
+        request = {"Bucket": self.bucket, "Key": self.key(key), "Range": f"bytes={start}-"}
+        if etag:
+            request["IfMatch"] = etag
+        with self._plain(key):
+            try:
+                return self.client.get_object(**request)["Body"]
+            except ClientError as exc:
+                if etag and _code(exc) in ("PreconditionFailed", "412"):
+                    raise ListferryError(
+                        f"{self.url_of(key)}: replaced while it was read; read it again"
+                    ) from None
+                raise
 
     # -- writing --------------------------------------------------------------------------
 
@@ -329,6 +374,28 @@ class Storage:
         if found is None:
             raise ListferryError(f"{self.url_of(key)}: the object was gone just after its upload")
         return found
+
+    def copy(self, key: str, new_key: str, etag: str | None = None) -> StoredObject:
+        """Copy ``key`` to ``new_key`` within the storage (a large object in parts, none
+        of it through this machine), and say what storage then holds there. With
+        ``etag``, only that version of ``key``: one replaced since raises, saying so.
+        The copy becomes visible only whole, as an upload does."""
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import ClientError
+
+        source = {"Bucket": self.bucket, "Key": self.key(key)}
+        extra = {"CopySourceIfMatch": etag} if etag else {}
+        config = TransferConfig(multipart_threshold=1 << 30, multipart_chunksize=1 << 30)
+        with self._plain(key):
+            try:
+                self.client.copy(source, self.bucket, self.key(new_key), extra, Config=config)
+            except ClientError as exc:
+                if etag and _code(exc) in ("PreconditionFailed", "412"):
+                    raise ListferryError(
+                        f"{self.url_of(key)}: replaced while it was copied; copy it again"
+                    ) from None
+                raise
+        return self._written(new_key)
 
     # -- deleting -------------------------------------------------------------------------
 
