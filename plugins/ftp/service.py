@@ -21,7 +21,10 @@ reachable. An upload lands under a hidden temporary name and is renamed only whe
 transfer ended cleanly. Appending, resuming an upload, ``STOU``, ``SITE CHMOD`` and
 data connections to any address but the client's own (FTP bounce) are refused. In
 cluster mode the folder here is a spool (:mod:`listferry.serve.spool`): a completed
-upload is put into storage before the reply, and a put that fails answers ``451``.
+upload is put into storage before the reply, and a put that fails answers ``451``;
+what the spool does not hold is listed, read (a part at a time), removed and renamed in
+storage, and a command storage does not answer gets ``451`` and one ``event=storage``
+log line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import os
 import posixpath
 import select
 import socket
+import stat
 import sys
 import threading
 import time
@@ -66,8 +70,9 @@ from listferry.serve.jail import (
 )
 from listferry.serve.limits import Home, LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
-from listferry.serve.runtime import ServerRuntime
+from listferry.serve.runtime import Homes, ServerRuntime
 from listferry.serve.spool import NotKept
+from listferry.serve.stored import UNAVAILABLE, Refused, StorageFault
 from listferry_plugins.ftp.tls_files import TLSFiles, resumed, watched
 
 #: What a logged-in tenant may do, in pyftpdlib's letters: change folder, list, read,
@@ -104,7 +109,8 @@ class NameNotAllowed(NotServed):
 
 
 class TenantFS(AbstractedFS):
-    """The tenant's home as ``/``; symlinks and uploads in progress are not served."""
+    """The tenant's home as ``/``; symlinks and uploads in progress are not served. In
+    cluster mode, what the spool does not hold is looked for in storage."""
 
     def ftp2fs(self, ftppath: str) -> str:
         home = Path(self.root)
@@ -126,31 +132,142 @@ class TenantFS(AbstractedFS):
 
     def chdir(self, path: str) -> None:
         # Never os.chdir(): the process's folder is shared by every connection's thread.
-        if not os.path.isdir(path):
+        if not self.isdir(path):
             raise NotADirectoryError(20, "Not a directory")
         self.cwd = self.fs2ftp(path)
 
+    # What the spool does not hold is looked for in storage (cluster mode; a local home
+    # has nothing there). A listing keeps what it found there for the lines it makes.
+    _listed: tuple[str, dict[str, os.stat_result]] | None = None
+
+    def _homes(self) -> Homes:
+        return self.cmd_channel.runtime.homes
+
+    def forget(self) -> None:
+        """Drop what the last listing found (each command looks again)."""
+        self._listed = None
+
     def listdir(self, path: str) -> list[str]:
-        return [
-            name
-            for name in os.listdir(path)
-            if not is_upload_in_progress(name) and not os.path.islink(os.path.join(path, name))
-        ]
+        try:
+            names = [
+                name
+                for name in os.listdir(path)
+                if not is_upload_in_progress(name) and not os.path.islink(os.path.join(path, name))
+            ]
+            here = True
+        except FileNotFoundError:
+            names, here = [], False
+        stored = self._homes().listing(self.cmd_channel.tenant, Path(path))
+        if not here and not stored:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        more = {name: entry.stat() for name, entry in stored.items() if name not in names}
+        self._listed = (path, more)
+        return names + list(more)
 
     listdirinfo = listdir
 
+    def format_list(self, basedir: str, listing: list[str], ignore_err: bool = True) -> Any:
+        return AbstractedFS.format_list(self._as_listed(basedir), basedir, listing, ignore_err)
+
+    def format_mlsx(
+        self, basedir: str, listing: list[str], perms: str, facts: str, ignore_err: bool = True
+    ) -> Any:
+        return AbstractedFS.format_mlsx(
+            self._as_listed(basedir), basedir, listing, perms, facts, ignore_err
+        )
+
+    def _as_listed(self, basedir: str) -> Listed:
+        known = self._listed[1] if self._listed and self._listed[0] == basedir else {}
+        return Listed(self, basedir, known)
+
+    def lstat(self, path: str) -> os.stat_result:
+        return self._stat(path, os.lstat)
+
+    def stat(self, path: str) -> os.stat_result:
+        return self._stat(path, os.stat)
+
+    def _stat(self, path: str, local: Any) -> os.stat_result:
+        try:
+            return local(path)
+        except FileNotFoundError:
+            found = self._homes().lookup(self.cmd_channel.tenant, Path(path))
+            if found is None:
+                raise
+            return found.stat()
+
+    def _is(self, path: str, kind: Any) -> bool:
+        try:
+            return kind(self.stat(path).st_mode)
+        except OSError:
+            return False
+
+    def isfile(self, path: str) -> bool:
+        return self._is(path, stat.S_ISREG)
+
+    def isdir(self, path: str) -> bool:
+        return self._is(path, stat.S_ISDIR)
+
+    def lexists(self, path: str) -> bool:
+        try:
+            self.lstat(path)
+        except OSError:
+            return False
+        return True
+
+    def getsize(self, path: str) -> int:
+        return self.stat(path).st_size
+
+    def getmtime(self, path: str) -> float:
+        return self.stat(path).st_mtime
+
     def open(self, filename: str, mode: str) -> Any:
+        session = self.cmd_channel
         if mode == "wb":
-            session = self.cmd_channel
             umask = session.runtime.settings.umask
             return CappedUpload(filename, session.limits(), session.tenant, file_mode(umask))
         if mode != "rb":
             raise PermissionError(13, "Permission denied")
-        return open(filename, mode, opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW))
+        try:
+            return open(
+                filename, mode, opener=lambda path, flags: os.open(path, flags | os.O_NOFOLLOW)
+            )
+        except FileNotFoundError:
+            return self._homes().read(session.tenant, Path(filename))
 
     def mkdir(self, path: str) -> None:
+        tenant = self.cmd_channel.tenant
+        if self._homes().lookup(tenant, Path(path)):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST))
+        self._homes().provide_folder(tenant, Path(path).parent)
         os.mkdir(path, 0o700)
         os.chmod(path, folder_mode(self.cmd_channel.runtime.settings.umask))
+
+    def rmdir(self, path: str) -> None:
+        self._homes().remove_folder(self.cmd_channel.tenant, Path(path))
+
+    def remove(self, path: str) -> None:
+        session = self.cmd_channel
+        try:
+            size = os.lstat(path).st_size
+        except FileNotFoundError:
+            size = self._homes().remove(session.tenant, Path(path)).size
+        else:
+            os.remove(path)
+        session.limits().shrink(size)
+        event(
+            "remove",
+            protocol=session.protocol,
+            tenant=session.tenant.name,
+            ip=session.remote_ip,
+            file=session._name(path),
+        )
+
+    def utime(self, path: str, timeval: float) -> None:
+        try:
+            os.utime(path, (timeval, timeval))
+        except FileNotFoundError:  # a file in storage keeps the time it was stored
+            if self._homes().lookup(self.cmd_channel.tenant, Path(path)) is None:
+                raise
 
     def chmod(self, path: str, mode: int) -> None:
         raise PermissionError(13, "Permission denied")
@@ -158,8 +275,31 @@ class TenantFS(AbstractedFS):
     def rename(self, src: str, dst: str) -> None:
         session = self.cmd_channel
         stored = session.runtime.homes.rename(session.tenant, Path(src), Path(dst))
-        if stored:  # cluster mode: uploaded under a temporary name, renamed into place
+        if stored:  # cluster mode: renamed into place in storage, or put there
             session.runtime.uploads.received(session.tenant, session._name(dst))
+
+
+class Listed:
+    """The file system as the listing just made saw it: what it found in storage is not
+    asked for again, name by name, while its lines are made."""
+
+    def __init__(self, fs: TenantFS, basedir: str, known: dict[str, os.stat_result]) -> None:
+        self.fs, self.basedir, self.known = fs, basedir, known
+
+    def lstat(self, path: str) -> os.stat_result:
+        found = self._known(path)
+        return found if found is not None else self.fs.lstat(path)
+
+    def stat(self, path: str) -> os.stat_result:
+        found = self._known(path)
+        return found if found is not None else self.fs.stat(path)
+
+    def _known(self, path: str) -> os.stat_result | None:
+        folder, name = os.path.split(path)
+        return self.known.get(name) if folder == self.basedir else None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fs, name)
 
 
 class CappedUpload(io.FileIO):
@@ -274,6 +414,16 @@ class DataConnection(TLS_DTPHandler):
         else:
             self.push_with_producer(Nothing())
 
+    def initiate_send(self) -> None:
+        # A download (or listing) from storage that stopped answering: 451, and the
+        # session logs the download failed with the reason when it hears of the close.
+        try:
+            super().initiate_send()
+        except StorageFault as exc:
+            self.cmd_channel.fault = str(exc)
+            self._resp = (f"451 Transfer cut short: {UNAVAILABLE}.", pyftpdlib_log.info)
+            self.close()
+
     def handle_error(self) -> None:
         # A write past the tenant's limits is a refusal, not an error: close() answers it
         # (pyftpdlib's TLS handler would close without calling close() here).
@@ -377,6 +527,7 @@ class TenantSession(TLS_FTPHandler):
         self.home = Path("/nonexistent")  # set at login
         self._admitted: str | None = server.admitting  # the address the guard counted
         self._uploads: dict[str, str] = {}  # temporary name -> real name
+        self.fault: str | None = None  # why storage cut the transfer under way short
         self._counted: Tenant | None = None  # the tenant whose session this one counts as
         self._login_deadline: Any = None
         self._data_prot = False  # PROT when the pending data connection was set up
@@ -485,7 +636,32 @@ class TenantSession(TLS_FTPHandler):
         elif cmd in TRANSFERS and not self._data_connection_set_up():
             self.respond("425 Open a data connection first: send PASV, EPSV, PORT or EPRT.")
         else:
-            super().process_command(cmd, *args, **kwargs)
+            if self.fs is not None:
+                self.fs.forget()
+            try:
+                super().process_command(cmd, *args, **kwargs)
+            except Refused as exc:
+                self._refuse(cmd, str(exc), f"550 Refused: {exc}.", path=self._shown(args))
+            except StorageFault as exc:
+                self.storage_failed(cmd, exc, path=self._shown(args))
+                self.respond(f"451 {UNAVAILABLE}.")
+
+    def _shown(self, args: tuple[Any, ...]) -> str | None:
+        """The client's view of a command's path argument, for the log."""
+        if self.fs is None or not args or not isinstance(args[0], str):
+            return None
+        return self.fs.fs2ftp(args[0])
+
+    def storage_failed(self, command: str, exc: StorageFault, **fields: Any) -> None:
+        """Log a command storage did not answer: one line, with the reason."""
+        self.runtime.storage_failed(
+            self.protocol,
+            self.tenant and self.tenant.name,
+            self.remote_ip,
+            str(exc),
+            command=command,
+            **fields,
+        )
 
     def _data_connection_set_up(self) -> bool:
         return any(
@@ -610,6 +786,8 @@ class TenantSession(TLS_FTPHandler):
         if os.path.isdir(file):
             self.respond("550 That name is a folder.")
             return None
+        if self.tenant is not None:  # into a folder that only storage holds so far
+            self.runtime.homes.provide_folder(self.tenant, Path(file).parent)
         with self._adding():
             if self._refused_by_limits("STOR", file, folder=False):
                 return None
@@ -737,7 +915,11 @@ class TenantSession(TLS_FTPHandler):
         self._download_event(file, "ok")
 
     def on_incomplete_file_sent(self, file: str) -> None:
-        self._download_event(file, "incomplete")
+        fault, self.fault = self.fault, None
+        if fault is None:
+            self._download_event(file, "incomplete")
+        else:
+            self._download_event(file, "failed", fault)
 
     def _client_gone(self) -> bool:
         """Whether the client dropped the control connection as its upload ended.
@@ -788,7 +970,7 @@ class TenantSession(TLS_FTPHandler):
             reason=reason,
         )
 
-    def _download_event(self, file: str, result: str) -> None:
+    def _download_event(self, file: str, result: str, reason: str | None = None) -> None:
         event(
             "download",
             protocol=self.protocol,
@@ -796,6 +978,7 @@ class TenantSession(TLS_FTPHandler):
             ip=self.remote_ip,
             file=self._name(file),
             result=result,
+            reason=reason,
         )
 
 

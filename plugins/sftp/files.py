@@ -5,10 +5,17 @@ a link that leads out of the home is refused wherever it sits. Hidden in-progres
 upload names are neither listed nor opened. A file opened for writing is written under
 a hidden temp name and renamed to its name only when the client closes it; a session
 that ends with the file still open (the client vanished) leaves nothing behind.
+
+In cluster mode the folder here is a spool and the home's files are in storage: what
+the spool does not hold is listed, stat'ed, read (:class:`StoredDownload`, a part at a
+time), removed and renamed there, through the runtime's homes
+(:mod:`listferry.serve.spool`). When storage does not answer, the request gets a failure
+status saying so, and the log one ``event=storage`` line.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import posixpath
@@ -26,13 +33,18 @@ from listferry.config import Tenant
 from listferry.serve.jail import OutsideHome, is_upload_in_progress, jail, upload_temp_name, virtual
 from listferry.serve.limits import LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
+from listferry.serve.runtime import Homes
 from listferry.serve.spool import NotKept
+from listferry.serve.stored import FILE_MODE as STORED_FILE_MODE
+from listferry.serve.stored import UNAVAILABLE, Refused, StorageFault, StoredReader
 from listferry_plugins.sftp.session import TRANSFER_SIZE, Refusal
 
 if TYPE_CHECKING:
     from listferry_plugins.sftp.service import Connection
 
 PROTOCOL = "sftp"
+#: How much of a file in storage one read takes, to start a resumed upload from it.
+COPY_PART = 1 << 20
 
 Result = TypeVar("Result")
 
@@ -58,6 +70,11 @@ def confined(method: Callable[..., Result]) -> Callable[..., Result | int]:
         except NotKept as exc:
             self.connection.refuse(f"{method.__name__}: {exc}")
             return Refusal(SFTP_FAILURE, f"Not kept: {exc}")
+        except Refused as exc:
+            self.connection.refuse(f"{method.__name__}: {exc}")
+            return Refusal(SFTP_FAILURE, f"Refused: {exc}")
+        except StorageFault as exc:
+            return self.storage_failed(method.__name__, args[0] if args else None, exc)
         except OSError as exc:
             return os_error(exc)
 
@@ -96,6 +113,20 @@ class TenantFiles(SFTPServerInterface):
 
     def session_ended(self) -> None:
         self.connection.session_ended()
+
+    def storage_failed(self, doing: str, path: object, exc: StorageFault) -> Refusal:
+        """Storage did not answer: one log line with the reason, and the status for the
+        client, which says to try again later."""
+        connection = self.connection
+        connection.runtime.storage_failed(
+            PROTOCOL, self.tenant.name, connection.ip, str(exc), command=doing, path=path
+        )
+        return Refusal(SFTP_FAILURE, UNAVAILABLE)
+
+    @property
+    def homes(self) -> Homes:
+        """Where the home's files are: the local folder, or the spool and storage."""
+        return self.connection.runtime.homes
 
     # -- paths
 
@@ -141,15 +172,26 @@ class TenantFiles(SFTPServerInterface):
         target = self.real(path)
         if flags & (os.O_WRONLY | os.O_RDWR):
             return self._open_upload(target, flags)
-        fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return StoredDownload(self, self.homes.read(self.tenant, target), target)
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             return SFTP_FAILURE
         return Download(self, fd, target)
 
     def _open_upload(self, target: Path, flags: int) -> Transfer | int:
+        self.homes.provide_folder(self.tenant, target.parent)
         exists = os.path.lexists(target)
-        if (flags & os.O_EXCL and exists) or target.is_dir():
+        stored = None
+        replacing = os.O_CREAT | os.O_TRUNC
+        if not exists and (flags & os.O_EXCL or flags & replacing != replacing):
+            # whether the file is in storage matters only here: a plain upload
+            # (create, truncate) replaces it either way, even with storage away
+            stored = self.homes.lookup(self.tenant, target)
+            exists = stored is not None
+        if (flags & os.O_EXCL and exists) or target.is_dir() or (stored and stored.folder):
             return SFTP_FAILURE
         if not exists and not flags & os.O_CREAT:
             return SFTP_NO_SUCH_FILE
@@ -162,44 +204,78 @@ class TenantFiles(SFTPServerInterface):
         try:
             os.fchmod(fd, file_mode(self.umask))
             if exists and not flags & os.O_TRUNC:  # resuming or patching: start from the file
-                size = os.stat(target).st_size
-                self.limits.grow(self.tenant, size, size)
-                with open(target, "rb") as old, open(fd, "wb", closefd=False) as new:
-                    shutil.copyfileobj(old, new)
-        except OSError:
+                start = stored.size if stored else os.stat(target).st_size
+                self.limits.grow(self.tenant, start, start)
+                size = start
+                with open(fd, "wb", closefd=False) as new:
+                    if stored:
+                        copy_stored(self.homes.read(self.tenant, target), new)
+                    else:
+                        with open(target, "rb") as old:
+                            shutil.copyfileobj(old, new)
+        except (OSError, StorageFault):
             os.close(fd)
             temp.unlink()
+            self.limits.shrink(size)
             raise
         return Upload(self, fd, target, temp, size, bool(flags & os.O_APPEND))
 
     @confined
     def list_folder(self, path: str) -> list[SFTPAttributes] | int:
         self.may_open()
+        folder = self.real(path)
         listing = []
-        with os.scandir(self.real(path)) as entries:
-            for entry in entries:
-                if is_upload_in_progress(entry.name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                listing.append(SFTPAttributes.from_stat(info, entry.name))
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if is_upload_in_progress(entry.name):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    listing.append(SFTPAttributes.from_stat(info, entry.name))
+            here = True
+        except FileNotFoundError:
+            here = False
+        stored = self.homes.listing(self.tenant, folder)
+        if not here and not stored:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+        seen = {attributes.filename for attributes in listing}
+        listing += [
+            SFTPAttributes.from_stat(entry.stat(), name)
+            for name, entry in stored.items()
+            if name not in seen
+        ]
         return listing
 
     @confined
     def stat(self, path: str) -> SFTPAttributes | int:
-        return SFTPAttributes.from_stat(os.stat(self.real(path)))
+        return SFTPAttributes.from_stat(self._stat(self.real(path), os.stat))
 
     @confined
     def lstat(self, path: str) -> SFTPAttributes | int:
-        return SFTPAttributes.from_stat(os.lstat(self.entry(path)))
+        return SFTPAttributes.from_stat(self._stat(self.entry(path), os.lstat))
+
+    def _stat(self, real: Path, local: Callable[[Path], os.stat_result]) -> os.stat_result:
+        """``local(real)``; for what the spool does not hold, what storage holds there."""
+        try:
+            return local(real)
+        except FileNotFoundError:
+            found = self.homes.lookup(self.tenant, real)
+            if found is None:
+                raise
+            return found.stat()
 
     @confined
     def remove(self, path: str) -> int:
         entry = self.movable(path)
-        size = os.lstat(entry).st_size
-        os.remove(entry)
+        try:
+            size = os.lstat(entry).st_size
+        except FileNotFoundError:
+            size = self.homes.remove(self.tenant, entry).size
+        else:
+            os.remove(entry)
         self.limits.shrink(size)
         event("remove", protocol=PROTOCOL, tenant=self.tenant.name, file=self.name_of(entry))
         return SFTP_OK
@@ -207,7 +283,7 @@ class TenantFiles(SFTPServerInterface):
     @confined
     def rename(self, oldpath: str, newpath: str) -> int:
         old, new = self.movable(oldpath), self.movable(newpath)
-        if os.path.lexists(new):
+        if os.path.lexists(new) or self.homes.lookup(self.tenant, new):
             return SFTP_FAILURE
         return self._move(old, new)
 
@@ -230,8 +306,9 @@ class TenantFiles(SFTPServerInterface):
     @confined
     def mkdir(self, path: str, attr: SFTPAttributes) -> int:
         entry = self.entry(path)
-        if os.path.lexists(entry):
+        if os.path.lexists(entry) or self.homes.lookup(self.tenant, entry):
             return SFTP_FAILURE
+        self.homes.provide_folder(self.tenant, entry.parent)
         with self.limits.adding:
             self.limits.may_add(self.tenant, entry, folder=True)
             os.mkdir(entry, 0o700)
@@ -240,12 +317,18 @@ class TenantFiles(SFTPServerInterface):
 
     @confined
     def rmdir(self, path: str) -> int:
-        os.rmdir(self.movable(path))
+        self.homes.remove_folder(self.tenant, self.movable(path))
         return SFTP_OK
 
     @confined
     def chattr(self, path: str, attr: SFTPAttributes) -> int:
-        return change_attributes(self.real(path), attr)
+        real = self.real(path)
+        try:
+            return change_attributes(real, attr)
+        except FileNotFoundError:
+            if self.homes.lookup(self.tenant, real) is None:
+                raise
+            return stored_attributes(attr)
 
     @confined
     def readlink(self, path: str) -> str | int:
@@ -280,6 +363,24 @@ def change_attributes(target: Path | int, attr: SFTPAttributes) -> int:
     if attr.st_mtime is not None:
         os.utime(target, (attr.st_atime or attr.st_mtime, attr.st_mtime))
     return SFTP_OK
+
+
+def stored_attributes(attr: SFTPAttributes) -> int:
+    """A file in storage keeps the time it was stored and no permissions: a change of
+    either is taken and not kept (clients set them after an upload, and would report the
+    upload failed otherwise); owners and sizes are refused, as for a local file."""
+    if attr.st_uid is not None or attr.st_gid is not None or attr.st_size is not None:
+        return SFTP_PERMISSION_DENIED
+    return SFTP_OK
+
+
+def copy_stored(reader: StoredReader, out: Any) -> None:
+    """Write the file ``reader`` reads to ``out``, a part at a time."""
+    try:
+        while data := reader.read(COPY_PART):
+            out.write(data)
+    finally:
+        reader.close()
 
 
 # -- open files ----------------------------------------------------------------------------
@@ -350,6 +451,53 @@ class Transfer(SFTPHandle):
 
 class Download(Transfer):
     kind = "download"
+
+
+class StoredDownload(Download):
+    """A file of the home in storage, read a part at a time as the client asks for it;
+    when storage stops answering, the read fails saying so, and the download is logged
+    ``failed`` with the reason when the file is closed."""
+
+    def __init__(self, files: TenantFiles, reader: StoredReader, target: Path) -> None:
+        super().__init__(files, -1, target)
+        self.reader = reader
+        self.failed: str | None = None
+
+    def read(self, offset: int, length: int) -> bytes | int:
+        self.files.connection.touch()
+        try:
+            data = self.reader.read_at(offset, min(length, TRANSFER_SIZE))
+        except StorageFault as exc:
+            self.failed = str(exc)
+            return Refusal(SFTP_FAILURE, UNAVAILABLE)
+        self.bytes += len(data)
+        return data
+
+    def stat(self) -> SFTPAttributes | int:
+        attributes = SFTPAttributes()
+        attributes.st_size = self.reader.size
+        attributes.st_mode = stat.S_IFREG | STORED_FILE_MODE
+        attributes.st_atime = attributes.st_mtime = int(self.reader.mtime)
+        return attributes
+
+    def chattr(self, attr: SFTPAttributes) -> int:
+        return stored_attributes(attr)
+
+    def close(self) -> None:
+        if self not in self.files.handles:
+            return
+        self.files.handles.discard(self)
+        try:
+            self.reader.close()
+            self.finish()
+        finally:
+            self.files.closed += 1
+
+    def finish(self) -> None:
+        if self.failed is not None:
+            self.log("failed", self.failed)
+        else:
+            super().finish()
 
 
 class Upload(Transfer):

@@ -8,6 +8,7 @@ every protocol in the process. :func:`serve` runs the servers until SIGTERM or S
 
 from __future__ import annotations
 
+import logging
 import resource
 import threading
 import tomllib
@@ -47,6 +48,8 @@ class ServerRuntime:
     refusals: Budget = field(default_factory=Budget)
     #: How many ``refused`` lines one tenant's sessions from one address may write.
     session_refusals: Budget = field(default_factory=lambda: Budget(lines=200))
+    #: How many ``storage`` lines (storage did not answer) they may write.
+    storage_faults: Budget = field(default_factory=lambda: Budget(lines=20))
 
     @classmethod
     def create(
@@ -94,6 +97,27 @@ class ServerRuntime:
         if suppressed is not None:
             fields["suppressed"] = suppressed or None
             event("refused", protocol=protocol, tenant=tenant, ip=ip, **fields)
+
+    def storage_failed(
+        self, protocol: str, tenant: str | None, ip: str, reason: str, **fields: object
+    ) -> None:
+        """Log an operation on a home in storage that storage did not answer (cluster
+        mode), one ``event=storage ... result=failed reason=...`` line each, within
+        :attr:`storage_faults`: 20 a minute for one tenant from one address, so a client
+        that retries as fast as it can while storage is away does not fill the disk."""
+        suppressed = self.storage_faults.allow((tenant or "", ip))
+        if suppressed is not None:
+            event(
+                "storage",
+                level=logging.WARNING,
+                protocol=protocol,
+                tenant=tenant,
+                ip=ip,
+                **fields,
+                result="failed",
+                reason=reason,
+                suppressed=suppressed or None,
+            )
 
     def home(self, tenant: Tenant) -> Path:
         """The tenant's folder here: its home, or in cluster mode its spool."""

@@ -8,24 +8,43 @@ completed upload is put into storage under its real name and then removed from t
 spool (:class:`SpooledHomes`). Only then is it received; a put that fails keeps
 nothing anywhere. The storage itself is a :class:`Storehouse` given by the level that
 knows it (``listferry.cluster.serving``): the servers never import the cluster.
+
+The customer sees its home as on one machine: the servers list, stat, read, remove and
+rename what the home holds in storage (:mod:`listferry.serve.stored`) beside what the
+spool holds (its folders, and files waiting under a temporary name); a name in the
+spool comes first. :class:`LocalHomes` has the same methods, with nothing in storage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 from listferry.config import Tenant
+from listferry.errors import ListferryError
 from listferry.names import is_under_way
-from listferry.serve.jail import is_upload_in_progress, walk_files
+from listferry.serve.jail import OutsideHome, is_upload_in_progress, walk_files
 from listferry.serve.log import event
+from listferry.serve.stored import Refused, StorageFault, Stored, StoredFile, StoredReader
 
 #: How long a count of a tenant's objects in storage is used before it is made again.
 USAGE_SECONDS = 5.0
+
+
+#: Why a folder that holds files in storage is not renamed.
+FOLDER_NOT_MOVED = (
+    "a folder that holds files in storage cannot be renamed: move the files one by one"
+)
+
+
+def _not_found(path: Path) -> FileNotFoundError:
+    return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(path))
 
 
 class NotKept(OSError):
@@ -42,6 +61,27 @@ class Storehouse(Protocol):
     def usage(self, tenant: str) -> tuple[int, int]:
         """The objects in ``tenant``'s home and their bytes; raise
         :class:`~listferry.ListferryError` when storage cannot be read."""
+
+    # Each method below raises ListferryError with one plain line when storage fails.
+
+    def listing(self, tenant: str, folder: str) -> list[Stored]:
+        """The files and folders directly in ``folder`` (relative to the home, ``""``
+        for the home itself), but none a client could not name (a control character,
+        an upload under way)."""
+
+    def find(self, tenant: str, name: str) -> Stored | None:
+        """The file ``name``; else the folder ``name`` when a file is stored below it;
+        else None."""
+
+    def open(self, tenant: str, name: str) -> StoredFile | None:
+        """The file ``name``, open for reading (that version of it), or None."""
+
+    def remove(self, tenant: str, found: Stored) -> bool:
+        """Remove the file ``found``; False when it was replaced since it was found
+        (the new one stays)."""
+
+    def rename(self, tenant: str, found: Stored, name: str) -> None:
+        """Give the file ``found`` the name ``name`` (replacing a file there)."""
 
 
 class LocalHomes:
@@ -76,6 +116,26 @@ class LocalHomes:
         from listferry.serve.jail import remove_stale_uploads
 
         remove_stale_uploads(tenants)
+
+    def listing(self, tenant: Tenant, folder: Path) -> dict[str, Stored]:
+        """What the home holds in storage in ``folder``: nothing."""
+        return {}
+
+    def lookup(self, tenant: Tenant, path: Path) -> Stored | None:
+        """What the home holds in storage at ``path``: nothing."""
+        return None
+
+    def read(self, tenant: Tenant, path: Path) -> StoredReader:
+        raise _not_found(path)
+
+    def remove(self, tenant: Tenant, path: Path) -> Stored:
+        raise _not_found(path)
+
+    def provide_folder(self, tenant: Tenant, folder: Path) -> None:
+        """Nothing: a folder of the home is here or nowhere."""
+
+    def remove_folder(self, tenant: Tenant, folder: Path) -> None:
+        os.rmdir(folder)
 
 
 class SpooledHomes:
@@ -115,25 +175,132 @@ class SpooledHomes:
         if is_under_way(target.name):
             os.replace(temp, target)
             return False
-        folder = os.path.realpath(self.folder(tenant))
-        name = Path(os.path.realpath(target)).relative_to(folder).as_posix()
+        name = self._name(tenant, target)
         try:
             self.storehouse.put(tenant.name, temp, name)
         except Exception as exc:
             raise NotKept(f"storage did not take it: {exc}") from None
         finally:
             temp.unlink(missing_ok=True)
-        with self._lock:
-            self._counted.pop(tenant.name, None)
+        self._forget_usage(tenant)
         return True
 
     def rename(self, tenant: Tenant, old: Path, new: Path) -> bool:
-        """Rename within the spool; a file renamed to a real name is put into storage
-        (True). A file already in storage is not in the spool: not found."""
-        if old.is_file() and not old.is_symlink() and not is_under_way(new.name):
-            return self.keep(tenant, old, new)
-        os.rename(old, new)
-        return False
+        """Rename ``old`` to ``new``; True when that put a file under a real name in
+        storage, which is then received.
+
+        A file in the spool renamed to a real name is put into storage; anything else
+        in the spool is renamed there, but a folder that holds files in storage is not
+        (:class:`Refused`: a folder in storage is the files below it, and moving them is
+        not one step). A file in storage is copied to its new name there and then
+        removed under the old one (only that version of it: one replaced meanwhile
+        stays).
+        """
+        if os.path.lexists(old):
+            if old.is_file() and not old.is_symlink() and not is_under_way(new.name):
+                return self.keep(tenant, old, new)
+            if old.is_dir() and not old.is_symlink() and self.listing(tenant, old):
+                raise Refused(FOLDER_NOT_MOVED)
+            os.rename(old, new)
+            return False
+        found = self._existing(tenant, old)
+        if found.folder:
+            raise Refused(FOLDER_NOT_MOVED)
+        if os.path.isdir(new) or ((there := self.lookup(tenant, new)) and there.folder):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(new))
+        if not os.path.isdir(new.parent) and not self.lookup(tenant, new.parent):
+            raise _not_found(new.parent)
+        name = self._name(tenant, new)
+        if name != found.name:
+            with self._asking():
+                self.storehouse.rename(tenant.name, found, name)
+            self._forget_usage(tenant)
+        return not is_under_way(new.name)
+
+    # -- what the home holds in storage
+
+    def listing(self, tenant: Tenant, folder: Path) -> dict[str, Stored]:
+        """The files and folders the home holds in storage directly in ``folder`` (a
+        folder of the tenant's spool), by name; none for a folder storage does not have."""
+        with self._asking():
+            found = self.storehouse.listing(tenant.name, self._name(tenant, folder))
+        return {entry.basename: entry for entry in found}
+
+    def lookup(self, tenant: Tenant, path: Path) -> Stored | None:
+        """The file or folder the home holds in storage at ``path`` (in the spool), or
+        None; the home itself is a folder."""
+        name = self._name(tenant, path)
+        if not name:
+            return Stored("", folder=True)
+        with self._asking():
+            return self.storehouse.find(tenant.name, name)
+
+    def read(self, tenant: Tenant, path: Path) -> StoredReader:
+        """The file the home holds in storage at ``path``, open for reading; not found
+        when storage holds none there."""
+        with self._asking():
+            file = self.storehouse.open(tenant.name, self._name(tenant, path))
+        if file is None:
+            raise _not_found(path)
+        return StoredReader(file, str(path))
+
+    def remove(self, tenant: Tenant, path: Path) -> Stored:
+        """Remove the file the home holds in storage at ``path``; what was removed.
+
+        Only the version looked at is removed: one that replaced it just then (a new
+        return file) is kept, and the removal refused (:class:`Refused`)."""
+        found = self._existing(tenant, path)
+        if found.folder:
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        with self._asking():
+            removed = self.storehouse.remove(tenant.name, found)
+        self._forget_usage(tenant)
+        if not removed:
+            raise Refused("the file was replaced just now, and the new one is kept")
+        return found
+
+    def provide_folder(self, tenant: Tenant, folder: Path) -> None:
+        """Make ``folder`` here when only storage holds it, so an upload into it (or a
+        folder made in it) has its place in the spool."""
+        if not os.path.isdir(folder):
+            found = self.lookup(tenant, folder)
+            if found is not None and found.folder:
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def remove_folder(self, tenant: Tenant, folder: Path) -> None:
+        """Remove the empty folder ``folder``; not empty while storage holds anything
+        below it."""
+        if self.listing(tenant, folder):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), str(folder))
+        os.rmdir(folder)
+
+    def _existing(self, tenant: Tenant, path: Path) -> Stored:
+        found = self.lookup(tenant, path)
+        if found is None:
+            raise _not_found(path)
+        return found
+
+    def _name(self, tenant: Tenant, path: Path) -> str:
+        """``path`` (in the tenant's spool) as a name relative to its home; ``""`` for
+        the home itself."""
+        folder = Path(os.path.realpath(self.folder(tenant)))
+        try:
+            name = Path(os.path.realpath(path)).relative_to(folder).as_posix()
+        except ValueError:
+            raise OutsideHome(f"{str(path)!r} is outside the home") from None
+        return "" if name == "." else name
+
+    @contextlib.contextmanager
+    def _asking(self) -> Iterator[None]:
+        """Storage's faults as :class:`StorageFault`, in its plain words."""
+        try:
+            yield
+        except ListferryError as exc:
+            raise StorageFault(str(exc)) from None
+
+    def _forget_usage(self, tenant: Tenant) -> None:
+        with self._lock:
+            self._counted.pop(tenant.name, None)
 
     def stored(self, tenant: Tenant) -> tuple[int, int] | None:
         """The objects and bytes of the tenant's home in storage, counted at most every
