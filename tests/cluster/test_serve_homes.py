@@ -33,7 +33,7 @@ from listferry_plugins.ftp.transport import TlsFtp
 
 from .conftest import Bucket
 from .services import ACCESS_KEY, REGION, SECRET_KEY, Gate
-from .test_serve_cluster import PASSWORD, Cluster
+from .test_serve_cluster import PASSWORD, Cluster, list_text
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("curl", "sftp", "ssh-keygen")),
@@ -156,6 +156,46 @@ def lines_of(text: str, word: str) -> list[str]:
     return [line for line in text.splitlines() if word in line]
 
 
+# -- the customer's night, end to end --------------------------------------------------------
+
+
+def test_the_customer_fetches_the_report_and_return_file_of_its_upload_and_removes_them(
+    served: Served, tmp_path: Path
+) -> None:
+    """Upload a list, a worker node syncs it and exports the return file, the customer
+    lists, fetches and removes them, all through the servers. (First in the module: the
+    sync takes every list in the home.)"""
+    upload = tmp_path / "subscriber_list.csv"
+    upload.write_bytes(list_text(25))
+    done = served.sftp_batch(f"put {upload}\n")
+    assert done.returncode == 0, done.stderr
+    back = served.cluster.back
+    synced = back.run("sync", "--here", "acme", "--json")
+    assert [run["status"] for run in json.loads(synced.stdout)] == ["applied"], synced.stderr
+    exported = back.run("export", "acme", "--json")
+    assert exported.returncode == 0, exported.stderr
+    returns = json.loads(exported.stdout)["file"]
+
+    listing = served.sftp_batch("ls\nls outbox\n")
+    assert listing.returncode == 0, listing.stderr
+    assert "subscriber_list.result.txt" in listing.stdout and returns in listing.stdout
+    assert "subscriber_list.csv" not in listing.stdout.split()  # applied: gone from the home
+    stored = served.cluster.home()
+    ftp = served.ftp()
+    try:
+        report, return_file = io.BytesIO(), io.BytesIO()
+        ftp.retrbinary("RETR subscriber_list.result.txt", report.write)
+        ftp.retrbinary(f"RETR outbox/{returns}", return_file.write)
+        ftp.delete(f"outbox/{returns}")
+    finally:
+        ftp.quit()
+    assert report.getvalue() == stored["subscriber_list.result.txt"]
+    assert b"applied" in report.getvalue()
+    assert return_file.getvalue() == stored[f"outbox/{returns}"]
+    assert return_file.getvalue().count(b"@example.org") == 25
+    assert f"outbox/{returns}" not in served.cluster.home()
+
+
 # -- listing ---------------------------------------------------------------------------------
 
 
@@ -258,6 +298,19 @@ def test_downloads_give_the_exact_bytes_whole_from_an_offset_and_at_random_offse
     assert all("result=ok" in line for line in downloads), downloads
 
 
+def test_downloads_from_storage_count_against_the_sessions_open_handles(served: Served) -> None:
+    served.put("outbox/often.csv", b"email\n")
+    most = served.cluster.front.server.max_handles_per_session
+    with served.paramiko() as sftp:
+        held = [sftp.open("outbox/often.csv", "rb") for _ in range(most)]
+        with pytest.raises(OSError, match=f"Refused: at most {most} files and folders may"):
+            sftp.open("outbox/often.csv", "rb")
+        for file in held:
+            file.close()
+        with sftp.open("outbox/often.csv", "rb") as file:
+            assert file.read() == b"email\n"
+
+
 # -- removing and renaming -------------------------------------------------------------------
 
 
@@ -272,6 +325,8 @@ def test_return_files_the_customer_removes_leave_storage(served: Served) -> None
         assert ftp.delete("outbox/april_returns.csv").startswith("250")
         with pytest.raises(ftplib.error_perm, match="550 No such file"):
             ftp.delete("outbox/april_returns.csv")
+        # an upload into a folder that only storage holds so far lands there
+        ftp.storbinary("STOR outbox/april_ack.txt", io.BytesIO(b"fetched\n"))
     finally:
         ftp.quit()
     again = served.sftp_batch("rm outbox/march_returns.csv\n")
@@ -279,6 +334,7 @@ def test_return_files_the_customer_removes_leave_storage(served: Served) -> None
 
     assert served.head("outbox/march_returns.csv") is None
     assert served.head("outbox/april_returns.csv") is None
+    assert served.cluster.home()["outbox/april_ack.txt"] == b"fetched\n"
     removed = lines_of(served.log(), "event=remove")
     assert any("file=outbox/march_returns.csv" in line for line in removed)
     assert any("file=outbox/april_returns.csv" in line for line in removed)
