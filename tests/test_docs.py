@@ -238,7 +238,7 @@ def test_a_sandbox_part_missing_from_the_tutorial_is_caught() -> None:
 
 
 def cited_tests(text: str) -> set[tuple[str, str]]:
-    return set(re.findall(r"`(test_\w+\.py)::(test_\w+)`", text))
+    return set(re.findall(r"`((?:cluster/)?test_\w+\.py)::(test_\w+)`", text))
 
 
 def missing_tests(text: str, tests_dir: Path) -> list[str]:
@@ -259,6 +259,10 @@ def test_every_test_the_security_page_cites_exists() -> None:
 def test_a_renamed_security_test_is_caught(tmp_path: Path) -> None:
     text = "| guarantee | `test_cli.py::test_this_test_does_not_exist` |"
     assert missing_tests(text, ROOT / "tests") == ["test_cli.py::test_this_test_does_not_exist"]
+    text = "| guarantee | `cluster/test_storage.py::test_this_test_does_not_exist` |"
+    assert missing_tests(text, ROOT / "tests") == [
+        "cluster/test_storage.py::test_this_test_does_not_exist"
+    ]
 
 
 def test_every_test_the_reliability_page_cites_exists() -> None:

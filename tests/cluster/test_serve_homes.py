@@ -134,17 +134,19 @@ def served(
             shared_bucket, f"s3://{shared_bucket}/{prefix}", seaweed.endpoint_url, seaweed
         )
         gate = Gate(("127.0.0.1", urlsplit(seaweed.endpoint_url).port or 80))
-        cluster = Cluster(tmp_path_factory.mktemp("homes"), database_url, bucket, gate.url)
-        with connect(database_url) as conn:
-            other = {"password_hash": hash_password(PASSWORD), "allow_ips": ["127.0.0.1"]}
-            conn.execute(
-                "INSERT INTO listferry_tenants (name, settings) VALUES ('other', %s)",
-                (json.dumps(other),),
-            )
         try:
-            yield Served(cluster, cluster.front.serve(), gate, seaweed.client(), bucket)
+            cluster = Cluster(tmp_path_factory.mktemp("homes"), database_url, bucket, gate.url)
+            with connect(database_url) as conn:
+                other = {"password_hash": hash_password(PASSWORD), "allow_ips": ["127.0.0.1"]}
+                conn.execute(
+                    "INSERT INTO listferry_tenants (name, settings) VALUES ('other', %s)",
+                    (json.dumps(other),),
+                )
+            try:
+                yield Served(cluster, cluster.front.serve(), gate, seaweed.client(), bucket)
+            finally:
+                cluster.front.stop()
         finally:
-            cluster.front.stop()
             gate.close()
             postgres.drop_database(database_url)
     log = cluster.front.log("serve")
