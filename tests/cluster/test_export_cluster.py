@@ -224,3 +224,25 @@ def test_old_store_versions_and_archived_files_are_trimmed_in_storage(nodes) -> 
     gone = listferry(config, "cluster", "restore", "acme", "1")
     assert gone.returncode == 1
     assert gone.stderr.strip() == "Error: acme has no store version 1 in storage (kept: 2 to 3)"
+
+
+def test_a_store_version_gone_from_storage_fails_for_good_and_a_restore_mends_it(nodes) -> None:
+    for count in (10, 9):  # versions 1 and 2
+        upload(nodes.bucket, "list.csv", csv_text(people(count)))
+        assert sync_here(nodes("a"))[0]["status"] == "applied"
+    ((key,),) = rows(nodes.database_url, "SELECT key FROM listferry_stores")
+    prefix = nodes.bucket.url.split("/", 3)[3]
+    nodes.bucket.server.client().delete_object(Bucket=nodes.bucket.name, Key=f"{prefix}/{key}")
+    upload(nodes.bucket, "list.csv", csv_text(people(8)))
+    done = listferry(nodes("b"), "sync", "--here", "acme", "--json")  # b has no copy of it
+    assert done.returncode == 1, done.stderr  # not 75: trying again would not help
+    (run,) = json.loads(done.stdout)
+    assert run["status"] == "failed"
+    assert "store version 2 is missing from storage; restore an earlier version" in run["reason"]
+    restored = listferry(nodes("b"), "cluster", "restore", "acme", "1")
+    assert restored.returncode == 0, restored.stderr
+    assert restored.stdout.strip() == (
+        "acme: store version 1 restored as version 3 (it was version 2)"
+    )
+    (again,) = sync_here(nodes("b"))
+    assert (again["status"], again["removed"]) == ("applied", 2)

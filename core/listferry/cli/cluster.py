@@ -165,7 +165,7 @@ def cluster_restore(state: State, tenant: str, version: int | None, json_: bool)
     chosen = app.config.tenant(tenant)
     _database(app.config)
     if version is not None:
-        with tenant_turn(app, chosen, "the restore") as turn:
+        with tenant_turn(app, chosen, "the restore", checkout=False) as turn:
             was = turn.base
             now = turn.versions.restore(chosen.name, version, chosen.database, turn.base)
         if json_:
@@ -173,7 +173,7 @@ def cluster_restore(state: State, tenant: str, version: int | None, json_: bool)
         else:
             click.echo(
                 f"{chosen.name}: store version {version} restored as version {now} "
-                f"(version {was} stays in storage)"
+                f"(it was version {was})"
             )
         return
     history = versions_of(app.config).history(chosen.name)

@@ -40,6 +40,11 @@ class Fenced(ListferryError):
     """The tenant's store moved on while this run worked: its write was refused."""
 
 
+class Damaged(ListferryError):
+    """A store version is missing from storage or does not match its SHA-256: trying
+    again will not help; an operator restores an earlier version."""
+
+
 @dataclass(frozen=True)
 class Pointer:
     """Where a tenant's current store version is: its number, object key and content."""
@@ -161,9 +166,18 @@ class StoreVersions:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.download")
         try:
-            self.storage.get(pointer.key, temp)
+            try:
+                self.storage.get(pointer.key, temp)
+            except ListferryError:
+                if self.storage.head(pointer.key) is None:  # storage answers: it is gone
+                    raise Damaged(
+                        f"{self.storage.url_of(pointer.key)}: the store version "
+                        f"{pointer.version} is missing from storage; restore an earlier "
+                        "version (listferry cluster restore, docs/cluster.md)"
+                    ) from None
+                raise
             if sha256_file(temp) != pointer.sha256:
-                raise ListferryError(
+                raise Damaged(
                     f"{self.storage.url_of(pointer.key)}: the store version {pointer.version} "
                     "does not match its SHA-256 in the database; restore an earlier version "
                     "(listferry cluster restore, docs/cluster.md)"

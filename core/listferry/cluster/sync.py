@@ -21,7 +21,7 @@ from listferry.app import App
 from listferry.cluster.access import versions_of
 from listferry.cluster.lease import TenantLease
 from listferry.cluster.storage import Storage
-from listferry.cluster.stores import Fenced, StoreVersions, node_name
+from listferry.cluster.stores import Damaged, Fenced, StoreVersions, node_name
 from listferry.config import Tenant
 from listferry.errors import ListferryError
 from listferry.runs import RunRecord, RunStatus, utcnow
@@ -295,7 +295,7 @@ def sync_in_cluster(
                     from listferry.cluster.exporting import Turn, export_after_runs
 
                     export_after_runs(app, Turn(tenant, versions, lease, sync.base))
-            except StoreError as exc:
+            except (StoreError, Damaged) as exc:  # not the cluster's absence: not retried
                 runs = failed(tenant, str(exc), versions)
             except sqlite3.Error as exc:
                 runs = failed(tenant, store_failure(tenant.database, exc), versions)

@@ -15,7 +15,7 @@ from listferry.app import App
 from listferry.cluster.access import versions_of
 from listferry.cluster.database import database_error
 from listferry.cluster.lease import TenantLease
-from listferry.cluster.stores import StoreVersions, node_name
+from listferry.cluster.stores import Damaged, StoreVersions, node_name
 from listferry.cluster.sync import RETRY, job_id
 from listferry.config import Tenant
 from listferry.errors import ListferryError
@@ -55,9 +55,10 @@ class Turn:
 
 
 @contextlib.contextmanager
-def tenant_turn(app: App, tenant: Tenant, doing: str) -> Iterator[Turn]:
+def tenant_turn(app: App, tenant: Tenant, doing: str, checkout: bool = True) -> Iterator[Turn]:
     """Hold ``tenant``'s locks (this node's and the lease) with its current version
-    checked out to its local copy; one clear :class:`ListferryError` when a run of the
+    checked out to its local copy (with ``checkout``; else only its number is read, for
+    a restore that replaces it); one clear :class:`ListferryError` when a run of the
     tenant holds them (``doing`` names what waits: "the export")."""
     cluster = app.config.cluster
     assert cluster is not None
@@ -71,7 +72,15 @@ def tenant_turn(app: App, tenant: Tenant, doing: str) -> Iterator[Turn]:
         lease = TenantLease(cluster.database, tenant.name, cluster.stalled_after, node_name())
         try:
             acquired = lease.acquire()
-            base = versions.checkout(tenant.name, tenant.database) if acquired else 0
+            base = 0
+            if acquired and checkout:
+                base = versions.checkout(tenant.name, tenant.database)
+            elif acquired:
+                pointer = versions.pointer(tenant.name)
+                base = pointer.version if pointer else 0
+        except Damaged:  # trying again will not help: an operator restores a version
+            lease.release()
+            raise
         except Exception as exc:  # the cluster did not answer: the job is tried again
             lease.release()
             RETRY.add(tenant.name)
