@@ -363,6 +363,24 @@ def test_export_name_takes_the_tenant_and_the_utc_date(ws: Sandbox) -> None:
     assert count_in(outbox(ws) / result.count_file) == 0
 
 
+def test_a_second_return_file_of_a_day_never_replaces_the_first(ws: Sandbox) -> None:
+    """The CRM may not have fetched the first yet: with changed-since-last its changes
+    would be gone. The second takes ``-2`` after the stem, its count file too."""
+    ws.add_tenant("acme", export_name="return_{date}", export_subscribers="changed-since-last")
+    ws.upload(LIST, header=HEADER)
+    ws.sync()
+    first = export(ws)
+    second = export(ws)
+    stem = first.file.removesuffix(".csv")
+    if not second.file.startswith(stem):  # midnight passed between the two
+        return
+    assert (second.file, second.count_file) == (f"{stem}-2.csv", f"{stem}-2_count.txt")
+    assert count_in(outbox(ws) / first.count_file) == first.records > 0
+    assert count_in(outbox(ws) / second.count_file) == second.records == 0
+    third = export(ws)
+    assert third.file == f"{stem}-3.csv"
+
+
 # -- which subscribers ------------------------------------------------------------------
 
 

@@ -118,9 +118,12 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
     started = datetime.now(UTC)
     template = export_template(app.host, tenant)
     fields = export_fields(app.host, tenant, template)
-    name = file_stem(tenant, started) + template.suffix
     target = target_of(app, tenant, to)
     check_target(app, target)
+    sealed = ".pgp" if tenant.pgp_recipient_key_file else ""
+    name = free_name(
+        file_stem(tenant, started), template.suffix, sealed, names_at(app, tenant, target)
+    )
     area = tenant.state_dir / "exports"
     area.mkdir(parents=True, exist_ok=True, mode=0o700)
     for left in area.glob("export-*"):  # by an export killed mid-way: the lock is ours
@@ -136,10 +139,10 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
                 store, tenant, template, fields, data, started, template_name(app.host, tenant)
             )
             count = folder / count_name(name)
-            if tenant.pgp_recipient_key_file:
+            if sealed:
                 from listferry.pgp import encrypt
 
-                name += ".pgp"
+                name += sealed
                 encrypt(tenant, data, folder / name)
                 data.unlink()
                 data = folder / name
@@ -171,6 +174,32 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
         known,
         unmatched,
     )
+
+
+def names_at(app: App, tenant: Tenant, target: str) -> set[str]:
+    """The names of the files at ``target`` now; none known where it cannot be listed
+    (a drop folder that only takes files, a transport that only puts): there a return
+    file of the same name is replaced, as the target's owner allows."""
+    transport = open_target(app, tenant, target)
+    try:
+        return {found.name for found in transport.list()}
+    except (ListferryError, OSError, AttributeError, NotImplementedError) as exc:
+        log.debug("%s: %s cannot be listed: %s", tenant.name, redact_url(target), exc)
+        return set()
+    finally:
+        transport.close()
+
+
+def free_name(stem: str, suffix: str, sealed: str, taken: set[str]) -> str:
+    """``stem + suffix``, or with ``-2``, ``-3`` ... after the stem: the first whose
+    return file (``sealed`` added when it is encrypted) and count file are both not in
+    ``taken``. A second return file of a day never replaces the first, which the CRM
+    may not have fetched yet (with ``changed-since-last`` its changes would be lost)."""
+    for number in range(1, 10_000):
+        name = f"{stem}{'' if number == 1 else f'-{number}'}{suffix}"
+        if name + sealed not in taken and count_name(name) not in taken:
+            return name
+    raise ListferryError(f"{stem}{suffix}: 9999 return files of that name wait at the target")
 
 
 def write_files(
