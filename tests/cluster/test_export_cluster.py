@@ -6,7 +6,12 @@ turn, the scheduled export as a worker's job, never beside a run of the tenant; 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import psycopg
@@ -246,3 +251,49 @@ def test_a_store_version_gone_from_storage_fails_for_good_and_a_restore_mends_it
     )
     (again,) = sync_here(nodes("b"))
     assert (again["status"], again["removed"]) == ("applied", 2)
+
+
+#: A plugin whose collect_events says it started (a marker file with its pid) and waits
+#: until the marker is removed.
+WAITING_PLUGIN = """
+import os, time
+from pathlib import Path
+from listferry import hookimpl
+
+@hookimpl
+def collect_events(tenant, since):
+    marker = Path(os.environ["WAIT_MARKER"])
+    marker.write_text(str(os.getpid()))
+    while marker.exists():
+        time.sleep(0.05)
+    return []
+"""
+
+
+def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    config = nodes("a")
+    sync_here(config)
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "waiting_export.py").write_text(WAITING_PLUGIN)
+    config.write_text(
+        config.read_text().replace("[listferry]\n", '[listferry]\nplugins = ["waiting_export"]\n')
+    )
+    marker = tmp_path / "export.marker"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugin"), "WAIT_MARKER": str(marker)}
+    command = [sys.executable, "-m", "listferry", "--config", str(config), "export", "acme"]
+    export = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    pid = int(wait_for(lambda: marker.exists() and marker.read_text(), timeout=60, what="it"))
+    os.kill(pid, signal.SIGSTOP)  # a GC pause, a frozen VM: past the lease of 3 s
+    time.sleep(5)
+    (run,) = sync_here(nodes("b"))  # another node may run the tenant meanwhile
+    assert run["status"] in ("idle", "applied")
+    marker.unlink()
+    os.kill(pid, signal.SIGCONT)
+    _, err = export.communicate(timeout=60)
+    assert export.returncode == 1
+    last_line = err.strip().splitlines()[-1]
+    assert last_line.startswith("Error: acme: nothing was delivered: the lease went"), err
+    assert outbox(nodes.bucket) == []
+    ((last,),) = rows(nodes.database_url, "SELECT last_export FROM listferry_stores")
+    assert last is None

@@ -37,7 +37,7 @@ def export_in_cluster(app: App, tenant: Tenant, to: str | None = None) -> Export
 
 def export_over(app: App, turn: Turn, to: str | None = None) -> ExportResult:
     """The export on the checked-out copy of ``turn``, then its publish."""
-    result = _export(app, turn.tenant, to)
+    result = _export(app, turn.tenant, to, ready=lambda: turn.holds("nothing was delivered"))
     try:
         turn.publish("the return file's record")
     except (ListferryError, OSError) as exc:

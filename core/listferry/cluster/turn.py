@@ -32,15 +32,21 @@ class Turn:
     lease: TenantLease
     base: int
 
+    def holds(self, what: str) -> None:
+        """Raise one :class:`ListferryError` saying ``what`` when the lease went (the
+        process was paused, or lost the database, past it): another node may run the
+        tenant now."""
+        if not self.lease.held():
+            raise ListferryError(
+                f"{self.tenant.name}: {what}: the lease went "
+                f"({self.lease.why or 'the database ended its session'})"
+            )
+
     def publish(self, what: str) -> None:
         """Publish the local copy, with its last export, as the next version; one
         :class:`ListferryError` that says ``what`` was not kept when the lease went or
         the fence refuses."""
-        if not self.lease.held():
-            raise ListferryError(
-                f"{self.tenant.name}: {what} was not kept: the lease went "
-                f"({self.lease.why or 'the database ended its session'})"
-            )
+        self.holds(f"{what} was not kept")
         with Store(self.tenant.database) as store:
             last = store.last_export()
             self.base = self.versions.publish(

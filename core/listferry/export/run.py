@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,7 +115,11 @@ def export_tenant(app: App, tenant: Tenant, to: str | None = None) -> ExportResu
         return _export(app, tenant, to)
 
 
-def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
+def _export(
+    app: App, tenant: Tenant, to: str | None, ready: Callable[[], None] | None = None
+) -> ExportResult:
+    """The export (see :func:`export_tenant`); ``ready()`` is called just before the
+    delivery, to raise when it must not happen any more (cluster mode: the lease went)."""
     started = datetime.now(UTC)
     template = export_template(app.host, tenant)
     fields = export_fields(app.host, tenant, template)
@@ -146,6 +151,8 @@ def _export(app: App, tenant: Tenant, to: str | None) -> ExportResult:
                 encrypt(tenant, data, folder / name)
                 data.unlink()
                 data = folder / name
+            if ready is not None:
+                ready()
             deliver(app, tenant, target, [data, count])
             store.record_export(
                 {
