@@ -450,15 +450,18 @@ def test_subscribers_and_events_load_work_on_any_node_over_the_current_version(
 
 def test_a_second_run_of_a_tenant_on_another_node_waits_its_turn(nodes, tmp_path: Path) -> None:
     """While node a's run holds the tenant's lease, node b's run of it is skipped (and
-    says why); a's run applies the file."""
+    says why, and exits 75: a worker's job is tried again later); a's run applies the
+    file."""
     upload(nodes.bucket, "list.csv", csv_text(people(40_000)))
     first = start_sync(nodes("a", lease=60))
     when_fetched(nodes("a", lease=60), first)
     first.send_signal(signal.SIGSTOP)  # a holds its lease (60 s) while b tries
     try:
-        (second,) = sync_here(nodes("b", lease=60))
+        tried = listferry(nodes("b", lease=60), "sync", "--here", "acme", "--json")
     finally:
         first.send_signal(signal.SIGCONT)
+    assert tried.returncode == 75, tried.stderr
+    (second,) = json.loads(tried.stdout)
     assert second["status"] == "skipped"
     assert second["reason"] == "another run of this tenant is in progress on another node"
     out, err = first.communicate(timeout=120)

@@ -297,3 +297,43 @@ def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> No
     assert outbox(nodes.bucket) == []
     ((last,),) = rows(nodes.database_url, "SELECT last_export FROM listferry_stores")
     assert last is None
+
+
+def test_a_sync_while_an_export_holds_the_tenant_here_is_skipped_indexed_and_tried_again(
+    nodes, tmp_path
+) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(5)))
+    config = nodes("a")
+    sync_here(config)
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "plugin" / "waiting_export.py").write_text(WAITING_PLUGIN)
+    config.write_text(
+        config.read_text().replace("[listferry]\n", '[listferry]\nplugins = ["waiting_export"]\n')
+    )
+    marker = tmp_path / "export.marker"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugin"), "WAIT_MARKER": str(marker)}
+    command = [sys.executable, "-m", "listferry", "--config", str(config)]
+    export = subprocess.Popen([*command, "export", "acme"], env=env)
+    try:
+        wait_for(marker.exists, timeout=60, what="the export to hold the tenant")
+        upload(nodes.bucket, "list.csv", csv_text(people(6)))
+        tried = subprocess.run(
+            [*command, "sync", "--here", "acme", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+        export.wait(timeout=60)
+    assert tried.returncode == 75, tried.stderr  # a worker's job is tried again
+    (run,) = json.loads(tried.stdout)
+    assert (run["status"], run["reason"]) == (
+        "skipped",
+        "another run of this tenant is in progress on this node",
+    )
+    assert ("skipped",) in rows(nodes.database_url, "SELECT status FROM listferry_runs")
+    assert export.returncode == 0
+    (again,) = sync_here(nodes("a"))
+    assert (again["status"], again["added"]) == ("applied", 1)

@@ -265,9 +265,14 @@ def sync_in_cluster(
     cluster = app.config.cluster
     assert cluster is not None
     with tenant_lock(tenant) as locked:
-        if not locked:
+        if not locked:  # an export, replay or restore here: the job is tried again
             run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
             run.reason = "another run of this tenant is in progress on this node"
+            RETRY.add(tenant.name)
+            try:
+                versions_of(app.config).index_apart(tenant.name, [run], None, job_id())
+            except ListferryError as exc:
+                log.warning("%s: the skipped run could not be indexed: %s", tenant.name, exc)
             return [run]
         versions: StoreVersions | None = None
         lease: TenantLease | None = None
@@ -278,6 +283,7 @@ def sync_in_cluster(
                 lease = None
                 run = RunRecord(tenant.name, status=RunStatus.SKIPPED, finished_at=utcnow())
                 run.reason = "another run of this tenant is in progress on another node"
+                RETRY.add(tenant.name)  # the job is tried again once that one ended
                 versions.index_apart(tenant.name, [run], None, job_id())
                 tell_finished(app, tenant, [run])
                 return [run]
