@@ -883,9 +883,9 @@ class TenantSession(TLS_FTPHandler):
                 problem = f"cannot store the file: {exc.strerror}"
         if problem:
             self._forget(temp)
-            self._upload_event(
-                name, "failed" if isinstance(problem, NotKept) else "incomplete", str(problem)
-            )
+            stored = isinstance(problem, NotKept)
+            detail = problem.detail if isinstance(problem, NotKept) else problem
+            self._upload_event(name, "failed" if stored else "incomplete", detail)
             return problem
         if self.tenant is not None:
             self.limits().shrink(replaced)

@@ -68,7 +68,7 @@ def confined(method: Callable[..., Result]) -> Callable[..., Result | int]:
             self.connection.refuse(f"{method.__name__}: {exc}")
             return Refusal(SFTP_FAILURE, f"Refused: {exc}")
         except NotKept as exc:
-            self.connection.refuse(f"{method.__name__}: {exc}")
+            self.connection.refuse(f"{method.__name__}: {exc.detail}")
             return Refusal(SFTP_FAILURE, f"Not kept: {exc}")
         except Refused as exc:
             self.connection.refuse(f"{method.__name__}: {exc}")
@@ -588,7 +588,7 @@ class Upload(Transfer):
         except OSError as exc:
             self.temp.unlink(missing_ok=True)
             files.limits.shrink(self.size)
-            self.log("failed", str(exc) if isinstance(exc, NotKept) else exc.strerror)
+            self.log("failed", exc.detail if isinstance(exc, NotKept) else exc.strerror)
             raise
         files.limits.shrink(replaced)
         self.log("ok")

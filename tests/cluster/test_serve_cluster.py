@@ -364,15 +364,15 @@ def test_storage_that_does_not_answer_fails_the_upload_with_a_clear_error_and_ke
     # OpenSSH's client shows the status code alone; the message is in the status, as a
     # client that shows it (paramiko, WinSCP, FileZilla) does.
     assert "close remote: Failure" in by_sftp.stderr
-    assert "Upload not kept: storage did not take it: " in str(by_paramiko.value)
+    assert "Upload not kept: storage did not take it; try again later" in str(by_paramiko.value)
     assert by_ftps.returncode != 0
-    assert re.search(
-        r"< 451 Upload not kept: storage did not take it: .*127\.0\.0\.1", by_ftps.stderr
-    )
+    assert "< 451 Upload not kept: storage did not take it; try again later." in by_ftps.stderr
+    for told in (str(by_paramiko.value), by_ftps.stderr):  # where storage is: not theirs
+        assert "http://" not in told, told
     log = cluster.front.log("serve")
     failed = [line for line in log.splitlines() if "result=failed" in line]
     assert len(failed) == 3, log
-    assert all("storage did not take it" in line for line in failed)
+    assert all("storage did not take it: storage http://127.0.0.1" in line for line in failed)
     assert "Traceback" not in log
     assert cluster.front.spool() == []
     assert cluster.home() == {}  # the real storage got nothing either

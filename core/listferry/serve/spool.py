@@ -48,7 +48,12 @@ def _not_found(path: Path) -> FileNotFoundError:
 
 
 class NotKept(OSError):
-    """A completed upload that could not be kept; the message says why, in plain words."""
+    """A completed upload that could not be kept; the message says why, in plain words
+    for the customer, and ``detail`` what the operator's log needs (where storage is)."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class Storehouse(Protocol):
@@ -179,7 +184,10 @@ class SpooledHomes:
         try:
             self.storehouse.put(tenant.name, temp, name)
         except Exception as exc:
-            raise NotKept(f"storage did not take it: {exc}") from None
+            raise NotKept(
+                "storage did not take it; try again later",
+                detail=f"storage did not take it: {exc}",
+            ) from None
         finally:
             temp.unlink(missing_ok=True)
         self._forget_usage(tenant)
