@@ -337,3 +337,24 @@ def test_a_sync_while_an_export_holds_the_tenant_here_is_skipped_indexed_and_tri
     assert export.returncode == 0
     (again,) = sync_here(nodes("a"))
     assert (again["status"], again["added"]) == ("applied", 1)
+
+
+def test_export_to_elsewhere_in_the_clusters_bucket_is_refused(nodes) -> None:
+    upload(nodes.bucket, "list.csv", csv_text(people(3)))
+    config = nodes("a")
+    sync_here(config)
+    bucket_root = f"s3://{nodes.bucket.name}/"
+    for place in (
+        f"{nodes.bucket.url}/homes/other/",
+        f"{nodes.bucket.url}/stores/acme",
+        f"{nodes.bucket.url}/homes/acme/../other",
+        bucket_root,
+    ):
+        done = listferry(config, "export", "acme", "--to", place)
+        assert done.returncode == 1, (place, done.stderr)
+        assert "a return file goes only into acme's own home" in done.stderr, done.stderr
+    assert [key for key in keys(nodes.bucket, "") if not key.startswith("stores/")] == [
+        key for key in keys(nodes.bucket, "") if key.startswith(("homes/acme/", "archive/"))
+    ]
+    inside = listferry(config, "export", "acme", "--to", f"{nodes.bucket.url}/homes/acme/sent")
+    assert inside.returncode == 0, inside.stderr

@@ -5,8 +5,9 @@ that version, else a download), applies on local disk as on one machine, uploads
 result as a new object and then moves the tenant's pointer in PostgreSQL with a
 compare-and-swap on the version it started from. That last step is the fence: a worker
 that was paused or cut off while another ran the tenant finds the pointer moved, its
-write is refused and nothing it did becomes visible. Old versions stay in storage until
-an operator removes them, so any earlier state can be restored.
+write is refused and nothing it did becomes visible. The newest
+``[storage] keep_versions`` versions stay in storage (``listferry_store_versions`` lists
+them), so an earlier state can be restored (``listferry cluster restore``).
 
 Objects: ``stores/NAME/VERSION-RANDOM.db`` below the storage prefix; the random part
 keeps two workers that wrote the same version number from writing the same object.

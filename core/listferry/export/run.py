@@ -124,7 +124,7 @@ def _export(
     template = export_template(app.host, tenant)
     fields = export_fields(app.host, tenant, template)
     target = target_of(app, tenant, to)
-    check_target(app, target)
+    check_target(app, target, tenant)
     sealed = ".pgp" if tenant.pgp_recipient_key_file else ""
     name = free_name(
         file_stem(tenant, started), template.suffix, sealed, names_at(app, tenant, target)

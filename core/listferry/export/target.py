@@ -61,9 +61,23 @@ def _location(app: App, target: str) -> tuple[str, str]:
     return scheme, target
 
 
-def check_target(app: App, target: str) -> None:
-    """Refuse a target no transport can reach (or a local folder that is missing) early."""
+def check_target(app: App, target: str, tenant: Tenant | None = None) -> None:
+    """Refuse a target no transport can reach (or a local folder that is missing) early;
+    in cluster mode, a place in the cluster's bucket outside ``tenant``'s home (another
+    tenant's home, the stores, the archive, or the bucket past the prefix)."""
     _location(app, target)
+    storage = app.config.storage
+    if storage is None or tenant is None or not target.lower().startswith("s3://"):
+        return
+    bucket = urlsplit(storage.url).netloc
+    if urlsplit(target).netloc != bucket:
+        return
+    home = storage.home_of(tenant.name)
+    if not (target.rstrip("/") + "/").startswith(home) or ".." in target.split("/"):
+        raise ListferryError(
+            f"{redact_url(target)}: in the cluster's bucket a return file goes only into "
+            f"{tenant.name}'s own home ({home})"
+        )
 
 
 def open_target(app: App, tenant: Tenant, target: str) -> Transport:
