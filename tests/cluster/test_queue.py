@@ -4,6 +4,7 @@ worker's job runs on another, SIGTERM lets a running job finish."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -272,6 +273,58 @@ def test_a_crashed_sync_process_is_recorded_and_tried_again(cluster: Cluster) ->
     assert "acme: job" in cluster.worker_logs() and "Traceback" not in cluster.worker_logs()
     # Procrastinate counts the retry and the end of the second attempt
     assert cluster.sql("SELECT attempts FROM procrastinate_jobs WHERE id = %s", job) == [(2,)]
+
+
+def test_a_jobs_process_past_its_time_limit_is_killed_with_its_session(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the worker does at a job's time limit (its ``sync_timeout`` and a minute, too
+    long to wait for here): SIGKILL to the forked process's session, and the end it
+    hears is that signal."""
+    from listferry.cluster.forks import ForkServer
+
+    cluster.upload("acme", 2)
+    monkeypatch.setenv("PYTHONPATH", cluster.env["PYTHONPATH"])  # the slow plan check
+    monkeypatch.setenv("SLOW_MARKER", str(cluster.marker))
+    server = ForkServer()
+
+    async def past_its_limit() -> tuple[int, int]:
+        argv = ["--config", str(cluster.config), "sync", "--here", "acme"]
+        child = await server.start(argv, {"LISTFERRY_JOB_ID": "1"})
+        await asyncio.to_thread(wait_for, cluster.marker.exists, "the plan check", 60)
+        assert int(cluster.marker.read_text()) == child.pid  # the fork runs the sync
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(child.communicate(), 0.2)
+        os.killpg(child.pid, signal.SIGKILL)
+        return child.pid, await child.wait()
+
+    try:
+        pid, code = asyncio.run(past_its_limit())
+    finally:
+        server.close()
+    assert code == -signal.SIGKILL
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_forked_jobs_exit_code_and_error_line_reach_the_worker(tmp_path: Path) -> None:
+    from listferry.cluster.forks import ForkServer
+
+    missing = tmp_path / "nothing.toml"
+    server = ForkServer()
+
+    async def run() -> tuple[int, bytes]:
+        child = await server.start(["--config", str(missing), "sync", "--here", "acme"], {})
+        stderr = await child.communicate()
+        return child.returncode, stderr
+
+    try:
+        code, stderr = asyncio.run(run())
+    finally:
+        server.close()
+    assert code == 2
+    assert stderr.decode() == (
+        f"Error: {missing}: no such config file (run 'listferry init', or pass --config PATH)\n"
+    )
 
 
 def test_cluster_init_twice_and_status(cluster: Cluster) -> None:

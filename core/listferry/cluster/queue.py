@@ -3,8 +3,9 @@
 Each tenant's sync is a job of the ``listferry.sync`` task, queued with the lock
 ``tenant:NAME`` (one running job per tenant across all workers) and the queueing lock
 ``sync:NAME`` (a tenant queued twice runs once). A worker runs a job as its own child
-process, ``listferry sync --here NAME``, as the local executor does, so one tenant's
-crash cannot touch another; the child dies with its worker (``PR_SET_PDEATHSIG``).
+process, ``listferry sync --here NAME``, so one tenant's crash cannot touch another;
+the process is forked from the worker's fork server, which has imported listferry
+already (:mod:`listferry.cluster.forks`), and dies with its worker.
 
 A child that dies without its runs (a signal, an exit code other than 0 or 1, its time
 limit) leaves one ``failed`` run in ``listferry_runs``; a crash is tried again a few
@@ -22,22 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 from listferry.cluster import INSTALL, RETRY_EXIT
 from listferry.cluster.database import shown
+from listferry.cluster.forks import ForkServer
 from listferry.cluster.leader import leader
 from listferry.config import Config, load_config
 from listferry.errors import ListferryError
@@ -57,6 +55,8 @@ MAX_ATTEMPTS = 3
 BACKOFF = 2
 #: The job statuses that end a job.
 FINISHED = ("succeeded", "failed", "cancelled", "aborted")
+#: The worker's fork server: each job's process (a sync, an export) is one of its forks.
+FORKS = ForkServer()
 #: How the first line of a schema we made says which Procrastinate migration it is at.
 SCHEMA_MARK = "listferry: procrastinate schema "
 
@@ -237,23 +237,10 @@ def alive_workers(conn: Any, stalled_after: float) -> int:
 # --- running a job --------------------------------------------------------------------
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    """For ``preexec_fn``: the child gets SIGKILL when the worker's thread that started
-    it ends (the event loop's, so the worker), and ends at once if that has happened."""
-
-    def preexec() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 def sync_argv(config_path: Path, tenant: str, force: bool) -> list[str]:
-    """The command a job runs: this listferry, in a process of its own."""
-    argv = [sys.executable, "-m", "listferry", "--config", str(config_path)]
-    argv += ["sync", "--here", tenant, "--json"]
+    """The listferry command line a job runs (without the program), in a process of its
+    own forked by the worker's fork server."""
+    argv = ["--config", str(config_path), "sync", "--here", tenant, "--json"]
     return [*argv, "--force"] if force else argv
 
 
@@ -312,21 +299,14 @@ async def run_sync_job(app: Any, config_path: Path, job: Any, tenant: str, force
 async def run_child(
     argv: list[str], job_id: int, limit: float | None, attempt: int = 0
 ) -> tuple[int, bytes]:
-    """Run a job's command as a child process that dies with this worker; its exit code
-    and stderr. Killed (and :class:`TimeoutError`) past ``limit`` seconds, and when the
-    job is cancelled."""
-    env = {**os.environ, "LISTFERRY_JOB_ID": str(job_id), "LISTFERRY_JOB_ATTEMPT": str(attempt)}
-    child = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-        preexec_fn=_die_with(os.getpid()),
-    )
+    """Run a job's listferry command line (without the program) as a process of its own,
+    forked by the worker's fork server, that dies with this worker; its exit code and
+    stderr. Killed with its session (and :class:`TimeoutError`) past ``limit`` seconds,
+    and when the job is cancelled."""
+    env = {"LISTFERRY_JOB_ID": str(job_id), "LISTFERRY_JOB_ATTEMPT": str(attempt)}
+    child = await FORKS.start(argv, env)
     try:
-        _, stderr = await asyncio.wait_for(child.communicate(), limit)
+        stderr = await asyncio.wait_for(child.communicate(), limit)
     except (TimeoutError, asyncio.CancelledError):
         _kill(child.pid)
         await child.wait()
@@ -339,8 +319,7 @@ async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
     """Run one export job: ``listferry export NAME`` in a child process. A cluster that
     did not answer, or a process that died, is tried again; an export that failed (it
     says why in the worker's log) is not."""
-    argv = [sys.executable, "-m", "listferry", "--config", str(config_path)]
-    argv += ["export", tenant, "--json"]
+    argv = ["--config", str(config_path), "export", tenant, "--json"]
     limit = time_limit(config_path, tenant)
     try:
         code, stderr = await run_child(argv, job.id, limit, job.attempts)
@@ -489,7 +468,10 @@ def run_worker(config: Config, concurrency: int, name: str | None = None) -> Non
                 with contextlib.suppress(asyncio.CancelledError):
                     await requeue
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        FORKS.close()
 
 
 # --- schema ---------------------------------------------------------------------------

@@ -128,10 +128,41 @@ def _new_client(endpoint_url: str | None, region: str | None) -> Any:
     from botocore.exceptions import BotoCoreError
 
     try:
-        session = boto3.session.Session()
+        session = boto3.session.Session(botocore_session=_botocore_session())
         return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
     except (BotoCoreError, ValueError) as exc:  # ValueError: a malformed endpoint URL
         raise ListferryError(f"storage {endpoint_url or 'AWS'}: {_one_line(str(exc))}") from None
+
+
+#: The process's one loader of botocore's data (S3's models, the endpoint rules).
+_loader: Any = None
+
+
+def _botocore_session() -> Any:
+    """A new botocore session that reads S3's models through the process's one loader:
+    reading and parsing them (the API, the endpoint rules) is most of what a new client
+    costs, and a loader keeps what it has read."""
+    global _loader
+    import botocore.loaders
+    import botocore.session
+
+    session = botocore.session.get_session()
+    if _loader is None:
+        _loader = botocore.loaders.create_loader(session.get_config_variable("data_path"))
+    session.register_component("data_loader", _loader)
+    return session
+
+
+def warm_up() -> None:
+    """Have the process's loader read what every S3 client reads, by making a client
+    that is never used (no request, no credentials looked up): the worker's fork server
+    does this once, for every job's process it forks."""
+    try:
+        _botocore_session().create_client(
+            "s3", region_name="us-east-1", aws_access_key_id="-", aws_secret_access_key="-"
+        )
+    except Exception:  # a client made later says what is wrong, in its own words
+        return
 
 
 class Storage:
