@@ -48,7 +48,7 @@ class S3Transport:
         return _remote(self.storage.get(plain_name(name), dest))
 
     def put(self, source: Path, name: str, progress: Callable[[int], None] | None = None) -> None:
-        self.storage.put(source, plain_name(name), progress=progress)
+        self.storage.write(source, plain_name(name), progress=progress)
 
     def remove(self, name: str, expected: RemoteFile) -> bool:
         """Delete ``name`` if storage still shows it with ``expected``'s size and mtime.

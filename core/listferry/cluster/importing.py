@@ -116,7 +116,7 @@ def _import_one(
         if runs is not None:
             version = (base.version if base else 0) + 1
             key = f"stores/{name}/{version:012d}-{secrets.token_hex(6)}.db"
-            storage.put(copy, key, if_absent=True)
+            storage.write(copy, key, if_absent=True)
         try:
             version = _publish(versions, conn, name, own, copy, key, base, runs or [], replace)
         except BaseException:
@@ -160,7 +160,7 @@ def _put_files(storage: Storage, folder: Path, prefix: str) -> int:
     count = 0
     for path in sorted(folder.iterdir()):
         if path.is_file() and not path.is_symlink():
-            storage.put(path, f"{prefix}/{path.name}")
+            storage.write(path, f"{prefix}/{path.name}")
             count += 1
     return count
 

@@ -58,7 +58,7 @@ class HomesInStorage:
         return f"homes/{tenant}/{name}" if name else f"homes/{tenant}"
 
     def put(self, tenant: str, source: Path, name: str) -> None:
-        self.storage.put(source, self.key(tenant, name))
+        self.storage.write(source, self.key(tenant, name))
 
     def usage(self, tenant: str) -> tuple[int, int]:
         found = self.storage.list(self.key(tenant))

@@ -326,15 +326,27 @@ class Storage:
         multipart upload) and a key already taken raises :class:`AlreadyExists`.
         ``progress`` is given the bytes sent so far, as they go (not with ``if_absent``).
         """
-        with self._plain(key, if_absent):
-            if not if_absent:
-                self._upload(source, key, progress)
-            elif source.stat().st_size <= MULTIPART_THRESHOLD:
-                with source.open("rb") as body:
-                    self._put_object(key, body)
-            else:
-                self._upload_parts_if_absent(source, key)
+        self.write(source, key, if_absent, progress)
         return self._written(key)
+
+    def write(
+        self,
+        source: Path,
+        key: str,
+        if_absent: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Upload ``source`` as ``key`` as :meth:`put` does, without asking storage what it
+        then holds: a request fewer, where only the write matters (a run's files)."""
+        with self._plain(key, if_absent):
+            small = source.stat().st_size <= MULTIPART_THRESHOLD
+            if if_absent and not small:
+                self._upload_parts_if_absent(source, key)
+            elif if_absent or (small and progress is None):
+                with source.open("rb") as body:  # one request, no transfer threads
+                    self._put_object(key, body, if_absent)
+            else:
+                self._upload(source, key, progress)
 
     def put_bytes(self, data: bytes, key: str, if_absent: bool = False) -> StoredObject:
         """Store ``data`` as ``key``; ``if_absent`` as for :meth:`put`."""

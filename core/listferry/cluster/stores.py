@@ -217,7 +217,7 @@ class StoreVersions:
         active, unsubscribed = counts.get("active", 0), counts.get("unsubscribed", 0)
         version = base + 1
         key = f"stores/{tenant}/{version:012d}-{secrets.token_hex(6)}.db"
-        self.storage.put(path, key, if_absent=True)
+        self.storage.write(path, key, if_absent=True)
         try:
             with self.session() as db, db.transaction():
                 if base == 0:

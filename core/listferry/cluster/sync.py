@@ -122,7 +122,7 @@ class ClusterSync(TenantSync):
             if keys:
                 self.versions.will_put(self.tenant.name, keys, self.base)
             for path, key in zip(paths, keys, strict=True):
-                self.storage.put(path, key)
+                self.storage.write(path, key)
             self.publish([run], keys)
         except (ListferryError, OSError, sqlite3.Error) as exc:
             self.refused(run, exc)

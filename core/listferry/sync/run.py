@@ -37,7 +37,7 @@ from listferry.sync.report import customer_notes, render
 from listferry.sync.retention import trim_archive
 from listferry.sync.select import Pending, Selection, complete, repeat_reason, select, sha256_of
 from listferry.sync.stage import Staged, check_file_whole, read_list, unpacked
-from listferry.transport import Transport
+from listferry.transport import RemoteFile, Transport
 
 log = logging.getLogger("listferry")
 
@@ -105,6 +105,9 @@ class TenantSync:
         self.work = tenant.state_dir / "work"
         self.waiting: str | None = None  # the list held for its count file, for the operator
         self.archive = tenant.state_dir / "archive"
+        #: The home as the sync listed it, and the reports it wrote there since.
+        self.listed: list[RemoteFile] | None = None
+        self.reported: set[str] = set()
         #: ``sync_timeout`` from now: hashing, reading and applying stop once it passed.
         self.deadline = Deadline(tenant.sync_timeout)
 
@@ -182,13 +185,14 @@ class TenantSync:
         are written atomically by the built-in servers and need no wait, nor do homes
         whose transport says every file it lists is whole (``atomic``: object storage).
         """
-        files = self.transport.list()
+        files = self.listed = self.transport.list()
         selection = select(files, self.tenant)
         atomic = self.tenant.is_local or getattr(self.transport, "atomic", False)
         if atomic or not self.tenant.stable_seconds or complete(selection):
             return selection
         time.sleep(self.tenant.stable_seconds)
-        return select(self.transport.list(), self.tenant, earlier=files)
+        self.listed = self.transport.list()
+        return select(self.listed, self.tenant, earlier=files)
 
     def supersede(self, old: Pending, new: Pending) -> RunRecord:
         run = RunRecord(
@@ -432,13 +436,20 @@ class TenantSync:
         """Put the run's report in the home as ``<stem>.result.txt``; keep the newest few.
 
         Of the reports in the home, the tenant's ``keep_reports`` newest stay; older
-        ones (of lists with other names: a dated export each night) are removed.
+        ones (of lists with other names: a dated export each night) are removed. The
+        home is listed again for that only when the reports its first listing showed and
+        those written since could be more than that (a round trip fewer on a remote home).
         """
         name = report_name(run.file)
         temp = self.work / f"report-{run.run_id}.txt"
         try:
             temp.write_text(run.report or "", encoding="utf-8")
             self.reports.put(temp, name)
+            self.reported.add(name)
+            if self.reports is self.transport and self.listed is not None:
+                seen = {f.name for f in self.listed if is_report(f.name)} | self.reported
+                if len(seen) <= self.tenant.keep_reports:
+                    return
             reports = [f for f in self.reports.list() if is_report(f.name)]
             reports.sort(key=lambda f: (f.mtime, f.name == name))
             for old in reports[: -self.tenant.keep_reports]:
