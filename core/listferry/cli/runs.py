@@ -348,7 +348,8 @@ def check(
             from listferry.cluster.access import versions_of
 
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lf-check-")))
-            versions_of(config).checkout(chosen.name, folder / chosen.database.name)
+            with versions_of(config) as versions:
+                versions.checkout(chosen.name, folder / chosen.database.name)
             chosen = replace(chosen, state_dir=folder)
         result = check_file(host, Path(file), chosen, count, with_store=tenant_name is not None)
     if json_:

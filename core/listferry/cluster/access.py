@@ -37,10 +37,11 @@ def versions_of(config: Config) -> StoreVersions:
 @contextlib.contextmanager
 def current_store(config: Config, tenant: Tenant) -> Iterator[Store]:
     """The tenant's current store version, open for reading (a copy of its own)."""
-    versions = versions_of(config)
     with tempfile.TemporaryDirectory(prefix="listferry-read-") as folder:
         path = Path(folder) / "tenant.db"
-        if versions.checkout(tenant.name, path) == 0:
+        with versions_of(config) as versions:
+            version = versions.checkout(tenant.name, path)
+        if version == 0:
             raise ListferryError(f"{tenant.name}: no store yet (the tenant never ran)")
         with Store(path) as store:
             yield store
@@ -48,18 +49,18 @@ def current_store(config: Config, tenant: Tenant) -> Iterator[Store]:
 
 def change_store(config: Config, tenant: Tenant, change: Callable[[Store], T]) -> T:
     """``change(store)`` on the tenant's current version, published as the next one."""
-    versions = versions_of(config)
-    for _ in range(ATTEMPTS):
-        with tempfile.TemporaryDirectory(prefix="listferry-change-") as folder:
-            path = Path(folder) / "tenant.db"
-            base = versions.checkout(tenant.name, path)
-            with Store(path) as store:
-                result = change(store)
-                try:
-                    versions.publish(tenant.name, store.conn, path, base, [])
-                except Fenced:
-                    continue  # a run published meanwhile: the change again, over it
-            return result
+    with versions_of(config) as versions:
+        for _ in range(ATTEMPTS):
+            with tempfile.TemporaryDirectory(prefix="listferry-change-") as folder:
+                path = Path(folder) / "tenant.db"
+                base = versions.checkout(tenant.name, path)
+                with Store(path) as store:
+                    result = change(store)
+                    try:
+                        versions.publish(tenant.name, store.conn, path, base, [])
+                    except Fenced:
+                        continue  # a run published meanwhile: the change again, over it
+                return result
     raise ListferryError(
         f"{tenant.name}: the store kept changing under this change ({ATTEMPTS} tries); "
         "nothing was kept: try again"

@@ -66,6 +66,7 @@ def import_site(app: App, source_path: Path, replace: bool) -> Iterator[tuple[bo
                 yield False, f"{name}: not imported: its store {tenant.database}: {exc}"
     finally:
         conn.close()
+        versions.close()
 
 
 def row_settings(app: App, source: Config, table: dict[str, Any], tenant: Tenant) -> dict[str, Any]:

@@ -107,25 +107,50 @@ class StoreVersions:
         self.node = node or node_name()
         #: How many versions of a store stay in storage (0: all of them).
         self.keep = keep
+        self._conn: Any = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Any]:
-        """A connection of its own for one step (a database restarted between two steps
-        costs nothing); its errors as one :class:`ListferryError` naming the database."""
-        conn = connect(self.database_url)
+        """The connection for one step; its errors as one :class:`ListferryError` naming
+        the database.
+
+        The steps of a run share one connection (each new one costs the database a
+        process and the client a few round trips), asked first with an empty query
+        whether it still answers and opened again when not: a database restarted between
+        two steps costs nothing. A step that failed on the database closes it.
+        """
+        conn = self._connection()
         try:
             yield conn
         except Exception as exc:
             if type(exc).__module__.startswith("psycopg"):
+                self.close()
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise ListferryError(f"database {shown(self.database_url)}: {first}") from None
             raise
-        finally:
-            with contextlib.suppress(Exception):
-                conn.close()
+
+    def _connection(self) -> Any:
+        if self._conn is not None:
+            try:
+                self._conn.execute("")
+            except Exception:  # the server restarted, or ended the session: a new one
+                self.close()
+        if self._conn is None:
+            self._conn = connect(self.database_url)
+        return self._conn
+
+    def __enter__(self) -> StoreVersions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
-        """Nothing to release: each step had its own connection."""
+        """Close the steps' connection (the next step opens one again)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def pointer(self, tenant: str) -> Pointer | None:
         """The tenant's current version, or ``None`` before its first run."""
