@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -173,11 +173,12 @@ def shared_names_checked(config: Config, host: Host) -> Config:
     return replace(config, tenants=tenants, tenant_problems=dict(sorted(problems.items())))
 
 
-def open_app(path: Path, host: Host | None = None) -> App:
+def open_app(path: Path, host: Host | None = None, tenants: Collection[str] | None = None) -> App:
     """Read the config, load the plugins it allows (unless ``host`` holds them already),
     and check the names it uses. In cluster mode each tenant of the database that cannot
-    be used is logged as a warning of one line; the others are there."""
-    config = load_config(path)
+    be used is logged as a warning of one line; the others are there (all of them, or
+    those named in ``tenants``)."""
+    config = load_config(path, tenants)
     try:
         host = host or load_host(disabled=config.disable, modules=config.plugins)
     except ConfigError as exc:

@@ -48,7 +48,7 @@ def _plugin_commands() -> Preloaded | None:
     path = find_config(option)
     preloaded = None
     try:
-        config = load_config(path)
+        config = load_config(path, tenants=())  # no tenant decides which plugins load
         host = load_host(config.disable, config.plugins)
         preloaded = Preloaded(path.resolve(), host)
     except ListferryError:

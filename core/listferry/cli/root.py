@@ -7,7 +7,7 @@ import logging
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,12 +95,13 @@ class State:
         self._app: App | None = None
         self._host: Host | None = None
 
-    def app(self) -> App:
-        """The config and its plugins, checked; opened once per command."""
+    def app(self, tenants: Collection[str] | None = None) -> App:
+        """The config and its plugins, checked; opened once per command. In cluster mode
+        with ``tenants``, only those of the database are read (a worker's job)."""
         if self._app is None:
             preloaded = self._preloaded
             same = preloaded is not None and preloaded.path == self.config_path.resolve()
-            self._app = open_app(self.config_path, preloaded.host if same else None)
+            self._app = open_app(self.config_path, preloaded.host if same else None, tenants)
         return self._app
 
     def host(self) -> Host:

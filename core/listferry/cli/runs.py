@@ -68,7 +68,7 @@ def sync(
     from listferry.sync.run import tell_finished
 
     try:
-        app = state.app()
+        app = state.app(tenants if here and tenants else None)
     except ListferryError as exc:
         if here:  # a worker's job: the cluster's database did not answer, try it again
             unreachable(state, tenants, exc, json_)

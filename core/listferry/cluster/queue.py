@@ -248,7 +248,7 @@ def time_limit(config_path: Path, tenant: str) -> float | None:
     """The tenant's ``sync_timeout`` and :data:`KILL_AFTER`, from the config as it is
     now; ``None`` when it does not read or name the tenant (the child then says why)."""
     try:
-        return load_config(config_path).tenant(tenant).sync_timeout + KILL_AFTER
+        return load_config(config_path, [tenant]).tenant(tenant).sync_timeout + KILL_AFTER
     except ListferryError:
         return None
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -925,8 +925,11 @@ def parse_config(text: str, path: Path) -> Config:
     )
 
 
-def load_config(path: Path) -> Config:
-    """Read and check the config file at ``path``."""
+def load_config(path: Path, tenants: Collection[str] | None = None) -> Config:
+    """Read and check the config file at ``path``. In cluster mode its tenants are the
+    rows of the cluster's database: every row, or only those named in ``tenants`` (a
+    job's sync needs its own: reading and checking every tenant for each job of a night
+    would cost each job more the more tenants there are)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -944,5 +947,5 @@ def load_config(path: Path) -> Config:
     if config.cluster is not None:  # the tenants every node shares, from the database
         from listferry.config.shared import with_shared_tenants
 
-        config = with_shared_tenants(config)
+        config = with_shared_tenants(config, tenants)
     return config

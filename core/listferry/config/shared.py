@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -139,24 +140,33 @@ def database_of(config: Config) -> str:
     return config.cluster.database
 
 
-def read_rows(conn: Any) -> list[tuple[str, Any]]:
-    """Every tenant row, by name: ``(name, settings)``; none before ``cluster init``."""
+def read_rows(conn: Any, names: Collection[str] | None = None) -> list[tuple[str, Any]]:
+    """Every tenant row (or those of ``names``), by name: ``(name, settings)``; none
+    before ``cluster init``."""
     import psycopg
 
+    query = "SELECT name, settings FROM listferry_tenants"
     try:
-        return conn.execute("SELECT name, settings FROM listferry_tenants ORDER BY name").fetchall()
+        if names is None:
+            return conn.execute(f"{query} ORDER BY name").fetchall()
+        return conn.execute(
+            f"{query} WHERE name = ANY(%s) ORDER BY name", (list(names),)
+        ).fetchall()
     except psycopg.errors.UndefinedTable:
         return []
 
 
-def with_shared_tenants(config: Config) -> Config:
-    """``config`` (of a cluster node) with the tenants of the cluster's database."""
+def with_shared_tenants(config: Config, names: Collection[str] | None = None) -> Config:
+    """``config`` (of a cluster node) with the tenants of the cluster's database: every
+    one, or those of ``names`` (none: the database is not asked)."""
+    rows: list[tuple[str, Any]] = []
     url = database_of(config)
-    with connect(url) as conn:
-        try:
-            rows = read_rows(conn)
-        except Exception as exc:
-            raise database_error(url, exc) from None
+    if names is None or names:
+        with connect(url) as conn:
+            try:
+                rows = read_rows(conn, names)
+            except Exception as exc:
+                raise database_error(url, exc) from None
     tenants, problems = {}, {}
     for name, settings in rows:
         try:
