@@ -36,9 +36,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "cluster"))  # not as "cluster": that is us
 
-from cluster.services import (  # noqa: E402
+from common import Figure, table  # noqa: E402
+from many_tenants import write_list  # noqa: E402
+from services import (  # noqa: E402
     ACCESS_KEY,
     REGION,
     SECRET_KEY,
@@ -46,8 +48,6 @@ from cluster.services import (  # noqa: E402
     find_postgres,
     start_seaweed,
 )
-from common import Figure, table  # noqa: E402
-from many_tenants import write_list  # noqa: E402
 
 
 def listferry(config: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
