@@ -347,6 +347,35 @@ def test_the_database_restarted_mid_run_fails_it_plainly_and_the_retry_applies(
         server.stop(remove=True)
 
 
+def test_a_runs_steps_share_a_connection_and_a_database_restarted_between_costs_nothing(
+    tmp_path: Path, bucket
+) -> None:
+    from listferry.cluster.storage import Storage
+    from listferry.cluster.stores import StoreVersions
+
+    from .services import start_postgres
+
+    server = start_postgres(tmp_path / "pg")
+    try:
+        url = server.create_database()
+        with connect(url) as conn:
+            create_schema(conn)
+        storage = Storage(bucket.url, endpoint_url=bucket.endpoint_url)
+        with StoreVersions(url, storage) as versions:
+            with versions.session() as first:
+                pass
+            assert versions.pointer("acme") is None
+            with versions.session() as again:
+                assert again is first
+            server.stop()
+            server.start()
+            assert versions.pointer("acme") is None  # on a new connection
+            with versions.session() as after:
+                assert after is not first
+    finally:
+        server.stop(remove=True)
+
+
 def test_storage_gone_mid_run_fails_it_plainly_and_the_worker_applies_it_once_back(
     tmp_path: Path, nodes
 ) -> None:

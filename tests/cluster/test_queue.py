@@ -306,6 +306,40 @@ def test_a_jobs_process_past_its_time_limit_is_killed_with_its_session(
     assert not Path(f"/proc/{pid}").exists()
 
 
+def test_a_jobs_process_dies_with_the_fork_server_and_the_next_job_has_a_new_one(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from listferry.cluster.forks import ForkServer
+
+    cluster.upload("acme", 2)
+    monkeypatch.setenv("PYTHONPATH", cluster.env["PYTHONPATH"])
+    monkeypatch.setenv("SLOW_MARKER", str(cluster.marker))
+    monkeypatch.setenv("LISTFERRY_LOAD_PLUGINS", "")
+    server = ForkServer()
+    argv = ["--config", str(cluster.config), "sync", "--here", "acme"]
+
+    async def server_killed() -> tuple[int, int]:
+        child = await server.start(argv, {"LISTFERRY_JOB_ID": "1"})
+        await asyncio.to_thread(wait_for, cluster.marker.exists, "the plan check", 60)
+        first_server = server.pid
+        assert first_server is not None
+        os.kill(first_server, signal.SIGKILL)
+        assert await child.wait() == -signal.SIGKILL
+        await asyncio.to_thread(
+            wait_for, lambda: not Path(f"/proc/{child.pid}").exists(), "the job's end", 30
+        )
+        again = await server.start(argv, {"LISTFERRY_JOB_ID": "2"})
+        await again.communicate()
+        assert server.pid != first_server
+        return child.pid, again.returncode
+
+    try:
+        _, code = asyncio.run(server_killed())
+    finally:
+        server.close()
+    assert code == 0  # the list applied by the next job
+
+
 def test_a_forked_jobs_exit_code_and_error_line_reach_the_worker(tmp_path: Path) -> None:
     from listferry.cluster.forks import ForkServer
 

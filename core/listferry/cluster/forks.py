@@ -117,6 +117,11 @@ class ForkServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The fork server's process id; ``None`` before the first job."""
+        return self._process.pid if self._process is not None else None
+
     def _running(self) -> socket.socket:
         if self._process is None or self._process.poll() is not None or self._control is None:
             self.close()
