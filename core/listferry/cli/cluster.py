@@ -176,7 +176,8 @@ def cluster_restore(state: State, tenant: str, version: int | None, json_: bool)
                 f"(it was version {was})"
             )
         return
-    history = versions_of(app.config).history(chosen.name)
+    with versions_of(app.config) as versions:
+        history = versions.history(chosen.name)
     if json_:
         emit_json([{**entry, "written_at": _utc(entry["written_at"])} for entry in history])
         return

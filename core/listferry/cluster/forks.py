@@ -1,11 +1,11 @@
 """Each job's process forked from one that has imported listferry already.
 
-A job's sync is ``listferry sync --here NAME`` in a process of its own. Started afresh,
-that process spends most of a small tenant's job before its run begins: the
-interpreter, then listferry, its built-in plugins, psycopg and boto3 imported again for
-every job (about half a second of a core). So a worker starts one *fork server* instead:
-a process that imports all of that once and then forks each job's process, which runs
-the command as ``python -m listferry`` would.
+A job runs ``listferry sync --here NAME`` (or ``listferry export NAME``) in a process of
+its own. Started afresh, that process spends most of a small tenant's job before its
+run begins: the interpreter, then listferry, its built-in plugins, psycopg and boto3
+imported again for every job (about half a second of a core). So a worker starts one
+*fork server* instead: a process that imports all of that once and then forks each
+job's process, which runs the command as ``python -m listferry`` would.
 
 What a fresh process gave, each fork keeps: it is a process of its own (a crash or a
 hang touches no other job), in a session of its own that the worker kills whole at the
@@ -45,12 +45,14 @@ from listferry.cluster import storage
 
 log = logging.getLogger("listferry")
 
-#: What every job's sync imports, besides the built-in plugins: imported once, by the
-#: fork server (by name: the command is run as ``python -m listferry`` would run it).
+#: What every job's sync (or export) imports, besides the built-in plugins: imported
+#: once, by the fork server (by name: the command is run as ``python -m listferry``
+#: would run it).
 PRELOAD = (
     "listferry.cli",
     "listferry.ops.night",
     "listferry.cluster.sync",
+    "listferry.cluster.exporting",
     "listferry.config.shared",
     "psycopg",
     "boto3",

@@ -89,11 +89,13 @@ def tenant_turn(app: App, tenant: Tenant, doing: str, checkout: bool = True) -> 
             raise
         except Exception as exc:  # the cluster did not answer: the job is tried again
             lease.release()
+            versions.close()
             RETRY.add(tenant.name)
             if type(exc).__module__.startswith("psycopg"):
                 raise database_error(cluster.database, exc) from None
             raise
         if not acquired:
+            versions.close()
             raise ListferryError(
                 f"{tenant.name}: a run of this tenant is in progress on another node; "
                 f"{doing} can be tried again when it ends"
@@ -102,3 +104,4 @@ def tenant_turn(app: App, tenant: Tenant, doing: str, checkout: bool = True) -> 
             yield Turn(tenant, versions, lease, base)
         finally:
             lease.release()
+            versions.close()
