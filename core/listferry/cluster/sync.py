@@ -270,7 +270,8 @@ def sync_in_cluster(
             run.reason = "another run of this tenant is in progress on this node"
             RETRY.add(tenant.name)
             try:
-                versions_of(app.config).index_apart(tenant.name, [run], None, job_id())
+                with versions_of(app.config) as index:
+                    index.index_apart(tenant.name, [run], None, job_id())
             except ListferryError as exc:
                 log.warning("%s: the skipped run could not be indexed: %s", tenant.name, exc)
             return [run]
@@ -285,6 +286,7 @@ def sync_in_cluster(
                 run.reason = "another run of this tenant is in progress on another node"
                 RETRY.add(tenant.name)  # the job is tried again once that one ended
                 versions.index_apart(tenant.name, [run], None, job_id())
+                versions.close()
                 tell_finished(app, tenant, [run])
                 return [run]
             try:
