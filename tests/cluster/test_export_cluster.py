@@ -91,7 +91,7 @@ def test_export_while_a_run_holds_the_tenant_elsewhere_is_refused_and_delivers_n
     with psycopg.connect(nodes.database_url, autocommit=True) as other:  # another node's run
         other.execute("SELECT pg_advisory_lock(%s)", (lock_key("acme"),))
         done = listferry(nodes("b"), "export", "acme")
-    assert done.returncode == 1
+    assert done.returncode == 75  # a worker's job is tried again later
     assert "in progress on another node" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert outbox(nodes.bucket) == []
@@ -291,7 +291,7 @@ def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> No
     marker.unlink()
     os.kill(pid, signal.SIGCONT)
     _, err = export.communicate(timeout=60)
-    assert export.returncode == 1
+    assert export.returncode == 75  # a worker's job is tried again later
     last_line = err.strip().splitlines()[-1]
     assert last_line.startswith("Error: acme: nothing was delivered: the lease went"), err
     assert outbox(nodes.bucket) == []
@@ -358,3 +358,66 @@ def test_export_to_elsewhere_in_the_clusters_bucket_is_refused(nodes) -> None:
     ]
     inside = listferry(config, "export", "acme", "--to", f"{nodes.bucket.url}/homes/acme/sent")
     assert inside.returncode == 0, inside.stderr
+
+
+def test_a_dead_workers_export_job_runs_on_another(cluster: Cluster) -> None:
+    from listferry.cluster.queue import build_app, queue_export
+    from listferry.config import load_config
+
+    cluster.marker.with_suffix(".seen").touch()  # the slow plugin lets syncs through
+    marker = cluster.root / "export.marker"
+    app = build_app(load_config(cluster.config))
+    with app.open():
+        job, _ = queue_export(app, "acme")
+    cluster.env["EXPORT_MARKER"] = str(marker)
+    a = cluster.worker()
+    del cluster.env["EXPORT_MARKER"]
+    wait_for(marker.exists, timeout=60, what="the export to start on worker A")
+    a.kill()  # its export dies with it
+    a.wait()
+    cluster.worker()  # B finds A silent after stalled_after, and runs the job again
+    wait_for(
+        lambda: (
+            time.sleep(0.2)
+            or cluster.sql("SELECT status::text FROM procrastinate_jobs WHERE id = %s", job)
+            == [("succeeded",)]
+        ),
+        timeout=90,
+        what="the export job on worker B",
+    )
+    assert len(list((cluster.root / "homes" / "acme" / "outbox").iterdir())) == 2
+
+
+def test_an_export_job_to_try_again_gives_way_to_one_queued_since(cluster: Cluster) -> None:
+    """Procrastinate cannot put a job back while another of its queueing lock waits
+    (procrastinate#1446): the job that would be tried again ends, the waiting one runs."""
+    from listferry.cluster.queue import build_app, queue_export
+    from listferry.config import load_config
+
+    marker = cluster.root / "export.marker"
+    app = build_app(load_config(cluster.config))
+    cluster.env["EXPORT_MARKER"] = str(marker)
+    cluster.worker()
+    del cluster.env["EXPORT_MARKER"]
+    with app.open():
+        first, _ = queue_export(app, "acme")
+        child = int(wait_for(lambda: marker.exists() and marker.read_text(), timeout=60))
+        second, new = queue_export(app, "acme")  # the first is running: this one waits
+    assert new and second != first
+    os.kill(child, signal.SIGSTOP)  # past its lease of 3 s: the first must try again
+    time.sleep(5)
+    marker.unlink()
+    os.kill(child, signal.SIGCONT)
+    status = "SELECT status::text FROM procrastinate_jobs WHERE id = %s"
+    wait_for(
+        lambda: (
+            time.sleep(0.2)
+            or marker.unlink(missing_ok=True)  # the second says so too: let it go on
+            or cluster.sql(status, second) == [("succeeded",)]
+        ),
+        timeout=90,
+        what="the second export",
+    )
+    assert cluster.sql(status, first) == [("failed",)]
+    assert "Traceback" not in cluster.worker_logs()
+    assert f"job {second} makes it" in cluster.worker_logs()

@@ -32,8 +32,9 @@ def export(state: State, tenant: str, to: str | None, json_: bool) -> None:
 
     Exit 1 when it could not be made or delivered; then nothing was recorded. In
     cluster mode the export runs on this node over the tenant's current store, never
-    beside a run of the tenant on any node; exit 75 when the cluster's database or
-    storage did not answer before anything was delivered (a worker tries it again).
+    beside a run of the tenant on any node; exit 75 when it should be tried again later
+    (a worker's job is): a run of the tenant held it, or the cluster's database, storage
+    or the target did not answer before anything was recorded.
     """
     from urllib.parse import urlsplit
 

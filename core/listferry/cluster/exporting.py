@@ -20,6 +20,7 @@ import logging
 import os
 
 from listferry.app import App
+from listferry.cluster.sync import RETRY
 from listferry.cluster.turn import Turn, tenant_turn
 from listferry.config import Tenant
 from listferry.errors import ListferryError
@@ -37,7 +38,18 @@ def export_in_cluster(app: App, tenant: Tenant, to: str | None = None) -> Export
 
 def export_over(app: App, turn: Turn, to: str | None = None) -> ExportResult:
     """The export on the checked-out copy of ``turn``, then its publish."""
-    result = _export(app, turn.tenant, to, ready=lambda: turn.holds("nothing was delivered"))
+    delivering: list[bool] = []
+
+    def ready() -> None:
+        delivering.append(True)
+        turn.holds("nothing was delivered")
+
+    try:
+        result = _export(app, turn.tenant, to, ready=ready)
+    except (ListferryError, OSError):
+        if delivering:  # the target, or the lease, was not there: a job tries again later
+            RETRY.add(turn.tenant.name)
+        raise
     try:
         turn.publish("the return file's record")
     except (ListferryError, OSError) as exc:
@@ -54,6 +66,7 @@ def export_after_runs(app: App, turn: Turn) -> ExportResult | None:
     try:
         result = export_over(app, turn)
     except (ListferryError, OSError) as exc:
+        RETRY.discard(turn.tenant.name)  # the sync's job is done: trying it again makes none
         log.error(
             "%s: the return file after the sync was not written: %s",
             turn.tenant.name,

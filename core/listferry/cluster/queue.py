@@ -104,6 +104,15 @@ def lock_of(tenant: str) -> str:
     return f"tenant:{tenant}"
 
 
+def waiting_lock_of(task: str, tenant: str) -> str:
+    """The queueing lock of ``task``'s jobs for ``tenant``: one waits at a time."""
+    return queueing_lock_of(tenant) if task == SYNC_TASK else export_lock_of(tenant)
+
+
+def export_lock_of(tenant: str) -> str:
+    return f"export:{tenant}"
+
+
 def queueing_lock_of(tenant: str) -> str:
     return f"sync:{tenant}"
 
@@ -142,7 +151,7 @@ def build_app(config: Config, pool_size: int = 2) -> Any:
 
     @app.task(name=EXPORT_TASK, pass_context=True, retry=strategy)
     async def export(context: Any, tenant: str) -> str:
-        return await run_export_job(config.path, context.job, tenant)
+        return await run_export_job(app, config.path, context.job, tenant)
 
     return app
 
@@ -176,7 +185,7 @@ def queue_export(app: Any, tenant: str) -> tuple[int, bool]:
     """Queue an export of ``tenant`` (it waits for the tenant's running job, as a sync
     does): ``(job id, True)``, or ``(id, False)`` when one waits in the queue already."""
     pc = procrastinate()
-    waiting = f"export:{tenant}"
+    waiting = export_lock_of(tenant)
     task = app.tasks[EXPORT_TASK].configure(lock=lock_of(tenant), queueing_lock=waiting)
     for _ in range(20):
         try:
@@ -315,7 +324,7 @@ async def run_child(
     return child.returncode, stderr
 
 
-async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
+async def run_export_job(app: Any, config_path: Path, job: Any, tenant: str) -> str:
     """Run one export job: ``listferry export NAME`` in a child process. A cluster that
     did not answer, or a process that died, is tried again; an export that failed (it
     says why in the worker's log) is not."""
@@ -331,6 +340,10 @@ async def run_export_job(config_path: Path, job: Any, tenant: str) -> str:
     said = lines[-1].removeprefix("Error: ") if lines else how_ended(code)
     if code == 0:
         return f"{tenant}: the export process {how_ended(code)}"
+    waiting = await _waiting_job(app, tenant, EXPORT_TASK)
+    if waiting and (code == RETRY_EXIT or code < 0):  # that one makes the return file
+        log.warning("%s: job %s: export: %s; job %s makes it", tenant, job.id, said, waiting)
+        raise ListferryError(f"{tenant}: the export failed: {said}; job {waiting} makes it")
     if code == RETRY_EXIT:
         log.warning("%s: job %s: export: %s; tried again later", tenant, job.id, said)
         raise Away(f"{tenant}: the export process {how_ended(code)}: {said}")
@@ -346,11 +359,13 @@ def _kill(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-async def _waiting_job(app: Any, tenant: str) -> int | None:
+async def _waiting_job(app: Any, tenant: str, task: str = SYNC_TASK) -> int | None:
+    """A job of the same task for ``tenant`` waiting in the queue: then a job may not be
+    put back there (procrastinate#1446), and the waiting one does the work."""
     row = await app.connector.execute_query_one_async(
         query="SELECT min(id) AS id FROM procrastinate_jobs "
         "WHERE queueing_lock = %(lock)s AND status = 'todo'",
-        lock=queueing_lock_of(tenant),
+        lock=waiting_lock_of(task, tenant),
     )
     return row["id"]
 
@@ -390,15 +405,18 @@ async def record_failed(app: Any, tenant: str, job: Any, attempt: RunRecord, rea
 
 
 async def requeue_stalled(app: Any, stalled_after: float) -> list[int]:
-    """Put back in the queue the sync jobs of workers silent for ``stalled_after``
-    seconds (each with a ``failed`` run for the attempt that was cut off); a job tried
-    :data:`MAX_ATTEMPTS` times, or whose tenant has another job waiting, ends
-    ``failed`` instead. Safe on any number of workers at once. The ids it moved."""
+    """Put back in the queue the sync and export jobs of workers silent for
+    ``stalled_after`` seconds (a sync with a ``failed`` run for the attempt that was cut
+    off); a job tried :data:`MAX_ATTEMPTS` times, or whose tenant has another job of the
+    task waiting, ends ``failed`` instead. Safe on any number of workers at once. The
+    ids it moved."""
     import psycopg
 
-    stalled = await app.job_manager.get_stalled_jobs(
-        task_name=SYNC_TASK, seconds_since_heartbeat=stalled_after
-    )
+    stalled = []
+    for task in (SYNC_TASK, EXPORT_TASK):
+        stalled += await app.job_manager.get_stalled_jobs(
+            task_name=task, seconds_since_heartbeat=stalled_after
+        )
     moved = []
     for job in stalled:
         tenant = job.task_kwargs.get("tenant", "?")
@@ -416,7 +434,7 @@ async def requeue_stalled(app: Any, stalled_after: float) -> list[int]:
                 waiting = await conn.execute(
                     "SELECT min(id) FROM procrastinate_jobs "
                     "WHERE queueing_lock = %s AND status = 'todo'",
-                    (queueing_lock_of(tenant),),
+                    (waiting_lock_of(job.task_name, tenant),),
                 )
                 (other,) = await waiting.fetchone()
                 if other or row[0] + 1 >= MAX_ATTEMPTS:
@@ -426,8 +444,9 @@ async def requeue_stalled(app: Any, stalled_after: float) -> list[int]:
                     reason += "; queued again"
                     finish = "SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)"
                 await conn.execute(finish, (job.id,))
-                params = failed_row(tenant, job.id, RunRecord(tenant), reason, row[0])
-                await conn.execute(FAILED_ROW, params)
+                if job.task_name == SYNC_TASK:  # an export is no run: its log line says it
+                    params = failed_row(tenant, job.id, RunRecord(tenant), reason, row[0])
+                    await conn.execute(FAILED_ROW, params)
         except psycopg.errors.UniqueViolation:
             continue  # a job of the tenant was queued meanwhile: the next round ends it
         log.warning("%s: job %s: %s", tenant, job.id, reason)

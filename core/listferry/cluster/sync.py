@@ -88,6 +88,7 @@ class ClusterSync(TenantSync):
         self.job = job_id()
         self.settled: list[RunRecord] = []
         self.published_changes = 0
+        self.refusals = 0
         self.swept = False
         #: run id -> the local archived files of the run, to be put in storage
         self.uploads: dict[int, list[Path]] = {}
@@ -157,9 +158,20 @@ class ClusterSync(TenantSync):
             self.swept = True
             self.sweep_archive(base)
 
+    def all_published(self) -> bool:
+        """Whether the local copy is the version published last: no run was refused
+        (its changes stay in the copy, never published), nothing changed since."""
+        if self.store.conn.total_changes == self.published_changes and not self.refusals:
+            return True
+        log.warning(
+            "%s: no return file after the sync: a run could not be published", self.tenant.name
+        )
+        return False
+
     def refused(self, run: RunRecord, exc: BaseException) -> None:
         """The run could not be published: it ends ``failed`` (indexed as such when the
         database answers), and nothing of it is kept."""
+        self.refusals += 1
         if isinstance(exc, sqlite3.Error):
             reason = store_failure(self.store.path, exc)
         elif isinstance(exc, Fenced):
@@ -299,7 +311,9 @@ def sync_in_cluster(
                         runs = sync.run_all()
                     finally:
                         sync.transport.close()
-                if tenant.export_after_sync and any(r.status == RunStatus.APPLIED for r in runs):
+                    applied = any(r.status == RunStatus.APPLIED for r in runs)
+                    export = tenant.export_after_sync and applied and sync.all_published()
+                if export:
                     from listferry.cluster.exporting import Turn, export_after_runs
 
                     export_after_runs(app, Turn(tenant, versions, lease, sync.base))

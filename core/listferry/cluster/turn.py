@@ -69,7 +69,8 @@ def tenant_turn(app: App, tenant: Tenant, doing: str, checkout: bool = True) -> 
     cluster = app.config.cluster
     assert cluster is not None
     with tenant_lock(tenant) as locked:
-        if not locked:
+        if not locked:  # a worker's job is tried again once it ended
+            RETRY.add(tenant.name)
             raise ListferryError(
                 f"{tenant.name}: a run of this tenant is in progress on this node; "
                 f"{doing} can be tried again when it ends"
@@ -96,6 +97,7 @@ def tenant_turn(app: App, tenant: Tenant, doing: str, checkout: bool = True) -> 
             raise
         if not acquired:
             versions.close()
+            RETRY.add(tenant.name)
             raise ListferryError(
                 f"{tenant.name}: a run of this tenant is in progress on another node; "
                 f"{doing} can be tried again when it ends"
