@@ -66,7 +66,8 @@ class S3Transport:
         return self.storage.delete(name, if_match=found.etag)
 
     def close(self) -> None:
-        self.storage.client.close()
+        """Nothing to close: the storage client is shared by every user of the same
+        server in this process (closing it would cut another thread's request)."""
 
 
 def _is_listed(name: str) -> bool:
