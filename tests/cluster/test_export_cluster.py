@@ -192,6 +192,15 @@ def test_restore_lists_the_versions_and_brings_one_back_as_a_new_one(nodes, tmp_
     assert store.execute("SELECT count(*) FROM subscribers WHERE status = 'active'").fetchone() == (
         10,
     )
+    listed = {
+        run["run_id"]: run for run in json.loads(listferry(config, "runs", "acme", "--json").stdout)
+    }
+    assert listed[1]["hint"] is None
+    assert all(
+        listed[n]["hint"].startswith("undone: the tenant's store was restored") for n in (2, 3)
+    )
+    (status,) = json.loads(listferry(config, "status", "--json").stdout)
+    assert (status["last_applied_run"], status["subscribers"]) == (1, 10)  # what it holds
     history = json.loads(listferry(config, "cluster", "restore", "acme", "--json").stdout)
     assert [(entry["version"], entry["restored_from"]) for entry in history] == [
         (4, 1),

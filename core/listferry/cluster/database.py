@@ -52,6 +52,8 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS listferry_runs_by_tenant ON listferry_runs (tenant, id)",
     # which attempt of its job made a run (0 the first): `sync --wait` tells the retried
     "ALTER TABLE listferry_runs ADD COLUMN IF NOT EXISTS attempt integer",
+    # the store version that undid the run (a restore to a version before it)
+    "ALTER TABLE listferry_runs ADD COLUMN IF NOT EXISTS undone_by bigint",
     # the last return file the version holds (its ``exports`` row): the schedule's catch-up
     "ALTER TABLE listferry_stores ADD COLUMN IF NOT EXISTS last_export jsonb",
     # archived files put in storage by runs not yet published (the store version they

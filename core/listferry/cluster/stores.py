@@ -291,6 +291,12 @@ class StoreVersions:
                     )
                 self.index(db, tenant, runs, version, job_id)
                 stale = self.remember(db, tenant, version, key, size, sha256, restored_from)
+                if restored_from is not None:  # the runs of the versions after it are undone
+                    db.execute(
+                        "UPDATE listferry_runs SET undone_by = %s WHERE tenant = %s "
+                        "AND store_version > %s AND undone_by IS NULL",
+                        (version, tenant, restored_from),
+                    )
                 if archived:  # the version holds them now
                     db.execute(
                         "DELETE FROM listferry_archive_puts WHERE tenant = %s AND key = ANY(%s)",
@@ -375,7 +381,8 @@ class StoreVersions:
             rows = db.execute(
                 "SELECT v.version, v.key, v.size, v.sha256, v.written_at, v.written_by, "
                 "v.restored_from, (SELECT count(*) FROM listferry_runs r WHERE r.tenant = "
-                "v.tenant AND r.store_version = v.version) FROM listferry_store_versions v "
+                "v.tenant AND r.store_version = v.version AND r.status <> 'idle') "
+                "FROM listferry_store_versions v "
                 "WHERE v.tenant = %s ORDER BY v.version DESC",
                 (tenant,),
             ).fetchall()

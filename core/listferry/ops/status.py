@@ -328,7 +328,7 @@ def cluster_statuses(config: Config, now: datetime) -> list[TenantStatus]:
         for status in out:
             tenant = config.tenants[status.tenant]
             _next_times(status, tenant, now)
-            _from_index(status, tenant_runs(conn, tenant.name, 500), now)
+            _from_index(status, tenant_runs(conn, tenant.name, 500, undone=False), now)
             status.subscribers, status.unsubscribed = counts.get(tenant.name, (None, None))
             if homes is not None:
                 files = homes.get(tenant.name, [])
