@@ -65,6 +65,11 @@ def test_export_on_another_node_delivers_to_the_outbox_and_is_recorded(nodes, tm
     assert store.execute("SELECT file, records FROM exports").fetchall() == [(result["file"], 30)]
     ((last,),) = rows(nodes.database_url, "SELECT last_export FROM listferry_stores")
     assert last["file"] == result["file"]
+    (status,) = json.loads(listferry(nodes("a"), "status", "--json").stdout)
+    assert (status["last_export"], status["last_export_at"]) == (
+        result["file"],
+        last["finished_at"],
+    )
 
     again = listferry(nodes("a"), "export", "acme", "--json")  # node a's copy is old now
     assert again.returncode == 0, again.stderr

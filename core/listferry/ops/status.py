@@ -299,8 +299,8 @@ def _from_index(status: TenantStatus, runs: list[Any], now: datetime) -> None:
 def cluster_statuses(config: Config, now: datetime) -> list[TenantStatus]:
     """The facts of every tenant in cluster mode, from the cluster's database (the runs
     index, the store pointers' counts) and one listing of the homes in storage: no store
-    is downloaded. Return files, count-file waits and ``looked_at`` are not kept there
-    yet (docs/cluster.md)."""
+    is downloaded. Count-file waits and ``looked_at`` are not kept there yet
+    (docs/cluster.md)."""
     from listferry.cluster.database import connect
     from listferry.cluster.runs import tenant_runs
     from listferry.cluster.storage import Storage
@@ -322,14 +322,20 @@ def cluster_statuses(config: Config, now: datetime) -> list[TenantStatus]:
         counts = {
             row[0]: row[1:]
             for row in conn.execute(
-                "SELECT tenant, subscribers, unsubscribed FROM listferry_stores"
+                "SELECT tenant, subscribers, unsubscribed, last_export->>'file', "
+                "last_export->>'finished_at' FROM listferry_stores"
             ).fetchall()
         }
         for status in out:
             tenant = config.tenants[status.tenant]
             _next_times(status, tenant, now)
             _from_index(status, tenant_runs(conn, tenant.name, 500, undone=False), now)
-            status.subscribers, status.unsubscribed = counts.get(tenant.name, (None, None))
+            (
+                status.subscribers,
+                status.unsubscribed,
+                status.last_export,
+                status.last_export_at,
+            ) = counts.get(tenant.name, (None, None, None, None))
             if homes is not None:
                 files = homes.get(tenant.name, [])
                 kinds = [(name, kind_of(name, tenant.pattern)) for name in files]
