@@ -284,7 +284,8 @@ def collect_events(tenant, since):
 """
 
 
-def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> None:
+def waiting_exports(nodes, tmp_path) -> tuple:
+    """Node a, its tenant run once, with the waiting plugin: (config, marker, env)."""
     upload(nodes.bucket, "list.csv", csv_text(people(5)))
     config = nodes("a")
     sync_here(config)
@@ -295,6 +296,11 @@ def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> No
     )
     marker = tmp_path / "export.marker"
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugin"), "WAIT_MARKER": str(marker)}
+    return config, marker, env
+
+
+def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> None:
+    config, marker, env = waiting_exports(nodes, tmp_path)
     command = [sys.executable, "-m", "listferry", "--config", str(config), "export", "acme"]
     export = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     pid = int(wait_for(lambda: marker.exists() and marker.read_text(), timeout=60, what="it"))
@@ -316,16 +322,7 @@ def test_an_export_paused_past_its_lease_delivers_nothing(nodes, tmp_path) -> No
 def test_a_sync_while_an_export_holds_the_tenant_here_is_skipped_indexed_and_tried_again(
     nodes, tmp_path
 ) -> None:
-    upload(nodes.bucket, "list.csv", csv_text(people(5)))
-    config = nodes("a")
-    sync_here(config)
-    (tmp_path / "plugin").mkdir()
-    (tmp_path / "plugin" / "waiting_export.py").write_text(WAITING_PLUGIN)
-    config.write_text(
-        config.read_text().replace("[listferry]\n", '[listferry]\nplugins = ["waiting_export"]\n')
-    )
-    marker = tmp_path / "export.marker"
-    env = {**os.environ, "PYTHONPATH": str(tmp_path / "plugin"), "WAIT_MARKER": str(marker)}
+    config, marker, env = waiting_exports(nodes, tmp_path)
     command = [sys.executable, "-m", "listferry", "--config", str(config)]
     export = subprocess.Popen([*command, "export", "acme"], env=env)
     try:
