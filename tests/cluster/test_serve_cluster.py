@@ -331,8 +331,10 @@ def test_an_upload_cut_mid_transfer_leaves_nothing_in_storage_and_no_run(
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     wait_for(lambda: cluster.front.spool() == [], "the cut upload to leave the spool", timeout=30)
+    # The server drops the part file, then logs the upload's end: wait for the line.
+    cut = r"event=upload .*file=subscriber_list.csv .*result=(aborted|incomplete)"
+    wait_for(lambda: re.search(cut, cluster.front.log("serve")), "the cut upload's log line")
     log = cluster.front.log("serve")
-    assert re.search(r"event=upload .*file=subscriber_list.csv .*result=(aborted|incomplete)", log)
     assert cluster.home() == {}
     assert cluster.runs() == []
     assert "event=queued" not in log

@@ -280,10 +280,14 @@ def _child(parent: int, request: dict[str, Any], fds: list[int], ours: list[int]
         except SystemExit as exc:
             code = _exit_code(exc.code)
         logging.shutdown()
-    except BaseException:
-        import traceback
+    except BaseException as exc:  # one line for the job's log; the trace only when debugging
+        if os.environ.get("LISTFERRY_DEBUG"):
+            import traceback
 
-        traceback.print_exc()
+            traceback.print_exc()
+        else:
+            with contextlib.suppress(Exception):
+                print(f"listferry: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
