@@ -189,34 +189,21 @@ def log_run(run: RunRecord) -> None:
 @pass_state
 def runs(state: State, tenant: str, run_id: int | None, limit: int, json_: bool) -> None:
     """A tenant's run history, newest first; with RUN_ID, that run's full report."""
-    from listferry.store.database import Store
+    from listferry.ops.history import one_run, run_history
 
     config = state.app().config
     chosen = config.tenant(tenant)
-    if config.cluster is not None:  # the runs index answers on any node
-        from listferry.cluster.database import connect
-        from listferry.cluster.runs import tenant_run, tenant_runs
-
-        with connect(config.cluster.database) as conn:
-            if run_id is not None:
-                found = tenant_run(conn, chosen.name, run_id)
-                history = [found] if found else []
-            else:
-                history = tenant_runs(conn, chosen.name, limit)
-    else:
-        with Store(chosen.database) as store:
-            history = store.runs(chosen.name, None if run_id else limit)
     if run_id is not None:
-        found_runs = [run for run in history if run.run_id == run_id]
-        if not found_runs:
+        run = one_run(config, chosen, run_id)
+        if run is None:
             raise ListferryError(f"{chosen.name} has no run {run_id} (`listferry runs {tenant}`)")
-        (run,) = found_runs
         if json_:
             emit_json({**run.to_json(), "report": run.report})
         else:
             text = "\n".join(map(visible, run.report.split("\n"))) if run.report else None
             click.echo(text or run.describe(), nl=not (text or "").endswith("\n"))
         return
+    history = run_history(config, chosen, limit)
     if json_:
         emit_json([run.to_json() for run in history])
         return

@@ -25,14 +25,15 @@ def from_index(record: dict[str, Any], undone_by: int | None = None) -> RunRecor
 
 
 def tenant_runs(
-    conn: Any, tenant: str, limit: int | None = None, undone: bool = True
+    conn: Any, tenant: str, limit: int | None = None, undone: bool = True, offset: int = 0
 ) -> list[RunRecord]:
-    """``tenant``'s runs, newest first (at most ``limit``); without ``undone``, not
-    those a restore undid (what the tenant's store holds, for ``status``)."""
+    """``tenant``'s runs, newest first (at most ``limit``, after the ``offset`` newest);
+    without ``undone``, not those a restore undid (what the tenant's store holds, for
+    ``status``)."""
     rows = conn.execute(
         "SELECT record, undone_by FROM listferry_runs WHERE tenant = %s AND status <> %s "
-        "AND (%s OR undone_by IS NULL) ORDER BY id DESC LIMIT %s",
-        (tenant, str(RunStatus.IDLE), undone, limit),
+        "AND (%s OR undone_by IS NULL) ORDER BY id DESC LIMIT %s OFFSET %s",
+        (tenant, str(RunStatus.IDLE), undone, limit, offset),
     ).fetchall()
     return [from_index(record, undone_by) for record, undone_by in rows]
 

@@ -278,6 +278,29 @@ def _left_in(archive: Path | None, run_id: int, file: str | None) -> str | None:
     return None
 
 
+def read_runs(
+    conn: sqlite3.Connection, tenant: str, limit: int | None = None, offset: int = 0
+) -> list[RunRecord]:
+    """``tenant``'s runs in the store ``conn`` has open, newest first: at most ``limit``
+    of them, after skipping the ``offset`` newest."""
+    sql = f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC LIMIT ? OFFSET ?"
+    return [_run_of(tenant, row) for row in conn.execute(sql, (limit or -1, offset))]
+
+
+def read_run(conn: sqlite3.Connection, tenant: str, run_id: int) -> RunRecord | None:
+    """Run ``run_id`` of ``tenant`` in the store ``conn`` has open, if there is one."""
+    sql = f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs WHERE id = ?"
+    row = conn.execute(sql, (run_id,)).fetchone()
+    return _run_of(tenant, row) if row else None
+
+
+def _run_of(tenant: str, row: tuple[Any, ...]) -> RunRecord:
+    values = dict(zip(("id", *RUN_COLUMNS), row, strict=True))
+    run_id = values.pop("id")
+    counts = {c: values[c] or 0 for c in COUNT_COLUMNS}
+    return RunRecord(tenant=tenant, run_id=run_id, **{**values, **counts})
+
+
 class Store:
     """A tenant's database, open. Use as a context manager to close it."""
 
@@ -461,21 +484,10 @@ class Store:
         return dict(self.conn.execute("SELECT name, first_seen FROM sightings"))
 
     def runs(self, tenant: str, limit: int | None = None) -> list[RunRecord]:
-        sql = f"SELECT id, {', '.join(RUN_COLUMNS)} FROM runs ORDER BY id DESC"
-        params: tuple[Any, ...] = ()
-        if limit is not None:
-            sql += " LIMIT ?"
-            params = (limit,)
-        out = []
-        for row in self.conn.execute(sql, params):
-            values = dict(zip(("id", *RUN_COLUMNS), row, strict=True))
-            run_id = values.pop("id")
-            counts = {c: values[c] or 0 for c in COUNT_COLUMNS}
-            out.append(RunRecord(tenant=tenant, run_id=run_id, **{**values, **counts}))
-        return out
+        return read_runs(self.conn, tenant, limit)
 
     def run(self, tenant: str, run_id: int) -> RunRecord | None:
-        return next((r for r in self.runs(tenant) if r.run_id == run_id), None)
+        return read_run(self.conn, tenant, run_id)
 
     # -- subscribers ---------------------------------------------------------------------
 
