@@ -221,6 +221,27 @@ def test_a_sync_missed_while_no_schedule_ran_runs_at_once_but_only_once(ws: Sand
     later.executor.shutdown()
 
 
+def test_a_tenant_added_after_its_time_passed_has_missed_nothing(ws: Sandbox) -> None:
+    """A tenant added at 02:30 to a schedule that starts at 03:10 did not miss 02:00 (a
+    test uploading to a just-added tenant between 02:00 and 08:00 saw its list synced)."""
+    import os
+
+    ws.add_tenant("fresh", schedule="02:00")
+    ws.add_tenant("stale", schedule="02:00")
+    for name, stamp in (("fresh", "2026-11-30T02:30:00Z"), ("stale", "2026-11-20T12:00:00Z")):
+        tenant = ws.app().config.tenant(name)
+        moment = at(stamp).timestamp()
+        for folder in (tenant.state_dir, ws.home_of(name)):
+            if folder.exists():
+                os.utime(folder, (moment, moment))
+    scheduler = Scheduler(ws.config_path, Clock(at("2026-11-30T03:10:00Z")))
+    scheduler.reload()
+    times = scheduler.next_times()
+    assert times["fresh"]["sync"] == "2026-12-01T02:00:00Z"
+    assert times["stale"]["sync"] == "2026-11-30T03:10:00Z"  # never ran since it was added
+    scheduler.executor.shutdown()
+
+
 def test_a_scheduled_sync_that_hangs_past_its_sync_timeout_is_stopped(ws: Sandbox) -> None:
     """Issue #14, finding 8: a sync keeps its tenant's ``sync_timeout`` at its next batch;
     a process that hangs anyway (stuck in a system call, a plugin that never returns) was

@@ -37,7 +37,7 @@ from listferry.config import Tenant
 from listferry.config.schedule import Schedule
 from listferry.errors import ListferryError
 from listferry.jobs import KILL_AFTER, Executor, Job, JobResult
-from listferry.ops.status import open_read_only, parse_time
+from listferry.ops.status import added_at, open_read_only, parse_time
 from listferry.sync.run import record_failure, tell_finished
 from listferry.times import iso
 
@@ -191,6 +191,9 @@ class Scheduler:
         done = parse_time(last)
         if done is not None and done >= missed:
             return False
+        added = parse_time(added_at(tenant)) if done is None else None
+        if added is not None and added > missed:
+            return False  # a tenant added after that time missed nothing
         log.info("%s: the %s due at %s did not run; it runs now", name, kind, iso(missed))
         return True
 

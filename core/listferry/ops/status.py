@@ -206,7 +206,7 @@ def _read_store(status: TenantStatus, conn: sqlite3.Connection, now: datetime) -
     return sightings(conn)
 
 
-def _added_at(tenant: Tenant) -> str | None:
+def added_at(tenant: Tenant) -> str | None:
     """When a tenant without a store yet was added: the time of its state folder (made by
     ``tenant add``), else of its home."""
     for folder in (tenant.state_dir, Path(tenant.home) if tenant.is_local else None):
@@ -243,7 +243,7 @@ def tenant_status(tenant: Tenant, now: datetime) -> TenantStatus:
         finally:
             conn.close()
     elif status.error is None:
-        status.added_at = _added_at(tenant)
+        status.added_at = added_at(tenant)
     status.waiting = waiting_for_count_files(tenant, found, seen, status.looked_at)
     since = parse_time(status.last_file_at) or parse_time(status.added_at)
     status.silent = _silent(tenant, since, now)
