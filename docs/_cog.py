@@ -22,6 +22,7 @@ from listferry.config.cluster import ClusterSettings, StorageSettings
 from listferry.config.keys import Key, keys_of
 from listferry.config.notify import EmailSettings, NotifySettings, WebhookSettings
 from listferry.config.settings import ListferrySettings
+from listferry.config.web import WebSettings
 
 WIDTH = 88  # a fixed terminal width, so --help wraps the same everywhere
 FIRSTRESULT = {
@@ -109,6 +110,7 @@ CONFIG_TABLES: dict[str, list[tuple[str, type]]] = {
     "notify": [("", NotifySettings), ("email.", EmailSettings), ("webhook.", WebhookSettings)],
     "cluster": [("", ClusterSettings)],
     "storage": [("", StorageSettings)],
+    "web": [("", WebSettings)],
 }
 
 

@@ -18,6 +18,8 @@ from cogapp import Cog
 from listferry import hookspecs
 from listferry.cli import cli
 from listferry.config import LISTFERRY_KEYS, SERVER_KEYS, TENANT_KEYS
+from listferry.config.keys import key_table, keys_of
+from listferry.config.web import WebSettings
 from listferry.testing import Sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,7 @@ HOOKSPECS = Path(hookspecs.__file__)
 LISTFERRY_HEADING = "### `[listferry]`"
 TENANT_HEADING = "### `[defaults]` and `[tenants.NAME]`"
 SERVER_HEADING = "### `[server]`"
+WEB_HEADING = "### `[web]`: the operator's console"
 
 
 # -- hooks ------------------------------------------------------------------------------
@@ -173,8 +176,9 @@ def key_problems(markdown: str, heading: str, keys: dict[str, tuple[object, obje
         (LISTFERRY_HEADING, LISTFERRY_KEYS),
         (TENANT_HEADING, TENANT_KEYS),
         (SERVER_HEADING, SERVER_KEYS),
+        (WEB_HEADING, key_table(keys_of(WebSettings))),
     ],
-    ids=["listferry", "tenants", "server"],
+    ids=["listferry", "tenants", "server", "web"],
 )
 def test_every_config_key_is_in_the_operator_guide(heading: str, keys: dict) -> None:
     assert key_problems((DOCS / "operator.md").read_text(), heading, keys) == []
@@ -348,3 +352,15 @@ def test_the_architecture_page_maps_every_package_and_names_what_exists() -> Non
         "package tools/ is not on the map",
         "sync/plan.make_plans is not defined there",
     ]
+
+
+def test_every_picture_the_docs_show_is_there() -> None:
+    """docs/console.md shows screenshots the browser tests take
+    (``LISTFERRY_SCREENSHOTS=1 pytest tests/web/test_browser.py``)."""
+    shown = {
+        (page.parent / target).resolve()
+        for page in DOCS.glob("*.md")
+        for target in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", page.read_text())
+    }
+    assert shown, "no picture found: the pattern is wrong"
+    assert sorted(str(p) for p in shown if not p.is_file()) == []

@@ -595,7 +595,7 @@ class TenantSession(TLS_FTPHandler):
 
     def close(self) -> None:
         if self._counted is not None:
-            self.runtime.limits.log_out(self._counted)
+            self.runtime.limits.log_out(self._counted, self.protocol)
             self._counted = None
         self._cancel_login_deadline()
         if self._admitted is not None:
@@ -754,7 +754,7 @@ class TenantSession(TLS_FTPHandler):
         if tenant is None:
             self.handle_auth_failed("Login incorrect.", "")
             return
-        refusal = self.runtime.limits.log_in(tenant)
+        refusal = self.runtime.limits.log_in(tenant, self.protocol)
         if refusal:
             self._refuse("PASS", refusal, f"421 Refused: {refusal}; try again later.")
             self.close_when_done()

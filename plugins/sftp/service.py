@@ -301,7 +301,7 @@ class Connection(paramiko.ServerInterface):
         if tenant is None:
             return paramiko.AUTH_FAILED
         if self.tenant is None:
-            refusal = self.runtime.limits.log_in(tenant)
+            refusal = self.runtime.limits.log_in(tenant, PROTOCOL)
             if refusal:
                 event("refused", protocol=PROTOCOL, tenant=tenant.name, ip=self.ip, reason=refusal)
                 return paramiko.AUTH_FAILED
@@ -335,7 +335,7 @@ class Connection(paramiko.ServerInterface):
     def logged_out(self) -> None:
         """The connection is over: the tenant's session no longer counts."""
         if self.tenant is not None:
-            self.runtime.limits.log_out(self.tenant)
+            self.runtime.limits.log_out(self.tenant, PROTOCOL)
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         self.refuse("exec")

@@ -26,6 +26,7 @@ from listferry.cli import (  # noqa: F401  (commands)
     servers,
     tenants,
     tools,
+    web,
 )
 from listferry.cli.root import Preloaded, cli
 from listferry.config import find_config, load_config

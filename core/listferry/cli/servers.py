@@ -80,6 +80,14 @@ def serve(
         scheduler.reload()
         _say_plan(scheduler)
         beside = scheduler.run
+    if app.config.web.enabled:
+        try:
+            from listferry.web.run import beside as with_console
+        except ImportError:
+            from listferry.cli.web import web_missing
+
+            raise web_missing() from None
+        beside = with_console(state.config_path, app.config, beside)
     homes = queue = None
     if app.config.cluster is not None:
         from listferry.cluster.serving import SyncQueue, cluster_homes
@@ -165,20 +173,12 @@ def server_blocked(state: State, json_: bool) -> None:
 def server_unblock(state: State, address: str) -> None:
     """Lift the block of ADDRESS (an IPv4 or IPv6 address, or an IPv6 /64), at once, also
     for a running `serve`. Exit 2 when it is not an address or not blocked."""
-    import ipaddress
     import time
 
     from listferry.errors import UsageError
-    from listferry.serve.blocks import BlockFile, blocks_path, source_of
+    from listferry.serve.blocks import BlockFile, block_source, blocks_path
 
-    try:
-        given = ipaddress.ip_network(address, strict=False)
-    except ValueError:
-        raise UsageError(f"{address!r} is not an IP address") from None
-    single = given.num_addresses == 1 or (given.version == 6 and given.prefixlen == 64)
-    if not single:
-        raise UsageError(f"{address}: give one address, or an IPv6 /64")
-    source = source_of(str(given.network_address))
+    source = block_source(address)
     path = blocks_path(load_config(state.config_path).state_dir)
     if not path.exists() or not BlockFile(path).remove(source, time.time()):
         raise UsageError(f"{source} is not blocked")

@@ -28,6 +28,7 @@ from listferry.config.cluster import (
 )
 from listferry.config.keys import attributes, checked, key_table, keys_of, setting
 from listferry.config.notify import NotifySettings, parse_notify
+from listferry.config.web import WebSettings, parse_web
 from listferry.config.where import key_error, line_of, not_a_table, place, where
 from listferry.dialect import TRUE_WORDS
 from listferry.errors import ConfigError
@@ -725,6 +726,8 @@ class Config:
     text: str = field(repr=False, default="")
     executor: str = "local"
     notify: NotifySettings = field(default_factory=NotifySettings)
+    #: ``[web]``: the operator's console.
+    web: WebSettings = field(default_factory=WebSettings)
     defaults: dict[str, Any] = field(default_factory=dict)
     #: ``[cluster]`` and ``[storage]``: ``None`` on one machine (see docs/cluster.md).
     cluster: ClusterSettings | None = None
@@ -862,13 +865,14 @@ def parse_config(text: str, path: Path) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     root = path.parent.resolve()
-    unknown = set(data) - {"listferry", "server", "defaults", "tenants", "notify", *CLUSTER_TABLES}
+    known = {"listferry", "server", "defaults", "tenants", "notify", "web", *CLUSTER_TABLES}
+    unknown = set(data) - known
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(
             f"{place(path, line_of(text, name))}: unknown table [{name}] "
-            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify], [cluster], "
-            "[storage])"
+            "(known: [listferry], [server], [defaults], [tenants.NAME], [notify], [web], "
+            "[cluster], [storage])"
         )
     for table in ("listferry", "server", "defaults", "tenants"):
         if table in data and not isinstance(data[table], dict):
@@ -919,6 +923,7 @@ def parse_config(text: str, path: Path) -> Config:
         text=text,
         executor=settings.executor,
         notify=parse_notify(text, path, data.get("notify")),
+        web=parse_web(text, path, data.get("web")),
         defaults=defaults,
         cluster=cluster,
         storage=storage,

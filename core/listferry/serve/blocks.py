@@ -47,6 +47,21 @@ def source_of(ip: str) -> str:
     return str(ipaddress.ip_network(f"{address}/64", strict=False))
 
 
+def block_source(address: str) -> str:
+    """The source whose block ``address`` (one address, or an IPv6 /64) names; a
+    :class:`UsageError` for anything else."""
+    from listferry.errors import UsageError
+
+    try:
+        given = ipaddress.ip_network(address.strip(), strict=False)
+    except ValueError:
+        raise UsageError(f"{address!r} is not an IP address") from None
+    single = given.num_addresses == 1 or (given.version == 6 and given.prefixlen == 64)
+    if not single:
+        raise UsageError(f"{address}: give one address, or an IPv6 /64")
+    return source_of(str(given.network_address))
+
+
 @dataclass(frozen=True)
 class Block:
     source: str

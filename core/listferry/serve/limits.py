@@ -168,6 +168,7 @@ class Limits:
         self._lock = threading.Lock()
         self._homes: dict[str, Home] = {}
         self._sessions: Counter[str] = Counter()
+        self._by_protocol: Counter[tuple[str, str]] = Counter()
 
     def home(self, tenant: Tenant) -> Home:
         path = Path(os.path.realpath(self._folder(tenant)))
@@ -177,12 +178,14 @@ class Limits:
                 home = self._homes[tenant.name] = Home(path, self._stored)
             return home
 
-    def log_in(self, tenant: Tenant) -> str | None:
-        """Count a new session of ``tenant``; return why it is refused, or None."""
+    def log_in(self, tenant: Tenant, protocol: str = "") -> str | None:
+        """Count a new session of ``tenant`` (over ``protocol``); return why it is
+        refused, or None."""
         with self._lock:
             if self._sessions[tenant.name] >= tenant.max_sessions:
                 return f"the tenant has its limit of {tenant.max_sessions} sessions open"
             self._sessions[tenant.name] += 1
+            self._by_protocol[protocol, tenant.name] += 1
             return None
 
     def full(self, name: str, tenants: dict[str, Tenant]) -> str | None:
@@ -204,11 +207,22 @@ class Limits:
         with self._lock:
             return self._sessions[tenant.name]
 
-    def log_out(self, tenant: Tenant) -> None:
+    def log_out(self, tenant: Tenant, protocol: str = "") -> None:
         with self._lock:
             self._sessions[tenant.name] -= 1
             if self._sessions[tenant.name] <= 0:
                 del self._sessions[tenant.name]
+            self._by_protocol[protocol, tenant.name] -= 1
+            if self._by_protocol[protocol, tenant.name] <= 0:
+                del self._by_protocol[protocol, tenant.name]
+
+    def open_sessions(self) -> dict[str, dict[str, int]]:
+        """The sessions open now: by protocol, then by tenant."""
+        found: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for (protocol, tenant), count in sorted(self._by_protocol.items()):
+                found.setdefault(protocol or "-", {})[tenant] = count
+        return found
 
 
 def file_mode(umask: int) -> int:

@@ -33,9 +33,51 @@ def shown(value: object) -> str:
 
 
 def event(kind: str, *, level: int = logging.INFO, **fields: object) -> None:
-    """One structured log line: ``event=login protocol=sftp tenant=acme ip=… result=ok``."""
+    """One structured log line: ``event=login protocol=sftp tenant=acme ip=… result=ok``.
+    Refusals and blocks are also counted for the day (:data:`REFUSALS`)."""
     parts = [f"event={kind}"] + [f"{k}={shown(v)}" for k, v in fields.items() if v is not None]
     log.log(level, " ".join(parts))
+    if kind in ("refused", "blocked"):
+        who = fields.get("tenant") or fields.get("ip") or fields.get("source") or "-"
+        why = fields.get("reason") or fields.get("operation") or kind
+        times = 1 + int(fields.get("suppressed") or 0)  # type: ignore[call-overload]
+        REFUSALS.add(str(who), f"{kind}: {why}", times)
+
+
+class Tally:
+    """How often each tenant (or address) was refused for each reason today, UTC: what
+    the console shows as the limits hit. At most :attr:`MOST` pairs a day are kept (the
+    rest add to one ``(others)`` line), so a flood cannot grow it without bound."""
+
+    MOST = 1000
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._day = ""
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def add(self, who: str, why: str, times: int = 1) -> None:
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.clock()))
+        key = (visible(who)[:100], visible(why)[:200])
+        with self._lock:
+            if day != self._day:
+                self._day, self._counts = day, {}
+            if key not in self._counts and len(self._counts) >= self.MOST:
+                key = ("(others)", "(more kinds than are kept)")
+            self._counts[key] = self._counts.get(key, 0) + times
+
+    def today(self) -> list[dict[str, object]]:
+        """``{"who", "why", "times"}`` for today, most first."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.clock()))
+        with self._lock:
+            counts = dict(self._counts) if day == self._day else {}
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return [{"who": who, "why": why, "times": n} for (who, why), n in ranked]
+
+
+#: The refusals of this process's servers today.
+REFUSALS = Tally()
 
 
 class Budget:

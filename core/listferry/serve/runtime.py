@@ -197,6 +197,14 @@ def serve(
     runtime.homes.remove_stale_uploads(app.config.tenants)
     watcher = threading.Thread(target=runtime.live.watch, args=(stop,), name="config-watch")
     watcher.start()
+    from listferry.serve.pulse import keep_beating
+
+    pulse = threading.Thread(
+        target=keep_beating,
+        args=(runtime.limits, app.config.state_dir, protocols, stop),
+        name="pulse",
+    )
+    pulse.start()
     servers: list[Server] = []
     try:
         for protocol in protocols:
@@ -224,6 +232,7 @@ def serve(
         if companion is not None:
             companion.join()
         watcher.join()
+        pulse.join()
         runtime.live.clear()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
