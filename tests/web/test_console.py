@@ -356,3 +356,23 @@ def test_a_tenants_page_counts_opens_and_clicks_per_week(console: Console) -> No
         page,
     )
     assert sum(int(o) for _, o, _ in rows) == 3 and sum(int(c) for *_, c in rows) == 1
+
+
+def test_the_documents_shapes_are_the_clis(console: Console) -> None:
+    """Each answer's shape in /api/openapi.json names exactly the keys the CLI prints."""
+    client = console.logged_in(VIEWER)
+    schemas = client.get("/api/openapi.json").json()["components"]["schemas"]
+
+    def keys(name: str) -> set[str]:
+        return set(schemas[name]["properties"])
+
+    ws = console.ws
+    assert keys("Run") == set(runs_of(ws, "bravo")[0])
+    assert keys("RunWithReport") == set(json.loads(ws.cli("runs", "bravo", "1", "--json").stdout))
+    status = json.loads(ws.cli("status", "--json").stdout)[0]
+    assert keys("Status") == (set(status) - {"serve_config"}) | {"state", "sizes"}
+    assert keys("TenantSettings") == set(json.loads(ws.cli("tenant", "list", "--json").stdout)[0])
+    digest = json.loads(ws.cli("digest", "--json").stdout)
+    assert keys("Digest") == set(digest)
+    assert keys("TenantDay") == set(digest["tenants"][0])
+    assert client.get("/api/digest").json()["tenants"] == digest["tenants"]

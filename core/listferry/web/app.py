@@ -28,7 +28,7 @@ from listferry import __version__
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
 from listferry.errors import ConfigError, ListferryError
 from listferry.runs import RunRecord
-from listferry.web import views
+from listferry.web import schemas, views
 from listferry.web.security import COOKIE
 from listferry.web.site import HERE, Caller, Site
 
@@ -71,6 +71,12 @@ def create_app(config_path: Path) -> FastAPI:
         version=__version__,
         description="The operator's console of listferry: tenants, runs, the digest.",
         openapi_url="/api/openapi.json",
+        responses={
+            401: {"model": schemas.Error, "description": "no login, or a bad API token"},
+            403: {"model": schemas.Error, "description": "a viewer, or no CSRF token"},
+            404: {"model": schemas.Error, "description": "no such tenant or run"},
+            409: {"model": schemas.Error, "description": "refused"},
+        },
         docs_url=None,
         redoc_url=None,
     )
@@ -647,21 +653,21 @@ def create_app(config_path: Path) -> FastAPI:
     # -- the API -------------------------------------------------------------------------
 
     @api.get("/api/me", summary="The operator asking")
-    def api_me(request: Request) -> dict[str, Any]:
+    def api_me(request: Request) -> schemas.Operator:
         return api_caller(request).operator.to_json()
 
     @api.get("/api/status", summary="One entry per tenant, as `listferry status --json`")
-    def api_status(request: Request) -> list[dict[str, Any]]:
+    def api_status(request: Request) -> list[schemas.Status]:
         api_caller(request)
         return [row.to_json() for row in site.rows()]
 
     @api.get("/api/tenants", summary="The tenants' settings, as `listferry tenant list --json`")
-    def api_tenants(request: Request) -> list[dict[str, Any]]:
+    def api_tenants(request: Request) -> list[schemas.TenantSettings]:
         api_caller(request)
         return [tenant.to_json() for tenant in site.config.tenants.values()]
 
     @api.get("/api/tenants/{name}", summary="One tenant's settings (never a secret)")
-    def api_tenant(request: Request, name: Name) -> dict[str, Any]:
+    def api_tenant(request: Request, name: Name) -> schemas.TenantSettings:
         api_caller(request)
         return site.config.tenant(name).to_json()
 
@@ -671,7 +677,7 @@ def create_app(config_path: Path) -> FastAPI:
         name: Name,
         limit: int = Query(20, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10_000_000),
-    ) -> list[dict[str, Any]]:
+    ) -> list[schemas.Run]:
         api_caller(request)
         from listferry.ops.history import run_history
 
@@ -679,7 +685,7 @@ def create_app(config_path: Path) -> FastAPI:
         return [run.to_json() for run in run_history(config, config.tenant(name), limit, offset)]
 
     @api.get("/api/tenants/{name}/runs/{run_id}", summary="One run and its report")
-    def api_run(request: Request, name: Name, run_id: RunId) -> dict[str, Any]:
+    def api_run(request: Request, name: Name, run_id: RunId) -> schemas.RunWithReport:
         api_caller(request)
         run = _run(name, run_id)
         return {**run.to_json(), "report": run.report}
@@ -689,23 +695,21 @@ def create_app(config_path: Path) -> FastAPI:
         summary="Apply a run's archived file again (admin)",
         responses={403: {"description": "not an admin, or no CSRF token with a session"}},
     )
-    def api_replay(
-        request: Request, name: Name, run_id: RunId, force: bool = False
-    ) -> dict[str, Any]:
+    def api_replay(request: Request, name: Name, run_id: RunId, force: bool = False) -> schemas.Run:
         caller = api_caller(request)
         csrf(caller, request.headers.get("x-csrf-token"))
         admin(caller)
         return _replay(caller, address(request), name, run_id, force).to_json()
 
     @api.get("/api/servers", summary="Sessions open, refusals today, blocked addresses")
-    def api_servers(request: Request) -> dict[str, Any]:
+    def api_servers(request: Request) -> schemas.Servers:
         api_caller(request)
         return _servers()
 
     @api.post("/api/servers/unblock", summary="Lift an address's block (admin)")
     def api_unblock(
         request: Request, address_: str = Query(..., alias="address", max_length=64)
-    ) -> dict[str, Any]:
+    ) -> schemas.Unblocked:
         caller = api_caller(request)
         csrf(caller, request.headers.get("x-csrf-token"))
         admin(caller)
@@ -715,14 +719,14 @@ def create_app(config_path: Path) -> FastAPI:
         "/api/tenants/{name}/sync",
         summary="Apply the list a guard held in the home: `sync NAME --force` (admin)",
     )
-    def api_force(request: Request, name: Name) -> list[dict[str, Any]]:
+    def api_force(request: Request, name: Name) -> list[schemas.Run]:
         caller = api_caller(request)
         csrf(caller, request.headers.get("x-csrf-token"))
         admin(caller)
         return [run.to_json() for run in _force(caller, address(request), name)]
 
     @api.get("/api/digest", summary="The digest, as `listferry digest --json`")
-    def api_digest(request: Request, hours: float = Query(24, ge=1, le=24 * 366)) -> dict[str, Any]:
+    def api_digest(request: Request, hours: float = Query(24, ge=1, le=24 * 366)) -> schemas.Digest:
         api_caller(request)
         from listferry.ops.digest import make_digest
 
@@ -733,7 +737,7 @@ def create_app(config_path: Path) -> FastAPI:
         request: Request,
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0, le=10_000_000),
-    ) -> list[dict[str, Any]]:
+    ) -> list[schemas.AuditEntry]:
         caller = api_caller(request)
         admin(caller)
         return [entry.to_json() for entry in site.console.audit_log(limit, offset)]
