@@ -77,8 +77,8 @@ class Browser:
 
     def log_in(self) -> None:
         page = self.get("/login").decode()
-        nonce = re.search(r'name="nonce" value="([^"]*)"', page).group(1)  # type: ignore[union-attr]
-        form = urllib.parse.urlencode({"name": "bench", "password": PASSWORD, "nonce": nonce})
+        token = re.search(r'name="token" value="([^"]*)"', page).group(1)  # type: ignore[union-attr]
+        form = urllib.parse.urlencode({"name": "bench", "password": PASSWORD, "token": token})
         self.opener.open(self.base + "/login", data=form.encode(), timeout=60).read()
 
 

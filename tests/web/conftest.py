@@ -90,9 +90,9 @@ class Client:
 
     def login(self, name: str, password: str, next: str = "/") -> Answer:
         page = self.get(f"/login?next={next}")
-        nonce = hidden(page.text, "nonce")
+        token = hidden(page.text, "token")
         return self.post(
-            "/login", {"name": name, "password": password, "nonce": nonce, "next": next}
+            "/login", {"name": name, "password": password, "token": token, "next": next}
         )
 
     def csrf(self, path: str = "/") -> str:

@@ -74,7 +74,7 @@ def test_an_admin_finds_the_voided_tenant_forces_its_run_and_sees_it_applied(
     rows.first.locator("a", has_text="run 2").click()
     assert page.url == console.url + "/tenants/bravo/runs/2"
     assert page.locator("h1 .state").inner_text() == "voided"
-    assert "would remove" in page.locator("p.reason").inner_text()
+    assert "would remove" in page.locator("p.why").inner_text()
     page.screenshot(path=str(shots / "console-run-voided.png"), full_page=True)
 
     assert page.locator("a.button:has-text('Replay')").count() == 0  # held, not archived

@@ -59,7 +59,7 @@ def test_a_login_gives_a_strict_httponly_cookie_and_wrong_ones_get_the_same_refu
 def test_a_login_form_without_its_token_or_pointing_off_site_is_refused(console: Console) -> None:
     client = console.client()
     client.get("/login")
-    refused = client.post("/login", {"name": ADMIN[0], "password": ADMIN[1], "nonce": "x"})
+    refused = client.post("/login", {"name": ADMIN[0], "password": ADMIN[1], "token": "x"})
     assert refused.status == 403 and "listferry_session" not in str(refused.headers)
     for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
         answer = console.client().login(*ADMIN, next=target)
@@ -96,7 +96,10 @@ def test_the_api_answers_with_the_clis_shapes(console: Console) -> None:
     missing = client.get("/api/tenants/nobody/runs")
     assert missing.status == 404 and "no tenant 'nobody'" in missing.json()["error"]
     assert client.get("/api/tenants/bravo/runs/99").json() == {"error": "bravo has no run 99"}
-    assert client.get("/api/tenants/bravo/runs?limit=0").status == 422
+    too_few = client.get("/api/tenants/bravo/runs?limit=0")
+    assert too_few.status == 422 and too_few.json()["error"].startswith("limit: ")
+    bad_page = client.get("/tenants/bravo?page=abc")
+    assert bad_page.status == 422 and 'class="problem"' in bad_page.text  # a page, not JSON
     document = client.get("/api/openapi.json").json()
     assert "/api/tenants/{name}/runs/{run_id}/replay" in document["paths"]
 

@@ -89,7 +89,11 @@ def test_serve_runs_the_console_which_shows_sessions_and_blocks_and_lifts_one(
         assert facts["sessions"] == {"ftp": {"acme": 1}}
         assert [b["source"] for b in facts["blocked"]] == ["127.0.0.2"]
         assert facts["blocked"][0]["accounts"] == ["acme"]
-        assert {"who": "127.0.0.2", "why": "blocked: blocked", "times": 1} in facts["refusals"]
+        assert {"who": "127.0.0.2", "why": "blocked after 2 failed logins", "times": 1} in (
+            facts["refusals"]
+        )
+        refused = {"who": "acme from 127.0.0.2", "why": "login refused: wrong credentials"}
+        assert {**refused, "times": 2} in facts["refusals"]
         page = client.get("/servers").text  # a token works for pages too
         assert 'data-protocol="ftp" data-tenant="acme"' in page and "127.0.0.2" in page
 

@@ -34,10 +34,10 @@ def web(state: State, host: str | None, port: int | None) -> None:
     (then set [web] secure_cookies = true).
     """
     try:
-        from listferry.web.run import console_server
+        from listferry.web.run import console_server, run_alone
     except ImportError:
         raise web_missing() from None
-    console_server(state.config_path, state.app().config, host, port).run()
+    run_alone(console_server(state.config_path, state.app().config, host, port))
 
 
 @cli.group()

@@ -37,11 +37,16 @@ def event(kind: str, *, level: int = logging.INFO, **fields: object) -> None:
     Refusals and blocks are also counted for the day (:data:`REFUSALS`)."""
     parts = [f"event={kind}"] + [f"{k}={shown(v)}" for k, v in fields.items() if v is not None]
     log.log(level, " ".join(parts))
-    if kind in ("refused", "blocked"):
-        who = fields.get("tenant") or fields.get("ip") or fields.get("source") or "-"
-        why = fields.get("reason") or fields.get("operation") or kind
-        times = 1 + int(fields.get("suppressed") or 0)  # type: ignore[call-overload]
-        REFUSALS.add(str(who), f"{kind}: {why}", times)
+    times = 1 + int(fields.get("suppressed") or 0)  # type: ignore[call-overload]
+    if kind == "refused":
+        who = fields.get("tenant") or fields.get("ip") or "-"
+        REFUSALS.add(str(who), str(fields.get("reason") or fields.get("operation") or kind), times)
+    elif kind == "blocked":
+        why = f"blocked after {fields.get('failures')} failed logins"
+        REFUSALS.add(str(fields.get("ip") or "-"), why, times)
+    elif kind == "login" and fields.get("result") == "refused":
+        why = f"login refused: {fields.get('reason') or 'wrong credentials'}"
+        REFUSALS.add(f"{fields.get('user') or '-'} from {fields.get('ip') or '-'}", why, times)
 
 
 class Tally:

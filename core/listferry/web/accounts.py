@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at TEXT NOT NULL,
     used_at TEXT
 );
+CREATE TABLE IF NOT EXISTS ended_sessions (
+    sid TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -128,9 +132,10 @@ class Console:
         with self._db() as db:
             try:
                 db.execute(
-                    "INSERT INTO operators (name, role, password, created_at) VALUES (?,?,?,?)",
-                    (name, role, password_hash, utcnow()),
-                )
+                    "INSERT INTO operators (name, role, password, generation, created_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (name, role, password_hash, secrets.randbelow(2**62), utcnow()),
+                )  # a random generation: a name removed and added again is a new account
             except sqlite3.IntegrityError:
                 raise ListferryError(f"operator {name!r} exists already") from None
         found = self.operator(name)
@@ -184,6 +189,21 @@ class Console:
             done = db.execute(f"UPDATE operators SET {assignments} WHERE name = ?", (*values, name))
             if not done.rowcount:
                 raise ListferryError(f"no operator {name!r} (`listferry operator list`)")
+
+    # -- sessions ended by logging out ---------------------------------------------------
+
+    def end_session(self, sid: str, until: float) -> None:
+        """Session ``sid`` ends now, though its cookie would last until ``until``."""
+        import time
+
+        with self._db() as db:
+            db.execute("DELETE FROM ended_sessions WHERE until < ?", (time.time(),))
+            db.execute("INSERT OR REPLACE INTO ended_sessions VALUES (?, ?)", (sid, until))
+
+    def session_ended(self, sid: str) -> bool:
+        with self._db() as db:
+            row = db.execute("SELECT 1 FROM ended_sessions WHERE sid = ?", (sid,)).fetchone()
+        return row is not None
 
     # -- API tokens ----------------------------------------------------------------------
 

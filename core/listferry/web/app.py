@@ -10,6 +10,7 @@ The API answers with the shapes of the CLI's ``--json`` output and is described 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -20,16 +21,19 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParameter
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from listferry import __version__
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
 from listferry.errors import ConfigError, ListferryError
 from listferry.runs import RunRecord
+from listferry.serve.log import Budget, shown
 from listferry.web import schemas, views
-from listferry.web.security import COOKIE
+from listferry.web.security import COOKIE, same
 from listferry.web.site import HERE, Caller, Site
 
 log = logging.getLogger("listferry")
@@ -41,6 +45,8 @@ RUN_FIELDS = frozenset(f.name for f in dataclasses.fields(RunRecord))
 #: The largest form body the console reads.
 MAX_FORM = 64 * 1024
 LOGIN_COOKIE = "listferry_login"
+#: Refused logins are logged, within this budget per address and result.
+LOGIN_LINES = Budget(lines=20, seconds=60)
 #: A hash no password matches, checked for an unknown account so that the answer takes
 #: as long as for a known one.
 _NOBODY = hash_password(secrets.token_urlsafe(16))
@@ -87,6 +93,8 @@ def create_app(config_path: Path) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_FORM):
             return _error(request, 413, f"a request body may have at most {MAX_FORM} bytes")
+        if "transfer-encoding" in request.headers:  # a body of no stated size: refused
+            return _error(request, 411, "send the body with a Content-Length")
         try:
             response = await call_next(request)
         except Exception as exc:  # one line in the log, and one for the reader
@@ -110,6 +118,13 @@ def create_app(config_path: Path) -> FastAPI:
     @api.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         return _error(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        parts = [str(part) for part in first.get("loc", ()) if part not in ("query", "path")]
+        where = ".".join(parts)
+        return _error(request, 422, f"{where or 'a parameter'}: {first.get('msg', 'not valid')}")
 
     @api.exception_handler(ConfigError)
     async def config_error(request: Request, exc: ConfigError) -> Response:
@@ -140,12 +155,20 @@ def create_app(config_path: Path) -> FastAPI:
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             operator = site.console.token_operator(auth[7:].strip())
-            return Caller(operator) if operator else None
+            if operator is None:
+                raise HTTPException(
+                    401,
+                    "that API token is not valid (revoked, or mistyped)",
+                    {"WWW-Authenticate": "Bearer"},
+                )
+            return Caller(operator)
         session = site.sessions.read(request.cookies.get(COOKIE))
         if session is None:
             return None
         operator = site.console.operator(session.operator)
         if operator is None or operator.generation != session.generation:
+            return None
+        if site.console.session_ended(session.sid):
             return None
         return Caller(operator, session)
 
@@ -173,9 +196,14 @@ def create_app(config_path: Path) -> FastAPI:
             raise HTTPException(403, "the form's CSRF token is missing or wrong: reload the page")
 
     async def form(request: Request) -> dict[str, str]:
-        body = await request.body()
-        if len(body) > MAX_FORM:
-            raise HTTPException(413, f"a form may have at most {MAX_FORM} bytes")
+        body = b""
+        try:
+            async for chunk in request.stream():  # never more than MAX_FORM in memory
+                body += chunk
+                if len(body) > MAX_FORM:
+                    raise HTTPException(413, f"a form may have at most {MAX_FORM} bytes")
+        except ClientDisconnect:
+            raise HTTPException(400, "the client went away in the middle of its form") from None
         try:
             fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
         except (UnicodeDecodeError, ValueError):
@@ -212,45 +240,51 @@ def create_app(config_path: Path) -> FastAPI:
 
     @api.get("/login", include_in_schema=False)
     def login_page(request: Request, next: str = "/") -> Response:
+        return _login_form(request, _local(next), None, 200)
+
+    def _login_form(request: Request, target: str, problem: str | None, status: int) -> Response:
         nonce = secrets.token_urlsafe(16)
-        page = render(request, None, "login.html", next=_local(next), nonce=nonce, problem=None)
-        _login_cookie(page, nonce)
+        page = render(
+            request,
+            None,
+            "login.html",
+            next=target,
+            token=site.sessions.login_token(nonce),
+            problem=problem,
+        )
+        page.status_code = status
+        page.set_cookie(
+            LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", path="/login"
+        )
         return page
 
     @api.post("/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         fields = await form(request)
-        name, password = fields.get("name", "").strip(), fields.get("password", "")
+        name, password = fields.get("name", "").strip()[:200], fields.get("password", "")
         target = _local(fields.get("next", "/"))
         nonce = request.cookies.get(LOGIN_COOKIE, "")
-        if not nonce or not secrets.compare_digest(nonce, fields.get("nonce", "")):
+        if not nonce or not same(site.sessions.login_token(nonce), fields.get("token", "")):
             raise HTTPException(403, "the login form's token is missing or wrong: reload the page")
         where = address(request)
-        wait = site.throttle.wait_seconds(where, name)
+        wait, attempt = site.throttle.begin(where, name)
         if wait > 0:
+            _refused_login(where, name, "throttled")
             minutes = max(1, round(wait / 60))
             raise HTTPException(
                 429,
                 f"too many failed logins: try again in {minutes} min",
                 {"Retry-After": str(int(wait) + 1)},
             )
-        operator = await run_in_threadpool(_check_password, name, password)
+        checking = site.throttle.check(lambda: _check_password(name, password))
+        if checking is None:
+            _refused_login(where, name, "busy")
+            raise HTTPException(503, "too many logins at once: try again in a moment")
+        operator = await asyncio.wrap_future(checking)
         if operator is None:
-            site.throttle.failed(where, name)
-            log.warning("console: event=login operator=%s ip=%s result=refused", name[:64], where)
-            again = secrets.token_urlsafe(16)
-            page = render(
-                request,
-                None,
-                "login.html",
-                next=target,
-                nonce=again,
-                problem="wrong name or password",
-            )
-            page.status_code = 401
-            _login_cookie(page, again)
-            return page
-        site.throttle.succeeded(where)
+            _refused_login(where, name, "refused")
+            return _login_form(request, target, "wrong name or password", 401)
+        site.throttle.succeeded(where, name, attempt)
         _, cookie = site.sessions.issue(operator.name, operator.generation)
         site.console.audit(operator.name, where, "login")
         response = RedirectResponse(target, status_code=303)
@@ -266,22 +300,26 @@ def create_app(config_path: Path) -> FastAPI:
         response.delete_cookie(LOGIN_COOKIE, path="/login")
         return response
 
-    def _check_password(name: str, password: str) -> Any:
-        with site.throttle.checking() as turn:
-            if not turn:
-                raise HTTPException(503, "too many logins at once: try again in a moment")
-            stored = site.console.password_of(name)
-            good = verify_password(password, stored or _NOBODY) and stored is not None
-            if not good:
-                return None
-            if needs_rehash(stored):
-                site.console.keep_rehashed(name, stored, hash_password(password))
-            return site.console.operator(name)
+    def _refused_login(where: str, name: str, result: str) -> None:
+        """One log line per refused login, at most 20 a minute per address and result."""
+        suppressed = LOGIN_LINES.allow((where, result))
+        if suppressed is not None:
+            log.warning(
+                "console: event=login operator=%s ip=%s result=%s%s",
+                shown(name),
+                shown(where),
+                result,
+                f" suppressed={suppressed}" if suppressed else "",
+            )
 
-    def _login_cookie(response: Response, nonce: str) -> None:
-        response.set_cookie(
-            LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict", path="/login"
-        )
+    def _check_password(name: str, password: str) -> Any:
+        stored = site.console.password_of(name)
+        good = verify_password(password, stored or _NOBODY) and stored is not None
+        if not good:
+            return None
+        if needs_rehash(stored):
+            site.console.keep_rehashed(name, stored, hash_password(password))
+        return site.console.operator(name)
 
     def _secure(request: Request) -> bool:
         return site.secure_cookies or request.url.scheme == "https"
@@ -290,6 +328,8 @@ def create_app(config_path: Path) -> FastAPI:
     async def logout(request: Request) -> Response:
         caller = page_caller(request)
         csrf(caller, (await form(request)).get("csrf"))
+        if caller.session is not None:  # the cookie is dead even if it was copied
+            site.console.end_session(caller.session.sid, caller.session.expires)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/")
         return response
@@ -325,7 +365,10 @@ def create_app(config_path: Path) -> FastAPI:
 
     @api.get("/tenants/{name}", include_in_schema=False)
     def tenant_page(
-        request: Request, name: Name, page: int = Query(1, ge=1, le=100_000)
+        request: Request,
+        name: Name,
+        page: int = Query(1, ge=1, le=100_000),
+        changed: int = Query(-1, ge=-1, le=100),
     ) -> Response:
         caller = page_caller(request)
         from listferry.ops.history import run_history
@@ -350,6 +393,8 @@ def create_app(config_path: Path) -> FastAPI:
             chart=chart,
             spark=views.spark_points,
             weeks=weeks,
+            changed=changed,
+            settings=views.settings_shown(tenant),
         )
 
     @api.get("/tenants/{name}/runs/{run_id}", include_in_schema=False)
@@ -502,6 +547,10 @@ def create_app(config_path: Path) -> FastAPI:
             more=len(entries) > size,
         )
 
+    @api.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @api.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         path = HERE / "static" / name
@@ -541,7 +590,7 @@ def create_app(config_path: Path) -> FastAPI:
         if done.returncode in (0, 1) and done.stdout.strip():
             return json.loads(done.stdout)
         lines = [line for line in done.stderr.splitlines() if line.strip()]
-        said = lines[-1].removeprefix("listferry: ").removeprefix("error: ") if lines else ""
+        said = lines[-1].removeprefix("Error: ").removeprefix("listferry: ") if lines else ""
         raise ListferryError(said or f"listferry {args[0]} ended with exit code {done.returncode}")
 
     def _replay(caller: Caller, where: str, name: str, run_id: int, force: bool) -> RunRecord:
@@ -549,7 +598,12 @@ def create_app(config_path: Path) -> FastAPI:
         _run(name, run_id)
         detail: dict[str, Any] = {"force": force}
         site.console.audit(caller.operator.name, where, "replay", f"{name}/{run_id}", detail)
-        ran = _command("replay", name, str(run_id), *(["--force"] if force else []))
+        try:
+            ran = _command("replay", name, str(run_id), *(["--force"] if force else []))
+        except ListferryError as exc:
+            detail |= {"refused": str(exc)}
+            site.console.audit(caller.operator.name, where, "refused", f"{name}/{run_id}", detail)
+            raise
         run = RunRecord(**{k: v for k, v in ran.items() if k in RUN_FIELDS})
         detail |= {"run": run.run_id, "status": str(run.status)}
         site.console.audit(caller.operator.name, where, "replayed", f"{name}/{run_id}", detail)
@@ -561,7 +615,11 @@ def create_app(config_path: Path) -> FastAPI:
         config.tenant(name)
         site.console.audit(caller.operator.name, where, "force", name)
         cluster = ["--wait"] if config.cluster is not None else []
-        ran = _command("sync", name, "--force", *cluster)
+        try:
+            ran = _command("sync", name, "--force", *cluster)
+        except ListferryError as exc:
+            site.console.audit(caller.operator.name, where, "refused", name, {"refused": str(exc)})
+            raise
         runs = [RunRecord(**{k: v for k, v in r.items() if k in RUN_FIELDS}) for r in ran]
         detail = {"runs": [[r.run_id, str(r.status)] for r in runs]}
         site.console.audit(caller.operator.name, where, "forced", name, detail)
@@ -574,9 +632,9 @@ def create_app(config_path: Path) -> FastAPI:
         app = site.app()
         tenant = app.config.tenant(name)
         values: dict[str, Any] = {}
-        for key, shown in views.editable(tenant).items():
+        for key, now in views.editable(tenant).items():
             given = fields.get(key)
-            if given is not None and given.strip() != shown:
+            if given is not None and given.strip() != now:
                 values.update([parse_setting(f"{key}={given.strip()}")])
         allow = views.lines(fields.get("allow_ips", ""))
         if "allow_ips" in fields and allow != list(tenant.allow_ips):

@@ -26,14 +26,17 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 COOKIE = "listferry_session"
-#: Password checks running at once; further logins wait up to :data:`CHECK_WAIT` seconds.
+#: Password checks running at once (as many more may wait their turn).
 CHECKS_AT_ONCE = 2
-CHECK_WAIT = 10.0
 #: Failed logins allowed per address (and, counted apart, per account) in the window.
 FAILURES_ALLOWED = 5
 FAILURE_WINDOW = 900.0
@@ -63,6 +66,12 @@ class Session:
     generation: int
     sid: str
     expires: float
+
+
+def same(one: str, other: str) -> bool:
+    """Whether two strings are equal, in constant time; any text at all (a cookie is
+    whatever the client sends)."""
+    return hmac.compare_digest(one.encode("utf-8", "replace"), other.encode("utf-8", "replace"))
 
 
 def _b64(data: bytes) -> str:
@@ -97,7 +106,7 @@ class Sessions:
         if not cookie or len(cookie) > 1024 or cookie.count(".") != 1:
             return None
         payload, signature = cookie.split(".")
-        if not hmac.compare_digest(signature, self._sign(payload)):
+        if not same(signature, self._sign(payload)):
             return None
         try:
             operator, generation, sid, expires = json.loads(_unb64(payload))
@@ -113,14 +122,28 @@ class Sessions:
         return hmac.new(self._csrf_key, session.sid.encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf(session), str(token))
+        return bool(token) and same(self.csrf(session), str(token))
+
+    def login_token(self, nonce: str) -> str:
+        """What the login form must carry beside the ``nonce`` its cookie holds: a
+        cookie set by another site on this host (another port) brings no such token."""
+        return hmac.new(self._csrf_key, b"login\0" + nonce.encode(), hashlib.sha256).hexdigest()
 
     def _sign(self, payload: str) -> str:
         return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
 
 class Throttle:
-    """Failed logins by address and by account; and the few password checks at a time."""
+    """Failed logins by address and by account, and the password checks running.
+
+    :meth:`begin` counts an attempt as a failure *before* its password is checked (and
+    :meth:`succeeded` takes it back), so attempts sent all at once count as they arrive,
+    not as their checks end. An account's own limit holds only for addresses that have
+    failed before: anyone can fail logins to an admin's name, but not lock the admin out
+    of an address it logs in from without failing. Checks run on :data:`CHECKS_AT_ONCE`
+    threads of their own, never on the threads that answer pages; when that many more
+    wait, a login is refused at once (busy) instead of queueing.
+    """
 
     def __init__(
         self,
@@ -131,32 +154,36 @@ class Throttle:
         self.allowed, self.window = allowed, window
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
-        self._checks = threading.BoundedSemaphore(at_once)
+        self._checks = ThreadPoolExecutor(at_once, thread_name_prefix="console-login")
+        self._most = 2 * at_once
+        self._running = 0
 
-    def wait_seconds(self, address: str, account: str) -> float:
-        """How long ``address`` (or anyone, for ``account``) must wait to try again; 0
-        when it may try now."""
+    def begin(self, address: str, account: str) -> tuple[float, float]:
+        """``(0, token)``: the attempt may go on and counts as failed until
+        :meth:`succeeded` is given ``token``; or ``(seconds to wait, 0)``."""
         now = time.monotonic()
+        by_ip, by_account = f"ip {address}", f"account {account}"
         with self._lock:
-            waits = [
-                self._wait(f"ip {address}", now, self.allowed),
-                self._wait(f"account {account}", now, 2 * self.allowed),
-            ]
-        return max(waits)
-
-    def failed(self, address: str, account: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in (f"ip {address}", f"account {account}"):
+            wait = self._wait(by_ip, now, self.allowed)
+            if self._failures.get(by_ip):  # the account's limit, for an address that failed
+                wait = max(wait, self._wait(by_account, now, 2 * self.allowed))
+            if wait > 0:
+                return wait, 0.0
+            for key in (by_ip, by_account):
                 times = self._failures.pop(key, deque())
                 times.append(now)
                 self._failures[key] = times  # newest last: the oldest are forgotten first
             while len(self._failures) > MAX_TRACKED:
                 del self._failures[next(iter(self._failures))]
+            return 0.0, now
 
-    def succeeded(self, address: str) -> None:
+    def succeeded(self, address: str, account: str, token: float) -> None:
+        """The attempt ``token`` was a good login: it is no failure."""
         with self._lock:
-            self._failures.pop(f"ip {address}", None)
+            for key in (f"ip {address}", f"account {account}"):
+                times = self._failures.get(key)
+                if times and token in times:
+                    times.remove(token)
 
     def _wait(self, key: str, now: float, allowed: int) -> float:
         times = self._failures.get(key)
@@ -168,12 +195,16 @@ class Throttle:
             return 0.0
         return self.window - (now - times[-allowed])
 
-    @contextlib.contextmanager
-    def checking(self) -> Iterator[bool]:
-        """A turn to check a password: yields False when none came within the wait."""
-        got = self._checks.acquire(timeout=CHECK_WAIT)
-        try:
-            yield got
-        finally:
-            if got:
-                self._checks.release()
+    def check(self, check: Callable[[], T]) -> Future[T] | None:
+        """``check`` on a password-check thread; None when too many wait already."""
+        with self._lock:
+            if self._running >= self._most:
+                return None
+            self._running += 1
+        future = self._checks.submit(check)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _: object) -> None:
+        with self._lock:
+            self._running -= 1

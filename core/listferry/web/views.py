@@ -306,6 +306,21 @@ def editable(tenant: Tenant) -> dict[str, str]:
     return shown
 
 
+def settings_shown(tenant: Tenant) -> dict[str, str]:
+    """A tenant's settings as its page shows them, in words: never a secret."""
+    plain = tenant.to_json()
+    shown = {
+        "home": plain["home"],
+        "password": "set" if plain["password"] else "not set",
+        "ssh_keys": f"{plain['ssh_keys']} key(s)" if plain["ssh_keys"] else "none",
+        "allow_ips": ", ".join(plain["allow_ips"]) or "any address",
+        "process": plain["process"],
+    }
+    for key, value in editable(tenant).items():
+        shown[key] = {"true": "yes", "false": "no"}.get(value, value) or "-"
+    return shown
+
+
 def lines(text: str) -> list[str]:
     """The lines of a form's text area that say something."""
     return [line.strip() for line in text.splitlines() if line.strip()]
