@@ -128,7 +128,9 @@ class Console:
 
 def make_site(root: Path) -> Sandbox:
     """Tenants in several states: acme fine, bravo's last list voided by the shrink guard
-    (its file can be forced), carol never ran; and an admin and a viewer."""
+    (held in its home, to apply past the guards), carol never ran, delta's list voided
+    for an invalid address (archived, to replay once the setting allows it); and an
+    admin and a viewer."""
     ws = Sandbox.from_starter(root)
     ws.add_tenant("acme")
     ws.upload(people(5), tenant="acme")
@@ -139,6 +141,9 @@ def make_site(root: Path) -> Sandbox:
     ws.upload(people(2), tenant="bravo")
     assert ws.sync(tenant="bravo").status == "voided"
     ws.add_tenant("carol")
+    ws.add_tenant("delta", max_invalid_share=0.01)  # voided, its file archived
+    ws.upload([*people(20), ("not-an-address", "X", "Y", "GOLD")], tenant="delta")
+    assert ws.sync(tenant="delta").status == "voided"
     for (name, password), role in ((ADMIN, "admin"), (VIEWER, "viewer")):
         added = ws.cli("operator", "add", name, "--role", role, "--password-stdin", input=password)
         assert added.exit_code == 0, added.output

@@ -70,7 +70,10 @@ def test_an_admin_finds_the_voided_tenant_forces_its_run_and_sees_it_applied(
     page.select_option("select[name=state]", "voided")
     page.click("form.filter button")
     rows = page.locator("tbody tr[data-tenant]")
-    assert rows.count() == 1 and rows.first.get_attribute("data-tenant") == "bravo"
+    assert [rows.nth(i).get_attribute("data-tenant") for i in range(rows.count())] == [
+        "bravo",
+        "delta",
+    ]
     rows.first.locator("a", has_text="run 2").click()
     assert page.url == console.url + "/tenants/bravo/runs/2"
     assert page.locator("h1 .state").inner_text() == "voided"
@@ -98,6 +101,30 @@ def test_an_admin_finds_the_voided_tenant_forces_its_run_and_sees_it_applied(
     )
     page.goto(console.url + "/tenants/bravo")
     page.screenshot(path=str(shots / "console-tenant.png"), full_page=True)
+    page.context.close()
+
+
+def test_an_admin_fixes_a_setting_replays_the_voided_run_and_sees_it_applied(
+    browser, console: Console
+) -> None:
+    page = log_in(browser, console, ADMIN, "/tenants/delta")
+    page.click("tr[data-run='1'] a")
+    assert page.locator("h1 .state").inner_text() == "voided"
+    assert "invalid" in page.locator("p.why").inner_text()
+    page.goto(console.url + "/tenants/delta/settings")
+    page.fill("input[name=max_invalid_share]", "0.1")
+    page.click("form.settings button[type=submit]")
+    page.wait_for_load_state()
+    assert "Saved: 1 setting(s) changed." in page.locator("p.saved").inner_text()
+    page.goto(console.url + "/tenants/delta/runs/1")
+    page.click("a.button:has-text('Replay…')")
+    assert page.locator("h1").inner_text() == "Replay run 1 of delta?"
+    page.click("button.danger")
+    page.wait_for_load_state()
+    assert page.url == console.url + "/tenants/delta/runs/2"
+    assert page.locator("h1 .state").inner_text() == "applied"
+    assert page.locator("[data-count=added]").inner_text() == "20"
+    assert runs_of(console, "delta")[0]["replay_of"] == 1
     page.context.close()
 
 

@@ -70,10 +70,10 @@ def test_the_overview_shows_each_tenant_in_its_state_and_filters(console: Consol
     client = console.logged_in(VIEWER)
     page = client.get("/").text
     states = dict(re.findall(r'data-tenant="([^"]+)" data-state="([^"]+)"', page))
-    assert states == {"acme": "ok", "bravo": "voided", "carol": "new"}
+    assert states == {"acme": "ok", "bravo": "voided", "carol": "new", "delta": "voided"}
     assert "would remove" in page  # bravo's reason, in plain words
     voided = client.get("/?state=voided").text
-    assert re.findall(r'data-tenant="([^"]+)"', voided) == ["bravo"]
+    assert re.findall(r'data-tenant="([^"]+)"', voided) == ["bravo", "delta"]
     assert re.findall(r'data-tenant="([^"]+)"', client.get("/?q=car").text) == ["carol"]
     assert "No tenant matches" in client.get("/?q=zzz").text
 
