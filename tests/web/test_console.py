@@ -329,7 +329,9 @@ def test_a_new_upload_password_is_shown_once_and_kept_as_a_hash(console: Console
     from listferry.config.passwords import verify_password
 
     client = console.logged_in(ADMIN)
-    csrf = client.csrf("/tenants/carol/settings")
+    asked = client.get("/tenants/carol/password")  # a page that asks first
+    assert asked.status == 200 and "Make a new upload password for carol?" in asked.text
+    csrf = hidden(asked.text, "csrf")
     made = client.post("/tenants/carol/password", {"csrf": csrf})
     assert made.status == 200 and made.headers["Cache-Control"] == "no-store"
     password = re.search(r'<code class="password">([^<]+)</code>', made.text).group(1)
@@ -379,3 +381,14 @@ def test_the_documents_shapes_are_the_clis(console: Console) -> None:
     assert keys("Digest") == set(digest)
     assert keys("TenantDay") == set(digest["tenants"][0])
     assert client.get("/api/digest").json()["tenants"] == digest["tenants"]
+
+
+def test_the_audit_log_keeps_its_newest_entries(tmp_path, monkeypatch) -> None:
+    from listferry.web import accounts
+
+    monkeypatch.setattr(accounts, "AUDIT_KEEP", 1500)
+    console = accounts.Console(tmp_path / "console.db")
+    for i in range(3000):
+        console.audit("ada", "127.0.0.1", "login", str(i))
+    kept = console.audit_log(limit=5000)
+    assert len(kept) == 1500 and kept[0].target == "2999" and kept[-1].target == "1500"

@@ -27,6 +27,8 @@ from listferry.times import utcnow
 #: What each role may do: a viewer reads, an admin also acts (replay, force, settings).
 ROLES = ("viewer", "admin")
 OPERATOR_NAME = re.compile(r"^[a-z0-9][a-z0-9_.@-]{0,62}$")
+#: The audit log's entries kept (the oldest go, a thousand at a time).
+AUDIT_KEEP = 100_000
 #: How an API token starts, so that a leaked one is easy to recognise and search for.
 TOKEN_PREFIX = "lft_"
 
@@ -260,9 +262,10 @@ class Console:
         target: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Write down an admin's action: who, when, from where, what, on what."""
+        """Write down an admin's action: who, when, from where, what, on what. The log
+        keeps the newest :data:`AUDIT_KEEP` entries."""
         with self._db() as db:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO audit (at, operator, address, action, target, detail) "
                 "VALUES (?,?,?,?,?,?)",
                 (
@@ -274,6 +277,9 @@ class Console:
                     json.dumps(detail, sort_keys=True) if detail else None,
                 ),
             )
+            newest = cursor.lastrowid or 0
+            if newest % 1000 == 0:
+                db.execute("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
 
     def audit_log(self, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
         with self._db() as db:

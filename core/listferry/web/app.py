@@ -508,6 +508,13 @@ def create_app(config_path: Path) -> FastAPI:
         where = f"/tenants/{quote(name)}?changed={len(changed)}"
         return RedirectResponse(where, status_code=303)
 
+    @api.get("/tenants/{name}/password", include_in_schema=False)
+    def password_page(request: Request, name: Name) -> Response:
+        caller = page_caller(request)
+        admin(caller)
+        tenant = site.config.tenant(name)
+        return render(request, caller, "new-password.html", tenant=tenant)
+
     @api.post("/tenants/{name}/password", include_in_schema=False)
     async def password_form(request: Request, name: Name) -> Response:
         caller, _ = await admin_form(request)
