@@ -4,15 +4,10 @@ changes a tenant's setting there and replays a run whose archived file is in sto
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 
 import pytest
-from web.conftest import ADMIN, Client, free_port, hidden
-
-from listferry.testing import wait_for
+from web.conftest import ADMIN, Client, free_port, hidden, start_web, stop_web
 
 from .test_cluster_sync import (  # noqa: F401  (nodes: the fixture)
     csv_text,
@@ -44,23 +39,9 @@ def test_the_console_shows_the_cluster_and_replays_a_run_from_storage(nodes, tmp
     port = free_port()
     log = tmp_path / "web.log"
     command = [sys.executable, "-m", "listferry", "--config", str(console), "web"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     client = Client(f"http://127.0.0.1:{port}")
-
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/login").status == 200
-        except OSError:
-            return False
-
+    process = start_web([*command, "--port", str(port)], log, client)
     try:
-        wait_for(up, "the console", timeout=30)
         assert client.login(*ADMIN).status == 303
         (status,) = client.get("/api/status").json()
         assert (status["tenant"], status["state"], status["last_run"]) == ("acme", "voided", 2)
@@ -82,7 +63,5 @@ def test_the_console_shows_the_cluster_and_replays_a_run_from_storage(nodes, tmp
         (status,) = client.get("/api/status").json()
         assert status["state"] == "ok" and status["last_run"] == run["run_id"]
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_web(process)
     assert "Traceback" not in log.read_text()

@@ -150,38 +150,46 @@ def make_site(root: Path) -> Sandbox:
     return ws
 
 
-def start_console(ws: Sandbox, root: Path) -> Console:
-    port = free_port()
-    log = root / "web.log"
-    command = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
+def start_web(command: list[str], log: Path, client: Client) -> subprocess.Popen[str]:
+    """``command`` (``listferry ... web`` or ``serve``) as a process of its own session,
+    its output in ``log``, once its console answers ``client``."""
     process = subprocess.Popen(
-        [*command, "web", "--port", str(port)],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        command, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
-    console = Console(ws, f"http://127.0.0.1:{port}", process, log)
 
     def up() -> bool:
         assert process.poll() is None, log.read_text()
         try:
-            return console.client().get("/login").status == 200
+            return client.get("/login").status == 200
         except OSError:
             return False
 
     wait_for(up, "the console to answer", timeout=30)
-    return console
+    return process
+
+
+def stop_web(process: subprocess.Popen[str]) -> None:
+    """SIGTERM to the process's session, SIGKILL if it is still there after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def start_console(ws: Sandbox, root: Path) -> Console:
+    port = free_port()
+    log = root / "web.log"
+    command = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
+    url = f"http://127.0.0.1:{port}"
+    process = start_web([*command, "web", "--port", str(port)], log, Client(url))
+    return Console(ws, url, process, log)
 
 
 def stop_console(console: Console) -> None:
-    if console.process.poll() is None:
-        os.killpg(console.process.pid, signal.SIGTERM)
-        try:
-            console.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(console.process.pid, signal.SIGKILL)
-            console.process.wait()
+    stop_web(console.process)
 
 
 @pytest.fixture(scope="module")

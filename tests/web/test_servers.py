@@ -8,9 +8,6 @@ address to the servers, so that the block does not stop the console's own reques
 from __future__ import annotations
 
 import ftplib
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from listferry.config.passwords import hash_password
 from listferry.serve.keys import ensure_server_keys
 from listferry.testing import Sandbox, wait_for
 
-from .conftest import ADMIN, Client, free_port
+from .conftest import ADMIN, Client, free_port, start_web, stop_web
 
 PASSWORD = "acme's long password"
 
@@ -57,24 +54,10 @@ def test_serve_runs_the_console_which_shows_sessions_and_blocks_and_lifts_one(
     ensure_server_keys(ws.app().config.server)
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "listferry", "--config", str(ws.config_path)]
-    process = subprocess.Popen(
-        [*command, "serve", "--protocols", "ftp", "--no-schedule"],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     client = Client(f"http://127.0.0.1:{web_port}", headers={"Authorization": f"Bearer {token}"})
-
-    def answers() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return client.get("/api/me").status == 200
-        except OSError:
-            return False
-
+    process = start_web([*command, "serve", "--protocols", "ftp", "--no-schedule"], log, client)
     session = None
     try:
-        wait_for(answers, "the console inside serve", timeout=30)
         session = ftp_login(ftp_port, PASSWORD)
         for _ in range(2):
             with pytest.raises(ftplib.error_perm):
@@ -108,9 +91,7 @@ def test_serve_runs_the_console_which_shows_sessions_and_blocks_and_lifts_one(
     finally:
         if session is not None:
             session.close()
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_web(process)
     text = log.read_text()
     assert process.returncode == 0, text
     assert "Traceback" not in text

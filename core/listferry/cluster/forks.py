@@ -281,13 +281,12 @@ def _child(parent: int, request: dict[str, Any], fds: list[int], ours: list[int]
             code = _exit_code(exc.code)
         logging.shutdown()
     except BaseException as exc:  # one line for the job's log; the trace only when debugging
-        if os.environ.get("LISTFERRY_DEBUG"):
-            import traceback
+        with contextlib.suppress(Exception):
+            print(f"listferry: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if os.environ.get("LISTFERRY_DEBUG"):  # where, for the one debugging it
+                import traceback
 
-            traceback.print_exc()
-        else:
-            with contextlib.suppress(Exception):
-                print(f"listferry: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+                sys.stderr.write("".join(traceback.format_exception(exc)))
     finally:
         with contextlib.suppress(Exception):
             sys.stdout.flush()

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from listferry import __version__
+from listferry.config import Tenant
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
 from listferry.errors import ConfigError, ListferryError
 from listferry.runs import RunRecord
@@ -469,11 +470,15 @@ def create_app(config_path: Path) -> FastAPI:
             where += f"/runs/{numbered[-1].run_id}"
         return RedirectResponse(where, status_code=303)
 
-    @api.get("/tenants/{name}/settings", include_in_schema=False)
-    def settings_page(request: Request, name: Name) -> Response:
+    def admin_page(request: Request, name: str) -> tuple[Caller, Tenant]:
+        """A page only admins see, about tenant ``name``."""
         caller = page_caller(request)
         admin(caller)
-        tenant = site.config.tenant(name)
+        return caller, site.config.tenant(name)
+
+    @api.get("/tenants/{name}/settings", include_in_schema=False)
+    def settings_page(request: Request, name: Name) -> Response:
+        caller, tenant = admin_page(request, name)
         return render(
             request,
             caller,
@@ -510,9 +515,7 @@ def create_app(config_path: Path) -> FastAPI:
 
     @api.get("/tenants/{name}/password", include_in_schema=False)
     def password_page(request: Request, name: Name) -> Response:
-        caller = page_caller(request)
-        admin(caller)
-        tenant = site.config.tenant(name)
+        caller, tenant = admin_page(request, name)
         return render(request, caller, "new-password.html", tenant=tenant)
 
     @api.post("/tenants/{name}/password", include_in_schema=False)
