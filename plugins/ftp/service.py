@@ -10,6 +10,10 @@ without TLS is closed before any data moves; a TLS data connection must resume i
 control connection's TLS session (unless the tenant's ``tls_session_reuse`` is off), so
 no other client can take over a passive port. Passive ports come only from
 ``passive_ports`` when it is set, and the login deadline runs from the connection's start.
+Behind a load balancer (``proxy_protocol_from``), control and passive data connections
+from it start with a PROXY header (:mod:`listferry.serve.proxy`) naming the client, whose
+address the guard, the allow lists and the data connections' check then use;
+``masquerade_address`` is the address passive replies name.
 Both run on pyftpdlib with one thread per connection, so a slow login or transfer
 stalls no one else, and both use the process's :class:`~listferry.serve.runtime.ServerRuntime`:
 connections are admitted by its guard, logins checked by its gatekeeper. Their TLS
@@ -70,6 +74,15 @@ from listferry.serve.jail import (
 )
 from listferry.serve.limits import Home, LimitReached, file_mode, folder_mode
 from listferry.serve.log import event
+from listferry.serve.proxy import (
+    HEADER_SECONDS,
+    NOT_A_BALANCER,
+    FirstBytes,
+    Header,
+    ProxyRefused,
+    from_balancer,
+    read_header,
+)
 from listferry.serve.runtime import Homes, ServerRuntime
 from listferry.serve.spool import NotKept
 from listferry.serve.stored import UNAVAILABLE, Refused, StorageFault
@@ -486,6 +499,17 @@ class PassiveListener(PassiveDTP):
             )
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        if from_balancer(addr[0], self.cmd_channel.runtime.settings.proxy_protocol_from):
+            try:  # the balancer sends it at once: this connection's thread waits for it
+                addr = read_header(sock) or addr
+            except ProxyRefused as exc:
+                sock.close()
+                self.close()
+                self.cmd_channel.refuse_data(
+                    f"data connection from the balancer {addr[0]}: {exc}",
+                    "425 Cannot open a data connection; try again.",
+                )
+                return
         problem = self.cmd_channel.data_protection_problem()
         if problem is None:
             super().handle_accepted(sock, addr)
@@ -526,6 +550,7 @@ class TenantSession(TLS_FTPHandler):
         self.tenant: Tenant | None = None
         self.home = Path("/nonexistent")  # set at login
         self._admitted: str | None = server.admitting  # the address the guard counted
+        self._first = FirstBytes()  # the client's first bytes: a PROXY header?
         self._uploads: dict[str, str] = {}  # temporary name -> real name
         self.fault: str | None = None  # why storage cut the transfer under way short
         self._counted: Tenant | None = None  # the tenant whose session this one counts as
@@ -533,6 +558,8 @@ class TenantSession(TLS_FTPHandler):
         self._data_prot = False  # PROT when the pending data connection was set up
         self._greeted = False  # implicit FTPS: the 220 waits for the TLS handshake
         super().__init__(conn, server, ioloop)
+        if server.admitting_port is not None:  # through a balancer: its PROXY header's
+            self.remote_ip, self.remote_port = server.admitting, server.admitting_port
         self.tls_data_required = self.tls_always or self.runtime.settings.require_tls
 
     # -- connection lifetime
@@ -605,6 +632,18 @@ class TenantSession(TLS_FTPHandler):
         super().close()
         for temp in list(self._uploads):  # a STOR whose data connection never came
             self.on_incomplete_file_received(temp)
+
+    def recv(self, buffer_size: int) -> bytes:
+        data: bytes = super().recv(buffer_size)
+        # only a balancer may say who a client is (its header, if any, is read already)
+        if self._first.verdict is None and self._first.look(data):
+            self.runtime.refused(self.protocol, self.remote_ip, NOT_A_BALANCER)
+            self.respond(
+                "421 Connection refused: a PROXY header is taken from the load balancer only."
+            )
+            self.close_when_done()
+            return b""
+        return data
 
     def _on_dtp_close(self) -> None:
         super()._on_dtp_close()
@@ -994,6 +1033,8 @@ class Listener(ThreadedFTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[TenantSession]) -> None:
         self.admitting = ""  # the address of the session being made (one accepting thread)
+        self.admitting_port: int | None = None  # its port, when a PROXY header named it
+        self._headers_awaited = 0  # connections from the balancer not yet past their header
         self._exit = threading.Event()
         self._lock = threading.Lock()
         self.stopping = threading.Event()
@@ -1036,10 +1077,39 @@ class Listener(ThreadedFTPServer):
             handler.close()
 
     def handle_accepted(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        settings = self.handler.runtime.settings
+        if not from_balancer(addr[0], settings.proxy_protocol_from):
+            self.admit(sock, addr)
+        elif self._headers_awaited >= settings.max_prelogin_connections:
+            self.handler.runtime.refused(
+                self.handler.protocol, addr[0], "too many connections waiting for their header"
+            )
+            sock.close()
+        else:
+            self._headers_awaited += 1
+            HeaderWait(self, sock, addr)
+
+    def header_read(self, wait: HeaderWait, source: tuple[str, int] | None) -> None:
+        """The balancer's connection ``wait`` sent its header: the client's address, or
+        None for the balancer's own connection."""
+        self._headers_awaited -= 1
+        if source is None:
+            self.admit(wait.sock, wait.addr)
+        else:
+            self.admit(wait.sock, source, through=True)
+
+    def header_refused(self, wait: HeaderWait, reason: str) -> None:
+        self._headers_awaited -= 1
+        self.handler.runtime.refused(self.handler.protocol, wait.addr[0], reason)
+        wait.sock.close()
+
+    def admit(self, sock: socket.socket, addr: tuple[str, int], through: bool = False) -> None:
+        """Admit (or refuse) the client at ``addr``; ``through``: through a balancer."""
         ip = addr[0]
         refusal = self.handler.runtime.guard.admit(ip, self.handler.protocol)
         if refusal is None:
             self.admitting = ip
+            self.admitting_port = addr[1] if through else None
             super().handle_accepted(sock, addr)
             return
         self.handler.runtime.refused(self.handler.protocol, ip, refusal)
@@ -1072,6 +1142,68 @@ class Listener(ThreadedFTPServer):
             return list(self._active_tasks)
 
 
+class HeaderWait:
+    """A connection from the balancer, in the accepting thread's loop until its PROXY
+    header has come (at most :data:`~listferry.serve.proxy.HEADER_SECONDS`): the
+    listener then admits the client the header names. Nothing of the client's is read."""
+
+    def __init__(self, listener: Listener, sock: socket.socket, addr: tuple[str, int]) -> None:
+        self.listener, self.sock, self.addr = listener, sock, addr
+        self.header = Header()
+        self._fd = sock.fileno()
+        sock.setblocking(False)
+        listener.ioloop.register(self._fd, self, listener.ioloop.READ)
+        self._timer = listener.ioloop.call_later(
+            HEADER_SECONDS, self._refuse, f"no PROXY header within {HEADER_SECONDS:g} s"
+        )
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def handle_read_event(self) -> None:
+        try:
+            data = self.sock.recv(self.header.wants())
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._refuse(f"the connection failed: {exc.strerror or exc}")
+            return
+        if not data:
+            self._refuse("the connection closed before its PROXY header ended")
+            return
+        try:
+            self.header.feed(data)
+        except ProxyRefused as exc:
+            self._refuse(str(exc))
+            return
+        if not self.header.wants():
+            self._end()
+            self.listener.header_read(self, self.header.source)
+
+    def handle_close(self) -> None:
+        self._refuse("the connection closed before its PROXY header ended")
+
+    def handle_error(self) -> None:
+        self._refuse(f"the PROXY header could not be read: {sys.exc_info()[1]}")
+
+    def _refuse(self, reason: str) -> None:
+        if self._end():
+            self.listener.header_refused(self, f"from the balancer: {reason}")
+
+    def _end(self) -> bool:
+        """Leave the loop; False when already gone."""
+        if self._fd < 0:
+            return False
+        self.listener.ioloop.unregister(self._fd)
+        self._fd = -1
+        if not self._timer.cancelled:
+            self._timer.cancel()
+        return True
+
+
 def session_class(
     runtime: ServerRuntime, protocol: str, implicit: bool = False
 ) -> type[TenantSession]:
@@ -1087,6 +1219,7 @@ def session_class(
         "tls": tls,
         "implicit": implicit,
         "passive_ports": range(ports[0], ports[1] + 1) if ports else None,
+        "masquerade_address": settings.masquerade_address or None,
         "idle_timeout": settings.idle_timeout,
         "login_timeout": settings.handshake_timeout or settings.idle_timeout,
     }

@@ -10,6 +10,9 @@ SFTP protocol loop itself is :mod:`sftp_session`.
 Only the ``sftp`` subsystem on ``session`` channels is served: no shell, exec, pty or
 forwarding. A connection must log in within ``handshake_timeout`` seconds and is
 closed after ``idle_timeout`` seconds without an SFTP request (0 turns either off).
+A connection from a load balancer (``proxy_protocol_from``) is read for its PROXY header
+(:mod:`listferry.serve.proxy`) in its own thread, and the client it names is admitted;
+a client whose first bytes are a PROXY header is refused.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ import paramiko
 
 from listferry.config import Tenant
 from listferry.serve.log import event, log
+from listferry.serve.proxy import (
+    NOT_A_BALANCER,
+    FirstBytes,
+    ProxyRefused,
+    from_balancer,
+    read_header,
+)
 from listferry.serve.runtime import ServerRuntime
 from listferry_plugins.sftp.files import PROTOCOL, TenantFiles
 from listferry_plugins.sftp.session import SftpSession
@@ -72,6 +82,7 @@ class SftpServer:
         self._listener: socket.socket | None = None
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._host_key: paramiko.PKey | None = None
+        self._headers_awaited = 0  # connections from the balancer not yet past their header
 
     def start(self) -> list[tuple[str, str, int]]:
         self._host_key = paramiko.PKey.from_path(self.settings.ssh_host_key)
@@ -162,17 +173,59 @@ class SftpServer:
                     self.stopping.wait(0.5)
                     continue
                 ip = address[0]
-                refusal = self.runtime.guard.admit(ip, PROTOCOL)
-                if refusal:
-                    self.runtime.refused(PROTOCOL, ip, refusal)
-                    sock.close()
+                if from_balancer(ip, self.settings.proxy_protocol_from):
+                    self._await_header(sock, ip)
                     continue
-                try:
-                    self._spawn(self._serve, f"sftp-{ip}", sock, ip)
-                except RuntimeError as exc:
-                    event("refused", protocol=PROTOCOL, ip=ip, reason=str(exc))
-                    sock.close()
-                    self.runtime.guard.release(ip, PROTOCOL)
+                if self._admit(sock, ip):
+                    try:
+                        self._spawn(self._serve, f"sftp-{ip}", sock, ip)
+                    except RuntimeError as exc:
+                        event("refused", protocol=PROTOCOL, ip=ip, reason=str(exc))
+                        sock.close()
+                        self.runtime.guard.release(ip, PROTOCOL)
+
+    def _admit(self, sock: socket.socket, ip: str) -> bool:
+        """Whether the guard admits the client at ``ip``; when not, logged and closed."""
+        refusal = self.runtime.guard.admit(ip, PROTOCOL)
+        if refusal:
+            self.runtime.refused(PROTOCOL, ip, refusal)
+            sock.close()
+        return not refusal
+
+    def _await_header(self, sock: socket.socket, balancer: str) -> None:
+        """Read the PROXY header of a connection from ``balancer`` in a thread of its own
+        (as many at once as ``max_prelogin_connections``), then serve the client it names."""
+        with self._lock:
+            full = self._headers_awaited >= self.settings.max_prelogin_connections
+            if not full:
+                self._headers_awaited += 1
+        if full:
+            self.runtime.refused(
+                PROTOCOL, balancer, "too many connections waiting for their header"
+            )
+            sock.close()
+            return
+        try:
+            self._spawn(self._behind_balancer, f"sftp-via-{balancer}", sock, balancer)
+        except RuntimeError as exc:
+            event("refused", protocol=PROTOCOL, ip=balancer, reason=str(exc))
+            sock.close()
+            with self._lock:
+                self._headers_awaited -= 1
+
+    def _behind_balancer(self, sock: socket.socket, balancer: str) -> None:
+        try:
+            source = read_header(sock)
+        except ProxyRefused as exc:
+            self.runtime.refused(PROTOCOL, balancer, f"from the balancer: {exc}")
+            sock.close()
+            return
+        finally:
+            with self._lock:
+                self._headers_awaited -= 1
+        ip = source[0] if source is not None else balancer
+        if self._admit(sock, ip):
+            self._serve(sock, ip)
 
     def _serve(self, sock: socket.socket, ip: str) -> None:
         transport = connection = None
@@ -181,7 +234,7 @@ class SftpServer:
                 if self.stopping.is_set():
                     return
                 transport = paramiko.Transport(
-                    sock,
+                    HeaderRefused(sock, lambda: self.runtime.refused(PROTOCOL, ip, NOT_A_BALANCER)),
                     default_window_size=WINDOW_SIZE,
                     default_max_packet_size=MAX_PACKET_SIZE,
                     disabled_algorithms=WEAK_ALGORITHMS,
@@ -237,6 +290,27 @@ class SftpServer:
                 )
                 return
             transport.join(left if idle else None)
+
+
+class HeaderRefused:
+    """A client's socket, as paramiko reads it: when the client's first bytes are a PROXY
+    header (only a balancer may say where a connection comes from, and its header, if
+    any, is read already), ``refuse()`` is called and the client is seen to hang up."""
+
+    def __init__(self, sock: socket.socket, refuse: Callable[[], None]) -> None:
+        self._sock = sock
+        self._refuse = refuse
+        self._first = FirstBytes()
+
+    def recv(self, size: int) -> bytes:
+        data = self._sock.recv(size)
+        if self._first.verdict is None and self._first.look(data):
+            self._refuse()
+            return b""
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 # -- one connection: who it is, what it may open ---------------------------------------------

@@ -215,7 +215,8 @@ class Cluster:
 
     def sftp(self, port: int, batch: str, *options: str) -> list[str]:
         known_hosts = self.tmp_path / "known_hosts"
-        host_key = self.front.server.ssh_host_key.with_name("ssh_host_ed25519_key.pub")
+        private = self.front.server.ssh_host_key
+        host_key = private.with_name(private.name + ".pub")
         known_hosts.write_text(f"[127.0.0.1]:{port} {host_key.read_text()}")
         (self.tmp_path / "batch").write_text(batch)
         return [
@@ -345,6 +346,15 @@ def test_storage_that_does_not_answer_fails_the_upload_with_a_clear_error_and_ke
     tmp_path: Path, database_url: str, bucket
 ) -> None:
     cluster = Cluster(tmp_path, database_url, bucket, f"http://127.0.0.1:{free_port()}")
+    # Its own server keys (storage, where the cluster's are, never answers this node).
+    text = cluster.front.config.read_text()
+    cluster.front.config.write_text(
+        text.replace(
+            "[server]\n",
+            '[server]\nssh_host_key = "keys/host_key"\n'
+            'tls_cert = "keys/cert.pem"\ntls_key = "keys/key.pem"\n',
+        )
+    )
     try:
         ports = cluster.front.serve()
         listing = tmp_path / "subscriber_list.csv"

@@ -35,13 +35,16 @@ def cluster() -> None:
 @cluster.command("init")
 @pass_state
 def cluster_init(state: State) -> None:
-    """Make the cluster's tables (Procrastinate's and listferry's) and check the bucket.
+    """Make the cluster's tables (Procrastinate's and listferry's), check the bucket, and
+    share this node's server keys (SSH host key, TLS certificate) with every serve node
+    through storage, unless storage holds the cluster's already.
 
     Safe to run twice: Procrastinate's tables are brought to this version, or said to
     be current.
     """
     from listferry.cluster.database import connect, create_schema, shown
     from listferry.cluster.queue import install_schema
+    from listferry.cluster.serving import share_server_keys
 
     config = state.app().config
     url = _database(config)
@@ -50,6 +53,8 @@ def cluster_init(state: State) -> None:
         create_schema(conn)
     click.echo(f"database {shown(url)}: {done}; listferry's tables ready")
     click.echo(_check_storage(config))
+    for line in share_server_keys(config):
+        click.echo(line)
 
 
 def _check_storage(config: Config) -> str:

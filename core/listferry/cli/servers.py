@@ -88,11 +88,16 @@ def serve(
 
             raise web_missing() from None
         beside = with_console(state.config_path, app.config, beside)
-    homes = queue = None
+    homes = queue = blocks = None
     if app.config.cluster is not None:
-        from listferry.cluster.serving import SyncQueue, cluster_homes
+        from listferry.cluster.logins import SharedLogins
+        from listferry.cluster.queue import database_of
+        from listferry.cluster.serving import SyncQueue, cluster_homes, share_server_keys
 
+        for line in share_server_keys(app.config):
+            click.echo(line)
         homes, queue = cluster_homes(app.config), SyncQueue(app.config)
+        blocks = SharedLogins(database_of(app.config), watch=True)
     try:
         run_servers(
             app,
@@ -102,6 +107,7 @@ def serve(
             beside,
             homes=homes,
             queue=queue,
+            blocks=blocks,
         )
     finally:
         if queue is not None:
@@ -156,10 +162,12 @@ def server_blocked(state: State, json_: bool) -> None:
     """
     import time
 
-    from listferry.serve.blocks import BlockFile, blocks_path
+    from listferry.cluster.logins import blocks_of
+    from listferry.serve.blocks import blocks_path
 
-    path = blocks_path(load_config(state.config_path).state_dir)
-    found = BlockFile(path).active(time.time()) if path.exists() else []
+    config = load_config(state.config_path)
+    local = config.cluster is None and not blocks_path(config.state_dir).exists()
+    found = [] if local else blocks_of(config).active(time.time())
     if json_:
         emit_json([block.to_json() for block in found])
         return
@@ -175,12 +183,14 @@ def server_unblock(state: State, address: str) -> None:
     for a running `serve`. Exit 2 when it is not an address or not blocked."""
     import time
 
+    from listferry.cluster.logins import blocks_of
     from listferry.errors import UsageError
-    from listferry.serve.blocks import BlockFile, block_source, blocks_path
+    from listferry.serve.blocks import block_source, blocks_path
 
     source = block_source(address)
-    path = blocks_path(load_config(state.config_path).state_dir)
-    if not path.exists() or not BlockFile(path).remove(source, time.time()):
+    config = load_config(state.config_path)
+    local = config.cluster is None and not blocks_path(config.state_dir).exists()
+    if local or not blocks_of(config).remove(source, time.time()):
         raise UsageError(f"{source} is not blocked")
     click.echo(f"{source}: unblocked")
 

@@ -5,7 +5,9 @@ version is taken only over the one its run started from); ``listferry_runs`` ind
 every run of every tenant, with the store version that holds it (``NULL`` for a run
 whose store write the fence refused), so any node can answer ``runs`` and ``status``
 without a store; ``listferry_tenants`` holds the tenants every node shares, each change
-numbered from ``listferry_tenant_changes`` (:mod:`listferry.config.shared`).
+numbered from ``listferry_tenant_changes`` (:mod:`listferry.config.shared`);
+``listferry_login_failures`` and ``listferry_login_blocks`` are the serve nodes' shared
+login defence (:mod:`listferry.cluster.logins`).
 """
 
 from __future__ import annotations
@@ -103,6 +105,27 @@ SCHEMA = (
         written_by)
     SELECT tenant, version, key, size, sha256, written_at, written_by FROM listferry_stores
     ON CONFLICT (tenant, version) DO NOTHING
+    """,
+    # the login defence every serve node shares (listferry.cluster.logins): failed logins
+    # (seconds since the epoch) and the sources blocked after them
+    """
+    CREATE TABLE IF NOT EXISTS listferry_login_failures (
+        source text NOT NULL,
+        account text NOT NULL,
+        at double precision NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS listferry_login_failures_by_source "
+    "ON listferry_login_failures (source, at)",
+    "CREATE INDEX IF NOT EXISTS listferry_login_failures_by_account "
+    "ON listferry_login_failures (account, at)",
+    """
+    CREATE TABLE IF NOT EXISTS listferry_login_blocks (
+        source text PRIMARY KEY,
+        until double precision NOT NULL,
+        failures integer NOT NULL,
+        accounts jsonb NOT NULL
+    )
     """,
 )
 

@@ -8,6 +8,8 @@ into storage; the home's files listed, read, removed and renamed there), and a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from contextlib import suppress
 from pathlib import Path
@@ -212,3 +214,127 @@ def cluster_homes(config: Config) -> SpooledHomes:
     settings = config.storage
     storage = Storage(settings.url, settings.endpoint_url, settings.region)
     return SpooledHomes(config.state_dir / SPOOL, HomesInStorage(storage))
+
+
+#: The servers' own keys every serve node shares, in storage: the SSH host key, and the
+#: TLS private key with its certificate chain in one object (a pair never half replaced).
+SSH_HOST_KEY = "server/ssh_host_ed25519_key"
+TLS_PAIR = "server/tls.pem"
+
+
+def share_server_keys(config: Config) -> list[str]:
+    """Have this node serve with the cluster's SSH host key and TLS certificate, so a
+    customer sees the same ones whichever node answers; what was done, a line each.
+
+    Only keys the node's ``[server]`` does not name are shared (an operator's own files,
+    such as a CA's certificate, are used as they are, and must be the same on every
+    node): those in storage are written over this node's; those not yet in storage are
+    put there from this node (made first when missing). Two nodes doing so at once
+    both end with the one stored first. When storage does not answer, a node serves
+    with the keys it took from storage before (``state/server/shared-keys.json`` has
+    their digests); one that never did refuses to start rather than show customers
+    another host key.
+    """
+    from listferry.serve.keys import ensure_server_keys, public_host_key
+
+    assert config.storage is not None
+    server = config.server
+    own = config.state_dir / "server"
+    settings = config.storage
+    storage = Storage(settings.url, settings.endpoint_url, settings.region)
+    ensure_server_keys(server)
+    marks = own / "shared-keys.json"
+    taken = _read_marks(marks)
+    said = []
+
+    def write_host_key(stored: bytes) -> None:
+        public = public_host_key(stored, storage.url_of(SSH_HOST_KEY))
+        _write_private(server.ssh_host_key, stored)
+        server.ssh_host_key.with_name(server.ssh_host_key.name + ".pub").write_bytes(public)
+
+    def write_pair(stored: bytes) -> None:
+        key, chain = _split_pair(stored, storage.url_of(TLS_PAIR))
+        _write_private(server.tls_key, key)
+        _write_private(server.tls_cert, chain)
+
+    shared = []
+    if server.ssh_host_key == own / "ssh_host_ed25519_key":
+        local = server.ssh_host_key.read_bytes()
+        shared.append(("SSH host key", SSH_HOST_KEY, local, write_host_key, "ssh_host_key"))
+    if server.tls_cert == own / "tls-cert.pem" and server.tls_key == own / "tls-key.pem":
+        local = server.tls_key.read_bytes() + server.tls_cert.read_bytes()
+        shared.append(("TLS certificate", TLS_PAIR, local, write_pair, "tls_cert and tls_key"))
+    for what, key, local, write, setting in shared:
+        try:
+            stored, how = _share(storage, key, local)
+        except ListferryError as exc:
+            if taken.get(key) != _digest(local):
+                raise ListferryError(
+                    f"{what}: {exc}; this node has not taken the cluster's from storage before "
+                    f"and would serve another: start serve once storage answers, or set "
+                    f"[server] {setting} to the cluster's files"
+                ) from None
+            said.append(f"{what}: {exc}; serving the one taken from storage before")
+            continue
+        if stored != local:
+            write(stored)
+        taken[key] = _digest(stored)
+        said.append(f"{what}: {how} {storage.url_of(key)}")
+    if shared:
+        marks.write_text(json.dumps(taken, indent=2) + "\n")
+    return said
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_marks(path: Path) -> dict[str, str]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _share(storage: Storage, key: str, local: bytes) -> tuple[bytes, str]:
+    """The bytes stored under ``key`` (put there from ``local`` when nothing was), and
+    how they came."""
+    import tempfile
+
+    from listferry.cluster.storage import AlreadyExists
+
+    with tempfile.TemporaryDirectory() as folder:
+        dest = Path(folder, "key")
+        if storage.head(key) is None:
+            try:
+                storage.put_bytes(local, key, if_absent=True)
+                return local, "shared from this node as"
+            except AlreadyExists:
+                pass  # another node stored its own first: that one is served
+        storage.get(key, dest)
+        return dest.read_bytes(), "taken from"
+
+
+def _split_pair(pem: bytes, where: str) -> tuple[bytes, bytes]:
+    """A private key's PEM block, and the certificate blocks after it."""
+    import re
+
+    found = re.match(
+        rb"\s*(-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIVATE KEY-----)", pem, re.S
+    )
+    if found is None or b"-----BEGIN CERTIFICATE-----" not in pem[found.end() :]:
+        raise ListferryError(f"{where}: not a private key followed by its certificates")
+    return found[1] + b"\n", pem[found.end() :].strip() + b"\n"
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` at once, readable by its owner only."""
+    import os
+
+    temp = path.with_name(f".{path.name}.new")
+    temp.unlink(missing_ok=True)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(temp, path)

@@ -176,6 +176,18 @@ def ip_networks(value: Any) -> str | None:
     return None
 
 
+def ipv4_or_empty(value: Any) -> str | None:
+    """An IPv4 address, or empty."""
+    if not isinstance(value, str):
+        return "must be a string"
+    if value:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            return f"is {value!r}, which is not an IPv4 address (FTP's passive reply names one)"
+    return None
+
+
 def run_outcomes(value: Any) -> str | None:
     """A list of run outcomes (``applied``, ``voided`` ...)."""
     if not isinstance(value, list) or not all(v in OUTCOMES for v in value):

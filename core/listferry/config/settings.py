@@ -539,6 +539,21 @@ class ServerSettings:
         "the firewall.",
         convert=_port_pair,
     )
+    masquerade_address: str = setting(
+        "",
+        checks.ipv4_or_empty,
+        "The IPv4 address FTP's passive replies (`227`) tell clients to connect to: behind a load "
+        "balancer or NAT, the public address, where this node's `passive_ports` are forwarded "
+        "to it. Empty: the address the client connected to.",
+    )
+    proxy_protocol_from: tuple[str, ...] = setting(
+        [],
+        checks.ip_networks,
+        "Load balancers (addresses or CIDR networks) that put a PROXY protocol version 2 header "
+        "before each connection, naming the customer's address: allow lists, login defence, "
+        "limits and logs then see the customer. A connection from one of them without a header "
+        "is refused, and so is a header from anyone else. Empty: no PROXY protocol.",
+    )
     tls_cert: Path = setting(
         "",
         checks.string,

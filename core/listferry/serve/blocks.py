@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from listferry.times import iso
 
@@ -82,11 +83,41 @@ class Block:
         return f"{self.source}  until {iso(self.until)}  {self.failures} failures  tried: {tried}"
 
 
+class BlockBook(Protocol):
+    """Where a guard keeps its blocks, and shares its failed logins: :class:`BlockFile` on
+    one machine; in cluster mode the database every serve node shares
+    (:class:`listferry.cluster.logins.SharedLogins`). Every method but :meth:`changed`
+    may wait on a disk or a network, so the guard calls them outside its lock."""
+
+    def changed(self) -> bool:
+        """Whether the blocks changed elsewhere since the last look (answered at once)."""
+        ...
+
+    def active(self, now: float) -> list[Block]: ...
+
+    def put(self, block: Block) -> None: ...
+
+    def remove(self, source: str, now: float) -> bool:
+        """Lift the block of ``source``; False when it is not blocked."""
+        ...
+
+    def failed(self, source: str, account: str, now: float, since: float) -> tuple[int, int]:
+        """Record a failed login; the failures since ``since`` from ``source`` (to any
+        account) and to ``account`` (from any source) wherever they were counted."""
+        ...
+
+    def succeeded(self, source: str, account: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class BlockFile:
-    """The blocks on disk. Not thread-safe: the guard calls it under its own lock."""
+    """The blocks on disk, for the processes of one machine. Failed logins are counted
+    by each process's guard alone (:meth:`failed` counts none)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._db = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
         self._db.execute(
@@ -96,7 +127,8 @@ class BlockFile:
         self._seen = self.version()
 
     def version(self) -> int:
-        return self._db.execute("PRAGMA data_version").fetchone()[0]
+        with self._lock:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def changed(self) -> bool:
         """Whether another process changed the file since this one last looked."""
@@ -105,24 +137,36 @@ class BlockFile:
         return changed
 
     def active(self, now: float) -> list[Block]:
-        rows = self._db.execute(
-            "SELECT source, until, failures, accounts FROM blocks WHERE until > ? ORDER BY until",
-            (now,),
-        )
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source, until, failures, accounts FROM blocks WHERE until > ? "
+                "ORDER BY until",
+                (now,),
+            ).fetchall()
         return [Block(s, u, f, tuple(json.loads(a))) for s, u, f, a in rows]
 
     def put(self, block: Block) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
-            (block.source, block.until, block.failures, json.dumps(list(block.accounts))),
-        )
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?)",
+                (block.source, block.until, block.failures, json.dumps(list(block.accounts))),
+            )
         self._seen = self.version()
 
     def remove(self, source: str, now: float) -> bool:
         """Lift the block of ``source``; False when it is not blocked."""
-        gone = self._db.execute("DELETE FROM blocks WHERE source = ? AND until > ?", (source, now))
-        self._db.execute("DELETE FROM blocks WHERE until <= ?", (now,))
+        with self._lock:
+            gone = self._db.execute(
+                "DELETE FROM blocks WHERE source = ? AND until > ?", (source, now)
+            )
+            self._db.execute("DELETE FROM blocks WHERE until <= ?", (now,))
         return gone.rowcount > 0
+
+    def failed(self, source: str, account: str, now: float, since: float) -> tuple[int, int]:
+        return 0, 0
+
+    def succeeded(self, source: str, account: str) -> None:
+        pass
 
     def close(self) -> None:
         self._db.close()

@@ -80,6 +80,20 @@ def make_ssh_host_key(path: Path) -> None:
     path.with_name(path.name + ".pub").write_bytes(public + b" listferry-host-key\n")
 
 
+def public_host_key(private: bytes, where: str) -> bytes:
+    """The ``.pub`` line of an OpenSSH private host key (unencrypted)."""
+    from listferry.errors import ListferryError
+
+    try:
+        key = serialization.load_ssh_private_key(private, password=None)
+        public = key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    except (ValueError, TypeError) as exc:
+        raise ListferryError(f"{where}: not an unencrypted OpenSSH private key: {exc}") from None
+    return public + b" listferry-host-key\n"
+
+
 def ensure_server_keys(server: ServerSettings) -> list[Path]:
     """Make whichever of the servers' keys is missing; return the files made."""
     made = []

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from listferry.config import ServerSettings, Tenant
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
-from listferry.serve.blocks import Block, BlockFile, address_of, source_of
+from listferry.serve.blocks import Block, BlockBook, BlockFile, address_of, source_of
 from listferry.serve.log import event
 
 #: The least time a failed login is remembered (``block_seconds`` when that is longer).
@@ -39,8 +39,11 @@ class LoginGuard:
     and then block it, on every protocol. An account's failures, from every source, delay
     each further failed answer on it but never block it. A good
     login forgets only that account's failures from that source. Blocks are kept in
-    ``blocks`` (a file, see :mod:`~listferry.serve.blocks`) when given, so they outlast a
-    restart and ``listferry server unblock`` can lift one.
+    ``blocks`` (a file, see :mod:`~listferry.serve.blocks`, or a
+    :class:`~listferry.serve.blocks.BlockBook`) when given, so they outlast a restart and
+    ``listferry server unblock`` can lift one. A book shared by several serve nodes (the
+    cluster's database) also counts each failure on every node: a source's failures
+    anywhere block it everywhere.
 
     Connections are limited in all and per address; those not yet logged in also per
     protocol and per source (the pre-login pools), so floods of bare connections to one
@@ -53,7 +56,7 @@ class LoginGuard:
         self,
         settings: ServerSettings,
         clock: Callable[[], float] = time.time,
-        blocks: Path | None = None,
+        blocks: Path | BlockBook | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -62,10 +65,10 @@ class LoginGuard:
         self._failures: dict[str, dict[str, list[float]]] = {}
         self._accounts: dict[str, dict[str, list[float]]] = {}
         self._counted = 0
-        self._file = BlockFile(blocks) if blocks is not None else None
+        self._book = BlockFile(blocks) if isinstance(blocks, Path) else blocks
         self._blocked: dict[str, Block] = {}
-        if self._file is not None:
-            self._blocked = {b.source: b for b in self._file.active(clock())}
+        if self._book is not None:
+            self._blocked = {b.source: b for b in self._book.active(clock())}
         self._open: Counter[str] = Counter()
         self._waiting: Counter[str] = Counter()  # not logged in yet, per protocol
         self._waiting_from: Counter[str] = Counter()  # not logged in yet, per source
@@ -75,18 +78,16 @@ class LoginGuard:
             return self._is_blocked(source_of(ip))
 
     def _is_blocked(self, source: str) -> bool:
+        if self._book is not None and self._book.changed():  # blocked elsewhere, or lifted
+            still = {b.source: b for b in self._book.active(self.clock())}
+            for lifted in set(self._blocked) - set(still):
+                self._forget(lifted)
+                if self._blocked[lifted].until > self.clock():
+                    event("unblocked", source=lifted)
+            self._blocked = still
         block = self._blocked.get(source)
         if block is None:
             return False
-        if self._file is not None and self._file.changed():  # lifted by `server unblock`?
-            still = {b.source: b for b in self._file.active(self.clock())}
-            for lifted in set(self._blocked) - set(still):
-                self._forget(lifted)
-                event("unblocked", source=lifted)
-            self._blocked = still
-            block = still.get(source)
-            if block is None:
-                return False
         if self.clock() >= block.until:
             del self._blocked[source]
             self._forget(source)
@@ -174,25 +175,39 @@ class LoginGuard:
             self._accounts.setdefault(account, {})[source] = times
             times.append(now)
             count = self._count(self._failures[source], now)
+            on_account = self._count(self._accounts[account], now)
+        if self._book is not None:  # the failures other nodes counted too
+            since = now - max(settings.block_seconds, REMEMBER_SECONDS)
+            shared, on_shared = self._book.failed(source, account, now, since)
+            count, on_account = max(count, shared), max(on_account, on_shared)
+        block = None
+        with self._lock:
             if count >= settings.block_after_failures and source not in self._blocked:
-                tried = tuple(sorted(self._failures[source]))[:20]
+                tried = tuple(sorted(self._failures.get(source, {}) or {account: []}))[:20]
                 block = Block(source, now + settings.block_seconds, count, tried)
                 self._blocked[source] = block
-                if self._file is not None:
-                    self._file.put(block)
-                event("blocked", ip=source, failures=count, seconds=settings.block_seconds)
-            on_account = self._count(self._accounts[account], now)
-            return max(
-                _delay(count - settings.delay_after_failures),
-                _delay(on_account - settings.account_delay_after_failures),
-            )
+        if block is not None:
+            if self._book is not None:
+                self._book.put(block)
+            event("blocked", ip=source, failures=count, seconds=settings.block_seconds)
+        return max(
+            _delay(count - settings.delay_after_failures),
+            _delay(on_account - settings.account_delay_after_failures),
+        )
 
     def succeeded(self, ip: str, account: str = "") -> None:
         """A good login to ``account``: forget its failures from ``ip``'s source, no others."""
+        source = source_of(ip)
         with self._lock:
-            source = source_of(ip)
             self._failures.get(source, {}).pop(account, None)
             self._accounts.get(account, {}).pop(source, None)
+        if self._book is not None:
+            self._book.succeeded(source, account)
+
+    def close(self) -> None:
+        """Let go of the blocks' book (a file, or the cluster's database)."""
+        if self._book is not None:
+            self._book.close()
 
     def blocks(self) -> list[Block]:
         """The sources blocked now."""

@@ -21,7 +21,7 @@ from typing import Protocol
 from listferry.app import App
 from listferry.config import ServerSettings, Tenant
 from listferry.config.edit import TenantTables, config_locked, write_atomically
-from listferry.serve.blocks import blocks_path
+from listferry.serve.blocks import BlockBook, blocks_path
 from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import Budget, event
@@ -58,12 +58,14 @@ class ServerRuntime:
         settings: ServerSettings,
         homes: Homes | None = None,
         queue: Callable[[str], str] | None = None,
+        blocks: BlockBook | None = None,
     ) -> ServerRuntime:
         """The runtime; ``homes`` says where completed uploads go (default: the local
         homes), ``queue(tenant)`` queues an on-upload tenant's sync elsewhere instead of
-        running it here (cluster mode)."""
+        running it here, ``blocks`` where the login defence is kept and shared (cluster
+        mode; default: ``state/server/blocked.db``)."""
         homes = homes or LocalHomes()
-        guard = LoginGuard(settings, blocks=blocks_path(app.config.state_dir))
+        guard = LoginGuard(settings, blocks=blocks or blocks_path(app.config.state_dir))
         live = LiveConfig(app)
         rehashed = partial(keep_rehashed, app.config.path)
         return cls(
@@ -173,12 +175,13 @@ def serve(
     beside: Callable[[threading.Event], None] | None = None,
     homes: Homes | None = None,
     queue: Callable[[str], str] | None = None,
+    blocks: BlockBook | None = None,
 ) -> None:
     """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly.
 
     ``beside(stop)`` (the schedule) runs in a thread of its own meanwhile and is waited
     for when the servers have stopped. ``homes`` and ``queue``: as for
-    :meth:`ServerRuntime.create`.
+    :meth:`ServerRuntime.create`; so is ``blocks``.
     """
     import signal
 
@@ -193,7 +196,7 @@ def serve(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
     }
     raise_file_limit()
-    runtime = ServerRuntime.create(app, settings, homes, queue)
+    runtime = ServerRuntime.create(app, settings, homes, queue, blocks)
     runtime.homes.remove_stale_uploads(app.config.tenants)
     watcher = threading.Thread(target=runtime.live.watch, args=(stop,), name="config-watch")
     watcher.start()
@@ -234,6 +237,7 @@ def serve(
         watcher.join()
         pulse.join()
         runtime.live.clear()
+        runtime.guard.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         event("stopped")

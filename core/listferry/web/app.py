@@ -32,6 +32,7 @@ from listferry.config import Tenant
 from listferry.config.passwords import hash_password, needs_rehash, verify_password
 from listferry.errors import ConfigError, ListferryError
 from listferry.runs import RunRecord
+from listferry.serve.blocks import BlockBook
 from listferry.serve.log import Budget, shown
 from listferry.web import schemas, views
 from listferry.web.security import COOKIE, same
@@ -674,15 +675,13 @@ def create_app(config_path: Path) -> FastAPI:
         """The running serve's sessions and today's refusals, and the blocked addresses."""
         import time
 
-        from listferry.serve.blocks import BlockFile, blocks_path
         from listferry.serve.pulse import read_pulse
 
         config = site.config
         pulse = read_pulse(config.state_dir)
-        path = blocks_path(config.state_dir)
         blocked = []
-        if path.exists():
-            blocks = BlockFile(path)
+        blocks = _blocks()
+        if blocks is not None:
             try:
                 blocked = [block.to_json() for block in blocks.active(time.time())]
             finally:
@@ -696,19 +695,28 @@ def create_app(config_path: Path) -> FastAPI:
             "blocked": blocked,
         }
 
+    def _blocks() -> BlockBook | None:
+        """The blocks (the cluster's, or this machine's file); None when none was kept."""
+        from listferry.cluster.logins import blocks_of
+        from listferry.serve.blocks import blocks_path
+
+        config = site.config
+        if config.cluster is None and not blocks_path(config.state_dir).exists():
+            return None
+        return blocks_of(config)
+
     def _unblock(caller: Caller, where: str, given: str) -> str:
         import time
 
-        from listferry.serve.blocks import BlockFile, block_source, blocks_path
+        from listferry.serve.blocks import block_source
 
         try:
             source = block_source(given)
         except ListferryError as exc:
             raise HTTPException(422, str(exc)) from None
-        path = blocks_path(site.config.state_dir)
-        if not path.exists():
+        blocks = _blocks()
+        if blocks is None:
             raise HTTPException(404, f"{source} is not blocked")
-        blocks = BlockFile(path)
         try:
             lifted = blocks.remove(source, time.time())
         finally:
