@@ -82,7 +82,7 @@ def test_reading_from_a_socket_takes_the_header_only_and_refuses_silence_and_han
     server, client = socket.socketpair()
     with server, client:
         client.sendall(SIGNATURE[:8])
-        with pytest.raises(ProxyRefused, match="no PROXY header within 0.2 s"):
+        with pytest.raises(ProxyRefused, match=r"no PROXY header within 0\.2 s"):
             read_header(server, seconds=0.2)
     server, client = socket.socketpair()
     with server:

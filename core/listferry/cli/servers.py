@@ -154,7 +154,8 @@ def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) 
 @click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
 @pass_state
 def server_blocked(state: State, json_: bool) -> None:
-    """Addresses blocked after repeated failed logins, as the running `serve` keeps them.
+    """Addresses blocked after repeated failed logins, as the running `serve` keeps them
+    (in cluster mode, every serve node's, from the cluster's database).
 
     One line each: the address (an IPv6 address's /64), until when (UTC), how many
     failed logins and the accounts they tried. JSON: a list of `{"source", "until",
@@ -180,7 +181,8 @@ def server_blocked(state: State, json_: bool) -> None:
 @pass_state
 def server_unblock(state: State, address: str) -> None:
     """Lift the block of ADDRESS (an IPv4 or IPv6 address, or an IPv6 /64), at once, also
-    for a running `serve`. Exit 2 when it is not an address or not blocked."""
+    for a running `serve` (in cluster mode, on every serve node within a second). Exit 2
+    when it is not an address or not blocked."""
     import time
 
     from listferry.cluster.logins import blocks_of
