@@ -1098,9 +1098,12 @@ class Listener(ThreadedFTPServer):
         else:
             self.admit(wait.sock, source, through=True)
 
-    def header_refused(self, wait: HeaderWait, reason: str) -> None:
+    def header_refused(self, wait: HeaderWait, reason: str | None) -> None:
+        """The balancer's connection ``wait`` is refused (logged, with the ``reason``) or,
+        with None, dropped as the server stops."""
         self._headers_awaited -= 1
-        self.handler.runtime.refused(self.handler.protocol, wait.addr[0], reason)
+        if reason is not None:
+            self.handler.runtime.refused(self.handler.protocol, wait.addr[0], reason)
         wait.sock.close()
 
     def admit(self, sock: socket.socket, addr: tuple[str, int], through: bool = False) -> None:
@@ -1192,6 +1195,15 @@ class HeaderWait:
     def _refuse(self, reason: str) -> None:
         if self._end():
             self.listener.header_refused(self, f"from the balancer: {reason}")
+
+    @property
+    def _fileno(self) -> int:  # what the loop sorts by when it closes
+        return self._fd
+
+    def close(self) -> None:
+        """The server stops: drop the connection, saying nothing."""
+        if self._end():
+            self.listener.header_refused(self, None)
 
     def _end(self) -> bool:
         """Leave the loop; False when already gone."""

@@ -10,7 +10,8 @@ address in again within a second.
 
 When the database does not answer, a node goes on with what it counted itself (as one
 machine does) and says so in one log line a minute; it tries the database again five
-seconds later. Nothing here waits more than two seconds for the database.
+seconds later. A failed login waits at most three seconds for the database (two for a
+statement); a good one never does.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from __future__ import annotations
 import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
-from listferry.cluster.database import connect, shown
+from listferry.cluster.database import shown
 from listferry.cluster.queue import database_of
 from listferry.config import Config
 from listferry.config.shared import first_line
@@ -32,8 +34,10 @@ from listferry.serve.log import Budget, event
 REFRESH_SECONDS = 1.0
 #: Seconds a node leaves the database alone after it did not answer.
 RETRY_SECONDS = 5.0
-#: The longest any statement may take (ms): a login never waits long for the database.
+#: The longest any statement may take (ms), and a connection (s): a failed login never
+#: waits long for the database, a good one never waits for it.
 STATEMENT_MS = 2000
+CONNECT_SECONDS = 3
 
 
 def blocks_of(config: Config) -> BlockBook:
@@ -66,6 +70,7 @@ class SharedLogins:
         self._own: dict[str, tuple[float, Block]] = {}  # put here: when, what
         self._changed = False
         self._stop = threading.Event()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="login-writes")
         self._watcher: threading.Thread | None = None
         if watch:
             self._refresh()
@@ -85,14 +90,17 @@ class SharedLogins:
                 return None
             try:
                 if self._conn is None:
-                    self._conn = connect(self.url, name="listferry serve logins")
-                    self._conn.execute(f"SET statement_timeout = {STATEMENT_MS}")
+                    self._conn = psycopg.connect(
+                        self.url,
+                        autocommit=True,
+                        connect_timeout=CONNECT_SECONDS,
+                        application_name="listferry serve logins",
+                        options=f"-c statement_timeout={STATEMENT_MS}",
+                    )
                 cursor = self._conn.execute(query, params)
                 return cursor.fetchall() if rows else cursor.rowcount
             except (psycopg.Error, OSError) as exc:
                 why = first_line(exc)
-            except Exception as exc:  # listferry's own Unreachable: one line already
-                why = str(exc)
             self._close()
             self._resting_until = time.monotonic() + RETRY_SECONDS
         if not quiet:
@@ -186,14 +194,18 @@ class SharedLogins:
         return by_source + 1, by_account + 1  # the row added is not seen by its statement
 
     def succeeded(self, source: str, account: str) -> None:
-        self._run(
+        """Forget the account's failures from the source, in the background: a good login
+        does not wait for the database."""
+        self._writer.submit(
+            self._run,
             "DELETE FROM listferry_login_failures WHERE source = %s AND account = %s",
             (source, account),
-            rows=False,
+            False,
         )
 
     def close(self) -> None:
         self._stop.set()
+        self._writer.shutdown(wait=True, cancel_futures=True)
         if self._watcher is not None:
             self._watcher.join(STATEMENT_MS / 1000 + 1)
         with self._lock:
