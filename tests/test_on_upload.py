@@ -107,3 +107,19 @@ def test_retries_of_a_sync_that_cannot_run_end_and_leave_it_to_the_schedule(
         wait_for(lambda: gave_up in caplog.text, "the retries to end", timeout=30)
     assert [status for status, _ in store_runs(ws)] == ["failed"] * 3
     assert (ws.root / "homes" / "acme" / "subscriber_list.csv").exists()
+
+
+def test_a_cluster_node_stopping_queues_the_syncs_still_waiting_out_the_grace(
+    tmp_path: Path,
+) -> None:
+    """A node stopped between an upload and its sync (a rolling restart) queues the sync
+    for the cluster's workers as it stops, rather than leave the list to its schedule."""
+    from listferry.serve.uploads import UploadDispatcher
+
+    box = Sandbox(tmp_path, process="on-upload")
+    queued: list[str] = []
+    dispatcher = UploadDispatcher(box.app(), 3600, queue=lambda name: queued.append(name) or "7")
+    dispatcher.received(box.tenant, "subscriber_list.csv")
+    assert queued == []  # an hour's grace: not yet
+    dispatcher.stop(5)
+    assert queued == [box.tenant.name]

@@ -64,6 +64,7 @@ with warnings.catch_warnings():
 
 from listferry import ListferryError
 from listferry.config import Tenant
+from listferry.serve.blocks import address_of
 from listferry.serve.jail import (
     BadName,
     OutsideHome,
@@ -510,7 +511,16 @@ class PassiveListener(PassiveDTP):
                     "425 Cannot open a data connection; try again.",
                 )
                 return
-        problem = self.cmd_channel.data_protection_problem()
+        session = self.cmd_channel
+        if address_of(addr[0]) != address_of(session.remote_ip):
+            # Someone else at a session's passive port (a port scan): turned away without
+            # a word to the session, which goes on waiting for its own client.
+            sock.close()
+            session.runtime.refused(
+                session.protocol, addr[0], "a data connection to another's port"
+            )
+            return
+        problem = session.data_protection_problem()
         if problem is None:
             super().handle_accepted(sock, addr)
             return
@@ -1065,6 +1075,11 @@ class Listener(ThreadedFTPServer):
             self._backoff = 0.0
 
     def _loop(self, handler: TenantSession) -> None:
+        if handler._closed:
+            # The client hung up before this thread began (a balancer's health check
+            # does): its file descriptor is closed, and its number may already be
+            # another's. pyftpdlib would register it in this thread's poller anyway.
+            return
         try:
             super()._loop(handler)
         except OSError as exc:

@@ -318,6 +318,52 @@ def test_every_node_serves_the_key_and_certificate_stored_first_and_keeps_them_w
     assert share_server_keys(own) == []
 
 
+def test_keys_in_storage_that_do_not_check_replace_nothing_and_say_why(
+    tmp_path: Path, database_url: str, bucket
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    made = node_config(tmp_path / "maker", database_url, bucket.url, bucket.endpoint_url)
+    ensure_server_keys(made.server)
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    weak = rsa.generate_private_key(65537, 1024).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    client = bucket.server.client()
+    prefix = bucket.url.split("/", 3)[3]
+    cases = {
+        "the private key is not the certificate's": (
+            None,
+            other + made.server.tls_cert.read_bytes(),
+        ),
+        "a host key of RSA 1024 bits": (weak, None),
+    }
+    for n, (reason, (host_key, pair)) in enumerate(cases.items()):
+        where = f"{prefix}/case{n}/server"
+        if host_key is not None:
+            client.put_object(
+                Bucket=bucket.name, Key=f"{where}/ssh_host_ed25519_key", Body=host_key
+            )
+        if pair is not None:
+            client.put_object(Bucket=bucket.name, Key=f"{where}/tls.pem", Body=pair)
+        node = node_config(
+            tmp_path / f"node{n}", database_url, f"{bucket.url}/case{n}", bucket.endpoint_url
+        )
+        ensure_server_keys(node.server)
+        before = {path: path.read_bytes() for path in (node.state_dir / "server").iterdir()}
+        with pytest.raises(ListferryError, match=reason):
+            share_server_keys(node)
+        after = {path: path.read_bytes() for path in (node.state_dir / "server").iterdir()}
+        assert after == before  # the node's own keys, untouched; nothing marked
+
+
 def test_uploads_through_the_balancer_land_and_are_applied_with_one_host_key_and_certificate(
     ha: HA,
 ) -> None:

@@ -106,6 +106,9 @@ SCHEMA = (
     SELECT tenant, version, key, size, sha256, written_at, written_by FROM listferry_stores
     ON CONFLICT (tenant, version) DO NOTHING
     """,
+    # when each tenant was added: the schedule's catch-up runs nothing added since
+    "ALTER TABLE listferry_tenants "
+    "ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now()",
     # the login defence every serve node shares (listferry.cluster.logins): failed logins
     # (seconds since the epoch) and the sources blocked after them
     """
@@ -127,6 +130,7 @@ SCHEMA = (
         accounts jsonb NOT NULL
     )
     """,
+    "CREATE INDEX IF NOT EXISTS listferry_login_blocks_by_until ON listferry_login_blocks (until)",
 )
 
 

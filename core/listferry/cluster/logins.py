@@ -29,6 +29,7 @@ from listferry.config import Config
 from listferry.config.shared import first_line
 from listferry.serve.blocks import Block, BlockBook, BlockFile, blocks_path
 from listferry.serve.log import Budget, event
+from listferry.text import visible
 
 #: Seconds between two readings of the blocks by a running node.
 REFRESH_SECONDS = 1.0
@@ -67,7 +68,8 @@ class SharedLogins:
         self._counted = 0
         self._state = threading.Lock()  # what the watcher read
         self._read: dict[str, Block] = {}
-        self._own: dict[str, tuple[float, Block]] = {}  # put here: when, what
+        #: blocks put here: when, what, and whether the database has it yet
+        self._own: dict[str, tuple[float, Block, bool]] = {}
         self._changed = False
         self._stop = threading.Event()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="login-writes")
@@ -99,10 +101,12 @@ class SharedLogins:
                     )
                 cursor = self._conn.execute(query, params)
                 return cursor.fetchall() if rows else cursor.rowcount
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError, OSError) as exc:
+                why = first_line(exc)  # the database is away: leave it alone a while
+                self._close()
+                self._resting_until = time.monotonic() + RETRY_SECONDS
+            except psycopg.Error as exc:  # this statement only (nothing a client sends)
                 why = first_line(exc)
-            self._close()
-            self._resting_until = time.monotonic() + RETRY_SECONDS
         if not quiet:
             from listferry.errors import ListferryError
 
@@ -128,16 +132,24 @@ class SharedLogins:
         if self._watcher is not None:
             with self._state:
                 found = dict(self._read)
-                for source, (_when, block) in self._own.items():
+                for source, (_when, block, _written) in self._own.items():
                     found.setdefault(source, block)
         else:
             found = {block.source: block for block in self._fetch(now, quiet=False) or []}
         return sorted((b for b in found.values() if b.until > now), key=lambda b: b.until)
 
     def put(self, block: Block) -> None:
+        """Keep ``block`` for every node; one the database did not take is kept here and
+        put again by the watcher once it answers."""
         with self._state:
-            self._own[block.source] = (time.monotonic(), block)
-        self._run(
+            self._own[block.source] = (time.monotonic(), block, False)
+        if self._write(block):
+            with self._state:
+                if self._own.get(block.source, (0, None))[1] is block:
+                    self._own[block.source] = (time.monotonic(), block, True)
+
+    def _write(self, block: Block) -> bool:
+        done = self._run(
             """
             WITH cleared AS (DELETE FROM listferry_login_failures WHERE source = %(source)s)
             INSERT INTO listferry_login_blocks (source, until, failures, accounts)
@@ -149,10 +161,11 @@ class SharedLogins:
                 "source": block.source,
                 "until": block.until,
                 "failures": block.failures,
-                "accounts": json.dumps(list(block.accounts)),
+                "accounts": json.dumps([_text(account) for account in block.accounts]),
             },
             rows=False,
         )
+        return done is not None
 
     def remove(self, source: str, now: float) -> bool:
         gone = self._run(
@@ -171,9 +184,11 @@ class SharedLogins:
         return bool(gone)
 
     def failed(self, source: str, account: str, now: float, since: float) -> tuple[int, int]:
+        account = _text(account)
         self._counted += 1
-        if self._counted % 256 == 0:  # forget what is too old to count
+        if self._counted % 256 == 0:  # forget what is too old to count, and ended blocks
             self._run("DELETE FROM listferry_login_failures WHERE at <= %s", (since,), rows=False)
+            self._run("DELETE FROM listferry_login_blocks WHERE until <= %s", (now,), rows=False)
         found = self._run(
             """
             WITH added AS (
@@ -199,7 +214,7 @@ class SharedLogins:
         self._writer.submit(
             self._run,
             "DELETE FROM listferry_login_failures WHERE source = %s AND account = %s",
-            (source, account),
+            (source, _text(account)),
             False,
         )
 
@@ -225,14 +240,27 @@ class SharedLogins:
         return [Block(s, u, f, tuple(a)) for s, u, f, a in rows]
 
     def _refresh(self) -> None:
+        now = time.time()
+        with self._state:
+            unwritten = [put[1] for put in self._own.values() if not put[2] and put[1].until > now]
+        for block in unwritten:  # blocks made while the database was away
+            if self._write(block):
+                with self._state:
+                    if self._own.get(block.source, (0, None))[1] is block:
+                        self._own[block.source] = (time.monotonic(), block, True)
         began = time.monotonic()
-        found = self._fetch(time.time())
+        found = self._fetch(now)
         if found is None:  # the database did not answer: keep what was read last
             return
         read = {block.source: block for block in found}
         with self._state:
-            # a block put here after the reading began may not be in it yet
-            self._own = {s: put for s, put in self._own.items() if put[0] >= began}
+            # a block written after the reading began may not be in it yet; one not
+            # written yet is kept until it is (or it ends)
+            self._own = {
+                source: put
+                for source, put in self._own.items()
+                if (put[0] >= began or not put[2]) and put[1].until > now
+            }
             if read != self._read:
                 self._read = read
                 self._changed = True
@@ -240,3 +268,9 @@ class SharedLogins:
     def _watch(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):
             self._refresh()
+
+
+def _text(value: str) -> str:
+    """``value`` with its control characters escaped: what a client sent as a user name
+    may hold a NUL, which PostgreSQL's text refuses."""
+    return visible(value)

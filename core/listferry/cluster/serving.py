@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ def share_server_keys(config: Config) -> list[str]:
     their digests); one that never did refuses to start rather than show customers
     another host key.
     """
-    from listferry.serve.keys import ensure_server_keys, public_host_key
+    from listferry.serve.keys import check_tls_pair, ensure_server_keys, public_host_key
 
     assert config.storage is not None
     server = config.server
@@ -247,24 +248,34 @@ def share_server_keys(config: Config) -> list[str]:
     taken = _read_marks(marks)
     said = []
 
-    def write_host_key(stored: bytes) -> None:
+    def host_key(stored: bytes) -> Callable[[], None]:
         public = public_host_key(stored, storage.url_of(SSH_HOST_KEY))
-        _write_private(server.ssh_host_key, stored)
-        server.ssh_host_key.with_name(server.ssh_host_key.name + ".pub").write_bytes(public)
 
-    def write_pair(stored: bytes) -> None:
+        def write() -> None:
+            _write_private(server.ssh_host_key, stored)
+            server.ssh_host_key.with_name(server.ssh_host_key.name + ".pub").write_bytes(public)
+
+        return write
+
+    def pair(stored: bytes) -> Callable[[], None]:
         key, chain = _split_pair(stored, storage.url_of(TLS_PAIR))
-        _write_private(server.tls_key, key)
-        _write_private(server.tls_cert, chain)
+        check_tls_pair(key, chain, storage.url_of(TLS_PAIR))
+
+        def write() -> None:
+            _write_private(server.tls_key, key)
+            _write_private(server.tls_cert, chain)
+
+        return write
 
     shared = []
     if server.ssh_host_key == own / "ssh_host_ed25519_key":
         local = server.ssh_host_key.read_bytes()
-        shared.append(("SSH host key", SSH_HOST_KEY, local, write_host_key, "ssh_host_key"))
+        shared.append(("SSH host key", SSH_HOST_KEY, local, host_key, "ssh_host_key"))
     if server.tls_cert == own / "tls-cert.pem" and server.tls_key == own / "tls-key.pem":
         local = server.tls_key.read_bytes() + server.tls_cert.read_bytes()
-        shared.append(("TLS certificate", TLS_PAIR, local, write_pair, "tls_cert and tls_key"))
-    for what, key, local, write, setting in shared:
+        shared.append(("TLS certificate", TLS_PAIR, local, pair, "tls_cert and tls_key"))
+    writes = []  # every key checked before any is written: a bad one replaces none
+    for what, key, local, check, setting in shared:
         try:
             stored, how = _share(storage, key, local)
         except ListferryError as exc:
@@ -277,9 +288,11 @@ def share_server_keys(config: Config) -> list[str]:
             said.append(f"{what}: {exc}; serving the one taken from storage before")
             continue
         if stored != local:
-            write(stored)
+            writes.append(check(stored))
         taken[key] = _digest(stored)
         said.append(f"{what}: {how} {storage.url_of(key)}")
+    for write in writes:
+        write()
     if shared:
         marks.write_text(json.dumps(taken, indent=2) + "\n")
     return said

@@ -174,6 +174,22 @@ class Scheduler:
         finally:
             conn.close()
 
+    def _added(self, tenant: Tenant) -> datetime | None:
+        """When the tenant was added: in cluster mode when its row was made (a node's
+        state folder is made only where `tenant add` ran), else :func:`added_at`."""
+        if self.app is None or self.app.config.cluster is None:
+            return parse_time(added_at(tenant))
+        from listferry.cluster.database import connect
+
+        try:
+            with connect(self.app.config.cluster.database) as conn:
+                row = conn.execute(
+                    "SELECT created_at FROM listferry_tenants WHERE name = %s", (tenant.name,)
+                ).fetchone()
+        except Exception:  # a database before `cluster init` made the column: not known
+            return None
+        return row[0] if row else None
+
     def _missed(self, key: tuple[str, str | None], schedule: Schedule, now: datetime) -> bool:
         """A sync or export that fell due in the last ``CATCH_UP`` while no schedule ran
         (a reboot at 02:00) and did not happen: run it at once."""
@@ -191,7 +207,7 @@ class Scheduler:
         done = parse_time(last)
         if done is not None and done >= missed:
             return False
-        added = parse_time(added_at(tenant)) if done is None else None
+        added = self._added(tenant) if done is None else None
         if added is not None and added > missed:
             return False  # a tenant added after that time missed nothing
         log.info("%s: the %s due at %s did not run; it runs now", name, kind, iso(missed))

@@ -13,8 +13,9 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from listferry.config import ServerSettings
@@ -81,7 +82,8 @@ def make_ssh_host_key(path: Path) -> None:
 
 
 def public_host_key(private: bytes, where: str) -> bytes:
-    """The ``.pub`` line of an OpenSSH private host key (unencrypted)."""
+    """The ``.pub`` line of an OpenSSH private host key (unencrypted): Ed25519, ECDSA, or
+    RSA of 3072 bits or more; anything else is one :class:`ListferryError` line."""
     from listferry.errors import ListferryError
 
     try:
@@ -89,9 +91,30 @@ def public_host_key(private: bytes, where: str) -> bytes:
         public = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise ListferryError(f"{where}: not an unencrypted OpenSSH private key: {exc}") from None
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 3072:
+        raise ListferryError(f"{where}: a host key of RSA {key.key_size} bits: use Ed25519")
+    if not isinstance(
+        key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    ):
+        raise ListferryError(f"{where}: a host key of {type(key).__name__}: use Ed25519")
     return public + b" listferry-host-key\n"
+
+
+def check_tls_pair(key_pem: bytes, chain_pem: bytes, where: str) -> None:
+    """That ``key_pem`` is the private key of the first certificate of ``chain_pem``; one
+    :class:`ListferryError` line saying what is wrong when not."""
+    from listferry.errors import ListferryError
+
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        chain = x509.load_pem_x509_certificates(chain_pem)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ListferryError(f"{where}: not a private key and certificates: {exc}") from None
+    der = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if chain[0].public_key().public_bytes(*der) != key.public_key().public_bytes(*der):
+        raise ListferryError(f"{where}: the private key is not the certificate's")
 
 
 def ensure_server_keys(server: ServerSettings) -> list[Path]:

@@ -233,9 +233,31 @@ class UploadDispatcher:
         return min(ready)[1] if ready else None
 
     def stop(self, timeout: float) -> None:
+        """Stop syncing. In cluster mode the tenants still waiting out ``upload_grace``
+        (or a retry) are queued now, once: a node stopped between an upload and its
+        sync (a rolling restart) leaves no list to wait for the schedule."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         ends = time.monotonic() + timeout
         for worker in self._workers:
             worker.join(max(0.0, ends - time.monotonic()))
+        if self.queue is None:
+            return
+        with self._cond:
+            left, self._due = sorted(self._due), {}
+        for name in left:
+            tenant = self.tenants().get(name)
+            if tenant is None or tenant.process != "on-upload":
+                continue
+            try:
+                job = self.queue(name)
+            except Exception as exc:
+                log.error(
+                    "%s: the on-upload sync could not be queued as serve stopped: %s; "
+                    "its schedule or the next upload syncs it",
+                    name,
+                    exc,
+                )
+                continue
+            event("queued", tenant=name, job=job, reason="serve stopping")
