@@ -212,7 +212,7 @@ def test_a_config_key_without_a_meaning_is_caught() -> None:
 
 
 def test_the_generated_pages_are_current() -> None:
-    """What ``tox -e docs`` checks, so that a plain ``pytest`` run catches it too."""
+    """``cog --check``: the pages generated from the code are as the code makes them."""
     pages = [str(DOCS / "hooks.md"), str(DOCS / "cli.md"), str(DOCS / "operator.md")]
     assert Cog().main(["cog", "--check", "--verbosity=0", *pages]) == 0, (
         "docs are stale: run cog -r docs/hooks.md docs/cli.md docs/operator.md"

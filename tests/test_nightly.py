@@ -64,7 +64,7 @@ def test_serve_runs_five_tenants_at_their_time_in_parallel_and_tells_of_the_void
     monkeypatch.setenv("NIGHTLY_WEBHOOK_SECRET", SECRET)
     site = Site.create(tmp_path / "site", list(TENANTS))
     site.serve_options = ()
-    due = (datetime.now(UTC) + timedelta(seconds=20)).replace(microsecond=0)
+    due = (datetime.now(UTC) + timedelta(seconds=14)).replace(microsecond=0)
     with SmtpServer(tmp_path) as smtp, WebhookServer() as hook:
         text = site.config.read_text()
         text = text.replace("[listferry]\n", "[listferry]\nworkers = 5\n", 1)

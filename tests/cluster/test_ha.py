@@ -390,7 +390,13 @@ def test_uploads_through_the_balancer_land_and_are_applied_with_one_host_key_and
     logs = ha.logs()
     assert f"event=login protocol=sftp tenant=acme ip={CUSTOMER}" in logs
     assert f"event=login protocol=ftps tenant=acme ip={CUSTOMER}" in logs
-    # Whichever node answers, the customer sees the same host key and certificate.
+    # Whichever node answers, the customer sees the same host key and certificate; the
+    # known_hosts line to hand the customer says where the balancer is.
+    line = ha.worker.run(
+        "server", "keys", "--known-hosts", "--host", BALANCER, "--port", str(ha.front["sftp"])
+    )
+    assert line.returncode == 0, line.stderr
+    assert line.stdout.splitlines()[0] == ha.known_hosts().read_text().splitlines()[0]
     a, b = (ha.nodes[name].server for name in NODES)
     assert a.tls_cert.read_bytes() == b.tls_cert.read_bytes()
     for name, host in NODES.items():

@@ -133,3 +133,36 @@ def test_server_blocked_names_a_database_that_does_not_answer_in_one_line(tmp_pa
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert f"127.0.0.1:{port}" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_catch_up_takes_when_a_tenant_was_added_from_the_database(
+    tmp_path, database_url: str, bucket
+) -> None:
+    """On a node where `tenant add` did not run there is no state folder to date the
+    tenant: a tenant added after 02:00 is not synced at once as missed when a node
+    starts at 03:10 (issue #17's review)."""
+    from datetime import datetime
+
+    from listferry.ops.scheduler import Scheduler
+
+    from .test_cluster_sync import write_config
+
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text)
+
+    with connect(database_url) as conn:
+        create_schema(conn)
+        for name, added in (("fresh", "2026-11-30T02:30:00Z"), ("stale", "2026-11-20T12:00:00Z")):
+            conn.execute(
+                "INSERT INTO listferry_tenants (name, settings, created_at) VALUES (%s, %s, %s)",
+                (name, '{"schedule": "02:00"}', added),
+            )
+    config = write_config(tmp_path / "node", database_url, bucket)
+    scheduler = Scheduler(config, lambda: at("2026-11-30T03:10:00Z"))
+    try:
+        scheduler.reload()
+        times = scheduler.next_times()
+    finally:
+        scheduler.executor.shutdown()
+    assert times["fresh"]["sync"] == "2026-12-01T02:00:00Z"
+    assert times["stale"]["sync"] == "2026-11-30T03:10:00Z"  # never ran since it was added

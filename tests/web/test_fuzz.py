@@ -35,7 +35,7 @@ def test_the_api_never_answers_5xx_to_what_its_document_allows_or_forbids(
             "--checks",
             "not_a_server_error,response_schema_conformance,content_type_conformance",
             "--max-examples",
-            "10",
+            "6",  # a fixed seed: the same requests each run, within CI's time
             "--seed",
             "1",
             "--workers",

@@ -131,22 +131,39 @@ def server() -> None:
     is_flag=True,
     help="Print only the known_hosts lines, for a file to hand a customer.",
 )
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="The SFTP port customers connect to, for the known_hosts lines (default: [server] "
+    "sftp_port; behind a load balancer, the balancer's).",
+)
 @click.option("--json", "json_", is_flag=True, help="Print them as JSON.")
 @pass_state
-def server_keys(state: State, host: str | None, known_hosts: bool, json_: bool) -> None:
+def server_keys(
+    state: State, host: str | None, known_hosts: bool, port: int | None, json_: bool
+) -> None:
     """The TLS certificate and SSH host key fingerprints, as customers' clients show them.
 
     The certificate's SHA-256 fingerprint as `openssl x509 -fingerprint -sha256`, curl,
     lftp and FileZilla show it, its names and expiry; each SSH host key's fingerprint as
     `ssh-keygen -lf` shows it and its known_hosts line (`[host]:port type key`). Warnings
     (a certificate that does not name HOST, expires soon, or whose key does not match) go
-    to stderr. Exit 2 when a key file is missing or unreadable.
+    to stderr. Exit 2 when a key file is missing or unreadable. In cluster mode, the
+    cluster's keys, taken from storage as `serve` takes them.
     """
+    from dataclasses import replace
+
     from listferry.serve.fingerprints import server_keys
 
     if json_ and known_hosts:
         raise click.UsageError("--json and --known-hosts do not go together")
-    keys = server_keys(load_config(state.config_path).server, host, require_host=known_hosts)
+    config = load_config(state.config_path)
+    if config.cluster is not None and config.storage is not None:
+        from listferry.cluster.serving import share_server_keys
+
+        share_server_keys(config)
+    settings = config.server if port is None else replace(config.server, sftp_port=port)
+    keys = server_keys(settings, host, require_host=known_hosts)
     _show_keys(keys, known_hosts, json_)
 
 
