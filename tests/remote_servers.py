@@ -30,6 +30,7 @@ from listferry.serve.keys import make_ssh_host_key, make_tls_certificate
 
 HOST = "127.0.0.1"
 logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+logging.getLogger("tests.remote.sftp").setLevel(logging.CRITICAL + 1)
 
 
 def tls_certificate(folder: Path) -> tuple[Path, Path]:
@@ -280,6 +281,10 @@ class SftpServer:
 
     def _serve(self, conn: socket.socket) -> None:
         session = paramiko.Transport(conn)
+        # A client that hangs up on purpose (push finding no credentials) can reset the
+        # connection; this server's paramiko would log that where the command's output
+        # is read.
+        session.set_log_channel("tests.remote.sftp")
         self._sessions.append(session)
         session.add_server_key(self.host_key)
         session.set_subsystem_handler(

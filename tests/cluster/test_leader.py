@@ -48,6 +48,8 @@ def test_one_node_leads_and_another_takes_over_when_it_dies(nodes, tmp_path: Pat
         text=True,
     )
     assert done.returncode == 0, done.stderr
+    with connect(nodes.database_url) as conn:  # added yesterday: it missed its time
+        conn.execute("UPDATE listferry_tenants SET created_at = now() - interval '1 day'")
     log_a, log_b = tmp_path / "a.log", tmp_path / "b.log"
     first = start_schedule(a, log_a)
     second = None

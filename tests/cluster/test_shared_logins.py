@@ -166,3 +166,29 @@ def test_the_catch_up_takes_when_a_tenant_was_added_from_the_database(
         scheduler.executor.shutdown()
     assert times["fresh"]["sync"] == "2026-12-01T02:00:00Z"
     assert times["stale"]["sync"] == "2026-11-30T03:10:00Z"  # never ran since it was added
+
+
+def test_a_block_made_while_the_database_refused_it_is_written_once_it_takes_it(url) -> None:
+    """Review finding 3: a block whose write failed was kept on its node alone, where
+    `server blocked` could not list it nor `server unblock` lift it."""
+    with connect(url) as conn:
+        conn.execute("ALTER TABLE listferry_login_blocks RENAME TO hidden_blocks")
+    book = SharedLogins(url, watch=True)
+    guard = LoginGuard(settings(), blocks=book)
+    try:
+        for _ in range(4):
+            guard.failed("192.0.2.30", "acme")
+        assert guard.blocked("192.0.2.30")  # here, at once
+        with connect(url) as conn:
+            conn.execute("ALTER TABLE hidden_blocks RENAME TO listferry_login_blocks")
+        command = SharedLogins(url)
+        listed = wait_for(
+            lambda: command.active(time.time()), "the block to be written by the watcher", 10
+        )
+        assert [block.source for block in listed] == ["192.0.2.30"]
+        assert guard.blocked("192.0.2.30")  # the node's own, still
+        assert command.remove("192.0.2.30", time.time())
+        wait_for(lambda: not guard.blocked("192.0.2.30"), "the block to be lifted here too", 5)
+        command.close()
+    finally:
+        guard.close()

@@ -236,22 +236,16 @@ def schedule(state: State) -> None:
     `schedule`, its return file at its `export_schedule`, the digest at [notify]
     digest_at, each as its own process through the [listferry] executor.
     """
-    import signal
-
     from listferry.ops.scheduler import Scheduler
+    from listferry.serve.runtime import stopped_by_signals
 
     state.app()  # a config that cannot be used stops here, with its line
     stop = threading.Event()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
-    scheduler = Scheduler(state.config_path.resolve())
-    try:
+    with stopped_by_signals(stop):
+        scheduler = Scheduler(state.config_path.resolve())
         scheduler.reload()
         _say_plan(scheduler)
         scheduler.run(stop)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     click.echo("stopped")
 
 

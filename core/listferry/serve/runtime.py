@@ -12,7 +12,8 @@ import logging
 import resource
 import threading
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -167,6 +168,44 @@ class Server(Protocol):
     def stop(self, timeout: float) -> None: ...
 
 
+@contextmanager
+def stopped_by_signals(stop: threading.Event) -> Iterator[None]:
+    """While in the block, SIGTERM and SIGINT set ``stop``, from a thread of their own.
+
+    A Python signal handler runs in the main thread between two of its bytecodes; one
+    that set ``stop`` itself could wait for the lock the main thread holds at that moment
+    inside ``stop.wait()``, and the process would never stop. So the handler does nothing
+    and the signal's number, written by the interpreter to a socket (its wakeup fd), wakes
+    a thread that sets ``stop``. Call it in the main thread.
+    """
+    import signal
+    import socket
+
+    wanted = {signal.SIGTERM, signal.SIGINT}
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+
+    def watch() -> None:
+        with suppress(OSError):
+            while data := reader.recv(64):
+                if wanted & set(data):
+                    stop.set()
+
+    watcher = threading.Thread(target=watch, name="signals", daemon=True)
+    watcher.start()
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        writer.close()
+        watcher.join(5)
+        reader.close()
+
+
 def serve(
     app: App,
     settings: ServerSettings,
@@ -183,18 +222,28 @@ def serve(
     for when the servers have stopped. ``homes`` and ``queue``: as for
     :meth:`ServerRuntime.create`; so is ``blocks``.
     """
-    import signal
-
     from listferry.errors import ListferryError
 
     for path in (settings.tls_cert, settings.tls_key, settings.ssh_host_key):
         if not path.exists():
             raise ListferryError(f"{path} is missing: run 'listferry init' to make the server keys")
     stop = threading.Event()
+    with stopped_by_signals(stop):
+        _serve(app, settings, protocols, say, stop, beside, homes, queue, blocks)
+
+
+def _serve(
+    app: App,
+    settings: ServerSettings,
+    protocols: list[str],
+    say: Callable[[str], object],
+    stop: threading.Event,
+    beside: Callable[[threading.Event], None] | None,
+    homes: Homes | None,
+    queue: Callable[[str], str] | None,
+    blocks: BlockBook | None,
+) -> None:
     companion: threading.Thread | None = None
-    previous = {
-        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)
-    }
     raise_file_limit()
     runtime = ServerRuntime.create(app, settings, homes, queue, blocks)
     runtime.homes.remove_stale_uploads(app.config.tenants)
@@ -238,7 +287,5 @@ def serve(
         pulse.join()
         runtime.live.clear()
         runtime.guard.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         event("stopped")
     say("stopped")
