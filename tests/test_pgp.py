@@ -211,3 +211,18 @@ def test_an_encrypted_list_that_decrypts_past_max_list_size_is_voided_unread(
         "members.csv.pgp unpacks to 2 MiB; a list may be at most 1 MiB (max_list_size), "
         "so it was not taken"
     )
+
+
+def test_a_state_folder_deep_in_the_file_system_decrypts_and_keeps_no_keyring(
+    tmp_path: Path, keys: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GnuPG's agent listens on a socket in its keyring's folder, and a socket's path may
+    not pass 107 bytes: a keyring below a deep state folder could not hold a secret key
+    ("holds no secret key"). The keyring is made elsewhere, for the run alone."""
+    deep = tmp_path / ("deep-" * 12) / ("state-folder-" * 4)
+    ws = Sandbox.from_starter(deep)
+    tenant(ws, keys, monkeypatch)
+    ws.upload(encrypted(keys, csv_text(people(5)).encode()), name="members.csv.pgp")
+    (run,) = ws.sync_all()
+    assert (run.status, run.added) == ("applied", 5), run.reason
+    assert not list(ws.tenant.state_dir.rglob("*.kbx")) and not list(deep.rglob("S.gpg-agent*"))

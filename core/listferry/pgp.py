@@ -7,15 +7,21 @@ when the run ends. A file that does not decrypt (another key, damaged, not OpenP
 voided with the reason. With ``pgp_recipient_key_file`` (the customer's public key),
 return files are encrypted to it and get ``.pgp`` on their name.
 
-GnuPG does the work (through python-gnupg and the ``gpg`` program), in a keyring of
-the tenant's own in ``state/NAME/gnupg``; keys are imported from the files each time,
-so replacing a key file is all it takes to rotate a key.
+GnuPG does the work (through python-gnupg and the ``gpg`` program), in a keyring made
+for each decryption or encryption in a folder of its own (mode 700) in the system's
+temporary folder, and removed with its agent after it: keys are imported from the files
+each time, so replacing a key file is all it takes to rotate a key, and no secret key
+stays behind. (Not below the state folder: GnuPG's agent listens on a socket in the
+keyring's folder, and a socket's path may not be longer than 107 bytes.)
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +31,9 @@ if TYPE_CHECKING:
     from listferry.config import Tenant
 
 
-def _gpg(tenant: Tenant) -> Any:
+@contextmanager
+def _gpg(tenant: Tenant) -> Iterator[Any]:
+    """A GnuPG keyring of its own for one operation; removed, with its agent, after."""
     try:
         import gnupg
     except ImportError:
@@ -34,12 +42,15 @@ def _gpg(tenant: Tenant) -> Any:
         ) from None
     if shutil.which("gpg") is None:
         raise ListferryError("OpenPGP needs the gpg program (Debian: apt install gnupg)")
-    home = tenant.state_dir / "gnupg"
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(home, 0o700)
-    return gnupg.GPG(
-        gnupghome=str(home), options=["--batch", "--no-tty", "--trust-model", "always"]
-    )
+    home = tempfile.mkdtemp(prefix=f"listferry-gpg-{tenant.name[:16]}-")  # mode 700
+    try:
+        gpg = gnupg.GPG(gnupghome=home, options=["--batch", "--no-tty", "--trust-model", "always"])
+        try:
+            yield gpg
+        finally:
+            _stop_agent(gpg)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _import(gpg: Any, path: str, what: str, secret: bool) -> list[str]:
@@ -85,11 +96,8 @@ def decrypt(tenant: Tenant, source: Path, target: Path, name: str) -> None:
         raise ListferryError(
             f"{name}: the file is encrypted, and no pgp_key_file is set for {tenant.name}"
         )
-    gpg = _gpg(tenant)
-    try:
+    with _gpg(tenant) as gpg:
         _decrypt(gpg, tenant, source, target, name)
-    finally:
-        _stop_agent(gpg)
 
 
 def _decrypt(gpg: Any, tenant: Tenant, source: Path, target: Path, name: str) -> None:
@@ -111,11 +119,8 @@ def _decrypt(gpg: Any, tenant: Tenant, source: Path, target: Path, name: str) ->
 
 def encrypt(tenant: Tenant, source: Path, target: Path) -> None:
     """Encrypt ``source`` to the tenant's public key (``pgp_recipient_key_file``)."""
-    gpg = _gpg(tenant)
-    try:
+    with _gpg(tenant) as gpg:
         _encrypt(gpg, tenant, source, target)
-    finally:
-        _stop_agent(gpg)
 
 
 def _encrypt(gpg: Any, tenant: Tenant, source: Path, target: Path) -> None:
