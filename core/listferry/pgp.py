@@ -42,6 +42,8 @@ def _gpg(tenant: Tenant) -> Iterator[Any]:
         ) from None
     if shutil.which("gpg") is None:
         raise ListferryError("OpenPGP needs the gpg program (Debian: apt install gnupg)")
+    # the keyring of earlier versions, with the secret key imported into it: not needed
+    shutil.rmtree(tenant.state_dir / "gnupg", ignore_errors=True)
     home = tempfile.mkdtemp(prefix=f"listferry-gpg-{tenant.name[:16]}-")  # mode 700
     try:
         gpg = gnupg.GPG(gnupghome=home, options=["--batch", "--no-tty", "--trust-model", "always"])
