@@ -123,3 +123,25 @@ def test_a_cluster_node_stopping_queues_the_syncs_still_waiting_out_the_grace(
     assert queued == []  # an hour's grace: not yet
     dispatcher.stop(5)
     assert queued == [box.tenant.name]
+
+
+def test_a_cluster_node_stopping_while_the_database_is_away_tries_it_once(
+    tmp_path: Path,
+) -> None:
+    """Review finding: each waiting tenant's queueing waited for the database in turn,
+    so a node stopping during an outage outlived its stop timeout."""
+    from listferry.serve.uploads import UploadDispatcher
+
+    box = Sandbox(tmp_path, process="on-upload")
+    box.add_tenant("other", process="on-upload")
+    tried: list[str] = []
+
+    def away(name: str) -> str:
+        tried.append(name)
+        raise OSError("the database does not answer")
+
+    dispatcher = UploadDispatcher(box.app(), 3600, queue=away)
+    for name in ("other", box.tenant.name):
+        dispatcher.received(box.app().config.tenants[name], "subscriber_list.csv")
+    dispatcher.stop(5)
+    assert len(tried) == 1

@@ -226,3 +226,27 @@ def test_a_state_folder_deep_in_the_file_system_decrypts_and_keeps_no_keyring(
     (run,) = ws.sync_all()
     assert (run.status, run.added) == ("applied", 5), run.reason
     assert not list(ws.tenant.state_dir.rglob("*.kbx")) and not list(deep.rglob("S.gpg-agent*"))
+
+
+def test_a_killed_runs_keyring_is_removed_and_a_long_temporary_folder_is_not_used(
+    ws: Sandbox, keys: dict, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Review findings: a sync killed mid-decryption left its keyring, the secret key in
+    it, in the temporary folder; a temporary folder with a long path brought back the
+    agent socket's limit."""
+    import tempfile
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"listferry-gpg-{dead.pid}-killed"
+    left.mkdir()
+    (left / "secret.key").write_text("a secret key")
+    long_temp = tmp_path / ("t" * 90)
+    long_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_temp))
+    tenant(ws, keys, monkeypatch)
+    ws.upload(encrypted(keys, csv_text(people(3)).encode()), name="members.csv.pgp")
+    (run,) = ws.sync_all()
+    assert (run.status, run.added) == ("applied", 3), run.reason
+    assert not left.exists()
+    assert list(long_temp.iterdir()) == []

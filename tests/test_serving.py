@@ -235,3 +235,24 @@ def test_serve_without_keys_says_to_run_init(ws: Sandbox) -> None:
     result = ws.cli("serve", "--protocols", "sftp", "--sftp-port", "0")
     assert result.exit_code == 1
     assert "listferry init" in result.output
+
+
+def test_refusals_from_many_addresses_write_a_bounded_number_of_lines(caplog) -> None:
+    """Review finding: a scan of a session's passive port from thousands of addresses
+    wrote a line each. 20 a minute per source (an IPv6 /64 is one), 200 per reason."""
+    import logging
+    from types import SimpleNamespace
+
+    from listferry.serve.log import Budget
+    from listferry.serve.runtime import ServerRuntime
+
+    runtime = SimpleNamespace(refusals=Budget(), all_refusals=Budget(lines=200))
+    with caplog.at_level(logging.INFO):
+        for n in range(1000):
+            ip = f"10.0.{n // 250}.{n % 250}"
+            ServerRuntime.refused(runtime, "ftp", ip, "a data connection to another's port")
+        for n in range(100):
+            ServerRuntime.refused(runtime, "ftp", f"2001:db8::{n:x}", "too many connections")
+    lines = [r.getMessage() for r in caplog.records if "event=refused" in r.getMessage()]
+    assert sum("another's port" in line for line in lines) == 200
+    assert sum("too many connections" in line for line in lines) == 20

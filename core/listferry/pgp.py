@@ -11,8 +11,9 @@ GnuPG does the work (through python-gnupg and the ``gpg`` program), in a keyring
 for each decryption or encryption in a folder of its own (mode 700) in the system's
 temporary folder, and removed with its agent after it: keys are imported from the files
 each time, so replacing a key file is all it takes to rotate a key, and no secret key
-stays behind. (Not below the state folder: GnuPG's agent listens on a socket in the
-keyring's folder, and a socket's path may not be longer than 107 bytes.)
+stays behind (the keyring of a run killed meanwhile is removed by the next). Not below
+the state folder: GnuPG's agent listens on a socket in the keyring's folder, and a
+socket's path may not be longer than 107 bytes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ def _gpg(tenant: Tenant) -> Iterator[Any]:
         raise ListferryError("OpenPGP needs the gpg program (Debian: apt install gnupg)")
     # the keyring of earlier versions, with the secret key imported into it: not needed
     shutil.rmtree(tenant.state_dir / "gnupg", ignore_errors=True)
-    home = tempfile.mkdtemp(prefix=f"listferry-gpg-{tenant.name[:16]}-")  # mode 700
+    _remove_stale_keyrings()
+    # mode 700; the process's number in its name says whose it is
+    home = tempfile.mkdtemp(prefix=f"{KEYRING}{os.getpid()}-", dir=_short_temp())
     try:
         gpg = gnupg.GPG(gnupghome=home, options=["--batch", "--no-tty", "--trust-model", "always"])
         try:
@@ -53,6 +56,34 @@ def _gpg(tenant: Tenant) -> Iterator[Any]:
             _stop_agent(gpg)
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+#: How the keyrings' folders are named in the temporary folder: ``listferry-gpg-PID-...``.
+KEYRING = "listferry-gpg-"
+#: The longest temporary folder taken: its keyring's agent socket must fit in 107 bytes.
+SHORT = 60
+
+
+def _short_temp() -> str:
+    """The system's temporary folder, or /tmp when its path is too long for a socket."""
+    folder = tempfile.gettempdir()
+    return folder if len(folder) <= SHORT else "/tmp"
+
+
+def _remove_stale_keyrings() -> None:
+    """Remove the keyrings (and stop the agents) of runs that were killed meanwhile (a
+    ``sync_timeout``, SIGKILL): a keyring holds the tenant's secret key."""
+    for folder in Path(_short_temp()).glob(f"{KEYRING}*-*"):
+        try:
+            pid = int(folder.name.removeprefix(KEYRING).split("-", 1)[0])
+            os.kill(pid, 0)
+            continue  # its process is alive
+        except ProcessLookupError:
+            pass
+        except (ValueError, PermissionError):  # not ours, or another user's
+            continue
+        _stop_agent_at(str(folder))
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _import(gpg: Any, path: str, what: str, secret: bool) -> list[str]:
@@ -79,11 +110,15 @@ def _passphrase(tenant: Tenant) -> str | None:
 
 def _stop_agent(gpg: Any) -> None:
     """GnuPG leaves an agent running per keyring: stop it, so none outlives the run."""
+    _stop_agent_at(gpg.gnupghome)
+
+
+def _stop_agent_at(home: str) -> None:
     import subprocess
 
     if shutil.which("gpgconf"):
         subprocess.run(
-            ["gpgconf", "--homedir", gpg.gnupghome, "--kill", "gpg-agent"],
+            ["gpgconf", "--homedir", home, "--kill", "gpg-agent"],
             capture_output=True,
             check=False,
             timeout=30,

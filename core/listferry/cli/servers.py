@@ -62,6 +62,22 @@ def serve(
         _show_keys(server_keys(server), known_hosts=False, json_=False)
         return
 
+    from listferry.serve.runtime import stopped_by_signals
+
+    stop = threading.Event()
+    with stopped_by_signals(stop):  # a signal while starting stops it as cleanly
+        _serve(state, protocols, overrides, no_schedule, stop)
+
+
+def _serve(
+    state: State,
+    protocols: str | None,
+    overrides: dict[str, Any],
+    no_schedule: bool,
+    stop: threading.Event,
+) -> None:
+    from dataclasses import replace
+
     from listferry.serve.runtime import serve as run_servers
 
     app = state.app()
@@ -108,6 +124,7 @@ def serve(
             homes=homes,
             queue=queue,
             blocks=blocks,
+            stop=stop,
         )
     finally:
         if queue is not None:
@@ -239,9 +256,9 @@ def schedule(state: State) -> None:
     from listferry.ops.scheduler import Scheduler
     from listferry.serve.runtime import stopped_by_signals
 
-    state.app()  # a config that cannot be used stops here, with its line
     stop = threading.Event()
     with stopped_by_signals(stop):
+        state.app()  # a config that cannot be used stops here, with its line
         scheduler = Scheduler(state.config_path.resolve())
         scheduler.reload()
         _say_plan(scheduler)

@@ -22,7 +22,7 @@ from typing import Protocol
 from listferry.app import App
 from listferry.config import ServerSettings, Tenant
 from listferry.config.edit import TenantTables, config_locked, write_atomically
-from listferry.serve.blocks import BlockBook, blocks_path
+from listferry.serve.blocks import BlockBook, blocks_path, source_of
 from listferry.serve.limits import Limits
 from listferry.serve.live import LiveConfig
 from listferry.serve.log import Budget, event
@@ -47,6 +47,8 @@ class ServerRuntime:
     limits: Limits = field(default_factory=Limits)
     #: How many ``refused`` lines connections turned away before login may write.
     refusals: Budget = field(default_factory=Budget)
+    #: ... and from every source together, for one reason.
+    all_refusals: Budget = field(default_factory=lambda: Budget(lines=200))
     #: How many ``refused`` lines one tenant's sessions from one address may write.
     session_refusals: Budget = field(default_factory=lambda: Budget(lines=200))
     #: How many ``storage`` lines (storage did not answer) they may write.
@@ -84,11 +86,13 @@ class ServerRuntime:
 
     def refused(self, protocol: str, ip: str, reason: str) -> None:
         """Log a connection refused before login, within :attr:`refusals`: the first 20 a
-        minute for one address and reason; the next line logged for them, in a later
+        minute for one source (an address, an IPv6 /64) and reason, and 200 a minute for
+        one reason from every source together; the next line logged for them, in a later
         minute, says how many were not (``suppressed=N``)."""
-        suppressed = self.refusals.allow((ip, reason))
-        if suppressed is not None:
-            event("refused", protocol=protocol, ip=ip, reason=reason, suppressed=suppressed or None)
+        suppressed = self.refusals.allow((source_of(ip), reason))
+        if suppressed is None or self.all_refusals.allow((reason,)) is None:
+            return  # many sources at once: the lines logged already tell it
+        event("refused", protocol=protocol, ip=ip, reason=reason, suppressed=suppressed or None)
 
     def refused_in_session(
         self, protocol: str, tenant: str | None, ip: str, **fields: object
@@ -215,18 +219,23 @@ def serve(
     homes: Homes | None = None,
     queue: Callable[[str], str] | None = None,
     blocks: BlockBook | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Run the servers for ``protocols`` until SIGTERM or SIGINT, then stop them cleanly.
 
     ``beside(stop)`` (the schedule) runs in a thread of its own meanwhile and is waited
     for when the servers have stopped. ``homes`` and ``queue``: as for
-    :meth:`ServerRuntime.create`; so is ``blocks``.
+    :meth:`ServerRuntime.create`; so is ``blocks``. ``stop``: an event the caller sets
+    (in :func:`stopped_by_signals` already) instead of the signals.
     """
     from listferry.errors import ListferryError
 
     for path in (settings.tls_cert, settings.tls_key, settings.ssh_host_key):
         if not path.exists():
             raise ListferryError(f"{path} is missing: run 'listferry init' to make the server keys")
+    if stop is not None:
+        _serve(app, settings, protocols, say, stop, beside, homes, queue, blocks)
+        return
     stop = threading.Event()
     with stopped_by_signals(stop):
         _serve(app, settings, protocols, say, stop, beside, homes, queue, blocks)

@@ -246,18 +246,19 @@ class UploadDispatcher:
             return
         with self._cond:
             left, self._due = sorted(self._due), {}
-        for name in left:
+        for at, name in enumerate(left):
             tenant = self.tenants().get(name)
             if tenant is None or tenant.process != "on-upload":
                 continue
             try:
                 job = self.queue(name)
-            except Exception as exc:
+            except Exception as exc:  # the database is away: the others would wait as long
+                rest = ", ".join(left[at:])
                 log.error(
-                    "%s: the on-upload sync could not be queued as serve stopped: %s; "
-                    "its schedule or the next upload syncs it",
-                    name,
+                    "the on-upload syncs of %s could not be queued as serve stopped: %s; "
+                    "their schedule or the next upload syncs them",
+                    rest,
                     exc,
                 )
-                continue
+                return
             event("queued", tenant=name, job=job, reason="serve stopping")
