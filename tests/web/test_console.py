@@ -391,4 +391,4 @@ def test_the_audit_log_keeps_its_newest_entries(tmp_path, monkeypatch) -> None:
     for i in range(3000):
         console.audit("ada", "127.0.0.1", "login", str(i))
     kept = console.audit_log(limit=5000)
-    assert len(kept) == 1500 and kept[0].target == "2999" and kept[-1].target == "1500"
+    assert len(kept) == 1500 and kept[0]["target"] == "2999" and kept[-1]["target"] == "1500"

@@ -17,12 +17,13 @@ import re
 import secrets
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from listferry.errors import ListferryError, UsageError
 from listferry.times import utcnow
+from listferry.web import schemas
 
 #: What each role may do: a viewer reads, an admin also acts (replay, force, settings).
 ROLES = ("viewer", "admin")
@@ -281,28 +282,25 @@ class Console:
             if newest % 1000 == 0:
                 db.execute("DELETE FROM audit WHERE id <= ?", (newest - AUDIT_KEEP,))
 
-    def audit_log(self, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
+    def audit_log(self, limit: int = 100, offset: int = 0) -> list[schemas.AuditEntry]:
         with self._db() as db:
             rows = db.execute(
                 "SELECT id, at, operator, address, action, target, detail FROM audit "
                 "ORDER BY id DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
-        return [AuditEntry(*row[:6], json.loads(row[6]) if row[6] else None) for row in rows]
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    id: int
-    at: str
-    operator: str
-    address: str | None
-    action: str
-    target: str | None
-    detail: dict[str, Any] | None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return [
+            schemas.AuditEntry(
+                id=row[0],
+                at=row[1],
+                operator=row[2],
+                address=row[3],
+                action=row[4],
+                target=row[5],
+                detail=json.loads(row[6]) if row[6] else None,
+            )
+            for row in rows
+        ]
 
 
 def console_of(state_dir: Path) -> Console:

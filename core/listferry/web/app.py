@@ -816,7 +816,7 @@ def create_app(config_path: Path) -> FastAPI:
     ) -> list[schemas.AuditEntry]:
         caller = api_caller(request)
         admin(caller)
-        return [entry.to_json() for entry in site.console.audit_log(limit, offset)]
+        return site.console.audit_log(limit, offset)
 
     return api
 
