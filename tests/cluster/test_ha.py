@@ -28,6 +28,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +93,8 @@ class HA:
     def __init__(self, root: Path, database_url: str, bucket_url: str, endpoint_url: str) -> None:
         self.root = root
         self.database_url = database_url
+        self.bucket_url = bucket_url
+        self.storage: Any = None  # a boto3 client of the bucket's server
         self.key = root / "crm_key"
         subprocess.run(
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True
@@ -250,6 +253,12 @@ block_after_failures = 4
                 "WHERE tenant = 'acme' AND status <> 'idle' ORDER BY id"
             ).fetchall()
 
+    def home(self) -> list[str]:
+        """The names in acme's home in storage."""
+        bucket, prefix = self.bucket_url.removeprefix("s3://").split("/", 1)
+        found = self.storage.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/homes/acme/")
+        return [item["Key"].rsplit("/", 1)[1] for item in found.get("Contents", [])]
+
     def logs(self) -> str:
         return "".join(node.log("serve") for node in self.nodes.values())
 
@@ -263,6 +272,7 @@ def ha(postgres, seaweed, shared_bucket, tmp_path_factory) -> Iterator[HA]:
     database_url = postgres.create_database()
     bucket_url = f"s3://{shared_bucket}/ha-{os.getpid()}-{random.randrange(1 << 30)}"
     made = HA(tmp_path_factory.mktemp("ha"), database_url, bucket_url, seaweed.endpoint_url)
+    made.storage = seaweed.client()
     try:
         made.start()
         yield made
@@ -373,6 +383,7 @@ def test_uploads_through_the_balancer_land_and_are_applied_with_one_host_key_and
     assert done.returncode == 0, done.stderr
     first = hashlib.sha256(list_text(30)).hexdigest()
     wait_for(lambda: ("applied", first) in ha.runs(), "the SFTP upload to be applied", 120)
+    assert any(name.endswith(".result.txt") for name in ha.home())  # the report, in storage
 
     second = ha.root / "ftps" / "subscriber_list.csv"
     second.parent.mkdir()
@@ -540,6 +551,7 @@ def test_a_node_killed_mid_upload_leaves_no_list_and_the_retry_lands_on_the_othe
     transport.close()
     time.sleep(0.5)
     assert ha.runs() == before  # nothing of the cut upload became a list
+    assert "subscriber_list.csv" not in ha.home()  # nor waits in storage to become one
 
     sent = ha.root / "retry" / "subscriber_list.csv"
     sent.parent.mkdir()
