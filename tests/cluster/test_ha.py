@@ -383,7 +383,9 @@ def test_uploads_through_the_balancer_land_and_are_applied_with_one_host_key_and
     assert done.returncode == 0, done.stderr
     first = hashlib.sha256(list_text(30)).hexdigest()
     wait_for(lambda: ("applied", first) in ha.runs(), "the SFTP upload to be applied", 120)
-    assert any(name.endswith(".result.txt") for name in ha.home())  # the report, in storage
+    wait_for(  # the report, in storage (put after the run is indexed)
+        lambda: any(name.endswith(".result.txt") for name in ha.home()), "the report", 30
+    )
 
     second = ha.root / "ftps" / "subscriber_list.csv"
     second.parent.mkdir()
