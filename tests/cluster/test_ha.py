@@ -528,6 +528,7 @@ def test_a_node_killed_mid_upload_leaves_no_list_and_the_retry_lands_on_the_othe
 ) -> None:
     import paramiko
 
+    wait_for(lambda: "subscriber_list.csv" not in ha.home(), "the lists applied to leave", 30)
     before = ha.runs()
     body = list_text(60_000)  # about 2.5 MB
     sock = socket.create_connection(
